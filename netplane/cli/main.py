@@ -1,0 +1,176 @@
+"""The `netplane` command: global options, subcommand groups, and error-to-exit-code mapping.
+
+Commands only parse arguments and delegate. A user mistake (bad flag, bad value, unknown name)
+prints one line on stderr and exits 2; a runtime failure prints one line with its cause and
+exits 1. No traceback reaches the user unless `--log-level debug` asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from netplane import __version__, context
+from netplane.errors import NetplaneError, UserError
+from netplane.store import EtcdConfig, EtcdStore, Keys
+
+log = logging.getLogger("netplane")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass
+class Settings:
+    """What every command may need: how to reach etcd and under which prefix."""
+
+    etcd: str | None
+    prefix: str | None
+    ca_cert: str | None
+    cert: str | None
+    key: str | None
+    timeout: float
+    _store: EtcdStore | None = field(default=None, repr=False)
+
+    def resolved(self) -> context.Context:
+        return context.resolve(etcd=self.etcd, prefix=self.prefix)
+
+    def etcd_config(self) -> EtcdConfig:
+        return EtcdConfig.parse(
+            self.resolved().etcd, ca_cert=self.ca_cert, cert=self.cert, key=self.key, timeout=self.timeout
+        )
+
+    def keys(self) -> Keys:
+        return Keys(self.resolved().prefix)
+
+    def store(self) -> EtcdStore:
+        if self._store is None:
+            self._store = EtcdStore(self.etcd_config())
+        return self._store
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="netplane")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default="warning",
+    show_default=True,
+    envvar="NETPLANE_LOG_LEVEL",
+    help="Logging verbosity (debug also shows tracebacks).",
+)
+@click.option(
+    "--etcd",
+    envvar="NETPLANE_ETCD",
+    metavar="URL[,URL...]",
+    help="etcd endpoints. Default: the current lab's (context file), else http://127.0.0.1:2379.",
+)
+@click.option("--etcd-ca", envvar="NETPLANE_ETCD_CA", type=click.Path(dir_okay=False), help="CA bundle for https endpoints.")
+@click.option("--etcd-cert", envvar="NETPLANE_ETCD_CERT", type=click.Path(dir_okay=False), help="Client certificate.")
+@click.option("--etcd-key", envvar="NETPLANE_ETCD_KEY", type=click.Path(dir_okay=False), help="Client key.")
+@click.option("--etcd-timeout", envvar="NETPLANE_ETCD_TIMEOUT", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds per etcd request.")
+@click.option("--prefix", envvar="NETPLANE_PREFIX", metavar="PATH", help="etcd key prefix. Default: /netplane.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    log_level: str,
+    etcd: str | None,
+    etcd_ca: str | None,
+    etcd_cert: str | None,
+    etcd_key: str | None,
+    etcd_timeout: float,
+    prefix: str | None,
+) -> None:
+    """netplane: a networking-first container cluster you can see into.
+
+    VXLAN overlay with per-host subnet leases from etcd, service load balancing (iptables or
+    eBPF), container stats, and a lab that emulates several hosts with network namespaces.
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = Settings(etcd=etcd, prefix=prefix, ca_cert=etcd_ca, cert=etcd_cert, key=etcd_key, timeout=etcd_timeout)
+    ctx.call_on_close(lambda: ctx.obj._store.close() if ctx.obj._store else None)
+
+
+def _register() -> None:
+    """Attach subcommand groups (explicitly: no import-time registry)."""
+    from netplane.cli import lab
+
+    cli.add_command(lab.lab)
+    for modname, names in _OPTIONAL_GROUPS:
+        try:
+            mod = __import__(f"netplane.cli.{modname}", fromlist=names)
+        except ModuleNotFoundError as e:
+            if e.name != f"netplane.cli.{modname}":
+                raise
+            continue
+        for n in names:
+            cli.add_command(getattr(mod, n))
+
+
+# Groups other parts of the product add: (module under netplane.cli, click objects in it).
+_OPTIONAL_GROUPS: list[tuple[str, list[str]]] = [
+    ("net", ["net"]),
+    ("agent", ["agent"]),
+    ("svc", ["svc"]),
+    ("proxy", ["proxy"]),
+    ("stats", ["stats", "top"]),
+]
+
+_register()
+
+
+def _debug() -> bool:
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rc = cli.main(args=argv, prog_name="netplane", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(2)
+    except click.UsageError as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        click.echo(f"netplane: error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"netplane: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("netplane: aborted", err=True)
+        sys.exit(130)
+    except UserError as e:
+        click.echo(f"netplane: error: {e}", err=True)
+        sys.exit(2)
+    except NetplaneError as e:
+        if _debug():
+            log.exception("failed")
+        cause = f" (caused by {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ and str(e.__cause__) not in str(e) else ""
+        click.echo(f"netplane: {e}{cause}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as e:
+        if _debug():
+            log.exception("failed")
+        click.echo(f"netplane: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
+        sys.exit(1)
+    except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
+        if _debug():
+            log.exception("internal error")
+        click.echo(f"netplane: internal error: {type(e).__name__}: {e} (rerun with --log-level debug)", err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

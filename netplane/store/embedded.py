@@ -1,0 +1,178 @@
+"""A real etcd process for the lab and the tests.
+
+Starts `etcd` (Debian's etcd-server) with its own data dir and the client/peer URLs it is given,
+optionally inside a network namespace, waits until it answers, and stops it cleanly (SIGTERM,
+then SIGKILL). The process can outlive the Python object (the lab records its pid); `adopt` and
+`stop_pid` handle that, checking the pid still is our etcd before signalling it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from netplane import netns
+from netplane.errors import StoreError
+from netplane.store.etcd import EtcdConfig, EtcdStore
+
+
+@dataclass(frozen=True)
+class EtcdSpec:
+    name: str
+    data_dir: Path
+    client_urls: tuple[str, ...]  # listen + advertise
+    peer_url: str
+    netns: str | None = None
+    log_path: Path | None = None
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd")
+    if path is None:
+        raise StoreError("the etcd binary is not installed (run scripts/install.sh)")
+    return path
+
+
+def command(spec: EtcdSpec) -> list[str]:
+    urls = ",".join(spec.client_urls)
+    return [
+        etcd_binary(),
+        "--name", spec.name,
+        "--data-dir", str(spec.data_dir),
+        "--listen-client-urls", urls,
+        "--advertise-client-urls", urls,
+        "--listen-peer-urls", spec.peer_url,
+        "--initial-advertise-peer-urls", spec.peer_url,
+        "--initial-cluster", f"{spec.name}={spec.peer_url}",
+        "--initial-cluster-state", "new",
+        "--initial-cluster-token", f"netplane-{spec.name}",
+        "--heartbeat-interval", "50",
+        "--election-timeout", "500",
+        "--logger", "zap",
+        "--log-level", "warn",
+    ]
+
+
+class EmbeddedEtcd:
+    """One single-member etcd. `start()` blocks until it is healthy."""
+
+    def __init__(self, spec: EtcdSpec) -> None:
+        self.spec = spec
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.spec.client_urls[0]
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, *, timeout: float = 15.0, detach: bool = False) -> None:
+        self.spec.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.spec.log_path, "ab") if self.spec.log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                command(self.spec),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=netns.preexec(self.spec.netns),
+                start_new_session=detach,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # type: ignore[union-attr]
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with netns.inside(self.spec.netns):
+            store = EtcdStore(EtcdConfig(endpoints=(self.endpoint,), timeout=1.0))
+        try:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise StoreError(
+                        f"etcd exited with code {self.proc.returncode} at start"
+                        + (f"; see {self.spec.log_path}" if self.spec.log_path else ""),
+                        endpoint=self.endpoint,
+                    )
+                if store.healthy():
+                    return
+                time.sleep(0.05)
+            raise StoreError(f"etcd not healthy after {timeout:.0f}s", endpoint=self.endpoint)
+        finally:
+            store.close()
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, for tests of crash behaviour."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def is_our_process(pid: int, marker: str) -> bool:
+    """True if `pid` is alive and its command line contains `marker` (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def stop_pid(pid: int, marker: str, *, timeout: float = 10.0) -> bool:
+    """Terminate a process we started earlier (recorded pid), only if it is still ours."""
+    if not is_our_process(pid, marker):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_our_process(pid, marker) or _is_zombie(pid):
+            _reap(pid)
+            return True
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,116 @@
+"""List-then-watch, the one way netplane follows etcd.
+
+`list_watch` snapshots a prefix at revision R (a `Resync`), then streams changes from R+1. When
+the watch breaks (etcd restarted, connection lost) or its revision was compacted, it waits,
+re-lists and resyncs — consumers simply replace their view on every `Resync`. It ends when the
+stop event is set.
+
+`reflect` builds on it for the common case: a decoded dict of objects under a prefix, yielded
+after every change batch. Values that fail to decode are logged and left out, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from netplane.errors import DecodeError, StoreError
+from netplane.store.etcd import Compacted, EtcdStore, KeyValue, WatchEvent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Resync:
+    """A full snapshot of the prefix at `revision`: replace whatever you had."""
+
+    items: list[KeyValue]
+    revision: int
+
+
+def list_watch(
+    store: EtcdStore,
+    prefix: str,
+    *,
+    stop: threading.Event,
+    retry_interval: float = 0.5,
+    max_retry_interval: float = 5.0,
+) -> Iterator[Resync | list[WatchEvent]]:
+    """Yield a `Resync`, then event batches; on any break, back off, re-list, resync."""
+    delay = retry_interval
+    while not stop.is_set():
+        try:
+            items, rev = store.list(prefix)
+            yield Resync(items, rev)
+            delay = retry_interval
+            for batch in store.watch(prefix, start_revision=rev + 1, stop=stop):
+                yield batch
+        except Compacted as e:
+            log.info("watch %s: compacted at %d, re-listing", prefix, e.compact_revision)
+            continue
+        except StoreError as e:
+            if stop.is_set():
+                return
+            log.warning("watch %s: %s; re-listing in %.1fs", prefix, e, delay)
+            if stop.wait(delay):
+                return
+            delay = min(delay * 2, max_retry_interval)
+
+
+@dataclass(frozen=True)
+class View(Generic[T]):
+    """The decoded objects under a prefix after a change, and what changed.
+
+    `changed` is None after a resync (anything may have changed), else the keys touched.
+    """
+
+    objects: Mapping[str, T]
+    revision: int
+    changed: frozenset[str] | None
+
+
+def reflect(
+    store: EtcdStore,
+    prefix: str,
+    decode: Callable[[str, bytes], T],
+    *,
+    stop: threading.Event,
+    retry_interval: float = 0.5,
+) -> Iterator[View[T]]:
+    """Keep a decoded copy of everything under `prefix`; yield it after each change."""
+    cache: dict[str, T] = {}
+    for item in list_watch(store, prefix, stop=stop, retry_interval=retry_interval):
+        if isinstance(item, Resync):
+            cache = {}
+            for kv in item.items:
+                v = _decode(decode, kv.key, kv.value)
+                if v is not None:
+                    cache[kv.key] = v
+            yield View(dict(cache), item.revision, None)
+            continue
+        changed = set()
+        for ev in item:
+            changed.add(ev.key)
+            if ev.kind == "delete":
+                cache.pop(ev.key, None)
+                continue
+            assert ev.value is not None
+            v = _decode(decode, ev.key, ev.value)
+            if v is None:
+                cache.pop(ev.key, None)
+            else:
+                cache[ev.key] = v
+        yield View(dict(cache), item[-1].mod_revision, frozenset(changed))
+
+
+def _decode(decode: Callable[[str, bytes], T], key: str, raw: bytes) -> T | None:
+    try:
+        return decode(key, raw)
+    except DecodeError as e:
+        log.warning("skipping malformed value at %s: %s", key, e)
+        return None

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# netplane's one install script: everything `make demo` and `make test` need on a fresh
+# Debian 12 machine, as root. Idempotent: a second run only verifies (well under 5 s).
+#
+#   scripts/install.sh            install or verify
+#   NETPLANE_VENV=/path scripts/install.sh   use another virtualenv location
+#
+# What it does, in order:
+#   1. apt packages (only `apt-get update` + install when one is missing)
+#   2. kernel headers link for bcc: /lib/modules/$(uname -r)/{build,source}
+#   3. a virtualenv (Debian's python3) with netplane installed editable + test deps
+#   4. bcc (Debian's python3-bpfcc) made importable inside that virtualenv
+#   5. a busybox image for Docker-runtime tests, dockerd started when not running
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${NETPLANE_VENV:-$ROOT/.venv}"
+PY=/usr/bin/python3
+STAMP="$VENV/.netplane-install-stamp"
+
+log() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (netplane programs the kernel and starts etcd/dockerd)"
+
+APT_PACKAGES=(
+  etcd-server etcd-client iptables nftables iproute2 bpftool python3-bpfcc
+  docker.io busybox-static iperf3 tcpdump prometheus conntrack ethtool
+  python3 python3-venv python3-dev gcc libc6-dev linux-headers-amd64 procps psmisc
+)
+
+# ---------------------------------------------------------------- 1. apt packages
+missing=()
+status=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${APT_PACKAGES[@]}" 2>/dev/null || true)
+for p in "${APT_PACKAGES[@]}"; do
+  grep -qE "^$p ii" <<<"$status" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- 2. kernel headers for bcc
+KREL="$(uname -r)"
+MODDIR="/lib/modules/$KREL"
+if [ ! -e "$MODDIR/build/include/generated/uapi/linux/version.h" ] && [ ! -e "$MODDIR/build/include/linux/kconfig.h" ]; then
+  # The running kernel may not be a Debian one: uapi-level BPF programs compile fine against
+  # the newest Debian amd64 headers, so point the module dir at those.
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -- '-common' | sort -V | tail -n 1 || true)
+  [ -n "$hdr" ] || die "no /usr/src/linux-headers-*-amd64 after installing linux-headers-amd64"
+  log "linking $MODDIR/build and source -> $hdr"
+  mkdir -p "$MODDIR"
+  ln -sfn "$hdr" "$MODDIR/build"
+  ln -sfn "$hdr" "$MODDIR/source"
+fi
+
+# ---------------------------------------------------------------- 3+4. virtualenv
+fingerprint() {
+  cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/scripts/install.sh" \
+      $(find "$ROOT/native" -maxdepth 1 -type f \( -name '*.c' -o -name '*.h' -o -name '*.py' \) 2>/dev/null | sort) \
+    | sha256sum | cut -d' ' -f1
+}
+want="$(fingerprint)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] || [ ! -x "$VENV/bin/python" ]; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  log "installing netplane (editable) and test dependencies"
+  "$VENV/bin/pip" install -q --upgrade pip setuptools wheel >/dev/null
+  "$VENV/bin/pip" install -q -e "$ROOT[test]"
+  # bcc's Python module is Debian's (PyPI's "bcc" is an unrelated package). Expose only it,
+  # not all of dist-packages, through a directory holding one symlink plus a .pth file.
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$VENV/bcc-bridge"
+  ln -sfn /usr/lib/python3/dist-packages/bcc "$VENV/bcc-bridge/bcc"
+  echo "$VENV/bcc-bridge" > "$site/netplane-bcc.pth"
+  echo "$want" > "$STAMP"
+fi
+"$VENV/bin/python" -c 'import netplane, bcc, pyroute2, pyetcd' \
+  || die "virtualenv $VENV is broken; remove it and run again"
+
+# ---------------------------------------------------------------- 5. dockerd
+# Started without its own iptables/forwarding management: netplane owns the data path and
+# must never change the root namespace's firewall policy (dockerd would set FORWARD to DROP).
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  mkdir -p /var/log
+  setsid dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
+    >/var/log/netplane-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+  docker info >/dev/null 2>&1 || die "dockerd did not start; see /var/log/netplane-dockerd.log"
+fi
+if ! docker image inspect netplane/busybox:latest >/dev/null 2>&1; then
+  log "building netplane/busybox image with docker import"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/bin"
+  cp /bin/busybox "$tmp/bin/busybox"
+  for app in $("$tmp/bin/busybox" --list); do
+    [ "$app" = busybox ] || ln -sf busybox "$tmp/bin/$app"
+  done
+  tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' - netplane/busybox:latest >/dev/null
+fi
+log "ready: venv $VENV"

@@ -1,0 +1,120 @@
+"""Shared fixtures: a real etcd per session (and fresh ones on demand), test namespaces.
+
+Nothing here mocks etcd or the kernel. Kernel and lab tests need root; without it they fail
+loudly rather than skip, because a skipped kernel test proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from netplane.store import EtcdConfig, EtcdStore, Keys
+from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in ("unit", "kernel", "lab"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    needs_root = any(item.iter_markers(name=n) for n in ("kernel", "lab", "docker"))
+    if needs_root and os.geteuid() != 0:
+        pytest.fail("this test needs root (kernel/lab tier); run `make test` as root")
+
+
+@pytest.fixture
+def etcd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], EmbeddedEtcd]]:
+    """Start throwaway etcd servers on loopback; all are stopped at teardown."""
+    started: list[EmbeddedEtcd] = []
+
+    def make() -> EmbeddedEtcd:
+        d = tmp_path_factory.mktemp("etcd")
+        spec = EtcdSpec(
+            name="t" + uuid.uuid4().hex[:8],
+            data_dir=d / "data",
+            client_urls=(f"http://127.0.0.1:{free_port()}",),
+            peer_url=f"http://127.0.0.1:{free_port()}",
+            log_path=d / "etcd.log",
+        )
+        e = EmbeddedEtcd(spec)
+        e.start()
+        started.append(e)
+        return e
+
+    yield make
+    for e in started:
+        e.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedEtcd]:
+    """One real etcd for the whole session; tests isolate themselves by key prefix."""
+    d = tmp_path_factory.mktemp("etcd-session")
+    spec = EtcdSpec(
+        name="session",
+        data_dir=d / "data",
+        client_urls=(f"http://127.0.0.1:{free_port()}",),
+        peer_url=f"http://127.0.0.1:{free_port()}",
+        log_path=d / "etcd.log",
+    )
+    e = EmbeddedEtcd(spec)
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def store(etcd_server: EmbeddedEtcd) -> Iterator[EtcdStore]:
+    s = EtcdStore(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def keys(store: EtcdStore) -> Iterator[Keys]:
+    """A unique key prefix per test, deleted afterwards."""
+    k = Keys(f"/t{uuid.uuid4().hex[:12]}")
+    yield k
+    store.delete_prefix(k.prefix + "/")
+
+
+@pytest.fixture
+def make_netns() -> Iterator[Callable[[str], str]]:
+    """Create uniquely named network namespaces; every one is removed at teardown."""
+    made: list[str] = []
+
+    def make(label: str = "t") -> str:
+        name = f"npt-{label}-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        made.append(name)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        return name
+
+    yield make
+    for name in made:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point NETPLANE_STATE_DIR at a temporary directory for this test."""
+    d = tmp_path / "state"
+    monkeypatch.setenv("NETPLANE_STATE_DIR", str(d))
+    return d
