@@ -1,0 +1,112 @@
+"""Host plumbing around the overlay: IP forwarding, FORWARD accept and masquerade rules,
+and turning tx checksum offload off on the VXLAN device.
+
+iptables has no library we trust, so rules go through `iptables-restore --noflush` into our own
+chains (NETPLANE-FORWARD in filter, NETPLANE-POSTROUTING in nat), declared with `:CHAIN` so each
+apply rewrites them whole; the one jump from the built-in chain is inserted only if missing.
+The tx checksum switch is an ethtool ioctl on a socket opened in the host's namespace.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import logging
+import socket
+import struct
+import subprocess
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from netplane import netns
+from netplane.errors import KernelError
+
+log = logging.getLogger(__name__)
+
+FORWARD_CHAIN = "NETPLANE-FORWARD"
+POSTROUTING_CHAIN = "NETPLANE-POSTROUTING"
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x16
+ETHTOOL_STXCSUM = 0x17
+
+
+def render_rules(network: IPv4Network, *, masquerade: bool) -> str:
+    """The iptables-restore input for our chains (pure)."""
+    lines = [
+        "*filter",
+        f":{FORWARD_CHAIN} - [0:0]",
+        f"-A {FORWARD_CHAIN} -s {network} -m comment --comment \"netplane cluster network\" -j ACCEPT",
+        f"-A {FORWARD_CHAIN} -d {network} -m comment --comment \"netplane cluster network\" -j ACCEPT",
+        "COMMIT",
+        "*nat",
+        f":{POSTROUTING_CHAIN} - [0:0]",
+        f"-A {POSTROUTING_CHAIN} -s {network} -d {network} -j RETURN",
+    ]
+    if masquerade:
+        lines.append(
+            f"-A {POSTROUTING_CHAIN} -s {network} ! -d 224.0.0.0/4 "
+            "-m comment --comment \"netplane masquerade leaving the cluster\" -j MASQUERADE --random-fully"
+        )
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _run(argv: list[str], *, netns_name: str | None, stdin: str | None = None, check: bool = True) -> int:
+    try:
+        p = subprocess.run(
+            argv,
+            input=stdin.encode() if stdin is not None else None,
+            capture_output=True,
+            preexec_fn=netns.preexec(netns_name),
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KernelError(f"{argv[0]}: {e}") from e
+    if check and p.returncode != 0:
+        raise KernelError(f"{' '.join(argv[:3])}: {p.stderr.decode(errors='replace').strip()}")
+    return p.returncode
+
+
+def apply_rules(network: IPv4Network, *, masquerade: bool, netns_name: str | None = None) -> None:
+    _run(["iptables-restore", "-w", "5", "--noflush"], netns_name=netns_name, stdin=render_rules(network, masquerade=masquerade))
+    for table, chain, ours in (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", POSTROUTING_CHAIN)):
+        if _run(["iptables", "-w", "5", "-t", table, "-C", chain, "-j", ours], netns_name=netns_name, check=False) != 0:
+            _run(["iptables", "-w", "5", "-t", table, "-I", chain, "1", "-j", ours], netns_name=netns_name)
+
+
+def enable_forwarding(netns_name: str | None = None) -> None:
+    """net.ipv4.ip_forward=1 in the namespace (sysctls under /proc/sys/net follow the caller's)."""
+    with netns.inside(netns_name):
+        p = Path("/proc/sys/net/ipv4/ip_forward")
+        try:
+            if p.read_text().strip() != "1":
+                p.write_text("1\n")
+                log.info("enabled IPv4 forwarding")
+        except OSError as e:
+            raise KernelError(f"enable ip_forward: {e.strerror}", errno=e.errno) from e
+
+
+def _ethtool(ifname: str, cmd: int, value: int, netns_name: str | None) -> int:
+    with netns.inside(netns_name):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        data = array.array("B", struct.pack("II", cmd, value))
+        addr, _ = data.buffer_info()
+        ifreq = struct.pack("16sP", ifname.encode()[:15], addr) + b"\0" * 16
+        try:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
+        except OSError as e:
+            raise KernelError(f"ethtool {ifname}: {e.strerror}", errno=e.errno) from e
+        return int(struct.unpack("II", data.tobytes())[1])
+    finally:
+        s.close()
+
+
+def tx_checksum(ifname: str, netns_name: str | None = None) -> bool:
+    return bool(_ethtool(ifname, ETHTOOL_GTXCSUM, 0, netns_name))
+
+
+def set_tx_checksum(ifname: str, on: bool, netns_name: str | None = None) -> None:
+    _ethtool(ifname, ETHTOOL_STXCSUM, 1 if on else 0, netns_name)
+    log.info("tx checksum offload %s on %s", "on" if on else "off", ifname)
