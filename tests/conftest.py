@@ -28,7 +28,7 @@ def free_port() -> int:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for tier in ("unit", "kernel", "lab"):
+        for tier in ("unit", "etcd", "kernel", "lab"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
 

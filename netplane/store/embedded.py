@@ -74,6 +74,16 @@ class EmbeddedEtcd:
         return self.proc.pid if self.proc else None
 
     def start(self, *, timeout: float = 15.0, detach: bool = False) -> None:
+        """Spawn and wait until healthy; stopped again if it never gets there."""
+        self.spawn(detach=detach)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def spawn(self, *, detach: bool = False) -> int:
+        """Start the process without waiting (so a caller can record its pid first)."""
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.spec.log_path, "ab") if self.spec.log_path else subprocess.DEVNULL
         try:
@@ -88,11 +98,7 @@ class EmbeddedEtcd:
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()  # type: ignore[union-attr]
-        try:
-            self.wait_healthy(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        return self.proc.pid
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
