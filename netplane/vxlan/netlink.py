@@ -292,3 +292,10 @@ class Netlink:
 
     def add_default_route(self, gateway: IPv4Address) -> None:
         self._call(f"default route via {gateway}", lambda: self.ipr.route("replace", dst="0.0.0.0/0", gateway=str(gateway)))
+
+    def default_route_oif(self) -> int | None:
+        msgs = self._call("dump routes", lambda: self.ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN)) or []
+        for m in msgs:
+            if m["dst_len"] == 0:
+                return m.get_attr("RTA_OIF")
+        return None

@@ -1,0 +1,363 @@
+"""The per-host agent: lease, overlay, health — and room for more components.
+
+Flow (DESIGN §1): wait for the network config in etcd, pick the underlay, create the VXLAN
+device (its MAC is our VtepMAC), acquire a subnet lease, write the subnet file, set up bridge,
+forwarding and iptables, then follow every lease with list+watch and reconcile the kernel after
+each change (and every `resync` seconds, to repair drift). A lease thread keeps the etcd lease
+alive with keepalives only and re-acquires when it is lost. etcd being away does not touch the
+kernel: pods keep talking; when etcd returns the watch re-lists and the agent resyncs.
+
+Other parts of the node agent (service proxy, stats server) plug in as `extra_components`:
+objects with `name`, `start()` and `stop()`, or factories `agent -> component`; they are
+started once the lease is held and the overlay first reconciled, and stopped in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, Protocol
+
+from netplane.agent import underlay as underlay_mod
+from netplane.agent.health import HealthServer
+from netplane.agent.metrics import Metrics
+from netplane.errors import ConfigError, DecodeError, NetplaneError, StoreError
+from netplane.store import EtcdStore, Keys
+from netplane.store.watch import reflect
+from netplane.subnet import subnetfile
+from netplane.subnet.config import NetworkConfig, decode_config
+from netplane.subnet.lease import Lease, LeaseAttrs, decoder
+from netplane.subnet.manager import DEFAULT_TTL, LeaseManager
+from netplane.vxlan import hostsetup
+from netplane.vxlan.desired import DesiredOverlay, Underlay, desired, device_spec
+from netplane.vxlan.netlink import Netlink
+from netplane.vxlan.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+ComponentSpec = Component | Callable[["Agent"], Component]
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    subnet_file: Path
+    iface: str | None = None
+    public_ip: IPv4Address | None = None
+    lease_ttl: int = DEFAULT_TTL
+    release_on_exit: bool = False
+    health_listen: tuple[str, int] | None = None
+    tx_checksum_off: bool = False
+    masquerade: bool = True
+    netns_name: str | None = None  # run against another namespace (tests); None: our own
+    resync_interval: float = 10.0
+    config_poll_interval: float = 1.0
+
+
+@dataclass
+class AgentState:
+    config: NetworkConfig | None = None
+    underlay: Underlay | None = None
+    lease: Lease | None = None
+    leases: Mapping[str, Lease] = field(default_factory=dict)
+    desired: DesiredOverlay | None = None
+    synced: bool = False
+    last_reconcile_ok: bool = False
+    last_reconcile_at: float = 0.0
+    etcd_ok: bool = True
+
+
+class Agent:
+    def __init__(
+        self,
+        store: EtcdStore,
+        keys: Keys,
+        options: AgentOptions,
+        *,
+        netlink: Netlink | None = None,
+        extra_components: Sequence[ComponentSpec] = (),
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.opts = options
+        self.nl = netlink or Netlink(netns_name=options.netns_name)
+        self.reconciler = Reconciler(self.nl)
+        self.leases = LeaseManager(store, keys, ttl=options.lease_ttl)
+        self.metrics = Metrics()
+        self.state = AgentState()
+        self.ready = threading.Event()  # lease held and overlay reconciled once
+        self._lock = threading.RLock()
+        self._lease_lost = threading.Event()
+        self._extra_specs = list(extra_components)
+        self._components: list[Component] = []
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self, stop: threading.Event) -> None:
+        """Run until `stop` is set; then stop components (and release the lease if asked)."""
+        try:
+            if not self._start(stop):
+                return
+            stop.wait()
+        finally:
+            self._shutdown()
+
+    def _start(self, stop: threading.Event) -> bool:
+        config = self._wait_config(stop)
+        if config is None:
+            return False
+        links = self.nl.links()
+        choice = underlay_mod.choose(
+            links, iface=self.opts.iface, public_ip=self.opts.public_ip, default_route_ifindex=self.nl.default_route_oif()
+        )
+        if len(choice.candidates) > 1:
+            log.info("underlay %s (%s) chosen because %s; candidates: %s", choice.underlay.ifname,
+                     choice.underlay.address, choice.reason, ", ".join(choice.candidates))
+        else:
+            log.info("underlay %s (%s): %s", choice.underlay.ifname, choice.underlay.address, choice.reason)
+        config.check_underlay([l.addresses[0].network for l in links if l.addresses and l.name != "lo" and not l.name.startswith("np")])
+        with self._lock:
+            self.state.config, self.state.underlay = config, choice.underlay
+        lease = self._acquire(stop)
+        if lease is None:
+            return False
+        self._setup_host(lease)
+        self._spawn("lease", lambda: self._lease_loop(stop))
+        self._spawn("watch", lambda: self._watch_loop(stop))
+        if self.opts.health_listen is not None:
+            self._add_component(
+                HealthServer(self.opts.health_listen, health=self.health, registry=self.metrics.registry, netns_name=self.opts.netns_name)
+            )
+        while not stop.is_set() and not self.ready.wait(0.2):
+            pass
+        for spec in self._extra_specs:
+            self._add_component(spec if hasattr(spec, "start") else spec(self))  # type: ignore[operator]
+        return not stop.is_set()
+
+    def _add_component(self, comp: Component) -> None:
+        comp.start()
+        self._components.append(comp)
+        log.info("started component %s", comp.name)
+
+    def _spawn(self, name: str, fn: Callable[[], None]) -> None:
+        t = threading.Thread(target=self._guard(name, fn), name=f"agent-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _guard(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a dying loop must be visible, not silent
+                log.exception("agent %s loop failed", name)
+                self.metrics.errors.labels(kind=f"{name}_crash").inc()
+
+        return run
+
+    def _shutdown(self) -> None:
+        for comp in reversed(self._components):
+            try:
+                comp.stop()
+            except Exception as e:  # noqa: BLE001
+                log.warning("stopping %s: %s", comp.name, e)
+        self._components.clear()
+        for t in self._threads:
+            t.join(timeout=10)
+        lease = self.state.lease
+        if lease is not None and self.opts.release_on_exit:
+            try:
+                self.leases.release(lease)
+            except StoreError as e:
+                log.warning("could not release %s: %s", lease.subnet, e)
+        elif lease is not None:
+            log.info("keeping lease %s for the next start (pass --release-on-exit to give it back)", lease.subnet)
+
+    # ------------------------------------------------------------------ start-up steps
+    def _wait_config(self, stop: threading.Event) -> NetworkConfig | None:
+        said = ""
+        while not stop.is_set():
+            try:
+                kv = self.store.get(self.keys.network_config)
+                if kv is not None:
+                    return decode_config(kv.value)
+                msg = f"waiting for the network config at {self.keys.network_config} (set it with `netplane net config set`)"
+            except DecodeError as e:
+                msg = f"network config at {self.keys.network_config} is invalid, waiting for a valid one: {e}"
+            except StoreError as e:
+                msg = f"waiting for etcd: {e}"
+            if msg != said:
+                log.warning("%s", msg)
+                said = msg
+            stop.wait(self.opts.config_poll_interval)
+        return None
+
+    def _attrs(self) -> LeaseAttrs:
+        cfg, ul = self.state.config, self.state.underlay
+        assert cfg is not None and ul is not None
+        dev = self.reconciler.ensure_device(device_spec(cfg, ul, _placeholder(cfg)), with_address=False)
+        assert dev.mac is not None
+        return LeaseAttrs(public_ip=ul.public_ip, vtep_mac=dev.mac, vni=cfg.backend.vni, node=self.opts.node)
+
+    def _acquire(self, stop: threading.Event) -> Lease | None:
+        cfg = self.state.config
+        assert cfg is not None
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                remembered = subnetfile.read(self.opts.subnet_file)
+                hint = remembered.subnet if remembered and remembered.network == cfg.network else None
+                lease = self.leases.acquire(cfg, self._attrs(), remembered=hint)
+                self.metrics.acquisitions.inc()
+                with self._lock:
+                    self.state.lease = lease
+                return lease
+            except StoreError as e:
+                self.metrics.errors.labels(kind="etcd").inc()
+                log.warning("acquiring a lease: %s; retrying in %.1fs", e, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        return None
+
+    def _setup_host(self, lease: Lease) -> None:
+        cfg, ul = self.state.config, self.state.underlay
+        assert cfg is not None and ul is not None
+        ns = self.opts.netns_name
+        spec = device_spec(cfg, ul, lease.subnet)
+        self.reconciler.ensure_device(spec)
+        if self.opts.tx_checksum_off:
+            hostsetup.set_tx_checksum(spec.name, False, ns)
+        d = desired(cfg, ul, lease, [])
+        self.reconciler.ensure_bridge(d.bridge)
+        hostsetup.enable_forwarding(ns)
+        hostsetup.apply_rules(cfg.network, masquerade=self.opts.masquerade, netns_name=ns)
+        subnetfile.write(
+            self.opts.subnet_file,
+            subnetfile.SubnetFile(network=cfg.network, subnet=lease.subnet, mtu=spec.mtu, ipmasq=self.opts.masquerade),
+        )
+        log.info("host %s has subnet %s (gateway %s on np0, %s on %s)", self.opts.node, lease.subnet, d.bridge.address, spec.address, spec.name)
+
+    # ------------------------------------------------------------------ loops
+    def _lease_loop(self, stop: threading.Event) -> None:
+        renew_every = max(1.0, min(self.opts.lease_ttl / 3.0, 600.0))
+        next_renew = time.monotonic() + renew_every
+        while not stop.is_set():
+            timeout = max(0.0, min(next_renew - time.monotonic(), self.opts.resync_interval))
+            lost = self._lease_lost.wait(timeout)
+            if stop.is_set():
+                return
+            lease = self.state.lease
+            assert lease is not None
+            try:
+                if lost:
+                    self._lease_lost.clear()
+                    if not self.leases.still_ours(lease):
+                        self._reacquire(stop, "our lease key was deleted or changed in etcd")
+                        continue
+                if time.monotonic() >= next_renew:
+                    ttl = self.leases.renew(lease)
+                    if ttl <= 0:
+                        self._reacquire(stop, "our etcd lease expired")
+                        continue
+                    self.metrics.renewals.inc()
+                    self.metrics.lease_ttl.set(ttl)
+                    next_renew = time.monotonic() + renew_every
+                    self.state.etcd_ok = True
+            except StoreError as e:
+                self.state.etcd_ok = False
+                self.metrics.errors.labels(kind="etcd").inc()
+                log.warning("lease renewal: %s (kernel state kept; retrying)", e)
+                next_renew = time.monotonic() + 1.0
+            if not lost:
+                self.reconcile("periodic resync")
+
+    def _reacquire(self, stop: threading.Event, why: str) -> None:
+        old = self.state.lease
+        log.warning("%s; re-acquiring", why)
+        lease = self._acquire(stop)
+        if lease is None:
+            return
+        if old is None or lease.subnet != old.subnet:
+            self._setup_host(lease)
+        self.reconcile("lease re-acquired")
+
+    def _watch_loop(self, stop: threading.Event) -> None:
+        for view in reflect(self.store, self.keys.subnets, decoder(self.keys), stop=stop):
+            with self._lock:
+                self.state.leases = view.objects
+                self.state.synced = True
+                self.state.etcd_ok = True
+            self.metrics.leases_seen.set(len(view.objects))
+            lease = self.state.lease
+            if lease is not None:
+                ours = self.keys.subnet(lease.subnet)
+                mine = view.objects.get(ours)
+                if mine is None or mine.attrs != lease.attrs:
+                    if view.changed is None or ours in view.changed:
+                        self._lease_lost.set()
+            self.reconcile("resync" if view.changed is None else f"{len(view.changed)} lease change(s)")
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, why: str) -> None:
+        with self._lock:
+            cfg, ul, lease = self.state.config, self.state.underlay, self.state.lease
+            if cfg is None or ul is None or lease is None or not self.state.synced:
+                return
+            d = desired(cfg, ul, lease, self.state.leases.values())
+            t0 = time.perf_counter()
+            try:
+                self.reconciler.ensure_device(d.device)
+                ch = self.reconciler.apply(d)
+                ok = True
+            except NetplaneError as e:
+                ok = False
+                ch = None
+                self.metrics.errors.labels(kind="kernel").inc()
+                log.error("reconcile (%s) failed: %s", why, e)
+            self.metrics.reconcile_duration.observe(time.perf_counter() - t0)
+            self.metrics.reconciles.labels(result="ok" if ok else "error").inc()
+            self.metrics.peers.set(len(d.peers))
+            self.state.desired = d
+            self.state.last_reconcile_ok = ok
+            self.state.last_reconcile_at = time.time()
+            if ok and ch is not None and not ch.empty:
+                log.info("reconciled (%s): %s", why, ch.summary())
+            if ok:
+                self.ready.set()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        s = self.state
+        ok = s.lease is not None and s.last_reconcile_ok
+        return ok, {
+            "node": self.opts.node,
+            "subnet": str(s.lease.subnet) if s.lease else None,
+            "public_ip": str(s.underlay.public_ip) if s.underlay else None,
+            "leases_seen": len(s.leases),
+            "peers": len(s.desired.peers) if s.desired else 0,
+            "etcd_ok": s.etcd_ok,
+            "last_reconcile_ok": s.last_reconcile_ok,
+            "last_reconcile_at": s.last_reconcile_at,
+        }
+
+
+def _placeholder(cfg: NetworkConfig):  # type: ignore[no-untyped-def]
+    """Any subnet: only the device's address depends on it, and that is set after leasing."""
+    return cfg.subnet_min
+
+
+def check_options(opts: AgentOptions) -> None:
+    if opts.lease_ttl < 5:
+        raise ConfigError(f"--lease-ttl {opts.lease_ttl}: must be at least 5 seconds")

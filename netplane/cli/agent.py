@@ -1,0 +1,79 @@
+"""`netplane agent`: the per-host daemon (lease + overlay + health). Parses flags, builds the
+Agent and runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from netplane.agent.agent import Agent, AgentOptions, check_options
+from netplane.agent.health import parse_listen
+from netplane.errors import ConfigError
+
+if TYPE_CHECKING:
+    from netplane.cli.main import Settings
+
+
+def _ip(text: str | None) -> IPv4Address | None:
+    if text is None:
+        return None
+    try:
+        return IPv4Address(text)
+    except ValueError as e:
+        raise ConfigError(f"--public-ip {text!r} is not an IPv4 address") from e
+
+
+@click.command()
+@click.option("--node", required=True, envvar="NETPLANE_NODE", help="This host's name.")
+@click.option("--iface", envvar="NETPLANE_IFACE", help="Underlay interface carrying VXLAN traffic.")
+@click.option("--public-ip", envvar="NETPLANE_PUBLIC_IP", help="Address peers use to reach this host (on --iface).")
+@click.option(
+    "--subnet-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/run/netplane/subnet.env"),
+    show_default=True,
+    help="Local record of our subnet (flannel's subnet.env variables), written atomically.",
+)
+@click.option("--lease-ttl", type=click.IntRange(min=5), default=86400, show_default=True, help="Subnet lease TTL in seconds.")
+@click.option("--release-on-exit", is_flag=True, help="Give the subnet back on a clean exit (default: keep it).")
+@click.option("--health-listen", metavar="ADDR:PORT", help="Serve /healthz and /metrics here.")
+@click.option("--tx-checksum-off", is_flag=True, help="Turn tx checksum offload off on the VXLAN device.")
+@click.option("--no-masquerade", is_flag=True, help="Do not masquerade traffic leaving the cluster network.")
+@click.option("--resync", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between full reconciles.")
+@click.pass_obj
+def agent(
+    settings: "Settings",
+    node: str,
+    iface: str | None,
+    public_ip: str | None,
+    subnet_file: Path,
+    lease_ttl: int,
+    release_on_exit: bool,
+    health_listen: str | None,
+    tx_checksum_off: bool,
+    no_masquerade: bool,
+    resync: float,
+) -> None:
+    """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
+    opts = AgentOptions(
+        node=node,
+        subnet_file=subnet_file,
+        iface=iface,
+        public_ip=_ip(public_ip),
+        lease_ttl=lease_ttl,
+        release_on_exit=release_on_exit,
+        health_listen=parse_listen(health_listen) if health_listen else None,
+        tx_checksum_off=tx_checksum_off,
+        masquerade=not no_masquerade,
+        resync_interval=resync,
+    )
+    check_options(opts)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Agent(settings.store(), settings.keys(), opts).run(stop)
