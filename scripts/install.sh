@@ -46,7 +46,7 @@ fi
 # ---------------------------------------------------------------- 2. kernel headers for bcc
 KREL="$(uname -r)"
 MODDIR="/lib/modules/$KREL"
-if [ ! -e "$MODDIR/build/include/generated/uapi/linux/version.h" ] && [ ! -e "$MODDIR/build/include/linux/kconfig.h" ]; then
+if [ ! -e "$MODDIR/build/include/generated/uapi/linux/version.h" ] || [ ! -e "$MODDIR/source/include/linux/kconfig.h" ]; then
   # The running kernel may not be a Debian one: uapi-level BPF programs compile fine against
   # the newest Debian amd64 headers, so point the module dir at those.
   hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -- '-common' | sort -V | tail -n 1 || true)
@@ -54,7 +54,10 @@ if [ ! -e "$MODDIR/build/include/generated/uapi/linux/version.h" ] && [ ! -e "$M
   log "linking $MODDIR/build and source -> $hdr"
   mkdir -p "$MODDIR"
   ln -sfn "$hdr" "$MODDIR/build"
-  ln -sfn "$hdr" "$MODDIR/source"
+  # Debian splits headers: generated/arch files in -amd64, the rest (include/linux/kconfig.h)
+  # in -common; bcc reads build for the first and source for the second.
+  common="${hdr%-amd64}-common"
+  if [ -d "$common" ]; then ln -sfn "$common" "$MODDIR/source"; else ln -sfn "$hdr" "$MODDIR/source"; fi
 fi
 
 # ---------------------------------------------------------------- 3+4. virtualenv

@@ -1,0 +1,85 @@
+/* Map layouts shared by the socket LB (lb.bpf.c) and the NodePort program (nodeport.bpf.c).
+ * Mirrored once in netplane/ebpf/maps.py; keep the two in sync (sizes are checked at load).
+ * Addresses and ports are in network byte order, as the kernel hands them to us.
+ * Every map is pinned under PIN_DIR (a -D cflag) so an agent restart keeps them. */
+#ifndef NETPLANE_LB_MAPS_H
+#define NETPLANE_LB_MAPS_H
+
+#define LB_F_AFFINITY 1
+
+/* Service map: (VIP, port, proto, slot). Slot 0 holds the backend count, flags and the
+ * service id; slots 1..count hold backend ids (Cilium's layout). NodePort entries use VIP 0. */
+struct lb_svc_key {
+    u32 vip;
+    u16 port;
+    u8 proto;
+    u8 pad;
+    u16 slot;
+    u16 pad2;
+};
+
+struct lb_svc_val {
+    u32 backend_id;
+    u16 count;
+    u8 flags;
+    u8 pad;
+    u32 affinity_timeout; /* seconds */
+    u32 svc_id;
+};
+
+struct lb_backend {
+    u32 ip;
+    u16 port;
+    u8 proto;
+    u8 pad;
+    u32 svc_id;
+};
+
+/* ClientIP affinity: per client network namespace (a pod, or a host) and service. */
+struct lb_aff_key {
+    u64 netns;
+    u32 svc_id;
+    u32 pad;
+};
+
+struct lb_aff_val {
+    u64 last_ns;
+    u32 backend_id;
+    u32 pad;
+};
+
+/* UDP reverse translation: (socket cookie, backend) -> the VIP the app asked for. */
+struct lb_rev_key {
+    u64 cookie;
+    u32 ip;
+    u16 port;
+    u16 pad;
+};
+
+struct lb_rev_val {
+    u32 vip;
+    u16 port;
+    u16 pad;
+};
+
+/* NodePort flows seen at tc: forward (client, nodePort) -> backend, reverse for replies. */
+struct np_ct_key {
+    u32 addr1;
+    u32 addr2;
+    u16 port1;
+    u16 port2;
+    u8 proto;
+    u8 pad[3];
+};
+
+struct np_ct_val {
+    u32 ip;
+    u16 port;
+    u16 pad;
+};
+
+BPF_TABLE_PINNED("hash", struct lb_svc_key, struct lb_svc_val, lb_services, 524288, PIN_DIR "/lb_services");
+BPF_TABLE_PINNED("hash", u32, struct lb_backend, lb_backends, 262144, PIN_DIR "/lb_backends");
+BPF_TABLE_PINNED("lru_hash", struct lb_aff_key, struct lb_aff_val, lb_affinity, 65536, PIN_DIR "/lb_affinity");
+
+#endif

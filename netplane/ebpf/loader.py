@@ -1,0 +1,267 @@
+"""The eBPF data plane (adapter): compiles the programs with bcc, attaches them, fills the maps.
+
+- lb.bpf.c: connect4 / sendmsg4 / recvmsg4 attached to one cgroup v2 directory (the host's
+  subtree; never the machine's root cgroup).
+- nodeport.bpf.c: tc ingress/egress on the underlay interface, when an interface and node IP
+  are given.
+- Maps are pinned under /sys/fs/bpf/netplane/<instance>. Programs stay attached when the agent
+  stops (`close`), so a restart interrupts neither established nor new connections: the new
+  process reuses the pinned maps, replaces the programs atomically (exclusive cgroup attach and
+  tc `replace`), and reconciles map contents without touching entries that did not change.
+- `cleanup` detaches everything and unpins the maps (works from a fresh process, no compile).
+
+Map contents are rebuilt from the maps themselves at start (the maps are the only memory that
+survives a restart); the update plan is in `netplane.ebpf.plan` (pure).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from netplane import netns as nsmod
+from netplane.ebpf import maps as M
+from netplane.ebpf import sys as bsys
+from netplane.ebpf.mapops import MapOps
+from netplane.ebpf.plan import MapState, plan_sync
+from netplane.errors import ConfigError, KernelError
+from netplane.proxy.desired import LbKey, ProxyState
+
+log = logging.getLogger(__name__)
+
+SRC_DIR = Path(__file__).parent
+PIN_ROOT = bsys.BPF_FS / "netplane"
+ROOT_CGROUP = Path("/sys/fs/cgroup/unified")
+# tc filter identity we own on the underlay interface: (parent, prio/handle)
+TC_INGRESS = 0xFFFFFFF2
+TC_EGRESS = 0xFFFFFFF3
+TC_PRIO = 0x4E50  # "NP"
+
+
+def pin_dir(instance: str) -> Path:
+    if not instance or "/" in instance or instance.startswith("."):
+        raise ConfigError(f"invalid BPF pin instance name {instance!r}")
+    return PIN_ROOT / instance
+
+
+def check_cgroup(path: str) -> Path:
+    p = Path(path).resolve()
+    if p in (ROOT_CGROUP, Path("/sys/fs/cgroup")):
+        raise ConfigError(f"refusing to attach BPF to the machine's root cgroup {p}")
+    if not (p / "cgroup.procs").exists() or not str(p).startswith("/sys/fs/cgroup/"):
+        raise ConfigError(f"{path} is not a cgroup v2 directory")
+    return p
+
+
+def _attach_types() -> dict[str, int]:
+    from bcc import BPFAttachType
+
+    return {
+        "np_connect4": BPFAttachType.CGROUP_INET4_CONNECT,
+        "np_sendmsg4": BPFAttachType.CGROUP_UDP4_SENDMSG,
+        "np_recvmsg4": BPFAttachType.CGROUP_UDP4_RECVMSG,
+    }
+
+
+class EbpfBackend:
+    name = "ebpf"
+
+    def __init__(
+        self,
+        *,
+        cgroup: str,
+        instance: str,
+        iface: str | None = None,
+        node_ip: IPv4Address | None = None,
+        local_cidr: IPv4Network | None = None,
+        netns: str | None = None,
+    ) -> None:
+        self.cgroup = check_cgroup(cgroup)
+        self.pins = pin_dir(instance)
+        self.iface = iface
+        self.node_ip = node_ip
+        self.local_cidr = local_cidr
+        self.netns = netns
+        self._lb = None
+        self._np = None
+        self._ops: MapOps | None = None
+        self.current: MapState | None = None
+        self.applied: ProxyState | None = None
+        self.last_writes = 0
+
+    # ------------------------------------------------------------------ load / attach
+    def _cflags(self) -> list[str]:
+        node = M.ip_u32(self.node_ip) if self.node_ip else 0
+        return [f'-DPIN_DIR="{self.pins}"', f"-DNODE_IP={node}u", f"-I{SRC_DIR}", "-Wno-unused-function"]
+
+    def load(self) -> None:
+        from bcc import BPF
+
+        bsys.ensure_bpffs()
+        self.pins.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lb = BPF(src_file=str(SRC_DIR / "lb.bpf.c").encode(), cflags=self._cflags())
+        except Exception as e:  # bcc raises bare Exception on compile/load errors
+            raise KernelError(f"loading lb.bpf.c: {e}") from e
+        fd = os.open(self.cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for fn_name, atype in _attach_types().items():
+                fn = self._lb.load_func(fn_name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=atype)
+                try:
+                    BPF.attach_func(fn, fd, atype)
+                except Exception as e:
+                    raise KernelError(f"attach {fn_name} to {self.cgroup}: {e}") from e
+        finally:
+            os.close(fd)
+        if self.iface and self.node_ip:
+            self._load_tc()
+        self._ops = MapOps(self._lb.get_table("lb_services").map_fd, self._lb.get_table("lb_backends").map_fd)
+        self.current = self._ops.read()
+        self.applied = None
+
+    def _load_tc(self) -> None:
+        from bcc import BPF
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            self._np = BPF(src_file=str(SRC_DIR / "nodeport.bpf.c").encode(), cflags=self._cflags())
+        except Exception as e:
+            raise KernelError(f"loading nodeport.bpf.c: {e}") from e
+        ing = self._np.load_func(b"np_nodeport_ingress", BPF.SCHED_CLS)
+        eg = self._np.load_func(b"np_nodeport_egress", BPF.SCHED_CLS)
+        with nsmod.inside(self.netns):
+            ipr = IPRoute()
+        try:
+            links = ipr.link_lookup(ifname=self.iface)
+            if not links:
+                raise ConfigError(f"interface {self.iface} not found")
+            idx = links[0]
+            try:
+                ipr.tc("add", "clsact", idx)
+            except NetlinkError as e:
+                if e.code != 17:  # EEXIST
+                    raise
+            for parent, fn, nm in ((TC_INGRESS, ing, "np-nodeport-in"), (TC_EGRESS, eg, "np-nodeport-out")):
+                ipr.tc("replace-filter", "bpf", idx, handle=1, fd=fn.fd, name=nm, parent=parent,
+                       prio=TC_PRIO, classid=1, direct_action=True)
+        except NetlinkError as e:
+            raise KernelError(f"tc on {self.iface}: {e}", errno=e.code) from e
+        finally:
+            ipr.close()
+
+    # ------------------------------------------------------------------ backend protocol
+    def sync(self, state: ProxyState, *, full: bool, changed: set[LbKey] | None = None) -> None:
+        if self._ops is None:
+            self.load()
+        assert self._ops is not None
+        if full or self.current is None or self.applied is None:
+            self.current = self._ops.read()
+            plan = plan_sync(self.current, state, local_cidr=self.local_cidr)
+        else:
+            ch = changed if changed is not None else state.changed(self.applied)
+            plan = plan_sync(self.current, state, local_cidr=self.local_cidr, changed=ch, previous=self.applied)
+        self._ops.apply(plan)
+        self.current = plan.result
+        self.applied = state
+        self.last_writes = plan.writes
+
+    def dump(self, service: str | None = None) -> str:
+        return dump_pinned(self.pins, None)
+
+    def close(self) -> None:
+        """Forget our handles; programs stay attached and maps pinned (traffic goes on)."""
+        for b in (self._lb, self._np):
+            if b is not None:
+                b.cleanup()
+        self._lb = self._np = None
+        self._ops = None
+
+    def cleanup(self) -> None:
+        self.close()
+        cleanup(cgroup=str(self.cgroup), instance=self.pins.name, iface=self.iface, netns=self.netns)
+
+
+def cleanup(*, cgroup: str | None, instance: str, iface: str | None = None, netns: str | None = None) -> list[str]:
+    """Detach our cgroup programs and tc filters, unpin our maps. Returns what was removed."""
+    done: list[str] = []
+    if cgroup:
+        p = check_cgroup(cgroup)
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for fn_name, atype in _attach_types().items():
+                if bsys.prog_detach(fd, int(atype)):
+                    done.append(f"detached {fn_name} from {p}")
+        finally:
+            os.close(fd)
+    if iface:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        with nsmod.inside(netns):
+            ipr = IPRoute()
+        try:
+            links = ipr.link_lookup(ifname=iface)
+            for idx in links:
+                for parent in (TC_INGRESS, TC_EGRESS):
+                    try:
+                        ipr.tc("del-filter", "bpf", idx, handle=1, parent=parent, prio=TC_PRIO)
+                        done.append(f"removed tc filter on {iface}")
+                    except NetlinkError:
+                        pass
+        finally:
+            ipr.close()
+    d = pin_dir(instance)
+    if d.exists():
+        for name in M.MAP_NAMES:
+            f = d / name
+            if f.exists():
+                f.unlink()
+                done.append(f"unpinned {f}")
+        try:
+            d.rmdir()
+        except OSError as e:
+            log.warning("pin dir %s not removed: %s", d, e)
+    return done
+
+
+def dump_pinned(pins: Path, names: dict[tuple[IPv4Address, int, str], str] | None) -> str:
+    """The service and backend maps in human-readable form (from the pinned maps)."""
+    if not (pins / "lb_services").exists():
+        raise KernelError(f"no pinned maps at {pins} (is the eBPF proxy running?)")
+    sfd = bsys.obj_get(pins / "lb_services")
+    bfd = bsys.obj_get(pins / "lb_backends")
+    try:
+        backends = {int(k.value): v for k, v in bsys.map_items(bfd, ctypes.c_uint32, M.BackendVal)}  # type: ignore[attr-defined]
+        svcs = list(bsys.map_items(sfd, M.SvcKey, M.SvcVal))
+    finally:
+        os.close(sfd)
+        os.close(bfd)
+    heads = sorted((k for k, _ in svcs if k.slot == 0), key=lambda k: (k.vip, M.u16_port(k.port), k.proto))  # type: ignore[attr-defined]
+    slots = {(k.vip, k.port, k.proto, k.slot): v for k, v in svcs}  # type: ignore[attr-defined]
+    lines = []
+    for k in heads:
+        head = slots[(k.vip, k.port, k.proto, 0)]
+        vip = M.u32_ip(k.vip)
+        port = M.u16_port(k.port)
+        proto = M.PROTO_NAME.get(k.proto, str(k.proto))
+        label = names.get((vip, port, proto)) if names else None
+        if names is not None and label is None:
+            continue
+        front = f"nodePort {port}/{proto.lower()}" if int(vip) == 0 else f"{vip}:{port}/{proto.lower()}"
+        aff = f" affinity=ClientIP({head.affinity_timeout}s)" if head.flags & M.LB_F_AFFINITY else ""
+        lines.append(f"{front}{' (' + label + ')' if label else ''} svc_id={head.svc_id} backends={head.count}{aff}")
+        if head.count == 0:
+            lines.append("  (no backends: connections are refused)")
+        for s in range(1, head.count + 1):
+            v = slots.get((k.vip, k.port, k.proto, s))
+            b = backends.get(v.backend_id) if v else None
+            if b is None:
+                lines.append(f"  slot {s}: (missing)")
+            else:
+                lines.append(f"  slot {s}: backend {v.backend_id} -> {M.u32_ip(b.ip)}:{M.u16_port(b.port)}")  # type: ignore[union-attr]
+    return "\n".join(lines)
+

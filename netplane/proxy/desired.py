@@ -1,0 +1,96 @@
+"""The proxy's desired state: what every backend (iptables, eBPF) must make the kernel do.
+
+Computed once per change from Services + Endpoints (pure), then handed to the selected backend.
+One `LbEntry` per service port: a VIP:port/protocol, an optional nodePort, optional ClientIP
+affinity, and the ready backends (sorted, so equal states compare equal and diffs are cheap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from netplane.proxy.model import Endpoints, Protocol, Service
+
+
+@dataclass(frozen=True, order=True)
+class Backend:
+    ip: IPv4Address
+    port: int
+
+
+@dataclass(frozen=True, order=True)
+class LbKey:
+    service: str
+    port_name: str
+
+    def __str__(self) -> str:
+        return f"{self.service}:{self.port_name}"
+
+
+@dataclass(frozen=True)
+class LbEntry:
+    key: LbKey
+    vip: IPv4Address
+    port: int
+    protocol: Protocol
+    backends: tuple[Backend, ...]
+    node_port: int | None = None
+    affinity_timeout: int | None = None  # seconds when ClientIP affinity is on
+
+
+@dataclass(frozen=True)
+class ProxyState:
+    entries: Mapping[LbKey, LbEntry]
+
+    def changed(self, other: ProxyState) -> set[LbKey]:
+        """Keys whose entry differs between the two states (added, removed or modified)."""
+        keys = set(self.entries) | set(other.entries)
+        return {k for k in keys if self.entries.get(k) != other.entries.get(k)}
+
+    def for_service(self, name: str) -> list[LbEntry]:
+        return [e for k, e in sorted(self.entries.items()) if k.service == name]
+
+
+EMPTY = ProxyState({})
+
+
+def backend_port(svc_port_name: str, target_port: int, ep: Endpoints) -> int:
+    for p in ep.ports:
+        if p.name == svc_port_name:
+            return p.port
+    return target_port
+
+
+def compute(services: Mapping[str, Service], endpoints: Mapping[str, Endpoints]) -> ProxyState:
+    """Services and Endpoints keyed by service name -> desired LB entries."""
+    out: dict[LbKey, LbEntry] = {}
+    for name, svc in services.items():
+        ep = endpoints.get(name)
+        ips = ep.ready_ips() if ep else ()
+        for p in svc.ports:
+            port = backend_port(p.name, p.target_port, ep) if ep else p.target_port
+            key = LbKey(name, p.name)
+            out[key] = LbEntry(
+                key=key,
+                vip=svc.cluster_ip,
+                port=p.port,
+                protocol=p.protocol,
+                backends=tuple(sorted(Backend(ip, port) for ip in ips)),
+                node_port=p.node_port if svc.type == "NodePort" else None,
+                affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else None,
+            )
+    return ProxyState(out)
+
+
+def removed_udp_backends(old: ProxyState, new: ProxyState) -> list[tuple[LbEntry, Backend]]:
+    """UDP (entry, backend) pairs present before and gone now: their conntrack must go."""
+    out = []
+    for k, e in old.entries.items():
+        if e.protocol != "UDP":
+            continue
+        now = new.entries.get(k)
+        keep = set(now.backends) if now and now.vip == e.vip and now.port == e.port else set()
+        out.extend((e, b) for b in e.backends if b not in keep)
+    return out

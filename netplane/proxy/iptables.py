@@ -1,0 +1,119 @@
+"""The iptables data plane (adapter): applies rendered rules with `iptables-restore --noflush`.
+
+Only this module runs iptables binaries (there is no library for the nft-compat xtables
+matches we need). Every run happens in the proxy's network namespace (`netns=` for tests and
+the lab; None = the calling process's namespace). We only ever write our own chains and the
+jump rules listed in `iptables_render.JUMPS`; `cleanup` removes exactly those.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+
+from netplane import netns as nsmod
+from netplane.errors import KernelError
+from netplane.proxy import iptables_render as R
+from netplane.proxy.desired import ProxyState, removed_udp_backends
+
+log = logging.getLogger(__name__)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        raise KernelError(f"{name} is not installed (run scripts/install.sh)")
+    return path
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self, *, netns: str | None = None) -> None:
+        self.netns = netns
+        self.applied: ProxyState | None = None
+        self.last_plan: R.Plan | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def _run(self, argv: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        try:
+            p = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, preexec_fn=nsmod.preexec(self.netns), timeout=120
+            )
+        except OSError as e:
+            raise KernelError(f"{argv[0]}: {e.strerror}", errno=e.errno) from e
+        if check and p.returncode != 0:
+            raise KernelError(f"{' '.join(argv[:4])}: {p.stderr.strip().splitlines()[-1:] or p.returncode}")
+        return p
+
+    def chains(self, table: str) -> set[str]:
+        out = self._run([_tool("iptables-save"), "-t", table]).stdout
+        return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
+
+    def _ensure_jumps(self) -> None:
+        ipt = _tool("iptables")
+        for table, chain, spec in R.JUMPS:
+            if self._run([ipt, "-w", "-t", table, "-C", chain, *spec], check=False).returncode != 0:
+                self._run([ipt, "-w", "-t", table, "-I", chain, "1", *spec])
+
+    def _remove_jumps(self) -> None:
+        ipt = _tool("iptables")
+        for table, chain, spec in R.JUMPS:
+            for _ in range(16):  # duplicates left by a crash are removed too, but never others
+                if self._run([ipt, "-w", "-t", table, "-C", chain, *spec], check=False).returncode != 0:
+                    break
+                self._run([ipt, "-w", "-t", table, "-D", chain, *spec])
+
+    def restore(self, text: str) -> None:
+        self._run([_tool("iptables-restore"), "-w", "--noflush"], stdin=text)
+
+    # ------------------------------------------------------------------ backend protocol
+    def sync(self, state: ProxyState, *, full: bool) -> None:
+        previous = None if full or self.applied is None else self.applied
+        existing = self.chains("nat") if previous is None else set()
+        plan = R.render(state, previous=previous, existing=existing)
+        self.restore(plan.text)
+        if previous is None:
+            self._ensure_jumps()
+        old = self.applied
+        self.applied = state
+        self.last_plan = plan
+        if old is not None:
+            self._flush_udp(old, state)
+
+    def _flush_udp(self, old: ProxyState, new: ProxyState) -> None:
+        """Delete conntrack entries of UDP flows to removed endpoints (else they live on)."""
+        ct = shutil.which("conntrack") or shutil.which("conntrack", path="/usr/sbin:/sbin")
+        if ct is None:
+            log.warning("conntrack not installed: stale UDP flows are not flushed")
+            return
+        for e, b in removed_udp_backends(old, new):
+            self._run([ct, "-D", "-p", "udp", "--orig-dst", str(e.vip), "--dst-nat", str(b.ip)], check=False)
+            if e.node_port is not None:
+                self._run([ct, "-D", "-p", "udp", "--orig-port-dst", str(e.node_port), "--dst-nat", str(b.ip)], check=False)
+
+    def dump(self, service: str | None = None) -> str:
+        lines = []
+        for table in ("nat", "filter"):
+            out = self._run([_tool("iptables-save"), "-t", table]).stdout
+            mine = [
+                ln for ln in out.splitlines()
+                if (ln.startswith(":") and R.is_ours(ln[1:].split()[0]))
+                or (ln.startswith("-A ") and (R.is_ours(ln.split()[1]) or "netplane" in ln))
+            ]
+            if service is not None:
+                pat = re.compile(r'--comment "?' + re.escape(service) + ":")
+                mine = [ln for ln in mine if pat.search(ln)]
+            if mine:
+                lines += [f"*{table}", *mine]
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        """Leave rules in place: the kernel keeps balancing while the agent is away."""
+
+    def cleanup(self) -> None:
+        self._remove_jumps()
+        self.restore(R.render_cleanup(self.chains("nat"), self.chains("filter")))
+        self.applied = None

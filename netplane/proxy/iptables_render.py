@@ -1,0 +1,229 @@
+"""Rendering of the desired proxy state as `iptables-restore --noflush` input (pure).
+
+kube-proxy's layout under our own names (DESIGN.md §4):
+
+    nat PREROUTING, OUTPUT   -> NETPLANE-SERVICES
+    NETPLANE-SERVICES        -d VIP -p P --dport PORT -j NP-SVC-<h>        (one per service port)
+                             -m addrtype --dst-type LOCAL -j NETPLANE-NODEPORTS   (last)
+    NETPLANE-NODEPORTS       -p P --dport NODEPORT -j NP-EXT-<h>
+    NP-EXT-<h>               -j NETPLANE-MARK-MASQ ; -j NP-SVC-<h>
+    NP-SVC-<h>               [ClientIP: -m recent --rcheck per endpoint]
+                             endpoint i of n: -m statistic --probability 1/(n-i) -j NP-SEP-<h>
+    NP-SEP-<h>               -s EP -j NETPLANE-MARK-MASQ (hairpin) ; -j DNAT --to EP:PORT
+    NETPLANE-MARK-MASQ       -j MARK --set-xmark 0x4000/0x4000
+    nat POSTROUTING          -> NETPLANE-POSTROUTING: masquerade marked packets
+    filter INPUT/FORWARD/OUTPUT (ctstate NEW) -> NETPLANE-FILTER: REJECT services without
+                             endpoints (VIP and nodePort)
+
+A declared chain (`:NAME - [0:0]`) is flushed by iptables-restore even with --noflush, so a
+partial sync declares and rewrites only the chains of changed services (plus the dispatch chains
+when the set of frontends changed) and deletes the chains that are no longer wanted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
+
+SERVICES = "NETPLANE-SERVICES"
+NODEPORTS = "NETPLANE-NODEPORTS"
+POSTROUTING = "NETPLANE-POSTROUTING"
+MARK_MASQ = "NETPLANE-MARK-MASQ"
+FILTER = "NETPLANE-FILTER"
+MASQ_MARK = "0x4000"
+CHAIN_PREFIXES = ("NP-SVC-", "NP-SEP-", "NP-EXT-")
+NAT_FIXED = (SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ)
+FILTER_FIXED = (FILTER,)
+
+# (table, built-in chain, rule spec) of the jumps we insert into built-in chains.
+JUMPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("nat", "PREROUTING", ("-m", "comment", "--comment", "netplane services", "-j", SERVICES)),
+    ("nat", "OUTPUT", ("-m", "comment", "--comment", "netplane services", "-j", SERVICES)),
+    ("nat", "POSTROUTING", ("-m", "comment", "--comment", "netplane masquerade", "-j", POSTROUTING)),
+    ("filter", "INPUT", ("-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "netplane reject", "-j", FILTER)),
+    ("filter", "FORWARD", ("-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "netplane reject", "-j", FILTER)),
+    ("filter", "OUTPUT", ("-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "netplane reject", "-j", FILTER)),
+)
+
+
+def _hash(*parts: str) -> str:
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return base64.b32encode(digest).decode()[:16]
+
+
+def svc_chain(e: LbEntry) -> str:
+    return "NP-SVC-" + _hash(str(e.key), e.protocol)
+
+
+def ext_chain(e: LbEntry) -> str:
+    return "NP-EXT-" + _hash(str(e.key), e.protocol)
+
+
+def sep_chain(e: LbEntry, b: Backend) -> str:
+    return "NP-SEP-" + _hash(str(e.key), e.protocol, f"{b.ip}:{b.port}")
+
+
+def is_ours(chain: str) -> bool:
+    return chain.startswith(CHAIN_PREFIXES) or chain in NAT_FIXED or chain in FILTER_FIXED
+
+
+def chains_of(e: LbEntry) -> list[str]:
+    out = [svc_chain(e)] + [sep_chain(e, b) for b in e.backends]
+    if e.node_port is not None:
+        out.append(ext_chain(e))
+    return out
+
+
+def _frontends(state: ProxyState) -> set[tuple[object, ...]]:
+    return {(k, e.vip, e.port, e.protocol, e.node_port) for k, e in state.entries.items()}
+
+
+def _rejects(state: ProxyState) -> set[tuple[object, ...]]:
+    return {(k, e.vip, e.port, e.protocol, e.node_port) for k, e in state.entries.items() if not e.backends}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one iptables-restore run will do, plus its text."""
+
+    text: str
+    rewritten: frozenset[str]
+    deleted: frozenset[str]
+
+
+def _comment(e: LbEntry) -> list[str]:
+    return ["-m", "comment", "--comment", f'"{e.key}"']
+
+
+def _svc_rules(e: LbEntry) -> list[str]:
+    chain = svc_chain(e)
+    lines = []
+    proto = e.protocol.lower()
+    n = len(e.backends)
+    if e.affinity_timeout is not None:
+        for b in e.backends:
+            sep = sep_chain(e, b)
+            lines.append(" ".join([
+                "-A", chain, *_comment(e), "-m", "recent", "--name", sep, "--rcheck",
+                "--seconds", str(e.affinity_timeout), "--reap", "-j", sep,
+            ]))
+    for i, b in enumerate(e.backends):
+        sep = sep_chain(e, b)
+        stat = [] if i == n - 1 else ["-m", "statistic", "--mode", "random", "--probability", f"{1.0 / (n - i):.11f}"]
+        lines.append(" ".join(["-A", chain, *_comment(e), *stat, "-j", sep]))
+    for b in e.backends:
+        sep = sep_chain(e, b)
+        lines.append(" ".join(["-A", sep, *_comment(e), "-s", f"{b.ip}/32", "-j", MARK_MASQ]))
+        recent = ["-m", "recent", "--name", sep, "--set"] if e.affinity_timeout is not None else []
+        lines.append(" ".join(["-A", sep, *_comment(e), "-p", proto, *recent, "-j", "DNAT", "--to-destination", f"{b.ip}:{b.port}"]))
+    if e.node_port is not None:
+        ext = ext_chain(e)
+        lines.append(" ".join(["-A", ext, *_comment(e), "-j", MARK_MASQ]))
+        lines.append(" ".join(["-A", ext, *_comment(e), "-j", chain]))
+    return lines
+
+
+def _dispatch_rules(state: ProxyState) -> list[str]:
+    lines = []
+    for _, e in sorted(state.entries.items()):
+        proto = e.protocol.lower()
+        lines.append(" ".join([
+            "-A", SERVICES, *_comment(e), "-d", f"{e.vip}/32", "-p", proto, "--dport", str(e.port), "-j", svc_chain(e),
+        ]))
+    for _, e in sorted(state.entries.items()):
+        if e.node_port is not None:
+            lines.append(" ".join([
+                "-A", NODEPORTS, *_comment(e), "-p", e.protocol.lower(), "--dport", str(e.node_port), "-j", ext_chain(e),
+            ]))
+    lines.append(f"-A {SERVICES} -m addrtype --dst-type LOCAL -j {NODEPORTS}")
+    return lines
+
+
+def _filter_rules(state: ProxyState) -> list[str]:
+    lines = []
+    for _, e in sorted(state.entries.items()):
+        if e.backends:
+            continue
+        proto = e.protocol.lower()
+        lines.append(" ".join([
+            "-A", FILTER, *_comment(e), "-d", f"{e.vip}/32", "-p", proto, "--dport", str(e.port),
+            "-j", "REJECT", "--reject-with", "icmp-port-unreachable",
+        ]))
+        if e.node_port is not None:
+            lines.append(" ".join([
+                "-A", FILTER, *_comment(e), "-m", "addrtype", "--dst-type", "LOCAL", "-p", proto,
+                "--dport", str(e.node_port), "-j", "REJECT", "--reject-with", "icmp-port-unreachable",
+            ]))
+    return lines
+
+
+def _fixed_nat_rules() -> list[str]:
+    return [
+        f"-A {MARK_MASQ} -j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}",
+        f"-A {POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+        f"-A {POSTROUTING} -j MARK --set-xmark 0x0/{MASQ_MARK}",
+        f"-A {POSTROUTING} -m comment --comment \"netplane hairpin and nodeport\" -j MASQUERADE",
+    ]
+
+
+def render(state: ProxyState, *, previous: ProxyState | None, existing: Iterable[str] = ()) -> Plan:
+    """Full sync when `previous` is None (every chain rewritten, every other chain of ours in
+    `existing` deleted); otherwise a partial sync of what changed since `previous`."""
+    full = previous is None
+    prev = previous if previous is not None else ProxyState({})
+    changed: set[LbKey] = set(state.entries) if full else state.changed(prev)
+    want_chains: set[str] = set()
+    for e in state.entries.values():
+        want_chains.update(chains_of(e))
+    if full:
+        stale = {c for c in existing if c.startswith(CHAIN_PREFIXES)} - want_chains
+    else:
+        stale = set()
+        for k in changed:
+            old = prev.entries.get(k)
+            if old is not None:
+                stale.update(chains_of(old))
+        stale -= want_chains
+    rewrite_dispatch = full or _frontends(state) != _frontends(prev)
+    rewrite_filter = full or _rejects(state) != _rejects(prev)
+
+    nat_decl: list[str] = []
+    nat_rules: list[str] = []
+    rewritten: set[str] = set()
+    if full:
+        nat_decl += [f":{c} - [0:0]" for c in (MARK_MASQ, POSTROUTING)]
+        nat_rules += _fixed_nat_rules()
+        rewritten.update((MARK_MASQ, POSTROUTING))
+    if rewrite_dispatch:
+        nat_decl += [f":{SERVICES} - [0:0]", f":{NODEPORTS} - [0:0]"]
+        nat_rules += _dispatch_rules(state)
+        rewritten.update((SERVICES, NODEPORTS))
+    for k in sorted(changed):
+        e = state.entries.get(k)
+        if e is None:
+            continue
+        for c in chains_of(e):
+            nat_decl.append(f":{c} - [0:0]")
+            rewritten.add(c)
+        nat_rules += _svc_rules(e)
+    nat_decl += [f":{c} - [0:0]" for c in sorted(stale)]
+    deletes = [f"-X {c}" for c in sorted(stale)]
+
+    out = ["*nat", *nat_decl, *nat_rules, *deletes, "COMMIT"]
+    if rewrite_filter:
+        out += ["*filter", f":{FILTER} - [0:0]", *_filter_rules(state), "COMMIT"]
+        rewritten.add(FILTER)
+    return Plan(text="\n".join(out) + "\n", rewritten=frozenset(rewritten), deleted=frozenset(stale))
+
+
+def render_cleanup(existing_nat: Iterable[str], existing_filter: Iterable[str]) -> str:
+    """Flush and delete every chain of ours (the built-in jumps must be removed first)."""
+    nat = sorted(c for c in existing_nat if is_ours(c))
+    flt = sorted(c for c in existing_filter if is_ours(c))
+    out = ["*nat", *[f":{c} - [0:0]" for c in nat], *[f"-X {c}" for c in nat], "COMMIT"]
+    out += ["*filter", *[f":{c} - [0:0]" for c in flt], *[f"-X {c}" for c in flt], "COMMIT"]
+    return "\n".join(out) + "\n"
