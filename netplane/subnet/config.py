@@ -132,6 +132,8 @@ def parse_config(raw: Any, *, underlay: Iterable[IPv4Network] = ()) -> NetworkCo
         network = IPv4Network(nw, strict=True)
     except ValueError as e:
         raise ConfigError(f"Network {nw!r} is not a valid IPv4 CIDR: {e}") from e
+    if network.prefixlen >= MAX_SUBNET_LEN:
+        raise ConfigError(f"Network {network} is too small: it must hold at least two /{MAX_SUBNET_LEN} subnets")
     subnet_len = _int(raw, "SubnetLen", None, what="")
     if subnet_len is None:
         subnet_len = DEFAULT_SUBNET_LEN if network.prefixlen < DEFAULT_SUBNET_LEN else network.prefixlen + 1
@@ -141,8 +143,6 @@ def parse_config(raw: Any, *, underlay: Iterable[IPv4Network] = ()) -> NetworkCo
             f"and at most {MAX_SUBNET_LEN}"
         )
     total = 1 << (subnet_len - network.prefixlen)
-    if total < 2:
-        raise ConfigError(f"Network {network} is too small for /{subnet_len} subnets")
     step = 1 << (32 - subnet_len)
     first = IPv4Network((int(network.network_address) + step, subnet_len))
     last = IPv4Network((int(network.network_address) + (total - 1) * step, subnet_len))
