@@ -125,33 +125,77 @@ def list_(output: str) -> None:
 
 @lab.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--name", help="Lab name. Default: the current lab.")
-@click.argument("host")
+@click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(name: str | None, host: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND on lab host HOST (its network namespace and cgroup).
+def exec_(name: str | None, target: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND on lab host (or pod) TARGET, in its network namespace and its host's cgroup.
 
     Example: netplane lab exec h1 -- ping -c1 10.99.0.12
     """
+    from netplane.lab import pods
+
     lab_ = _load(name)
-    lab_.topology.host(host)
+    pod = pods.find(lab_, target)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise ConfigError("no command given (netplane lab exec HOST -- CMD ...)")
     try:
-        rc = lab_.exec(host, command).returncode
+        if pod is not None:
+            rc = lab_.exec(pod["host"], command, netns=pod["netns"]).returncode
+        else:
+            lab_.topology.host(target)
+            rc = lab_.exec(target, command).returncode
     except FileNotFoundError:
         raise ConfigError(f"command not found: {command[0]}") from None
     if rc:
         click.get_current_context().exit(rc)
 
 
+@lab.group("pod")
+def pod() -> None:
+    """Stand-in pods: network namespaces on a host's pod bridge, addressed from its subnet."""
+
+
+@pod.command("add")
+@click.option("--name", "lab_name", help="Lab name. Default: the current lab.")
+@click.argument("host")
+@click.argument("pod_name")
+@output_option
+def pod_add(lab_name: str | None, host: str, pod_name: str, output: str) -> None:
+    """Create pod POD_NAME on HOST."""
+    from netplane.lab import pods
+
+    item = pods.add(_load(lab_name), host, pod_name)
+    emit(item, output, text=f"pod {item['name']} on {item['host']}: {item['ip']} (netns {item['netns']})")
+
+
+@pod.command("del")
+@click.option("--name", "lab_name", help="Lab name. Default: the current lab.")
+@click.argument("pod_name")
+def pod_del(lab_name: str | None, pod_name: str) -> None:
+    """Remove pod POD_NAME."""
+    from netplane.lab import pods
+
+    pods.remove(_load(lab_name), pod_name)
+    click.echo(f"pod {pod_name} removed")
+
+
+@pod.command("list")
+@click.option("--name", "lab_name", help="Lab name. Default: the current lab.")
+@output_option
+def pod_list(lab_name: str | None, output: str) -> None:
+    """List the lab's pods."""
+    from netplane.lab import pods
+
+    rows = pods.listing(_load(lab_name))
+    emit(rows, output, rows=rows, columns=["name", "host", "ip", "netns"])
+
+
 def _status(lab_: Lab) -> dict[str, Any]:
     st = lab_.status()
-    try:
-        from netplane.lab import cluster
-    except ImportError:  # pragma: no cover
-        return st
+    from netplane.lab import cluster
+
     return cluster.enrich_status(lab_, st)
 
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +260,14 @@ class Lab:
         stop_pid(item["pid"], item["marker"], timeout=timeout)
         self.state.forget(item)
 
-    def exec(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
-        """Run a command on a lab host (its netns and cgroup) and wait for it."""
-        return subprocess.run(list(argv), preexec_fn=_child_setup(self.netns(host), self.cgroup(host)), **kwargs)
+    def exec(
+        self, host: str, argv: Sequence[str], *, netns: str | None = None, **kwargs: Any
+    ) -> subprocess.CompletedProcess[Any]:
+        """Run a command on a lab host (its netns — or a pod's `netns` — and its cgroup), wait."""
+        return subprocess.run(list(argv), preexec_fn=_child_setup(netns or self.netns(host), self.cgroup(host)), **kwargs)
 
-    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        return subprocess.Popen(list(argv), preexec_fn=_child_setup(self.netns(host), self.cgroup(host)), **kwargs)
+    def popen(self, host: str, argv: Sequence[str], *, netns: str | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+        return subprocess.Popen(list(argv), preexec_fn=_child_setup(netns or self.netns(host), self.cgroup(host)), **kwargs)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -339,7 +341,7 @@ class Lab:
             raise LabError(f"unknown state item kind {kind!r}")
 
 
-def _child_setup(ns: str | None, cgroup: Path | None):  # type: ignore[no-untyped-def]
+def _child_setup(ns: str | None, cgroup: Path | None) -> Callable[[], None]:
     enter = netns.preexec(ns)
     procs = str(cgroup / "cgroup.procs") if cgroup else None
 

@@ -1,4 +1,4 @@
-"""Runs netplane itself on a built lab: cluster config in etcd, one agent per host.
+"""Runs netplane itself on a built lab: network config in etcd, one agent per host.
 
 Kept apart from the builder so the bare lab (namespaces, underlay, etcd) stays usable and
 testable on its own (`lab up --no-agents`).
@@ -6,18 +6,16 @@ testable on its own (`lab up --no-agents`).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
+import time
 from typing import Any
 
+from netplane.errors import LabError, NetplaneError
 from netplane.lab.builder import LAB_PREFIX, Lab
+from netplane.store import EtcdConfig, EtcdStore, Keys, codec
 
 log = logging.getLogger(__name__)
-
-
-def agent_available() -> bool:
-    return importlib.util.find_spec("netplane.cli.agent") is not None
 
 
 def agent_argv(lab: Lab, host: str) -> list[str]:
@@ -33,17 +31,84 @@ def agent_argv(lab: Lab, host: str) -> list[str]:
         "--subnet-file", str(lab.host_dir(host) / "subnet.env"),
         "--health-listen", f"{t.host(host).underlay_ip}:9100",
     ]
+    if t.proxy != "none" and _agent_has_proxy():
+        argv += ["--proxy-mode", t.proxy, "--proxy-cgroup", str(lab.cgroup(host))]
     return argv
 
 
-def start(lab: Lab) -> None:
-    """Start an agent on every host (no-op until the agent exists)."""
-    if not agent_available():
-        log.warning("netplane agent not available in this build; lab has no agents")
-        return
+def _agent_has_proxy() -> bool:
+    from netplane.cli.agent import agent
+
+    return any(p.name == "proxy_mode" for p in agent.params)
+
+
+def store_for(lab: Lab) -> EtcdStore:
+    return EtcdStore(EtcdConfig(endpoints=(lab.etcd_endpoint,), timeout=3.0))
+
+
+def ensure_network_config(lab: Lab, store: EtcdStore) -> None:
+    """Write the lab's overlay config unless one is there already (create-only)."""
+    from netplane.subnet.config import parse_config
+
+    cfg = parse_config({"Network": str(lab.topology.overlay_network), "Backend": {"Type": "vxlan"}},
+                       underlay=[lab.topology.underlay])
+    store.create(Keys(LAB_PREFIX).network_config, codec.dumps(cfg.to_json()))
+
+
+def start_agent(lab: Lab, host: str) -> int:
+    return lab.spawn_on(host, agent_argv(lab, host), role="agent", marker=str(lab.host_dir(host)), log_name="agent.log")
+
+
+def start(lab: Lab, *, wait: float = 20.0) -> None:
+    """Network config, then an agent on every host; waits until every host holds a subnet."""
+    with store_for(lab) as s:
+        ensure_network_config(lab, s)
     for h in lab.topology.hosts:
-        lab.spawn_on(h.name, agent_argv(lab, h.name), role="agent", marker=str(lab.host_dir(h.name)), log_name="agent.log")
+        start_agent(lab, h.name)
+    wait_subnets(lab, timeout=wait)
+
+
+def wait_subnets(lab: Lab, *, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    subnets: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        subnets = host_subnets(lab)
+        if len(subnets) == len(lab.topology.hosts):
+            return subnets
+        for p in lab.state.find("process", role="agent"):
+            if not _alive(p):
+                raise LabError(f"agent on {p['host']} exited; see {lab.host_dir(p['host']) / 'agent.log'}")
+        time.sleep(0.1)
+    missing = sorted({h.name for h in lab.topology.hosts} - set(subnets))
+    raise LabError(f"hosts without a subnet after {timeout:.0f}s: {', '.join(missing)} (see their agent.log)")
+
+
+def _alive(item: dict[str, Any]) -> bool:
+    from netplane.store.embedded import is_our_process
+
+    return is_our_process(item["pid"], item["marker"])
+
+
+def host_subnets(lab: Lab) -> dict[str, str]:
+    """host name -> leased subnet, matched by the lease's PublicIP."""
+    from netplane.subnet.lease import list_leases
+
+    by_ip = {str(h.underlay_ip): h.name for h in lab.topology.hosts}
+    with store_for(lab) as s:
+        try:
+            leases = list_leases(s, Keys(LAB_PREFIX), with_ttl=False)
+        except NetplaneError as e:
+            log.warning("cannot read leases: %s", e)
+            return {}
+    return {by_ip[str(ls.public_ip)]: str(ls.subnet) for ls in leases if str(ls.public_ip) in by_ip}
 
 
 def enrich_status(lab: Lab, st: dict[str, Any]) -> dict[str, Any]:
+    """Add each host's subnet (from etcd) and the lab's pods to `lab.status()`."""
+    from netplane.lab import pods
+
+    subnets = host_subnets(lab) if st["etcd"]["healthy"] else {}
+    for h in st["hosts"]:
+        h["subnet"] = subnets.get(h["name"])
+    st["pods"] = pods.listing(lab)
     return st

@@ -12,6 +12,7 @@ Everything raised from here is a `StoreError` naming the endpoint(s), or `Compac
 
 from __future__ import annotations
 
+import builtins
 import logging
 import queue
 import threading
@@ -19,15 +20,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import grpc
-from pyetcd import etcdrpc
+from pyetcd import etcdrpc as _etcdrpc
 
 from netplane.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
+
+etcdrpc: Any = _etcdrpc  # generated protobuf/gRPC code: typed loosely on purpose
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def _b(s: str | bytes) -> bytes:
     return s.encode() if isinstance(s, str) else s
 
 
-def _kv(kv: etcdrpc.KeyValue) -> KeyValue:  # type: ignore[name-defined]
+def _kv(kv: Any) -> KeyValue:
     return KeyValue(
         key=kv.key.decode(errors="replace"),
         value=bytes(kv.value),
@@ -143,10 +146,10 @@ def _kv(kv: etcdrpc.KeyValue) -> KeyValue:  # type: ignore[name-defined]
 
 @dataclass
 class _Stubs:
-    kv: object
-    lease: object
-    watch: object
-    maint: object
+    kv: Any
+    lease: Any
+    watch: Any
+    maint: Any
     channel: grpc.Channel = field(repr=False)
 
 
@@ -208,7 +211,7 @@ class EtcdStore:
         name = code.name.lower() if code is not None else "error"
         return StoreError(f"{what}: {name}: {detail}", endpoint=self.config.label)
 
-    def _call(self, what: str, fn, request):  # type: ignore[no-untyped-def]
+    def _call(self, what: str, fn: Any, request: Any) -> Any:
         try:
             return fn(request, timeout=self._timeout)
         except grpc.RpcError as e:
@@ -225,7 +228,7 @@ class EtcdStore:
 
     # ------------------------------------------------------------------ health
     def status(self) -> dict[str, int | str]:
-        r = self._call("status", self._stubs.maint.Status, etcdrpc.StatusRequest())  # type: ignore[attr-defined]
+        r = self._call("status", self._stubs.maint.Status, etcdrpc.StatusRequest())
         return {"version": r.version, "revision": r.header.revision, "leader": r.leader}
 
     def healthy(self) -> bool:
@@ -249,28 +252,28 @@ class EtcdStore:
 
     # ------------------------------------------------------------------ KV
     def get(self, key: str) -> KeyValue | None:
-        r = self._call("get " + key, self._stubs.kv.Range, etcdrpc.RangeRequest(key=_b(key)))  # type: ignore[attr-defined]
+        r = self._call("get " + key, self._stubs.kv.Range, etcdrpc.RangeRequest(key=_b(key)))
         return _kv(r.kvs[0]) if r.kvs else None
 
-    def list(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str, *, revision: int = 0) -> tuple["builtins.list[KeyValue]", int]:
         """All keys under `prefix`, sorted by key, and the store revision they were read at."""
-        req = etcdrpc.RangeRequest(  # type: ignore[attr-defined]
+        req = etcdrpc.RangeRequest(
             key=_b(prefix),
             range_end=prefix_range_end(_b(prefix)),
             revision=revision,
-            sort_order=etcdrpc.RangeRequest.ASCEND,  # type: ignore[attr-defined]
-            sort_target=etcdrpc.RangeRequest.KEY,  # type: ignore[attr-defined]
+            sort_order=etcdrpc.RangeRequest.ASCEND,
+            sort_target=etcdrpc.RangeRequest.KEY,
         )
-        r = self._call("list " + prefix, self._stubs.kv.Range, req)  # type: ignore[attr-defined]
+        r = self._call("list " + prefix, self._stubs.kv.Range, req)
         return [_kv(kv) for kv in r.kvs], r.header.revision
 
     def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
-        req = etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)  # type: ignore[attr-defined]
-        return int(self._call("put " + key, self._stubs.kv.Put, req).header.revision)  # type: ignore[attr-defined]
+        req = etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)
+        return int(self._call("put " + key, self._stubs.kv.Put, req).header.revision)
 
-    def _txn(self, what: str, compare: list, success: list) -> tuple[bool, int]:  # type: ignore[type-arg]
-        req = etcdrpc.TxnRequest(compare=compare, success=success, failure=[])  # type: ignore[attr-defined]
-        r = self._call(what, self._stubs.kv.Txn, req)  # type: ignore[attr-defined]
+    def _txn(self, what: str, compare: builtins.list[Any], success: builtins.list[Any]) -> tuple[bool, int]:
+        req = etcdrpc.TxnRequest(compare=compare, success=success, failure=[])
+        r = self._call(what, self._stubs.kv.Txn, req)
         return bool(r.succeeded), int(r.header.revision)
 
     def create(self, key: str, value: str | bytes, *, lease: int = 0) -> bool:
@@ -279,21 +282,21 @@ class EtcdStore:
 
     def cas(self, key: str, value: str | bytes, *, mod_revision: int, lease: int = 0) -> bool:
         """Put only if the key's mod revision is still `mod_revision` (0: must not exist)."""
-        cmp = etcdrpc.Compare(  # type: ignore[attr-defined]
+        cmp = etcdrpc.Compare(
             key=_b(key),
-            result=etcdrpc.Compare.EQUAL,  # type: ignore[attr-defined]
-            target=etcdrpc.Compare.MOD,  # type: ignore[attr-defined]
+            result=etcdrpc.Compare.EQUAL,
+            target=etcdrpc.Compare.MOD,
             mod_revision=mod_revision,
         )
         if mod_revision == 0:
-            cmp = etcdrpc.Compare(  # type: ignore[attr-defined]
+            cmp = etcdrpc.Compare(
                 key=_b(key),
-                result=etcdrpc.Compare.EQUAL,  # type: ignore[attr-defined]
-                target=etcdrpc.Compare.VERSION,  # type: ignore[attr-defined]
+                result=etcdrpc.Compare.EQUAL,
+                target=etcdrpc.Compare.VERSION,
                 version=0,
             )
-        op = etcdrpc.RequestOp(  # type: ignore[attr-defined]
-            request_put=etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)  # type: ignore[attr-defined]
+        op = etcdrpc.RequestOp(
+            request_put=etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)
         )
         ok, _ = self._txn("txn put " + key, [cmp], [op])
         return ok
@@ -303,35 +306,35 @@ class EtcdStore:
         if mod_revision is None:
             r = self._call(
                 "delete " + key,
-                self._stubs.kv.DeleteRange,  # type: ignore[attr-defined]
-                etcdrpc.DeleteRangeRequest(key=_b(key)),  # type: ignore[attr-defined]
+                self._stubs.kv.DeleteRange,
+                etcdrpc.DeleteRangeRequest(key=_b(key)),
             )
             return bool(r.deleted)
-        cmp = etcdrpc.Compare(  # type: ignore[attr-defined]
+        cmp = etcdrpc.Compare(
             key=_b(key),
-            result=etcdrpc.Compare.EQUAL,  # type: ignore[attr-defined]
-            target=etcdrpc.Compare.MOD,  # type: ignore[attr-defined]
+            result=etcdrpc.Compare.EQUAL,
+            target=etcdrpc.Compare.MOD,
             mod_revision=mod_revision,
         )
-        op = etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=_b(key)))  # type: ignore[attr-defined]
+        op = etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=_b(key)))
         ok, _ = self._txn("txn delete " + key, [cmp], [op])
         return ok
 
     def delete_prefix(self, prefix: str) -> int:
-        req = etcdrpc.DeleteRangeRequest(key=_b(prefix), range_end=prefix_range_end(_b(prefix)))  # type: ignore[attr-defined]
-        return int(self._call("delete " + prefix, self._stubs.kv.DeleteRange, req).deleted)  # type: ignore[attr-defined]
+        req = etcdrpc.DeleteRangeRequest(key=_b(prefix), range_end=prefix_range_end(_b(prefix)))
+        return int(self._call("delete " + prefix, self._stubs.kv.DeleteRange, req).deleted)
 
     def compact(self, revision: int) -> None:
         self._call(
             "compact",
-            self._stubs.kv.Compact,  # type: ignore[attr-defined]
-            etcdrpc.CompactionRequest(revision=revision, physical=True),  # type: ignore[attr-defined]
+            self._stubs.kv.Compact,
+            etcdrpc.CompactionRequest(revision=revision, physical=True),
         )
 
     # ------------------------------------------------------------------ leases
     def grant(self, ttl: int) -> int:
         """A new etcd lease of `ttl` seconds; returns its id."""
-        r = self._call("lease grant", self._stubs.lease.LeaseGrant, etcdrpc.LeaseGrantRequest(TTL=ttl))  # type: ignore[attr-defined]
+        r = self._call("lease grant", self._stubs.lease.LeaseGrant, etcdrpc.LeaseGrantRequest(TTL=ttl))
         if r.error:
             raise StoreError(f"lease grant: {r.error}", endpoint=self.config.label)
         return int(r.ID)
@@ -339,8 +342,8 @@ class EtcdStore:
     def keepalive(self, lease_id: int) -> int:
         """Refresh a lease once; returns the new TTL, 0 when the lease no longer exists."""
         try:
-            for r in self._stubs.lease.LeaseKeepAlive(  # type: ignore[attr-defined]
-                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease_id)]), timeout=self._timeout  # type: ignore[attr-defined]
+            for r in self._stubs.lease.LeaseKeepAlive(
+                iter([etcdrpc.LeaseKeepAliveRequest(ID=lease_id)]), timeout=self._timeout
             ):
                 return int(r.TTL)
         except grpc.RpcError as e:
@@ -351,14 +354,14 @@ class EtcdStore:
         """Seconds left on a lease, -1 when it does not exist."""
         r = self._call(
             "lease ttl",
-            self._stubs.lease.LeaseTimeToLive,  # type: ignore[attr-defined]
-            etcdrpc.LeaseTimeToLiveRequest(ID=lease_id),  # type: ignore[attr-defined]
+            self._stubs.lease.LeaseTimeToLive,
+            etcdrpc.LeaseTimeToLiveRequest(ID=lease_id),
         )
         return int(r.TTL)
 
     def revoke(self, lease_id: int) -> None:
         try:
-            self._stubs.lease.LeaseRevoke(etcdrpc.LeaseRevokeRequest(ID=lease_id), timeout=self._timeout)  # type: ignore[attr-defined]
+            self._stubs.lease.LeaseRevoke(etcdrpc.LeaseRevokeRequest(ID=lease_id), timeout=self._timeout)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return
@@ -367,7 +370,7 @@ class EtcdStore:
     # ------------------------------------------------------------------ watch
     def watch(
         self, prefix: str, *, start_revision: int, stop: threading.Event, prev_kv: bool = False
-    ) -> Iterator[list[WatchEvent]]:
+    ) -> Iterator[builtins.list[WatchEvent]]:
         """Yield batches of events under `prefix` from `start_revision` on, until `stop` is set.
 
         Raises `Compacted` if the start revision is gone and `StoreError` when the stream breaks
@@ -375,8 +378,8 @@ class EtcdStore:
         """
         requests: queue.Queue[object] = queue.Queue()
         requests.put(
-            etcdrpc.WatchRequest(  # type: ignore[attr-defined]
-                create_request=etcdrpc.WatchCreateRequest(  # type: ignore[attr-defined]
+            etcdrpc.WatchRequest(
+                create_request=etcdrpc.WatchCreateRequest(
                     key=_b(prefix),
                     range_end=prefix_range_end(_b(prefix)),
                     start_revision=start_revision,
@@ -393,7 +396,7 @@ class EtcdStore:
                     return
                 yield item
 
-        call = self._stubs.watch.Watch(request_iter())  # type: ignore[attr-defined]
+        call = self._stubs.watch.Watch(request_iter())
         done = threading.Event()
 
         def canceller() -> None:
@@ -415,7 +418,7 @@ class EtcdStore:
                     )
                 if not resp.events:
                     continue
-                batch = []
+                batch: builtins.list[WatchEvent] = []
                 for ev in resp.events:
                     kind: Literal["put", "delete"] = "delete" if ev.type == 1 else "put"
                     batch.append(
