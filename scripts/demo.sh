@@ -26,14 +26,43 @@ for h in h1 h2 h3; do
   done
 done
 
-if [ -x "$ROOT/scripts/demo-cluster.sh" ]; then
-  "$ROOT/scripts/demo-cluster.sh"
+step "subnet leases in etcd (netplane net subnets)"
+"$NP" net subnets
+
+step "a stand-in pod on every host (netplane lab pod add HOST NAME)"
+"$NP" lab pod add --name demo h1 web1
+"$NP" lab pod add --name demo h2 web2
+"$NP" lab pod add --name demo h3 client
+pod_ip() { "$NP" lab pod list --name demo -o json | "$VENV/bin/python" -c "import json,sys; print([p['ip'] for p in json.load(sys.stdin) if p['name']=='$1'][0])"; }
+
+step "pods on different hosts reach each other over the VXLAN overlay"
+for src in web1 web2 client; do
+  for dst in web1 web2 client; do
+    [ "$src" = "$dst" ] && continue
+    ip=$(pod_ip "$dst")
+    if "$NP" lab exec --name demo "$src" -- ping -c1 -W2 -q "$ip" >/dev/null; then
+      echo "  $src -> $dst ($ip) ok"
+    else
+      echo "  $src -> $dst ($ip) FAILED"; exit 1
+    fi
+  done
+done
+
+step "host h1's overlay state in the kernel vs etcd (netplane net show --host h1)"
+"$NP" net show --host h1
+
+step "one probe traced across the underlay (netplane net trace)"
+"$NP" net trace --from h3 --pod np-demo-p-client --to "$(pod_ip web1)" || true
+
+if [ -x "$ROOT/scripts/demo-services.sh" ]; then
+  "$ROOT/scripts/demo-services.sh"
 fi
 
 cat <<'TXT'
 
 The demo lab stays up. Things to try:
-  .venv/bin/netplane lab status                 hosts, etcd health
-  .venv/bin/netplane lab exec h1 -- ip -br addr  run anything on a host
+  .venv/bin/netplane lab status                 hosts, subnets, etcd health
+  .venv/bin/netplane lab exec h1 -- ip -br addr  run anything on a host (or pod: lab exec web1 -- ...)
+  .venv/bin/netplane net subnets / net show --host h2 / net trace --from h1 --to <pod ip>
   make demo-down                                 remove the lab (nothing is left behind)
 TXT
