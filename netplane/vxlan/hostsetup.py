@@ -53,12 +53,16 @@ def render_rules(network: IPv4Network, *, masquerade: bool) -> str:
 
 
 def _run(argv: list[str], *, netns_name: str | None, stdin: str | None = None, check: bool = True) -> int:
+    """Run a tool in the namespace. With a namespace we exec through `nsenter --net` rather than a
+    preexec_fn: forking a threaded process (gRPC) and running Python in the child is unsafe."""
+    if netns_name is not None:
+        argv = ["nsenter", f"--net={netns.netns_path(netns_name)}", "--", *argv]
     try:
         p = subprocess.run(
             argv,
             input=stdin.encode() if stdin is not None else None,
             capture_output=True,
-            preexec_fn=netns.preexec(netns_name),
+            check=False,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -1,0 +1,158 @@
+"""The agent on a real kernel and etcd: several agents in one process, each driving its own
+host namespace (AgentOptions.netns_name), against the session etcd on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+import pytest
+
+from netplane import netns
+from netplane.agent.agent import Agent, AgentOptions
+from netplane.store import EtcdStore, Keys, codec
+from netplane.subnet.lease import list_leases
+from netplane.vxlan.netlink import Netlink
+
+CONFIG = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 3}}
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True)
+
+
+def hosts(make_netns: Callable[[str], str], n: int) -> list[str]:
+    sw = make_netns("sw")
+    ip("-n", sw, "link", "add", "br0", "type", "bridge")
+    ip("-n", sw, "link", "set", "br0", "up")
+    out = []
+    for i in range(1, n + 1):
+        h = make_netns(f"a{i}")
+        ip("-n", h, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", "netns", sw)
+        ip("-n", h, "addr", "add", f"10.78.0.{10 + i}/24", "dev", "eth0")
+        ip("-n", h, "link", "set", "eth0", "up")
+        ip("-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
+        out.append(h)
+    return out
+
+
+class Running:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=agent.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive()
+        self.agent.nl.close()
+
+
+@pytest.fixture
+def start(store: EtcdStore, keys: Keys, tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    running: list[Running] = []
+
+    def make(ns: str, node: str, **kw: object) -> Running:
+        opts = AgentOptions(node=node, subnet_file=tmp_path / node / "subnet.env", iface="eth0", netns_name=ns,
+                            resync_interval=1.0, **kw)  # type: ignore[arg-type]
+        r = Running(Agent(store, keys, opts))
+        running.append(r)
+        return r
+
+    yield make
+    for r in running:
+        if r.thread.is_alive():
+            r.halt()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def routes_on(ns: str) -> set[str]:
+    with Netlink(netns_name=ns) as nl:
+        idx = nl.index("np.3")
+        if idx is None:
+            return set()
+        return {str(r.dst) for r in nl.routes(names={}, oif=idx)}
+
+
+def test_agents_wait_for_config_then_converge_and_serve_health(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running]
+) -> None:
+    h1, h2 = hosts(make_netns, 2)
+    a1 = start(h1, "h1", health_listen=("127.0.0.1", 0))
+    a2 = start(h2, "h2")
+    time.sleep(0.5)
+    assert a1.agent.state.lease is None and a1.thread.is_alive()  # waiting for the config, not crashed
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
+    s1, s2 = a1.agent.state.lease.subnet, a2.agent.state.lease.subnet  # type: ignore[union-attr]
+    assert s1 != s2
+    wait_for(lambda: routes_on(h1) == {str(s2)} and routes_on(h2) == {str(s1)})
+    # subnet file for the local runtime
+    text = (a1.agent.opts.subnet_file).read_text()
+    assert f"FLANNEL_SUBNET={IPv4Interface((s1.network_address + 1, 24))}" in text
+    # health + metrics, served inside the host's namespace
+    port = a1.agent._components[0].port  # type: ignore[attr-defined]
+    with netns.inside(h1):
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert health["ok"] is True and health["subnet"] == str(s1) and health["peers"] == 1
+    assert "netplane_subnet_leases_seen 2.0" in metrics
+    assert "netplane_overlay_reconcile_duration_seconds_bucket" in metrics
+    assert "netplane_agent_errors_total" in metrics or "netplane_agent_errors" in metrics
+    # a host whose lease is deleted disappears from the other host's kernel state
+    a2.halt()
+    store.delete(keys.subnet(s2))
+    wait_for(lambda: routes_on(h1) == set(), timeout=5)
+
+
+def test_clean_stop_keeps_the_lease_and_restart_reuses_it(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running]
+) -> None:
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    (h1,) = hosts(make_netns, 1)
+    a = start(h1, "h1")
+    wait_for(a.agent.ready.is_set)
+    first = a.agent.state.lease
+    assert first is not None
+    a.halt()
+    assert [l.subnet for l in list_leases(store, keys)] == [first.subnet]
+    b = start(h1, "h1", release_on_exit=True)
+    wait_for(b.agent.ready.is_set)
+    assert b.agent.state.lease is not None and b.agent.state.lease.subnet == first.subnet
+    b.halt()
+    assert list_leases(store, keys) == []  # released on exit
+
+
+def test_deleted_own_lease_is_reacquired_and_malformed_leases_are_skipped(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    h1, h2 = hosts(make_netns, 2)
+    a1, a2 = start(h1, "h1"), start(h2, "h2")
+    wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
+    s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    store.put(keys.subnets + "10.244.250.0-24", "{garbage")
+    store.delete(keys.subnet(s1))
+    # a1 notices its key is gone and takes its subnet back (remembered in its subnet file)
+    wait_for(lambda: any(l.subnet == s1 for l in list_leases(store, keys)))
+    wait_for(lambda: str(s1) in routes_on(h2))
+    assert "10.244.250.0/24" not in routes_on(h2)
+    assert a1.thread.is_alive() and a2.thread.is_alive()
+    assert any("skipping malformed value" in r.getMessage() for r in caplog.records)
