@@ -47,6 +47,17 @@ def pin_dir(instance: str) -> Path:
     return PIN_ROOT / instance
 
 
+def instance_for(cgroup: str | Path) -> str:
+    """A pin directory name unique per cgroup (so per lab host): its path below the cgroup2
+    mount, '/' turned into '_' (/sys/fs/cgroup/unified/netplane/demo/h1 -> netplane_demo_h1)."""
+    p = Path(cgroup).resolve()
+    try:
+        rel = p.relative_to(ROOT_CGROUP)
+    except ValueError:
+        rel = p.relative_to("/sys/fs/cgroup") if str(p).startswith("/sys/fs/cgroup/") else Path(p.name)
+    return "_".join(rel.parts) or "root"
+
+
 def check_cgroup(path: str) -> Path:
     p = Path(path).resolve()
     if p in (ROOT_CGROUP, Path("/sys/fs/cgroup")):

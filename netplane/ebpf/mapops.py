@@ -117,6 +117,6 @@ class MapOps:
                 st.slots[(*f, k.slot)] = v.backend_id  # type: ignore[attr-defined]
         for k, v in self._read_all(self.be_fd, ctypes.c_uint32, M.BackendVal):
             bt: BackendT = (v.ip, v.port, v.proto, v.svc_id)  # type: ignore[attr-defined]
-            st.backends[int(k.value)] = bt  # type: ignore[attr-defined]
+            st.backends[k if isinstance(k, int) else int(k.value)] = bt  # type: ignore[attr-defined]
         return st
 

@@ -17,8 +17,8 @@ from netplane.errors import ConfigError, NotFoundError
 from netplane.proxy.model import (
     DEFAULT_SERVICE_RANGE,
     NODE_PORT_RANGE,
-    Endpoints,
     EndpointAddress,
+    Endpoints,
     Service,
     decode_endpoints,
     decode_service,

@@ -7,7 +7,7 @@ affinity, and the ready backends (sorted, so equal states compare equal and diff
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -84,10 +84,12 @@ def compute(services: Mapping[str, Service], endpoints: Mapping[str, Endpoints])
     return ProxyState(out)
 
 
-def removed_udp_backends(old: ProxyState, new: ProxyState) -> list[tuple[LbEntry, Backend]]:
+def removed_udp_backends(old: ProxyState, new: ProxyState, changed: Iterable[LbKey] | None = None) -> list[tuple[LbEntry, Backend]]:
     """UDP (entry, backend) pairs present before and gone now: their conntrack must go."""
     out = []
-    for k, e in old.entries.items():
+    keys = old.entries.keys() if changed is None else [k for k in changed if k in old.entries]
+    for k in keys:
+        e = old.entries[k]
         if e.protocol != "UDP":
             continue
         now = new.entries.get(k)

@@ -9,6 +9,7 @@ jump rules listed in `iptables_render.JUMPS`; `cleanup` removes exactly those.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import subprocess
 from netplane import netns as nsmod
 from netplane.errors import KernelError
 from netplane.proxy import iptables_render as R
-from netplane.proxy.desired import ProxyState, removed_udp_backends
+from netplane.proxy.desired import LbKey, ProxyState, removed_udp_backends
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,16 @@ class IptablesBackend:
 
     # ------------------------------------------------------------------ plumbing
     def _run(self, argv: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # Enter the namespace with nsenter rather than a preexec_fn: forking a process that
+        # runs gRPC threads with a Python preexec_fn is unsafe (gRPC's fork handlers).
+        full = [_tool("nsenter"), f"--net={nsmod.netns_path(self.netns)}", *argv] if self.netns else argv
         try:
-            p = subprocess.run(
-                argv, input=stdin, capture_output=True, text=True, preexec_fn=nsmod.preexec(self.netns), timeout=120
-            )
+            p = subprocess.run(full, check=False, input=stdin, capture_output=True, text=True, timeout=120)
         except OSError as e:
             raise KernelError(f"{argv[0]}: {e.strerror}", errno=e.errno) from e
         if check and p.returncode != 0:
-            raise KernelError(f"{' '.join(argv[:4])}: {p.stderr.strip().splitlines()[-1:] or p.returncode}")
+            msg = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {p.returncode}"]
+            raise KernelError(f"{os.path.basename(argv[0])} {' '.join(argv[1:4])}: {msg[0]}")
         return p
 
     def chains(self, table: str) -> set[str]:
@@ -70,10 +73,10 @@ class IptablesBackend:
         self._run([_tool("iptables-restore"), "-w", "--noflush"], stdin=text)
 
     # ------------------------------------------------------------------ backend protocol
-    def sync(self, state: ProxyState, *, full: bool) -> None:
+    def sync(self, state: ProxyState, *, full: bool, changed: set[LbKey] | None = None) -> None:
         previous = None if full or self.applied is None else self.applied
         existing = self.chains("nat") if previous is None else set()
-        plan = R.render(state, previous=previous, existing=existing)
+        plan = R.render(state, previous=previous, existing=existing, changed=changed)
         self.restore(plan.text)
         if previous is None:
             self._ensure_jumps()
@@ -81,15 +84,15 @@ class IptablesBackend:
         self.applied = state
         self.last_plan = plan
         if old is not None:
-            self._flush_udp(old, state)
+            self._flush_udp(old, state, changed)
 
-    def _flush_udp(self, old: ProxyState, new: ProxyState) -> None:
+    def _flush_udp(self, old: ProxyState, new: ProxyState, changed: set[LbKey] | None) -> None:
         """Delete conntrack entries of UDP flows to removed endpoints (else they live on)."""
         ct = shutil.which("conntrack") or shutil.which("conntrack", path="/usr/sbin:/sbin")
         if ct is None:
             log.warning("conntrack not installed: stale UDP flows are not flushed")
             return
-        for e, b in removed_udp_backends(old, new):
+        for e, b in removed_udp_backends(old, new, changed):
             self._run([ct, "-D", "-p", "udp", "--orig-dst", str(e.vip), "--dst-nat", str(b.ip)], check=False)
             if e.node_port is not None:
                 self._run([ct, "-D", "-p", "udp", "--orig-port-dst", str(e.node_port), "--dst-nat", str(b.ip)], check=False)

@@ -78,12 +78,23 @@ def chains_of(e: LbEntry) -> list[str]:
     return out
 
 
-def _frontends(state: ProxyState) -> set[tuple[object, ...]]:
-    return {(k, e.vip, e.port, e.protocol, e.node_port) for k, e in state.entries.items()}
+def _frontends(state: ProxyState, keys: set[LbKey]) -> set[tuple[object, ...]]:
+    """The dispatch-relevant part of the entries in `keys` (only these can differ)."""
+    out = set()
+    for k in keys:
+        e = state.entries.get(k)
+        if e is not None:
+            out.add((k, e.vip, e.port, e.protocol, e.node_port))
+    return out
 
 
-def _rejects(state: ProxyState) -> set[tuple[object, ...]]:
-    return {(k, e.vip, e.port, e.protocol, e.node_port) for k, e in state.entries.items() if not e.backends}
+def _rejects(state: ProxyState, keys: set[LbKey]) -> set[tuple[object, ...]]:
+    out = set()
+    for k in keys:
+        e = state.entries.get(k)
+        if e is not None and not e.backends:
+            out.add((k, e.vip, e.port, e.protocol, e.node_port))
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,12 +181,19 @@ def _fixed_nat_rules() -> list[str]:
     ]
 
 
-def render(state: ProxyState, *, previous: ProxyState | None, existing: Iterable[str] = ()) -> Plan:
+def render(
+    state: ProxyState, *, previous: ProxyState | None, existing: Iterable[str] = (), changed: Iterable[LbKey] | None = None
+) -> Plan:
     """Full sync when `previous` is None (every chain rewritten, every other chain of ours in
     `existing` deleted); otherwise a partial sync of what changed since `previous`."""
     full = previous is None
     prev = previous if previous is not None else ProxyState({})
-    changed: set[LbKey] = set(state.entries) if full else state.changed(prev)
+    if full:
+        changed = set(state.entries)
+    elif changed is None:
+        changed = state.changed(prev)
+    else:
+        changed = set(changed)
     want_chains: set[str] = set()
     for e in state.entries.values():
         want_chains.update(chains_of(e))
@@ -188,8 +206,8 @@ def render(state: ProxyState, *, previous: ProxyState | None, existing: Iterable
             if old is not None:
                 stale.update(chains_of(old))
         stale -= want_chains
-    rewrite_dispatch = full or _frontends(state) != _frontends(prev)
-    rewrite_filter = full or _rejects(state) != _rejects(prev)
+    rewrite_dispatch = full or _frontends(state, changed) != _frontends(prev, changed)
+    rewrite_filter = full or _rejects(state, changed) != _rejects(prev, changed)
 
     nat_decl: list[str] = []
     nat_rules: list[str] = []

@@ -1,0 +1,146 @@
+"""`netplane proxy`: run the service proxy standalone, show what it programmed, clean it up.
+
+In an agent the proxy runs as a component (`netplane agent --proxy-mode ...`); these commands
+are for running it alone (`proxy run`), inspecting a host (`proxy dump`) and removing every
+kernel object it owns (`proxy cleanup`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from netplane.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from netplane.cli.main import Settings
+
+MODES = click.Choice(["iptables", "ebpf"])
+
+
+def _ip(v: str | None) -> IPv4Address | None:
+    if v is None:
+        return None
+    try:
+        return IPv4Address(v)
+    except ValueError:
+        raise ConfigError(f"--node-ip {v!r} is not an IPv4 address") from None
+
+
+def _net(v: str | None) -> IPv4Network | None:
+    if v is None:
+        return None
+    try:
+        return IPv4Network(v)
+    except ValueError:
+        raise ConfigError(f"--local-cidr {v!r} is not an IPv4 network") from None
+
+
+def _lab_host(host: str) -> tuple[str, Path]:
+    """(netns, cgroup) of a host of the current lab."""
+    from netplane import context
+    from netplane.lab.builder import Lab
+
+    ctx = context.load_context()
+    if ctx is None:
+        raise NotFoundError("--host needs a running lab (no lab context; run `netplane lab up`)")
+    lab = Lab.load(ctx.lab)
+    try:
+        return lab.netns(host), lab.cgroup(host)
+    except (KeyError, ConfigError, NotFoundError) as e:
+        raise NotFoundError(f"host {host!r} is not in lab {ctx.lab}") from e
+
+
+@click.group()
+def proxy() -> None:
+    """The service proxy (iptables or eBPF data plane)."""
+
+
+@proxy.command("run")
+@click.option("--mode", type=MODES, default="iptables", show_default=True)
+@click.option("--node", default="local", show_default=True, help="This host's name.")
+@click.option("--cgroup", metavar="DIR", help="cgroup v2 directory to attach the eBPF programs to (ebpf).")
+@click.option("--iface", help="Underlay interface for NodePort at tc (ebpf).")
+@click.option("--node-ip", help="This host's address NodePorts are reached on (ebpf).")
+@click.option("--local-cidr", help="This host's pod subnet (ebpf NodePort prefers local backends).")
+@click.pass_obj
+def run(settings: Settings, mode: str, node: str, cgroup: str | None, iface: str | None, node_ip: str | None,
+        local_cidr: str | None) -> None:
+    """Run the proxy in this network namespace until SIGTERM/SIGINT."""
+    from netplane.proxy.runner import ProxyComponent
+
+    comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, cgroup=cgroup, iface=iface,
+                          node_ip=_ip(node_ip), local_cidr=_net(local_cidr))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    comp.run(stop)
+
+
+@proxy.command("cleanup")
+@click.option("--mode", type=MODES, required=True)
+@click.option("--host", help="A host of the current lab (default: this namespace).")
+@click.option("--cgroup", metavar="DIR", help="cgroup v2 directory the eBPF programs are attached to.")
+@click.option("--iface", help="Interface carrying the NodePort tc programs.")
+@click.pass_obj
+def cleanup(settings: Settings, mode: str, host: str | None, cgroup: str | None, iface: str | None) -> None:
+    """Remove every kernel object the proxy owns (chains and jumps, or programs and pins)."""
+    netns = None
+    if host:
+        netns, cg = _lab_host(host)
+        cgroup = cgroup or str(cg)
+    if mode == "iptables":
+        from netplane.proxy.iptables import IptablesBackend
+
+        IptablesBackend(netns=netns).cleanup()
+        click.echo("removed netplane iptables chains and jumps")
+        return
+    if not cgroup:
+        raise ConfigError("ebpf cleanup needs --cgroup (or --host)")
+    from netplane.ebpf.loader import cleanup as ebpf_cleanup
+    from netplane.ebpf.loader import instance_for
+
+    for line in ebpf_cleanup(cgroup=cgroup, instance=instance_for(cgroup), iface=iface, netns=netns):
+        click.echo(line)
+
+
+@proxy.command("dump")
+@click.option("--host", help="A host of the current lab (default: this namespace).")
+@click.option("--cgroup", metavar="DIR", help="For eBPF without --host: the cgroup the proxy is attached to.")
+@click.argument("service", required=False)
+@click.pass_obj
+def dump(settings: Settings, host: str | None, cgroup: str | None, service: str | None) -> None:
+    """The iptables chains or BPF map entries of SERVICE (default: all), human-readable."""
+    from netplane.ebpf.loader import dump_pinned, instance_for, pin_dir
+    from netplane.proxy.api import ServiceAPI
+    from netplane.proxy.desired import compute
+    from netplane.proxy.dump import frontend_names
+    from netplane.proxy.iptables import IptablesBackend
+
+    netns = None
+    if host:
+        netns, cg = _lab_host(host)
+        cgroup = cgroup or str(cg)
+    pairs = ServiceAPI(settings.store(), settings.keys()).list()
+    if service is not None and service not in {s.name for s, _ in pairs}:
+        raise NotFoundError(f"service {service} not found")
+    state = compute({s.name: s for s, _ in pairs}, {s.name: e for s, e in pairs if e is not None})
+    shown = False
+    if cgroup:
+        pins = pin_dir(instance_for(cgroup))
+        if (pins / "lb_services").exists():
+            click.echo(f"# eBPF maps at {pins}")
+            click.echo(dump_pinned(pins, frontend_names(state, service)) or "(no entries)")
+            shown = True
+    text = IptablesBackend(netns=netns).dump(service)
+    if text:
+        click.echo("# iptables")
+        click.echo(text)
+        shown = True
+    if not shown:
+        click.echo("(no proxy state found: is the proxy running here?)")

@@ -1,0 +1,288 @@
+"""The proxy loop: list+watch Services and Endpoints, compute the desired state, hand it to a
+backend. One loop for both data planes.
+
+Two `reflect` threads (services, endpoints) feed one queue; the loop drains it, recomputes the
+LB entries of only the services that changed (so one endpoint change at 10,000 services costs
+microseconds of Python, not a full recompute) and calls `backend.sync(changed=...)`. A resync of
+either watch (start, etcd reconnect, compaction) and a periodic timer cause a full sync, which
+repairs any drift in the kernel. The first sync waits until both watches have listed, so a
+restarting proxy never programs services without their endpoints (that would refuse traffic).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Any, Literal
+
+from netplane.errors import ConfigError, NetplaneError
+from netplane.proxy.backend import ProxyBackend
+from netplane.proxy.desired import LbEntry, LbKey, ProxyState, compute
+from netplane.proxy.model import Endpoints, Service, decode_endpoints, decode_service
+from netplane.store import EtcdStore, Keys
+from netplane.store.watch import View, reflect
+
+if TYPE_CHECKING:
+    from netplane.agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["iptables", "ebpf"]
+
+
+@dataclass
+class ProxyStats:
+    syncs: int = 0
+    full_syncs: int = 0
+    errors: int = 0
+    last_sync_seconds: float = 0.0
+    last_sync_at: float = 0.0
+    services: int = 0
+    history: list[tuple[float, float, bool]] = field(default_factory=list)  # (at, seconds, full)
+
+
+def make_backend(
+    mode: str,
+    *,
+    instance: str | None = None,
+    cgroup: str | None = None,
+    iface: str | None = None,
+    node_ip: IPv4Address | None = None,
+    local_cidr: IPv4Network | None = None,
+    netns: str | None = None,
+) -> ProxyBackend:
+    if mode == "iptables":
+        from netplane.proxy.iptables import IptablesBackend
+
+        return IptablesBackend(netns=netns)
+    if mode == "ebpf":
+        if not cgroup:
+            raise ConfigError("the eBPF proxy needs --proxy-cgroup (a cgroup v2 directory of this host)")
+        from netplane.ebpf.loader import EbpfBackend, instance_for
+
+        return EbpfBackend(cgroup=cgroup, instance=instance or instance_for(cgroup), iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns)
+    raise ConfigError(f"unknown proxy mode {mode!r}: use iptables or ebpf")
+
+
+class ProxyComponent:
+    """The service proxy as an agent component (`name`, `start()`, `stop()`) or standalone
+    (`run(stop_event)`)."""
+
+    name = "proxy"
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        keys: Keys,
+        *,
+        mode: str = "iptables",
+        node: str = "local",
+        cgroup: str | None = None,
+        iface: str | None = None,
+        node_ip: IPv4Address | None = None,
+        local_cidr: IPv4Network | None = None,
+        netns: str | None = None,
+        instance: str | None = None,
+        resync_interval: float = 60.0,
+        backend: ProxyBackend | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.mode = mode
+        self.node = node
+        self.backend = backend or make_backend(
+            mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns
+        )
+        self.resync_interval = resync_interval
+        self.stats = ProxyStats()
+        self.state: ProxyState = ProxyState({})
+        self.synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._q: queue.Queue[tuple[str, View[Any]] | None] = queue.Queue()
+        self._services: dict[str, Service] = {}
+        self._endpoints: dict[str, Endpoints] = {}
+        self._entries: dict[LbKey, LbEntry] = {}
+        self._svc_keys: dict[str, set[LbKey]] = {}
+        self.on_sync: Callable[[ProxyState], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, args=(self._stop,), name="proxy", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._q.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            self._thread = None
+
+    def run(self, stop: threading.Event) -> None:
+        feeders = [
+            threading.Thread(target=self._feed, args=("svc", self.keys.services, decode_service, stop), daemon=True, name="proxy-svc"),
+            threading.Thread(target=self._feed, args=("ep", self.keys.endpoints, decode_endpoints, stop), daemon=True, name="proxy-ep"),
+        ]
+        for t in feeders:
+            t.start()
+        if stop is not self._stop:
+            threading.Thread(target=lambda: (stop.wait(), self._q.put(None)), daemon=True).start()
+        try:
+            self._loop(stop)
+        finally:
+            self.backend.close()
+
+    def _feed(self, kind: str, prefix: str, decode: Callable[[str, bytes], Any], stop: threading.Event) -> None:
+        try:
+            for view in reflect(self.store, prefix, decode, stop=stop):
+                self._q.put((kind, view))
+        except Exception:
+            log.exception("proxy watch %s failed", prefix)
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self, stop: threading.Event) -> None:
+        listed = {"svc": False, "ep": False}
+        need_full = True
+        dirty: set[str] = set()
+        last_full = 0.0
+        while not stop.is_set():
+            timeout = max(0.05, self.resync_interval - (time.monotonic() - last_full)) if last_full else None
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                item = ("tick", None)  # type: ignore[assignment]
+            batch = [item]
+            while True:  # coalesce whatever else is already queued
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            for it in batch:
+                if it is None:
+                    continue
+                kind, view = it
+                if kind == "tick":
+                    need_full = True
+                    continue
+                if view.changed is None:
+                    listed[kind] = True
+                    need_full = True
+                names = self._absorb(kind, view)
+                dirty |= names
+            if stop.is_set():
+                break
+            if not all(listed.values()) or (not dirty and not need_full):
+                continue
+            changed = self._recompute(None if need_full else dirty)
+            try:
+                self._sync(full=need_full, changed=changed)
+                if need_full:
+                    last_full = time.monotonic()
+                need_full = False
+                dirty = set()
+            except Exception as e:  # noqa: BLE001 - a sync failure must not kill the proxy loop
+                self.stats.errors += 1
+                if isinstance(e, NetplaneError):
+                    log.error("proxy sync (%s) failed: %s; retrying with a full sync", self.backend.name, e)
+                else:
+                    log.exception("proxy sync (%s) failed; retrying with a full sync", self.backend.name)
+                need_full = True
+                if stop.wait(1.0):
+                    break
+
+    def _absorb(self, kind: str, view: View[Any]) -> set[str]:
+        under = self.keys.services if kind == "svc" else self.keys.endpoints
+        target: dict[str, Any] = self._services if kind == "svc" else self._endpoints
+        if view.changed is None:
+            old = set(target)
+            target.clear()
+            for k, v in view.objects.items():
+                target[Keys.name_of(k, under)] = v
+            return old | set(target)
+        names = set()
+        for k in view.changed:
+            name = Keys.name_of(k, under)
+            names.add(name)
+            v = view.objects.get(k)
+            if v is None:
+                target.pop(name, None)
+            else:
+                target[name] = v
+        return names
+
+    def _recompute(self, names: set[str] | None) -> set[LbKey] | None:
+        """Update LB entries for `names` (all when None); return the keys that changed."""
+        if names is None:
+            self._entries = dict(compute(self._services, self._endpoints).entries)
+            self._svc_keys = {}
+            for k in self._entries:
+                self._svc_keys.setdefault(k.service, set()).add(k)
+            self.state = ProxyState(dict(self._entries))
+            return None
+        changed: set[LbKey] = set()
+        for name in names:
+            old = {k: self._entries[k] for k in self._svc_keys.get(name, ())}
+            svc = self._services.get(name)
+            eps = {name: self._endpoints[name]} if name in self._endpoints else {}
+            new = dict(compute({name: svc}, eps).entries) if svc else {}
+            for k in set(old) | set(new):
+                if old.get(k) != new.get(k):
+                    changed.add(k)
+                    if k in new:
+                        self._entries[k] = new[k]
+                    else:
+                        del self._entries[k]
+            if new:
+                self._svc_keys[name] = set(new)
+            else:
+                self._svc_keys.pop(name, None)
+        self.state = ProxyState(dict(self._entries))
+        return changed
+
+    def _sync(self, *, full: bool, changed: set[LbKey] | None) -> None:
+        t0 = time.perf_counter()
+        if full or changed is None:
+            self.backend.sync(self.state, full=True)
+        else:
+            if not changed:
+                return
+            self.backend.sync(self.state, full=False, changed=changed)
+        dt = time.perf_counter() - t0
+        self.stats.syncs += 1
+        self.stats.full_syncs += int(full)
+        self.stats.last_sync_seconds = dt
+        self.stats.last_sync_at = time.time()
+        self.stats.services = len(self._services)
+        self.stats.history = (self.stats.history + [(self.stats.last_sync_at, dt, full)])[-100:]
+        log.info("proxy %s sync: %d entries in %.1f ms", "full" if full else "partial", len(self.state.entries), dt * 1e3)
+        self.synced.set()
+        if self.on_sync is not None:
+            self.on_sync(self.state)
+
+
+def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyComponent]:
+    """A component factory for `Agent(extra_components=[...])`: node IP, underlay interface and
+    the local pod subnet come from the running agent."""
+
+    def make(agent: Agent) -> ProxyComponent:
+        u = agent.state.underlay
+        lease = agent.state.lease
+        return ProxyComponent(
+            agent.store,
+            agent.keys,
+            mode=mode,
+            node=agent.opts.node,
+            cgroup=cgroup,
+            iface=u.ifname if u else None,
+            node_ip=u.address if u else None,
+            local_cidr=lease.subnet if lease else None,
+            netns=agent.opts.netns_name,
+        )
+
+    return make

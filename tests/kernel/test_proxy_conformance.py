@@ -1,0 +1,318 @@
+"""Service conformance, parametrised over both data planes (iptables, eBPF).
+
+Topology per test (all namespaces and the cgroup are made here and removed at teardown):
+
+    ext (192.168.77.2) --veth-- node (192.168.77.1; proxy; clients run here, in the test cgroup)
+                                 |-- veth -- be1 (10.50.1.2)
+                                 |-- veth -- be2 (10.50.2.2)
+                                 '-- veth -- be3 (10.50.3.2)
+
+Each backend runs a TCP+UDP responder answering its own name. A real etcd holds the services;
+the real `ProxyComponent` watches it and programs the real kernel. Clients are separate
+processes (`python -m netplane.proxy.probe`) placed in the node namespace and test cgroup, as
+a process on a real host would be.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from netplane import netns
+from netplane.proxy.api import ServiceAPI
+from netplane.proxy.model import Service, parse_port_spec
+from netplane.proxy.probe import Server
+from netplane.proxy.runner import ProxyComponent
+from netplane.store import EtcdStore, Keys
+
+CG_ROOT = Path("/sys/fs/cgroup/unified")
+NODE_IP = "192.168.77.1"
+EXT_IP = "192.168.77.2"
+PORT = 8080
+BACKENDS = {"be1": "10.50.1.2", "be2": "10.50.2.2", "be3": "10.50.3.2"}
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@dataclass
+class Topo:
+    node: str
+    ext: str
+    backends: dict[str, str]  # name -> netns
+    cgroup: Path
+    servers: list[Server]
+
+    def wrap(self, argv: list[str], ns: str, *, in_cgroup: bool = True) -> list[str]:
+        """Run `argv` in namespace `ns` (and the test cgroup) without a Python preexec_fn:
+        forking this gRPC-threaded process with one is unsafe, so a shell moves itself into
+        the cgroup and execs nsenter."""
+        cg = str(self.cgroup / "cgroup.procs") if in_cgroup else "/dev/null"
+        script = 'cg=$1; ns=$2; shift 2; [ "$cg" = /dev/null ] || echo $$ > "$cg" || exit 99; exec nsenter --net="$ns" "$@"'
+        return ["sh", "-c", script, "sh", cg, netns.netns_path(ns), *argv]
+
+    def run_probe(self, target: str, n: int, *, udp: bool = False, where: str | None = None,
+                  in_cgroup: bool = True, interval: float = 0.0) -> dict:  # type: ignore[type-arg]
+        argv = [sys.executable, "-m", "netplane.proxy.probe", "probe", target, "-n", str(n), "--json"]
+        if udp:
+            argv.append("--udp")
+        if interval:
+            argv += ["--interval", str(interval)]
+        p = subprocess.run(self.wrap(argv, where or self.node, in_cgroup=in_cgroup), capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)  # type: ignore[no-any-return]
+
+    def spawn_in_cgroup(self, argv: list[str], ns: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.wrap(argv, ns), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def topo(make_netns: Callable[[str], str]) -> Iterator[Topo]:
+    node = make_netns("node")
+    ext = make_netns("ext")
+    tag = uuid.uuid4().hex[:5]
+    sh("ip", "link", "add", f"npx{tag}", "type", "veth", "peer", "name", f"npy{tag}")
+    sh("ip", "link", "set", f"npx{tag}", "netns", node, "name", "ext0")
+    sh("ip", "link", "set", f"npy{tag}", "netns", ext, "name", "eth0")
+    sh("ip", "-n", node, "addr", "add", f"{NODE_IP}/24", "dev", "ext0")
+    sh("ip", "-n", node, "link", "set", "ext0", "up")
+    sh("ip", "-n", ext, "addr", "add", f"{EXT_IP}/24", "dev", "eth0")
+    sh("ip", "-n", ext, "link", "set", "eth0", "up")
+    sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    # like a real host, the node has a default route (iptables DNAT happens after routing)
+    sh("ip", "-n", node, "route", "add", "default", "via", EXT_IP)
+    backends: dict[str, str] = {}
+    servers: list[Server] = []
+    for i, (name, ip) in enumerate(sorted(BACKENDS.items()), start=1):
+        ns = make_netns(name)
+        backends[name] = ns
+        sh("ip", "link", "add", f"npa{tag}{i}", "type", "veth", "peer", "name", f"npb{tag}{i}")
+        sh("ip", "link", "set", f"npa{tag}{i}", "netns", node, "name", f"vb{i}")
+        sh("ip", "link", "set", f"npb{tag}{i}", "netns", ns, "name", "eth0")
+        sh("ip", "-n", node, "addr", "add", f"10.50.{i}.1/24", "dev", f"vb{i}")
+        sh("ip", "-n", node, "link", "set", f"vb{i}", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "route", "add", "default", "via", f"10.50.{i}.1")
+        with netns.inside(ns):
+            servers.append(Server(name, port=PORT))
+    cg = CG_ROOT / f"npt-proxy-{tag}"
+    cg.mkdir()
+    try:
+        yield Topo(node=node, ext=ext, backends=backends, cgroup=cg, servers=servers)
+    finally:
+        for s in servers:
+            s.close()
+        for _ in range(50):
+            if not (cg / "cgroup.procs").read_text().split():
+                break
+            time.sleep(0.1)
+        cg.rmdir()
+
+
+@pytest.fixture(params=["iptables", "ebpf"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def start_proxy(store: EtcdStore, keys: Keys, topo: Topo, mode: str) -> ProxyComponent:
+    comp = ProxyComponent(
+        store, keys, mode=mode, node="node", cgroup=str(topo.cgroup), iface="ext0",
+        node_ip=IPv4Address(NODE_IP), netns=topo.node, resync_interval=30.0,
+    )
+    comp.start()
+    assert comp.synced.wait(20), "proxy did not sync"
+    return comp
+
+
+@pytest.fixture
+def proxy(store: EtcdStore, keys: Keys, topo: Topo, mode: str) -> Iterator[Callable[[], ProxyComponent]]:
+    """Start the proxy on demand (after services exist, or before); cleaned up at teardown."""
+    started: list[ProxyComponent] = []
+
+    def go() -> ProxyComponent:
+        c = start_proxy(store, keys, topo, mode)
+        started.append(c)
+        return c
+
+    yield go
+    for c in started:
+        c.stop()
+    if started:
+        started[-1].backend.cleanup()
+
+
+def make_service(store: EtcdStore, keys: Keys, name: str, *, ips: list[str], port: str = f"80:{PORT}",
+                 udp: bool = False, node_port: int | None = None, affinity: bool = False) -> IPv4Address:
+    api = ServiceAPI(store, keys)
+    ports = (parse_port_spec(port + ("/udp" if udp else "/tcp") + (f":{node_port}" if node_port else "")),)
+    svc = Service(
+        name=name, cluster_ip=IPv4Address(0), ports=ports, type="NodePort" if node_port else "ClusterIP",
+        session_affinity="ClientIP" if affinity else "None",
+    )
+    made = api.create(svc, cluster_ip=None, endpoints=tuple(IPv4Address(i) for i in ips))
+    return made.cluster_ip
+
+
+def wait_applied(comp: ProxyComponent, pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError("proxy did not apply the change in time")
+
+
+def assert_even(answers: dict[str, int], names: list[str], n: int) -> None:
+    """Each of k backends gets n/k ± 40% (about ±4.9 standard deviations at n=300, k=3)."""
+    assert set(answers) == set(names), answers
+    expect = n / len(names)
+    for name in names:
+        assert 0.6 * expect <= answers[name] <= 1.4 * expect, answers
+
+
+ALL = sorted(BACKENDS)
+
+
+def test_tcp_spread_over_every_endpoint(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    vip = make_service(store, keys, "web", ips=list(BACKENDS.values()))
+    proxy()
+    r = topo.run_probe(f"{vip}:80", 300)
+    assert r["errors"] == {}
+    assert_even(r["answers"], ALL, 300)
+
+
+def test_udp_spread_and_replies_come_from_the_vip(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    vip = make_service(store, keys, "dns", ips=list(BACKENDS.values()), port=f"53:{PORT}", udp=True)
+    proxy()
+    r = topo.run_probe(f"{vip}:53", 300, udp=True)
+    assert r["errors"] == {}
+    assert_even(r["answers"], ALL, 300)
+    assert r["peers"] == {f"{vip}:53": 300}
+
+
+def test_client_ip_affinity_pins_a_client(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    vip = make_service(store, keys, "sticky", ips=list(BACKENDS.values()), affinity=True)
+    proxy()
+    r = topo.run_probe(f"{vip}:80", 60)
+    assert r["errors"] == {}
+    assert len(r["answers"]) == 1 and sum(r["answers"].values()) == 60, r
+
+
+def test_removed_endpoint_gets_no_new_connections_after_1s(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    vip = make_service(store, keys, "web", ips=list(BACKENDS.values()))
+    proxy()
+    assert set(topo.run_probe(f"{vip}:80", 60)["answers"]) == set(ALL)
+    ServiceAPI(store, keys).set_endpoints("web", (IPv4Address(BACKENDS["be1"]), IPv4Address(BACKENDS["be2"])))
+    time.sleep(1.0)
+    r = topo.run_probe(f"{vip}:80", 200)
+    assert r["errors"] == {}
+    assert set(r["answers"]) == {"be1", "be2"}, r
+
+
+def test_removed_udp_endpoint_flow_moves(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    """A long-lived UDP flow (same socket) to a removed endpoint moves to a remaining one:
+    the iptables backend flushes the stale conntrack entry; the eBPF backend never had one."""
+    vip = make_service(store, keys, "dns", ips=[BACKENDS["be1"]], port=f"53:{PORT}", udp=True)
+    proxy()
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
+        "for line in sys.stdin:\n"
+        f"  s.sendto(b'x',('{vip}',53)); d,p=s.recvfrom(100); print(d.decode().strip(), flush=True)\n"
+    )
+    p = topo.spawn_in_cgroup([sys.executable, "-c", code], topo.node)
+    try:
+        assert p.stdin and p.stdout
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "be1"
+        ServiceAPI(store, keys).set_endpoints("dns", (IPv4Address(BACKENDS["be2"]),))
+        time.sleep(1.0)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "be2"
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_service_without_endpoints_refuses(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    vip = make_service(store, keys, "empty", ips=[])
+    proxy()
+    r = topo.run_probe(f"{vip}:80", 5)
+    assert r["answers"] == {}
+    assert r["errors"] == {"ECONNREFUSED": 5}, r
+
+
+def test_nodeport_from_another_host(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    make_service(store, keys, "np", ips=list(BACKENDS.values()), node_port=30080)
+    proxy()
+    r = topo.run_probe(f"{NODE_IP}:30080", 150, where=topo.ext, in_cgroup=False)
+    assert r["errors"] == {}, r
+    assert set(r["answers"]) == set(ALL), r
+    ru = topo.run_probe(f"{NODE_IP}:30080", 10, where=topo.ext, in_cgroup=False)
+    assert sum(ru["answers"].values()) == 10
+
+
+def test_nodeport_udp_from_another_host(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    make_service(store, keys, "npu", ips=list(BACKENDS.values()), port=f"53:{PORT}", udp=True, node_port=30053)
+    proxy()
+    r = topo.run_probe(f"{NODE_IP}:30053", 60, udp=True, where=topo.ext, in_cgroup=False)
+    assert r["errors"] == {}, r
+    assert set(r["answers"]) == set(ALL) and r["peers"] == {f"{NODE_IP}:30053": 60}, r
+
+
+def test_hairpin_pod_reaches_itself_through_its_service(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    vip = make_service(store, keys, "self", ips=[BACKENDS["be1"]])
+    proxy()
+    r = topo.run_probe(f"{vip}:80", 20, where=topo.backends["be1"])
+    assert r == {**r, "errors": {}, "answers": {"be1": 20}}, r
+
+
+def test_restart_breaks_neither_established_nor_new_connections(
+    store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str
+) -> None:
+    vip = make_service(store, keys, "web", ips=list(BACKENDS.values()))
+    first = proxy()
+    code = (
+        "import socket,sys\n"
+        f"s=socket.create_connection(('{vip}',80),timeout=3); print(s.recv(100).decode().strip(), flush=True)\n"
+        "for line in sys.stdin:\n"
+        "  s.sendall(line.encode()); print(s.recv(100).decode().strip(), flush=True)\n"
+    )
+    held = topo.spawn_in_cgroup([sys.executable, "-c", code], topo.node)
+    # a client making new connections all through the restart
+    loop = topo.spawn_in_cgroup(
+        [sys.executable, "-m", "netplane.proxy.probe", "probe", f"{vip}:80", "-n", "400", "--interval", "0.005", "--json"],
+        topo.node,
+    )
+    try:
+        assert held.stdout and held.stdin and loop.stdout
+        assert held.stdout.readline().strip() in ALL
+        time.sleep(0.3)
+        first.stop()
+        second = proxy()
+        assert second.synced.is_set()
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        assert held.stdout.readline().strip() == "ping"
+        out, _ = loop.communicate(timeout=60)
+        r = json.loads(out)
+        assert r["errors"] == {}, r
+        assert sum(r["answers"].values()) == 400
+    finally:
+        for p in (held, loop):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
