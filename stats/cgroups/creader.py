@@ -11,7 +11,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stats.cgroups.limits import FdBudget
-from stats.cgroups.model import CgroupSpec, CgroupStats, Kind, RawStats, finish
+from stats.cgroups.model import (
+    BlkioDevice, CgroupSpec, CgroupStats, CpuStats, Kind, MemoryStats, NetInterface, PidsStats,
+    RawStats, finish,
+)
 
 try:
     from stats.cgroups._reader import ffi, lib  # type: ignore[import-not-found]
@@ -71,6 +74,51 @@ def to_raw(s: Any) -> RawStats:
     return raw
 
 
+def _bits(*kinds: Kind) -> int:
+    return sum(1 << k for k in kinds)
+
+
+_CPU = _bits(Kind.V1_CPUACCT_PERCPU, Kind.V2_CPU_STAT)
+_MEM = _bits(Kind.V1_MEM_USAGE, Kind.V2_MEM_CURRENT)
+_IO = _bits(Kind.V1_BLKIO_BYTES, Kind.V1_BLKIO_OPS, Kind.V2_IO_STAT)
+_PIDS = _bits(Kind.PIDS_CURRENT, Kind.PROCS, Kind.THREADS)
+_PC, _PM, _PR, _TH, _NET = (1 << Kind.PIDS_CURRENT, 1 << Kind.PIDS_MAX, 1 << Kind.PROCS,
+                            1 << Kind.THREADS, 1 << Kind.NETDEV)
+
+
+def convert(spec: CgroupSpec, s: Any) -> CgroupStats:
+    """`finish(to_raw(s))` without the intermediate RawStats: the collector's hot path.
+
+    Must equal `finish(spec.key, to_raw(s), ...)`; tests/unit/test_stats_parsers.py compares
+    this reader's results with the pure-Python reader's (which goes through `finish`)."""
+    if s.failed:
+        return finish(spec.key, to_raw(s), dict(spec.files))
+    present = s.present
+    cpu = mem = io = pids = net = None
+    if present & _CPU:
+        cpu = CpuStats(s.cpu_usage_ns, s.cpu_user_ns, s.cpu_system_ns,
+                       tuple(ffi.unpack(s.percpu_ns, s.ncpus)) if s.ncpus else (),
+                       s.nr_periods, s.nr_throttled, s.throttled_ns)
+    if present & _MEM:
+        mem = MemoryStats(s.mem_usage, s.mem_max_usage, s.mem_working_set, s.mem_rss, s.mem_cache,
+                          s.mem_mapped_file, s.mem_swap, s.mem_inactive_file, s.mem_failcnt,
+                          s.mem_pgfault, s.mem_pgmajfault)
+    if present & _IO:
+        io = tuple(BlkioDevice(d.major, d.minor, d.read_bytes, d.write_bytes, d.read_ops, d.write_ops)
+                   for d in ffi.unpack(s.devs, s.ndevs)) if s.ndevs else ()
+    if present & _PIDS:
+        pids = PidsStats(
+            s.pids_current if present & _PC else (s.nthreads if present & _TH else None),
+            s.pids_max if present & _PM else None,
+            s.nprocs if present & _PR else None,
+        )
+    if present & _NET:
+        net = tuple(NetInterface(ffi.string(f.name).decode("latin-1"), f.rx_bytes, f.rx_packets,
+                                 f.rx_errors, f.rx_dropped, f.tx_bytes, f.tx_packets, f.tx_errors,
+                                 f.tx_dropped) for f in ffi.unpack(s.ifaces, s.nifaces))
+    return CgroupStats(spec.key, cpu, mem, io, pids, net, ())
+
+
 class CReader:
     """Reads cgroups through the C extension; keeps one handle per spec key."""
 
@@ -116,7 +164,7 @@ class CReader:
         ptrs = self.handles(specs)
         out = self.out_buffer(len(specs))
         lib.np_read_batch(ptrs, len(specs), out)
-        return [finish(spec.key, to_raw(out[i]), dict(spec.files)) for i, spec in enumerate(specs)]
+        return [convert(spec, out[i]) for i, spec in enumerate(specs)]
 
     def retain(self, keys: Iterable[str]) -> None:
         keep = set(keys)
