@@ -17,16 +17,18 @@ from netplane.lab.builder import CGROUP2_ROOT
 from netplane.store import EtcdConfig, EtcdStore
 
 
-def _snapshot() -> dict[str, object]:
-    """Namespaces, root-namespace links, our cgroups, processes: what a lab could leave behind."""
-    netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+def _snapshot(lab: str, state_dir: Path) -> dict[str, object]:
+    """Everything lab `lab` could leave behind: its namespaces, root-namespace links, its
+    cgroups, processes started from its state directory, its files. (Scoped to the lab so
+    that other labs and tests running at the same time do not disturb the comparison.)"""
+    netns = sorted(n for n in os.listdir("/run/netns") if n.startswith(f"np-{lab}-")) if os.path.isdir("/run/netns") else []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    link_names = sorted(line.split(":")[1].strip() for line in links.splitlines())
-    cg = sorted(str(p) for p in (CGROUP2_ROOT / "netplane").rglob("*") if p.is_dir()) if (CGROUP2_ROOT / "netplane").exists() else []
-    procs = sorted(
-        p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) and ("netplane.lab.relay" in _cmdline(p) or "/etcd" in _cmdline(p))
-    )
-    return {"netns": netns, "links": link_names, "cgroups": cg, "procs": procs}
+    link_names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
+    cgdir = CGROUP2_ROOT / "netplane" / lab
+    cg = sorted(str(p) for p in [cgdir, *cgdir.rglob("*")] if p.is_dir()) if cgdir.exists() else []
+    procs = sorted(p for p in os.listdir("/proc") if p.isdigit() and (str(state_dir) in _cmdline(p) or f"np-{lab}-" in _cmdline(p)))
+    files = sorted(str(p) for p in (state_dir / "labs" / lab).rglob("*")) if (state_dir / "labs" / lab).exists() else []
+    return {"netns": netns, "links": [n for n in link_names if "np" in n or "veth" in n], "cgroups": cg, "procs": procs, "files": files}
 
 
 def _cmdline(pid: str) -> str:
@@ -40,9 +42,20 @@ def _cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> s
     return subprocess.run([sys.executable, "-m", "netplane", *args], capture_output=True, text=True, env=env, check=check, timeout=60)
 
 
-def test_up_down_cli_leaves_nothing_behind(state_dir: Path) -> None:
+@pytest.fixture
+def cleanup_labs(state_dir: Path):  # type: ignore[no-untyped-def]
+    """Tear down whatever lab a CLI test left behind if it failed before its own `down`."""
+    yield
+    from netplane.lab import list_labs
+
+    for name in list_labs():
+        Lab.load(name).down()
+
+
+def test_up_down_cli_leaves_nothing_behind(state_dir: Path, cleanup_labs: None) -> None:
     env = {**os.environ, "NETPLANE_STATE_DIR": str(state_dir)}
-    before = _snapshot()
+    before = _snapshot("tud", state_dir)
+    assert before == {"netns": [], "links": before["links"], "cgroups": [], "procs": [], "files": []}
     t0 = time.monotonic()
     r = _cli("lab", "up", "--name", "tud", "--hosts", "3", "--no-agents", "--underlay", "10.98.7.0/24", "-o", "json", env=env)
     assert time.monotonic() - t0 < 10, "3-host lab must come up in under 10 s"
@@ -56,12 +69,13 @@ def test_up_down_cli_leaves_nothing_behind(state_dir: Path) -> None:
     with EtcdStore(EtcdConfig(endpoints=(st["etcd"]["endpoint"],))) as s:
         s.put("/hello", "lab")
         assert s.get("/hello").value == b"lab"  # type: ignore[union-attr]
-    during = _snapshot()
-    assert set(during["netns"]) - set(before["netns"]) == {"np-tud-sw", "np-tud-h1", "np-tud-h2", "np-tud-h3"}  # type: ignore[operator]
+    during = _snapshot("tud", state_dir)
+    assert during["netns"] == ["np-tud-h1", "np-tud-h2", "np-tud-h3", "np-tud-sw"]
     assert during["links"] == before["links"], "the lab must not add links to the root namespace"
+    assert len(during["cgroups"]) == 4 and len(during["procs"]) == 2  # type: ignore[arg-type]
     r = _cli("lab", "down", "--name", "tud", env=env)
     assert "removed" in r.stdout
-    assert _snapshot() == before
+    assert _snapshot("tud", state_dir) == before
     assert not (state_dir / "labs" / "tud").exists()
     assert not (state_dir / "context.json").exists()
 
@@ -114,9 +128,9 @@ def test_two_labs_coexist(lab_factory: Callable[..., Lab]) -> None:
     assert Lab.load(b.name).status()["etcd"]["healthy"] is True
 
 
-def test_down_after_crash_midway(state_dir: Path) -> None:
+def test_down_after_crash_midway(state_dir: Path, cleanup_labs: None) -> None:
     """Simulate `up` dying after some steps: the recorded state still tears down fully."""
-    before = _snapshot()
+    before = _snapshot("tcrash", state_dir)
     topo = default_topology("tcrash", hosts=2, underlay="10.98.9.0/24")
     code = (
         "import os\n"
@@ -137,11 +151,11 @@ def test_down_after_crash_midway(state_dir: Path) -> None:
     etcd_pids = [i["pid"] for i in lab.state.items if i["kind"] == "process"]
     assert len(etcd_pids) == 1 and (Path("/proc") / str(etcd_pids[0])).exists()
     lab.down()
-    assert _snapshot() == before
+    assert _snapshot("tcrash", state_dir) == before
 
 
 @pytest.mark.parametrize("args", [["--hosts", "0"], ["--name", "BAD"], ["--underlay", "10.99.0.0/33"], ["--mtu", "10"]])
-def test_up_rejects_bad_input(args: list[str], state_dir: Path) -> None:
+def test_up_rejects_bad_input(args: list[str], state_dir: Path, cleanup_labs: None) -> None:
     env = {**os.environ, "NETPLANE_STATE_DIR": str(state_dir)}
     r = _cli("lab", "up", "--no-agents", *args, env=env, check=False)
     assert r.returncode == 2, r.stderr
