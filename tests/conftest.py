@@ -39,22 +39,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail("this test needs root (kernel/lab tier); run `make test` as root")
 
 
+def start_etcd(d: Path, name: str) -> EmbeddedEtcd:
+    """A real single-member etcd on free loopback ports, data and log under `d`."""
+    spec = EtcdSpec(
+        name=name,
+        data_dir=d / "data",
+        client_urls=(f"http://127.0.0.1:{free_port()}",),
+        peer_url=f"http://127.0.0.1:{free_port()}",
+        log_path=d / "etcd.log",
+    )
+    e = EmbeddedEtcd(spec)
+    e.start()
+    return e
+
+
 @pytest.fixture
 def etcd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], EmbeddedEtcd]]:
     """Start throwaway etcd servers on loopback; all are stopped at teardown."""
     started: list[EmbeddedEtcd] = []
 
     def make() -> EmbeddedEtcd:
-        d = tmp_path_factory.mktemp("etcd")
-        spec = EtcdSpec(
-            name="t" + uuid.uuid4().hex[:8],
-            data_dir=d / "data",
-            client_urls=(f"http://127.0.0.1:{free_port()}",),
-            peer_url=f"http://127.0.0.1:{free_port()}",
-            log_path=d / "etcd.log",
-        )
-        e = EmbeddedEtcd(spec)
-        e.start()
+        e = start_etcd(tmp_path_factory.mktemp("etcd"), "t" + uuid.uuid4().hex[:8])
         started.append(e)
         return e
 
@@ -66,16 +71,7 @@ def etcd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedEtcd]:
     """One real etcd for the whole session; tests isolate themselves by key prefix."""
-    d = tmp_path_factory.mktemp("etcd-session")
-    spec = EtcdSpec(
-        name="session",
-        data_dir=d / "data",
-        client_urls=(f"http://127.0.0.1:{free_port()}",),
-        peer_url=f"http://127.0.0.1:{free_port()}",
-        log_path=d / "etcd.log",
-    )
-    e = EmbeddedEtcd(spec)
-    e.start()
+    e = start_etcd(tmp_path_factory.mktemp("etcd-session"), "session")
     yield e
     e.stop()
 
