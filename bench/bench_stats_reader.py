@@ -114,7 +114,8 @@ def full(h: Hierarchy, cgs: list[ScratchCgroup], pid: int | None) -> dict[str, f
     res["files_per_cgroup"] = len(specs[0].files)
     # sanity: every result complete
     assert all(s.ok for s in c.read_many(specs)), "C reader reported errors"
-    assert all(s.ok for s in py.read_many(specs)), "Python reader reported errors"
+    bad = [s.errors for s in py.read_many(specs) if not s.ok]
+    assert not bad, f"Python reader reported errors: {bad[:2]}"
     c.close(), py.close(), reopen.close()
     return res
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stats.cgroups.limits import FdBudget
+from stats.cgroups import limits
 from stats.cgroups.model import (
     BlkioDevice, CgroupSpec, CgroupStats, CpuStats, Kind, MemoryStats, NetInterface, PidsStats,
     RawStats, finish,
@@ -128,7 +128,7 @@ class CReader:
         if not AVAILABLE:
             raise RuntimeError("the C reader (stats.cgroups._reader) is not built")
         self._handles: dict[str, _Handle] = {}
-        self._budget = FdBudget()
+        self._budget = limits.shared()
         self._out: Any = None
         self._cap = 0
         self._kept = 0
@@ -140,7 +140,7 @@ class CReader:
         if h is not None:
             self._kept -= len(h.spec.files)
             h.close()
-        self._budget.ensure(self._kept + len(spec.files))
+        self._budget.ensure(len(spec.files))
         h = self._handles[spec.key] = _Handle(spec)
         self._kept += len(spec.files)
         return h

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 
-from stats.cgroups.limits import FdBudget
+from stats.cgroups import limits
 from stats.cgroups.model import (
     IFNAMSIZ, MAX_CPUS, MAX_DEVS, MAX_IFACES, U64, CgroupSpec, CgroupStats, Kind, RawStats, finish,
 )
@@ -362,7 +362,7 @@ class PyReader:
     def __init__(self, *, keep_open: bool = True) -> None:
         self.keep_open = keep_open
         self._handles: dict[str, _Files] = {}
-        self._budget = FdBudget()
+        self._budget = limits.shared()
 
     def _handle(self, spec: CgroupSpec) -> _Files:
         h = self._handles.get(spec.key)
@@ -371,7 +371,7 @@ class PyReader:
         if h is not None:
             h.close()
         if self.keep_open:
-            self._budget.ensure(self.open_fds() + len(spec.files))
+            self._budget.ensure(len(spec.files))
         h = self._handles[spec.key] = _Files(spec, self.keep_open)
         return h
 

@@ -248,3 +248,34 @@ def test_fuzz_c_and_python_agree(tmp_path: Path, kind: Kind, text: str) -> None:
 def test_fuzz_all_kinds_together(tmp_path: Path, texts: dict[Kind, str]) -> None:
     c, py, reopen = _read_all(_spec(tmp_path, texts, key=os.urandom(4).hex()))
     assert c == py == reopen
+
+
+def test_open_file_limit_is_raised_as_needed(tmp_path: Path) -> None:
+    """2,400 kept descriptors with a soft limit of 512: the readers raise the limit instead of
+    failing with EMFILE (in a child process, so this test's own limit is untouched)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import resource, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from stats.cgroups import CgroupSpec, Kind
+        from stats.cgroups.creader import CReader
+        from stats.cgroups.pyreader import PyReader
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+        f = Path({str(tmp_path)!r}) / "usage"
+        f.write_text("42\\n")
+        specs = [CgroupSpec(key=str(i), files=tuple((Kind.V1_MEM_USAGE, str(f)) for _ in range(12)))
+                 for i in range(200)]
+        for r in (CReader(), PyReader()):
+            res = r.read_many(specs)
+            assert all(s.ok and s.memory.usage_bytes == 42 for s in res), [s.errors for s in res if not s.ok][:1]
+            assert r.open_fds() == 2400, r.open_fds()
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 4800 + 256
