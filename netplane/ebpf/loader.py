@@ -129,7 +129,7 @@ class EbpfBackend:
             os.close(fd)
         if self.iface and self.node_ip:
             self._load_tc()
-        self._ops = MapOps(self._lb.get_table("lb_services").map_fd, self._lb.get_table("lb_backends").map_fd)
+        self._ops = MapOps(self._lb.get_table(b"lb_services").map_fd, self._lb.get_table(b"lb_backends").map_fd)
         self.current = self._ops.read()
         self.applied = None
 

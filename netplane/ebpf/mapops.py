@@ -40,13 +40,15 @@ class MapOps:
             err = ctypes.get_errno()
             # fall back to single updates (older kernels, or a partial batch)
             for i in range(cnt.value, n):
-                if _lib().bpf_update_elem(fd, ctypes.byref(keys[i]), ctypes.byref(vals[i]), 0) != 0:
+                ks, vs = ctypes.sizeof(keys._type_), ctypes.sizeof(vals._type_)
+                if _lib().bpf_update_elem(fd, ctypes.byref(keys, i * ks), ctypes.byref(vals, i * vs), 0) != 0:
                     e2 = ctypes.get_errno()
                     raise KernelError(f"bpf map update: {os.strerror(e2 or err)}", errno=e2 or err)
 
     def _delete(self, fd: int, keys: ctypes.Array) -> None:  # type: ignore[type-arg]
+        size = ctypes.sizeof(keys._type_)
         for i in range(len(keys)):
-            _lib().bpf_delete_elem(fd, ctypes.byref(keys[i]))  # ENOENT is fine: already gone
+            _lib().bpf_delete_elem(fd, ctypes.byref(keys, i * size))  # ENOENT is fine: already gone
 
     def _svc_keys(self, items: Sequence[Frontend | SlotKey], slot0: bool) -> ctypes.Array:  # type: ignore[type-arg]
         arr = (M.SvcKey * len(items))()
