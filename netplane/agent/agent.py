@@ -101,7 +101,8 @@ class Agent:
         self.state = AgentState()
         self.ready = threading.Event()  # lease held and overlay reconciled once
         self._lock = threading.RLock()
-        self._lease_lost = threading.Event()
+        self._wake = threading.Event()  # lease lost, or shutting down
+        self._lost = False
         self._extra_specs = list(extra_components)
         self._components: list[Component] = []
         self._threads: list[threading.Thread] = []
@@ -162,13 +163,14 @@ class Agent:
         def run() -> None:
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - a dying loop must be visible, not silent
+            except Exception:
                 log.exception("agent %s loop failed", name)
                 self.metrics.errors.labels(kind=f"{name}_crash").inc()
 
         return run
 
     def _shutdown(self) -> None:
+        self._wake.set()
         for comp in reversed(self._components):
             try:
                 comp.stop()
@@ -244,6 +246,7 @@ class Agent:
         self.reconciler.ensure_bridge(d.bridge)
         hostsetup.enable_forwarding(ns)
         hostsetup.apply_rules(cfg.network, masquerade=self.opts.masquerade, netns_name=ns)
+        # last: the subnet file tells local runtimes the host is ready for pods
         subnetfile.write(
             self.opts.subnet_file,
             subnetfile.SubnetFile(network=cfg.network, subnet=lease.subnet, mtu=spec.mtu, ipmasq=self.opts.masquerade),
@@ -256,14 +259,15 @@ class Agent:
         next_renew = time.monotonic() + renew_every
         while not stop.is_set():
             timeout = max(0.0, min(next_renew - time.monotonic(), self.opts.resync_interval))
-            lost = self._lease_lost.wait(timeout)
+            self._wake.wait(timeout)
             if stop.is_set():
                 return
+            self._wake.clear()
+            lost, self._lost = self._lost, False
             lease = self.state.lease
             assert lease is not None
             try:
                 if lost:
-                    self._lease_lost.clear()
                     if not self.leases.still_ours(lease):
                         self._reacquire(stop, "our lease key was deleted or changed in etcd")
                         continue
@@ -305,9 +309,10 @@ class Agent:
             if lease is not None:
                 ours = self.keys.subnet(lease.subnet)
                 mine = view.objects.get(ours)
-                if mine is None or mine.attrs != lease.attrs:
-                    if view.changed is None or ours in view.changed:
-                        self._lease_lost.set()
+                gone = mine is None or mine.attrs != lease.attrs
+                if gone and (view.changed is None or ours in view.changed):
+                    self._lost = True
+                    self._wake.set()
             self.reconcile("resync" if view.changed is None else f"{len(view.changed)} lease change(s)")
 
     # ------------------------------------------------------------------ reconcile

@@ -96,22 +96,31 @@ class LeaseManager:
                     pass
 
     def _adopt(self, lease: Lease, attrs: LeaseAttrs) -> Lease | None:
-        """Take over the lease that carries our PublicIP; None if it changed under us."""
+        """Take over the lease that carries our PublicIP; None if it changed under us.
+
+        Nothing is written when the value and the etcd lease's TTL are what we want (a plain
+        restart: peers see no event). A changed VtepMAC, or a different TTL, rebinds the key
+        with a compare-and-swap on its mod revision."""
         key = self.keys.subnet(lease.subnet)
-        ttl = self.store.time_to_live(lease.lease_id) if lease.lease_id else -1
-        if ttl > 0 and lease.attrs == attrs:
-            self.store.keepalive(lease.lease_id)
-            log.info("re-using our lease %s (etcd lease %x, %ds left)", lease.subnet, lease.lease_id, ttl)
+        granted = self.store.keepalive(lease.lease_id) if lease.lease_id else 0
+        if granted == self.ttl and lease.attrs == attrs:
+            log.info("re-using our lease %s (etcd lease %x)", lease.subnet, lease.lease_id)
             return replace(lease, ttl_left=self.ttl)
-        lease_id = lease.lease_id if ttl > 0 else self.store.grant(self.ttl)
+        lease_id = lease.lease_id if granted == self.ttl else self.store.grant(self.ttl)
         if not self.store.cas(key, attrs.encode(), mod_revision=lease.mod_revision, lease=lease_id):
             if lease_id != lease.lease_id:
                 self.store.revoke(lease_id)
             return None
-        if ttl > 0:
-            self.store.keepalive(lease_id)
-        changed = "VtepMAC changed" if lease.attrs.vtep_mac != attrs.vtep_mac else "attributes updated"
-        log.info("re-using our subnet %s (%s)", lease.subnet, changed if ttl > 0 else "bound to a new etcd lease")
+        if lease_id != lease.lease_id and granted > 0:
+            self.store.revoke(lease.lease_id)  # the key is no longer bound to it
+        why = []
+        if lease.attrs.vtep_mac != attrs.vtep_mac:
+            why.append("VtepMAC changed")
+        elif lease.attrs != attrs:
+            why.append("attributes updated")
+        if lease_id != lease.lease_id:
+            why.append(f"bound to a new etcd lease with TTL {self.ttl}s")
+        log.info("re-using our subnet %s (%s)", lease.subnet, ", ".join(why))
         return Lease(subnet=lease.subnet, attrs=attrs, lease_id=lease_id, ttl_left=self.ttl)
 
     def renew(self, lease: Lease) -> int:

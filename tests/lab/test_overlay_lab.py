@@ -1,0 +1,239 @@
+"""The overlay end to end in the lab: real agents (subprocesses in host namespaces), real etcd,
+real kernel. Pods are the lab's stand-in pods (netplane.lab.pods)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from netplane import netns
+from netplane.lab import Lab, cluster, pods
+from netplane.lab.builder import LAB_PREFIX
+from netplane.store import Keys, codec
+from netplane.subnet.lease import LeaseAttrs, list_leases
+from netplane.vxlan.inspect import inspect_host
+
+KEYS = Keys(LAB_PREFIX)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def ping(ns: str, ip: str, *, wait: int = 2) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", f"-W{wait}", ip], capture_output=True).returncode == 0
+
+
+def agent_item(lab: Lab, host: str) -> dict[str, Any]:
+    return lab.state.find("process", role="agent", host=host)[0]
+
+
+def restart_agent(lab: Lab, host: str, *, sig: int, extra: list[str] | None = None) -> None:
+    lab.stop_process(agent_item(lab, host), sig=sig)
+    lab.spawn_on(host, cluster.agent_argv(lab, host) + (extra or []), role="agent", marker=str(lab.host_dir(host)), log_name="agent.log")
+
+
+def leases_by_host(lab: Lab) -> dict[str, IPv4Network]:
+    by_ip = {str(h.underlay_ip): h.name for h in lab.topology.hosts}
+    with cluster.store_for(lab) as s:
+        return {by_ip[str(l.public_ip)]: l.subnet for l in list_leases(s, KEYS, with_ttl=False) if str(l.public_ip) in by_ip}
+
+
+def state(lab: Lab, host: str) -> dict[str, Any]:
+    with cluster.store_for(lab) as s:
+        return inspect_host(s, KEYS, netns_name=lab.netns(host), host_label=host)
+
+
+def peer_subnets(lab: Lab, host: str) -> set[str]:
+    st = state(lab, host)
+    return {e["entry"].split()[0] for e in st["entries"] if e["kind"] == "route" and e["status"] in ("ok", "stale")}
+
+
+def in_sync_everywhere(lab: Lab, n_peers: int) -> bool:
+    for h in lab.topology.hosts:
+        try:
+            st = state(lab, h.name)
+        except Exception:  # noqa: BLE001 - not there yet
+            return False
+        if not st["in_sync"] or len(st["peers"]) != n_peers:
+            return False
+    return True
+
+
+def fake_lease(lab: Lab, subnet: str, ip: str, mac: str = "02:00:00:00:99:99") -> None:
+    with cluster.store_for(lab) as s:
+        s.put(KEYS.subnet(IPv4Network(subnet)), LeaseAttrs(public_ip=IPv4Address(ip), vtep_mac=mac, vni=1).encode())
+
+
+def capture_vxlan(ns: str, iface: str, seconds: float) -> list[tuple[str, str, int, int]]:
+    """(outer src, outer dst, UDP dport, VNI) of every UDP packet seen — parsed by hand here,
+    independently of netplane's own decoder."""
+    with netns.inside(ns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL: outgoing frames too
+        s.bind((iface, 0))
+    s.settimeout(0.2)
+    out = []
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            try:
+                f = s.recv(65535)
+            except TimeoutError:
+                continue
+            if len(f) < 14 + 20 + 8 + 8 or f[12:14] != b"\x08\x00" or f[14 + 9] != 17:
+                continue
+            ihl = (f[14] & 0x0F) * 4
+            udp = 14 + ihl
+            dport = struct.unpack("!H", f[udp + 2 : udp + 4])[0]
+            vni = int.from_bytes(f[udp + 8 + 4 : udp + 8 + 7], "big")
+            out.append((socket.inet_ntoa(f[26:30]), socket.inet_ntoa(f[30:34]), dport, vni))
+    finally:
+        s.close()
+    return out
+
+
+def ready(lab: Lab) -> None:
+    """Every agent has set its host up (the subnet file is written last)."""
+    wait_for(lambda: all((lab.host_dir(h.name) / "subnet.env").exists() for h in lab.topology.hosts), 10, "subnet files")
+
+
+def test_three_hosts_pods_ping_across_and_the_wire_carries_vxlan(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(3, agents=True)
+    ready(lab)
+    subnets = leases_by_host(lab)
+    assert len(set(subnets.values())) == 3
+    ps = [pods.add(lab, h, f"p{h}") for h in ("h1", "h2", "h3")]
+    for p in ps:
+        assert IPv4Address(p["ip"]) in subnets[p["host"]]
+    wait_for(lambda: in_sync_everywhere(lab, 2), 10, "overlay in sync")
+    for a in ps:
+        for b in ps:
+            if a is not b:
+                assert ping(a["netns"], b["ip"]), f"{a['name']} -> {b['name']}"
+    # the underlay carries UDP to 4789 with VNI 1 between the hosts' public addresses
+    seen: list[tuple[str, str, int, int]] = []
+    t = threading.Thread(target=lambda: seen.extend(capture_vxlan(lab.netns("h1"), "eth0", 1.5)))
+    t.start()
+    time.sleep(0.3)
+    assert ping(ps[0]["netns"], ps[1]["ip"])
+    t.join()
+    h1, h2 = (str(lab.topology.host(h).underlay_ip) for h in ("h1", "h2"))
+    assert (h1, h2, 4789, 1) in seen and (h2, h1, 4789, 1) in seen
+    # lab status shows each host's subnet
+    st = cluster.enrich_status(lab, lab.status())
+    assert {h["name"]: h["subnet"] for h in st["hosts"]} == {h: str(s) for h, s in subnets.items()}
+
+
+def test_restart_keeps_subnet_and_sigkill_restart_converges_without_leftovers(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(3, agents=True)
+    before = leases_by_host(lab)
+    wait_for(lambda: in_sync_everywhere(lab, 2), 10, "overlay in sync")
+    restart_agent(lab, "h2", sig=signal.SIGTERM)
+    restart_agent(lab, "h3", sig=signal.SIGKILL)
+    time.sleep(1.0)
+    wait_for(lambda: in_sync_everywhere(lab, 2), 15, "overlay in sync after restarts")
+    assert leases_by_host(lab) == before
+    with cluster.store_for(lab) as s:
+        assert len(s.list(KEYS.subnets)[0]) == 3  # no duplicate lease
+    for h in ("h1", "h2", "h3"):
+        st = state(lab, h)
+        kinds = [e["kind"] for e in st["entries"]]
+        assert kinds.count("route") == kinds.count("fdb") == kinds.count("neighbor") == 2, st
+    assert "keeping lease" in (lab.host_dir("h2") / "agent.log").read_text()
+
+
+def test_deleted_or_expired_lease_disappears_from_peers(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(3, agents=True)
+    wait_for(lambda: in_sync_everywhere(lab, 2), 10, "overlay in sync")
+    subnets = leases_by_host(lab)
+    # h3 dies hard; its lease is deleted by an operator
+    lab.stop_process(agent_item(lab, "h3"), sig=signal.SIGKILL)
+    with cluster.store_for(lab) as s:
+        s.delete(KEYS.subnet(subnets["h3"]))
+    took = wait_for(lambda: all(str(subnets["h3"]) not in peer_subnets(lab, h) for h in ("h1", "h2")), 5, "deleted lease gone")
+    assert took < 5
+    # h2 restarts with a 5 s TTL, then dies hard: its lease expires and peers drop it
+    restart_agent(lab, "h2", sig=signal.SIGTERM, extra=["--lease-ttl", "5"])
+    time.sleep(1.5)
+    lab.stop_process(agent_item(lab, "h2"), sig=signal.SIGKILL)
+    wait_for(lambda: str(subnets["h2"]) not in peer_subnets(lab, "h1"), 12, "expired lease gone")
+    assert in_sync_everywhere(lab, 0) is False  # h2/h3 no longer run an agent, but h1 is in sync:
+    assert state(lab, "h1")["in_sync"] and state(lab, "h1")["peers"] == []
+
+
+def test_racing_agents_end_with_distinct_subnets(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(3, agents=True)
+    wait_for(lambda: len(leases_by_host(lab)) == 3, 10, "leases")
+    for h in ("h1", "h2", "h3"):
+        lab.stop_process(agent_item(lab, h), sig=signal.SIGKILL)
+    with cluster.store_for(lab) as s:
+        s.delete_prefix(KEYS.subnets)
+    # every host remembers the same subnet and all start at once
+    for h in ("h1", "h2", "h3"):
+        (lab.host_dir(h) / "subnet.env").write_text(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.50.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+        )
+    for h in ("h1", "h2", "h3"):
+        lab.spawn_on(h, cluster.agent_argv(lab, h), role="agent", marker=str(lab.host_dir(h)), log_name="agent.log")
+    wait_for(lambda: len(leases_by_host(lab)) == 3, 15, "three leases")
+    got = leases_by_host(lab)
+    assert len(set(got.values())) == 3
+    assert IPv4Network("10.244.50.0/24") in got.values()
+    wait_for(lambda: in_sync_everywhere(lab, 2), 10, "overlay in sync")
+
+
+def test_malformed_lease_is_skipped_and_logged(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(2, agents=True)
+    wait_for(lambda: in_sync_everywhere(lab, 1), 10, "overlay in sync")
+    with cluster.store_for(lab) as s:
+        s.put(KEYS.subnets + "10.244.200.0-24", "{this is not json")
+        s.put(KEYS.subnets + "10.244.201.0-24", json.dumps({"PublicIP": "10.1.1.1"}))
+    fake_lease(lab, "10.244.202.0/24", "10.98.250.9")
+    wait_for(lambda: all("10.244.202.0/24" in peer_subnets(lab, h) for h in ("h1", "h2")), 5, "valid lease programmed")
+    for h in ("h1", "h2"):
+        assert not {"10.244.200.0/24", "10.244.201.0/24"} & peer_subnets(lab, h)
+        log = (lab.host_dir(h) / "agent.log").read_text()
+        assert "skipping malformed value" in log and "10.244.200.0-24" in log
+        assert agent_item(lab, h)  # still running
+
+
+def test_pods_keep_pinging_while_etcd_is_stopped_and_agents_resync(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(2, agents=True)
+    ready(lab)
+    a, b = pods.add(lab, "h1", "pa"), pods.add(lab, "h2", "pb")
+    wait_for(lambda: in_sync_everywhere(lab, 1), 10, "overlay in sync")
+    etcd = lab.state.find("process", role="etcd")[0]
+    import os
+
+    os.kill(etcd["pid"], signal.SIGSTOP)
+    try:
+        failures, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 30:
+            if not ping(a["netns"], b["ip"], wait=1):
+                failures += 1
+            time.sleep(1.0)
+    finally:
+        os.kill(etcd["pid"], signal.SIGCONT)
+    assert failures == 0
+    # the agents are still alive and follow etcd again
+    fake_lease(lab, "10.244.203.0/24", "10.98.250.10")
+    wait_for(lambda: all("10.244.203.0/24" in peer_subnets(lab, h) for h in ("h1", "h2")), 20, "resync after etcd returned")
+    for h in ("h1", "h2"):
+        assert agent_item(lab, h)
+        log = (lab.host_dir(h) / "agent.log").read_text()
+        assert "Traceback" not in log
+    assert Path(lab.host_dir("h1") / "subnet.env").exists()
