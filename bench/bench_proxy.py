@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netplane import netns  # noqa: E402
-from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState  # noqa: E402
-from netplane.proxy.probe import Server  # noqa: E402
+from netplane import netns
+from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
+from netplane.proxy.probe import Server
 
 RESULTS = ROOT / "bench" / "results"
 CG_ROOT = Path("/sys/fs/cgroup/unified")
@@ -138,8 +138,8 @@ def kube_restore_baseline(text: str) -> float:
 
 def run_connect(scales: list[int], n: int) -> tuple[list[dict], dict]:  # type: ignore[type-arg]
     from netplane.ebpf.loader import EbpfBackend
-    from netplane.proxy.iptables import IptablesBackend
     from netplane.proxy import iptables_render
+    from netplane.proxy.iptables import IptablesBackend
 
     rows = []
     sync = {}
@@ -175,7 +175,14 @@ def run_connect(scales: list[int], n: int) -> tuple[list[dict], dict]:  # type: 
 
 def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "ebpf")) -> dict[str, float]:
     """etcd put -> kernel write returned, at `services` services, through the real loop."""
-    from netplane.proxy.model import EndpointAddress, Endpoints, Service, ServicePort, encode_endpoints, encode_service
+    from netplane.proxy.model import (
+        EndpointAddress,
+        Endpoints,
+        Service,
+        ServicePort,
+        encode_endpoints,
+        encode_service,
+    )
     from netplane.proxy.runner import ProxyComponent
     from netplane.store import EtcdConfig, EtcdStore, Keys
     from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
@@ -208,7 +215,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
             comp = ProxyComponent(store, keys, mode=mode, node="bench", cgroup=str(bed.cg), netns=bed.node,
                                   instance=f"bench-{uuid.uuid4().hex[:6]}", resync_interval=3600)
             done = threading.Event()
-            comp.on_sync = lambda _s: done.set()
+            comp.on_sync = lambda _s, done=done: done.set()  # type: ignore[misc]
             t0 = time.perf_counter()
             comp.start()
             assert comp.synced.wait(300)
@@ -306,8 +313,8 @@ def write_md(path: Path, rows: list[dict], sync: dict, change: dict, scales: lis
     lines = [
         "# Service proxy: iptables vs eBPF",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine (kernel {os.uname().release}), "
-        "one run, Python client doing connect()+close() to the last service (worst case for iptables).",
+        (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine (kernel {os.uname().release}), "
+        "one run, Python client doing connect()+close() to the last service (worst case for iptables)."),
         "",
         "## connect() latency (µs)",
         "",
@@ -333,11 +340,11 @@ def write_md(path: Path, rows: list[dict], sync: dict, change: dict, scales: lis
         f"| endpoint change etcd put → kernel ≤ 10 ms (eBPF) | p50 {change['ebpf_endpoint_change_p50_ms']:.1f} ms, max {change['ebpf_endpoint_change_max_ms']:.1f} ms | {'yes' if change['ebpf_endpoint_change_p50_ms'] <= 10 else 'no'} |",
         f"| endpoint change etcd put → kernel ≤ 100 ms (iptables partial sync) | p50 {change['iptables_endpoint_change_p50_ms']:.1f} ms, max {change['iptables_endpoint_change_max_ms']:.1f} ms | {'yes' if change['iptables_endpoint_change_p50_ms'] <= 100 else 'no'} |",
         "",
-        f"Initial sync from etcd (list + compute + program) at {hi:,} services: iptables "
-        f"{change['iptables_initial_sync_from_etcd_s']:.2f} s, eBPF {change['ebpf_initial_sync_from_etcd_s']:.2f} s.",
-        "The iptables full-sync baseline writes the identical ruleset with kube-proxy's chain names (KUBE-SVC-…, "
+        (f"Initial sync from etcd (list + compute + program) at {hi:,} services: iptables "
+        f"{change['iptables_initial_sync_from_etcd_s']:.2f} s, eBPF {change['ebpf_initial_sync_from_etcd_s']:.2f} s."),
+        ("The iptables full-sync baseline writes the identical ruleset with kube-proxy's chain names (KUBE-SVC-…, "
         "KUBE-SEP-…) in one `iptables-restore --noflush` into an empty namespace; ours also reads the existing "
-        "chains (`iptables-save`) first and inserts the built-in jumps.",
+        "chains (`iptables-save`) first and inserts the built-in jumps."),
         "",
         f"Plot: `{path.stem}_connect.svg`.",
     ]

@@ -186,7 +186,7 @@ class ProxyComponent:
                     last_full = time.monotonic()
                 need_full = False
                 dirty = set()
-            except Exception as e:  # noqa: BLE001 - a sync failure must not kill the proxy loop
+            except Exception as e:
                 self.stats.errors += 1
                 if isinstance(e, NetplaneError):
                     log.error("proxy sync (%s) failed: %s; retrying with a full sync", self.backend.name, e)
@@ -195,6 +195,7 @@ class ProxyComponent:
                 need_full = True
                 if stop.wait(1.0):
                     break
+                self._q.put(("tick", None))  # type: ignore[arg-type]  # retry even if etcd is quiet
 
     def _absorb(self, kind: str, view: View[Any]) -> set[str]:
         under = self.keys.services if kind == "svc" else self.keys.endpoints

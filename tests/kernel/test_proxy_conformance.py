@@ -68,7 +68,8 @@ class Topo:
             argv.append("--udp")
         if interval:
             argv += ["--interval", str(interval)]
-        p = subprocess.run(self.wrap(argv, where or self.node, in_cgroup=in_cgroup), capture_output=True, text=True, timeout=120)
+        p = subprocess.run(self.wrap(argv, where or self.node, in_cgroup=in_cgroup), capture_output=True, text=True,
+                           timeout=120, check=False)
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)  # type: ignore[no-any-return]
 
