@@ -18,11 +18,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _cdef() -> str:
     with open(os.path.join(HERE, "np_reader.h")) as f:
         text = f.read()
-    m = re.search(r"/\* CDEF-BEGIN \*/(.*)/\* CDEF-END \*/", text, re.S)
+    m = re.search(r"/\* CDEF-BEGIN \*/(.*)/\* CDEF-END \*/", text, re.DOTALL)
     if not m:
         raise RuntimeError("native/np_reader.h has no CDEF-BEGIN/CDEF-END block")
     # cffi's cdef has no preprocessor; its comments are fine but drop them for clarity.
-    return re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
+    return re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.DOTALL)
 
 
 ffibuilder = FFI()

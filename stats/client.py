@@ -79,7 +79,7 @@ def rows(payload: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             "tx/s": None if r.get("tx_bytes_per_second") is None else f"{r['tx_bytes_per_second'] / 1024:.1f}Ki",
             "errors": len(s.get("errors") or {}),
         })
-    out.sort(key=lambda x: (-(x["cpu%"] or 0.0), x["name"]))
+    out.sort(key=lambda x: (-float(x["cpu%"] or 0.0), str(x["name"])))
     return out
 
 

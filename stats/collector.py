@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from netplane.errors import NetplaneError
-
 from stats.cgroups import CgroupSpec, CgroupStats, Hierarchy, Reader, first_pid, make_reader
 from stats.derive import Rates, fingerprint, rates
 from stats.discovery import Container, Discovery
@@ -104,7 +103,7 @@ class Collector:
             started = self.clock()
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the loop must survive one bad tick
+            except Exception:
                 log.exception("stats housekeeping tick failed")
             self._stop.wait(max(0.0, self.interval - (self.clock() - started)))
 

@@ -134,7 +134,7 @@ class DockerSource:
     def _inspect(self, api: Any, cid: str) -> Container | None:
         try:
             info = api.inspect_container(cid)
-        except Exception as e:  # vanished between list and inspect
+        except Exception as e:  # noqa: BLE001 - docker SDK/requests errors; vanished meanwhile
             log.info("docker: cannot inspect %s: %s", cid[:12], e)
             return None
         pid = int((info.get("State") or {}).get("Pid") or 0) or None

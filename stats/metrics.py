@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import (
-    CounterMetricFamily, GaugeMetricFamily, Metric, UnknownMetricFamily,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
 )
 from prometheus_client.registry import CollectorRegistry
 
@@ -112,13 +115,13 @@ def families(items: Iterable[tuple[Container, Sample]], machine: MachineInfo | N
                 fam.gauge("container_threads_max", "Maximum number of threads allowed inside the container"
                           ).add_metric(b, p.limit)
         if st.network is not None:
-            for i in st.network:
-                if i.name == "lo":
+            for nif in st.network:
+                if nif.name == "lo":
                     continue
-                ifc = [i.name]
+                ifc = [nif.name]
                 for direction, vals in (
-                    ("receive", (i.rx_bytes, i.rx_packets, i.rx_errors, i.rx_dropped)),
-                    ("transmit", (i.tx_bytes, i.tx_packets, i.tx_errors, i.tx_dropped)),
+                    ("receive", (nif.rx_bytes, nif.rx_packets, nif.rx_errors, nif.rx_dropped)),
+                    ("transmit", (nif.tx_bytes, nif.tx_packets, nif.tx_errors, nif.tx_dropped)),
                 ):
                     for what, v in zip(("bytes", "packets", "errors", "packets_dropped"), vals):
                         fam.counter(f"container_network_{direction}_{what}_total",
@@ -151,5 +154,5 @@ class _Bridge:
 def registry_for(collector: Collector, machine: MachineInfo | None = None) -> CollectorRegistry:
     """A private registry exposing the collector's newest samples."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_Bridge(lambda: families(((c, s) for c, s, _ in collector.latest()), machine)))  # type: ignore[arg-type]
+    reg.register(_Bridge(lambda: families(((c, s) for c, s, _ in collector.latest()), machine)))
     return reg

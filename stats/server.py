@@ -23,7 +23,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from netplane.errors import ConfigError
-
 from stats.collector import Collector, sample_json
 from stats.machine import MachineInfo, machine_info
 from stats.metrics import registry_for
@@ -76,10 +75,10 @@ class StatsAPI:
             return _json(200, out)
         if path.startswith("/api/v2.0/stats/"):
             name = unquote(path[len("/api/v2.0/stats/"):])
-            c = self.collector.find(name)
-            if c is None:
+            found = self.collector.find(name)
+            if found is None:
                 return _json(404, {"error": f"unknown container {name!r}"})
-            return _json(200, {c.name: sample_json(c, self.collector.samples(c.id, count))})
+            return _json(200, {found.name: sample_json(found, self.collector.samples(found.id, count))})
         return _json(404, {"error": f"no such endpoint {url.path!r}"})
 
 
@@ -112,10 +111,10 @@ def serve(collector: Collector, host: str = "127.0.0.1", port: int = 8080, *,
     the_api = api or StatsAPI(collector)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             try:
                 r = the_api.handle(self.path)
-            except Exception as e:  # noqa: BLE001 - one bad request must not kill the server
+            except Exception as e:
                 log.exception("stats API failed on %s", self.path)
                 r = _json(500, {"error": f"{type(e).__name__}: {e}"})
             self.send_response(r.status)
@@ -124,7 +123,7 @@ def serve(collector: Collector, host: str = "127.0.0.1", port: int = 8080, *,
             self.end_headers()
             self.wfile.write(r.body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("stats http: " + format, *args)
 
     try:

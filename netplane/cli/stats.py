@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 
@@ -137,7 +138,7 @@ def top(host: str, interval: float, iterations: int | None) -> None:
     while True:
         table = render_table(rows(get_json(url)), COLUMNS)
         stamp = time.strftime("%H:%M:%S")
-        if live and click.get_text_stream("stdout").isatty():
+        if live and sys.stdout.isatty():
             click.clear()
         click.echo(f"netplane top - {stamp} - {base_url(host)}\n{table}")
         i += 1

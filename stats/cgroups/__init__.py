@@ -12,7 +12,14 @@ from typing import Literal, Protocol
 
 from stats.cgroups.hierarchy import Hierarchy, first_pid
 from stats.cgroups.model import (
-    BlkioDevice, CgroupSpec, CgroupStats, CpuStats, Kind, MemoryStats, NetInterface, PidsStats,
+    BlkioDevice,
+    CgroupSpec,
+    CgroupStats,
+    CpuStats,
+    Kind,
+    MemoryStats,
+    NetInterface,
+    PidsStats,
 )
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,20 @@ from typing import Any
 
 from stats.cgroups import limits
 from stats.cgroups.model import (
-    BlkioDevice, CgroupSpec, CgroupStats, CpuStats, Kind, MemoryStats, NetInterface, PidsStats,
-    RawStats, finish,
+    BlkioDevice,
+    CgroupSpec,
+    CgroupStats,
+    CpuStats,
+    Kind,
+    MemoryStats,
+    NetInterface,
+    PidsStats,
+    RawStats,
+    finish,
 )
 
 try:
-    from stats.cgroups._reader import ffi, lib  # type: ignore[import-not-found]
+    from stats.cgroups._reader import ffi, lib  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # extension not built: callers fall back to the pure-Python reader
     ffi = None
     lib = None
@@ -26,7 +34,7 @@ AVAILABLE = lib is not None
 
 
 class _Handle:
-    __slots__ = ("spec", "ptr", "paths", "keep")
+    __slots__ = ("keep", "paths", "ptr", "spec")
 
     def __init__(self, spec: CgroupSpec) -> None:
         assert ffi is not None and lib is not None

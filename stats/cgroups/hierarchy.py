@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from netplane.errors import NotFoundError
-
 from stats.cgroups.model import CgroupSpec, Kind
 
 V1_FILES: dict[str, tuple[tuple[Kind, str], ...]] = {
@@ -55,6 +54,8 @@ RESOURCES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 Mode = Literal["v1", "v2", "hybrid"]
+V1_CONTROLLER_NAMES = frozenset({"cpu", "cpuacct", "memory", "blkio", "pids", "cpuset", "devices", "freezer",
+                                 "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"})
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,8 @@ class Hierarchy:
                 v2 = mountpoint
             elif fstype == "cgroup":
                 for opt in options:
-                    if opt in ("cpu", "cpuacct", "memory", "blkio", "pids", "cpuset", "devices",
-                               "freezer", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"):
-                        if all(c != opt for c, _ in v1):
-                            v1.append((opt, mountpoint))
+                    if opt in V1_CONTROLLER_NAMES and all(c != opt for c, _ in v1):
+                        v1.append((opt, mountpoint))
         ctrls: frozenset[str] = frozenset()
         if v2 and read_controllers:
             try:

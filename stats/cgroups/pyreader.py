@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterable, Sequence
 
 from stats.cgroups import limits
 from stats.cgroups.model import (
-    IFNAMSIZ, MAX_CPUS, MAX_DEVS, MAX_IFACES, U64, CgroupSpec, CgroupStats, Kind, RawStats, finish,
+    IFNAMSIZ,
+    MAX_CPUS,
+    MAX_DEVS,
+    MAX_IFACES,
+    U64,
+    CgroupSpec,
+    CgroupStats,
+    Kind,
+    RawStats,
+    finish,
 )
 
 BUF = 65535
@@ -80,7 +89,8 @@ def _dev_slot(raw: RawStats, major: int, minor: int) -> list[int] | None:
 
 
 def p_percpu(text: str, raw: RawStats) -> None:
-    pos, total, vals = 0, 0, []
+    pos, total = 0, 0
+    vals: list[int] = []
     while (r := _num(text, pos)) is not None:
         if len(vals) < MAX_CPUS:
             vals.append(r[0])

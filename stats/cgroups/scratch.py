@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from netplane.errors import KernelError
-
 from stats.cgroups.hierarchy import Hierarchy
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")

@@ -65,7 +65,7 @@ def procs() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def spawn(code: str, cg: ScratchCgroup, **kw: object) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([sys.executable, "-c", code], preexec_fn=cg.enter_fn(),
+        p = subprocess.Popen([sys.executable, "-c", code], preexec_fn=cg.enter_fn(),  # noqa: PLW1509
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, **kw)  # type: ignore[call-overload]
         started.append(p)
         return p
@@ -209,7 +209,7 @@ def test_io_bytes_rise_after_synced_writes(cgroups, hier, tmp_path):
         pytest.fail(f"{tmp_path} is not on a block device ({devno}); IO accounting is untestable there")
     cg.set("blkio", "blkio.throttle.write_bps_device", f"{devno} 10000000000")
     target = tmp_path / "io.bin"
-    p = subprocess.Popen([sys.executable, "-c", WRITE, str(target)], preexec_fn=cg.enter_fn(),
+    p = subprocess.Popen([sys.executable, "-c", WRITE, str(target)], preexec_fn=cg.enter_fn(),  # noqa: PLW1509
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         _ready(p)
@@ -330,7 +330,7 @@ def test_c_and_python_readers_agree_on_a_quiet_cgroup(cgroups, procs, hier):
     with open(f"/proc/{p.pid}/stat") as f:
         assert f.read().split(") ")[1][0] == "T"
     for version in ("auto", 2):
-        spec = hier.spec(cg.path, version=version, pid=p.pid)  # type: ignore[arg-type]
+        spec = hier.spec(cg.path, version=version, pid=p.pid)
         c, py, py_reopen = CReader(), PyReader(), PyReader(keep_open=False)
         try:
             a, b, d = c.read(spec), py.read(spec), py_reopen.read(spec)

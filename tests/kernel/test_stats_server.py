@@ -17,7 +17,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from netplane import netns
-from stats.cgroups import Hierarchy, make_reader
+from stats.cgroups import make_reader
 from stats.cgroups.scratch import ScratchCgroup
 from stats.collector import Collector
 from stats.discovery import CgroupSource
@@ -64,7 +64,7 @@ def world(make_netns) -> Iterator[dict[str, object]]:
         assert enter_ns is not None
         enter_ns()
 
-    p = subprocess.Popen([sys.executable, "-c", SENDER], preexec_fn=pre, stdout=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-c", SENDER], preexec_fn=pre, stdout=subprocess.PIPE)  # noqa: PLW1509 - cgroup+netns before exec
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
         yield {"cg": cg, "ns1": ns1, "pid": p.pid}
@@ -89,6 +89,7 @@ def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
             time.sleep(0.1)
         st = got[0].stats
         assert st.ok, st.errors
+        assert st.network is not None
         ifaces = {i.name: i for i in st.network}
         assert set(ifaces) == {"lo", "npt0"}  # the container's netns, not the host's
         with _ipr(world["ns1"]) as ip:
@@ -100,7 +101,7 @@ def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
 
         text = urllib.request.urlopen(handle.url + "/metrics").read()
         assert b'container_network_transmit_packets_total{id="' + cg.path.encode() in text
-        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.strip() == b"" and check.stderr.strip() == b"", check.stdout + check.stderr
 
@@ -108,8 +109,8 @@ def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
         env = {**os.environ, "NETPLANE_STATS_HOST": f"127.0.0.1:{handle.port}"}
         out = subprocess.run([NETPLANE, "stats", "-o", "json"], capture_output=True, env=env, check=True)
         assert "sender" in json.loads(out.stdout)
-        out = subprocess.run([NETPLANE, "top", "-n", "1"], capture_output=True, env=env, check=True, text=True)
-        lines = out.stdout.splitlines()
+        top = subprocess.run([NETPLANE, "top", "-n", "1"], capture_output=True, env=env, check=True, text=True)
+        lines = top.stdout.splitlines()
         assert lines[1].split()[:3] == ["NAME", "ID", "CPU%"] and lines[2].startswith("sender")
         # busy loop: up to one core (0.2 s rate window, sharing 2 cores with the CLI starting up)
         assert 30 <= float(lines[2].split()[2]) <= 110
@@ -131,9 +132,10 @@ def test_cli_cgroup_reads_directly(world) -> None:
     py = subprocess.run([NETPLANE, "stats", "cgroup", cg.path, "--reader", "python", "-o", "json"],
                         capture_output=True, check=True)
     assert json.loads(py.stdout)["reader"] == "python"
-    bad = subprocess.run([NETPLANE, "stats", "cgroup", "/npt-does-not-exist"], capture_output=True, text=True)
+    bad = subprocess.run([NETPLANE, "stats", "cgroup", "/npt-does-not-exist"], capture_output=True, text=True,
+                         check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no cgroup" in bad.stderr
-    down = subprocess.run([NETPLANE, "stats", "--host", "127.0.0.1:1"], capture_output=True, text=True)
+    down = subprocess.run([NETPLANE, "stats", "--host", "127.0.0.1:1"], capture_output=True, text=True, check=False)
     assert down.returncode == 1 and "cannot reach the stats server" in down.stderr
 
 
