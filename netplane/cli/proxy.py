@@ -82,15 +82,20 @@ def run(settings: Settings, mode: str, node: str, cgroup: str | None, iface: str
     comp.run(stop)
 
 
+NETNS_HELP = "A network namespace (name in /run/netns) instead of this one."
+
+
 @proxy.command("cleanup")
 @click.option("--mode", type=MODES, required=True)
 @click.option("--host", help="A host of the current lab (default: this namespace).")
+@click.option("--netns", "netns_name", metavar="NAME", help=NETNS_HELP)
 @click.option("--cgroup", metavar="DIR", help="cgroup v2 directory the eBPF programs are attached to.")
 @click.option("--iface", help="Interface carrying the NodePort tc programs.")
 @click.pass_obj
-def cleanup(settings: Settings, mode: str, host: str | None, cgroup: str | None, iface: str | None) -> None:
+def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | None, cgroup: str | None,
+            iface: str | None) -> None:
     """Remove every kernel object the proxy owns (chains and jumps, or programs and pins)."""
-    netns = None
+    netns = netns_name
     if host:
         netns, cg = _lab_host(host)
         cgroup = cgroup or str(cg)
@@ -111,10 +116,11 @@ def cleanup(settings: Settings, mode: str, host: str | None, cgroup: str | None,
 
 @proxy.command("dump")
 @click.option("--host", help="A host of the current lab (default: this namespace).")
+@click.option("--netns", "netns_name", metavar="NAME", help=NETNS_HELP)
 @click.option("--cgroup", metavar="DIR", help="For eBPF without --host: the cgroup the proxy is attached to.")
 @click.argument("service", required=False)
 @click.pass_obj
-def dump(settings: Settings, host: str | None, cgroup: str | None, service: str | None) -> None:
+def dump(settings: Settings, host: str | None, netns_name: str | None, cgroup: str | None, service: str | None) -> None:
     """The iptables chains or BPF map entries of SERVICE (default: all), human-readable."""
     from netplane.ebpf.loader import dump_pinned, instance_for, pin_dir
     from netplane.proxy.api import ServiceAPI
@@ -122,7 +128,7 @@ def dump(settings: Settings, host: str | None, cgroup: str | None, service: str 
     from netplane.proxy.dump import frontend_names
     from netplane.proxy.iptables import IptablesBackend
 
-    netns = None
+    netns = netns_name
     if host:
         netns, cg = _lab_host(host)
         cgroup = cgroup or str(cg)

@@ -21,6 +21,10 @@ from netplane.proxy.desired import LbKey, ProxyState, removed_udp_backends
 
 log = logging.getLogger(__name__)
 
+# iptables-nft-restore is quadratic in the number of chains it creates in one run: a full
+# sync of 10,000 services × 5 endpoints (60,000 chains) takes minutes here.
+RESTORE_TIMEOUT = 900
+
 
 def _tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
@@ -43,7 +47,7 @@ class IptablesBackend:
         # runs gRPC threads with a Python preexec_fn is unsafe (gRPC's fork handlers).
         full = [_tool("nsenter"), f"--net={nsmod.netns_path(self.netns)}", *argv] if self.netns else argv
         try:
-            p = subprocess.run(full, check=False, input=stdin, capture_output=True, text=True, timeout=120)
+            p = subprocess.run(full, check=False, input=stdin, capture_output=True, text=True, timeout=RESTORE_TIMEOUT)
         except OSError as e:
             raise KernelError(f"{argv[0]}: {e.strerror}", errno=e.errno) from e
         if check and p.returncode != 0:

@@ -194,18 +194,22 @@ def render(
         changed = state.changed(prev)
     else:
         changed = set(changed)
-    want_chains: set[str] = set()
-    for e in state.entries.values():
-        want_chains.update(chains_of(e))
     if full:
+        want_chains: set[str] = set()
+        for e in state.entries.values():
+            want_chains.update(chains_of(e))
         stale = {c for c in existing if c.startswith(CHAIN_PREFIXES)} - want_chains
-    else:
+    else:  # only the changed entries' chains can appear or disappear (names hash the key)
         stale = set()
+        keep: set[str] = set()
         for k in changed:
             old = prev.entries.get(k)
             if old is not None:
                 stale.update(chains_of(old))
-        stale -= want_chains
+            new = state.entries.get(k)
+            if new is not None:
+                keep.update(chains_of(new))
+        stale -= keep
     rewrite_dispatch = full or _frontends(state, changed) != _frontends(prev, changed)
     rewrite_filter = full or _rejects(state, changed) != _rejects(prev, changed)
 

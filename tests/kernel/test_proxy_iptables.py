@@ -1,0 +1,107 @@
+"""iptables backend specifics, in a test namespace: partial sync equals a full sync, restart
+removes stale chains, cleanup removes exactly ours (a foreign chain and rule survive), dump and
+cleanup through the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from ipaddress import IPv4Address as IP
+
+from netplane.proxy import iptables_render as R
+from netplane.proxy.api import ServiceAPI
+from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
+from netplane.proxy.iptables import IptablesBackend
+from netplane.proxy.model import Service, ServicePort
+from netplane.store import EtcdStore, Keys
+
+
+def entry(name: str, ips: list[str], vip: str, **kw: object) -> LbEntry:
+    return LbEntry(LbKey(name, "http"), IP(vip), 80, "TCP", tuple(Backend(IP(i), 8080) for i in ips), **kw)  # type: ignore[arg-type]
+
+
+def st(*es: LbEntry) -> ProxyState:
+    return ProxyState({e.key: e for e in es})
+
+
+def ours(ns: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", ns, "iptables-save"], capture_output=True, text=True, check=True).stdout
+    keep = []
+    for ln in out.splitlines():
+        if ln.startswith(":") and R.is_ours(ln[1:].split()[0]):
+            keep.append(ln.split()[0])
+        elif ln.startswith("-A") and ("netplane" in ln or R.is_ours(ln.split()[1])):
+            keep.append(ln)
+    return sorted(keep)
+
+
+def test_partial_sync_gives_the_same_kernel_state_as_a_full_sync(make_netns: Callable[[str], str]) -> None:
+    a, b = make_netns("ipa"), make_netns("ipb")
+    s1 = st(entry("a", ["10.0.0.1", "10.0.0.2"], "10.96.0.1"), entry("b", ["10.0.0.3"], "10.96.0.2", node_port=30002),
+            entry("c", [], "10.96.0.3", affinity_timeout=60))
+    s2 = st(entry("a", ["10.0.0.2", "10.0.0.7"], "10.96.0.1"), entry("c", ["10.0.0.4"], "10.96.0.3", affinity_timeout=60),
+            entry("d", [], "10.96.0.4"))
+    inc = IptablesBackend(netns=a)
+    inc.sync(s1, full=True)
+    inc.sync(s2, full=False)
+    assert inc.last_plan is not None and R.svc_chain(s2.entries[LbKey("a", "http")]) in inc.last_plan.rewritten
+    full = IptablesBackend(netns=b)
+    full.sync(s2, full=True)
+    assert ours(a) == ours(b)
+    # and a partial sync that changes nothing rewrites nothing
+    inc.sync(s2, full=False)
+    assert inc.last_plan is not None and inc.last_plan.rewritten == frozenset()
+
+
+def test_restart_full_sync_deletes_chains_of_deleted_services(make_netns: Callable[[str], str]) -> None:
+    ns = make_netns("ipr")
+    IptablesBackend(netns=ns).sync(st(entry("a", ["10.0.0.1"], "10.96.0.1"), entry("gone", ["10.0.0.9"], "10.96.0.9")), full=True)
+    fresh = IptablesBackend(netns=ns)  # a restarted proxy knows nothing of the previous run
+    fresh.sync(st(entry("a", ["10.0.0.1"], "10.96.0.1")), full=True)
+    gone = entry("gone", ["10.0.0.9"], "10.96.0.9")
+    names = " ".join(ours(ns))
+    assert R.svc_chain(gone) not in names and R.sep_chain(gone, gone.backends[0]) not in names
+    assert names.count(":NETPLANE-SERVICES") == 1 and names.count("-j NETPLANE-SERVICES") == 2  # jumps not duplicated
+
+
+def test_cleanup_removes_exactly_ours(make_netns: Callable[[str], str]) -> None:
+    ns = make_netns("ipc")
+
+    def ipt(*a: str) -> None:
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", *a], check=True, capture_output=True)
+
+    ipt("-t", "nat", "-N", "SOMEONE-ELSE")
+    ipt("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "1", "-j", "SOMEONE-ELSE")
+    ipt("-A", "INPUT", "-p", "udp", "--dport", "2", "-j", "ACCEPT")
+    be = IptablesBackend(netns=ns)
+    be.sync(st(entry("a", ["10.0.0.1"], "10.96.0.1", node_port=30001), entry("e", [], "10.96.0.2")), full=True)
+    assert ours(ns)
+    be.cleanup()
+    assert ours(ns) == []
+    left = subprocess.run(["ip", "netns", "exec", ns, "iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert ":SOMEONE-ELSE" in left and "-j SOMEONE-ELSE" in left and "--dport 2 -j ACCEPT" in left
+    be.cleanup()  # idempotent
+
+
+def test_cli_dump_and_cleanup(make_netns: Callable[[str], str], store: EtcdStore, keys: Keys) -> None:
+    ns = make_netns("ipd")
+    api = ServiceAPI(store, keys)
+    made = api.create(Service(name="web", cluster_ip=IP(0), ports=(ServicePort("http", "TCP", 80, 8080),)),
+                      cluster_ip=None, endpoints=(IP("10.0.0.5"),))
+    api.create(Service(name="other", cluster_ip=IP(0), ports=(ServicePort("http", "TCP", 80, 8080),)), cluster_ip=None)
+    from netplane.proxy.desired import compute
+
+    svcs = {s.name: s for s, _ in api.list()}
+    eps = {s.name: e for s, e in api.list() if e}
+    IptablesBackend(netns=ns).sync(compute(svcs, eps), full=True)
+    base = [sys.executable, "-m", "netplane", "--etcd", store.config.endpoints[0], "--prefix", keys.prefix, "proxy"]
+    p = subprocess.run([*base, "dump", "--netns", ns, "web"], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    assert f"-d {made.cluster_ip}/32" in p.stdout and "DNAT --to-destination 10.0.0.5:8080" in p.stdout
+    assert '"other:http"' not in p.stdout and "other:http" not in p.stdout
+    p = subprocess.run([*base, "dump", "--netns", ns, "nope"], capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and "service nope not found" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([*base, "cleanup", "--netns", ns, "--mode", "iptables"], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    assert ours(ns) == []
