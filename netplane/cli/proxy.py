@@ -47,7 +47,7 @@ def _lab_host(host: str) -> tuple[str, Path]:
     from netplane.lab.builder import Lab
 
     ctx = context.load_context()
-    if ctx is None:
+    if ctx is None or ctx.lab is None:
         raise NotFoundError("--host needs a running lab (no lab context; run `netplane lab up`)")
     lab = Lab.load(ctx.lab)
     try:

@@ -5,7 +5,7 @@ Commands parse arguments and delegate to `netplane.proxy.api.ServiceAPI`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -91,7 +91,7 @@ def endpoints(settings: Settings, name: str, ips: tuple[str, ...], output: str) 
     emit(service_to_json(s, ep), output, text=f"service/{name} endpoints: {', '.join(ips) or '(none)'}")
 
 
-def _row(data: dict) -> dict:  # type: ignore[type-arg]
+def _row(data: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": data["name"],
         "type": data["type"],

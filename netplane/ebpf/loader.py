@@ -21,6 +21,7 @@ import logging
 import os
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 from netplane import netns as nsmod
 from netplane.ebpf import maps as M
@@ -96,8 +97,8 @@ class EbpfBackend:
         self.node_ip = node_ip
         self.local_cidr = local_cidr
         self.netns = netns
-        self._lb = None
-        self._np = None
+        self._lb: Any = None
+        self._np: Any = None
         self._ops: MapOps | None = None
         self.current: MapState | None = None
         self.applied: ProxyState | None = None
@@ -246,13 +247,13 @@ def dump_pinned(pins: Path, names: dict[tuple[IPv4Address, int, str], str] | Non
     sfd = bsys.obj_get(pins / "lb_services")
     bfd = bsys.obj_get(pins / "lb_backends")
     try:
-        backends = {int(k.value): v for k, v in bsys.map_items(bfd, ctypes.c_uint32, M.BackendVal)}  # type: ignore[attr-defined]
-        svcs = list(bsys.map_items(sfd, M.SvcKey, M.SvcVal))
+        backends: dict[int, Any] = {int(k.value): v for k, v in bsys.map_items(bfd, ctypes.c_uint32, M.BackendVal)}
+        svcs: list[tuple[Any, Any]] = list(bsys.map_items(sfd, M.SvcKey, M.SvcVal))
     finally:
         os.close(sfd)
         os.close(bfd)
-    heads = sorted((k for k, _ in svcs if k.slot == 0), key=lambda k: (k.vip, M.u16_port(k.port), k.proto))  # type: ignore[attr-defined]
-    slots = {(k.vip, k.port, k.proto, k.slot): v for k, v in svcs}  # type: ignore[attr-defined]
+    heads = sorted((k for k, _ in svcs if k.slot == 0), key=lambda k: (k.vip, M.u16_port(k.port), k.proto))
+    slots = {(k.vip, k.port, k.proto, k.slot): v for k, v in svcs}
     lines = []
     for k in heads:
         head = slots[(k.vip, k.port, k.proto, 0)]
@@ -270,9 +271,9 @@ def dump_pinned(pins: Path, names: dict[tuple[IPv4Address, int, str], str] | Non
         for s in range(1, head.count + 1):
             v = slots.get((k.vip, k.port, k.proto, s))
             b = backends.get(v.backend_id) if v else None
-            if b is None:
+            if b is None or v is None:
                 lines.append(f"  slot {s}: (missing)")
             else:
-                lines.append(f"  slot {s}: backend {v.backend_id} -> {M.u32_ip(b.ip)}:{M.u16_port(b.port)}")  # type: ignore[union-attr]
+                lines.append(f"  slot {s}: backend {v.backend_id} -> {M.u32_ip(b.ip)}:{M.u16_port(b.port)}")
     return "\n".join(lines)
 

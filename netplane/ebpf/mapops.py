@@ -9,16 +9,17 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from netplane.ebpf import maps as M
 from netplane.ebpf.plan import BackendT, Frontend, MapState, Plan, SlotKey
 from netplane.errors import KernelError
 
 
-def _lib() -> ctypes.CDLL:
+def _lib() -> Any:
     from bcc.libbcc import lib
 
-    return lib  # type: ignore[no-any-return]
+    return lib
 
 
 def _svc_key(f: Frontend | SlotKey, slot: int = 0) -> M.SvcKey:
@@ -31,7 +32,7 @@ class MapOps:
         self.be_fd = be_fd
 
     # ------------------------------------------------------------------ batches
-    def _update(self, fd: int, keys: ctypes.Array, vals: ctypes.Array) -> None:  # type: ignore[type-arg]
+    def _update(self, fd: int, keys: ctypes.Array, vals: ctypes.Array) -> None:
         n = len(keys)
         if n == 0:
             return
@@ -45,12 +46,12 @@ class MapOps:
                     e2 = ctypes.get_errno()
                     raise KernelError(f"bpf map update: {os.strerror(e2 or err)}", errno=e2 or err)
 
-    def _delete(self, fd: int, keys: ctypes.Array) -> None:  # type: ignore[type-arg]
+    def _delete(self, fd: int, keys: ctypes.Array) -> None:
         size = ctypes.sizeof(keys._type_)
         for i in range(len(keys)):
             _lib().bpf_delete_elem(fd, ctypes.byref(keys, i * size))  # ENOENT is fine: already gone
 
-    def _svc_keys(self, items: Sequence[Frontend | SlotKey], slot0: bool) -> ctypes.Array:  # type: ignore[type-arg]
+    def _svc_keys(self, items: Sequence[Frontend | SlotKey], slot0: bool) -> ctypes.Array:
         arr = (M.SvcKey * len(items))()
         for i, f in enumerate(items):
             k = arr[i]
@@ -79,8 +80,8 @@ class MapOps:
             ks3 = self._svc_keys([f for f, _ in plan.put_heads], True)
             vs3 = (M.SvcVal * len(plan.put_heads))()
             for i, (_, (sid, count, flags, timeout)) in enumerate(plan.put_heads):
-                v = vs3[i]
-                v.svc_id, v.count, v.flags, v.affinity_timeout = sid, count, flags, timeout
+                h = vs3[i]
+                h.svc_id, h.count, h.flags, h.affinity_timeout = sid, count, flags, timeout
             self._update(self.svc_fd, ks3, vs3)
         self._delete(self.svc_fd, self._svc_keys(plan.del_slots, False))
         if plan.del_backends:
@@ -88,8 +89,8 @@ class MapOps:
             self._delete(self.be_fd, kb)
 
     # ------------------------------------------------------------------ read back
-    def _read_all(self, fd: int, ktype: type, vtype: type, chunk: int = 4096) -> list[tuple[object, object]]:
-        out: list[tuple[object, object]] = []
+    def _read_all(self, fd: int, ktype: Any, vtype: Any, chunk: int = 4096) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
         lib = _lib()
         in_b = ctypes.c_uint32(0)
         out_b = ctypes.c_uint32(0)
@@ -112,13 +113,13 @@ class MapOps:
     def read(self) -> MapState:
         st = MapState()
         for k, v in self._read_all(self.svc_fd, M.SvcKey, M.SvcVal):
-            f = (k.vip, k.port, k.proto)  # type: ignore[attr-defined]
-            if k.slot == 0:  # type: ignore[attr-defined]
-                st.heads[f] = (v.svc_id, v.count, v.flags, v.affinity_timeout)  # type: ignore[attr-defined]
+            f = (k.vip, k.port, k.proto)
+            if k.slot == 0:
+                st.heads[f] = (v.svc_id, v.count, v.flags, v.affinity_timeout)
             else:
-                st.slots[(*f, k.slot)] = v.backend_id  # type: ignore[attr-defined]
+                st.slots[(*f, k.slot)] = v.backend_id
         for k, v in self._read_all(self.be_fd, ctypes.c_uint32, M.BackendVal):
-            bt: BackendT = (v.ip, v.port, v.proto, v.svc_id)  # type: ignore[attr-defined]
-            st.backends[k if isinstance(k, int) else int(k.value)] = bt  # type: ignore[attr-defined]
+            bt: BackendT = (v.ip, v.port, v.proto, v.svc_id)
+            st.backends[k if isinstance(k, int) else int(k.value)] = bt
         return st
 

@@ -128,8 +128,10 @@ def plan_sync(
         mine = by_svc.setdefault(sid, {})
         ids = []
         for ip, port in bes:
-            bid = mine.get((ip, port, proto))
-            if bid is None:
+            found = mine.get((ip, port, proto))
+            if found is not None:
+                bid = found
+            else:
                 bid = next_bid
                 next_bid += 1
                 mine[(ip, port, proto)] = bid

@@ -11,6 +11,7 @@ import ctypes
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from netplane.errors import KernelError
 
@@ -104,7 +105,7 @@ def prog_detach(cgroup_fd: int, attach_type: int) -> bool:
         raise KernelError(f"detach cgroup program: {e.strerror}", errno=e.errno) from e
 
 
-def map_items(fd: int, key_type: type[ctypes.Structure | ctypes.c_uint32], val_type: type[ctypes.Structure]) -> Iterator[tuple[object, object]]:
+def map_items(fd: int, key_type: Any, val_type: Any) -> Iterator[tuple[Any, Any]]:
     """Every (key, value) of a map, as ctypes objects (copies)."""
     prev = None
     key = key_type()

@@ -86,7 +86,7 @@ def compute(services: Mapping[str, Service], endpoints: Mapping[str, Endpoints])
 
 def removed_udp_backends(old: ProxyState, new: ProxyState, changed: Iterable[LbKey] | None = None) -> list[tuple[LbEntry, Backend]]:
     """UDP (entry, backend) pairs present before and gone now: their conntrack must go."""
-    out = []
+    out: list[tuple[LbEntry, Backend]] = []
     keys = old.entries.keys() if changed is None else [k for k in changed if k in old.entries]
     for k in keys:
         e = old.entries[k]

@@ -80,7 +80,7 @@ def chains_of(e: LbEntry) -> list[str]:
 
 def _frontends(state: ProxyState, keys: set[LbKey]) -> set[tuple[object, ...]]:
     """The dispatch-relevant part of the entries in `keys` (only these can differ)."""
-    out = set()
+    out: set[tuple[object, ...]] = set()
     for k in keys:
         e = state.entries.get(k)
         if e is not None:
@@ -89,7 +89,7 @@ def _frontends(state: ProxyState, keys: set[LbKey]) -> set[tuple[object, ...]]:
 
 
 def _rejects(state: ProxyState, keys: set[LbKey]) -> set[tuple[object, ...]]:
-    out = set()
+    out: set[tuple[object, ...]] = set()
     for k in keys:
         e = state.entries.get(k)
         if e is not None and not e.backends:
@@ -225,13 +225,13 @@ def render(
         nat_rules += _dispatch_rules(state)
         rewritten.update((SERVICES, NODEPORTS))
     for k in sorted(changed):
-        e = state.entries.get(k)
-        if e is None:
+        ce = state.entries.get(k)
+        if ce is None:
             continue
-        for c in chains_of(e):
+        for c in chains_of(ce):
             nat_decl.append(f":{c} - [0:0]")
             rewritten.add(c)
-        nat_rules += _svc_rules(e)
+        nat_rules += _svc_rules(ce)
     nat_decl += [f":{c} - [0:0]" for c in sorted(stale)]
     deletes = [f"-X {c}" for c in sorted(stale)]
 

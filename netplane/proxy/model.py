@@ -112,7 +112,7 @@ def check_protocol(value: str) -> Protocol:
     up = value.upper()
     if up not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {value!r}: use tcp or udp")
-    return up  # type: ignore[return-value]
+    return "TCP" if up == "TCP" else "UDP"
 
 
 def check_node_port(value: int, rng: tuple[int, int] = NODE_PORT_RANGE) -> int:
@@ -222,7 +222,7 @@ def decode_service(key: str, raw: bytes | str) -> Service:
         for label, v in (("port", port), ("targetPort", target), ("nodePort", np or 1)):
             if not 1 <= v <= 65535:
                 raise DecodeError(f"{w}.{label}: {v} out of range")
-        ports.append(ServicePort(codec.opt(pm, "name", str, f"p{i}", what=w), proto, port, target, np))  # type: ignore[arg-type]
+        ports.append(ServicePort(codec.opt(pm, "name", str, f"p{i}", what=w), _proto(proto), port, target, np))
     if not ports:
         raise DecodeError(f"{key}: no ports")
     typ = codec.opt(m, "type", str, "ClusterIP", what=key)
@@ -248,6 +248,10 @@ def decode_service(key: str, raw: bytes | str) -> Service:
     )
 
 
+def _proto(p: str) -> Protocol:
+    return "TCP" if p == "TCP" else "UDP"
+
+
 def encode_endpoints(ep: Endpoints) -> str:
     addrs: list[AddressJSON] = []
     for a in ep.addresses:
@@ -270,7 +274,8 @@ def decode_endpoints(key: str, raw: bytes | str) -> Endpoints:
     for i, av in enumerate(codec.opt(m, "addresses", list, [], what=key)):
         w = f"{key}.addresses[{i}]"
         am = codec.obj(av, w)
-        ip = codec.convert(f"{w}.ip", lambda am=am, w=w: IPv4Address(codec.field(am, "ip", str, what=w)))
+        ip_text = codec.field(am, "ip", str, what=w)
+        ip = codec.convert(f"{w}.ip", lambda: IPv4Address(ip_text))  # noqa: B023 - called at once
         addrs.append(
             EndpointAddress(ip=ip, ready=codec.opt(am, "ready", bool, True, what=w), node=codec.opt(am, "node", str, "", what=w) or None)
         )
@@ -284,7 +289,7 @@ def decode_endpoints(key: str, raw: bytes | str) -> Endpoints:
         port = codec.field(pm, "port", int, what=w)
         if not 1 <= port <= 65535:
             raise DecodeError(f"{w}.port: {port} out of range")
-        ports.append(EndpointPort(codec.opt(pm, "name", str, "", what=w), port, proto))  # type: ignore[arg-type]
+        ports.append(EndpointPort(codec.opt(pm, "name", str, "", what=w), port, _proto(proto)))
     return Endpoints(name=name, addresses=tuple(addrs), ports=tuple(ports))
 
 

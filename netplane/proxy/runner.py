@@ -132,7 +132,11 @@ class ProxyComponent:
         for t in feeders:
             t.start()
         if stop is not self._stop:
-            threading.Thread(target=lambda: (stop.wait(), self._q.put(None)), daemon=True).start()
+            def relay() -> None:
+                stop.wait()
+                self._q.put(None)
+
+            threading.Thread(target=relay, daemon=True).start()
         try:
             self._loop(stop)
         finally:
