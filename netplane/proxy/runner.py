@@ -95,6 +95,7 @@ class ProxyComponent:
         self.keys = keys
         self.mode = mode
         self.node = node
+        self.iface, self.node_ip, self.local_cidr, self.cgroup = iface, node_ip, local_cidr, cgroup
         self.backend = backend or make_backend(
             mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns
         )
@@ -285,7 +286,7 @@ def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyCompon
             node=agent.opts.node,
             cgroup=cgroup,
             iface=u.ifname if u else None,
-            node_ip=u.address if u else None,
+            node_ip=u.public_ip if u else None,
             local_cidr=lease.subnet if lease else None,
             netns=agent.opts.netns_name,
         )
