@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -146,7 +146,7 @@ class Agent:
         while not stop.is_set() and not self.ready.wait(0.2):
             pass
         for spec in self._extra_specs:
-            self._add_component(spec if hasattr(spec, "start") else spec(self))  # type: ignore[operator]
+            self._add_component(spec(self) if callable(spec) and not hasattr(spec, "start") else spec)  # type: ignore[arg-type]
         return not stop.is_set()
 
     def _add_component(self, comp: Component) -> None:
@@ -267,10 +267,9 @@ class Agent:
             lease = self.state.lease
             assert lease is not None
             try:
-                if lost:
-                    if not self.leases.still_ours(lease):
-                        self._reacquire(stop, "our lease key was deleted or changed in etcd")
-                        continue
+                if lost and not self.leases.still_ours(lease):
+                    self._reacquire(stop, "our lease key was deleted or changed in etcd")
+                    continue
                 if time.monotonic() >= next_renew:
                     ttl = self.leases.renew(lease)
                     if ttl <= 0:
@@ -358,7 +357,7 @@ class Agent:
         }
 
 
-def _placeholder(cfg: NetworkConfig):  # type: ignore[no-untyped-def]
+def _placeholder(cfg: NetworkConfig) -> IPv4Network:
     """Any subnet: only the device's address depends on it, and that is set after leasing."""
     return cfg.subnet_min
 

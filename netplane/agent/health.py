@@ -55,7 +55,7 @@ class HealthServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/healthz":
                     ok, detail = outer.health()
                     body = json.dumps({"ok": ok, **detail}).encode()
@@ -72,7 +72,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http: " + format, *args)
 
         with netns.inside(self.netns_name):

@@ -47,7 +47,7 @@ def _ip(text: str | None) -> IPv4Address | None:
 @click.option("--resync", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between full reconciles.")
 @click.pass_obj
 def agent(
-    settings: "Settings",
+    settings: Settings,
     node: str,
     iface: str | None,
     public_ip: str | None,

@@ -5,7 +5,7 @@ Commands only parse arguments and delegate to netplane.subnet / netplane.vxlan.
 
 from __future__ import annotations
 
-import json
+import sys
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,7 @@ import click
 
 from netplane import context, netns
 from netplane.cli.output import emit, output_option
-from netplane.errors import ConfigError, NotFoundError
+from netplane.errors import ConfigError, DecodeError, NotFoundError
 from netplane.store import codec
 
 if TYPE_CHECKING:
@@ -64,12 +64,15 @@ def config_set(settings: Settings, file: Path | None, network: str | None, subne
         raise ConfigError("give either -f FILE or --network, not both")
     if file is not None:
         try:
-            text = click.get_text_stream("stdin").read() if str(file) == "-" else file.read_text()
+            text = sys.stdin.read() if str(file) == "-" else file.read_text()
         except OSError as e:
             raise ConfigError(f"cannot read {file}: {e.strerror}") from e
-        raw: Any = codec.loads(text) if text.strip() else None
-        if raw is None:
+        if not text.strip():
             raise ConfigError(f"{file} is empty")
+        try:
+            raw: Any = codec.loads(text)
+        except DecodeError as e:
+            raise ConfigError(f"{file}: {e}") from e
     elif network is not None:
         backend: dict[str, Any] = {"Type": "vxlan"}
         for k, v in (("VNI", vni), ("Port", port), ("MTU", mtu), ("DirectRouting", direct_routing)):
@@ -81,12 +84,7 @@ def config_set(settings: Settings, file: Path | None, network: str | None, subne
                 raw[k] = v2
     else:
         raise ConfigError("give -f FILE or --network CIDR")
-    try:
-        cfg = parse_config(raw, underlay=_cidrs(underlay, "--underlay"))
-    except ConfigError:
-        raise
-    except Exception as e:  # DecodeError from codec.loads
-        raise ConfigError(str(e)) from e
+    cfg = parse_config(raw, underlay=_cidrs(underlay, "--underlay"))
     settings.store().put(settings.keys().network_config, codec.dumps(cfg.to_json()))
     _show_config(cfg.to_json(), output, note=f"stored at {settings.keys().network_config}")
 

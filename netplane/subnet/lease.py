@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypedDict
@@ -111,7 +112,7 @@ def decode_attrs(raw: bytes | str, what: str = "lease") -> LeaseAttrs:
     return LeaseAttrs(public_ip=ip, vtep_mac=mac, vni=vni, backend_type=btype, node=node)
 
 
-def decoder(keys: Keys):  # type: ignore[no-untyped-def]
+def decoder(keys: Keys) -> Callable[[str, bytes], Lease]:
     """A `reflect` decoder: (key, raw) -> Lease; DecodeError for a bad key or value."""
 
     def decode(key: str, raw: bytes) -> Lease:

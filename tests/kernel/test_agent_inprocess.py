@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -156,3 +156,38 @@ def test_deleted_own_lease_is_reacquired_and_malformed_leases_are_skipped(
     assert "10.244.250.0/24" not in routes_on(h2)
     assert a1.thread.is_alive() and a2.thread.is_alive()
     assert any("skipping malformed value" in r.getMessage() for r in caplog.records)
+
+
+def test_net_show_marks_drift_and_restart_or_resync_repairs_it(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running]
+) -> None:
+    from netplane.vxlan.desired import Route
+    from netplane.vxlan.inspect import inspect_host
+
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    h1, h2 = hosts(make_netns, 2)
+    a1, a2 = start(h1, "h1"), start(h2, "h2")
+    wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
+    wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"])
+    s2 = a2.agent.state.lease.subnet  # type: ignore[union-attr]
+    a1_stop = a1.stop
+    a1_stop.set()  # stop h1's agent so nothing repairs behind our back
+    a1.thread.join(timeout=15)
+    with Netlink(netns_name=h1) as nl:
+        nl.route_del(Route(s2, s2.network_address, "np.3", onlink=True))
+        idx = nl.index("np.3")
+        assert idx is not None
+        nl.route_replace(Route(IPv4Network("10.244.99.0/24"), IPv4Address("10.244.99.0"), "np.3", onlink=True), oif=idx)
+    st = inspect_host(store, keys, netns_name=h1, host_label="h1")
+    status = {e["entry"]: e["status"] for e in st["entries"] if e["kind"] == "route"}
+    assert status == {f"{s2} via {s2.network_address} dev np.3 onlink": "missing",
+                      "10.244.99.0/24 via 10.244.99.0 dev np.3 onlink": "stale"}
+    assert st["in_sync"] is False and st["drift"] == 2
+    b = start(h1, "h1")  # a restart removes the stale route and restores the missing one
+    wait_for(b.agent.ready.is_set)
+    wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"], timeout=5)
+    # while running, the periodic resync (1 s here) repairs drift that no etcd event announces
+    with Netlink(netns_name=h1) as nl:
+        nl.route_del(Route(s2, s2.network_address, "np.3", onlink=True))
+    assert not inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"]
+    wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"], timeout=5)

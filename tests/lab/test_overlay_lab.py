@@ -8,8 +8,10 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 from netplane import netns
 from netplane.lab import Lab, cluster, pods
 from netplane.lab.builder import LAB_PREFIX
-from netplane.store import Keys, codec
+from netplane.store import Keys
 from netplane.subnet.lease import LeaseAttrs, list_leases
 from netplane.vxlan.inspect import inspect_host
 
@@ -35,7 +37,7 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 def ping(ns: str, ip: str, *, wait: int = 2) -> bool:
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", f"-W{wait}", ip], capture_output=True).returncode == 0
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", f"-W{wait}", ip], capture_output=True, check=False).returncode == 0
 
 
 def agent_item(lab: Lab, host: str) -> dict[str, Any]:
@@ -106,6 +108,10 @@ def capture_vxlan(ns: str, iface: str, seconds: float) -> list[tuple[str, str, i
     return out
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "netplane", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
 def ready(lab: Lab) -> None:
     """Every agent has set its host up (the subnet file is written last)."""
     wait_for(lambda: all((lab.host_dir(h.name) / "subnet.env").exists() for h in lab.topology.hosts), 10, "subnet files")
@@ -136,6 +142,22 @@ def test_three_hosts_pods_ping_across_and_the_wire_carries_vxlan(lab_factory: Ca
     # lab status shows each host's subnet
     st = cluster.enrich_status(lab, lab.status())
     assert {h["name"]: h["subnet"] for h in st["hosts"]} == {h: str(s) for h, s in subnets.items()}
+    # the inspection commands, as a user runs them (the lab's context file names its etcd)
+    r = cli("net", "trace", "--from", "h1", "--pod", ps[0]["netns"], "--to", ps[2]["ip"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "UDP VXLAN vni 1" in r.stdout and ":4789" in r.stdout and "reply  received" in r.stdout
+    silent = str(subnets["h3"].network_address + 250)  # routed across the overlay, nobody answers
+    r = cli("net", "trace", "--from", "h1", "--to", silent, "--timeout", "0.5")
+    assert r.returncode == 1 and "NOT received" in r.stdout and "request outer" in r.stdout
+    r = cli("net", "show", "--host", "h2", "-o", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["in_sync"] is True
+    # health and metrics of h1's agent, on its underlay address
+    url = f"http://{lab.topology.host('h1').underlay_ip}:9100"
+    with netns.inside(lab.netns("h1")):
+        health = json.loads(urllib.request.urlopen(url + "/healthz", timeout=5).read())
+        metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    assert health["ok"] and health["subnet"] == str(subnets["h1"]) and health["peers"] == 2
+    assert "netplane_subnet_leases_seen 3.0" in metrics and "netplane_overlay_reconcile_duration_seconds_count" in metrics
 
 
 def test_restart_keeps_subnet_and_sigkill_restart_converges_without_leftovers(lab_factory: Callable[..., Lab]) -> None:
