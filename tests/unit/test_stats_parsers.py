@@ -278,3 +278,32 @@ def test_open_file_limit_is_raised_as_needed(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) >= 4800 + 256
+
+
+def test_falls_back_to_python_when_the_extension_is_missing(tmp_path: Path) -> None:
+    """With stats.cgroups._reader unimportable (not built), make_reader() gives the pure-Python
+    reader and it still reads."""
+    import subprocess
+    import sys
+    import textwrap
+
+    f = tmp_path / "usage"
+    f.write_text("7\n")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        sys.modules["stats.cgroups._reader"] = None  # import fails like an unbuilt extension
+        from stats.cgroups import CgroupSpec, Kind, make_reader
+        from stats.cgroups import creader
+        assert not creader.AVAILABLE
+        r = make_reader()
+        st = r.read(CgroupSpec(key="k", files=((Kind.V1_MEM_USAGE, {str(f)!r}),)))
+        print(r.name, st.memory.usage_bytes)
+        try:
+            make_reader("c")
+        except RuntimeError:
+            print("c refused")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["python 7", "c refused"]
