@@ -36,6 +36,7 @@ MARK_MASQ = "NETPLANE-MARK-MASQ"
 FILTER = "NETPLANE-FILTER"
 MASQ_MARK = "0x4000"
 CHAIN_PREFIXES = ("NP-SVC-", "NP-SEP-", "NP-EXT-")
+BATCH = 250  # services per iptables-restore run in a large sync
 NAT_FIXED = (SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ)
 FILTER_FIXED = (FILTER,)
 
@@ -104,6 +105,7 @@ class Plan:
     text: str
     rewritten: frozenset[str]
     deleted: frozenset[str]
+    batches: tuple[str, ...] = ()  # `text` split into iptables-restore runs, applied in order
 
 
 def _comment(e: LbEntry) -> list[str]:
@@ -213,39 +215,55 @@ def render(
     rewrite_dispatch = full or _frontends(state, changed) != _frontends(prev, changed)
     rewrite_filter = full or _rejects(state, changed) != _rejects(prev, changed)
 
-    nat_decl: list[str] = []
-    nat_rules: list[str] = []
     rewritten: set[str] = set()
+    first: list[str] = []  # fixed chains, before any service chain refers to them
     if full:
-        nat_decl += [f":{c} - [0:0]" for c in (MARK_MASQ, POSTROUTING)]
-        nat_rules += _fixed_nat_rules()
+        first += [f":{c} - [0:0]" for c in (MARK_MASQ, POSTROUTING)] + _fixed_nat_rules()
         rewritten.update((MARK_MASQ, POSTROUTING))
-    if rewrite_dispatch:
-        nat_decl += [f":{SERVICES} - [0:0]", f":{NODEPORTS} - [0:0]"]
-        nat_rules += _dispatch_rules(state)
-        rewritten.update((SERVICES, NODEPORTS))
+    svc_blocks: list[list[str]] = []
     for k in sorted(changed):
         ce = state.entries.get(k)
         if ce is None:
             continue
+        block = []
         for c in chains_of(ce):
-            nat_decl.append(f":{c} - [0:0]")
+            block.append(f":{c} - [0:0]")
             rewritten.add(c)
-        nat_rules += _svc_rules(ce)
-    nat_decl += [f":{c} - [0:0]" for c in sorted(stale)]
-    deletes = [f"-X {c}" for c in sorted(stale)]
-
-    out = ["*nat", *nat_decl, *nat_rules, *deletes, "COMMIT"]
+        svc_blocks.append(block + _svc_rules(ce))
+    last: list[str] = []  # what makes new chains reachable and old ones unreachable, at once
+    if rewrite_dispatch:
+        last += [f":{SERVICES} - [0:0]", f":{NODEPORTS} - [0:0]", *_dispatch_rules(state)]
+        rewritten.update((SERVICES, NODEPORTS))
+    last += [f":{c} - [0:0]" for c in sorted(stale)] + [f"-X {c}" for c in sorted(stale)]
+    filt: list[str] = []
     if rewrite_filter:
-        out += ["*filter", f":{FILTER} - [0:0]", *_filter_rules(state), "COMMIT"]
+        filt = ["*filter", f":{FILTER} - [0:0]", *_filter_rules(state), "COMMIT"]
         rewritten.add(FILTER)
-    return Plan(text="\n".join(out) + "\n", rewritten=frozenset(rewritten), deleted=frozenset(stale))
+
+    # iptables-nft-restore is quadratic in the chains one run creates (10,000 services in one
+    # run: minutes); in runs of BATCH services it is linear. Splitting is safe: service chains
+    # are rewritten whole (each atomically) before the last run makes them reachable.
+    batches: list[str] = []
+    groups = [svc_blocks[i : i + BATCH] for i in range(0, len(svc_blocks), BATCH)] or [[]]
+    if len(groups) == 1:
+        lines = ["*nat", *first, *(ln for blk in groups[0] for ln in blk), *last, "COMMIT", *filt]
+        batches.append("\n".join(lines) + "\n")
+    else:
+        for i, g in enumerate(groups):
+            lines = ["*nat", *(first if i == 0 else []), *(ln for blk in g for ln in blk), "COMMIT"]
+            batches.append("\n".join(lines) + "\n")
+        batches.append("\n".join(["*nat", *last, "COMMIT", *filt]) + "\n")
+    return Plan(text="".join(batches), rewritten=frozenset(rewritten), deleted=frozenset(stale), batches=tuple(batches))
 
 
-def render_cleanup(existing_nat: Iterable[str], existing_filter: Iterable[str]) -> str:
-    """Flush and delete every chain of ours (the built-in jumps must be removed first)."""
-    nat = sorted(c for c in existing_nat if is_ours(c))
-    flt = sorted(c for c in existing_filter if is_ours(c))
-    out = ["*nat", *[f":{c} - [0:0]" for c in nat], *[f"-X {c}" for c in nat], "COMMIT"]
-    out += ["*filter", *[f":{c} - [0:0]" for c in flt], *[f"-X {c}" for c in flt], "COMMIT"]
-    return "\n".join(out) + "\n"
+def render_cleanup(existing_nat: Iterable[str], existing_filter: Iterable[str], *, batch: int = 1500) -> list[str]:
+    """iptables-restore runs that flush, then delete, every chain of ours (the built-in jumps
+    must be removed first). Once all are flushed none refers to another, so deletes may go in
+    any order; batching keeps nft-restore linear."""
+    out: list[str] = []
+    for table, chains in (("nat", sorted(c for c in existing_nat if is_ours(c))), ("filter", sorted(c for c in existing_filter if is_ours(c)))):
+        for i in range(0, len(chains), batch):
+            out.append("\n".join([f"*{table}", *[f":{c} - [0:0]" for c in chains[i : i + batch]], "COMMIT"]) + "\n")
+        for i in range(0, len(chains), batch):
+            out.append("\n".join([f"*{table}", *[f"-X {c}" for c in chains[i : i + batch]], "COMMIT"]) + "\n")
+    return out

@@ -111,6 +111,20 @@ def test_full_sync_deletes_stale_chains_of_ours_only() -> None:
 
 
 def test_cleanup_text_touches_only_our_chains() -> None:
-    t = R.render_cleanup({"NETPLANE-SERVICES", "NP-SEP-X", "KUBE-SERVICES", "PREROUTING"}, {"NETPLANE-FILTER", "INPUT"})
+    runs = R.render_cleanup({"NETPLANE-SERVICES", "NP-SEP-X", "KUBE-SERVICES", "PREROUTING"}, {"NETPLANE-FILTER", "INPUT"})
+    t = "".join(runs)
+    assert t.index(":NP-SEP-X") < t.index("-X NETPLANE-SERVICES")  # everything flushed before deletes
     assert "-X NETPLANE-SERVICES" in t and "-X NP-SEP-X" in t and "-X NETPLANE-FILTER" in t
     assert "KUBE" not in t and "PREROUTING" not in t and "-X INPUT" not in t
+
+
+def test_large_sync_is_split_with_dispatch_last() -> None:
+    es = [entry(f"s{i:04d}", 2, vip=f"10.97.{i // 250}.{i % 250 + 1}") for i in range(R.BATCH * 2 + 10)]
+    plan = R.render(st(*es), previous=None)
+    assert len(plan.batches) == 4  # three batches of service chains, then the dispatch run
+    assert f":{R.MARK_MASQ}" in plan.batches[0]  # fixed chains before SEP chains use them
+    assert all(R.SERVICES not in b for b in plan.batches[:-1])
+    assert f":{R.SERVICES} - [0:0]" in plan.batches[-1] and "*filter" in plan.batches[-1]
+    assert plan.text == "".join(plan.batches)
+    small = R.render(st(*es[:3]), previous=None)
+    assert len(small.batches) == 1  # small syncs stay one atomic run
