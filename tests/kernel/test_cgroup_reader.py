@@ -80,6 +80,13 @@ def procs() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 BURN = "import sys\nsys.stdout.write('go\\n'); sys.stdout.flush()\nwhile True: pass\n"
 
 
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of one process from /proc (an independent clock for the cgroup's counter)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ready(p: subprocess.Popen[bytes]) -> None:
     assert p.stdout is not None
     assert p.stdout.readline().strip() in (b"go", b"ready")
@@ -93,17 +100,20 @@ def test_cpu_burner_uses_about_one_core(cgroups, procs, hier, reader_kind):
     r = make_reader(reader_kind)
     try:
         spec = hier.spec(cg.path)
-        a, ta = r.read(spec), time.monotonic()
+        a, ta, pa = r.read(spec), time.monotonic(), _proc_cpu(p.pid)
         time.sleep(1.5)
-        b, tb = r.read(spec), time.monotonic()
+        b, tb, pb = r.read(spec), time.monotonic(), _proc_cpu(p.pid)
     finally:
         r.close()
     assert a.ok and b.ok, (a.errors, b.errors)
     cores = (b.cpu.usage_ns - a.cpu.usage_ns) / 1e9 / (tb - ta)
-    assert 0.8 <= cores <= 1.1, cores
-    # user+system in USER_HZ ticks follow the same busy core (coarser, 10 ms)
+    # One busy loop: about one core on an idle host (measured 0.97-1.0 here; other load on this
+    # 2-CPU machine can preempt it), and exactly what the process itself was charged.
+    assert 0.3 <= cores <= 1.05, cores
+    assert abs(cores - (pb - pa) / (tb - ta)) <= 0.05, (cores, (pb - pa) / (tb - ta))
+    # user+system in USER_HZ ticks follow the same busy process (coarser, 10 ms)
     us = (b.cpu.user_ns + b.cpu.system_ns - a.cpu.user_ns - a.cpu.system_ns) / 1e9 / (tb - ta)
-    assert 0.7 <= us <= 1.2, us
+    assert abs(us - (pb - pa) / (tb - ta)) <= 0.05, (us, (pb - pa) / (tb - ta))
     assert sum(b.cpu.per_cpu_ns) == b.cpu.usage_ns and len(b.cpu.per_cpu_ns) == os.cpu_count()
 
 
@@ -251,14 +261,15 @@ def test_v2_cpu_stat_for_real_on_the_unified_mount(cgroups, procs, hier):
     for kind in ("c", "python"):
         r = make_reader(kind)
         try:
-            a, ta = r.read(spec2), time.monotonic()
+            a, ta, pa = r.read(spec2), time.monotonic(), _proc_cpu(p.pid)
             time.sleep(1.0)
-            b, tb = r.read(spec2), time.monotonic()
+            b, tb, pb = r.read(spec2), time.monotonic(), _proc_cpu(p.pid)
         finally:
             r.close()
         assert b.ok, b.errors
         cores = (b.cpu.usage_ns - a.cpu.usage_ns) / 1e9 / (tb - ta)
-        assert 0.8 <= cores <= 1.1, (kind, cores)
+        assert 0.3 <= cores <= 1.05, (kind, cores)
+        assert abs(cores - (pb - pa) / (tb - ta)) <= 0.05, (kind, cores, (pb - pa) / (tb - ta))
         assert b.cpu.user_ns + b.cpu.system_ns > a.cpu.user_ns + a.cpu.system_ns
         assert b.memory is None and b.io is None
         assert b.pids is not None and b.pids.processes == 1 and b.pids.current == 1  # cgroup.threads

@@ -78,7 +78,7 @@ def test_collector_agrees_with_docker_stats(container: Any) -> None:
         dd = d1["cpu_stats"]["cpu_usage"]["total_usage"] - d0["cpu_stats"]["cpu_usage"]["total_usage"]
         do = o1.cpu.usage_ns - o0.cpu.usage_ns
         assert abs(do - dd) <= 0.10 * dd, (do, dd)
-        assert 0.5 <= do / 1e9 / (t1 - t0) <= 1.1  # about one core (less when the host is loaded)
+        assert 0.2 <= do / 1e9 / (t1 - t0) <= 1.1  # about one core (less when the host is loaded)
         assert o1.pids.current == d1["pids_stats"]["current"]
         assert o1.network is not None and [i.name for i in o1.network] == ["lo"]  # --network none
         # and through the collector's own loop + rates
@@ -86,7 +86,7 @@ def test_collector_agrees_with_docker_stats(container: Any) -> None:
         time.sleep(1.0)
         col.tick()
         _, sample, r = next(x for x in col.latest() if x[0].id == container.id)
-        assert r is not None and r.cpu_cores is not None and 0.5 <= r.cpu_cores <= 1.1
+        assert r is not None and r.cpu_cores is not None and 0.2 <= r.cpu_cores <= 1.1
         assert sample.stats.ok, sample.stats.errors
     finally:
         col.stop()

