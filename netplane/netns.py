@@ -65,8 +65,24 @@ def inside(name_or_path: str | None) -> Iterator[None]:
         os.close(here)
 
 
+_ENTER_SCRIPT = 'cg=$1; ns=$2; shift 2; if [ -n "$cg" ]; then echo $$ > "$cg" || exit 126; fi; exec nsenter --net="$ns" -- "$@"'
+
+
+def command_in(name_or_path: str | None, argv: list[str], *, cgroup: str | None = None) -> list[str]:
+    """`argv` rewritten to run inside a network namespace (and cgroup v2 dir), entering only
+    the network namespace. No Python runs between fork and exec (unlike `preexec_fn`, which is
+    unsafe in a process running gRPC threads): a shell joins the cgroup and execs nsenter."""
+    if name_or_path is None and cgroup is None:
+        return list(argv)
+    if name_or_path is None:
+        return ["sh", "-c", 'echo $$ > "$1" || exit 126; shift; exec "$@"', "sh", f"{cgroup}/cgroup.procs", *argv]
+    return ["sh", "-c", _ENTER_SCRIPT, "sh", f"{cgroup}/cgroup.procs" if cgroup else "", netns_path(name_or_path), *argv]
+
+
 def preexec(name_or_path: str | None) -> Callable[[], None] | None:
-    """A `preexec_fn` for subprocess that puts the child in the namespace before exec."""
+    """A `preexec_fn` for subprocess that puts the child in the namespace before exec.
+
+    Only for single-threaded callers; prefer `command_in`."""
     if name_or_path is None:
         return None
     path = netns_path(name_or_path)

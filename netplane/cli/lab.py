@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from ipaddress import IPv4Network
 from typing import Any
@@ -140,14 +141,13 @@ def exec_(name: str | None, target: str, command: tuple[str, ...]) -> None:
         command = command[1:]
     if not command:
         raise ConfigError("no command given (netplane lab exec HOST -- CMD ...)")
-    try:
-        if pod is not None:
-            rc = lab_.exec(pod["host"], command, netns=pod["netns"]).returncode
-        else:
-            lab_.topology.host(target)
-            rc = lab_.exec(target, command).returncode
-    except FileNotFoundError:
-        raise ConfigError(f"command not found: {command[0]}") from None
+    if shutil.which(command[0]) is None:
+        raise ConfigError(f"command not found: {command[0]}")
+    if pod is not None:
+        rc = lab_.exec(pod["host"], command, netns=pod["netns"]).returncode
+    else:
+        lab_.topology.host(target)
+        rc = lab_.exec(target, command).returncode
     if rc:
         click.get_current_context().exit(rc)
 

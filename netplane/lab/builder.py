@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +226,10 @@ class Lab:
     ) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as logf:
             return subprocess.Popen(
-                list(argv),
+                _in(ns, cgroup, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=logf,
-                preexec_fn=_child_setup(ns, cgroup),
                 start_new_session=True,
             )
 
@@ -264,10 +263,10 @@ class Lab:
         self, host: str, argv: Sequence[str], *, netns: str | None = None, **kwargs: Any
     ) -> subprocess.CompletedProcess[Any]:
         """Run a command on a lab host (its netns — or a pod's `netns` — and its cgroup), wait."""
-        return subprocess.run(list(argv), preexec_fn=_child_setup(netns or self.netns(host), self.cgroup(host)), **kwargs)
+        return subprocess.run(_in(netns or self.netns(host), self.cgroup(host), argv), **kwargs)
 
     def popen(self, host: str, argv: Sequence[str], *, netns: str | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
-        return subprocess.Popen(list(argv), preexec_fn=_child_setup(netns or self.netns(host), self.cgroup(host)), **kwargs)
+        return subprocess.Popen(_in(netns or self.netns(host), self.cgroup(host), argv), **kwargs)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -341,18 +340,8 @@ class Lab:
             raise LabError(f"unknown state item kind {kind!r}")
 
 
-def _child_setup(ns: str | None, cgroup: Path | None) -> Callable[[], None]:
-    enter = netns.preexec(ns)
-    procs = str(cgroup / "cgroup.procs") if cgroup else None
-
-    def setup() -> None:
-        if procs is not None:
-            with open(procs, "w") as f:
-                f.write("0")
-        if enter is not None:
-            enter()
-
-    return setup
+def _in(ns: str | None, cgroup: Path | None, argv: Sequence[str]) -> list[str]:
+    return netns.command_in(ns, list(argv), cgroup=str(cgroup) if cgroup else None)
 
 
 def _remove_cgroup(path: Path) -> None:

@@ -88,11 +88,10 @@ class EmbeddedEtcd:
         log = open(self.spec.log_path, "ab") if self.spec.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                command(self.spec),
+                netns.command_in(self.spec.netns, command(self.spec)),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=netns.preexec(self.spec.netns),
                 start_new_session=detach,
             )
         finally:
