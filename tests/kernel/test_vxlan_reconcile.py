@@ -36,7 +36,15 @@ def underlay(make_netns: Callable[[str], str], n: int) -> list[tuple[str, Underl
         ip("-n", h, "link", "set", "eth0", "up")
         ip("-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
         hosts.append((h, Underlay("eth0", IPv4Interface(f"10.77.0.{10 + i}/24"), 1500)))
+        _SWITCHES[h] = sw
     return hosts
+
+
+_SWITCHES: dict[str, str] = {}
+
+
+def switch_of(hosts: list[tuple[str, Underlay]]) -> str:
+    return _SWITCHES[hosts[0][0]]
 
 
 def ping(ns: str, dst: IPv4Address | str) -> bool:
@@ -87,6 +95,16 @@ def test_pods_on_three_hosts_reach_each_other(make_netns: Callable[[str], str]) 
         assert link.addresses == (IPv4Interface("10.244.1.0/32"),)
         assert nl.neighbors(idx) == {Neighbor(l.subnet.network_address, l.vtep_mac) for l in leases[1:]}
         assert nl.fdb(idx) == {Fdb(l.vtep_mac, l.public_ip) for l in leases[1:]}
+        # traffic leaving the cluster network is masqueraded: an outside box with no route to
+        # 10.244.0.0/16 still answers a pod (it sees the host's underlay address)
+        ext = make_netns("ext")
+        ip("-n", ext, "link", "add", "eth0", "type", "veth", "peer", "name", "pext", "netns", switch_of(hosts))
+        ip("-n", ext, "addr", "add", "10.77.0.100/24", "dev", "eth0")
+        ip("-n", ext, "link", "set", "eth0", "up")
+        ip("-n", switch_of(hosts), "link", "set", "pext", "master", "br0", "up")
+        assert ping(pods[0].pod_netns, "10.77.0.100")
+        rules = subprocess.run(["ip", "netns", "exec", hosts[0][0], "iptables-save"], capture_output=True, text=True, check=True).stdout
+        assert rules.count("-A FORWARD -j NETPLANE-FORWARD") == 1 and rules.count("-A POSTROUTING -j NETPLANE-POSTROUTING") == 1
         # a removed pod network leaves the host's bridge and other pods alone
         podnet.remove_pod_network(pods[2].pod_netns, host_netns=hosts[2][0])
         assert recs[2].nl.index(pods[2].host_veth) is None
