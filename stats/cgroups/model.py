@@ -125,17 +125,11 @@ class CgroupStats:
     pids: PidsStats | None
     network: tuple[NetInterface, ...] | None
     errors: tuple[tuple[str, str], ...] = ()
+    vanished: bool = False  # nothing could be read and every file is gone (ENOENT/ENODEV)
 
     @property
     def ok(self) -> bool:
         return not self.errors
-
-    @property
-    def vanished(self) -> bool:
-        """Nothing could be read and every failure says the files are gone."""
-        return bool(self.errors) and all(
-            m.endswith(("No such file or directory", "No such device")) for _, m in self.errors
-        ) and self.cpu is None and self.memory is None and self.pids is None
 
     def to_json(self) -> dict[str, Any]:
         cpu = self.cpu
@@ -175,6 +169,7 @@ class CgroupStats:
                 {k: getattr(i, k) for k in NetInterface.__dataclass_fields__} for i in self.network
             ],
             "errors": dict(self.errors),
+            "vanished": self.vanished,
         }
 
 
@@ -257,4 +252,9 @@ def finish(key: str, raw: RawStats, paths: dict[Kind, str]) -> CgroupStats:
         for k in Kind
         if raw.failed >> k & 1
     )
-    return CgroupStats(key=key, cpu=cpu, memory=memory, io=io, pids=pids, network=network, errors=errors)
+    gone = (errno_mod.ENOENT, errno_mod.ENODEV)
+    vanished = bool(raw.failed) and raw.present & ~(1 << Kind.NETDEV) == 0 and all(
+        raw.err.get(k) in gone for k in Kind if raw.failed >> k & 1 and k is not Kind.NETDEV
+    )
+    return CgroupStats(key=key, cpu=cpu, memory=memory, io=io, pids=pids, network=network, errors=errors,
+                       vanished=vanished)
