@@ -91,36 +91,20 @@ def cgroup_cmd(path: str, cgroup_version: str, reader: str, pid: int | None, out
 def serve_cmd(listen: str, interval: float, max_interval: float, sources: tuple[str, ...],
               cgroups: tuple[str, ...], reader: str) -> None:
     """Run the standalone collector and its HTTP server until interrupted."""
-    from stats.cgroups import make_reader
-    from stats.collector import Collector
-    from stats.discovery import CgroupSource, Discovery, DockerSource
-    from stats.server import parse_listen, serve
+    from stats.service import StatsService
 
-    host, port = parse_listen(listen)
-    if max_interval < interval:
-        raise ConfigError("--max-interval must be >= --interval")
-    chosen = set(sources) or ({"docker"} | ({"cgroup"} if cgroups else set()))
-    if "cgroup" in chosen and not cgroups:
-        raise ConfigError("--source cgroup needs at least one --cgroup PATH")
-    srcs: list[Discovery] = []
-    if "docker" in chosen:
-        srcs.append(DockerSource())
-    if "cgroup" in chosen:
-        paths = list(cgroups)
-        srcs.append(CgroupSource(lambda: paths))
-    collector = Collector(discover=srcs, interval=interval, max_interval=max_interval,
-                          reader=make_reader(reader))  # type: ignore[arg-type]
-    handle = serve(collector, host, port)
-    collector.start()
+    svc = StatsService(listen=listen, sources=sources, cgroups=cgroups, interval=interval,
+                       max_interval=max_interval, reader=reader)
+    svc.start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    click.echo(f"netplane stats: serving {handle.url} (reader {collector.reader.name if collector.reader else '?'})", err=True)
+    reader_name = svc.collector.reader.name if svc.collector and svc.collector.reader else "?"
+    click.echo(f"netplane stats: serving {svc.url} (reader {reader_name})", err=True)
     try:
         done.wait()
     finally:
-        handle.stop()
-        collector.stop()
+        svc.stop()
 
 
 @click.command("top")
