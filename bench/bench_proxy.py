@@ -224,7 +224,8 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
             for i in range(10):
                 done.clear()
                 name = f"svc-{(i * 997) % (services - 1):05d}"
-                eps = Endpoints(name, tuple(EndpointAddress(IPv4Address(f"10.200.{i}.{j}")) for j in range(1, 6)))
+                third = 200 + modes.index(mode)  # new addresses in every run, so each put is a change
+                eps = Endpoints(name, tuple(EndpointAddress(IPv4Address(f"10.{third}.{i}.{j}")) for j in range(1, 6)))
                 t0 = time.perf_counter()
                 store.put(keys.endpoints_of(name), encode_endpoints(eps))
                 assert done.wait(30)

@@ -175,8 +175,12 @@ class EbpfBackend:
             plan = plan_sync(self.current, state, local_cidr=self.local_cidr)
         else:
             ch = changed if changed is not None else state.changed(self.applied)
-            plan = plan_sync(self.current, state, local_cidr=self.local_cidr, changed=ch, previous=self.applied)
-        self._ops.apply(plan)
+            plan = plan_sync(self.current, state, local_cidr=self.local_cidr, changed=ch, previous=self.applied, inplace=True)
+        try:
+            self._ops.apply(plan)
+        except BaseException:
+            self.current = None  # in-memory view may be ahead of the kernel: re-read next time
+            raise
         self.current = plan.result
         self.applied = state
         self.last_writes = plan.writes

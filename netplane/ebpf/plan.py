@@ -33,9 +33,24 @@ class MapState:
     heads: dict[Frontend, Head] = field(default_factory=dict)
     slots: dict[SlotKey, int] = field(default_factory=dict)  # -> backend id
     backends: dict[int, BackendT] = field(default_factory=dict)
+    # derived, built on first use and then kept up to date by plan_sync (so a one-endpoint
+    # change at 10,000 services does not rescan 50,000 backends)
+    _by_svc: dict[int, dict[tuple[int, int, int], int]] | None = field(default=None, repr=False, compare=False)
+    _next_bid: int = field(default=0, repr=False, compare=False)
+    _next_sid: int = field(default=0, repr=False, compare=False)
 
     def copy(self) -> MapState:
         return MapState(dict(self.heads), dict(self.slots), dict(self.backends))
+
+    def index(self) -> dict[int, dict[tuple[int, int, int], int]]:
+        if self._by_svc is None:
+            by_svc: dict[int, dict[tuple[int, int, int], int]] = {}
+            for bid, (ip, port, pr, s) in self.backends.items():
+                by_svc.setdefault(s, {})[(ip, port, pr)] = bid
+            self._by_svc = by_svc
+            self._next_bid = max(self.backends, default=0) + 1
+            self._next_sid = max((h[0] for h in self.heads.values()), default=0) + 1
+        return self._by_svc
 
 
 @dataclass
@@ -75,16 +90,15 @@ def plan_sync(
     local_cidr: IPv4Network | None = None,
     changed: Iterable[LbKey] | None = None,
     previous: ProxyState | None = None,
+    inplace: bool = False,
 ) -> Plan:
     """Full reconcile when `changed` is None; else only the frontends of the changed keys
-    (looked up in `state` and `previous`)."""
-    res = current.copy()
+    (looked up in `state` and `previous`). `inplace` updates `current` itself (the backend's
+    own copy; it re-reads the maps if applying the plan fails) instead of a copy."""
+    res = current if inplace else current.copy()
     plan = Plan(result=res)
-    by_svc: dict[int, dict[tuple[int, int, int], int]] = {}
-    for bid, (ip, port, pr, s) in res.backends.items():
-        by_svc.setdefault(s, {})[(ip, port, pr)] = bid
-    next_bid = max(res.backends, default=0) + 1
-    next_sid = max((h[0] for h in res.heads.values()), default=0) + 1
+    by_svc = res.index()
+    next_bid, next_sid = res._next_bid, res._next_sid
 
     desired: dict[Frontend, tuple[list[tuple[int, int]], int, int]] = {}
     scope: set[Frontend] | None = None
@@ -151,11 +165,12 @@ def plan_sync(
         for s in range(len(ids) + 1, old_count + 1):
             if res.slots.pop((*f, s), None) is not None:
                 plan.del_slots.append((*f, s))
-        if len(mine) != len(ids):
+        if len(mine) != len(set(ids)):
             keep = set(ids)
             for bk, bid in list(mine.items()):
                 if bid not in keep:
                     del mine[bk]
                     res.backends.pop(bid, None)
                     plan.del_backends.append(bid)
+    res._next_bid, res._next_sid = next_bid, next_sid
     return plan

@@ -90,3 +90,28 @@ def test_no_backends_keeps_head_with_zero_count() -> None:
     r = apply(MapState(), st(entry("e", [])))
     (head,) = r.heads.values()
     assert head[1] == 0 and not r.slots
+
+
+def test_inplace_partial_plans_track_a_full_plan() -> None:
+    """Many in-place partial syncs leave the same map contents a fresh full plan would give
+    (modulo ids), and their derived index stays consistent."""
+    import random
+
+    rng = random.Random(7)
+    old = st(*(entry(f"s{i}", [f"10.1.{i}.{j}" for j in range(3)], vip=f"10.96.2.{i}") for i in range(20)))
+    cur = apply(MapState(), old)
+    for step in range(60):
+        i = rng.randrange(20)
+        n = rng.randrange(0, 5)
+        e = entry(f"s{i}", [f"10.1.{i}.{rng.randrange(9)}" for _ in range(n)], vip=f"10.96.2.{i}")
+        new = ProxyState({**old.entries, e.key: e})
+        plan_sync(cur, new, changed={e.key}, previous=old, inplace=True)
+        old = new
+
+    def canon(m: MapState) -> dict[tuple[int, int, int], list[tuple[int, int]]]:
+        return {f: sorted(m.backends[m.slots[(*f, s)]][:2] for s in range(1, h[1] + 1)) for f, h in m.heads.items()}
+
+    assert canon(cur) == canon(apply(MapState(), old))
+    rebuilt = MapState(dict(cur.heads), dict(cur.slots), dict(cur.backends))
+    assert rebuilt.index() == {s: m for s, m in cur.index().items() if m}
+    assert set(cur.backends) == {cur.slots[k] for k in cur.slots}  # no orphan backends
