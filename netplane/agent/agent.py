@@ -101,6 +101,7 @@ class Agent:
         self.state = AgentState()
         self.ready = threading.Event()  # lease held and overlay reconciled once
         self._lock = threading.RLock()
+        self._applied: DesiredOverlay | None = None  # what the last successful pass programmed
         self._wake = threading.Event()  # lease lost, or shutting down
         self._lost = False
         self._extra_specs = list(extra_components)
@@ -312,23 +313,32 @@ class Agent:
                 if gone and (view.changed is None or ours in view.changed):
                     self._lost = True
                     self._wake.set()
-            self.reconcile("resync" if view.changed is None else f"{len(view.changed)} lease change(s)")
+            if view.changed is None:
+                self.reconcile("resync")
+            else:
+                self.reconcile(f"{len(view.changed)} lease change(s)", incremental=True)
 
     # ------------------------------------------------------------------ reconcile
-    def reconcile(self, why: str) -> None:
+    def reconcile(self, why: str, *, incremental: bool = False) -> None:
+        """Full (observe the kernel, fix device, remove strays) unless `incremental`: then only
+        what changed since the last successful pass is written (watch events)."""
         with self._lock:
             cfg, ul, lease = self.state.config, self.state.underlay, self.state.lease
             if cfg is None or ul is None or lease is None or not self.state.synced:
                 return
             d = desired(cfg, ul, lease, self.state.leases.values())
             t0 = time.perf_counter()
+            previous = self._applied if incremental else None
             try:
-                self.reconciler.ensure_device(d.device)
-                ch = self.reconciler.apply(d)
+                if previous is None:
+                    self.reconciler.ensure_device(d.device)
+                ch = self.reconciler.apply(d, previous=previous)
+                self._applied = d
                 ok = True
             except NetplaneError as e:
                 ok = False
                 ch = None
+                self._applied = None  # next pass observes the kernel again
                 self.metrics.errors.labels(kind="kernel").inc()
                 log.error("reconcile (%s) failed: %s", why, e)
             self.metrics.reconcile_duration.observe(time.perf_counter() - t0)

@@ -146,9 +146,18 @@ class Reconciler:
             self._device_index = idx
         return self._device_index
 
-    def apply(self, desired: DesiredOverlay) -> Changes:
-        """Bring peer entries (neighbors, FDB, routes) in line with `desired`."""
-        ch = diff(desired, self.observe(desired))
+    def apply(self, desired: DesiredOverlay, *, previous: DesiredOverlay | None = None) -> Changes:
+        """Bring peer entries (neighbors, FDB, routes) in line with `desired`.
+
+        Without `previous` the kernel is observed (full reconcile: also removes entries that
+        match no lease). With `previous` — what the last successful apply programmed — only
+        the difference between the two desired states is written, with no kernel dumps: the
+        cheap path for a watch event; the periodic full reconcile repairs any other drift.
+        """
+        if previous is not None and previous.device == desired.device:
+            ch = diff(desired, Observed(previous.neighbors, previous.fdb, previous.routes))
+        else:
+            ch = diff(desired, self.observe(desired))
         if ch.empty:
             return ch
         idx = self._index(desired.device.name)
