@@ -121,6 +121,23 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def one_transaction(plan: object) -> str:
+    """Our (batched) full-sync input as kube-proxy writes it: one *nat and one *filter block."""
+    nat: list[str] = []
+    flt: list[str] = []
+    cur = nat
+    for ln in plan.text.splitlines():  # type: ignore[attr-defined]
+        if ln == "*nat":
+            cur = nat
+        elif ln == "*filter":
+            cur = flt
+        elif ln != "COMMIT":
+            cur.append(ln)
+    decl = [ln for ln in nat if ln.startswith(":")]
+    rest = [ln for ln in nat if not ln.startswith(":")]
+    return "\n".join(["*nat", *decl, *rest, "COMMIT", "*filter", *flt, "COMMIT"]) + "\n"
+
+
 def kube_restore_baseline(text: str) -> float:
     """One iptables-restore of the same ruleset under kube-proxy's names, into a fresh netns."""
     ns = f"npb-kube-{uuid.uuid4().hex[:6]}"
@@ -130,7 +147,7 @@ def kube_restore_baseline(text: str) -> float:
         kube = kube.replace("NP-EXT-", "KUBE-EXT-")
         t0 = time.perf_counter()
         subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "iptables-restore", "-w", "--noflush"],
-                       input=kube, text=True, check=True, capture_output=True)
+                       input=kube, text=True, check=True, capture_output=True, timeout=1800)
         return time.perf_counter() - t0
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
@@ -165,8 +182,7 @@ def run_connect(scales: list[int], n: int) -> tuple[list[dict], dict]:  # type: 
                 if scale == max(scales):
                     sync[mode] = dt
                     if mode == "iptables":
-                        text = iptables_render.render(st, previous=None).text
-                        sync["kube_restore"] = kube_restore_baseline(text)
+                        sync["kube_restore"] = kube_restore_baseline(one_transaction(iptables_render.render(st, previous=None)))
                 be.cleanup()
     finally:
         bed.close()
@@ -290,7 +306,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small scales, for a smoke run")
     ap.add_argument("-n", type=int, default=2000, help="connects per point")
+    ap.add_argument("--report-only", action="store_true", help="rewrite proxy.md/svg from proxy.json")
     a = ap.parse_args()
+    if a.report_only:
+        d = json.loads((RESULTS / "proxy.json").read_text())
+        svg_plot(d["connect"], RESULTS / "proxy_connect.svg")
+        write_md(RESULTS / "proxy.md", d["connect"], d["sync"], d["change"], [10, 1000, 5000, 10000])
+        return 0
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 2
@@ -344,8 +366,18 @@ def write_md(path: Path, rows: list[dict], sync: dict, change: dict, scales: lis
         (f"Initial sync from etcd (list + compute + program) at {hi:,} services: iptables "
         f"{change['iptables_initial_sync_from_etcd_s']:.2f} s, eBPF {change['ebpf_initial_sync_from_etcd_s']:.2f} s."),
         ("The iptables full-sync baseline writes the identical ruleset with kube-proxy's chain names (KUBE-SVC-…, "
-        "KUBE-SEP-…) in one `iptables-restore --noflush` into an empty namespace; ours also reads the existing "
-        "chains (`iptables-save`) first and inserts the built-in jumps."),
+         "KUBE-SEP-…) as kube-proxy does: one `iptables-restore --noflush` transaction, into an empty namespace. "
+         "iptables-nft-restore is quadratic in the chains one transaction creates, so ours splits a large sync "
+         "into runs of 250 services (service chains first, the dispatch chain that makes them reachable last); "
+         "it also reads the existing chains (`iptables-save`) and inserts the built-in jumps."),
+        "",
+        ("Why the iptables partial sync misses 100 ms at 10,000 services: a one-rule `iptables-restore --noflush` "
+         "already costs ~35 ms here with 60,000 chains loaded (reading the ruleset) and ~100 ms once they hang off "
+         "the built-in chains (the kernel re-validates the jump graph on every commit); kube-proxy's layout needs "
+         "those 60,000 chains. Our own work per change (render, diff) is under 1 ms."),
+        "",
+        ("p99 values are from one run on a 2-core VM shared with other work; they are noisy (the no-LB baseline's "
+        "own p99 shows how much)."),
         "",
         f"Plot: `{path.stem}_connect.svg`.",
     ]
