@@ -105,10 +105,11 @@ class IptablesBackend:
         lines = []
         for table in ("nat", "filter"):
             out = self._run([_tool("iptables-save"), "-t", table]).stdout
+            jumps = {f"-j {spec[-1]}" for _, _, spec in R.JUMPS}
             mine = [
                 ln for ln in out.splitlines()
                 if (ln.startswith(":") and R.is_ours(ln[1:].split()[0]))
-                or (ln.startswith("-A ") and (R.is_ours(ln.split()[1]) or "netplane" in ln))
+                or (ln.startswith("-A ") and (R.is_ours(ln.split()[1]) or any(ln.endswith(j) for j in jumps)))
             ]
             if service is not None:
                 pat = re.compile(r'--comment "?' + re.escape(service) + ":")

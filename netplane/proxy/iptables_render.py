@@ -11,8 +11,8 @@ kube-proxy's layout under our own names (DESIGN.md §4):
                              endpoint i of n: -m statistic --probability 1/(n-i) -j NP-SEP-<h>
     NP-SEP-<h>               -s EP -j NETPLANE-MARK-MASQ (hairpin) ; -j DNAT --to EP:PORT
     NETPLANE-MARK-MASQ       -j MARK --set-xmark 0x4000/0x4000
-    nat POSTROUTING          -> NETPLANE-POSTROUTING: masquerade marked packets
-    filter INPUT/FORWARD/OUTPUT (ctstate NEW) -> NETPLANE-FILTER: REJECT services without
+    nat POSTROUTING          -> NETPLANE-SVC-POSTROUTING: masquerade marked packets
+    filter INPUT/FORWARD/OUTPUT (ctstate NEW) -> NETPLANE-SVC-FILTER: REJECT services without
                              endpoints (VIP and nodePort)
 
 A declared chain (`:NAME - [0:0]`) is flushed by iptables-restore even with --noflush, so a
@@ -31,9 +31,9 @@ from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
 
 SERVICES = "NETPLANE-SERVICES"
 NODEPORTS = "NETPLANE-NODEPORTS"
-POSTROUTING = "NETPLANE-POSTROUTING"
+POSTROUTING = "NETPLANE-SVC-POSTROUTING"  # not NETPLANE-POSTROUTING: the overlay owns that one
 MARK_MASQ = "NETPLANE-MARK-MASQ"
-FILTER = "NETPLANE-FILTER"
+FILTER = "NETPLANE-SVC-FILTER"
 MASQ_MARK = "0x4000"
 CHAIN_PREFIXES = ("NP-SVC-", "NP-SEP-", "NP-EXT-")
 BATCH = 250  # services per iptables-restore run in a large sync

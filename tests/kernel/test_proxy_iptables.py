@@ -31,7 +31,7 @@ def ours(ns: str) -> list[str]:
     for ln in out.splitlines():
         if ln.startswith(":") and R.is_ours(ln[1:].split()[0]):
             keep.append(ln.split()[0])
-        elif ln.startswith("-A") and ("netplane" in ln or R.is_ours(ln.split()[1])):
+        elif ln.startswith("-A") and (R.is_ours(ln.split()[1]) or R.is_ours(ln.split()[-1])):
             keep.append(ln)
     return sorted(keep)
 
@@ -72,6 +72,8 @@ def test_cleanup_removes_exactly_ours(make_netns: Callable[[str], str]) -> None:
         subprocess.run(["ip", "netns", "exec", ns, "iptables", *a], check=True, capture_output=True)
 
     ipt("-t", "nat", "-N", "SOMEONE-ELSE")
+    ipt("-t", "nat", "-N", "NETPLANE-POSTROUTING")  # the overlay's chain: same prefix, not ours
+    ipt("-t", "nat", "-A", "POSTROUTING", "-j", "NETPLANE-POSTROUTING")
     ipt("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "1", "-j", "SOMEONE-ELSE")
     ipt("-A", "INPUT", "-p", "udp", "--dport", "2", "-j", "ACCEPT")
     be = IptablesBackend(netns=ns)
@@ -81,6 +83,7 @@ def test_cleanup_removes_exactly_ours(make_netns: Callable[[str], str]) -> None:
     assert ours(ns) == []
     left = subprocess.run(["ip", "netns", "exec", ns, "iptables-save"], capture_output=True, text=True, check=True).stdout
     assert ":SOMEONE-ELSE" in left and "-j SOMEONE-ELSE" in left and "--dport 2 -j ACCEPT" in left
+    assert ":NETPLANE-POSTROUTING" in left and "-A POSTROUTING -j NETPLANE-POSTROUTING" in left
     be.cleanup()  # idempotent
 
 

@@ -111,10 +111,12 @@ def test_full_sync_deletes_stale_chains_of_ours_only() -> None:
 
 
 def test_cleanup_text_touches_only_our_chains() -> None:
-    runs = R.render_cleanup({"NETPLANE-SERVICES", "NP-SEP-X", "KUBE-SERVICES", "PREROUTING"}, {"NETPLANE-FILTER", "INPUT"})
+    runs = R.render_cleanup({"NETPLANE-SERVICES", "NP-SEP-X", "KUBE-SERVICES", "PREROUTING", "NETPLANE-POSTROUTING"},
+                            {"NETPLANE-SVC-FILTER", "INPUT", "NETPLANE-FORWARD"})
     t = "".join(runs)
     assert t.index(":NP-SEP-X") < t.index("-X NETPLANE-SERVICES")  # everything flushed before deletes
-    assert "-X NETPLANE-SERVICES" in t and "-X NP-SEP-X" in t and "-X NETPLANE-FILTER" in t
+    assert "-X NETPLANE-SERVICES" in t and "-X NP-SEP-X" in t and "-X NETPLANE-SVC-FILTER" in t
+    assert "NETPLANE-POSTROUTING" not in t and "NETPLANE-FORWARD" not in t  # the overlay's chains
     assert "KUBE" not in t and "PREROUTING" not in t and "-X INPUT" not in t
 
 
