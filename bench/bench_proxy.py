@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -176,7 +177,11 @@ def run_connect(scales: list[int], n: int) -> tuple[list[dict], dict]:  # type: 
                 t0 = time.perf_counter()
                 be.sync(st, full=True)
                 dt = time.perf_counter() - t0
-                lat = bed.client(str(vip), 80, n)
+                try:
+                    lat = bed.client(str(vip), 80, n)
+                except BaseException:
+                    be.cleanup()
+                    raise
                 rows.append({"mode": mode, "services": scale, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "sync_s": dt})
                 print(f"{mode} {scale}: p50 {pct(lat, 0.5):.1f} us p99 {pct(lat, 0.99):.1f} us sync {dt:.3f}s", flush=True)
                 if scale == max(scales):
@@ -216,6 +221,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
                                  peer_url=f"http://127.0.0.1:{port()}", log_path=tmp / "etcd.log"))
     etcd.start()
     bed = Bed()
+    cleanups: list[Callable[[], None]] = []
     try:
         store = EtcdStore(EtcdConfig(endpoints=(etcd.endpoint,), timeout=30))
         keys = Keys("/bench")
@@ -233,6 +239,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
             done = threading.Event()
             comp.on_sync = lambda _s, done=done: done.set()  # type: ignore[misc]
             t0 = time.perf_counter()
+            cleanups.append(comp.backend.cleanup)
             comp.start()
             assert comp.synced.wait(300)
             out[f"{mode}_initial_sync_from_etcd_s"] = time.perf_counter() - t0
@@ -251,9 +258,10 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
             out[f"{mode}_endpoint_change_max_ms"] = max(samples) * 1e3
             print(f"{mode}: endpoint change p50 {statistics.median(samples) * 1e3:.1f} ms max {max(samples) * 1e3:.1f} ms", flush=True)
             comp.stop()
-            comp.backend.cleanup()
         store.close()
     finally:
+        for fn in cleanups:  # also after a failure: pinned maps outlive the process
+            fn()
         bed.close()
         etcd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
