@@ -101,6 +101,7 @@ class Agent:
         self.state = AgentState()
         self.ready = threading.Event()  # lease held and overlay reconciled once
         self._lock = threading.RLock()
+        self._config_warned: NetworkConfig | None = None
         self._applied: DesiredOverlay | None = None  # what the last successful pass programmed
         self._wake = threading.Event()  # lease lost, or shutting down
         self._lost = False
@@ -286,7 +287,20 @@ class Agent:
                 log.warning("lease renewal: %s (kernel state kept; retrying)", e)
                 next_renew = time.monotonic() + 1.0
             if not lost:
+                self._check_config()
                 self.reconcile("periodic resync")
+
+    def _check_config(self) -> None:
+        """The config is read once at start (like flannel); say so when it changed in etcd."""
+        try:
+            kv = self.store.get(self.keys.network_config)
+            current = decode_config(kv.value) if kv is not None else None
+        except (StoreError, DecodeError):
+            return
+        if current is not None and current != self.state.config and current != self._config_warned:
+            log.warning("the network config in etcd changed; restart the agent to apply it (running with %s)",
+                        self.state.config.to_json() if self.state.config else None)
+            self._config_warned = current
 
     def _reacquire(self, stop: threading.Event, why: str) -> None:
         old = self.state.lease

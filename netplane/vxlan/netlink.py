@@ -148,6 +148,7 @@ class Netlink:
                 vxlan_local=str(spec.local),
                 vxlan_port=spec.port,
                 vxlan_learning=0,
+                vxlan_udp_csum=0,  # like flannel: no outer UDP checksum (the inner packet has its own)
                 vxlan_link=underlay_index,
                 mtu=spec.mtu,
             ),

@@ -137,6 +137,16 @@ def test_stale_entries_and_old_vtep_mac_are_removed(make_netns: Callable[[str], 
         assert nl.fdb(idx) == {Fdb("02:00:00:00:aa:02", peer.public_ip)}
         names = {l.index: l.name for l in nl.links()}
         assert nl.routes(names=names, oif=idx, proto=RTPROT_NETPLANE) == d.routes
+        # the incremental path (watch events): only the difference to what was last programmed,
+        # no kernel dumps — here the peer moves back to its old MAC, then leaves
+        back = desired(CFG, ul, leases[0], leases)
+        ch = rec.apply(back, previous=d)
+        assert ch.del_fdb == (Fdb("02:00:00:00:aa:02", peer.public_ip),) and len(ch.add_fdb) == 1
+        assert nl.fdb(idx) == {Fdb(peer.vtep_mac, peer.public_ip)}
+        alone = desired(CFG, ul, leases[0], [leases[0]])
+        rec.apply(alone, previous=back)
+        assert nl.fdb(idx) == set() and nl.neighbors(idx) == set()
+        assert nl.routes(names=names, oif=idx, proto=RTPROT_NETPLANE) == set()
     finally:
         for r in recs:
             r.nl.close()
