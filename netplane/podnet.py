@@ -3,7 +3,8 @@
 For a pod (a network namespace; the lab's stand-in pods, later the orchestrator's namespace
 runtime) this makes a veth pair, puts one end on the host's bridge `np0` and the other into the
 pod as `eth0` with an address from the host's subnet and a default route via `<subnet>.1`.
-`remove_pod_network` deletes exactly the veth it made. The pod namespace itself belongs to the
+The host end gets hairpin mode on its bridge port, as kubelet sets it, so a pod reaching a
+service whose backend is itself gets its DNATed frame back. `remove_pod_network` deletes exactly the veth it made. The pod namespace itself belongs to the
 caller (`create_netns` / `delete_netns` are here for callers that want us to make it).
 """
 
@@ -91,6 +92,7 @@ def add_pod_network(
             finally:
                 os.close(fd)
             host.set_link(hv, master=host.index(bridge), mtu=mtu)
+            host.set_hairpin(hv)  # like kubelet's hairpin-veth: a pod can reach itself via a service VIP
             host.set_link(hv, state="up")
             with Netlink(netns_name=pod_netns) as pod:
                 pod.set_link(tmp, ifname=ifname)

@@ -173,6 +173,11 @@ class Netlink:
             raise KernelError(f"no such device {name}", errno=errno.ENODEV)
         self._call(f"set {name} {kw}", lambda: self.ipr.link("set", index=idx, **kw))
 
+    def set_hairpin(self, name: str) -> None:
+        """Hairpin mode on a bridge port (frames may leave by the port they came in on)."""
+        idx = self._need(name)
+        self._call(f"hairpin on {name}", lambda: self.ipr.brport("set", index=idx, mode=1))
+
     def add_address(self, name: str, addr: IPv4Interface) -> None:
         idx = self._need(name)
         self._call(

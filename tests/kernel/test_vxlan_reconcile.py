@@ -105,6 +105,9 @@ def test_pods_on_three_hosts_reach_each_other(make_netns: Callable[[str], str]) 
         assert ping(pods[0].pod_netns, "10.77.0.100")
         rules = subprocess.run(["ip", "netns", "exec", hosts[0][0], "iptables-save"], capture_output=True, text=True, check=True).stdout
         assert rules.count("-A FORWARD -j NETPLANE-FORWARD") == 1 and rules.count("-A POSTROUTING -j NETPLANE-POSTROUTING") == 1
+        bport = subprocess.run(["ip", "-n", hosts[0][0], "-d", "link", "show", pods[0].host_veth],
+                               capture_output=True, text=True, check=True).stdout
+        assert "master np0" in bport and "hairpin on" in bport
         # a removed pod network leaves the host's bridge and other pods alone
         podnet.remove_pod_network(pods[2].pod_netns, host_netns=hosts[2][0])
         assert recs[2].nl.index(pods[2].host_veth) is None
