@@ -191,3 +191,30 @@ def test_net_show_marks_drift_and_restart_or_resync_repairs_it(
         nl.route_del(Route(s2, s2.network_address, "np.3", onlink=True))
     assert not inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"]
     wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"], timeout=5)
+
+
+def test_extra_components_start_after_the_overlay_and_stop_in_reverse(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], tmp_path: Path
+) -> None:
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    (h1,) = hosts(make_netns, 1)
+    events: list[str] = []
+
+    class Comp:
+        def __init__(self, name: str, agent: Agent | None = None) -> None:
+            self.name, self.agent = name, agent
+
+        def start(self) -> None:
+            ready = self.agent.state.lease is not None if self.agent else True
+            events.append(f"start {self.name} lease={ready}")
+
+        def stop(self) -> None:
+            events.append(f"stop {self.name}")
+
+    opts = AgentOptions(node="h1", subnet_file=tmp_path / "subnet.env", iface="eth0", netns_name=h1)
+    agent = Agent(store, keys, opts, extra_components=[Comp("proxy"), lambda a: Comp("stats", a)])
+    r = Running(agent)
+    wait_for(lambda: len(events) == 2)
+    assert events == ["start proxy lease=True", "start stats lease=True"]
+    r.halt()
+    assert events[2:] == ["stop stats", "stop proxy"]
