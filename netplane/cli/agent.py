@@ -1,5 +1,5 @@
-"""`netplane agent`: the per-host daemon (lease + overlay + health). Parses flags, builds the
-Agent and runs it until SIGTERM/SIGINT."""
+"""`netplane agent`: the per-host daemon (lease + overlay + health, plus the service proxy and
+the stats server when asked). Parses flags, builds the Agent and runs it until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from netplane.agent.agent import Agent, AgentOptions, check_options
+from netplane.agent.agent import Agent, AgentOptions, ComponentSpec, check_options
 from netplane.agent.health import parse_listen
 from netplane.errors import ConfigError
 
@@ -45,6 +45,14 @@ def _ip(text: str | None) -> IPv4Address | None:
 @click.option("--tx-checksum-off", is_flag=True, help="Turn tx checksum offload off on the VXLAN device.")
 @click.option("--no-masquerade", is_flag=True, help="Do not masquerade traffic leaving the cluster network.")
 @click.option("--resync", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between full reconciles.")
+@click.option("--proxy-mode", type=click.Choice(["none", "iptables", "ebpf"]), default="none", show_default=True,
+              envvar="NETPLANE_PROXY_MODE", help="Service proxy data plane run by this agent.")
+@click.option("--proxy-cgroup", metavar="PATH", envvar="NETPLANE_PROXY_CGROUP",
+              help="cgroup v2 directory the eBPF proxy attaches to (this host's pods; never the machine's root cgroup).")
+@click.option("--stats-listen", metavar="ADDR:PORT", help="Also run the container stats collector and serve it here.")
+@click.option("--stats-source", "stats_sources", type=click.Choice(["docker", "cgroup"]), multiple=True,
+              help="Stats discovery sources (default: docker, plus cgroup when --stats-cgroup is given).")
+@click.option("--stats-cgroup", "stats_cgroups", multiple=True, metavar="PATH", help="A cgroup path the stats collector watches (repeatable).")
 @click.pass_obj
 def agent(
     settings: Settings,
@@ -58,6 +66,11 @@ def agent(
     tx_checksum_off: bool,
     no_masquerade: bool,
     resync: float,
+    proxy_mode: str,
+    proxy_cgroup: str | None,
+    stats_listen: str | None,
+    stats_sources: tuple[str, ...],
+    stats_cgroups: tuple[str, ...],
 ) -> None:
     """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
     opts = AgentOptions(
@@ -73,7 +86,20 @@ def agent(
         resync_interval=resync,
     )
     check_options(opts)
+    extra: list[ComponentSpec] = []
+    if proxy_mode != "none":
+        from netplane.proxy.runner import for_agent
+
+        if proxy_mode == "ebpf" and not proxy_cgroup:
+            raise ConfigError("--proxy-mode ebpf needs --proxy-cgroup PATH (a cgroup v2 directory of this host's pods)")
+        extra.append(for_agent(mode=proxy_mode, cgroup=proxy_cgroup))
+    if stats_listen:
+        from stats.service import StatsService
+
+        extra.append(StatsService(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
+    elif stats_sources or stats_cgroups:
+        raise ConfigError("--stats-source/--stats-cgroup need --stats-listen")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(settings.store(), settings.keys(), opts).run(stop)
+    Agent(settings.store(), settings.keys(), opts, extra_components=extra).run(stop)

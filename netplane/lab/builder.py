@@ -159,6 +159,10 @@ class Lab:
                     hi.link("set", index=eth0, mtu=t.mtu)
                     hi.addr("add", index=eth0, address=str(h.underlay_ip), prefixlen=t.underlay.prefixlen)
                     hi.link("set", index=eth0, state="up")
+                    # Like a real host, a default route (to the switch, which forwards
+                    # nothing: traffic to unknown addresses stays inside the lab). Service
+                    # VIPs need a route for kube-proxy-style DNAT in nat OUTPUT to apply.
+                    hi.route("add", dst="0.0.0.0/0", gateway=str(t.etcd_ip), oif=eth0)
                     port = _idx(sw, h.name)
                     sw.link("set", index=port, master=br, mtu=t.mtu, state="up")
                 finally:
