@@ -64,6 +64,10 @@ def cluster(request: pytest.FixtureRequest, lab_factory: Callable[..., Lab]) -> 
     if not _agent_has_proxy():
         start_standalone_proxies(lab, mode)
     servers: list[subprocess.Popen[bytes]] = []
+    # cluster.start waits for the leases in etcd; the agent writes subnet.env a moment later
+    deadline = time.monotonic() + 15
+    while not all((lab.host_dir(h) / "subnet.env").exists() for h in ("h1", "h2")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     for host, pod in (("h1", "pa"), ("h2", "pb")):
         rec = pods.add(lab, host, pod)
         servers.append(subprocess.Popen(
