@@ -53,10 +53,24 @@ def start_standalone_proxies(lab: Lab, mode: str) -> None:
         lab.spawn_on(h.name, argv, role="proxy", marker=str(lab.cgroup(h.name)), log_name="proxy.log")
 
 
+@pytest.fixture
+def unpin() -> Iterator[list[Lab]]:
+    """Pinned BPF maps outlive the agents by design (restarts keep traffic flowing), so remove
+    ours after the lab is down (this fixture is set up before, so torn down after, the labs)."""
+    labs: list[Lab] = []
+    yield labs
+    from netplane.ebpf.loader import cleanup, instance_for
+
+    for lab in labs:
+        for h in lab.topology.hosts:
+            cleanup(cgroup=None, instance=instance_for(lab.cgroup(h.name)))
+
+
 @pytest.fixture(params=["iptables", "ebpf"])
-def cluster(request: pytest.FixtureRequest, lab_factory: Callable[..., Lab]) -> Iterator[tuple[Lab, str]]:
+def cluster(request: pytest.FixtureRequest, unpin: list[Lab], lab_factory: Callable[..., Lab]) -> Iterator[tuple[Lab, str]]:
     mode = str(request.param)
     lab = lab_factory(3, agents=True, proxy=mode)
+    unpin.append(lab)
     # kube-proxy's iptables mode needs a route covering the service range on the host (DNAT in
     # nat OUTPUT happens after the routing decision); real hosts have a default route.
     for h in lab.topology.hosts:
@@ -80,11 +94,6 @@ def cluster(request: pytest.FixtureRequest, lab_factory: Callable[..., Lab]) -> 
         for p in servers:
             p.send_signal(signal.SIGKILL)
             p.wait()
-        if mode == "ebpf":  # pinned maps outlive the namespaces: remove ours
-            from netplane.ebpf.loader import cleanup, instance_for
-
-            for h in lab.topology.hosts:
-                cleanup(cgroup=str(lab.cgroup(h.name)), instance=instance_for(lab.cgroup(h.name)))
 
 
 def make(lab: Lab, name: str, ips: list[str], *, port: str = "80:8080", node_port: int | None = None) -> IPv4Address:
