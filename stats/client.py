@@ -36,9 +36,23 @@ def base_url(host: str) -> str:
     return f"http://{h}:{DEFAULT_PORT}"
 
 
-def get_json(url: str, *, timeout: float = 5.0) -> Any:
+def resolve(host: str) -> tuple[str, str | None]:
+    """(base URL, network namespace to connect from). A host of the current lab (`h1`, or
+    `h1:PORT`) is reached from inside its own namespace, where its agent serves stats."""
+    from netplane.lab.resolve import lab_host
+
+    name, _, port = host.partition(":")
+    lh = lab_host(name) if name and (not port or port.isdigit()) else None
+    if lh is not None:
+        return f"http://{lh.underlay_ip}:{port or DEFAULT_PORT}", lh.netns
+    return base_url(host), None
+
+
+def get_json(url: str, *, timeout: float = 5.0, netns: str | None = None) -> Any:
+    from netplane import netns as nsmod
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with nsmod.inside(netns), urllib.request.urlopen(url, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
         try:

@@ -17,12 +17,13 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from netplane.errors import ConfigError
+from netplane.httpserver import HTTPServer as ThreadingHTTPServer
 from stats.collector import Collector, sample_json
 from stats.machine import MachineInfo, machine_info
 from stats.metrics import registry_for

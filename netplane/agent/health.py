@@ -10,13 +10,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from netplane import netns
 from netplane.errors import ConfigError
+from netplane.httpserver import HTTPServer as ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from netplane.errors import ConfigError, NetplaneError
 
 log = logging.getLogger(__name__)
 
-HOST_HELP = "Stats server: HOST[:PORT] or URL (default port 4194)."
+HOST_HELP = "Stats server: a host of the current lab (h1), HOST[:PORT] or URL (default port 4194)."
 
 
 @click.group("stats", invoke_without_command=True)
@@ -32,9 +32,10 @@ def stats(ctx: click.Context, host: str, output: str) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from stats.client import COLUMNS, base_url, get_json, rows
+    from stats.client import COLUMNS, get_json, resolve, rows
 
-    payload = get_json(base_url(host) + "/api/v2.0/stats?count=2")
+    base, ns = resolve(host)
+    payload = get_json(base + "/api/v2.0/stats?count=2", netns=ns)
     emit(payload, output, rows=rows(payload), columns=COLUMNS)
 
 
@@ -114,17 +115,18 @@ def serve_cmd(listen: str, interval: float, max_interval: float, sources: tuple[
 def top(host: str, interval: float, iterations: int | None) -> None:
     """Live per-container usage from a running collector, sorted by CPU."""
     from netplane.cli.output import render_table
-    from stats.client import COLUMNS, base_url, get_json, rows
+    from stats.client import COLUMNS, get_json, resolve, rows
 
-    url = base_url(host) + "/api/v2.0/stats?count=2"
+    base, ns = resolve(host)
+    url = base + "/api/v2.0/stats?count=2"
     live = iterations != 1
     i = 0
     while True:
-        table = render_table(rows(get_json(url)), COLUMNS)
+        table = render_table(rows(get_json(url, netns=ns)), COLUMNS)
         stamp = time.strftime("%H:%M:%S")
         if live and sys.stdout.isatty():
             click.clear()
-        click.echo(f"netplane top - {stamp} - {base_url(host)}\n{table}")
+        click.echo(f"netplane top - {stamp} - {base}\n{table}")
         i += 1
         if iterations is not None and i >= iterations:
             return

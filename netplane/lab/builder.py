@@ -24,7 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netplane import context, netns
 from netplane.errors import ConfigError, KernelError, LabError
-from netplane.lab.state import LabState, lab_dir, list_labs
+from netplane.lab.state import LabState, list_labs
 from netplane.lab.topology import Topology
 from netplane.store.embedded import EmbeddedEtcd, EtcdSpec, is_our_process, stop_pid
 
@@ -142,6 +142,14 @@ class Lab:
             br = _idx(sw, "br0")
             sw.link("set", index=br, mtu=t.mtu, state="up")
             sw.addr("add", index=br, address=str(t.etcd_ip), prefixlen=t.underlay.prefixlen)
+            # The switch is also the hosts' default gateway, one with no way out: with
+            # forwarding on and a "prohibit" default route it answers ICMP at once, so
+            # anything sent beyond the underlay stays in the lab and fails fast.
+            with netns.inside(t.switch_netns), open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+                f.write("1")
+            # "administratively prohibited" is a hard error even for unconnected UDP, so
+            # resolvers give up at once rather than after their timeouts
+            sw.route("add", dst="0.0.0.0/0", type="prohibit")
             # hosts: namespace + veth (eth0 in the host, <host> in the switch) + address
             for h in t.hosts:
                 ns = t.netns(h.name)
@@ -159,9 +167,9 @@ class Lab:
                     hi.link("set", index=eth0, mtu=t.mtu)
                     hi.addr("add", index=eth0, address=str(h.underlay_ip), prefixlen=t.underlay.prefixlen)
                     hi.link("set", index=eth0, state="up")
-                    # Like a real host, a default route (to the switch, which forwards
-                    # nothing: traffic to unknown addresses stays inside the lab). Service
-                    # VIPs need a route for kube-proxy-style DNAT in nat OUTPUT to apply.
+                    # Like a real host, a default route (to the switch, which has no way
+                    # out: traffic to unknown addresses stays inside the lab). Service VIPs
+                    # need a route for kube-proxy-style DNAT in nat OUTPUT to apply.
                     hi.route("add", dst="0.0.0.0/0", gateway=str(t.etcd_ip), oif=eth0)
                     port = _idx(sw, h.name)
                     sw.link("set", index=port, master=br, mtu=t.mtu, state="up")

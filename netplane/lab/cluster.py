@@ -30,6 +30,10 @@ def agent_argv(lab: Lab, host: str) -> list[str]:
         "--iface", "eth0",
         "--subnet-file", str(lab.host_dir(host) / "subnet.env"),
         "--health-listen", f"{t.host(host).underlay_ip}:9100",
+        # the host's own cgroup subtree stands in for its containers until pods have cgroups
+        "--stats-listen", f"{t.host(host).underlay_ip}:4194",
+        "--stats-source", "cgroup",
+        "--stats-cgroup", f"/netplane/{t.name}/{host}",
     ]
     if t.proxy != "none" and _agent_has_proxy():
         argv += ["--proxy-mode", t.proxy, "--proxy-cgroup", str(lab.cgroup(host))]
