@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any, Literal
 
+from prometheus_client import CollectorRegistry
+
 from netplane.errors import ConfigError, NetplaneError
 from netplane.proxy.backend import ProxyBackend
 from netplane.proxy.desired import LbEntry, LbKey, ProxyState, compute
+from netplane.proxy.metrics import ProxyMetrics
 from netplane.proxy.model import Endpoints, Service, decode_endpoints, decode_service
 from netplane.store import EtcdStore, Keys
 from netplane.store.watch import View, reflect
@@ -41,6 +44,7 @@ class ProxyStats:
     full_syncs: int = 0
     errors: int = 0
     last_sync_seconds: float = 0.0
+    last_full_seconds: float = 0.0
     last_sync_at: float = 0.0
     services: int = 0
     history: list[tuple[float, float, bool]] = field(default_factory=list)  # (at, seconds, full)
@@ -90,6 +94,7 @@ class ProxyComponent:
         instance: str | None = None,
         resync_interval: float = 60.0,
         backend: ProxyBackend | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -100,6 +105,7 @@ class ProxyComponent:
             mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns
         )
         self.resync_interval = resync_interval
+        self.metrics = ProxyMetrics(registry, mode=self.backend.name) if registry is not None else None
         self.stats = ProxyStats()
         self.state: ProxyState = ProxyState({})
         self.synced = threading.Event()
@@ -157,7 +163,10 @@ class ProxyComponent:
         dirty: set[str] = set()
         last_full = 0.0
         while not stop.is_set():
-            timeout = max(0.05, self.resync_interval - (time.monotonic() - last_full)) if last_full else None
+            # periodic full resync repairs drift; never let it take more than ~5% of the time
+            # (an iptables full sync at 10,000 services takes seconds)
+            interval = max(self.resync_interval, 20 * self.stats.last_full_seconds)
+            timeout = max(0.05, interval - (time.monotonic() - last_full)) if last_full else None
             try:
                 item = self._q.get(timeout=timeout)
             except queue.Empty:
@@ -193,6 +202,8 @@ class ProxyComponent:
                 dirty = set()
             except Exception as e:
                 self.stats.errors += 1
+                if self.metrics is not None:
+                    self.metrics.observe(full=need_full, seconds=0.0, ok=False, services=0, entries=0)
                 if isinstance(e, NetplaneError):
                     log.error("proxy sync (%s) failed: %s; retrying with a full sync", self.backend.name, e)
                 else:
@@ -263,6 +274,10 @@ class ProxyComponent:
         self.stats.syncs += 1
         self.stats.full_syncs += int(full)
         self.stats.last_sync_seconds = dt
+        if full:
+            self.stats.last_full_seconds = dt
+        if self.metrics is not None:
+            self.metrics.observe(full=full, seconds=dt, ok=True, services=len(self._services), entries=len(self.state.entries))
         self.stats.last_sync_at = time.time()
         self.stats.services = len(self._services)
         self.stats.history = (self.stats.history + [(self.stats.last_sync_at, dt, full)])[-100:]
@@ -289,6 +304,7 @@ def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyCompon
             node_ip=u.public_ip if u else None,
             local_cidr=lease.subnet if lease else None,
             netns=agent.opts.netns_name,
+            registry=agent.metrics.registry,
         )
 
     return make

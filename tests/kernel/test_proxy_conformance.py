@@ -317,3 +317,20 @@ def test_restart_breaks_neither_established_nor_new_connections(
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+def test_connected_udp_sockets_spread(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    """connect()ed UDP sockets (eBPF: connect4 picks the backend) each reach one backend."""
+    vip = make_service(store, keys, "cudp", ips=list(BACKENDS.values()), port=f"53:{PORT}", udp=True)
+    proxy()
+    code = (
+        "import socket, collections, json\n"
+        "c = collections.Counter()\n"
+        "for _ in range(300):\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n"
+        f"    s.connect(('{vip}', 53)); s.send(b'x'); c[s.recv(100).decode().strip()] += 1; s.close()\n"
+        "print(json.dumps(c))\n"
+    )
+    p = subprocess.run(topo.wrap([sys.executable, "-c", code], topo.node), capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    assert_even(json.loads(p.stdout), ALL, 300)

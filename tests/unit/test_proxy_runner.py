@@ -56,8 +56,11 @@ def test_first_sync_has_endpoints_then_partial_syncs(store: EtcdStore, keys: Key
     api = ServiceAPI(store, keys)
     for i in range(3):
         api.create(svc(f"s{i}"), cluster_ip=None, endpoints=(IPv4Address(f"10.0.0.{i + 1}"),))
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
     rec = Recorder()
-    comp = ProxyComponent(store, keys, backend=rec)
+    comp = ProxyComponent(store, keys, backend=rec, registry=reg)
     comp.start()
     try:
         rec.wait(lambda: len(rec.calls) >= 1)
@@ -76,6 +79,10 @@ def test_first_sync_has_endpoints_then_partial_syncs(store: EtcdStore, keys: Key
         api.create(svc("s9"), cluster_ip=None)
         rec.wait(lambda: LbKey("s9", "http") in rec.calls[-1][0].entries)
         assert not any(k.service == "broken" for k in rec.calls[-1][0].entries)
+        time.sleep(0.1)
+        labels = {"mode": "recorder", "kind": "partial", "result": "ok"}
+        assert (reg.get_sample_value("netplane_proxy_syncs_total", labels) or 0) >= 3
+        assert reg.get_sample_value("netplane_proxy_services", {"mode": "recorder"}) == 3  # s0, s1, s9
     finally:
         comp.stop()
     assert rec.closed
@@ -129,8 +136,11 @@ def test_for_agent_takes_underlay_and_subnet_from_the_agent(store: EtcdStore, ke
     from netplane.proxy.runner import for_agent
     from netplane.vxlan.desired import Underlay
 
+    from prometheus_client import CollectorRegistry
+
     agent = SimpleNamespace(
         store=store, keys=keys, opts=SimpleNamespace(node="h1", netns_name=None),
+        metrics=SimpleNamespace(registry=CollectorRegistry()),
         state=SimpleNamespace(underlay=Underlay("eth0", IPv4Interface("10.98.1.2/24"), 1500),
                               lease=SimpleNamespace(subnet=IPv4Network("10.244.3.0/24"))),
     )
