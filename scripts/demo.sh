@@ -54,9 +54,20 @@ step "host h1's overlay state in the kernel vs etcd (netplane net show --host h1
 step "one probe traced across the underlay (netplane net trace)"
 "$NP" net trace --from h3 --pod np-demo-p-client --to "$(pod_ip web1)" || true
 
-if [ -x "$ROOT/scripts/demo-services.sh" ]; then
-  "$ROOT/scripts/demo-services.sh"
-fi
+step "a service over the pods on h1 and h2 (netplane svc create)"
+for p in web1 web2; do
+  "$NP" lab exec --name demo -d "$p" -- "$VENV/bin/python" -m netplane.proxy.probe serve --name "$p" --port 8080 >/dev/null
+done
+"$NP" svc create web --port 80:8080 --endpoint "$(pod_ip web1)" --endpoint "$(pod_ip web2)"
+"$NP" svc list
+vip=$("$NP" svc show web -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["cluster_ip"])')
+sleep 1
+
+step "100 connections from the client pod on h3 to $vip:80 spread over both pods"
+"$NP" lab exec --name demo client -- "$VENV/bin/python" -m netplane.proxy.probe probe "$vip:80" -n 100
+
+step "how h3's proxy implements it (netplane proxy dump --host h3 web)"
+"$NP" proxy dump --host h3 web
 
 cat <<'TXT'
 
@@ -64,5 +75,7 @@ The demo lab stays up. Things to try:
   .venv/bin/netplane lab status                 hosts, subnets, etcd health
   .venv/bin/netplane lab exec h1 -- ip -br addr  run anything on a host (or pod: lab exec web1 -- ...)
   .venv/bin/netplane net subnets / net show --host h2 / net trace --from h1 --to <pod ip>
+  .venv/bin/netplane svc list / svc show web / proxy dump --host h1 web
+  .venv/bin/netplane stats --host h1 / top --host h2    per-host resource usage
   make demo-down                                 remove the lab (nothing is left behind)
 TXT

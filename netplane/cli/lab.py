@@ -126,12 +126,16 @@ def list_(output: str) -> None:
 
 @lab.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--name", help="Lab name. Default: the current lab.")
+@click.option("--detach", "-d", is_flag=True, help="Start COMMAND in the background (stopped by 'lab down'); print its pid.")
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(name: str | None, target: str, command: tuple[str, ...]) -> None:
+def exec_(name: str | None, detach: bool, target: str, command: tuple[str, ...]) -> None:
     """Run COMMAND on lab host (or pod) TARGET, in its network namespace and its host's cgroup.
 
-    Example: netplane lab exec h1 -- ping -c1 10.99.0.12
+    \b
+    Examples:
+      netplane lab exec h1 -- ping -c1 10.99.0.12
+      netplane lab exec -d web1 -- python3 -m http.server 8080
     """
     from netplane.lab import pods
 
@@ -143,11 +147,13 @@ def exec_(name: str | None, target: str, command: tuple[str, ...]) -> None:
         raise ConfigError("no command given (netplane lab exec HOST -- CMD ...)")
     if shutil.which(command[0]) is None:
         raise ConfigError(f"command not found: {command[0]}")
-    if pod is not None:
-        rc = lab_.exec(pod["host"], command, netns=pod["netns"]).returncode
-    else:
-        lab_.topology.host(target)
-        rc = lab_.exec(target, command).returncode
+    host, ns = (pod["host"], pod["netns"]) if pod is not None else (lab_.topology.host(target).name, None)
+    if detach:
+        n = len(lab_.state.find("process", role="exec"))
+        pid = lab_.spawn_on(host, command, role="exec", marker=" ".join(command), log_name=f"exec-{n}.log", netns=ns)
+        click.echo(f"{pid} (output: {lab_.host_dir(host) / f'exec-{n}.log'})")
+        return
+    rc = lab_.exec(host, command, netns=ns).returncode
     if rc:
         click.get_current_context().exit(rc)
 

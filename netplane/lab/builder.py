@@ -257,10 +257,11 @@ class Lab:
 
     # ------------------------------------------------------------------ processes
     def spawn_on(
-        self, host: str, argv: Sequence[str], *, role: str, marker: str, log_name: str
+        self, host: str, argv: Sequence[str], *, role: str, marker: str, log_name: str, netns: str | None = None
     ) -> int:
-        """Start a long-running process in a host's namespace and cgroup; recorded for down."""
-        p = self._spawn(argv, log_path=self.host_dir(host) / log_name, ns=self.netns(host), cgroup=self.cgroup(host))
+        """Start a long-running process in a host's (or pod's) namespace and the host's cgroup;
+        recorded for down."""
+        p = self._spawn(argv, log_path=self.host_dir(host) / log_name, ns=netns or self.netns(host), cgroup=self.cgroup(host))
         self.state.record("process", role=role, host=host, pid=p.pid, marker=marker)
         return p.pid
 

@@ -161,3 +161,17 @@ def test_up_rejects_bad_input(args: list[str], state_dir: Path, cleanup_labs: No
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert not os.path.exists("/run/netns/np-BAD-sw")
+
+
+def test_cli_exec_detach_is_stopped_by_down(state_dir: Path, cleanup_labs: None) -> None:
+    env = {**os.environ, "NETPLANE_STATE_DIR": str(state_dir)}
+    _cli("lab", "up", "--name", "tdet", "--hosts", "1", "--no-agents", "--underlay", "10.98.8.0/24", env=env)
+    r = _cli("lab", "exec", "--name", "tdet", "-d", "h1", "--", "sleep", "1234", env=env)
+    pid = int(r.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while "sleep 1234" not in _cmdline(str(pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _cmdline(str(pid)).strip() == "sleep 1234"
+    assert Path(f"/proc/{pid}/cgroup").read_text().strip().endswith("/netplane/tdet/h1")
+    _cli("lab", "down", "--name", "tdet", env=env)
+    assert not Path(f"/proc/{pid}").exists() or "sleep 1234" not in _cmdline(str(pid))
