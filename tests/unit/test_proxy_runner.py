@@ -133,10 +133,10 @@ def test_for_agent_takes_underlay_and_subnet_from_the_agent(store: EtcdStore, ke
     from ipaddress import IPv4Interface, IPv4Network
     from types import SimpleNamespace
 
+    from prometheus_client import CollectorRegistry
+
     from netplane.proxy.runner import for_agent
     from netplane.vxlan.desired import Underlay
-
-    from prometheus_client import CollectorRegistry
 
     agent = SimpleNamespace(
         store=store, keys=keys, opts=SimpleNamespace(node="h1", netns_name=None),
