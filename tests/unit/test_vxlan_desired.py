@@ -84,3 +84,17 @@ def test_route_switching_to_direct_is_replaced_not_deleted() -> None:
     ch = diff(desired(cfg, UL, OURS, [OURS, PEER2]), old)
     assert ch.add_routes == (Route(PEER2.subnet, IPv4Address("192.168.0.12"), "eth0", onlink=False),)
     assert ch.del_routes == ()
+
+
+def test_overlapping_keys_keep_the_first_and_many_peers_stay_cheap() -> None:
+    import time
+
+    big = lease("10.244.2.0/23", "192.168.0.20", "02:00:00:00:00:20")  # overlaps 10.244.2.0/24 and .3.0/24
+    d = desired(CFG, UL, OURS, [OURS, PEER3, PEER2, big])
+    assert [str(p.subnet) for p in d.peers] == ["10.244.2.0/23"]
+    many = [lease(f"10.244.{2 + i // 250}.{i % 250}/32", f"172.16.{i // 250}.{1 + i % 250}", "02:00:00:00:01:01")
+            for i in range(2000)]
+    t0 = time.perf_counter()
+    d = desired(CFG, UL, OURS, [OURS, *many])
+    assert len(d.peers) == 2000
+    assert time.perf_counter() - t0 < 1.0
