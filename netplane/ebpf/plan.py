@@ -76,10 +76,11 @@ def frontends_of(e: LbEntry, local_cidr: IPv4Network | None) -> list[tuple[Front
     bes = [(ip_u32(b.ip), port_u16(b.port)) for b in e.backends]
     out = [((ip_u32(e.vip), port_u16(e.port), proto), bes, flags, timeout)]
     if e.node_port is not None:
-        # NodePort at tc answers through this host's underlay: prefer backends on this host
-        # (externalTrafficPolicy=Local); all backends when none is local or locality unknown.
-        local = [(ip_u32(b.ip), port_u16(b.port)) for b in e.backends if local_cidr and b.ip in local_cidr]
-        out.append(((0, port_u16(e.node_port), proto), local or bes, flags, timeout))
+        # NodePort at tc translates replies on their way out of this host's underlay, which a
+        # pod on another host would bypass: use this host's pods only (Kubernetes'
+        # externalTrafficPolicy=Local; a host without one refuses). Locality unknown: all.
+        nbes = bes if local_cidr is None else [(ip_u32(b.ip), port_u16(b.port)) for b in e.backends if b.ip in local_cidr]
+        out.append(((0, port_u16(e.node_port), proto), nbes, flags, timeout))
     return out
 
 

@@ -75,7 +75,7 @@ def test_partial_plan_touches_only_changed_keys() -> None:
     assert ips == {ip_u32(IP("10.0.7.1")), ip_u32(IP("10.0.7.9"))}
 
 
-def test_nodeport_frontend_prefers_local_backends() -> None:
+def test_nodeport_frontend_uses_local_backends_only() -> None:
     e = entry("np", ["10.244.1.5", "10.244.2.5"], node_port=30080, affinity=60)
     r = apply(MapState(), st(e), local_cidr=IPv4Network("10.244.2.0/24"))
     nf = (0, port_u16(30080), 6)
@@ -84,6 +84,8 @@ def test_nodeport_frontend_prefers_local_backends() -> None:
     assert r.backends[r.slots[(*nf, 1)]][0] == ip_u32(IP("10.244.2.5"))
     r2 = apply(MapState(), st(e), local_cidr=None)
     assert r2.heads[nf][1] == 2
+    r3 = apply(MapState(), st(e), local_cidr=IPv4Network("10.244.9.0/24"))  # no pod here: refuse
+    assert r3.heads[nf][1] == 0 and r3.heads[(ip_u32(IP("10.96.0.10")), port_u16(80), 6)][1] == 2
 
 
 def test_no_backends_keeps_head_with_zero_count() -> None:
