@@ -3,7 +3,8 @@
  * cgroup v2 connect4 rewrites the destination of TCP and connected-UDP sockets from a
  * service VIP:port to a backend, once, at connect time: no per-packet NAT afterwards.
  * sendmsg4 does the same for each unconnected UDP datagram and records the translation
- * by socket cookie; recvmsg4 rewrites the source of replies back to the VIP.
+ * by socket cookie (connect4 too); recvmsg4 rewrites the source of replies back to the VIP and
+ * getpeername4 reports the VIP as the peer, so the application never sees the backend.
  * A service with no backends refuses (ECONNREFUSED). */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/in.h>
@@ -12,7 +13,7 @@
 
 #include "lb_maps.h"
 
-BPF_TABLE_PINNED("lru_hash", struct lb_rev_key, struct lb_rev_val, lb_revnat, 65536, PIN_DIR "/lb_revnat");
+BPF_TABLE_PINNED("lru_hash", struct lb_rev_key, struct lb_rev_val, lb_revnat, 262144, PIN_DIR "/lb_revnat");
 
 #define NP_ECONNREFUSED 111
 static long (*np_set_retval)(int retval) = (void *)187; /* BPF_FUNC_set_retval */
@@ -76,7 +77,7 @@ static __always_inline int lb4(struct bpf_sock_addr *ctx, int record_rev)
         nv.backend_id = backend_id;
         lb_affinity.update(&ak, &nv);
     }
-    if (proto == IPPROTO_UDP && record_rev) {
+    if (record_rev) {
         struct lb_rev_key rk = {};
         rk.cookie = np_socket_cookie(ctx);
         rk.ip = b->ip;
@@ -102,6 +103,20 @@ int np_sendmsg4(struct bpf_sock_addr *ctx)
 }
 
 int np_recvmsg4(struct bpf_sock_addr *ctx)
+{
+    struct lb_rev_key rk = {};
+    rk.cookie = np_socket_cookie(ctx);
+    rk.ip = ctx->user_ip4;
+    rk.port = (u16)ctx->user_port;
+    struct lb_rev_val *rv = lb_revnat.lookup(&rk);
+    if (rv) {
+        ctx->user_ip4 = rv->vip;
+        ctx->user_port = (u32)rv->port;
+    }
+    return 1;
+}
+
+int np_getpeername4(struct bpf_sock_addr *ctx)
 {
     struct lb_rev_key rk = {};
     rk.cookie = np_socket_cookie(ctx);

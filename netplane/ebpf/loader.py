@@ -1,6 +1,6 @@
 """The eBPF data plane (adapter): compiles the programs with bcc, attaches them, fills the maps.
 
-- lb.bpf.c: connect4 / sendmsg4 / recvmsg4 attached to one cgroup v2 directory (the host's
+- lb.bpf.c: connect4 / sendmsg4 / recvmsg4 / getpeername4 attached to one cgroup v2 directory (the host's
   subtree; never the machine's root cgroup).
 - nodeport.bpf.c: tc ingress/egress on the underlay interface, when an interface and node IP
   are given.
@@ -75,6 +75,7 @@ def _attach_types() -> dict[str, int]:
         "np_connect4": BPFAttachType.CGROUP_INET4_CONNECT,
         "np_sendmsg4": BPFAttachType.CGROUP_UDP4_SENDMSG,
         "np_recvmsg4": BPFAttachType.CGROUP_UDP4_RECVMSG,
+        "np_getpeername4": BPFAttachType.CGROUP_INET4_GETPEERNAME,
     }
 
 

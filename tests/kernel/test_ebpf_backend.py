@@ -21,7 +21,7 @@ from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
 from netplane.proxy.dump import frontend_names
 
 CG_ROOT = Path("/sys/fs/cgroup/unified")
-PROGS = {"cgroup_inet4_connect", "cgroup_udp4_sendmsg", "cgroup_udp4_recvmsg"}
+PROGS = {"cgroup_inet4_connect", "cgroup_udp4_sendmsg", "cgroup_udp4_recvmsg", "cgroup_inet4_getpeername"}
 
 
 @pytest.fixture

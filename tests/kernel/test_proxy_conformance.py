@@ -334,3 +334,21 @@ def test_connected_udp_sockets_spread(store: EtcdStore, keys: Keys, topo: Topo, 
     p = subprocess.run(topo.wrap([sys.executable, "-c", code], topo.node), capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
     assert_even(json.loads(p.stdout), ALL, 300)
+
+
+def test_client_sees_the_vip_as_its_peer(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    """getpeername() on a connected socket names the VIP, not the backend (TCP and UDP)."""
+    vip = make_service(store, keys, "web", ips=list(BACKENDS.values()))
+    make_service(store, keys, "dns", ips=list(BACKENDS.values()), port=f"53:{PORT}", udp=True)
+    proxy()
+    dns_vip = ServiceAPI(store, keys).get("dns")[0].cluster_ip
+    code = (
+        "import socket, json\n"
+        f"t = socket.create_connection(('{vip}', 80), timeout=2); t.recv(100)\n"
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)\n"
+        f"u.connect(('{dns_vip}', 53)); u.send(b'x'); u.recv(100)\n"
+        "print(json.dumps([t.getpeername(), u.getpeername()]))\n"
+    )
+    p = subprocess.run(topo.wrap([sys.executable, "-c", code], topo.node), capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [[str(vip), 80], [str(dns_vip), 53]]
