@@ -146,6 +146,24 @@ def _host_netns(host: str | None) -> str | None:
     raise NotFoundError(f"no lab host or network namespace named {host!r}")
 
 
+def _lab_pod(name: str) -> tuple[str, str] | None:
+    """(host netns, pod netns) of a pod of the current lab, if `name` is one."""
+    ctx = context.load_context()
+    if ctx is None or not ctx.lab:
+        return None
+    from netplane.lab import Lab, list_labs
+
+    if ctx.lab not in list_labs():
+        return None
+    lab = Lab.load(ctx.lab)
+    try:
+        from netplane.lab import pods
+    except ImportError:  # pragma: no cover - older lab without pods
+        return None
+    item = pods.find(lab, name)
+    return (lab.netns(item["host"]), item["netns"]) if item else None
+
+
 @net.command("show")
 @click.option("--host", help="Lab host (or network namespace). Default: this namespace.")
 @output_option
@@ -164,8 +182,8 @@ def show(settings: Settings, host: str | None, output: str) -> None:
 
 
 @net.command("trace")
-@click.option("--from", "src", required=True, metavar="HOST", help="Lab host (or netns) to send from; its underlay is captured.")
-@click.option("--pod", metavar="NETNS", help="Send from this pod namespace on HOST instead of the host itself.")
+@click.option("--from", "src", required=True, metavar="HOST|POD", help="Lab host or lab pod (or a netns) to send from; the host's underlay is captured.")
+@click.option("--pod", metavar="POD|NETNS", help="Send from this pod (lab pod name or netns) on HOST instead of the host itself.")
 @click.option("--to", "dst", required=True, metavar="IP", help="Destination address (a pod on another host).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
 @output_option
@@ -173,6 +191,7 @@ def show(settings: Settings, host: str | None, output: str) -> None:
 def trace_cmd(settings: Settings, src: str, pod: str | None, dst: str, timeout: float, output: str) -> None:
     """Send a probe across the overlay, decode the VXLAN packets on the underlay, show the path.
 
+    Example: netplane net trace --from pa --to 10.244.22.2   (pa: a lab pod; or --from h1)
     Exits 1 when the probe gets no reply.
     """
     from netplane.subnet.config import load_config
@@ -183,9 +202,17 @@ def trace_cmd(settings: Settings, src: str, pod: str | None, dst: str, timeout: 
         to = IPv4Address(dst)
     except ValueError as e:
         raise ConfigError(f"--to {dst!r} is not an IPv4 address") from e
-    host_ns = _host_netns(src)
+    as_pod = _lab_pod(src) if pod is None else None
+    host_ns: str | None
+    if as_pod is not None:
+        host_ns, pod = as_pod
+    else:
+        host_ns = _host_netns(src)
     if pod is not None and not netns.exists(pod):
-        raise NotFoundError(f"no network namespace {pod!r}")
+        found = _lab_pod(pod)
+        if found is None:
+            raise NotFoundError(f"no lab pod or network namespace {pod!r}")
+        pod = found[1]
     kv = settings.store().get(settings.keys().network_config)
     if kv is None:
         raise NotFoundError(f"no network config at {settings.keys().network_config}")

@@ -146,6 +146,10 @@ def test_three_hosts_pods_ping_across_and_the_wire_carries_vxlan(lab_factory: Ca
     r = cli("net", "trace", "--from", "h1", "--pod", ps[0]["netns"], "--to", ps[2]["ip"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "UDP VXLAN vni 1" in r.stdout and ":4789" in r.stdout and "reply  received" in r.stdout
+    r = cli("net", "trace", "--from", ps[1]["name"], "--to", ps[0]["ip"], "-o", "json")  # a lab pod by name
+    t = json.loads(r.stdout)
+    assert r.returncode == 0 and t["arrived"] and {h["direction"] for h in t["vxlan"]} == {"request", "reply"}
+    assert all(h["vni"] == 1 and h["dport"] == 4789 for h in t["vxlan"])
     silent = str(subnets["h3"].network_address + 250)  # routed across the overlay, nobody answers
     r = cli("net", "trace", "--from", "h1", "--to", silent, "--timeout", "0.5")
     assert r.returncode == 1 and "NOT received" in r.stdout and "request outer" in r.stdout
