@@ -197,8 +197,7 @@ def test_deleted_or_expired_lease_disappears_from_peers(lab_factory: Callable[..
     time.sleep(1.5)
     lab.stop_process(agent_item(lab, "h2"), sig=signal.SIGKILL)
     wait_for(lambda: str(subnets["h2"]) not in peer_subnets(lab, "h1"), 12, "expired lease gone")
-    assert in_sync_everywhere(lab, 0) is False  # h2/h3 no longer run an agent, but h1 is in sync:
-    assert state(lab, "h1")["in_sync"] and state(lab, "h1")["peers"] == []
+    assert state(lab, "h1")["in_sync"] and state(lab, "h1")["peers"] == []  # h1 holds no leftovers
 
 
 def test_racing_agents_end_with_distinct_subnets(lab_factory: Callable[..., Lab]) -> None:
