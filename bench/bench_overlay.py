@@ -303,7 +303,8 @@ def bench_leases(clients: int) -> dict[str, Any]:
 def write(results: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "overlay.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    L = ["# Overlay benchmarks", "", f"Run {results['when']} on {results['machine']} (`bench/bench_overlay.py`).", ""]
+    L = ["# Overlay benchmarks", "", f"Last run {results['when']} on {results['machine']} (`bench/bench_overlay.py`); "
+         "each section says when it was measured (`--only` re-runs one section).", ""]
     t = results.get("throughput")
     if t:
         m, g = t["median_gbps"], t["gbps"]
@@ -312,7 +313,7 @@ def write(results: dict[str, Any]) -> None:
             r = "1.00 (baseline)" if ratio is None else f"{ratio:.2f}"
             return f"| {label} | {m[key]:.2f} | {', '.join(f'{x:.1f}' for x in g[key])} | {r} vs {base} |"
 
-        L += ["## Pod-to-pod TCP throughput across hosts (iperf3)", "",
+        L += ["## Pod-to-pod TCP throughput across hosts (iperf3)", "", f"Measured {t.get('when', results['when'])}.", "",
               (f"Two lab hosts on a veth/bridge underlay; {t['rounds']} rounds of {t['seconds']} s per path, the "
                "order rotated each round. Ratio = median over rounds of (path / underlay in the same round); each "
                "phase has its own underlay baseline."), "",
@@ -328,7 +329,7 @@ def write(results: dict[str, Any]) -> None:
                    f"({t['ratio']:.2f}; ratio of the medians {t['ratio_of_medians']:.2f})."), ""]
     c = results.get("convergence")
     if c:
-        L += ["## Convergence: lease put -> route + FDB + neighbor on every other host", "",
+        L += ["## Convergence: lease put -> route + FDB + neighbor on every other host", "", f"Measured {c.get('when', results['when'])}.", "",
               (f"{c['joins']} joins into a {c['hosts']}-host lab (agents watching etcd), one after another, "
                "peers accumulating; then the same number of leaves (lease delete -> entries gone everywhere)."), "",
               "| event | p50 ms | p99 ms | max ms | mean ms |", "|---|---|---|---|---|",
@@ -341,7 +342,7 @@ def write(results: dict[str, Any]) -> None:
               f"Goal: join p99 <= 200 ms — {'met' if c['join_ms']['p99'] <= 200 else 'NOT met'}.", ""]
     le = results.get("leases")
     if le:
-        L += [f"## {le['clients']} lease clients acquiring at once", "",
+        L += [f"## {le['clients']} lease clients acquiring at once", "", f"Measured {le.get('when', results['when'])}.", "",
               f"Each client has its own etcd connection; {le['subnets_available']} /24 subnets available in 10.244.0.0/16.", "",
               "| mode | acquired | distinct | failures | lost races retried | total ms | per-client p50 ms | p99 ms |",
               "|---|---|---|---|---|---|---|---|"]
@@ -367,13 +368,13 @@ def main() -> None:
     if args.only and old.exists():
         results = {**json.loads(old.read_text()), "when": results["when"]}
     if args.only in (None, "leases"):
-        results["leases"] = bench_leases(100)
+        results["leases"] = {**bench_leases(100), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(json.dumps(results["leases"], indent=1, default=str))
     if args.only in (None, "convergence"):
-        results["convergence"] = bench_convergence(40 if args.quick else 200)
+        results["convergence"] = {**bench_convergence(40 if args.quick else 200), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(json.dumps(results["convergence"], indent=1))
     if args.only in (None, "throughput"):
-        results["throughput"] = bench_throughput(2 if args.quick else 5, 3 if args.quick else 8)
+        results["throughput"] = {**bench_throughput(2 if args.quick else 5, 3 if args.quick else 8), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(json.dumps(results["throughput"], indent=1))
     write(results)
 
