@@ -303,8 +303,8 @@ def bench_leases(clients: int) -> dict[str, Any]:
 def write(results: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "overlay.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    L = ["# Overlay benchmarks", "", f"Last run {results['when']} on {results['machine']} (`bench/bench_overlay.py`); "
-         "each section says when it was measured (`--only` re-runs one section).", ""]
+    L = ["# Overlay benchmarks", "", (f"Last run {results['when']} on {results['machine']} (`bench/bench_overlay.py`); "
+                                     "each section says when it was measured (`--only` re-runs one section)."), ""]
     t = results.get("throughput")
     if t:
         m, g = t["median_gbps"], t["gbps"]
