@@ -73,11 +73,14 @@ def start(lab: Lab, *, wait: float = 20.0) -> None:
 
 
 def wait_subnets(lab: Lab, *, timeout: float) -> dict[str, str]:
+    """Until every host holds a lease and its agent has set the host up (subnet file)."""
     deadline = time.monotonic() + timeout
     subnets: dict[str, str] = {}
     while time.monotonic() < deadline:
         subnets = host_subnets(lab)
-        if len(subnets) == len(lab.topology.hosts):
+        # the agent writes its subnet file last, once bridge, forwarding and iptables are ready
+        ready = all((lab.host_dir(h) / "subnet.env").exists() for h in subnets)
+        if len(subnets) == len(lab.topology.hosts) and ready:
             return subnets
         for p in lab.state.find("process", role="agent"):
             if not _alive(p):
