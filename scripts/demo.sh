@@ -52,7 +52,7 @@ step "host h1's overlay state in the kernel vs etcd (netplane net show --host h1
 "$NP" net show --host h1
 
 step "one probe traced across the underlay (netplane net trace)"
-"$NP" net trace --from h3 --pod np-demo-p-client --to "$(pod_ip web1)" || true
+"$NP" net trace --from client --to "$(pod_ip web1)"
 
 step "a service over the pods on h1 and h2 (netplane svc create)"
 for p in web1 web2; do

@@ -133,14 +133,11 @@ def _host_netns(host: str | None) -> str | None:
     """A lab host name (current lab) or a network namespace name; None: this namespace."""
     if host is None:
         return None
-    ctx = context.load_context()
-    if ctx is not None and ctx.lab:
-        from netplane.lab import Lab, list_labs
+    from netplane.lab.resolve import lab_host
 
-        if ctx.lab in list_labs():
-            lab = Lab.load(ctx.lab)
-            if any(h.name == host for h in lab.topology.hosts):
-                return lab.netns(host)
+    lh = lab_host(host)
+    if lh is not None:
+        return lh.netns
     if netns.exists(host):
         return host
     raise NotFoundError(f"no lab host or network namespace named {host!r}")
