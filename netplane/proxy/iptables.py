@@ -113,7 +113,9 @@ class IptablesBackend:
             ]
             if service is not None:
                 pat = re.compile(r'--comment "?' + re.escape(service) + ":")
-                mine = [ln for ln in mine if pat.search(ln)]
+                rules = [ln for ln in mine if ln.startswith("-A ") and pat.search(ln)]
+                chains = {ln.split()[1] for ln in rules}
+                mine = [ln for ln in mine if ln.startswith(":") and ln[1:].split()[0] in chains] + rules
             if mine:
                 lines += [f"*{table}", *mine]
         return "\n".join(lines)

@@ -103,6 +103,7 @@ def test_cli_dump_and_cleanup(make_netns: Callable[[str], str], store: EtcdStore
     assert p.returncode == 0, p.stderr
     assert f"-d {made.cluster_ip}/32" in p.stdout and "DNAT --to-destination 10.0.0.5:8080" in p.stdout
     assert '"other:http"' not in p.stdout and "other:http" not in p.stdout
+    assert ":NETPLANE-SERVICES - [0:0]" in p.stdout and ":NP-SVC-" in p.stdout and ":NP-SEP-" in p.stdout
     p = subprocess.run([*base, "dump", "--netns", ns, "nope"], capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "service nope not found" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run([*base, "cleanup", "--netns", ns, "--mode", "iptables"], capture_output=True, text=True, check=False)
