@@ -67,12 +67,18 @@ def proxy() -> None:
 @click.option("--cgroup", metavar="DIR", help="cgroup v2 directory to attach the eBPF programs to (ebpf).")
 @click.option("--iface", help="Underlay interface for NodePort at tc (ebpf).")
 @click.option("--node-ip", help="This host's address NodePorts are reached on (ebpf).")
-@click.option("--local-cidr", help="This host's pod subnet (ebpf NodePort prefers local backends).")
-@click.pass_obj
-def run(settings: Settings, mode: str, node: str, cgroup: str | None, iface: str | None, node_ip: str | None,
-        local_cidr: str | None) -> None:
+@click.option("--local-cidr", help="This host's pod subnet (ebpf NodePort uses only these backends).")
+@click.option("--cleanup", "do_cleanup", is_flag=True, help="Remove everything this proxy mode owns here, then exit (kube-proxy --cleanup).")
+@click.pass_context
+def run(ctx: click.Context, mode: str, node: str, cgroup: str | None, iface: str | None, node_ip: str | None,
+        local_cidr: str | None, do_cleanup: bool) -> None:
     """Run the proxy in this network namespace until SIGTERM/SIGINT."""
     from netplane.proxy.runner import ProxyComponent
+
+    if do_cleanup:
+        ctx.invoke(cleanup, mode=mode, host=None, netns_name=None, cgroup=cgroup, iface=iface)
+        return
+    settings: Settings = ctx.obj
 
     comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, cgroup=cgroup, iface=iface,
                           node_ip=_ip(node_ip), local_cidr=_net(local_cidr))

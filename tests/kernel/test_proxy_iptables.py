@@ -109,3 +109,10 @@ def test_cli_dump_and_cleanup(make_netns: Callable[[str], str], store: EtcdStore
     p = subprocess.run([*base, "cleanup", "--netns", ns, "--mode", "iptables"], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert ours(ns) == []
+    # kube-proxy style: `proxy run --cleanup` in the namespace itself (needs no etcd)
+    IptablesBackend(netns=ns).sync(compute(svcs, eps), full=True)
+    assert ours(ns)
+    p = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "netplane", "proxy", "run",
+                        "--mode", "iptables", "--cleanup"], capture_output=True, text=True, check=False, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert ours(ns) == []
