@@ -44,12 +44,20 @@ def svc() -> None:
 @click.option("--affinity", type=click.Choice(["None", "ClientIP"]), default="None", show_default=True,
               help="Session affinity.")
 @click.option("--affinity-timeout", type=int, default=DEFAULT_AFFINITY_TIMEOUT, show_default=True, help="Seconds.")
+@click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
+              help="Pod labels whose pods become the endpoints (for the endpoints controller; repeatable).")
 @output_option
 @click.pass_obj
 def create(settings: Settings, name: str, ports: tuple[str, ...], endpoints: tuple[str, ...], cluster_ip: str | None,
-           svc_type: str, affinity: str, affinity_timeout: int, output: str) -> None:
+           svc_type: str, affinity: str, affinity_timeout: int, selectors: tuple[str, ...], output: str) -> None:
     """Create service NAME."""
     check_name("service", name)
+    sel = []
+    for item in selectors:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise ConfigError(f"bad --selector {item!r}: expected KEY=VALUE")
+        sel.append((k, v))
     parsed = tuple(parse_port_spec(p, index=i) for i, p in enumerate(ports))
     if any(p.node_port for p in parsed) and svc_type != "NodePort":
         raise ConfigError("a nodePort needs --type NodePort")
@@ -60,6 +68,7 @@ def create(settings: Settings, name: str, ports: tuple[str, ...], endpoints: tup
         type=svc_type,  # type: ignore[arg-type]
         session_affinity=affinity,  # type: ignore[arg-type]
         affinity_timeout=affinity_timeout,
+        selector=tuple(sorted(sel)),
     )
     ips = tuple(parse_ip("endpoint", e) for e in endpoints)
     api = _api(settings)

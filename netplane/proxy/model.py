@@ -299,6 +299,7 @@ def service_to_json(svc: Service, ep: Endpoints | None) -> dict[str, Any]:
         "name": svc.name,
         "cluster_ip": str(svc.cluster_ip),
         "type": svc.type,
+        "selector": dict(svc.selector),
         "session_affinity": svc.session_affinity,
         "ports": [
             {"name": p.name, "protocol": p.protocol, "port": p.port, "target_port": p.target_port, "node_port": p.node_port}

@@ -115,9 +115,10 @@ def run(store: EtcdStore, keys: Keys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_create_show_list_endpoints_delete(store: EtcdStore, keys: Keys) -> None:
     code, out, _ = run(store, keys, "svc", "create", "web", "--port", "80:8080", "--port", "53/udp",
-                       "--endpoint", "10.244.1.2", "--cluster-ip", "10.96.0.50", "-o", "json")
+                       "--endpoint", "10.244.1.2", "--cluster-ip", "10.96.0.50", "--selector", "app=web", "-o", "json")
     assert code == 0, out
     data = json.loads(out)
+    assert data["selector"] == {"app": "web"}
     assert data["cluster_ip"] == "10.96.0.50"
     assert [(p["port"], p["target_port"], p["protocol"]) for p in data["ports"]] == [(80, 8080, "TCP"), (53, 53, "UDP")]
     assert data["endpoints"] == [{"ip": "10.244.1.2", "ready": True}]
@@ -141,6 +142,7 @@ def test_cli_create_show_list_endpoints_delete(store: EtcdStore, keys: Keys) -> 
         (["--port", "80", "--cluster-ip", "1.2.3.4"], "outside the service range"),
         (["--port", "80/tcp:1234", "--type", "NodePort"], "outside the node port range"),
         (["--port", "80", "--endpoint", "10.0.0.999"], "not an IPv4 address"),
+        (["--port", "80", "--selector", "app"], "expected KEY=VALUE"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(store: EtcdStore, keys: Keys, args: list[str], msg: str) -> None:
