@@ -76,6 +76,8 @@ struct np_ct_val {
     u32 ip;
     u16 port;
     u16 pad;
+    u32 backend_id; /* forward entries: to notice the backend went away */
+    u32 pad2;
 };
 
 BPF_TABLE_PINNED("hash", struct lb_svc_key, struct lb_svc_val, lb_services, 524288, PIN_DIR "/lb_services");

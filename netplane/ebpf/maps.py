@@ -63,12 +63,18 @@ class CtKey(ctypes.Structure):
 
 
 class CtVal(ctypes.Structure):
-    _fields_ = [("ip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+    _fields_ = [
+        ("ip", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+        ("backend_id", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
+    ]
 
 
 SIZES = {"lb_services": (ctypes.sizeof(SvcKey), ctypes.sizeof(SvcVal)), "lb_backends": (4, ctypes.sizeof(BackendVal))}
 assert ctypes.sizeof(SvcKey) == 12 and ctypes.sizeof(SvcVal) == 16 and ctypes.sizeof(BackendVal) == 12
-assert ctypes.sizeof(CtKey) == 16 and ctypes.sizeof(CtVal) == 8
+assert ctypes.sizeof(CtKey) == 16 and ctypes.sizeof(CtVal) == 16
 
 
 def ip_u32(ip: IPv4Address) -> int:

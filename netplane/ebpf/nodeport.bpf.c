@@ -2,7 +2,8 @@
  *
  * Ingress: a packet to NODE_IP:nodePort is DNATed to a backend chosen at random from the
  * service map entry (VIP 0, nodePort, proto) and the flow is remembered both ways, so every
- * later packet of the connection goes to the same backend. Egress: replies from that backend
+ * later packet of the connection goes to the same backend (a new TCP connection on a reused
+ * tuple, or a UDP flow whose backend was removed, is balanced anew). Egress: replies from that backend
  * to the client get their source rewritten back to NODE_IP:nodePort.
  * NODE_IP (network order, as a u32) and PIN_DIR come in as -D cflags. */
 #include <uapi/linux/bpf.h>
@@ -29,6 +30,7 @@ struct l4 {
     u16 dport;
     u8 proto;
     u8 udp_zero_csum;
+    u8 syn; /* a TCP SYN without ACK: a new connection, even on a known tuple */
 };
 
 static __always_inline int parse(struct __sk_buff *skb, struct iphdr **ipp, struct l4 *l)
@@ -54,6 +56,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct iphdr **ipp, stru
         l->dport = t->dest;
         l->csum_off = off + offsetof(struct tcphdr, check);
         l->udp_zero_csum = 0;
+        l->syn = t->syn && !t->ack;
     } else if (ip->protocol == IPPROTO_UDP) {
         struct udphdr *u = data + off;
         if ((void *)(u + 1) > end)
@@ -104,9 +107,23 @@ int np_nodeport_ingress(struct __sk_buff *skb)
     fk.proto = l.proto;
     struct np_ct_val be = {};
     struct np_ct_val *known = np_ct_fwd.lookup(&fk);
+    int fresh = 1;
     if (known) {
-        be = *known;
-    } else {
+        if (l.proto == IPPROTO_TCP) {
+            /* an established connection stays where it is (like conntrack); a SYN on a reused
+             * tuple is a new connection and is balanced anew */
+            fresh = l.syn;
+        } else {
+            /* UDP has no connections: a flow whose backend went away moves (iptables mode
+             * deletes the conntrack entry for the same effect) */
+            u32 kid = known->backend_id;
+            struct lb_backend *kb = lb_backends.lookup(&kid);
+            fresh = !(kb && kb->ip == known->ip && kb->port == known->port);
+        }
+        if (!fresh)
+            be = *known;
+    }
+    if (fresh) {
         struct lb_svc_key key = {};
         key.vip = 0;
         key.port = l.dport;
@@ -124,6 +141,7 @@ int np_nodeport_ingress(struct __sk_buff *skb)
             return TC_ACT_OK;
         be.ip = b->ip;
         be.port = b->port;
+        be.backend_id = id;
         np_ct_fwd.update(&fk, &be);
         struct np_ct_key rk = {};
         rk.addr1 = be.ip;

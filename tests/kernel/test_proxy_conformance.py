@@ -352,3 +352,31 @@ def test_client_sees_the_vip_as_its_peer(store: EtcdStore, keys: Keys, topo: Top
     p = subprocess.run(topo.wrap([sys.executable, "-c", code], topo.node), capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == [[str(vip), 80], [str(dns_vip), 53]]
+
+
+def test_nodeport_udp_flow_moves_off_a_removed_endpoint(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+    """From another host, one UDP socket to a nodePort: when its endpoint is removed, the same
+    flow reaches the remaining one (iptables: conntrack entry deleted; eBPF: tc flow re-balanced)."""
+    make_service(store, keys, "npu", ips=[BACKENDS["be1"]], port=f"53:{PORT}", udp=True, node_port=30054)
+    proxy()
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
+        "for line in sys.stdin:\n"
+        f"  s.sendto(b'x',('{NODE_IP}',30054)); d,p=s.recvfrom(100); print(d.decode().strip(), p[0], flush=True)\n"
+    )
+    p = subprocess.Popen(topo.wrap([sys.executable, "-c", code], topo.ext, in_cgroup=False),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdin and p.stdout
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().split() == ["be1", NODE_IP]
+        ServiceAPI(store, keys).set_endpoints("npu", (IPv4Address(BACKENDS["be2"]),))
+        time.sleep(1.0)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().split() == ["be2", NODE_IP]
+    finally:
+        p.kill()
+        p.wait()
