@@ -327,10 +327,11 @@ class Lab:
                 problems.append(f"{item['kind']} {item.get('name') or item.get('path') or item.get('pid') or ''}: {e}")
         if problems:
             raise LabError(f"lab {self.name}: could not remove: " + "; ".join(problems))
-        try:
-            (CGROUP2_ROOT / "netplane").rmdir()  # only succeeds when no other lab uses it
-        except OSError:
-            pass
+        for shared in (CGROUP2_ROOT / "netplane", Path("/sys/fs/bpf/netplane")):
+            try:
+                shared.rmdir()  # shared parents: only succeeds when nothing else uses them
+            except OSError:
+                pass
         self.state.remove_files()
         return problems
 
@@ -345,6 +346,16 @@ class Lab:
         elif kind == "netns":
             if netns.exists(item["name"]):
                 pyroute2_netns.remove(item["name"])
+        elif kind == "bpf":
+            from netplane.ebpf.loader import cleanup
+
+            ns_alive = netns.exists(item["netns"])
+            cleanup(
+                cgroup=item["cgroup"] if Path(item["cgroup"]).is_dir() else None,
+                instance=item["instance"],
+                iface=item["iface"] if ns_alive else None,
+                netns=item["netns"] if ns_alive else None,
+            )
         elif kind == "pod":
             from netplane.lab import pods
 

@@ -68,6 +68,13 @@ def start(lab: Lab, *, wait: float = 20.0) -> None:
     with store_for(lab) as s:
         ensure_network_config(lab, s)
     for h in lab.topology.hosts:
+        if lab.topology.proxy == "ebpf":
+            # recorded before the agent starts, so `lab down` (newest first) stops the agent,
+            # then detaches and unpins what its eBPF proxy pinned (pins outlive namespaces)
+            from netplane.ebpf.loader import instance_for
+
+            lab.state.record("bpf", host=h.name, cgroup=str(lab.cgroup(h.name)),
+                             instance=instance_for(lab.cgroup(h.name)), netns=lab.netns(h.name), iface="eth0")
         start_agent(lab, h.name)
     wait_subnets(lab, timeout=wait)
 
