@@ -27,3 +27,28 @@ def test_pods_across_hosts_and_teardown(lab_factory: Callable[..., Lab]) -> None
     assert not os.path.exists(f"/run/netns/{b['netns']}")
     lab.down()
     assert not os.path.exists(f"/run/netns/{a['netns']}")
+
+
+def test_ebpf_lab_down_removes_programs_and_pins(lab_factory: Callable[..., Lab]) -> None:
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from netplane.ebpf.loader import instance_for, pin_dir
+
+    lab = lab_factory(2, agents=True, proxy="ebpf")
+    pins = [pin_dir(instance_for(lab.cgroup(h.name))) for h in lab.topology.hosts]
+    deadline = time.monotonic() + 30
+    while not all(p.is_dir() and any(p.iterdir()) for p in pins) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(p.is_dir() for p in pins), "the agents' eBPF proxies never pinned their maps"
+    attached = subprocess.run(["bpftool", "cgroup", "show", str(lab.cgroup("h1"))], capture_output=True, text=True, check=True).stdout
+    assert "np_connect4" in attached
+    lab.down()
+    assert not any(p.exists() for p in pins)
+    progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    assert not any(Path(lab.cgroup(h.name)).exists() for h in lab.topology.hosts)
+    # programs were attached only to the lab's cgroups; with those gone none may stay loaded
+    # by us (other labs of a concurrent run may hold their own, so count only if alone)
+    if not Path("/sys/fs/bpf/netplane").exists():
+        assert "np_connect4" not in progs
