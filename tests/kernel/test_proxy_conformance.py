@@ -81,10 +81,9 @@ class Topo:
 def topo(make_netns: Callable[[str], str]) -> Iterator[Topo]:
     node = make_netns("node")
     ext = make_netns("ext")
+    # links are made directly inside the test's namespaces: none appears in the root namespace
     tag = uuid.uuid4().hex[:5]
-    sh("ip", "link", "add", f"npx{tag}", "type", "veth", "peer", "name", f"npy{tag}")
-    sh("ip", "link", "set", f"npx{tag}", "netns", node, "name", "ext0")
-    sh("ip", "link", "set", f"npy{tag}", "netns", ext, "name", "eth0")
+    sh("ip", "-n", node, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", ext)
     sh("ip", "-n", node, "addr", "add", f"{NODE_IP}/24", "dev", "ext0")
     sh("ip", "-n", node, "link", "set", "ext0", "up")
     sh("ip", "-n", ext, "addr", "add", f"{EXT_IP}/24", "dev", "eth0")
@@ -97,9 +96,7 @@ def topo(make_netns: Callable[[str], str]) -> Iterator[Topo]:
     for i, (name, ip) in enumerate(sorted(BACKENDS.items()), start=1):
         ns = make_netns(name)
         backends[name] = ns
-        sh("ip", "link", "add", f"npa{tag}{i}", "type", "veth", "peer", "name", f"npb{tag}{i}")
-        sh("ip", "link", "set", f"npa{tag}{i}", "netns", node, "name", f"vb{i}")
-        sh("ip", "link", "set", f"npb{tag}{i}", "netns", ns, "name", "eth0")
+        sh("ip", "-n", node, "link", "add", f"vb{i}", "type", "veth", "peer", "name", "eth0", "netns", ns)
         sh("ip", "-n", node, "addr", "add", f"10.50.{i}.1/24", "dev", f"vb{i}")
         sh("ip", "-n", node, "link", "set", f"vb{i}", "up")
         sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
