@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netplane import context, netns
+from netplane import netns
 from netplane.cli.output import emit, output_option
 from netplane.errors import ConfigError, DecodeError, NotFoundError
 from netplane.store import codec
@@ -145,20 +145,10 @@ def _host_netns(host: str | None) -> str | None:
 
 def _lab_pod(name: str) -> tuple[str, str] | None:
     """(host netns, pod netns) of a pod of the current lab, if `name` is one."""
-    ctx = context.load_context()
-    if ctx is None or not ctx.lab:
-        return None
-    from netplane.lab import Lab, list_labs
+    from netplane.lab.resolve import lab_pod
 
-    if ctx.lab not in list_labs():
-        return None
-    lab = Lab.load(ctx.lab)
-    try:
-        from netplane.lab import pods
-    except ImportError:  # pragma: no cover - older lab without pods
-        return None
-    item = pods.find(lab, name)
-    return (lab.netns(item["host"]), item["netns"]) if item else None
+    p = lab_pod(name)
+    return (p.host_netns, p.netns) if p else None
 
 
 @net.command("show")

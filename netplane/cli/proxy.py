@@ -43,17 +43,15 @@ def _net(v: str | None) -> IPv4Network | None:
 
 def _lab_host(host: str) -> tuple[str, Path]:
     """(netns, cgroup) of a host of the current lab."""
-    from netplane import context
-    from netplane.lab.builder import Lab
+    from netplane.lab.resolve import current_lab, lab_host
 
-    ctx = context.load_context()
-    if ctx is None or ctx.lab is None:
+    lab = current_lab()
+    if lab is None:
         raise NotFoundError("--host needs a running lab (no lab context; run `netplane lab up`)")
-    lab = Lab.load(ctx.lab)
-    try:
-        return lab.netns(host), lab.cgroup(host)
-    except (KeyError, ConfigError, NotFoundError) as e:
-        raise NotFoundError(f"host {host!r} is not in lab {ctx.lab}") from e
+    lh = lab_host(host)
+    if lh is None:
+        raise NotFoundError(f"host {host!r} is not in lab {lab.name}")
+    return lh.netns, Path(lh.cgroup)
 
 
 @click.group()
