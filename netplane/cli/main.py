@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import click
 
 from netplane import __version__, context
-from netplane.errors import NetplaneError, UserError
+from netplane.errors import NetplaneError, StoreError, UserError
 from netplane.store import EtcdConfig, EtcdStore, Keys
 
 log = logging.getLogger("netplane")
@@ -128,6 +128,19 @@ _OPTIONAL_GROUPS: list[tuple[str, list[str]]] = [
 _register()
 
 
+def _cause(e: NetplaneError) -> str:
+    """A short ' (caused by ...)' from the chained library error: its first line only, and
+    nothing when our message already says it (store errors summarise gRPC's multi-line text)."""
+    c = e.__cause__
+    if c is None or isinstance(e, StoreError):
+        return ""
+    lines = str(c).strip().splitlines()
+    text = lines[0][:200] if lines else ""
+    if not text or text in str(e):
+        return ""
+    return f" (caused by {type(c).__name__}: {text})"
+
+
 def _debug() -> bool:
     return logging.getLogger().isEnabledFor(logging.DEBUG)
 
@@ -154,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     except NetplaneError as e:
         if _debug():
             log.exception("failed")
-        cause = f" (caused by {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ and str(e.__cause__) not in str(e) else ""
-        click.echo(f"netplane: {e}{cause}", err=True)
+        click.echo(f"netplane: {e}{_cause(e)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -209,6 +209,15 @@ class EtcdStore:
         code = exc.code() if hasattr(exc, "code") else None
         detail = exc.details() if hasattr(exc, "details") else str(exc)
         name = code.name.lower() if code is not None else "error"
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            # gRPC's text repeats the target and wraps the OS error; keep what a user needs
+            reason = "timed out" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "unavailable"
+            for known in ("Connection refused", "No route to host", "Network is unreachable",
+                          "Connection reset", "handshake failed", "Name or service not known"):
+                if known.lower() in (detail or "").lower():
+                    reason = known.lower()
+                    break
+            return StoreError(f"cannot reach etcd ({reason}) during {what}", endpoint=self.config.label)
         return StoreError(f"{what}: {name}: {detail}", endpoint=self.config.label)
 
     def _call(self, what: str, fn: Any, request: Any) -> Any:
