@@ -27,7 +27,7 @@ APT_PACKAGES=(
   etcd-server etcd-client iptables nftables iproute2 bpftool python3-bpfcc
   docker.io busybox-static iperf3 tcpdump prometheus conntrack ethtool
   python3 python3-venv python3-dev gcc libc6-dev linux-headers-amd64 procps psmisc
-  iputils-ping netcat-openbsd
+  iputils-ping netcat-openbsd openssl
 )
 
 # ---------------------------------------------------------------- 1. apt packages

@@ -29,6 +29,11 @@ class EtcdSpec:
     peer_url: str
     netns: str | None = None
     log_path: Path | None = None
+    # TLS for clients (https:// client URLs): server cert/key, and when `client_ca` is given,
+    # clients must present a certificate signed by it
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca: Path | None = None
 
 
 def etcd_binary() -> str:
@@ -55,7 +60,16 @@ def command(spec: EtcdSpec) -> list[str]:
         "--election-timeout", "500",
         "--logger", "zap",
         "--log-level", "warn",
-    ]
+    ] + _tls_args(spec)
+
+
+def _tls_args(spec: EtcdSpec) -> list[str]:
+    if spec.cert_file is None:
+        return []
+    args = ["--cert-file", str(spec.cert_file), "--key-file", str(spec.key_file)]
+    if spec.client_ca is not None:
+        args += ["--client-cert-auth", "--trusted-ca-file", str(spec.client_ca)]
+    return args
 
 
 class EmbeddedEtcd:
@@ -73,11 +87,11 @@ class EmbeddedEtcd:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, *, timeout: float = 15.0, detach: bool = False) -> None:
+    def start(self, *, timeout: float = 15.0, detach: bool = False, client: EtcdConfig | None = None) -> None:
         """Spawn and wait until healthy; stopped again if it never gets there."""
         self.spawn(detach=detach)
         try:
-            self.wait_healthy(timeout)
+            self.wait_healthy(timeout, client=client)
         except BaseException:
             self.stop()
             raise
@@ -99,10 +113,12 @@ class EmbeddedEtcd:
                 log.close()  # type: ignore[union-attr]
         return self.proc.pid
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, *, client: EtcdConfig | None = None) -> None:
+        """Poll until etcd answers; `client` gives the TLS files when clients need them."""
         deadline = time.monotonic() + timeout
+        cfg = client or EtcdConfig(endpoints=(self.endpoint,), timeout=1.0)
         with netns.inside(self.spec.netns):
-            store = EtcdStore(EtcdConfig(endpoints=(self.endpoint,), timeout=1.0))
+            store = EtcdStore(cfg)
         try:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
