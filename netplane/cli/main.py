@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             log.exception("failed")
         click.echo(f"netplane: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
         sys.exit(1)
-    except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback
+    except Exception as e:
         if _debug():
             log.exception("internal error")
         click.echo(f"netplane: internal error: {type(e).__name__}: {e} (rerun with --log-level debug)", err=True)

@@ -276,7 +276,7 @@ class Lab:
         self, host: str, argv: Sequence[str], *, netns: str | None = None, **kwargs: Any
     ) -> subprocess.CompletedProcess[Any]:
         """Run a command on a lab host (its netns — or a pod's `netns` — and its cgroup), wait."""
-        return subprocess.run(_in(netns or self.netns(host), self.cgroup(host), argv), **kwargs)
+        return subprocess.run(_in(netns or self.netns(host), self.cgroup(host), argv), check=False, **kwargs)
 
     def popen(self, host: str, argv: Sequence[str], *, netns: str | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
         return subprocess.Popen(_in(netns or self.netns(host), self.cgroup(host), argv), **kwargs)

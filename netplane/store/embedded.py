@@ -8,6 +8,7 @@ then SIGKILL). The process can outlive the Python object (the lab records its pi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netplane import netns
 from netplane.errors import StoreError
@@ -99,8 +101,8 @@ class EmbeddedEtcd:
     def spawn(self, *, detach: bool = False) -> int:
         """Start the process without waiting (so a caller can record its pid first)."""
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.spec.log_path, "ab") if self.spec.log_path else subprocess.DEVNULL
-        try:
+        with contextlib.ExitStack() as stack:
+            log: Any = stack.enter_context(open(self.spec.log_path, "ab")) if self.spec.log_path else subprocess.DEVNULL
             self.proc = subprocess.Popen(
                 netns.command_in(self.spec.netns, command(self.spec)),
                 stdin=subprocess.DEVNULL,
@@ -108,9 +110,6 @@ class EmbeddedEtcd:
                 stderr=log,
                 start_new_session=detach,
             )
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()  # type: ignore[union-attr]
         return self.proc.pid
 
     def wait_healthy(self, timeout: float, *, client: EtcdConfig | None = None) -> None:

@@ -20,7 +20,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import grpc
@@ -188,9 +189,10 @@ class EtcdStore:
         ]
         if self.config.secure:
             try:
-                ca = open(self.config.ca_cert, "rb").read() if self.config.ca_cert else None
-                cert = open(self.config.cert, "rb").read() if self.config.cert else None
-                key = open(self.config.key, "rb").read() if self.config.key else None
+                ca, cert, key = (
+                    Path(f).read_bytes() if f else None
+                    for f in (self.config.ca_cert, self.config.cert, self.config.key)
+                )
             except OSError as e:
                 raise ConfigError(f"cannot read etcd TLS file: {e}") from e
             creds = grpc.ssl_channel_credentials(ca, key, cert)
@@ -229,7 +231,7 @@ class EtcdStore:
     def close(self) -> None:
         self._stubs.channel.close()
 
-    def __enter__(self) -> EtcdStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,7 +266,7 @@ class EtcdStore:
         r = self._call("get " + key, self._stubs.kv.Range, etcdrpc.RangeRequest(key=_b(key)))
         return _kv(r.kvs[0]) if r.kvs else None
 
-    def list(self, prefix: str, *, revision: int = 0) -> tuple["builtins.list[KeyValue]", int]:
+    def list(self, prefix: str, *, revision: int = 0) -> tuple[builtins.list[KeyValue], int]:
         """All keys under `prefix`, sorted by key, and the store revision they were read at."""
         req = etcdrpc.RangeRequest(
             key=_b(prefix),

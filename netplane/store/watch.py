@@ -48,8 +48,7 @@ def list_watch(
             items, rev = store.list(prefix)
             yield Resync(items, rev)
             delay = retry_interval
-            for batch in store.watch(prefix, start_revision=rev + 1, stop=stop):
-                yield batch
+            yield from store.watch(prefix, start_revision=rev + 1, stop=stop)
         except Compacted as e:
             log.info("watch %s: compacted at %d, re-listing", prefix, e.compact_revision)
             continue

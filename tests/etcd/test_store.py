@@ -6,12 +6,12 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from netplane.errors import DecodeError, StoreError
 from netplane.store import EtcdConfig, EtcdStore, Keys
 from netplane.store.embedded import EmbeddedEtcd
 from netplane.store.watch import Resync, View, list_watch, reflect
-
-import pytest
 
 
 def test_get_put_list_delete(store: EtcdStore, keys: Keys) -> None:
@@ -38,17 +38,17 @@ def test_create_only_race_exactly_one_wins(etcd_server: EmbeddedEtcd, keys: Keys
             results: dict[str, bool] = {}
             barrier = threading.Barrier(2)
 
-            def go(name: str, s: EtcdStore) -> None:
+            def go(name: str, s: EtcdStore, key: str, barrier: threading.Barrier, results: dict[str, bool]) -> None:
                 barrier.wait()
                 results[name] = s.create(key, name)
 
-            ts = [threading.Thread(target=go, args=(n, s)) for n, s in (("a", a), ("b", b))]
+            ts = [threading.Thread(target=go, args=(n, s, key, barrier, results)) for n, s in (("a", a), ("b", b))]
             for t in ts:
                 t.start()
             for t in ts:
                 t.join()
             assert sorted(results.values()) == [False, True], results
-            winner = [n for n, ok in results.items() if ok][0]
+            winner = next(n for n, ok in results.items() if ok)
             kv = a.get(key)
             assert kv is not None and kv.value.decode() == winner
     finally:
@@ -95,8 +95,7 @@ def test_revoke_deletes_keys(store: EtcdStore, keys: Keys) -> None:
 
 def _collect(store: EtcdStore, prefix: str, stop: threading.Event, out: list) -> threading.Thread:
     def run() -> None:
-        for item in list_watch(store, prefix, stop=stop, retry_interval=0.1):
-            out.append(item)
+        out.extend(list_watch(store, prefix, stop=stop, retry_interval=0.1))
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -171,8 +170,7 @@ def test_watch_relists_after_compaction(store: EtcdStore, keys: Keys) -> None:
     stop = threading.Event()
     got: list = []
     with pytest.raises(StoreError, match="compacted"):
-        for batch in store.watch(p, start_revision=rev + 1, stop=stop):
-            got.append(batch)
+        got.extend(store.watch(p, start_revision=rev + 1, stop=stop))
     assert got == []
 
 
@@ -190,8 +188,7 @@ def test_reflect_skips_malformed_values(store: EtcdStore, keys: Keys) -> None:
     views: list[View[int]] = []
 
     def run() -> None:
-        for v in reflect(store, p, decode, stop=stop):
-            views.append(v)
+        views.extend(reflect(store, p, decode, stop=stop))
 
     t = threading.Thread(target=run, daemon=True)
     t.start()

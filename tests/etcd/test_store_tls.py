@@ -17,7 +17,6 @@ from netplane.store import EtcdConfig, EtcdStore
 from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
 
 
-
 def free_port() -> int:
     import socket
 

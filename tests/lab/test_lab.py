@@ -87,7 +87,8 @@ def test_hosts_reach_each_other_and_etcd(lab_factory: Callable[..., Lab]) -> Non
         for other in t.hosts:
             r = lab.exec(h.name, ["ping", "-c1", "-W2", str(other.underlay_ip)], capture_output=True)
             assert r.returncode == 0, (h.name, other.name, r.stdout)
-    code = "from netplane.store import *; s=EtcdStore(EtcdConfig(endpoints=('%s',))); s.put('/from-h2','x'); print(s.get('/from-h2').value.decode())" % lab.etcd_endpoint_underlay
+    code = (f"from netplane.store import *; s=EtcdStore(EtcdConfig(endpoints=('{lab.etcd_endpoint_underlay}',))); "
+            "s.put('/from-h2','x'); print(s.get('/from-h2').value.decode())")
     r = lab.exec("h2", [sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "x", r.stderr
 
@@ -144,7 +145,7 @@ def test_down_after_crash_midway(state_dir: Path, cleanup_labs: None) -> None:
         "Lab.up(default_topology('tcrash', hosts=2, underlay='10.98.9.0/24'))\n"
     )
     env = {**os.environ, "NETPLANE_STATE_DIR": str(state_dir)}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 9, r.stderr
     lab = Lab.load(topo.name)
     assert {i["kind"] for i in lab.state.items} == {"netns", "cgroup", "process"}
