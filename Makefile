@@ -24,3 +24,4 @@ unit: install
 
 lint: install
 	@$(VENV)/bin/ruff check netplane orchestrator stats tests bench
+	@$(VENV)/bin/mypy netplane orchestrator stats
