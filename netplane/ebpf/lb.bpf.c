@@ -102,7 +102,9 @@ int np_sendmsg4(struct bpf_sock_addr *ctx)
     return lb4(ctx, 1);
 }
 
-int np_recvmsg4(struct bpf_sock_addr *ctx)
+/* Show the VIP instead of the backend this socket was sent to: replies (recvmsg) and
+ * getpeername() both translate through the per-socket reverse map. */
+static __always_inline int rev_translate(struct bpf_sock_addr *ctx)
 {
     struct lb_rev_key rk = {};
     rk.cookie = np_socket_cookie(ctx);
@@ -116,16 +118,12 @@ int np_recvmsg4(struct bpf_sock_addr *ctx)
     return 1;
 }
 
+int np_recvmsg4(struct bpf_sock_addr *ctx)
+{
+    return rev_translate(ctx);
+}
+
 int np_getpeername4(struct bpf_sock_addr *ctx)
 {
-    struct lb_rev_key rk = {};
-    rk.cookie = np_socket_cookie(ctx);
-    rk.ip = ctx->user_ip4;
-    rk.port = (u16)ctx->user_port;
-    struct lb_rev_val *rv = lb_revnat.lookup(&rk);
-    if (rv) {
-        ctx->user_ip4 = rv->vip;
-        ctx->user_port = (u32)rv->port;
-    }
-    return 1;
+    return rev_translate(ctx);
 }
