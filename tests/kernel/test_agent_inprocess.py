@@ -4,7 +4,6 @@ host namespace (AgentOptions.netns_name), against the session etcd on loopback."
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import urllib.request
@@ -13,6 +12,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
+from _switch import switched_hosts
 
 from netplane import netns
 from netplane.agent.agent import Agent, AgentOptions
@@ -23,23 +23,8 @@ from netplane.vxlan.netlink import Netlink
 CONFIG = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 3}}
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True)
-
-
 def hosts(make_netns: Callable[[str], str], n: int) -> list[str]:
-    sw = make_netns("sw")
-    ip("-n", sw, "link", "add", "br0", "type", "bridge")
-    ip("-n", sw, "link", "set", "br0", "up")
-    out = []
-    for i in range(1, n + 1):
-        h = make_netns(f"a{i}")
-        ip("-n", h, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", "netns", sw)
-        ip("-n", h, "addr", "add", f"10.78.0.{10 + i}/24", "dev", "eth0")
-        ip("-n", h, "link", "set", "eth0", "up")
-        ip("-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
-        out.append(h)
-    return out
+    return switched_hosts(make_netns, n, net="10.78.0", label="a")[1]
 
 
 class Running:

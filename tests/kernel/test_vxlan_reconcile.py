@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
+from _switch import ip, switched_hosts
 
 from netplane import podnet
 from netplane.subnet.config import parse_config
@@ -19,22 +20,13 @@ from netplane.vxlan.reconcile import Reconciler
 CFG = parse_config({"Network": "10.244.0.0/16", "Backend": {"VNI": 5, "Port": 4789}})
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True)
 
 
 def underlay(make_netns: Callable[[str], str], n: int) -> list[tuple[str, Underlay]]:
     """A switch namespace with a bridge and n host namespaces with eth0 on it."""
-    sw = make_netns("sw")
-    ip("-n", sw, "link", "add", "br0", "type", "bridge")
-    ip("-n", sw, "link", "set", "br0", "up")
+    sw, names = switched_hosts(make_netns, n, net="10.77.0")
     hosts = []
-    for i in range(1, n + 1):
-        h = make_netns(f"h{i}")
-        ip("-n", h, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", "netns", sw)
-        ip("-n", h, "addr", "add", f"10.77.0.{10 + i}/24", "dev", "eth0")
-        ip("-n", h, "link", "set", "eth0", "up")
-        ip("-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
+    for i, h in enumerate(names, start=1):
         hosts.append((h, Underlay("eth0", IPv4Interface(f"10.77.0.{10 + i}/24"), 1500)))
         _SWITCHES[h] = sw
     return hosts
