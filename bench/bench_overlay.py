@@ -17,10 +17,12 @@ Writes bench/results/overlay.md and overlay.json.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -297,6 +299,7 @@ def bench_leases(clients: int) -> dict[str, Any]:
                 s.close()
     finally:
         etcd.stop()
+        shutil.rmtree(d, ignore_errors=True)
     return out
 
 
@@ -361,7 +364,10 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
-    os.environ.setdefault("NETPLANE_STATE_DIR", tempfile.mkdtemp(prefix="bench-overlay-state-"))
+    if "NETPLANE_STATE_DIR" not in os.environ:
+        state = tempfile.mkdtemp(prefix="bench-overlay-state-")
+        os.environ["NETPLANE_STATE_DIR"] = state
+        atexit.register(shutil.rmtree, state, True)  # the labs inside were torn down already
     results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "machine": f"{os.cpu_count()} cores, kernel {os.uname().release}"}
     old = RESULTS / "overlay.json"

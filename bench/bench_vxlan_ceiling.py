@@ -88,9 +88,9 @@ def main() -> None:
     lines = [
         "# Bare-kernel VXLAN ceiling",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/bench_vxlan_ceiling.py`: two namespaces, "
-        "a VXLAN device each with static FDB/neighbor entries, no netfilter rules, no netplane code; iperf3, "
-        f"{a.rounds} rounds of {a.seconds} s per path, order alternating. Ratio = median over rounds of vxlan/underlay.",
+        (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/bench_vxlan_ceiling.py`: two namespaces, "
+         "a VXLAN device each with static FDB/neighbor entries, no netfilter rules, no netplane code; iperf3, "
+         f"{a.rounds} rounds of {a.seconds} s per path, order alternating. Ratio = median over rounds of vxlan/underlay."),
         "",
         "| layout | underlay Gbit/s (median) | VXLAN Gbit/s (median) | ratio (median of per-round ratios) |",
         "|---|---|---|---|",
@@ -104,8 +104,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines += [
         "",
-        "This is the most the overlay's pod-to-pod / underlay ratio can reach on this machine with kernel VXLAN; "
-        "compare `overlay.md` (host to host over netplane's overlay, and pod to pod).",
+        ("This is the most the overlay's pod-to-pod / underlay ratio can reach on this machine with kernel VXLAN; "
+         "compare `overlay.md` (host to host over netplane's overlay, and pod to pod)."),
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
 
