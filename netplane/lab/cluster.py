@@ -35,15 +35,9 @@ def agent_argv(lab: Lab, host: str) -> list[str]:
         "--stats-source", "cgroup",
         "--stats-cgroup", f"/netplane/{t.name}/{host}",
     ]
-    if t.proxy != "none" and _agent_has_proxy():
+    if t.proxy != "none":
         argv += ["--proxy-mode", t.proxy, "--proxy-cgroup", str(lab.cgroup(host))]
     return argv
-
-
-def _agent_has_proxy() -> bool:
-    from netplane.cli.agent import agent
-
-    return any(p.name == "proxy_mode" for p in agent.params)
 
 
 def store_for(lab: Lab) -> EtcdStore:

@@ -22,7 +22,7 @@ import pytest
 from netplane import netns
 from netplane.lab import Lab, pods
 from netplane.lab.builder import LAB_PREFIX
-from netplane.lab.cluster import _agent_has_proxy, host_subnets, store_for
+from netplane.lab.cluster import start_agent, store_for
 from netplane.proxy.api import ServiceAPI
 from netplane.proxy.model import Service, parse_port_spec
 from netplane.store import Keys
@@ -43,16 +43,6 @@ def probe(lab: Lab, host: str, target: str, n: int, *, ns: str | None = None, ud
     return json.loads(p.stdout)  # type: ignore[no-any-return]
 
 
-def start_standalone_proxies(lab: Lab, mode: str) -> None:
-    subnets = host_subnets(lab)
-    for h in lab.topology.hosts:
-        argv = [sys.executable, "-m", "netplane", "--log-level", "info", "--etcd", lab.etcd_endpoint_underlay,
-                "--prefix", LAB_PREFIX, "proxy", "run", "--mode", mode, "--node", h.name,
-                "--cgroup", str(lab.cgroup(h.name)), "--iface", "eth0", "--node-ip", str(h.underlay_ip),
-                "--local-cidr", subnets[h.name]]
-        lab.spawn_on(h.name, argv, role="proxy", marker=str(lab.cgroup(h.name)), log_name="proxy.log")
-
-
 @pytest.fixture
 def unpin() -> Iterator[list[Lab]]:
     """Pinned BPF maps outlive the agents by design (restarts keep traffic flowing), so remove
@@ -71,17 +61,7 @@ def cluster(request: pytest.FixtureRequest, unpin: list[Lab], lab_factory: Calla
     mode = str(request.param)
     lab = lab_factory(3, agents=True, proxy=mode)
     unpin.append(lab)
-    # kube-proxy's iptables mode needs a route covering the service range on the host (DNAT in
-    # nat OUTPUT happens after the routing decision); real hosts have a default route.
-    for h in lab.topology.hosts:
-        subprocess.run(["ip", "-n", lab.netns(h.name), "route", "replace", "10.96.0.0/12", "dev", "eth0"], check=True)
-    if not _agent_has_proxy():
-        start_standalone_proxies(lab, mode)
     servers: list[subprocess.Popen[bytes]] = []
-    # cluster.start waits for the leases in etcd; the agent writes subnet.env a moment later
-    deadline = time.monotonic() + 15
-    while not all((lab.host_dir(h) / "subnet.env").exists() for h in ("h1", "h2")) and time.monotonic() < deadline:
-        time.sleep(0.1)
     for host, pod in (("h1", "pa"), ("h2", "pb")):
         rec = pods.add(lab, host, pod)
         servers.append(subprocess.Popen(
@@ -137,20 +117,14 @@ def test_service_spread_nodeport_hairpin_and_restart(cluster: tuple[Lab, str]) -
         r = probe(lab, "h1", f"{h3_ip}:30080", 3)
         assert r["errors"] == {"ECONNREFUSED": 3}, r
 
-    # restart h3's proxy (agent or standalone) while h3 keeps connecting
+    # restart h3's agent (which runs its proxy) while h3 keeps connecting
     loop = subprocess.Popen(wrap(lab, "h3", [sys.executable, "-m", "netplane.proxy.probe", "probe", f"{vip}:80",
                                              "-n", "300", "--interval", "0.01", "--json"]),
                             stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
-    role = "agent" if _agent_has_proxy() else "proxy"
-    (item,) = [p for p in lab.state.find("process", role=role) if p["host"] == "h3"]
+    (item,) = [p for p in lab.state.find("process", role="agent") if p["host"] == "h3"]
     lab.stop_process(item)
-    if role == "agent":
-        from netplane.lab import cluster as lab_cluster
-
-        lab_cluster.start_agent(lab, "h3")
-    else:
-        start_standalone_proxies_one(lab, mode, "h3")
+    start_agent(lab, "h3")
     out, _ = loop.communicate(timeout=120)
     r = json.loads(out)
     assert r["errors"] == {} and sum(r["answers"].values()) == 300, r
@@ -161,12 +135,3 @@ def test_service_spread_nodeport_hairpin_and_restart(cluster: tuple[Lab, str]) -
     self_vip = make(lab, "self", [pa["ip"]])
     r = eventually(lambda: probe(lab, "h1", f"{self_vip}:80", 10, ns=pa["netns"]), lambda r: not r["errors"])
     assert r == {**r, "errors": {}, "answers": {"pa": 10}}, r
-
-
-def start_standalone_proxies_one(lab: Lab, mode: str, host: str) -> None:
-    h = lab.topology.host(host)
-    argv = [sys.executable, "-m", "netplane", "--log-level", "info", "--etcd", lab.etcd_endpoint_underlay,
-            "--prefix", LAB_PREFIX, "proxy", "run", "--mode", mode, "--node", host,
-            "--cgroup", str(lab.cgroup(host)), "--iface", "eth0", "--node-ip", str(h.underlay_ip),
-            "--local-cidr", host_subnets(lab)[host]]
-    lab.spawn_on(host, argv, role="proxy", marker=str(lab.cgroup(host)), log_name="proxy.log")
