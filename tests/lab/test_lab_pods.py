@@ -42,8 +42,15 @@ def test_ebpf_lab_down_removes_programs_and_pins(lab_factory: Callable[..., Lab]
     while not all(p.is_dir() and any(p.iterdir()) for p in pins) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert all(p.is_dir() for p in pins), "the agents' eBPF proxies never pinned their maps"
-    attached = subprocess.run(["bpftool", "cgroup", "show", str(lab.cgroup("h1"))], capture_output=True, text=True, check=True).stdout
-    assert "np_connect4" in attached
+
+    # bcc pins the maps while loading, before the programs are attached: wait for the attach
+    def attached(host: str) -> str:
+        return subprocess.run(["bpftool", "cgroup", "show", str(lab.cgroup(host))], capture_output=True, text=True, check=True).stdout
+
+    while not all("np_connect4" in attached(h.name) for h in lab.topology.hosts) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for h in lab.topology.hosts:
+        assert "np_connect4" in attached(h.name), f"{h.name}: the agent's eBPF programs were never attached"
     lab.down()
     assert not any(p.exists() for p in pins)
     progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True).stdout
