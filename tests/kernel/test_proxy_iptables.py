@@ -116,3 +116,23 @@ def test_cli_dump_and_cleanup(make_netns: Callable[[str], str], store: EtcdStore
                         "--mode", "iptables", "--cleanup"], capture_output=True, text=True, check=False, timeout=60)
     assert p.returncode == 0, p.stderr
     assert ours(ns) == []
+
+
+def _jump_targets(ns: str) -> set[str]:
+    return {ln.split()[-1] for ln in ours(ns) if ln.startswith("-A ") and " -j " in ln}
+
+
+def test_removed_endpoint_chain_is_unreachable_after_the_partial_sync(make_netns: Callable[[str], str]) -> None:
+    """The partial sync that drops an endpoint rewrites the service chain and deletes the endpoint's
+    chain in one transaction: nothing jumps to it afterwards, and it is gone."""
+    ns = make_netns("iprm")
+    old = entry("a", ["10.0.0.1", "10.0.0.2"], "10.96.0.1")
+    new = entry("a", ["10.0.0.2", "10.0.0.3"], "10.96.0.1")
+    be = IptablesBackend(netns=ns)
+    be.sync(st(old), full=True)
+    gone = R.sep_chain(old, old.backends[0])
+    assert gone in _jump_targets(ns)
+    be.sync(st(new), full=False)
+    assert be.last_plan is not None and gone in be.last_plan.deleted
+    assert gone not in _jump_targets(ns) and gone not in " ".join(ours(ns))
+    assert {R.sep_chain(new, x) for x in new.backends} <= _jump_targets(ns)
