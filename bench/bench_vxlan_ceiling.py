@@ -4,7 +4,10 @@ DESIGN.md quotes bare kernel VXLAN between two namespaces at 0.89-0.93 of the ve
 This measures it again, here, with nothing of netplane involved: two namespaces, a VXLAN device
 each (static FDB + neighbor, no netfilter rules at all), iperf3 over the underlay and over the
 VXLAN, alternating, in two layouts: through a bridge "switch" namespace (the lab's layout) and
-over one direct veth pair. Writes bench/results/vxlan_ceiling.md.
+over one direct veth pair. A third run adds bare "pods" to the switch layout (a namespace per
+host behind a veth on a host bridge, routed by the host, still no netfilter rules and no netplane
+code): the floor for netplane's pod-to-pod path, encapsulated and routed directly.
+Writes bench/results/vxlan_ceiling.md.
 
 Run as root: .venv/bin/python bench/bench_vxlan_ceiling.py [--rounds 5] [--seconds 5]
 """
@@ -55,27 +58,80 @@ def build(tag: str, *, switch: bool) -> list[str]:
     return made
 
 
+def add_pods(tag: str, hosts: list[str]) -> list[str]:
+    """A pod per host as netplane lays it out (veth to a host bridge holding <subnet>.1, MTU of
+    the VXLAN device, the host forwarding), with no netfilter rules. Pod subnets 10.80.<i>.0/24."""
+    pods = []
+    for i, host in enumerate(hosts, start=1):
+        pod = f"npc-p{i}-{tag}"
+        sh("ip", "netns", "add", pod)
+        pods.append(pod)
+        sh("ip", "-n", pod, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        sh("ip", "-n", host, "link", "add", "cni0", "type", "bridge")
+        sh("ip", "-n", host, "addr", "add", f"10.80.{i}.1/24", "dev", "cni0")
+        sh("ip", "-n", host, "link", "set", "cni0", "mtu", "1450", "up")
+        sh("ip", "-n", host, "link", "add", "vp0", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "mtu", "1450",
+           "netns", pod)
+        sh("ip", "-n", host, "link", "set", "vp0", "master", "cni0", "up")
+        sh("ip", "-n", pod, "addr", "add", f"10.80.{i}.2/24", "dev", "eth0")
+        sh("ip", "-n", pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", pod, "route", "add", "default", "via", f"10.80.{i}.1")
+    return pods
+
+
+def route_pods(hosts: list[str], *, encap: bool) -> None:
+    """Each host's route to the other pod subnet: over the VXLAN device (flannel's onlink route via
+    the peer's VTEP address) or straight over the underlay (DirectRouting)."""
+    for i, host in enumerate(hosts, start=1):
+        j = 3 - i
+        if encap:
+            sh("ip", "-n", host, "route", "replace", f"10.80.{j}.0/24", "via", f"10.78.0.{j}", "dev", "vx0", "onlink")
+        else:
+            sh("ip", "-n", host, "route", "replace", f"10.80.{j}.0/24", "via", f"10.77.0.{j}", "dev", "eth0")
+
+
 def gbps(client_ns: str, dst: str, seconds: int) -> float:
     out = sh("ip", "netns", "exec", client_ns, "iperf3", "-c", dst, "-t", str(seconds), "-J")
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def measure(tag: str, *, switch: bool, rounds: int, seconds: int) -> dict[str, list[float]]:
+def measure(tag: str, *, switch: bool, rounds: int, seconds: int, pods: bool = False) -> dict[str, list[float]]:
     made = build(tag, switch=switch)
-    pidfile = Path(f"/tmp/npc-iperf-{tag}.pid")
+    pidfiles = [Path(f"/tmp/npc-iperf-{tag}.pid")]
     try:
-        sh("ip", "netns", "exec", made[1], "iperf3", "-s", "-D", "--pidfile", str(pidfile))
+        servers = [made[1]]
+        if pods:
+            pod_ns = add_pods(tag, made[:2])
+            made += pod_ns
+            servers.append(pod_ns[1])
+            pidfiles.append(Path(f"/tmp/npc-iperf-{tag}-pod.pid"))
+        for ns, pf in zip(servers, pidfiles):
+            sh("ip", "netns", "exec", ns, "iperf3", "-s", "-D", "--pidfile", str(pf))
         time.sleep(0.5)
-        res: dict[str, list[float]] = {"underlay": [], "vxlan": []}
+        # path -> (client namespace, destination, pod route over VXLAN?)
+        paths: dict[str, tuple[str, str, bool | None]] = {
+            "underlay": (made[0], "10.77.0.2", None),
+            "vxlan": (made[0], "10.78.0.2", None),
+        }
+        if pods:
+            paths = {"underlay": paths["underlay"], "pod_vxlan": (made[-2], "10.80.2.2", True),
+                     "pod_direct": (made[-2], "10.80.2.2", False)}
+        res: dict[str, list[float]] = {p: [] for p in paths}
+        names = list(paths)
         for r in range(rounds):
-            order = ("underlay", "vxlan") if r % 2 == 0 else ("vxlan", "underlay")
+            order = names[r % len(names):] + names[: r % len(names)]
             for path in order:
-                res[path].append(gbps(made[0], "10.77.0.2" if path == "underlay" else "10.78.0.2", seconds))
+                client, dst, encap = paths[path]
+                if encap is not None:
+                    route_pods(made[:2], encap=encap)
+                res[path].append(gbps(client, dst, seconds))
         return res
     finally:
-        if pidfile.exists():
-            subprocess.run(["kill", pidfile.read_text().strip()], check=False)
-            pidfile.unlink(missing_ok=True)
+        for pf in pidfiles:
+            if pf.exists():
+                subprocess.run(["kill", pf.read_text().strip()], check=False)
+                pf.unlink(missing_ok=True)
         for n in made:
             subprocess.run(["ip", "netns", "del", n], check=False)
 
@@ -102,10 +158,28 @@ def main() -> None:
         lines.append(f"| {name} | {statistics.median(res['underlay']):.2f} | {statistics.median(res['vxlan']):.2f} | "
                      f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) |")
         print(lines[-1], flush=True)
+    res = measure(uuid.uuid4().hex[:5], switch=True, rounds=a.rounds, seconds=a.seconds, pods=True)
     lines += [
         "",
-        ("This is the most the overlay's pod-to-pod / underlay ratio can reach on this machine with kernel VXLAN; "
-         "compare `overlay.md` (host to host over netplane's overlay, and pod to pod)."),
+        "## Bare pods (the switch layout plus a pod namespace per host behind a veth on a host bridge)",
+        "",
+        ("No netfilter rules, no netplane code; the host routes the other pod subnet over the VXLAN device "
+         "(flannel's onlink route) or straight over the underlay. Paths measured in rotating order each round."),
+        "",
+        "| path | Gbit/s (median) | ratio to underlay (median of per-round ratios) |",
+        "|---|---|---|",
+    ]
+    for path, label in (("underlay", "underlay, host a -> host b"), ("pod_vxlan", "pod a -> pod b over VXLAN"),
+                        ("pod_direct", "pod a -> pod b routed over the underlay (no encapsulation)")):
+        ratios = [v / u for u, v in zip(res["underlay"], res[path])]
+        lines.append(f"| {label} | {statistics.median(res[path]):.2f} | {statistics.median(ratios):.2f} "
+                     f"({', '.join(f'{r:.2f}' for r in ratios)}) |")
+        print(lines[-1], flush=True)
+    lines += [
+        "",
+        ("The first table is the most a host-to-host overlay ratio can reach on this machine with kernel VXLAN; the "
+         "second is the floor for pod to pod, where every extra veth and bridge hop runs on the same two cores as "
+         "both iperf3 ends. Compare `overlay.md` (the same paths through netplane's agents)."),
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
 
