@@ -329,7 +329,11 @@ def write(results: dict[str, Any]) -> None:
               row("underlay (phase 3)", "underlay_3", "underlay_3", None),
               row("DirectRouting pod -> pod (no encapsulation)", "direct_routing_pod", "underlay_3", t["ratio_direct_routing"]),
               "", (f"Goal: pod-to-pod overlay / underlay >= 0.9 — {'met' if t['ratio'] >= 0.9 else 'NOT met'} "
-                   f"({t['ratio']:.2f}; ratio of the medians {t['ratio_of_medians']:.2f})."), ""]
+                   f"({t['ratio']:.2f}; ratio of the medians {t['ratio_of_medians']:.2f})."), "",
+              ("The floor for this path with no netplane code at all (bare namespaces, the same veth/bridge/VXLAN "
+               "layout, no netfilter rules) is in `vxlan_ceiling.md` (`bench/bench_vxlan_ceiling.py`): every "
+               "pod hop runs on the same two cores as both iperf3 ends, so the goal is out of reach on one machine "
+               "whatever the overlay does."), ""]
     c = results.get("convergence")
     if c:
         L += ["## Convergence: lease put -> route + FDB + neighbor on every other host", "", f"Measured {c.get('when', results['when'])}.", "",
