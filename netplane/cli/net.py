@@ -223,3 +223,44 @@ def trace_cmd(settings: Settings, src: str, pod: str | None, dst: str, timeout: 
     emit(res.to_json(), output, text=res.text())
     if not res.arrived:
         click.get_current_context().exit(1)
+
+
+@net.command("cleanup")
+@click.option("--host", help="Lab host (or network namespace). Default: this namespace.")
+@click.option("--subnet-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The agent's subnet file, removed too. Default: /run/netplane/subnet.env without --host, none with it.")
+@click.option("--release", is_flag=True, help="Also give the subnet lease back in etcd (else it expires with its TTL).")
+@click.option("--force", is_flag=True, help="Even with pod interfaces still on the bridge (they are left, detached).")
+@output_option
+@click.pass_obj
+def cleanup_cmd(settings: Settings, host: str | None, subnet_file: Path | None, release: bool, force: bool,
+                output: str) -> None:
+    """Remove this host's overlay: VXLAN device, pod bridge, iptables chains, subnet file.
+
+    For a host leaving the cluster; stop its agent first (a running agent puts everything back).
+    """
+    from netplane.vxlan.cleanup import cleanup_host
+
+    if subnet_file is None and host is None:
+        subnet_file = Path("/run/netplane/subnet.env")
+    done = cleanup_host(netns_name=_host_netns(host), subnet_file=subnet_file, force=force)
+    if release:
+        done.removed.append(_release(settings, done.subnet, done.public_ip))
+    emit({"removed": done.removed}, output, text="\n".join(done.removed or ["nothing to remove"]) + "\n")
+
+
+def _release(settings: Settings, subnet: IPv4Network | None, public_ip: IPv4Address | None) -> str:
+    from netplane.subnet.lease import list_leases
+    from netplane.subnet.manager import LeaseManager
+
+    if subnet is None and public_ip is None:
+        raise NotFoundError("--release: no subnet file and no VXLAN device here, so no lease to find")
+    store = settings.store()
+    for lease in list_leases(store, settings.keys(), with_ttl=False):
+        if (subnet is None or lease.subnet == subnet) and (public_ip is None or lease.public_ip == public_ip):
+            if lease.lease_id:
+                LeaseManager(store, settings.keys()).release(lease)
+            else:  # a key bound to no etcd lease (written by hand): delete it
+                store.delete(settings.keys().subnet(lease.subnet))
+            return f"released subnet lease {lease.subnet} ({lease.public_ip})"
+    return f"no subnet lease for {subnet or public_ip} in etcd (already gone)"

@@ -3,7 +3,8 @@ and turning tx checksum offload off on the VXLAN device.
 
 iptables has no library we trust, so rules go through `iptables-restore --noflush` into our own
 chains (NETPLANE-FORWARD in filter, NETPLANE-POSTROUTING in nat), declared with `:CHAIN` so each
-apply rewrites them whole; the one jump from the built-in chain is inserted only if missing.
+apply rewrites them whole; the one jump from the built-in chain is inserted only if missing;
+`remove_rules` takes both away again (`netplane net cleanup`).
 The tx checksum switch is an ethtool ioctl on a socket opened in the host's namespace.
 """
 
@@ -77,6 +78,23 @@ def apply_rules(network: IPv4Network, *, masquerade: bool, netns_name: str | Non
     for table, chain, ours in (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", POSTROUTING_CHAIN)):
         if _run(["iptables", "-w", "5", "-t", table, "-C", chain, "-j", ours], netns_name=netns_name, check=False) != 0:
             _run(["iptables", "-w", "5", "-t", table, "-I", chain, "1", "-j", ours], netns_name=netns_name)
+
+
+def remove_rules(netns_name: str | None = None) -> list[str]:
+    """Undo `apply_rules`: our jumps from the built-in chains (duplicates too, never others),
+    then our chains. Returns what was removed; nothing to remove is not an error."""
+    done = []
+    for table, chain, ours in (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", POSTROUTING_CHAIN)):
+        for _ in range(16):
+            if _run(["iptables", "-w", "5", "-t", table, "-C", chain, "-j", ours], netns_name=netns_name, check=False) != 0:
+                break
+            _run(["iptables", "-w", "5", "-t", table, "-D", chain, "-j", ours], netns_name=netns_name)
+            done.append(f"removed jump {table} {chain} -> {ours}")
+        if _run(["iptables", "-w", "5", "-t", table, "-n", "-L", ours], netns_name=netns_name, check=False) == 0:
+            _run(["iptables", "-w", "5", "-t", table, "-F", ours], netns_name=netns_name)
+            _run(["iptables", "-w", "5", "-t", table, "-X", ours], netns_name=netns_name)
+            done.append(f"deleted chain {table} {ours}")
+    return done
 
 
 def enable_forwarding(netns_name: str | None = None) -> None:

@@ -203,3 +203,63 @@ def test_extra_components_start_after_the_overlay_and_stop_in_reverse(
     assert events == ["start proxy lease=True", "start stats lease=True"]
     r.halt()
     assert events[2:] == ["stop stats", "stop proxy"]
+
+
+def _host_state(ns: str) -> tuple[set[str], str]:
+    """Link names and the iptables chains and rules of a namespace (no counters; a built-in chain
+    that is empty with policy ACCEPT counts as absent: iptables-nft leaves the empty tables behind)."""
+    import subprocess
+
+    with Netlink(netns_name=ns) as nl:
+        links = {lk.name for lk in nl.links()}
+    rules = subprocess.run(["ip", "netns", "exec", ns, "iptables-save"], capture_output=True, text=True, check=True).stdout
+    kept = [ln.split(" [")[0] for ln in rules.splitlines() if ln.startswith(("-A ", ":"))]
+    builtin = {f":{c} ACCEPT" for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")}
+    return links, "\n".join(ln for ln in kept if ln not in builtin)
+
+
+def test_net_cleanup_removes_what_the_agent_made(
+    store: EtcdStore, keys: Keys, etcd_server: object, make_netns: Callable[[str], str],
+    start: Callable[..., Running], tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from netplane import podnet
+
+    cli = [str(Path(sys.executable).parent / "netplane"), "--etcd", etcd_server.endpoint,  # type: ignore[attr-defined]
+           "--prefix", keys.prefix, "net", "cleanup"]
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    h1, h2 = hosts(make_netns, 2)
+    before = _host_state(h1)
+    a1, a2 = start(h1, "h1"), start(h2, "h2")
+    wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
+    s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    sfile = tmp_path / "h1" / "subnet.env"
+    pod = make_netns("pod")
+    pn = podnet.add_pod_network(pod, host_netns=h1, address=podnet.pod_address(s1, 1), mtu=1450)
+    a1.halt()  # a clean stop keeps device, bridge, rules and lease
+    assert {"np.3", "np0"} <= _host_state(h1)[0] and "NETPLANE-FORWARD" in _host_state(h1)[1]
+
+    # a pod is still attached: refused with one line, nothing touched
+    r = subprocess.run([*cli, "--host", h1, "--subnet-file", str(sfile)], capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and pn.host_veth in r.stderr, r.stderr
+    assert {"np.3", "np0"} <= _host_state(h1)[0] and sfile.exists()
+
+    r = subprocess.run([*cli, "--host", h1, "--subnet-file", str(sfile), "--force", "--release", "-o", "json"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    removed = json.loads(r.stdout)["removed"]
+    assert any("np.3" in x for x in removed) and any("np0" in x for x in removed)
+    assert any(f"released subnet lease {s1}" in x for x in removed), removed
+    assert not sfile.exists()
+    assert all(lease.subnet != s1 for lease in list_leases(store, keys))
+    # the pod's host-side veth was left (its runtime owns it); with the pod gone, h1 is as before
+    assert _host_state(h1)[0] == before[0] | {pn.host_veth}
+    podnet.remove_pod_network(pod, host_netns=h1)
+    assert _host_state(h1) == before
+    # h2's agent sees the lease go and drops h1's route
+    wait_for(lambda: str(s1) not in routes_on(h2))
+    # a second run finds nothing to remove
+    r = subprocess.run([*cli, "--host", h1], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "nothing to remove", r.stdout
