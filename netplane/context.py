@@ -67,11 +67,13 @@ def load_context() -> Context | None:
         return None
 
 
-def clear_context(lab: str) -> None:
-    """Remove the context file if (and only if) it points at `lab`."""
+def clear_context(lab: str) -> bool:
+    """Remove the context file if (and only if) it points at `lab`; True if it did."""
     ctx = load_context()
     if ctx is not None and ctx.lab == lab:
         context_path().unlink(missing_ok=True)
+        return True
+    return False
 
 
 def resolve(*, etcd: str | None, prefix: str | None) -> Context:

@@ -335,12 +335,31 @@ class Lab:
         self.state.remove_files()
         return problems
 
+    def _hand_over_context(self) -> None:
+        """The context pointed at this lab: point it at the newest other lab that finished
+        `up` (wrote a context of its own), so the CLI keeps working against a running lab."""
+        others = []
+        for name in list_labs():
+            if name == self.name:
+                continue
+            try:
+                other = Lab.load(name)
+                if other.state.find("context"):
+                    others.append(((other.state.dir / "state.json").stat().st_mtime, name, other.etcd_endpoint))
+            except (LabError, OSError):
+                continue
+        if others:
+            _, name, endpoint = max(others)
+            context.save_context(lab=name, etcd=endpoint, prefix=LAB_PREFIX)
+            log.info("the current lab is now %s", name)
+
     def _remove(self, item: dict[str, Any]) -> None:
         kind = item["kind"]
         if kind == "process":
             stop_pid(item["pid"], item["marker"])
         elif kind == "context":
-            context.clear_context(self.name)
+            if context.clear_context(self.name):
+                self._hand_over_context()
         elif kind == "cgroup":
             _remove_cgroup(Path(item["path"]))
         elif kind == "netns":

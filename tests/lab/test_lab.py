@@ -129,6 +129,22 @@ def test_two_labs_coexist(lab_factory: Callable[..., Lab]) -> None:
     assert Lab.load(b.name).status()["etcd"]["healthy"] is True
 
 
+def test_down_of_the_current_lab_hands_the_context_to_a_remaining_one(lab_factory: Callable[..., Lab]) -> None:
+    from netplane import context
+
+    a = lab_factory(1)
+    b = lab_factory(1)
+    assert context.load_context().lab == b.name  # type: ignore[union-attr]
+    b.down()  # b was current: the CLI must keep finding a running lab's etcd, not a dead one
+    ctx = context.load_context()
+    assert ctx is not None and ctx.lab == a.name and ctx.etcd == a.etcd_endpoint
+    c = lab_factory(1)
+    a.down()  # a is not current (c is): the context stays on c
+    assert context.load_context().lab == c.name  # type: ignore[union-attr]
+    c.down()
+    assert context.load_context() is None
+
+
 def test_down_after_crash_midway(state_dir: Path, cleanup_labs: None) -> None:
     """Simulate `up` dying after some steps: the recorded state still tears down fully."""
     before = _snapshot("tcrash", state_dir)
