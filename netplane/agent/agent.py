@@ -34,7 +34,7 @@ from netplane.subnet.config import NetworkConfig, decode_config
 from netplane.subnet.lease import Lease, LeaseAttrs, decoder
 from netplane.subnet.manager import DEFAULT_TTL, LeaseManager
 from netplane.vxlan import hostsetup
-from netplane.vxlan.desired import DesiredOverlay, Underlay, desired, device_spec
+from netplane.vxlan.desired import BRIDGE, DesiredOverlay, Underlay, desired, device_spec
 from netplane.vxlan.netlink import Netlink
 from netplane.vxlan.reconcile import Reconciler
 
@@ -309,6 +309,10 @@ class Agent:
         if lease is None:
             return
         if old is None or lease.subnet != old.subnet:
+            if old is not None:  # our old subnet went to another host while we could not renew
+                self.metrics.errors.labels(kind="subnet_changed").inc()
+                log.error("subnet changed from %s to %s: pods already on %s keep addresses from %s and lose "
+                          "connectivity until they are recreated", old.subnet, lease.subnet, BRIDGE, old.subnet)
             self._setup_host(lease)
         self.reconcile("lease re-acquired")
 

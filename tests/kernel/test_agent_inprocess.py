@@ -263,3 +263,26 @@ def test_net_cleanup_removes_what_the_agent_made(
     # a second run finds nothing to remove
     r = subprocess.run([*cli, "--host", h1], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.strip() == "nothing to remove", r.stdout
+
+
+def test_subnet_taken_by_another_host_moves_us_and_says_pods_must_be_recreated(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from netplane.subnet.lease import LeaseAttrs
+
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    (h1,) = hosts(make_netns, 1)
+    a1 = start(h1, "h1")
+    wait_for(a1.agent.ready.is_set)
+    s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    # another host overwrites our key in one put (as after our lease lapsed): the subnet file
+    # still remembers s1, but s1 is taken now, so we must move
+    other = LeaseAttrs(public_ip=IPv4Address("10.78.0.200"), vtep_mac="02:00:00:00:00:c8", vni=3, node="intruder")
+    store.put(keys.subnet(s1), other.encode())
+    wait_for(lambda: a1.agent.state.lease is not None and a1.agent.state.lease.subnet != s1)
+    s2 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    with Netlink(netns_name=h1) as nl:
+        wait_for(lambda: [str(a) for a in nl.link("np0").addresses] == [f"{s2.network_address + 1}/{s2.prefixlen}"])  # type: ignore[union-attr]
+    assert any("subnet changed from" in r.getMessage() and "recreated" in r.getMessage() for r in caplog.records)
+    assert [lease.attrs.node for lease in list_leases(store, keys) if lease.subnet == s1] == ["intruder"]
