@@ -77,12 +77,15 @@ class SnatVal(ctypes.Structure):
         ("client_ip", ctypes.c_uint32),
         ("client_port", ctypes.c_uint16),
         ("node_port", ctypes.c_uint16),
+        ("last_seen", ctypes.c_uint32),
+        ("closing", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
     ]
 
 
 SIZES = {"lb_services": (ctypes.sizeof(SvcKey), ctypes.sizeof(SvcVal)), "lb_backends": (4, ctypes.sizeof(BackendVal))}
 assert ctypes.sizeof(SvcKey) == 12 and ctypes.sizeof(SvcVal) == 16 and ctypes.sizeof(BackendVal) == 12
-assert ctypes.sizeof(CtKey) == 16 and ctypes.sizeof(CtVal) == 16 and ctypes.sizeof(SnatVal) == 8
+assert ctypes.sizeof(CtKey) == 16 and ctypes.sizeof(CtVal) == 16 and ctypes.sizeof(SnatVal) == 16
 
 
 def ip_u32(ip: IPv4Address) -> int:

@@ -42,11 +42,17 @@ BPF_TABLE_PINNED("lru_hash", struct np_ct_key, struct np_snat_val, np_snat_rev, 
 #define LOCAL_MASK 0u
 #endif
 #ifndef SNAT_PORT_MIN
-#define SNAT_PORT_MIN 61000
-#define SNAT_PORT_MAX 65535
+#define SNAT_PORT_MIN 1024
+#define SNAT_PORT_MAX 29999
 #endif
 #define SNAT_PORTS (SNAT_PORT_MAX - SNAT_PORT_MIN + 1)
-#define SNAT_TRIES 8
+#define SNAT_TRIES 16
+/* when a claimed snat port may be taken over (units of 2^30 ns, about seconds): a TCP flow
+ * seen closing after a grace for the last ACKs and retransmitted FINs (a backend that closed
+ * first holds TIME_WAIT, which accepts a new SYN with newer timestamps), a UDP flow idle like
+ * conntrack's unreplied UDP timeout. An open TCP flow keeps its port until the LRU evicts it. */
+#define NP_SNAT_TCP_CLOSED_GRACE 2
+#define NP_SNAT_UDP_IDLE 30
 #ifndef AF_INET
 #define AF_INET 2
 #endif
@@ -68,6 +74,7 @@ struct l4 {
     u8 proto;
     u8 udp_zero_csum;
     u8 syn; /* a TCP SYN without ACK: a new connection, even on a known tuple */
+    u8 fin_rst; /* a TCP FIN or RST: the connection is closing */
 };
 
 static __always_inline int parse(struct __sk_buff *skb, struct iphdr **ipp, struct l4 *l)
@@ -94,6 +101,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct iphdr **ipp, stru
         l->csum_off = off + offsetof(struct tcphdr, check);
         l->udp_zero_csum = 0;
         l->syn = t->syn && !t->ack;
+        l->fin_rst = t->fin || t->rst;
     } else if (ip->protocol == IPPROTO_UDP) {
         struct udphdr *u = data + off;
         if ((void *)(u + 1) > end)
@@ -169,6 +177,26 @@ static __always_inline int forward(struct __sk_buff *skb, u32 src, u32 dst)
     return TC_ACT_SHOT; /* no route (or not forwardable): the stack would drop it too */
 }
 
+static __always_inline u32 now_s(void)
+{
+    return bpf_ktime_get_ns() >> 30;
+}
+
+/* Note activity (and a closing TCP flow) on a claimed snat port; written only on change. */
+static __always_inline void touch(struct np_snat_val *sv, struct l4 *l)
+{
+    u32 now = now_s();
+    if (sv->last_seen != now)
+        sv->last_seen = now;
+    if (l->fin_rst && !sv->closing)
+        sv->closing = 1;
+}
+
+static __always_inline int snat_owner(struct np_snat_val *sv, struct np_snat_val *want)
+{
+    return sv->client_ip == want->client_ip && sv->client_port == want->client_port && sv->node_port == want->node_port;
+}
+
 /* A reply from a remote backend to SNAT_IP:snat port -> from NODE_IP:nodePort to the client. */
 static __always_inline int snat_reply(struct __sk_buff *skb, struct iphdr *ip, struct l4 *l)
 {
@@ -182,22 +210,35 @@ static __always_inline int snat_reply(struct __sk_buff *skb, struct iphdr *ip, s
     struct np_snat_val *sv = np_snat_rev.lookup(&rk);
     if (!sv)
         return TC_ACT_OK;
+    touch(sv, l);
     struct np_snat_val v = *sv;
     rewrite(skb, l, IP_DST_OFF, SNAT_IP, v.client_ip, l->off + 2, l->dport, v.client_port);
     rewrite(skb, l, IP_SRC_OFF, saddr, NODE_IP, l->off, l->sport, v.node_port);
     return forward(skb, NODE_IP, v.client_ip);
 }
 
-/* Claim a source port for (backend, SNAT_IP, proto): a few random probes in np_snat_rev. */
+/* Claim a source port for (backend, SNAT_IP, proto): random probes in np_snat_rev; a free port,
+ * or one whose flow has ended (see NP_SNAT_*). */
 static __always_inline int snat_alloc(struct np_ct_key *rk, struct np_snat_val *sv)
 {
     u32 start = bpf_get_prandom_u32();
-#pragma unroll
+    u32 now = sv->last_seen;
     for (int i = 0; i < SNAT_TRIES; i++) {
         u16 port = SNAT_PORT_MIN + ((start + i * 2654435761u) % SNAT_PORTS);
         rk->port2 = bpf_htons(port);
         if (np_snat_rev.insert(rk, sv) == 0)
             return 0;
+        struct np_snat_val *old = np_snat_rev.lookup(rk);
+        if (!old)
+            continue;
+        u32 idle = now - old->last_seen;
+        int done = rk->proto == IPPROTO_TCP ? (old->closing && idle >= NP_SNAT_TCP_CLOSED_GRACE)
+                                            : idle >= NP_SNAT_UDP_IDLE;
+        if (done) {
+            /* two CPUs may take the same ended flow's port at once; a lost race costs one flow */
+            np_snat_rev.update(rk, sv);
+            return 0;
+        }
     }
     return -1;
 }
@@ -242,16 +283,29 @@ int np_nodeport_ingress(struct __sk_buff *skb)
     sv.client_ip = saddr;
     sv.client_port = l.sport;
     sv.node_port = l.dport;
+    sv.last_seen = now_s();
+    sv.closing = l.fin_rst;
     rk.addr2 = SNAT_IP;
     rk.proto = l.proto;
-    if (fresh) {
-        if (known && be.snat_port) {
-            /* the flow moves: release the source port it held */
-            rk.addr1 = be.ip;
-            rk.port1 = be.port;
-            rk.port2 = be.snat_port;
-            np_snat_rev.delete(&rk);
+    if (known && be.snat_port) {
+        rk.addr1 = be.ip;
+        rk.port1 = be.port;
+        rk.port2 = be.snat_port;
+        struct np_snat_val *held = np_snat_rev.lookup(&rk);
+        if (held && snat_owner(held, &sv)) {
+            if (fresh)
+                np_snat_rev.delete(&rk); /* the flow moves: release the port it held */
+            else
+                touch(held, &l);
+        } else if (held) {
+            fresh = 1; /* its port went to another flow after this one ended: start over */
+        } else if (!fresh && np_snat_rev.insert(&rk, &sv) != 0) {
+            /* the LRU dropped the entry of a live flow: put it back, unless another flow
+             * claimed the port meanwhile (then start over) */
+            fresh = 1;
         }
+    }
+    if (fresh) {
         struct lb_svc_key key = {};
         key.vip = 0;
         key.port = l.dport;
@@ -291,13 +345,6 @@ int np_nodeport_ingress(struct __sk_buff *skb)
             np_ct_rev.update(&lk, &orig);
         }
         np_ct_fwd.update(&fk, &be);
-    } else if (be.snat_port) {
-        /* an LRU map may have dropped the reverse entry of a long-lived flow: put it back
-         * (NOEXIST: never steal the port if another flow holds it meanwhile) */
-        rk.addr1 = be.ip;
-        rk.port1 = be.port;
-        rk.port2 = be.snat_port;
-        np_snat_rev.insert(&rk, &sv);
     }
     rewrite(skb, &l, IP_DST_OFF, daddr, be.ip, l.off + 2, l.dport, be.port);
     if (!be.snat_port)
