@@ -538,3 +538,49 @@ def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: 
     for dev, d in (("np.1", "ingress"), ("ext0", "ingress"), ("ext0", "egress")):
         assert tc_filters(topo.node, dev, d) == [], (dev, d)
     assert not pins.exists()
+
+
+def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdStore, keys: Keys, topo: Topo, far: str, mode: str) -> None:
+    """With 8 SNAT ports for a remote backend: 8 open connections hold them all (a 9th new one
+    is dropped, the 8 keep working); once they close, the ports serve new connections."""
+    if mode != "ebpf":
+        pytest.skip("SNAT port allocation is the eBPF backend's")
+    from netplane.ebpf.loader import EbpfBackend, instance_for
+
+    make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
+    backend = EbpfBackend(cgroup=str(topo.cgroup), instance=instance_for(topo.cgroup), iface="ext0",
+                          node_ip=IPv4Address(NODE_IP), local_cidr=IPv4Network(LOCAL_CIDR), netns=topo.node,
+                          overlay_iface="np.1", overlay_ip=IPv4Address(NODE_OVERLAY_IP), snat_ports=(20000, 20007))
+    comp = ProxyComponent(store, keys, mode=mode, node="node", backend=backend, resync_interval=30.0)
+    code = (
+        "import socket,sys\n"
+        f"ss=[socket.create_connection(('{NODE_IP}',30080),timeout=3) for _ in range(8)]\n"
+        "print(' '.join(s.recv(100).decode().strip() for s in ss), flush=True)\n"
+        "for line in sys.stdin:\n"
+        "  [s.sendall(b'x') for s in ss]; print(' '.join(s.recv(100).decode() for s in ss), flush=True)\n"
+    )
+    comp.start()
+    held: subprocess.Popen[str] | None = None
+    try:
+        assert comp.synced.wait(20)
+        held = subprocess.Popen(topo.wrap([sys.executable, "-c", code], topo.ext, in_cgroup=False),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert held.stdout and held.stdin
+        assert held.stdout.readline().split() == ["be4"] * 8
+        r = topo.run_probe(f"{NODE_IP}:30080", 1, where=topo.ext, in_cgroup=False)
+        assert r["errors"] == {"TIMEOUT": 1}, r  # every port held by a live flow
+        held.stdin.write("go\n")
+        held.stdin.flush()
+        assert held.stdout.readline().split() == ["x"] * 8  # and none was taken from them
+        held.stdin.close()
+        held.wait(timeout=10)
+        time.sleep(3)  # closed flows give their ports back after a 2 s grace
+        r = topo.run_probe(f"{NODE_IP}:30080", 8, where=topo.ext, in_cgroup=False)
+        assert r["errors"] == {} and r["answers"] == {"be4": 8}, r
+    finally:
+        if held is not None:
+            if held.poll() is None:
+                held.kill()
+            held.wait()
+        comp.stop()
+        backend.cleanup()

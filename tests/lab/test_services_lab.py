@@ -95,7 +95,7 @@ def eventually(fn: Callable[[], dict], ok: Callable[[dict], bool], timeout: floa
 
 
 def test_service_spread_nodeport_hairpin_and_restart(cluster: tuple[Lab, str]) -> None:
-    lab, mode = cluster
+    lab, _mode = cluster
     pa, pb = pods.find(lab, "pa"), pods.find(lab, "pb")
     assert pa and pb
     vip = make(lab, "web", [pa["ip"], pb["ip"]])
