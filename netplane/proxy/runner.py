@@ -106,6 +106,7 @@ class ProxyComponent:
         self.mode = mode
         self.node = node
         self.iface, self.node_ip, self.local_cidr, self.cgroup = iface, node_ip, local_cidr, cgroup
+        self.overlay_iface, self.overlay_ip = overlay_iface, overlay_ip
         self.backend = backend or make_backend(
             mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns,
             overlay_iface=overlay_iface, overlay_ip=overlay_ip,
