@@ -65,21 +65,25 @@ def proxy() -> None:
 @click.option("--cgroup", metavar="DIR", help="cgroup v2 directory to attach the eBPF programs to (ebpf).")
 @click.option("--iface", help="Underlay interface for NodePort at tc (ebpf).")
 @click.option("--node-ip", help="This host's address NodePorts are reached on (ebpf).")
-@click.option("--local-cidr", help="This host's pod subnet (ebpf NodePort uses only these backends).")
+@click.option("--local-cidr", help="This host's pod subnet (ebpf NodePort: backends outside it are SNATed; without "
+              "--overlay-iface/--overlay-ip only these backends are used).")
+@click.option("--overlay-iface", help="The VXLAN device (np.<VNI>) remote NodePort backends are reached through (ebpf).")
+@click.option("--overlay-ip", help="That device's address (<subnet>.0): the SNAT source for remote NodePort backends (ebpf).")
 @click.option("--cleanup", "do_cleanup", is_flag=True, help="Remove everything this proxy mode owns here, then exit (kube-proxy --cleanup).")
 @click.pass_context
 def run(ctx: click.Context, mode: str, node: str, cgroup: str | None, iface: str | None, node_ip: str | None,
-        local_cidr: str | None, do_cleanup: bool) -> None:
+        local_cidr: str | None, overlay_iface: str | None, overlay_ip: str | None, do_cleanup: bool) -> None:
     """Run the proxy in this network namespace until SIGTERM/SIGINT."""
     from netplane.proxy.runner import ProxyComponent
 
     if do_cleanup:
-        ctx.invoke(cleanup, mode=mode, host=None, netns_name=None, cgroup=cgroup, iface=iface)
+        ctx.invoke(cleanup, mode=mode, host=None, netns_name=None, cgroup=cgroup, iface=iface, overlay_iface=overlay_iface)
         return
     settings: Settings = ctx.obj
 
     comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, cgroup=cgroup, iface=iface,
-                          node_ip=_ip(node_ip), local_cidr=_net(local_cidr))
+                          node_ip=_ip(node_ip), local_cidr=_net(local_cidr), overlay_iface=overlay_iface,
+                          overlay_ip=_ip(overlay_ip))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -95,14 +99,17 @@ NETNS_HELP = "A network namespace (name in /run/netns) instead of this one."
 @click.option("--netns", "netns_name", metavar="NAME", help=NETNS_HELP)
 @click.option("--cgroup", metavar="DIR", help="cgroup v2 directory the eBPF programs are attached to.")
 @click.option("--iface", help="Interface carrying the NodePort tc programs.")
+@click.option("--overlay-iface", help="VXLAN device carrying the NodePort reply program (with --host: np.1).")
 @click.pass_obj
 def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | None, cgroup: str | None,
-            iface: str | None) -> None:
+            iface: str | None, overlay_iface: str | None) -> None:
     """Remove every kernel object the proxy owns (chains and jumps, or programs and pins)."""
     netns = netns_name
     if host:
         netns, cg = _lab_host(host)
         cgroup = cgroup or str(cg)
+        iface = iface or "eth0"
+        overlay_iface = overlay_iface or "np.1"
     if mode == "iptables":
         from netplane.proxy.iptables import IptablesBackend
 
@@ -114,7 +121,8 @@ def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | N
     from netplane.ebpf.loader import cleanup as ebpf_cleanup
     from netplane.ebpf.loader import instance_for
 
-    for line in ebpf_cleanup(cgroup=cgroup, instance=instance_for(cgroup), iface=iface, netns=netns):
+    for line in ebpf_cleanup(cgroup=cgroup, instance=instance_for(cgroup), iface=iface, netns=netns,
+                             overlay_iface=overlay_iface):
         click.echo(line)
 
 

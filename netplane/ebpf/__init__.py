@@ -1,5 +1,5 @@
 """eBPF service load balancing (bcc): socket-level LB at cgroup v2 connect4/sendmsg4/recvmsg4/
-getpeername4, NodePort at tc on the underlay interface, maps pinned under /sys/fs/bpf/netplane.
+getpeername4, NodePort at tc on the underlay interface (endpoints on other hosts SNATed through the VXLAN device), maps pinned under /sys/fs/bpf/netplane.
 
     lb.bpf.c, nodeport.bpf.c, lb_maps.h   the programs and the shared map layouts
     maps.py             the layouts mirrored once in ctypes

@@ -75,9 +75,23 @@ struct np_ct_key {
 struct np_ct_val {
     u32 ip;
     u16 port;
-    u16 pad;
+    u16 snat_port;  /* forward entries: 0 for a local backend, else the source port we SNATed to */
     u32 backend_id; /* forward entries: to notice the backend went away */
     u32 pad2;
+};
+
+/* NodePort flows to a backend on another host, SNATed to (SNAT_IP, snat port): keyed like a
+ * reply arrives, (addr1 backend ip, addr2 SNAT_IP, port1 backend port, port2 snat port, proto),
+ * -> the client and the nodePort it asked for. Creating the entry (BPF_NOEXIST) claims the
+ * snat port for that (backend ip, backend port, proto); a TCP flow seen closing (FIN/RST) or a
+ * UDP flow gone idle gives it up to the next flow that probes it (NP_SNAT_* in nodeport.bpf.c). */
+struct np_snat_val {
+    u32 client_ip;
+    u16 client_port;
+    u16 node_port;
+    u32 last_seen; /* bpf_ktime_get_ns() >> 30, about seconds */
+    u8 closing;    /* FIN or RST seen in either direction */
+    u8 pad[3];
 };
 
 BPF_TABLE_PINNED("hash", struct lb_svc_key, struct lb_svc_val, lb_services, 524288, PIN_DIR "/lb_services");

@@ -3,7 +3,10 @@
 - lb.bpf.c: connect4 / sendmsg4 / recvmsg4 / getpeername4 attached to one cgroup v2 directory (the host's
   subtree; never the machine's root cgroup).
 - nodeport.bpf.c: tc ingress/egress on the underlay interface, when an interface and node IP
-  are given.
+  are given; with the VXLAN device and its address (`overlay_iface`, `overlay_ip`) and the
+  host's pod subnet (`local_cidr`) also tc ingress on the VXLAN device, and a NodePort reaches
+  every endpoint (externalTrafficPolicy=Cluster): remote ones SNATed to the VXLAN address and a
+  port from `snat_ports`. Without them, only this host's endpoints (the Local policy).
 - Maps are pinned under /sys/fs/bpf/netplane/<instance>. Programs stay attached when the agent
   stops (`close`), so a restart interrupts neither established nor new connections: the new
   process reuses the pinned maps, replaces the programs atomically (exclusive cgroup attach and
@@ -40,6 +43,15 @@ ROOT_CGROUP = Path("/sys/fs/cgroup/unified")
 TC_INGRESS = 0xFFFFFFF2
 TC_EGRESS = 0xFFFFFFF3
 TC_PRIO = 0x4E50  # "NP"
+# Source ports for NodePort flows SNATed to remote backends: below the nodePort range
+# (30000-32767) and the default ephemeral range (net.ipv4.ip_local_port_range 32768-60999,
+# whose ports the host's own connections from the same address use), above the privileged
+# ports. A claimed port could only shadow a reply to a local socket bound explicitly to it and
+# talking to that very backend ip:port. 28,976 ports per (backend ip, backend port, protocol);
+# a port returns 2 s after its TCP flow closes or 30 s after its UDP flow goes quiet.
+# (61000-65535, also clear of both ranges, measured too small: 1,000 UDP flows/s to one
+# backend ran out of ports.)
+SNAT_PORTS = (1024, 29999)
 
 
 def pin_dir(instance: str) -> Path:
@@ -91,13 +103,21 @@ class EbpfBackend:
         node_ip: IPv4Address | None = None,
         local_cidr: IPv4Network | None = None,
         netns: str | None = None,
+        overlay_iface: str | None = None,
+        overlay_ip: IPv4Address | None = None,
+        snat_ports: tuple[int, int] = SNAT_PORTS,
     ) -> None:
+        if not (1024 <= snat_ports[0] <= snat_ports[1] <= 65535):
+            raise ConfigError(f"SNAT port range {snat_ports[0]}-{snat_ports[1]} must lie within 1024-65535")
         self.cgroup = check_cgroup(cgroup)
         self.pins = pin_dir(instance)
         self.iface = iface
         self.node_ip = node_ip
         self.local_cidr = local_cidr
         self.netns = netns
+        self.overlay_iface = overlay_iface
+        self.overlay_ip = overlay_ip
+        self.snat_ports = snat_ports
         self._lb: Any = None
         self._np: Any = None
         self._ops: MapOps | None = None
@@ -105,10 +125,33 @@ class EbpfBackend:
         self.applied: ProxyState | None = None
         self.last_writes = 0
 
+    @property
+    def snat(self) -> bool:
+        """NodePort reaches endpoints on other hosts (SNAT through the overlay)."""
+        return bool(self.iface and self.node_ip and self.overlay_iface and self.overlay_ip and self.local_cidr)
+
+    @property
+    def nodeport_cidr(self) -> IPv4Network | None:
+        """The backends NodePort entries carry: all (None) when remote ones can be SNATed, else
+        this host's pods only (None too when the pod subnet is unknown)."""
+        return None if self.snat else self.local_cidr
+
     # ------------------------------------------------------------------ load / attach
     def _cflags(self) -> list[str]:
         node = M.ip_u32(self.node_ip) if self.node_ip else 0
-        return [f'-DPIN_DIR="{self.pins}"', f"-DNODE_IP={node}u", f"-I{SRC_DIR}", "-Wno-unused-function"]
+        flags = [f'-DPIN_DIR="{self.pins}"', f"-DNODE_IP={node}u", f"-I{SRC_DIR}", "-Wno-unused-function"]
+        if self.snat:
+            assert self.overlay_ip is not None and self.local_cidr is not None
+            flags += [
+                f"-DSNAT_IP={M.ip_u32(self.overlay_ip)}u",
+                f"-DLOCAL_NET={M.ip_u32(self.local_cidr.network_address)}u",
+                f"-DLOCAL_MASK={M.ip_u32(self.local_cidr.netmask)}u",
+                f"-DSNAT_PORT_MIN={self.snat_ports[0]}",
+                f"-DSNAT_PORT_MAX={self.snat_ports[1]}",
+            ]
+            if os.environ.get("NETPLANE_NP_REDIRECT_NEIGH") == "1":  # measurement switch
+                flags.append("-DNP_ALWAYS_REDIRECT_NEIGH")
+        return flags
 
     def load(self) -> None:
         from bcc import BPF
@@ -146,23 +189,32 @@ class EbpfBackend:
             raise KernelError(f"loading nodeport.bpf.c: {e}") from e
         ing = self._np.load_func(b"np_nodeport_ingress", BPF.SCHED_CLS)
         eg = self._np.load_func(b"np_nodeport_egress", BPF.SCHED_CLS)
+        attach: list[tuple[str, int, Any, str]] = [
+            (str(self.iface), TC_INGRESS, ing, "np-nodeport-in"),
+            (str(self.iface), TC_EGRESS, eg, "np-nodeport-out"),
+        ]
+        if self.snat:
+            ovl = self._np.load_func(b"np_overlay_ingress", BPF.SCHED_CLS)
+            attach.append((str(self.overlay_iface), TC_INGRESS, ovl, "np-nodeport-ovl"))
         with nsmod.inside(self.netns):
             ipr = IPRoute()
+        dev = str(self.iface)
         try:
-            links = ipr.link_lookup(ifname=self.iface)
-            if not links:
-                raise ConfigError(f"interface {self.iface} not found")
-            idx = links[0]
-            try:
-                ipr.tc("add", "clsact", idx)
-            except NetlinkError as e:
-                if e.code != 17:  # EEXIST
-                    raise
-            for parent, fn, nm in ((TC_INGRESS, ing, "np-nodeport-in"), (TC_EGRESS, eg, "np-nodeport-out")):
+            for dev, parent, fn, nm in attach:
+                links = ipr.link_lookup(ifname=dev)
+                if not links:
+                    raise ConfigError(f"interface {dev} not found")
+                idx = links[0]
+                try:
+                    ipr.tc("add", "clsact", idx)
+                except NetlinkError as e:
+                    if e.code != 17:  # EEXIST
+                        raise
+                # replace: a restarted agent swaps the program in place (pinned maps keep the flows)
                 ipr.tc("replace-filter", "bpf", idx, handle=1, fd=fn.fd, name=nm, parent=parent,
                        prio=TC_PRIO, classid=1, direct_action=True)
         except NetlinkError as e:
-            raise KernelError(f"tc on {self.iface}: {e}", errno=e.code) from e
+            raise KernelError(f"tc on {dev}: {e}", errno=e.code) from e
         finally:
             ipr.close()
 
@@ -173,10 +225,10 @@ class EbpfBackend:
         assert self._ops is not None
         if full or self.current is None or self.applied is None:
             self.current = self._ops.read()
-            plan = plan_sync(self.current, state, local_cidr=self.local_cidr)
+            plan = plan_sync(self.current, state, local_cidr=self.nodeport_cidr)
         else:
             ch = changed if changed is not None else state.changed(self.applied)
-            plan = plan_sync(self.current, state, local_cidr=self.local_cidr, changed=ch, previous=self.applied, inplace=True)
+            plan = plan_sync(self.current, state, local_cidr=self.nodeport_cidr, changed=ch, previous=self.applied, inplace=True)
         try:
             self._ops.apply(plan)
         except BaseException:
@@ -199,10 +251,12 @@ class EbpfBackend:
 
     def cleanup(self) -> None:
         self.close()
-        cleanup(cgroup=str(self.cgroup), instance=self.pins.name, iface=self.iface, netns=self.netns)
+        cleanup(cgroup=str(self.cgroup), instance=self.pins.name, iface=self.iface, netns=self.netns,
+                overlay_iface=self.overlay_iface)
 
 
-def cleanup(*, cgroup: str | None, instance: str, iface: str | None = None, netns: str | None = None) -> list[str]:
+def cleanup(*, cgroup: str | None, instance: str, iface: str | None = None, netns: str | None = None,
+            overlay_iface: str | None = None) -> list[str]:
     """Detach our cgroup programs and tc filters, unpin our maps. Returns what was removed."""
     done: list[str] = []
     if cgroup:
@@ -214,21 +268,23 @@ def cleanup(*, cgroup: str | None, instance: str, iface: str | None = None, netn
                     done.append(f"detached {fn_name} from {p}")
         finally:
             os.close(fd)
-    if iface:
+    if iface or overlay_iface:
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
         with nsmod.inside(netns):
             ipr = IPRoute()
         try:
-            links = ipr.link_lookup(ifname=iface)
-            for idx in links:
-                for parent in (TC_INGRESS, TC_EGRESS):
-                    try:
-                        ipr.tc("del-filter", "bpf", idx, handle=1, parent=parent, prio=TC_PRIO)
-                        done.append(f"removed tc filter on {iface}")
-                    except NetlinkError:
-                        pass
+            for dev, parents in ((iface, (TC_INGRESS, TC_EGRESS)), (overlay_iface, (TC_INGRESS,))):
+                if not dev:
+                    continue
+                for idx in ipr.link_lookup(ifname=dev):
+                    for parent in parents:
+                        try:
+                            ipr.tc("del-filter", "bpf", idx, handle=1, parent=parent, prio=TC_PRIO)
+                            done.append(f"removed tc filter on {dev}")
+                        except NetlinkError:
+                            pass
         finally:
             ipr.close()
     d = pin_dir(instance)

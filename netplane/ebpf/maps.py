@@ -16,7 +16,7 @@ PROTO_NAME = {v: k for k, v in IPPROTO.items()}
 LB_F_AFFINITY = 1
 SERVICES_MAX = 524288
 BACKENDS_MAX = 262144
-MAP_NAMES = ("lb_services", "lb_backends", "lb_affinity", "lb_revnat", "np_ct_fwd", "np_ct_rev")
+MAP_NAMES = ("lb_services", "lb_backends", "lb_affinity", "lb_revnat", "np_ct_fwd", "np_ct_rev", "np_snat_rev")
 
 
 class SvcKey(ctypes.Structure):
@@ -66,15 +66,26 @@ class CtVal(ctypes.Structure):
     _fields_ = [
         ("ip", ctypes.c_uint32),
         ("port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("snat_port", ctypes.c_uint16),
         ("backend_id", ctypes.c_uint32),
         ("pad2", ctypes.c_uint32),
     ]
 
 
+class SnatVal(ctypes.Structure):
+    _fields_ = [
+        ("client_ip", ctypes.c_uint32),
+        ("client_port", ctypes.c_uint16),
+        ("node_port", ctypes.c_uint16),
+        ("last_seen", ctypes.c_uint32),
+        ("closing", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
 SIZES = {"lb_services": (ctypes.sizeof(SvcKey), ctypes.sizeof(SvcVal)), "lb_backends": (4, ctypes.sizeof(BackendVal))}
 assert ctypes.sizeof(SvcKey) == 12 and ctypes.sizeof(SvcVal) == 16 and ctypes.sizeof(BackendVal) == 12
-assert ctypes.sizeof(CtKey) == 16 and ctypes.sizeof(CtVal) == 16
+assert ctypes.sizeof(CtKey) == 16 and ctypes.sizeof(CtVal) == 16 and ctypes.sizeof(SnatVal) == 16
 
 
 def ip_u32(ip: IPv4Address) -> int:

@@ -76,9 +76,10 @@ def frontends_of(e: LbEntry, local_cidr: IPv4Network | None) -> list[tuple[Front
     bes = [(ip_u32(b.ip), port_u16(b.port)) for b in e.backends]
     out = [((ip_u32(e.vip), port_u16(e.port), proto), bes, flags, timeout)]
     if e.node_port is not None:
-        # NodePort at tc translates replies on their way out of this host's underlay, which a
-        # pod on another host would bypass: use this host's pods only (Kubernetes'
-        # externalTrafficPolicy=Local; a host without one refuses). Locality unknown: all.
+        # `local_cidr` given: this host's pods only (Kubernetes' externalTrafficPolicy=Local; a
+        # host without one refuses). The loader passes it only when it cannot SNAT remote
+        # backends through the overlay (no VXLAN device configured); otherwise None: all
+        # endpoints (externalTrafficPolicy=Cluster, the program tells local from remote).
         nbes = bes if local_cidr is None else [(ip_u32(b.ip), port_u16(b.port)) for b in e.backends if b.ip in local_cidr]
         out.append(((0, port_u16(e.node_port), proto), nbes, flags, timeout))
     return out

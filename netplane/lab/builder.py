@@ -374,6 +374,7 @@ class Lab:
                 instance=item["instance"],
                 iface=item["iface"] if ns_alive else None,
                 netns=item["netns"] if ns_alive else None,
+                overlay_iface=item.get("overlay") if ns_alive else None,
             )
         elif kind == "pod":
             from netplane.lab import pods

@@ -44,13 +44,17 @@ def store_for(lab: Lab) -> EtcdStore:
     return EtcdStore(EtcdConfig(endpoints=(lab.etcd_endpoint,), timeout=3.0))
 
 
-def ensure_network_config(lab: Lab, store: EtcdStore) -> None:
-    """Write the lab's overlay config unless one is there already (create-only)."""
-    from netplane.subnet.config import parse_config
+def ensure_network_config(lab: Lab, store: EtcdStore) -> str:
+    """Write the lab's overlay config unless one is there already (create-only); returns the
+    VXLAN device name the agents will use (from the config in etcd)."""
+    from netplane.subnet.config import load_config, parse_config
 
     cfg = parse_config({"Network": str(lab.topology.overlay_network), "Backend": {"Type": "vxlan"}},
                        underlay=[lab.topology.underlay])
-    store.create(Keys(LAB_PREFIX).network_config, codec.dumps(cfg.to_json()))
+    key = Keys(LAB_PREFIX).network_config
+    store.create(key, codec.dumps(cfg.to_json()))
+    kv = store.get(key)
+    return load_config(kv.value).device_name if kv is not None else cfg.device_name
 
 
 def start_agent(lab: Lab, host: str) -> int:
@@ -60,7 +64,7 @@ def start_agent(lab: Lab, host: str) -> int:
 def start(lab: Lab, *, wait: float = 20.0) -> None:
     """Network config, then an agent on every host; waits until every host holds a subnet."""
     with store_for(lab) as s:
-        ensure_network_config(lab, s)
+        device = ensure_network_config(lab, s)
     for h in lab.topology.hosts:
         if lab.topology.proxy == "ebpf":
             # recorded before the agent starts, so `lab down` (newest first) stops the agent,
@@ -68,7 +72,8 @@ def start(lab: Lab, *, wait: float = 20.0) -> None:
             from netplane.ebpf.loader import instance_for
 
             lab.state.record("bpf", host=h.name, cgroup=str(lab.cgroup(h.name)),
-                             instance=instance_for(lab.cgroup(h.name)), netns=lab.netns(h.name), iface="eth0")
+                             instance=instance_for(lab.cgroup(h.name)), netns=lab.netns(h.name), iface="eth0",
+                             overlay=device)
         start_agent(lab, h.name)
     wait_subnets(lab, timeout=wait)
 

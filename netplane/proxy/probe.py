@@ -76,10 +76,12 @@ def probe_udp(host: str, port: int, n: int, *, timeout: float = 1.0) -> ProbeRes
 
 class Server:
     """TCP + UDP responders on one port, answering `name`. Sockets are created by the caller's
-    thread (so in whatever network namespace it is in); serving runs on daemon threads."""
+    thread (so in whatever network namespace it is in); serving runs on daemon threads.
+    With `tell_peer` the answer is `name@<source address it saw>` (to observe SNAT)."""
 
-    def __init__(self, name: str, *, host: str = "0.0.0.0", port: int) -> None:
+    def __init__(self, name: str, *, host: str = "0.0.0.0", port: int, tell_peer: bool = False) -> None:
         self.name = name.encode()
+        self.tell_peer = tell_peer
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind((host, port))
@@ -94,15 +96,18 @@ class Server:
     def _tcp_loop(self) -> None:
         while not self._stop:
             try:
-                c, _ = self.tcp.accept()
+                c, peer = self.tcp.accept()
             except OSError:
                 return
             try:
-                c.sendall(self.name + b"\n")
+                c.sendall(self._answer(peer))
             except OSError:
                 pass
             # keep the connection open for clients that want to keep talking (echo)
             threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    def _answer(self, peer: tuple[str, int]) -> bytes:
+        return self.name + (f"@{peer[0]}".encode() if self.tell_peer else b"") + b"\n"
 
     def _echo(self, c: socket.socket) -> None:
         try:
@@ -125,7 +130,7 @@ class Server:
             if self._stop or not peer:  # shutdown wakes recvfrom with an empty datagram
                 return
             try:
-                self.udp.sendto(self.name + b"\n", peer)
+                self.udp.sendto(self._answer(peer), peer)
             except OSError:
                 continue
 

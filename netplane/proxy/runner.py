@@ -59,6 +59,8 @@ def make_backend(
     node_ip: IPv4Address | None = None,
     local_cidr: IPv4Network | None = None,
     netns: str | None = None,
+    overlay_iface: str | None = None,
+    overlay_ip: IPv4Address | None = None,
 ) -> ProxyBackend:
     if mode == "iptables":
         from netplane.proxy.iptables import IptablesBackend
@@ -69,7 +71,8 @@ def make_backend(
             raise ConfigError("the eBPF proxy needs --proxy-cgroup (a cgroup v2 directory of this host)")
         from netplane.ebpf.loader import EbpfBackend, instance_for
 
-        return EbpfBackend(cgroup=cgroup, instance=instance or instance_for(cgroup), iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns)
+        return EbpfBackend(cgroup=cgroup, instance=instance or instance_for(cgroup), iface=iface, node_ip=node_ip,
+                           local_cidr=local_cidr, netns=netns, overlay_iface=overlay_iface, overlay_ip=overlay_ip)
     raise ConfigError(f"unknown proxy mode {mode!r}: use iptables or ebpf")
 
 
@@ -91,6 +94,8 @@ class ProxyComponent:
         node_ip: IPv4Address | None = None,
         local_cidr: IPv4Network | None = None,
         netns: str | None = None,
+        overlay_iface: str | None = None,
+        overlay_ip: IPv4Address | None = None,
         instance: str | None = None,
         resync_interval: float = 60.0,
         backend: ProxyBackend | None = None,
@@ -101,8 +106,10 @@ class ProxyComponent:
         self.mode = mode
         self.node = node
         self.iface, self.node_ip, self.local_cidr, self.cgroup = iface, node_ip, local_cidr, cgroup
+        self.overlay_iface, self.overlay_ip = overlay_iface, overlay_ip
         self.backend = backend or make_backend(
-            mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns
+            mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns,
+            overlay_iface=overlay_iface, overlay_ip=overlay_ip,
         )
         self.resync_interval = resync_interval
         self.metrics = ProxyMetrics(registry, mode=self.backend.name) if registry is not None else None
@@ -288,12 +295,14 @@ class ProxyComponent:
 
 
 def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyComponent]:
-    """A component factory for `Agent(extra_components=[...])`: node IP, underlay interface and
-    the local pod subnet come from the running agent."""
+    """A component factory for `Agent(extra_components=[...])`: node IP, underlay interface, the
+    local pod subnet and the VXLAN device (`np.<VNI>`, address `<subnet>.0`, through which eBPF
+    NodePort reaches other hosts' endpoints) come from the running agent."""
 
     def make(agent: Agent) -> ProxyComponent:
         u = agent.state.underlay
         lease = agent.state.lease
+        cfg = agent.state.config
         return ProxyComponent(
             agent.store,
             agent.keys,
@@ -304,6 +313,8 @@ def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyCompon
             node_ip=u.public_ip if u else None,
             local_cidr=lease.subnet if lease else None,
             netns=agent.opts.netns_name,
+            overlay_iface=cfg.device_name if cfg else None,
+            overlay_ip=lease.subnet.network_address if lease else None,
             registry=agent.metrics.registry,
         )
 

@@ -129,7 +129,8 @@ def test_run_with_external_stop_event(store: EtcdStore, keys: Keys) -> None:
 
 
 def test_for_agent_takes_underlay_and_subnet_from_the_agent(store: EtcdStore, keys: Keys) -> None:
-    """The agent factory wires node IP, interface and local subnet from a running agent."""
+    """The agent factory wires node IP, interface, local subnet and the VXLAN device (name and
+    address, for eBPF NodePort to other hosts' endpoints) from a running agent."""
     from ipaddress import IPv4Interface, IPv4Network
     from types import SimpleNamespace
 
@@ -142,11 +143,13 @@ def test_for_agent_takes_underlay_and_subnet_from_the_agent(store: EtcdStore, ke
         store=store, keys=keys, opts=SimpleNamespace(node="h1", netns_name=None),
         metrics=SimpleNamespace(registry=CollectorRegistry()),
         state=SimpleNamespace(underlay=Underlay("eth0", IPv4Interface("10.98.1.2/24"), 1500),
-                              lease=SimpleNamespace(subnet=IPv4Network("10.244.3.0/24"))),
+                              lease=SimpleNamespace(subnet=IPv4Network("10.244.3.0/24")),
+                              config=SimpleNamespace(device_name="np.1")),
     )
     comp = for_agent(mode="iptables", cgroup=None)(agent)  # type: ignore[arg-type]
     assert comp.name == "proxy" and comp.node == "h1" and comp.backend.name == "iptables"
     assert (comp.iface, str(comp.node_ip), str(comp.local_cidr)) == ("eth0", "10.98.1.2", "10.244.3.0/24")
+    assert (comp.overlay_iface, str(comp.overlay_ip)) == ("np.1", "10.244.3.0")
     import pytest
 
     from netplane.errors import ConfigError

@@ -5,7 +5,13 @@ Topology per test (all namespaces and the cgroup are made here and removed at te
     ext (192.168.77.2) --veth-- node (192.168.77.1; proxy; clients run here, in the test cgroup)
                                  |-- veth -- be1 (10.50.1.2)
                                  |-- veth -- be2 (10.50.2.2)
-                                 '-- veth -- be3 (10.50.3.2)
+                                 |-- veth -- be3 (10.50.3.2)
+                                 '-- np.1 (VXLAN, 10.50.0.0/32; pod subnet 10.50.0.0/16)
+
+With the `far` fixture, a third host, routed through ext, holds a pod of another subnet behind
+its own VXLAN device (flannel's layout: neighbour + FDB + onlink route on each side):
+
+    ext (192.168.78.1) --veth-- far (192.168.78.2; np.1 10.60.3.0/32) -- veth -- be4 (10.60.3.2)
 
 Each backend runs a TCP+UDP responder answering its own name. A real etcd holds the services;
 the real `ProxyComponent` watches it and programs the real kernel. Clients are separate
@@ -22,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -38,7 +44,13 @@ CG_ROOT = Path("/sys/fs/cgroup/unified")
 NODE_IP = "192.168.77.1"
 EXT_IP = "192.168.77.2"
 PORT = 8080
+PEER_PORT = 9090  # answers name@<source address the backend saw>
 BACKENDS = {"be1": "10.50.1.2", "be2": "10.50.2.2", "be3": "10.50.3.2"}
+LOCAL_CIDR = "10.50.0.0/16"  # the node's pod subnet
+NODE_OVERLAY_IP = "10.50.0.0"  # its VXLAN device address: where remote NodePort traffic is SNATed to
+FAR_IP = "192.168.78.2"
+FAR_BE = "10.60.3.2"  # be4, a pod on the far host
+NODE_VTEP_MAC, FAR_VTEP_MAC = "02:4e:50:00:00:01", "02:4e:50:00:00:03"
 
 
 def sh(*argv: str) -> None:
@@ -91,6 +103,11 @@ def topo(make_netns: Callable[[str], str]) -> Iterator[Topo]:
     sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     # like a real host, the node has a default route (iptables DNAT happens after routing)
     sh("ip", "-n", node, "route", "add", "default", "via", EXT_IP)
+    # the node's VXLAN device (peers are added by the `far` fixture)
+    sh("ip", "-n", node, "link", "add", "np.1", "address", NODE_VTEP_MAC, "type", "vxlan", "id", "1", "local", NODE_IP,
+       "dev", "ext0", "dstport", "8472", "nolearning")
+    sh("ip", "-n", node, "addr", "add", f"{NODE_OVERLAY_IP}/32", "dev", "np.1")
+    sh("ip", "-n", node, "link", "set", "np.1", "up")
     backends: dict[str, str] = {}
     servers: list[Server] = []
     for i, (name, ip) in enumerate(sorted(BACKENDS.items()), start=1):
@@ -104,6 +121,7 @@ def topo(make_netns: Callable[[str], str]) -> Iterator[Topo]:
         sh("ip", "-n", ns, "route", "add", "default", "via", f"10.50.{i}.1")
         with netns.inside(ns):
             servers.append(Server(name, port=PORT))
+            servers.append(Server(name, port=PEER_PORT, tell_peer=True))
     cg = CG_ROOT / f"npt-proxy-{tag}"
     cg.mkdir()
     try:
@@ -123,10 +141,50 @@ def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture
+def far(topo: Topo, make_netns: Callable[[str], str]) -> Iterator[str]:
+    """A third host with pod be4 (10.60.3.2), reached from the node over VXLAN. Returns its netns."""
+    host = make_netns("far")
+    pod = make_netns("be4")
+    sh("ip", "netns", "exec", topo.ext, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "-n", topo.ext, "link", "add", "f0", "type", "veth", "peer", "name", "eth0", "netns", host)
+    sh("ip", "-n", topo.ext, "addr", "add", "192.168.78.1/24", "dev", "f0")
+    sh("ip", "-n", topo.ext, "link", "set", "f0", "up")
+    sh("ip", "-n", host, "addr", "add", f"{FAR_IP}/24", "dev", "eth0")
+    sh("ip", "-n", host, "link", "set", "eth0", "up")
+    sh("ip", "-n", host, "route", "add", "default", "via", "192.168.78.1")
+    sh("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "-n", host, "link", "add", "np.1", "address", FAR_VTEP_MAC, "type", "vxlan", "id", "1", "local", FAR_IP,
+       "dev", "eth0", "dstport", "8472", "nolearning")
+    sh("ip", "-n", host, "addr", "add", "10.60.3.0/32", "dev", "np.1")
+    sh("ip", "-n", host, "link", "set", "np.1", "up")
+    sh("ip", "-n", host, "link", "add", "vb4", "type", "veth", "peer", "name", "eth0", "netns", pod)
+    sh("ip", "-n", host, "addr", "add", "10.60.3.1/24", "dev", "vb4")
+    sh("ip", "-n", host, "link", "set", "vb4", "up")
+    sh("ip", "-n", pod, "addr", "add", f"{FAR_BE}/24", "dev", "eth0")
+    sh("ip", "-n", pod, "link", "set", "eth0", "up")
+    sh("ip", "-n", pod, "route", "add", "default", "via", "10.60.3.1")
+    for ns, peer_mac, peer_ip, peer_gw, peer_net in (
+        (topo.node, FAR_VTEP_MAC, FAR_IP, "10.60.3.0", "10.60.3.0/24"),
+        (host, NODE_VTEP_MAC, NODE_IP, NODE_OVERLAY_IP, LOCAL_CIDR),
+    ):
+        sh("ip", "-n", ns, "neigh", "replace", peer_gw, "lladdr", peer_mac, "dev", "np.1", "nud", "permanent")
+        sh("bridge", "-n", ns, "fdb", "append", peer_mac, "dev", "np.1", "dst", peer_ip, "self", "permanent")
+        sh("ip", "-n", ns, "route", "add", peer_net, "via", peer_gw, "dev", "np.1", "onlink")
+    with netns.inside(pod):
+        servers = [Server("be4", port=PORT), Server("be4", port=PEER_PORT, tell_peer=True)]
+    try:
+        yield host
+    finally:
+        for s in servers:
+            s.close()
+
+
 def start_proxy(store: EtcdStore, keys: Keys, topo: Topo, mode: str) -> ProxyComponent:
     comp = ProxyComponent(
         store, keys, mode=mode, node="node", cgroup=str(topo.cgroup), iface="ext0",
         node_ip=IPv4Address(NODE_IP), netns=topo.node, resync_interval=30.0,
+        local_cidr=IPv4Network(LOCAL_CIDR), overlay_iface="np.1", overlay_ip=IPv4Address(NODE_OVERLAY_IP),
     )
     comp.start()
     assert comp.synced.wait(20), "proxy did not sync"
@@ -377,3 +435,152 @@ def test_nodeport_udp_flow_moves_off_a_removed_endpoint(store: EtcdStore, keys: 
     finally:
         p.kill()
         p.wait()
+
+
+# ---------------------------------------------------------------- NodePort, endpoints on other hosts
+# externalTrafficPolicy=Cluster in both data planes: a nodePort reaches endpoints on a third host
+# (neither the client's nor the receiving node's) through the overlay, SNATed to the node's VXLAN
+# address so the reply comes back through it; the client only ever talks to NODE_IP:nodePort.
+
+
+def test_nodeport_reaches_an_endpoint_on_a_third_host(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
+    make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
+    proxy()
+    r = topo.run_probe(f"{NODE_IP}:30080", 50, where=topo.ext, in_cgroup=False)
+    assert r == {**r, "errors": {}, "answers": {"be4": 50}}, r
+
+
+def test_nodeport_udp_reaches_an_endpoint_on_a_third_host(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
+    make_service(store, keys, "npu", ips=[FAR_BE], port=f"53:{PORT}", udp=True, node_port=30053)
+    proxy()
+    r = topo.run_probe(f"{NODE_IP}:30053", 50, udp=True, where=topo.ext, in_cgroup=False)
+    assert r["errors"] == {} and r["answers"] == {"be4": 50}, r
+    assert r["peers"] == {f"{NODE_IP}:30053": 50}, r  # the reply comes from the nodePort
+
+
+def test_nodeport_spreads_over_local_and_remote_endpoints(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
+    make_service(store, keys, "np", ips=[*BACKENDS.values(), FAR_BE], node_port=30080)
+    make_service(store, keys, "npu", ips=[*BACKENDS.values(), FAR_BE], port=f"53:{PORT}", udp=True, node_port=30053)
+    proxy()
+    r = topo.run_probe(f"{NODE_IP}:30080", 300, where=topo.ext, in_cgroup=False)
+    assert r["errors"] == {}, r
+    assert_even(r["answers"], [*ALL, "be4"], 300)
+    ru = topo.run_probe(f"{NODE_IP}:30053", 200, udp=True, where=topo.ext, in_cgroup=False)
+    assert ru["errors"] == {} and set(ru["answers"]) == {*ALL, "be4"}, ru
+    assert ru["peers"] == {f"{NODE_IP}:30053": 200}, ru
+
+
+def test_nodeport_source_seen_by_local_and_remote_endpoints(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
+    """The remote endpoint sees the receiving node's VXLAN address (SNAT: its reply must come
+    back through that node). A local endpoint sees the real client in eBPF mode (no SNAT, as
+    Cilium does); kube-proxy's iptables masquerades every nodePort packet (its address on the pod's link)."""
+    make_service(store, keys, "np", ips=[BACKENDS["be1"], FAR_BE], port=f"80:{PEER_PORT}", node_port=30090)
+    make_service(store, keys, "npu", ips=[BACKENDS["be1"], FAR_BE], port=f"53:{PEER_PORT}", udp=True, node_port=30091)
+    proxy()
+    local_src = EXT_IP if mode == "ebpf" else "10.50.1.1"
+    want = {f"be1@{local_src}", f"be4@{NODE_OVERLAY_IP}"}
+    r = topo.run_probe(f"{NODE_IP}:30090", 60, where=topo.ext, in_cgroup=False)
+    assert r["errors"] == {} and set(r["answers"]) == want, r
+    ru = topo.run_probe(f"{NODE_IP}:30091", 60, udp=True, where=topo.ext, in_cgroup=False)
+    assert ru["errors"] == {} and set(ru["answers"]) == want and ru["peers"] == {f"{NODE_IP}:30091": 60}, ru
+
+
+def test_nodeport_remote_flow_survives_a_proxy_restart(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
+    make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
+    first = proxy()
+    code = (
+        "import socket,sys\n"
+        f"s=socket.create_connection(('{NODE_IP}',30080),timeout=3); print(s.recv(100).decode().strip(), flush=True)\n"
+        "for line in sys.stdin:\n"
+        "  s.sendall(line.encode()); print(s.recv(100).decode().strip(), flush=True)\n"
+    )
+    held = subprocess.Popen(topo.wrap([sys.executable, "-c", code], topo.ext, in_cgroup=False),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout and held.stdin
+        assert held.stdout.readline().strip() == "be4"
+        first.stop()
+        proxy()
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        assert held.stdout.readline().strip() == "ping"
+        r = topo.run_probe(f"{NODE_IP}:30080", 20, where=topo.ext, in_cgroup=False)
+        assert r["errors"] == {} and r["answers"] == {"be4": 20}, r
+    finally:
+        held.kill()
+        held.wait()
+
+
+def tc_filters(ns: str, dev: str, direction: str) -> list[dict]:  # type: ignore[type-arg]
+    out = subprocess.run(["tc", "-n", ns, "-j", "filter", "show", "dev", dev, direction], capture_output=True, text=True,
+                         check=False).stdout
+    return [f for f in json.loads(out or "[]") if f.get("kind") == "bpf"]
+
+
+def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
+    if mode != "ebpf":
+        pytest.skip("tc programs and pins are the eBPF backend's")
+    from netplane.ebpf.loader import instance_for, pin_dir
+
+    make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
+    comp = proxy()
+    assert topo.run_probe(f"{NODE_IP}:30080", 5, where=topo.ext, in_cgroup=False)["answers"] == {"be4": 5}
+    comp.stop()  # the agent goes; programs and maps stay (traffic goes on)
+    pins = pin_dir(instance_for(topo.cgroup))
+    assert (pins / "np_snat_rev").exists()
+    assert tc_filters(topo.node, "np.1", "ingress") and tc_filters(topo.node, "ext0", "ingress")
+    assert tc_filters(topo.node, "ext0", "egress")
+    cmd = [sys.executable, "-m", "netplane", "--etcd", store.config.endpoints[0], "--prefix", keys.prefix, "proxy", "cleanup",
+           "--mode", "ebpf", "--cgroup", str(topo.cgroup), "--netns", topo.node, "--iface", "ext0", "--overlay-iface", "np.1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    assert "removed tc filter on np.1" in p.stdout and "unpinned" in p.stdout, p.stdout
+    for dev, d in (("np.1", "ingress"), ("ext0", "ingress"), ("ext0", "egress")):
+        assert tc_filters(topo.node, dev, d) == [], (dev, d)
+    assert not pins.exists()
+
+
+def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdStore, keys: Keys, topo: Topo, far: str, mode: str) -> None:
+    """With 8 SNAT ports for a remote backend: 8 open connections hold them all (a 9th new one
+    is dropped, the 8 keep working); once they close, the ports serve new connections."""
+    if mode != "ebpf":
+        pytest.skip("SNAT port allocation is the eBPF backend's")
+    from netplane.ebpf.loader import EbpfBackend, instance_for
+
+    make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
+    backend = EbpfBackend(cgroup=str(topo.cgroup), instance=instance_for(topo.cgroup), iface="ext0",
+                          node_ip=IPv4Address(NODE_IP), local_cidr=IPv4Network(LOCAL_CIDR), netns=topo.node,
+                          overlay_iface="np.1", overlay_ip=IPv4Address(NODE_OVERLAY_IP), snat_ports=(20000, 20007))
+    comp = ProxyComponent(store, keys, mode=mode, node="node", backend=backend, resync_interval=30.0)
+    code = (
+        "import socket,sys\n"
+        f"ss=[socket.create_connection(('{NODE_IP}',30080),timeout=3) for _ in range(8)]\n"
+        "print(' '.join(s.recv(100).decode().strip() for s in ss), flush=True)\n"
+        "for line in sys.stdin:\n"
+        "  [s.sendall(b'x') for s in ss]; print(' '.join(s.recv(100).decode() for s in ss), flush=True)\n"
+    )
+    comp.start()
+    held: subprocess.Popen[str] | None = None
+    try:
+        assert comp.synced.wait(20)
+        held = subprocess.Popen(topo.wrap([sys.executable, "-c", code], topo.ext, in_cgroup=False),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert held.stdout and held.stdin
+        assert held.stdout.readline().split() == ["be4"] * 8
+        r = topo.run_probe(f"{NODE_IP}:30080", 1, where=topo.ext, in_cgroup=False)
+        assert r["errors"] == {"TIMEOUT": 1}, r  # every port held by a live flow
+        held.stdin.write("go\n")
+        held.stdin.flush()
+        assert held.stdout.readline().split() == ["x"] * 8  # and none was taken from them
+        held.stdin.close()
+        held.wait(timeout=10)
+        time.sleep(3)  # closed flows give their ports back after a 2 s grace
+        r = topo.run_probe(f"{NODE_IP}:30080", 8, where=topo.ext, in_cgroup=False)
+        assert r["errors"] == {} and r["answers"] == {"be4": 8}, r
+    finally:
+        if held is not None:
+            if held.poll() is None:
+                held.kill()
+            held.wait()
+        comp.stop()
+        backend.cleanup()
