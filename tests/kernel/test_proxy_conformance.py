@@ -517,9 +517,8 @@ def tc_filters(ns: str, dev: str, direction: str) -> list[dict]:  # type: ignore
     return [f for f in json.loads(out or "[]") if f.get("kind") == "bpf"]
 
 
+@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables twin
 def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
-    if mode != "ebpf":
-        pytest.skip("tc programs and pins are the eBPF backend's")
     from netplane.ebpf.loader import instance_for, pin_dir
 
     make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
@@ -540,11 +539,10 @@ def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: 
     assert not pins.exists()
 
 
+@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables twin
 def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdStore, keys: Keys, topo: Topo, far: str, mode: str) -> None:
     """With 8 SNAT ports for a remote backend: 8 open connections hold them all (a 9th new one
     is dropped, the 8 keep working); once they close, the ports serve new connections."""
-    if mode != "ebpf":
-        pytest.skip("SNAT port allocation is the eBPF backend's")
     from netplane.ebpf.loader import EbpfBackend, instance_for
 
     make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
