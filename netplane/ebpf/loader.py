@@ -302,7 +302,8 @@ def cleanup(*, cgroup: str | None, instance: str, iface: str | None = None, netn
 
 
 def dump_pinned(pins: Path, names: dict[tuple[IPv4Address, int, str], str] | None) -> str:
-    """The service and backend maps in human-readable form (from the pinned maps)."""
+    """The service and backend maps in human-readable form (from the pinned maps), with the
+    NodePort flows the tc program remembers under their nodePort."""
     if not (pins / "lb_services").exists():
         raise KernelError(f"no pinned maps at {pins} (is the eBPF proxy running?)")
     sfd = bsys.obj_get(pins / "lb_services")
@@ -313,6 +314,7 @@ def dump_pinned(pins: Path, names: dict[tuple[IPv4Address, int, str], str] | Non
     finally:
         os.close(sfd)
         os.close(bfd)
+    flows = _nodeport_flows(pins)
     heads = sorted((k for k, _ in svcs if k.slot == 0), key=lambda k: (k.vip, M.u16_port(k.port), k.proto))
     slots = {(k.vip, k.port, k.proto, k.slot): v for k, v in svcs}
     lines = []
@@ -336,5 +338,31 @@ def dump_pinned(pins: Path, names: dict[tuple[IPv4Address, int, str], str] | Non
                 lines.append(f"  slot {s}: (missing)")
             else:
                 lines.append(f"  slot {s}: backend {v.backend_id} -> {M.u32_ip(b.ip)}:{M.u16_port(b.port)}")
+        if int(vip) == 0 and flows.get((k.port, k.proto)):
+            fl = flows[(k.port, k.proto)]
+            lines.append(f"  {len(fl)} flow(s) remembered by the tc program (closed ones too, until the LRU drops them):")
+            lines += fl[:MAX_DUMP_FLOWS] + ([f"  ... and {len(fl) - MAX_DUMP_FLOWS} more"] if len(fl) > MAX_DUMP_FLOWS else [])
     return "\n".join(lines)
+
+
+MAX_DUMP_FLOWS = 32
+
+
+def _nodeport_flows(pins: Path) -> dict[tuple[int, int], list[str]]:
+    """The tc program's remembered NodePort flows (np_ct_fwd), per (nodePort, proto) in map
+    byte order: `flow client -> backend`, with the SNAT port for a backend on another host."""
+    path = pins / "np_ct_fwd"
+    if not path.exists():
+        return {}
+    fd = bsys.obj_get(path)
+    try:
+        items = list(bsys.map_items(fd, M.CtKey, M.CtVal))
+    finally:
+        os.close(fd)
+    out: dict[tuple[int, int], list[str]] = {}
+    for k, v in sorted(items, key=lambda kv: (int(kv[0].addr1), M.u16_port(kv[0].port1))):
+        snat = f" (SNAT source port {M.u16_port(v.snat_port)}, backend on another host)" if v.snat_port else " (local backend)"
+        out.setdefault((k.port2, k.proto), []).append(
+            f"  flow {M.u32_ip(k.addr1)}:{M.u16_port(k.port1)} -> {M.u32_ip(v.ip)}:{M.u16_port(v.port)}{snat}")
+    return out
 

@@ -476,13 +476,19 @@ def test_nodeport_source_seen_by_local_and_remote_endpoints(store: EtcdStore, ke
     Cilium does); kube-proxy's iptables masquerades every nodePort packet (its address on the pod's link)."""
     make_service(store, keys, "np", ips=[BACKENDS["be1"], FAR_BE], port=f"80:{PEER_PORT}", node_port=30090)
     make_service(store, keys, "npu", ips=[BACKENDS["be1"], FAR_BE], port=f"53:{PEER_PORT}", udp=True, node_port=30091)
-    proxy()
+    comp = proxy()
     local_src = EXT_IP if mode == "ebpf" else "10.50.1.1"
     want = {f"be1@{local_src}", f"be4@{NODE_OVERLAY_IP}"}
     r = topo.run_probe(f"{NODE_IP}:30090", 60, where=topo.ext, in_cgroup=False)
     assert r["errors"] == {} and set(r["answers"]) == want, r
     ru = topo.run_probe(f"{NODE_IP}:30091", 60, udp=True, where=topo.ext, in_cgroup=False)
     assert ru["errors"] == {} and set(ru["answers"]) == want and ru["peers"] == {f"{NODE_IP}:30091": 60}, ru
+    if mode == "ebpf":  # the tc program's flows, under their nodePort, as `proxy dump` shows them
+        text = comp.backend.dump()
+        block = text.split("nodePort 30090/tcp", 1)[1].split("\nnodePort ", 1)[0]
+        assert f"flow {EXT_IP}:" in block, text
+        assert f"-> {FAR_BE}:{PEER_PORT} (SNAT source port" in block, text
+        assert f"-> {BACKENDS['be1']}:{PEER_PORT} (local backend)" in block, text
 
 
 def test_nodeport_remote_flow_survives_a_proxy_restart(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
