@@ -107,6 +107,8 @@ class Agent:
         self._lost = False
         self._extra_specs = list(extra_components)
         self._components: list[Component] = []
+        self._derived: list[tuple[Callable[[Agent], Component], Component]] = []  # built by a factory from our state
+        self._components_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -147,14 +149,35 @@ class Agent:
             )
         while not stop.is_set() and not self.ready.wait(0.2):
             pass
-        for spec in self._extra_specs:
-            self._add_component(spec(self) if callable(spec) and not hasattr(spec, "start") else spec)  # type: ignore[arg-type]
+        with self._components_lock:
+            for spec in self._extra_specs:
+                if callable(spec) and not hasattr(spec, "start"):
+                    comp = spec(self)
+                    self._derived.append((spec, comp))
+                    self._add_component(comp)
+                else:
+                    self._add_component(spec)  # type: ignore[arg-type]
         return not stop.is_set()
 
     def _add_component(self, comp: Component) -> None:
         comp.start()
         self._components.append(comp)
         log.info("started component %s", comp.name)
+
+    def _rebuild_derived(self) -> None:
+        """Components built from the agent's state (the proxy takes our subnet and VXLAN address)
+        are built again after that state changed; the others keep running."""
+        with self._components_lock:
+            for i, (spec, old) in enumerate(self._derived):
+                try:
+                    old.stop()
+                except Exception as e:  # noqa: BLE001
+                    log.warning("stopping %s: %s", old.name, e)
+                new = spec(self)
+                new.start()
+                self._derived[i] = (spec, new)
+                self._components[self._components.index(old)] = new
+                log.info("restarted component %s for the new subnet", new.name)
 
     def _spawn(self, name: str, fn: Callable[[], None]) -> None:
         t = threading.Thread(target=self._guard(name, fn), name=f"agent-{name}", daemon=True)
@@ -173,12 +196,14 @@ class Agent:
 
     def _shutdown(self) -> None:
         self._wake.set()
-        for comp in reversed(self._components):
-            try:
-                comp.stop()
-            except Exception as e:  # noqa: BLE001
-                log.warning("stopping %s: %s", comp.name, e)
-        self._components.clear()
+        with self._components_lock:
+            for comp in reversed(self._components):
+                try:
+                    comp.stop()
+                except Exception as e:  # noqa: BLE001
+                    log.warning("stopping %s: %s", comp.name, e)
+            self._components.clear()
+            self._derived.clear()
         for t in self._threads:
             t.join(timeout=10)
         lease = self.state.lease
@@ -314,6 +339,8 @@ class Agent:
                 log.error("subnet changed from %s to %s: pods already on %s keep addresses from %s and lose "
                           "connectivity until they are recreated", old.subnet, lease.subnet, BRIDGE, old.subnet)
             self._setup_host(lease)
+            if old is not None:
+                self._rebuild_derived()
         self.reconcile("lease re-acquired")
 
     def _watch_loop(self, stop: threading.Event) -> None:

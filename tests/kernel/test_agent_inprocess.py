@@ -45,10 +45,10 @@ class Running:
 def start(store: EtcdStore, keys: Keys, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def make(ns: str, node: str, **kw: object) -> Running:
+    def make(ns: str, node: str, extra_components: list[object] | None = None, **kw: object) -> Running:
         opts = AgentOptions(node=node, subnet_file=tmp_path / node / "subnet.env", iface="eth0", netns_name=ns,
                             resync_interval=1.0, **kw)  # type: ignore[arg-type]
-        r = Running(Agent(store, keys, opts))
+        r = Running(Agent(store, keys, opts, extra_components=extra_components or []))  # type: ignore[arg-type]
         running.append(r)
         return r
 
@@ -273,8 +273,22 @@ def test_subnet_taken_by_another_host_moves_us_and_says_pods_must_be_recreated(
 
     store.put(keys.network_config, codec.dumps(CONFIG))
     (h1,) = hosts(make_netns, 1)
-    a1 = start(h1, "h1")
-    wait_for(a1.agent.ready.is_set)
+    events: list[str] = []
+
+    class Derived:  # stands in for the proxy: built from the agent's subnet (a factory component)
+        name = "derived"
+
+        def __init__(self, agent: Agent) -> None:
+            self.subnet = agent.state.lease.subnet  # type: ignore[union-attr]
+
+        def start(self) -> None:
+            events.append(f"start {self.subnet}")
+
+        def stop(self) -> None:
+            events.append(f"stop {self.subnet}")
+
+    a1 = start(h1, "h1", extra_components=[lambda agent: Derived(agent)])
+    wait_for(lambda: a1.agent.ready.is_set() and len(events) == 1)
     s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
     # another host overwrites our key in one put (as after our lease lapsed): the subnet file
     # still remembers s1, but s1 is taken now, so we must move
@@ -286,3 +300,8 @@ def test_subnet_taken_by_another_host_moves_us_and_says_pods_must_be_recreated(
         wait_for(lambda: [str(a) for a in nl.link("np0").addresses] == [f"{s2.network_address + 1}/{s2.prefixlen}"])  # type: ignore[union-attr]
     assert any("subnet changed from" in r.getMessage() and "recreated" in r.getMessage() for r in caplog.records)
     assert [lease.attrs.node for lease in list_leases(store, keys) if lease.subnet == s1] == ["intruder"]
+    # what was built from the old subnet is built again from the new one
+    wait_for(lambda: len(events) == 3)
+    assert events == [f"start {s1}", f"stop {s1}", f"start {s2}"]
+    a1.halt()
+    assert events[3:] == [f"stop {s2}"]
