@@ -228,6 +228,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
     the same nsenter path: an empty `*nat COMMIT` (process spawn), one rule appended to an unreachable
     chain (the cheapest commit that adds a rule), and the same after flushing that chain (a commit that
     also removes a rule, as every rewrite does)."""
+    from netplane.proxy.backend import Placement
     from netplane.proxy.model import (
         EndpointAddress,
         Endpoints,
@@ -266,7 +267,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = ("iptables", "eb
                       encode_endpoints(Endpoints(k.service, tuple(EndpointAddress(b.ip) for b in e.backends))))
         print(f"loaded {services} services into etcd in {time.perf_counter() - t0:.1f}s", flush=True)
         for mode in modes:
-            comp = ProxyComponent(store, keys, mode=mode, node="bench", cgroup=str(bed.cg), netns=bed.node,
+            comp = ProxyComponent(store, keys, mode=mode, node="bench", where=Placement(netns=bed.node, cgroup=str(bed.cg)),
                                   instance=f"bench-{uuid.uuid4().hex[:6]}", resync_interval=3600)
             done = threading.Event()
             comp.on_sync = lambda _s, done=done: done.set()  # type: ignore[misc]

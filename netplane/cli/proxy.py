@@ -74,6 +74,7 @@ def proxy() -> None:
 def run(ctx: click.Context, mode: str, node: str, cgroup: str | None, iface: str | None, node_ip: str | None,
         local_cidr: str | None, overlay_iface: str | None, overlay_ip: str | None, do_cleanup: bool) -> None:
     """Run the proxy in this network namespace until SIGTERM/SIGINT."""
+    from netplane.proxy.backend import Placement
     from netplane.proxy.runner import ProxyComponent
 
     if do_cleanup:
@@ -81,9 +82,9 @@ def run(ctx: click.Context, mode: str, node: str, cgroup: str | None, iface: str
         return
     settings: Settings = ctx.obj
 
-    comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, cgroup=cgroup, iface=iface,
-                          node_ip=_ip(node_ip), local_cidr=_net(local_cidr), overlay_iface=overlay_iface,
-                          overlay_ip=_ip(overlay_ip))
+    where = Placement(cgroup=cgroup, iface=iface, node_ip=_ip(node_ip), local_cidr=_net(local_cidr),
+                      overlay_iface=overlay_iface, overlay_ip=_ip(overlay_ip))
+    comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, where=where)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -10,9 +10,27 @@ interrupt traffic); `cleanup` removes everything the backend owns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
 from netplane.proxy.desired import LbKey, ProxyState
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where on a host a data plane programs the kernel. iptables uses `netns` only; eBPF
+    attaches to `cgroup`, puts NodePort on `iface` for `node_ip`, tells this host's pods
+    (`local_cidr`) from other hosts' and reaches those through `overlay_iface`, SNATed to
+    `overlay_ip` (the VXLAN device and its `<subnet>.0` address)."""
+
+    netns: str | None = None
+    cgroup: str | None = None
+    iface: str | None = None
+    node_ip: IPv4Address | None = None
+    local_cidr: IPv4Network | None = None
+    overlay_iface: str | None = None
+    overlay_ip: IPv4Address | None = None
 
 
 class ProxyBackend(Protocol):

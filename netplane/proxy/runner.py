@@ -17,13 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry
 
 from netplane.errors import ConfigError, NetplaneError
-from netplane.proxy.backend import ProxyBackend
+from netplane.proxy.backend import Placement, ProxyBackend
 from netplane.proxy.desired import LbEntry, LbKey, ProxyState, compute
 from netplane.proxy.metrics import ProxyMetrics
 from netplane.proxy.model import Endpoints, Service, decode_endpoints, decode_service
@@ -50,29 +49,19 @@ class ProxyStats:
     history: list[tuple[float, float, bool]] = field(default_factory=list)  # (at, seconds, full)
 
 
-def make_backend(
-    mode: str,
-    *,
-    instance: str | None = None,
-    cgroup: str | None = None,
-    iface: str | None = None,
-    node_ip: IPv4Address | None = None,
-    local_cidr: IPv4Network | None = None,
-    netns: str | None = None,
-    overlay_iface: str | None = None,
-    overlay_ip: IPv4Address | None = None,
-) -> ProxyBackend:
+def make_backend(mode: str, where: Placement, *, instance: str | None = None) -> ProxyBackend:
     if mode == "iptables":
         from netplane.proxy.iptables import IptablesBackend
 
-        return IptablesBackend(netns=netns)
+        return IptablesBackend(netns=where.netns)
     if mode == "ebpf":
-        if not cgroup:
+        if not where.cgroup:
             raise ConfigError("the eBPF proxy needs --proxy-cgroup (a cgroup v2 directory of this host)")
         from netplane.ebpf.loader import EbpfBackend, instance_for
 
-        return EbpfBackend(cgroup=cgroup, instance=instance or instance_for(cgroup), iface=iface, node_ip=node_ip,
-                           local_cidr=local_cidr, netns=netns, overlay_iface=overlay_iface, overlay_ip=overlay_ip)
+        return EbpfBackend(cgroup=where.cgroup, instance=instance or instance_for(where.cgroup), iface=where.iface,
+                           node_ip=where.node_ip, local_cidr=where.local_cidr, netns=where.netns,
+                           overlay_iface=where.overlay_iface, overlay_ip=where.overlay_ip)
     raise ConfigError(f"unknown proxy mode {mode!r}: use iptables or ebpf")
 
 
@@ -89,13 +78,7 @@ class ProxyComponent:
         *,
         mode: str = "iptables",
         node: str = "local",
-        cgroup: str | None = None,
-        iface: str | None = None,
-        node_ip: IPv4Address | None = None,
-        local_cidr: IPv4Network | None = None,
-        netns: str | None = None,
-        overlay_iface: str | None = None,
-        overlay_ip: IPv4Address | None = None,
+        where: Placement | None = None,
         instance: str | None = None,
         resync_interval: float = 60.0,
         backend: ProxyBackend | None = None,
@@ -105,12 +88,8 @@ class ProxyComponent:
         self.keys = keys
         self.mode = mode
         self.node = node
-        self.iface, self.node_ip, self.local_cidr, self.cgroup = iface, node_ip, local_cidr, cgroup
-        self.overlay_iface, self.overlay_ip = overlay_iface, overlay_ip
-        self.backend = backend or make_backend(
-            mode, instance=instance, cgroup=cgroup, iface=iface, node_ip=node_ip, local_cidr=local_cidr, netns=netns,
-            overlay_iface=overlay_iface, overlay_ip=overlay_ip,
-        )
+        self.where = where or Placement()
+        self.backend = backend or make_backend(mode, self.where, instance=instance)
         self.resync_interval = resync_interval
         self.metrics = ProxyMetrics(registry, mode=self.backend.name) if registry is not None else None
         self.stats = ProxyStats()
@@ -308,13 +287,15 @@ def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyCompon
             agent.keys,
             mode=mode,
             node=agent.opts.node,
-            cgroup=cgroup,
-            iface=u.ifname if u else None,
-            node_ip=u.public_ip if u else None,
-            local_cidr=lease.subnet if lease else None,
-            netns=agent.opts.netns_name,
-            overlay_iface=cfg.device_name if cfg else None,
-            overlay_ip=lease.subnet.network_address if lease else None,
+            where=Placement(
+                netns=agent.opts.netns_name,
+                cgroup=cgroup,
+                iface=u.ifname if u else None,
+                node_ip=u.public_ip if u else None,
+                local_cidr=lease.subnet if lease else None,
+                overlay_iface=cfg.device_name if cfg else None,
+                overlay_ip=lease.subnet.network_address if lease else None,
+            ),
             registry=agent.metrics.registry,
         )
 

@@ -148,8 +148,9 @@ def test_for_agent_takes_underlay_and_subnet_from_the_agent(store: EtcdStore, ke
     )
     comp = for_agent(mode="iptables", cgroup=None)(agent)  # type: ignore[arg-type]
     assert comp.name == "proxy" and comp.node == "h1" and comp.backend.name == "iptables"
-    assert (comp.iface, str(comp.node_ip), str(comp.local_cidr)) == ("eth0", "10.98.1.2", "10.244.3.0/24")
-    assert (comp.overlay_iface, str(comp.overlay_ip)) == ("np.1", "10.244.3.0")
+    w = comp.where
+    assert (w.iface, str(w.node_ip), str(w.local_cidr)) == ("eth0", "10.98.1.2", "10.244.3.0/24")
+    assert (w.overlay_iface, str(w.overlay_ip)) == ("np.1", "10.244.3.0")
     import pytest
 
     from netplane.errors import ConfigError

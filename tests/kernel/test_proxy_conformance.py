@@ -35,6 +35,7 @@ import pytest
 
 from netplane import netns
 from netplane.proxy.api import ServiceAPI
+from netplane.proxy.backend import Placement
 from netplane.proxy.model import Service, parse_port_spec
 from netplane.proxy.probe import Server
 from netplane.proxy.runner import ProxyComponent
@@ -181,11 +182,9 @@ def far(topo: Topo, make_netns: Callable[[str], str]) -> Iterator[str]:
 
 
 def start_proxy(store: EtcdStore, keys: Keys, topo: Topo, mode: str) -> ProxyComponent:
-    comp = ProxyComponent(
-        store, keys, mode=mode, node="node", cgroup=str(topo.cgroup), iface="ext0",
-        node_ip=IPv4Address(NODE_IP), netns=topo.node, resync_interval=30.0,
-        local_cidr=IPv4Network(LOCAL_CIDR), overlay_iface="np.1", overlay_ip=IPv4Address(NODE_OVERLAY_IP),
-    )
+    where = Placement(netns=topo.node, cgroup=str(topo.cgroup), iface="ext0", node_ip=IPv4Address(NODE_IP),
+                      local_cidr=IPv4Network(LOCAL_CIDR), overlay_iface="np.1", overlay_ip=IPv4Address(NODE_OVERLAY_IP))
+    comp = ProxyComponent(store, keys, mode=mode, node="node", where=where, resync_interval=30.0)
     comp.start()
     assert comp.synced.wait(20), "proxy did not sync"
     return comp
