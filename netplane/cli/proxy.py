@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from netplane import netns
 from netplane.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ def proxy() -> None:
 @proxy.command("run")
 @click.option("--mode", type=MODES, default="iptables", show_default=True)
 @click.option("--node", default="local", show_default=True, help="This host's name.")
+@click.option("--netns", "netns_name", metavar="NAME",
+              help="Program this network namespace (name in /run/netns); etcd is still reached from this one.")
 @click.option("--cgroup", metavar="DIR", help="cgroup v2 directory to attach the eBPF programs to (ebpf).")
 @click.option("--iface", help="Underlay interface for NodePort at tc (ebpf).")
 @click.option("--node-ip", help="This host's address NodePorts are reached on (ebpf).")
@@ -71,18 +74,22 @@ def proxy() -> None:
 @click.option("--overlay-ip", help="That device's address (<subnet>.0): the SNAT source for remote NodePort backends (ebpf).")
 @click.option("--cleanup", "do_cleanup", is_flag=True, help="Remove everything this proxy mode owns here, then exit (kube-proxy --cleanup).")
 @click.pass_context
-def run(ctx: click.Context, mode: str, node: str, cgroup: str | None, iface: str | None, node_ip: str | None,
-        local_cidr: str | None, overlay_iface: str | None, overlay_ip: str | None, do_cleanup: bool) -> None:
-    """Run the proxy in this network namespace until SIGTERM/SIGINT."""
+def run(ctx: click.Context, mode: str, node: str, netns_name: str | None, cgroup: str | None, iface: str | None,
+        node_ip: str | None, local_cidr: str | None, overlay_iface: str | None, overlay_ip: str | None,
+        do_cleanup: bool) -> None:
+    """Run the proxy in this network namespace (or --netns) until SIGTERM/SIGINT."""
     from netplane.proxy.backend import Placement
     from netplane.proxy.runner import ProxyComponent
 
     if do_cleanup:
-        ctx.invoke(cleanup, mode=mode, host=None, netns_name=None, cgroup=cgroup, iface=iface, overlay_iface=overlay_iface)
+        ctx.invoke(cleanup, mode=mode, host=None, netns_name=netns_name, cgroup=cgroup, iface=iface,
+                   overlay_iface=overlay_iface)
         return
     settings: Settings = ctx.obj
 
-    where = Placement(cgroup=cgroup, iface=iface, node_ip=_ip(node_ip), local_cidr=_net(local_cidr),
+    if netns_name is not None and not netns.exists(netns_name):
+        raise NotFoundError(f"no network namespace named {netns_name!r}")
+    where = Placement(netns=netns_name, cgroup=cgroup, iface=iface, node_ip=_ip(node_ip), local_cidr=_net(local_cidr),
                       overlay_iface=overlay_iface, overlay_ip=_ip(overlay_ip))
     comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, where=where)
     stop = threading.Event()

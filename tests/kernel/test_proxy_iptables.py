@@ -136,3 +136,40 @@ def test_removed_endpoint_chain_is_unreachable_after_the_partial_sync(make_netns
     assert be.last_plan is not None and gone in be.last_plan.deleted
     assert gone not in _jump_targets(ns) and gone not in " ".join(ours(ns))
     assert {R.sep_chain(new, x) for x in new.backends} <= _jump_targets(ns)
+
+
+def test_standalone_proxy_run_follows_etcd_and_exits_cleanly_on_sigterm(
+    make_netns: Callable[[str], str], store: EtcdStore, keys: Keys
+) -> None:
+    """`netplane proxy run --netns` (the proxy without an agent): a service created in etcd
+    gets its chains, a deleted one loses them, SIGTERM ends it with exit 0 and leaves the rules."""
+    import signal
+    import time
+
+    ns = make_netns("iprun")
+    api = ServiceAPI(store, keys)
+    p = subprocess.Popen([sys.executable, "-m", "netplane", "--etcd", store.config.endpoints[0], "--prefix", keys.prefix,
+                          "proxy", "run", "--mode", "iptables", "--netns", ns],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(cond: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not cond():
+            assert p.poll() is None, p.communicate()[1]
+            assert time.monotonic() < deadline, ours(ns)
+            time.sleep(0.1)
+
+    try:
+        made = api.create(Service("web", IP(0), (ServicePort("http", "TCP", 80, 8080),)), cluster_ip=None,
+                          endpoints=(IP("10.0.0.5"),))
+        wait(lambda: any(f"-d {made.cluster_ip}/32" in ln for ln in ours(ns)))
+        api.delete("web")
+        wait(lambda: not any(f"-d {made.cluster_ip}/32" in ln for ln in ours(ns)))
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0, p.communicate()[1]
+        assert ours(ns)  # our dispatch chains stay: the kernel keeps balancing while the proxy is away
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        IptablesBackend(netns=ns).cleanup()
