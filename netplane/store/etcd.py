@@ -5,7 +5,8 @@ maintained fork of python-etcd3 that imports with current protobuf) over our own
 not its high-level client: that client marks an endpoint dead for 300 s after one failure and
 runs watches on callback threads we cannot stop or re-list cleanly. Owning the channel gives us
 multi-endpoint failover (gRPC round-robin over `ipv4:` targets), keepalives that notice a dead
-etcd within seconds, and a watch stream we can cancel from a stop event.
+etcd under an open watch within about 13 s (at the rate etcd's keepalive policy accepts), and a
+watch stream we can cancel from a stop event.
 
 Everything raised from here is a `StoreError` naming the endpoint(s), or `Compacted`.
 """
@@ -177,9 +178,12 @@ class EtcdStore:
                 raise ConfigError("several etcd endpoints must be IP addresses") from e
             target = "ipv4:" + ",".join(parts)
         options = [
-            ("grpc.keepalive_time_ms", 5000),
+            # etcd answers pings more often than --grpc-keepalive-min-time (5 s), or any ping on a
+            # connection without a call, with GOAWAY "too_many_pings": ping every 10 s, only while
+            # a call (a watch) is open; an idle client finds a dead endpoint on its next call
+            ("grpc.keepalive_time_ms", 10000),
             ("grpc.keepalive_timeout_ms", 3000),
-            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
