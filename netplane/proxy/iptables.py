@@ -1,7 +1,7 @@
 """The iptables data plane (adapter): applies rendered rules with `iptables-restore --noflush`.
 
-Only this module runs iptables binaries (there is no library for the nft-compat xtables
-matches we need). Every run happens in the proxy's network namespace (`netns=` for tests and
+The proxy's iptables binaries run through `netplane.ipt` (there is no library for the nft-compat
+xtables matches we need). Every run happens in the proxy's network namespace (`netns=` for tests and
 the lab; None = the calling process's namespace). We only ever write our own chains and the
 jump rules listed in `iptables_render.JUMPS`; `cleanup` removes exactly those.
 """
@@ -9,13 +9,11 @@ jump rules listed in `iptables_render.JUMPS`; `cleanup` removes exactly those.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
 
-from netplane import netns as nsmod
-from netplane.errors import KernelError
+from netplane import ipt
 from netplane.proxy import iptables_render as R
 from netplane.proxy.desired import LbKey, ProxyState, removed_udp_backends
 
@@ -23,13 +21,6 @@ log = logging.getLogger(__name__)
 
 # One iptables-restore run; batches keep each run well under this even at 10,000 services.
 RESTORE_TIMEOUT = 300
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        raise KernelError(f"{name} is not installed (run scripts/install.sh)")
-    return path
 
 
 class IptablesBackend:
@@ -42,38 +33,22 @@ class IptablesBackend:
 
     # ------------------------------------------------------------------ plumbing
     def _run(self, argv: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        # Enter the namespace with nsenter rather than a preexec_fn: forking a process that
-        # runs gRPC threads with a Python preexec_fn is unsafe (gRPC's fork handlers).
-        full = [_tool("nsenter"), f"--net={nsmod.netns_path(self.netns)}", *argv] if self.netns else argv
-        try:
-            p = subprocess.run(full, check=False, input=stdin, capture_output=True, text=True, timeout=RESTORE_TIMEOUT)
-        except OSError as e:
-            raise KernelError(f"{argv[0]}: {e.strerror}", errno=e.errno) from e
-        if check and p.returncode != 0:
-            msg = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {p.returncode}"]
-            raise KernelError(f"{os.path.basename(argv[0])} {' '.join(argv[1:4])}: {msg[0]}")
-        return p
+        return ipt.run(argv, netns=self.netns, stdin=stdin, check=check, timeout=RESTORE_TIMEOUT)
 
     def chains(self, table: str) -> set[str]:
-        out = self._run([_tool("iptables-save"), "-t", table]).stdout
+        out = self._run(["iptables-save", "-t", table]).stdout
         return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
 
     def _ensure_jumps(self) -> None:
-        ipt = _tool("iptables")
         for table, chain, spec in R.JUMPS:
-            if self._run([ipt, "-w", "-t", table, "-C", chain, *spec], check=False).returncode != 0:
-                self._run([ipt, "-w", "-t", table, "-I", chain, "1", *spec])
+            ipt.ensure_jump(table, chain, list(spec), netns=self.netns)
 
     def _remove_jumps(self) -> None:
-        ipt = _tool("iptables")
         for table, chain, spec in R.JUMPS:
-            for _ in range(16):  # duplicates left by a crash are removed too, but never others
-                if self._run([ipt, "-w", "-t", table, "-C", chain, *spec], check=False).returncode != 0:
-                    break
-                self._run([ipt, "-w", "-t", table, "-D", chain, *spec])
+            ipt.remove_jump(table, chain, list(spec), netns=self.netns)
 
     def restore(self, text: str) -> None:
-        self._run([_tool("iptables-restore"), "-w", "--noflush"], stdin=text)
+        self._run(["iptables-restore", "-w", "--noflush"], stdin=text)
 
     # ------------------------------------------------------------------ backend protocol
     def sync(self, state: ProxyState, *, full: bool, changed: set[LbKey] | None = None) -> None:
@@ -104,7 +79,7 @@ class IptablesBackend:
     def dump(self, service: str | None = None) -> str:
         lines = []
         for table in ("nat", "filter"):
-            out = self._run([_tool("iptables-save"), "-t", table]).stdout
+            out = self._run(["iptables-save", "-t", table]).stdout
             jumps = {f"-j {spec[-1]}" for _, _, spec in R.JUMPS}
             mine = [
                 ln for ln in out.splitlines()

@@ -15,11 +15,10 @@ import fcntl
 import logging
 import socket
 import struct
-import subprocess
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from netplane import netns
+from netplane import ipt, netns
 from netplane.errors import KernelError
 
 log = logging.getLogger(__name__)
@@ -53,46 +52,25 @@ def render_rules(network: IPv4Network, *, masquerade: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(argv: list[str], *, netns_name: str | None, stdin: str | None = None, check: bool = True) -> int:
-    """Run a tool in the namespace. With a namespace we exec through `nsenter --net` rather than a
-    preexec_fn: forking a threaded process (gRPC) and running Python in the child is unsafe."""
-    if netns_name is not None:
-        argv = ["nsenter", f"--net={netns.netns_path(netns_name)}", "--", *argv]
-    try:
-        p = subprocess.run(
-            argv,
-            input=stdin.encode() if stdin is not None else None,
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise KernelError(f"{argv[0]}: {e}") from e
-    if check and p.returncode != 0:
-        raise KernelError(f"{' '.join(argv[:3])}: {p.stderr.decode(errors='replace').strip()}")
-    return p.returncode
+_JUMPS = (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", POSTROUTING_CHAIN))
 
 
 def apply_rules(network: IPv4Network, *, masquerade: bool, netns_name: str | None = None) -> None:
-    _run(["iptables-restore", "-w", "5", "--noflush"], netns_name=netns_name, stdin=render_rules(network, masquerade=masquerade))
-    for table, chain, ours in (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", POSTROUTING_CHAIN)):
-        if _run(["iptables", "-w", "5", "-t", table, "-C", chain, "-j", ours], netns_name=netns_name, check=False) != 0:
-            _run(["iptables", "-w", "5", "-t", table, "-I", chain, "1", "-j", ours], netns_name=netns_name)
+    ipt.run(["iptables-restore", "-w", "5", "--noflush"], netns=netns_name, stdin=render_rules(network, masquerade=masquerade))
+    for table, chain, ours in _JUMPS:
+        ipt.ensure_jump(table, chain, ["-j", ours], netns=netns_name)
 
 
 def remove_rules(netns_name: str | None = None) -> list[str]:
     """Undo `apply_rules`: our jumps from the built-in chains (duplicates too, never others),
     then our chains. Returns what was removed; nothing to remove is not an error."""
     done = []
-    for table, chain, ours in (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", POSTROUTING_CHAIN)):
-        for _ in range(16):
-            if _run(["iptables", "-w", "5", "-t", table, "-C", chain, "-j", ours], netns_name=netns_name, check=False) != 0:
-                break
-            _run(["iptables", "-w", "5", "-t", table, "-D", chain, "-j", ours], netns_name=netns_name)
+    for table, chain, ours in _JUMPS:
+        if ipt.remove_jump(table, chain, ["-j", ours], netns=netns_name):
             done.append(f"removed jump {table} {chain} -> {ours}")
-        if _run(["iptables", "-w", "5", "-t", table, "-n", "-L", ours], netns_name=netns_name, check=False) == 0:
-            _run(["iptables", "-w", "5", "-t", table, "-F", ours], netns_name=netns_name)
-            _run(["iptables", "-w", "5", "-t", table, "-X", ours], netns_name=netns_name)
+        if ipt.run(["iptables", "-w", "5", "-t", table, "-n", "-L", ours], netns=netns_name, check=False).returncode == 0:
+            ipt.run(["iptables", "-w", "5", "-t", table, "-F", ours], netns=netns_name)
+            ipt.run(["iptables", "-w", "5", "-t", table, "-X", ours], netns=netns_name)
             done.append(f"deleted chain {table} {ours}")
     return done
 
