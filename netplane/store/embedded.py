@@ -154,12 +154,23 @@ class EmbeddedEtcd:
 
 
 def is_our_process(pid: int, marker: str) -> bool:
-    """True if `pid` is alive and its command line contains `marker` (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return marker in cmdline
+    """True if `pid` is alive and its command line contains `marker` (guards against pid reuse).
+
+    A live process reads an empty command line while it is inside execve (the new image's argv
+    is not in place yet). Our wrappers exec two or three times (sh -> nsenter -> program), so a
+    single read would now and then report a running process as gone: an empty read of a
+    process that is not a zombie is read again until the exec is through."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if raw:
+            return marker in raw.replace(b"\0", b" ").decode(errors="replace")
+        if _is_zombie(pid) or time.monotonic() > deadline:
+            return False  # exited (not yet reaped), or a kernel thread that took the pid
+        time.sleep(0.0005)
 
 
 def stop_pid(pid: int, marker: str, *, timeout: float = 10.0) -> bool:
