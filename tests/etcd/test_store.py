@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import pytest
 from netplane.errors import DecodeError, StoreError
 from netplane.store import EtcdConfig, EtcdStore, Keys
 from netplane.store.embedded import EmbeddedEtcd
+from netplane.store.etcd import Compacted
 from netplane.store.watch import Resync, View, list_watch, reflect
 
 
@@ -72,15 +74,14 @@ def test_lease_keys_expire_and_keepalive_extends(store: EtcdStore, keys: Keys) -
     lease = store.grant(2)
     k = f"{keys.prefix}/leased"
     store.put(k, "x", lease=lease)
+    granted = time.monotonic()
     assert 0 < store.time_to_live(lease) <= 2
-    for _ in range(3):
-        time.sleep(1)
+    # keep it alive for well past its TTL: each time etcd says the lease has aged, refresh it
+    while time.monotonic() - granted < 3.5:
+        _wait(lambda: store.time_to_live(lease) < 2, timeout=5)
         assert store.keepalive(lease) == 2
-    assert store.get(k) is not None  # 3 s later, kept alive
-    deadline = time.monotonic() + 6
-    while store.get(k) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert store.get(k) is None
+    assert store.get(k) is not None  # 3.5 s later, longer than its TTL: kept alive
+    _wait(lambda: store.get(k) is None, timeout=8)  # no more keepalives: etcd expires it
     assert store.time_to_live(lease) == -1
     assert store.keepalive(lease) == 0
 
@@ -159,7 +160,7 @@ def test_watch_relists_after_etcd_restart(etcd_factory: Callable[[], EmbeddedEtc
         s.close()
 
 
-def test_watch_relists_after_compaction(store: EtcdStore, keys: Keys) -> None:
+def test_raw_watch_from_a_compacted_revision_raises_compacted(store: EtcdStore, keys: Keys) -> None:
     p = keys.prefix + "/c/"
     store.put(p + "x", "1")
     _, rev = store.list(p)
@@ -167,11 +168,68 @@ def test_watch_relists_after_compaction(store: EtcdStore, keys: Keys) -> None:
         store.put(p + "x", str(i))
     _, rev2 = store.list(p)
     store.compact(rev2)
-    stop = threading.Event()
     got: list = []
-    with pytest.raises(StoreError, match="compacted"):
-        got.extend(store.watch(p, start_revision=rev + 1, stop=stop))
-    assert got == []
+    with pytest.raises(Compacted, match="compacted") as exc:
+        got.extend(store.watch(p, start_revision=rev + 1, stop=threading.Event()))
+    assert got == [] and exc.value.compact_revision == rev2
+
+
+def test_reflect_relists_after_compaction_and_keeps_following(
+    store: EtcdStore, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reflector listed at R and its consumer is still busy with that view (the watch from
+    R+1 is not open yet) while keys change and etcd compacts past R. When the consumer comes
+    back, the watch from R+1 is refused as compacted: the reflector must re-list, hand over the
+    full current view (the changes made in the gap included) and then follow new changes."""
+    caplog.set_level(logging.INFO, logger="netplane.store.watch")
+    p = keys.prefix + "/rc/"
+    store.put(p + "keep", "1")
+    store.put(p + "drop", "1")
+    store.put(p + "edit", "1")
+    stop = threading.Event()
+    busy = threading.Event()  # set: the consumer is done with the first view
+    views: list[View[bytes]] = []
+
+    def run() -> None:
+        for v in reflect(store, p, lambda _k, raw: raw, stop=stop, retry_interval=0.1):
+            views.append(v)
+            if len(views) == 1:
+                busy.wait(20)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        _wait(lambda: len(views) >= 1)
+        first = views[0]
+        assert dict(first.objects) == {p + "keep": b"1", p + "drop": b"1", p + "edit": b"1"}
+        # the gap: changes, then a compaction past the revision the reflector listed at
+        store.delete(p + "drop")
+        store.put(p + "edit", "2")
+        store.put(p + "new", "3")
+        for i in range(3):
+            store.put(p + "edit", f"3.{i}")
+        _, gap_rev = store.list(p)
+        store.compact(gap_rev)
+        assert gap_rev > first.revision
+        busy.set()
+        want = {p + "keep": b"1", p + "edit": b"3.2", p + "new": b"3"}
+        _wait(lambda: len(views) >= 2)
+        relisted = views[1]
+        assert relisted.changed is None, "expected a resync (full view) after the compaction"
+        assert dict(relisted.objects) == want
+        assert relisted.revision >= gap_rev
+        assert any("compacted" in r.getMessage() for r in caplog.records), "the re-list was not for compaction"
+        # and it does not stall: a change after the re-list arrives as an ordinary event
+        store.put(p + "after", "4")
+        _wait(lambda: p + "after" in views[-1].objects)
+        last = views[-1]
+        assert last.changed == frozenset({p + "after"}) and dict(last.objects) == {**want, p + "after": b"4"}
+        assert [v.changed for v in views].count(None) == 2  # one list at start, one re-list
+    finally:
+        busy.set()
+        stop.set()
+        t.join(5)
+    assert not t.is_alive(), "reflect did not stop on the stop event"
 
 
 def test_reflect_skips_malformed_values(store: EtcdStore, keys: Keys) -> None:
