@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from netplane.agent import underlay as underlay_mod
 from netplane.agent.health import HealthServer
 from netplane.agent.metrics import Metrics
-from netplane.errors import ConfigError, DecodeError, NetplaneError, StoreError
+from netplane.errors import ConfigError, DecodeError, KernelError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
 from netplane.store.watch import reflect
 from netplane.subnet import subnetfile
@@ -137,16 +137,19 @@ class Agent:
         config.check_underlay([l.addresses[0].network for l in links if l.addresses and l.name != "lo" and not l.name.startswith("np")])
         with self._lock:
             self.state.config, self.state.underlay = config, choice.underlay
-        lease = self._acquire(stop)
-        if lease is None:
-            return False
-        self._setup_host(lease)
-        self._spawn("lease", lambda: self._lease_loop(stop))
-        self._spawn("watch", lambda: self._watch_loop(stop))
         if self.opts.health_listen is not None:
+            # bound before anything else: a taken port fails the start at once, with its reason,
+            # instead of after the host looked ready (it answers 503 until the overlay is up)
             self._add_component(
                 HealthServer(self.opts.health_listen, health=self.health, registry=self.metrics.registry, netns_name=self.opts.netns_name)
             )
+        lease = self._acquire(stop)
+        if lease is None:
+            return False
+        if not self._retrying("setting the host up", stop, lambda: self._setup_host(lease)):
+            return False
+        self._spawn("lease", lambda: self._lease_loop(stop))
+        self._spawn("watch", lambda: self._watch_loop(stop))
         while not stop.is_set() and not self.ready.wait(0.2):
             pass
         with self._components_lock:
@@ -157,7 +160,28 @@ class Agent:
                     self._add_component(comp)
                 else:
                     self._add_component(spec)  # type: ignore[arg-type]
-        return not stop.is_set()
+        if stop.is_set():
+            return False
+        # last: the subnet file tells local runtimes (and the lab) the host is ready for pods
+        self._write_subnet_file(lease)
+        return True
+
+    def _retrying(self, what: str, stop: threading.Event, step: Callable[[], None]) -> bool:
+        """Run a start-up step until it succeeds, backing off 0.5 s to 5 s; a failure is logged
+        with its cause each time (etcd away, an iptables or netlink error that may pass). False
+        if we were stopped first."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                step()
+                return True
+            except NetplaneError as e:
+                kind = "etcd" if isinstance(e, StoreError) else "kernel" if isinstance(e, KernelError) else "startup"
+                self.metrics.errors.labels(kind=kind).inc()
+                log.warning("%s failed: %s; retrying in %.1fs", what, e, delay, exc_info=not isinstance(e, StoreError))
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        return False
 
     def _add_component(self, comp: Component) -> None:
         comp.start()
@@ -242,24 +266,23 @@ class Agent:
         return LeaseAttrs(public_ip=ul.public_ip, vtep_mac=dev.mac, vni=cfg.backend.vni, node=self.opts.node)
 
     def _acquire(self, stop: threading.Event) -> Lease | None:
+        """A lease, retried until we have one or are stopped: etcd being away, a lost race, no
+        free subnet yet and a failure creating the VXLAN device (whose MAC the lease carries)
+        can all pass."""
         cfg = self.state.config
         assert cfg is not None
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                remembered = subnetfile.read(self.opts.subnet_file)
-                hint = remembered.subnet if remembered and remembered.network == cfg.network else None
-                lease = self.leases.acquire(cfg, self._attrs(), remembered=hint)
-                self.metrics.acquisitions.inc()
-                with self._lock:
-                    self.state.lease = lease
-                return lease
-            except StoreError as e:
-                self.metrics.errors.labels(kind="etcd").inc()
-                log.warning("acquiring a lease: %s; retrying in %.1fs", e, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-        return None
+        got: list[Lease] = []
+
+        def attempt() -> None:
+            remembered = subnetfile.read(self.opts.subnet_file)
+            hint = remembered.subnet if remembered and remembered.network == cfg.network else None
+            lease = self.leases.acquire(cfg, self._attrs(), remembered=hint)
+            self.metrics.acquisitions.inc()
+            with self._lock:
+                self.state.lease = lease
+            got.append(lease)
+
+        return got[0] if self._retrying("acquiring a lease", stop, attempt) else None
 
     def _setup_host(self, lease: Lease) -> None:
         cfg, ul = self.state.config, self.state.underlay
@@ -273,12 +296,16 @@ class Agent:
         self.reconciler.ensure_bridge(d.bridge)
         hostsetup.enable_forwarding(ns)
         hostsetup.apply_rules(cfg.network, masquerade=self.opts.masquerade, netns_name=ns)
-        # last: the subnet file tells local runtimes the host is ready for pods
+        log.info("host %s has subnet %s (gateway %s on np0, %s on %s)", self.opts.node, lease.subnet, d.bridge.address, spec.address, spec.name)
+
+    def _write_subnet_file(self, lease: Lease) -> None:
+        cfg, ul = self.state.config, self.state.underlay
+        assert cfg is not None and ul is not None
         subnetfile.write(
             self.opts.subnet_file,
-            subnetfile.SubnetFile(network=cfg.network, subnet=lease.subnet, mtu=spec.mtu, ipmasq=self.opts.masquerade),
+            subnetfile.SubnetFile(network=cfg.network, subnet=lease.subnet, mtu=device_spec(cfg, ul, lease.subnet).mtu,
+                                  ipmasq=self.opts.masquerade),
         )
-        log.info("host %s has subnet %s (gateway %s on np0, %s on %s)", self.opts.node, lease.subnet, d.bridge.address, spec.address, spec.name)
 
     # ------------------------------------------------------------------ loops
     def _lease_loop(self, stop: threading.Event) -> None:
@@ -338,7 +365,9 @@ class Agent:
                 self.metrics.errors.labels(kind="subnet_changed").inc()
                 log.error("subnet changed from %s to %s: pods already on %s keep addresses from %s and lose "
                           "connectivity until they are recreated", old.subnet, lease.subnet, BRIDGE, old.subnet)
-            self._setup_host(lease)
+            if not self._retrying("setting the host up", stop, lambda: self._setup_host(lease)):
+                return
+            self._write_subnet_file(lease)
             if old is not None:
                 self._rebuild_derived()
         self.reconcile("lease re-acquired")

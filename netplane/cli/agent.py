@@ -3,6 +3,7 @@ the stats server when asked). Parses flags, builds the Agent and runs it until S
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from ipaddress import IPv4Address
@@ -17,6 +18,8 @@ from netplane.errors import ConfigError
 
 if TYPE_CHECKING:
     from netplane.cli.main import Settings
+
+log = logging.getLogger("netplane.agent")
 
 
 def _ip(text: str | None) -> IPv4Address | None:
@@ -102,4 +105,10 @@ def agent(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(settings.store(), settings.keys(), opts, extra_components=extra).run(stop)
+    try:
+        Agent(settings.store(), settings.keys(), opts, extra_components=extra).run(stop)
+    except Exception:
+        # a daemon's log is read after the fact: the whole story there, whatever --log-level
+        # says; the user's terminal still gets the one line from `main`
+        log.exception("agent %s stopped", node)
+        raise

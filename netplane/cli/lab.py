@@ -74,18 +74,21 @@ def lab() -> None:
 @click.option("--mtu", type=click.IntRange(1280, 9000), default=1500, show_default=True, help="Underlay MTU.")
 @click.option("--proxy", type=click.Choice(PROXY_MODES), default="iptables", show_default=True, help="Service proxy data plane on every host.")
 @click.option("--agents/--no-agents", default=True, show_default=True, help="Start a netplane agent on every host.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to wait for etcd and for every agent to be ready.")
 @output_option
-def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: int, proxy: str, agents: bool, output: str) -> None:
+def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: int, proxy: str, agents: bool, timeout: float,
+       output: str) -> None:
     """Create a lab: namespaces, underlay, etcd, agents."""
     topo = default_topology(
         name, hosts=hosts, underlay=underlay or _pick_underlay(), mtu=mtu, proxy=proxy, overlay_network=overlay_network
     )
     t0 = time.monotonic()
-    lab_ = Lab.up(topo)
+    lab_ = Lab.up(topo, start_timeout=timeout)
     if agents:
         from netplane.lab import cluster
 
-        cluster.start(lab_)
+        cluster.start(lab_, wait=timeout)
     st = _status(lab_)
     st["up_seconds"] = round(time.monotonic() - t0, 2)
     _show(st, output)

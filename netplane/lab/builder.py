@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,9 +24,11 @@ from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplane import context, netns
-from netplane.errors import ConfigError, KernelError, LabError
+from netplane.context import state_dir
+from netplane.errors import ConfigError, KernelError, LabError, NetplaneError, UserError
 from netplane.lab.state import LabState, list_labs
 from netplane.lab.topology import Topology
+from netplane.logtail import with_tail
 from netplane.store.embedded import EmbeddedEtcd, EtcdSpec, is_our_process, stop_pid
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,7 @@ class Lab:
 
     # ------------------------------------------------------------------ up
     @classmethod
-    def up(cls, topology: Topology, *, start_timeout: float = 20.0) -> Lab:
+    def up(cls, topology: Topology, *, start_timeout: float = 60.0) -> Lab:
         if topology.name in list_labs():
             raise ConfigError(f"lab {topology.name!r} already exists; run 'netplane lab down --name {topology.name}' first")
         for other in list_labs():
@@ -117,14 +120,31 @@ class Lab:
         lab.state.save()
         try:
             lab._build(start_timeout)
-        except BaseException:
-            log.error("lab %s: up failed; tearing down what was built", topology.name)
+        except BaseException as e:
+            kept = lab.keep_logs(failed_logs_dir(topology.name))
+            log.error("lab %s: up failed; logs kept in %s; tearing down what was built", topology.name, kept)
             try:
                 lab.down()
-            except Exception as e:  # noqa: BLE001 - report the original failure
-                log.error("lab %s: teardown after failure also failed: %s", topology.name, e)
+            except Exception as e2:  # noqa: BLE001 - report the original failure
+                log.error("lab %s: teardown after failure also failed: %s", topology.name, e2)
+            if isinstance(e, NetplaneError) and not isinstance(e, UserError):
+                raise LabError(f"{e}\n(lab {topology.name} is torn down; its logs are kept in {kept})") from e
             raise
         return lab
+
+    def keep_logs(self, dest: Path) -> Path:
+        """Copy every log of this lab (etcd, relay, each host's agent and pods) to `dest`,
+        keeping their relative paths, so they outlive `down`. Returns `dest`."""
+        for src in sorted(self.dir.rglob("*.log")):
+            if "etcd" in src.relative_to(self.dir).parts[:-1]:
+                continue  # etcd's data dir
+            target = dest / src.relative_to(self.dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(src, target)
+            except OSError as e:
+                log.warning("could not keep %s: %s", src, e)
+        return dest
 
     @classmethod
     def load(cls, name: str) -> Lab:
@@ -199,7 +219,7 @@ class Lab:
         )
         pid = etcd.spawn(detach=True)
         st.record("process", role="etcd", pid=pid, marker=str(self.dir / "etcd"))
-        etcd.wait_healthy(start_timeout)
+        etcd.wait_healthy(start_timeout)  # its error carries the end of etcd.log
         # loopback relay so the root namespace reaches etcd
         port = _free_port()
         relay = self._spawn(
@@ -209,7 +229,7 @@ class Lab:
         )
         st.relay_port = port
         st.record("process", role="relay", pid=relay.pid, marker=f"--netns {t.switch_netns}")
-        self._wait_relay(port, start_timeout)
+        self._wait_relay(relay, port, start_timeout)
         context.save_context(lab=t.name, etcd=self.etcd_endpoint, prefix=LAB_PREFIX)
         st.record("context")
 
@@ -245,15 +265,17 @@ class Lab:
                 start_new_session=True,
             )
 
-    def _wait_relay(self, port: int, timeout: float) -> None:
+    def _wait_relay(self, relay: subprocess.Popen[bytes], port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if relay.poll() is not None:
+                raise LabError(with_tail(f"etcd relay exited with code {relay.returncode} at start", self.dir / "relay.log"))
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.02)
-        raise LabError(f"etcd relay on 127.0.0.1:{port} did not come up")
+        raise LabError(with_tail(f"etcd relay on 127.0.0.1:{port} did not come up within {timeout:.0f}s", self.dir / "relay.log"))
 
     # ------------------------------------------------------------------ processes
     def spawn_on(
@@ -382,6 +404,11 @@ class Lab:
             pods.remove_recorded(self, item)
         else:
             raise LabError(f"unknown state item kind {kind!r}")
+
+
+def failed_logs_dir(name: str) -> Path:
+    """Where the logs of a lab whose `up` failed are kept (under the state dir, one per try)."""
+    return state_dir() / "failed" / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}"
 
 
 def _in(ns: str | None, cgroup: Path | None, argv: Sequence[str]) -> list[str]:

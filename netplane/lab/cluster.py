@@ -7,12 +7,15 @@ testable on its own (`lab up --no-agents`).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import time
 from typing import Any
 
 from netplane.errors import LabError, NetplaneError
 from netplane.lab.builder import LAB_PREFIX, Lab
+from netplane.logtail import with_tail
 from netplane.store import EtcdConfig, EtcdStore, Keys, codec
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ def start_agent(lab: Lab, host: str) -> int:
     return lab.spawn_on(host, agent_argv(lab, host), role="agent", marker=str(lab.host_dir(host)), log_name="agent.log")
 
 
-def start(lab: Lab, *, wait: float = 20.0) -> None:
+def start(lab: Lab, *, wait: float = 60.0) -> None:
     """Network config, then an agent on every host; waits until every host holds a subnet."""
     with store_for(lab) as s:
         device = ensure_network_config(lab, s)
@@ -79,21 +82,40 @@ def start(lab: Lab, *, wait: float = 20.0) -> None:
 
 
 def wait_subnets(lab: Lab, *, timeout: float) -> dict[str, str]:
-    """Until every host holds a lease and its agent has set the host up (subnet file)."""
+    """Until every host holds a lease and its agent has set the host up (subnet file). An agent
+    that exits meanwhile, or a host still not ready at the deadline, is an error carrying the
+    end of that agent's log."""
     deadline = time.monotonic() + timeout
     subnets: dict[str, str] = {}
     while time.monotonic() < deadline:
         subnets = host_subnets(lab)
-        # the agent writes its subnet file last, once bridge, forwarding and iptables are ready
+        # the agent writes its subnet file last, once bridge, forwarding, iptables and its
+        # components (proxy, stats) are up
         ready = all((lab.host_dir(h) / "subnet.env").exists() for h in subnets)
         if len(subnets) == len(lab.topology.hosts) and ready:
             return subnets
         for p in lab.state.find("process", role="agent"):
             if not _alive(p):
-                raise LabError(f"agent on {p['host']} exited; see {lab.host_dir(p['host']) / 'agent.log'}")
+                raise LabError(with_tail(f"agent on {p['host']} exited{_exit_status(p['pid'])} during start-up",
+                                         lab.host_dir(p["host"]) / "agent.log"))
         time.sleep(0.1)
-    missing = sorted({h.name for h in lab.topology.hosts} - set(subnets))
-    raise LabError(f"hosts without a subnet after {timeout:.0f}s: {', '.join(missing)} (see their agent.log)")
+    waiting = sorted(h.name for h in lab.topology.hosts
+                     if h.name not in subnets or not (lab.host_dir(h.name) / "subnet.env").exists())
+    raise LabError(f"hosts not ready after {timeout:.0f}s: {', '.join(waiting)}\n"
+                   + "\n".join(with_tail(f"{h} is still starting", lab.host_dir(h) / "agent.log", lines=10) for h in waiting))
+
+
+def _exit_status(pid: int) -> str:
+    """' with code N' / ' on signal S' when the dead agent is our unreaped child."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return ""
+    if got != pid:
+        return ""
+    if os.WIFSIGNALED(status):
+        return f" on signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f" with code {os.WEXITSTATUS(status)}"
 
 
 def _alive(item: dict[str, Any]) -> bool:

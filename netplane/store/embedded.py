@@ -20,6 +20,7 @@ from typing import Any
 
 from netplane import netns
 from netplane.errors import StoreError
+from netplane.logtail import with_tail
 from netplane.store.etcd import EtcdConfig, EtcdStore
 
 
@@ -121,17 +122,16 @@ class EmbeddedEtcd:
         try:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise StoreError(
-                        f"etcd exited with code {self.proc.returncode} at start"
-                        + (f"; see {self.spec.log_path}" if self.spec.log_path else ""),
-                        endpoint=self.endpoint,
-                    )
+                    raise StoreError(self._explain(f"etcd ({self.endpoint}) exited with code {self.proc.returncode} at start"))
                 if store.healthy():
                     return
                 time.sleep(0.05)
-            raise StoreError(f"etcd not healthy after {timeout:.0f}s", endpoint=self.endpoint)
+            raise StoreError(self._explain(f"etcd ({self.endpoint}) not healthy after {timeout:.0f}s"))
         finally:
             store.close()
+
+    def _explain(self, message: str) -> str:
+        return with_tail(message, self.spec.log_path) if self.spec.log_path else message
 
     def stop(self, *, timeout: float = 10.0) -> None:
         if self.proc is None:

@@ -1,32 +1,90 @@
-"""Lab fixtures: labs built for real (namespaces, etcd, processes), torn down after each test."""
+"""Lab fixtures: labs built for real (namespaces, etcd, processes), torn down after each test.
+
+A lab test that fails keeps its labs' logs (etcd, relay, every agent and pod): they are copied
+before teardown to `<the test's tmp_path>/lab-logs/<lab>/`, and the failure report names the
+place. Start-up deadlines are generous (a first run on a cold machine is slow) and can be
+raised with NETPLANE_TEST_START_TIMEOUT (seconds); waiting ends as soon as the lab is ready.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from netplane.errors import ConfigError, LabError
 from netplane.lab import Lab, default_topology
+from netplane.lab.state import LabState, list_labs
 from netplane.lab.topology import Topology
+
+START_TIMEOUT = float(os.environ.get("NETPLANE_TEST_START_TIMEOUT", "60"))
+
+# 10.98.100-199.0/24, handed out in turn; one not used by a lab that is up (this run's or a
+# concurrent one's) is taken, and a lost race with another run moves on to the next
+_NEXT = itertools.cycle(range(100, 200))
+
+# what a test's lab_factory made, and where its logs go if it fails
+_LABS = pytest.StashKey[tuple[list[Lab], Path]]()
+
+
+def _underlays_in_use() -> set[IPv4Network]:
+    used = set()
+    for name in list_labs():
+        try:
+            used.add(LabState.load(name).topology.underlay)
+        except LabError:
+            continue  # a half-written state file: that lab is not up yet
+    return used
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed lab test: copy its labs' logs while the labs are still up, and say where."""
+    report = yield
+    labs, base = item.stash.get(_LABS, ([], Path()))
+    if report.failed and labs:
+        kept = []
+        for lab in labs:
+            if lab.dir.is_dir():
+                kept.append(str(lab.keep_logs(base / lab.name)))
+        if kept:
+            report.sections.append(("lab logs kept", "\n".join(kept)))
+            print(f"\nlab logs of {item.nodeid} kept in: {', '.join(kept)}")
+    return report
 
 
 @pytest.fixture
-def lab_factory(state_dir: Path) -> Iterator[Callable[..., Lab]]:
+def lab_factory(state_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     """Build labs with unique names on unique underlays; every one is torn down afterwards."""
     made: list[Lab] = []
+    request.node.stash[_LABS] = (made, tmp_path / "lab-logs")
 
     def make(hosts: int = 3, *, agents: bool = False, **kwargs: object) -> Lab:
         name = "t" + uuid.uuid4().hex[:8]
-        idx = 100 + len(made) + (uuid.uuid4().int % 100)
-        topo: Topology = default_topology(name, hosts=hosts, underlay=f"10.98.{idx}.0/24", **kwargs)  # type: ignore[arg-type]
-        lab = Lab.up(topo)
+        for _ in range(100):
+            underlay = IPv4Network(f"10.98.{next(_NEXT)}.0/24")
+            if underlay in _underlays_in_use():
+                continue
+            topo: Topology = default_topology(name, hosts=hosts, underlay=str(underlay), **kwargs)  # type: ignore[arg-type]
+            try:
+                lab = Lab.up(topo, start_timeout=START_TIMEOUT)
+            except ConfigError as e:
+                if "overlaps" in str(e):
+                    continue  # another run took it between our look and our up
+                raise
+            break
+        else:
+            raise AssertionError("no free 10.98.N.0/24 underlay for a test lab")
         made.append(lab)
         if agents:
             from netplane.lab import cluster
 
-            cluster.start(lab)
+            cluster.start(lab, wait=START_TIMEOUT)
         return lab
 
     yield make
