@@ -1,0 +1,162 @@
+"""Object metadata (ObjectMeta, OwnerReference) and the kinds netplane serves.
+
+Objects are JSON dicts in Kubernetes' v1 wire shape (see `orchestrator.objects` for why);
+this module holds the TypedDicts describing `metadata` and the accessors every controller uses,
+so no caller digs through `obj["metadata"].get(...)` chains of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NewType, TypedDict
+
+Uid = NewType("Uid", str)
+DEFAULT_NAMESPACE = "default"
+
+
+class OwnerReference(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+    blockOwnerDeletion: bool
+
+
+class ObjectMeta(TypedDict, total=False):
+    name: str
+    generateName: str
+    namespace: str
+    uid: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ownerReferences: list[OwnerReference]
+    creationTimestamp: str
+    deletionTimestamp: str
+    deletionGracePeriodSeconds: int
+    resourceVersion: str
+    generation: int
+    finalizers: list[str]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind: its name, plural resource name (URL and storage key), and scope."""
+
+    kind: str
+    resource: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    api_version: str = "v1"
+
+
+NAMESPACE = Kind("Namespace", "namespaces", False, ("ns",))
+NODE = Kind("Node", "nodes", False, ("no",))
+POD = Kind("Pod", "pods", True, ("po",))
+REPLICATION_CONTROLLER = Kind("ReplicationController", "replicationcontrollers", True, ("rc",))
+SERVICE = Kind("Service", "services", True, ("svc",))
+ENDPOINTS = Kind("Endpoints", "endpoints", True, ("ep",))
+KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS)
+_BY_KIND = {k.kind: k for k in KINDS}
+
+
+def kind_named(name: str) -> Kind | None:
+    """The Kind for a manifest's `kind` field (exact, like the API server), None if unknown."""
+    return _BY_KIND.get(name)
+
+
+def kind_for_alias(alias: str) -> Kind | None:
+    """`pods`, `pod`, `po`, `Pod`, `rc`, `svc`... as kubectl accepts them."""
+    a = alias.lower()
+    for k in KINDS:
+        if a in (k.kind.lower(), k.resource, *k.short_names) or a + "s" == k.resource:
+            return k
+    return None
+
+
+# --------------------------------------------------------------------------- accessors
+def meta(obj: Mapping[str, Any]) -> ObjectMeta:
+    m = obj.get("metadata")
+    return m if isinstance(m, dict) else {}  # type: ignore[return-value]
+
+
+def name(obj: Mapping[str, Any]) -> str:
+    return meta(obj).get("name", "")
+
+
+def namespace(obj: Mapping[str, Any]) -> str:
+    return meta(obj).get("namespace") or DEFAULT_NAMESPACE
+
+
+def namespaced_name(obj: Mapping[str, Any]) -> str:
+    """`ns/name`, the key client-go's work queues use."""
+    return f"{namespace(obj)}/{name(obj)}"
+
+
+def uid(obj: Mapping[str, Any]) -> str:
+    return meta(obj).get("uid", "")
+
+
+def labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return meta(obj).get("labels") or {}
+
+
+def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:
+    return meta(obj).get("annotations") or {}
+
+
+def resource_version(obj: Mapping[str, Any]) -> int:
+    """The etcd mod revision the object was read at; 0 when it has none yet."""
+    rv = meta(obj).get("resourceVersion", "")
+    return int(rv) if rv.isdigit() else 0
+
+
+def is_deleting(obj: Mapping[str, Any]) -> bool:
+    return bool(meta(obj).get("deletionTimestamp"))
+
+
+def owner_references(obj: Mapping[str, Any]) -> list[OwnerReference]:
+    return meta(obj).get("ownerReferences") or []
+
+
+def controller_ref(obj: Mapping[str, Any]) -> OwnerReference | None:
+    """The owner reference with `controller: true` (at most one is valid)."""
+    for ref in owner_references(obj):
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def controller_ref_to(owner: Mapping[str, Any], *, kind: Kind) -> OwnerReference:
+    """The reference a controller puts on what it owns (kube: metav1.NewControllerRef)."""
+    return {
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
+        "name": name(owner),
+        "uid": uid(owner),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# --------------------------------------------------------------------------- time and ids
+def new_uid() -> Uid:
+    return Uid(str(uuid.uuid4()))
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 in UTC at second precision, Kubernetes' metav1.Time form."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (Z or an offset; fractional seconds allowed)."""
+    t = datetime.fromisoformat(text)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def from_epoch(seconds: float) -> str:
+    return format_time(datetime.fromtimestamp(seconds, UTC))
