@@ -121,6 +121,22 @@ class Compacted(StoreError):
         self.compact_revision = compact_revision
 
 
+# (text in gRPC's detail, what we say), first match wins. TLS failures come first: with a
+# rejected client certificate the TLS 1.3 handshake completes on the client and the server's
+# alert then fails the first record ("Unwrap failed"); without these, both read "unavailable",
+# like an etcd that is down.
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("CERTIFICATE_VERIFY_FAILED", "TLS handshake failed: etcd's certificate did not verify against --etcd-ca"),
+    ("handshake failed", "TLS handshake failed"),
+    ("Unwrap failed", "TLS rejected by etcd: no client certificate, or one etcd's CA did not sign (--etcd-cert/--etcd-key)"),
+    ("Connection refused", "connection refused"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network is unreachable"),
+    ("Connection reset", "connection reset"),
+    ("Name or service not known", "name or service not known"),
+)
+
+
 def prefix_range_end(prefix: bytes) -> bytes:
     """The etcd range end that selects every key starting with `prefix`."""
     b = bytearray(prefix)
@@ -218,10 +234,9 @@ class EtcdStore:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             # gRPC's text repeats the target and wraps the OS error; keep what a user needs
             reason = "timed out" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "unavailable"
-            for known in ("Connection refused", "No route to host", "Network is unreachable",
-                          "Connection reset", "handshake failed", "Name or service not known"):
+            for known, said in _REASONS:
                 if known.lower() in (detail or "").lower():
-                    reason = known.lower()
+                    reason = said
                     break
             return StoreError(f"cannot reach etcd ({reason}) during {what}", endpoint=self.config.label)
         return StoreError(f"{what}: {name}: {detail}", endpoint=self.config.label)

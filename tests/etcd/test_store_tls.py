@@ -6,6 +6,7 @@ client cert signed by the CA, and a client cert from an unrelated CA that must b
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -72,20 +73,47 @@ def test_tls_with_client_cert_works(tls_etcd) -> None:  # type: ignore[no-untype
         assert s.get("/tls/k").value == b"v"  # type: ignore[union-attr]
 
 
-def test_tls_refuses_missing_or_foreign_client_cert(tls_etcd) -> None:  # type: ignore[no-untyped-def]
+def _cfg(endpoint: str, d: Path, *, ca: str, client: str | None) -> EtcdConfig:
+    return EtcdConfig.parse(endpoint, ca_cert=str(d / f"{ca}.crt"), cert=str(d / f"{client}.crt") if client else None,
+                            key=str(d / f"{client}.key") if client else None, timeout=2.0)
+
+
+def _server_is_up(endpoint: str, d: Path) -> None:
+    """A correctly configured client gets an answer from the same endpoint, so a failure next to
+    it is the TLS check and not an etcd that is down."""
+    with EtcdStore(_cfg(endpoint, d, ca="ca", client="client")) as s:
+        s.get("/tls/k")
+
+
+REJECTED = "TLS rejected by etcd: no client certificate, or one etcd's CA did not sign"
+UNTRUSTED = "TLS handshake failed: etcd's certificate did not verify against --etcd-ca"
+
+
+@pytest.mark.parametrize("client", [None, "stranger"], ids=["no-client-cert", "foreign-client-cert"])
+def test_tls_refuses_missing_or_foreign_client_cert(tls_etcd, client: str | None) -> None:  # type: ignore[no-untyped-def]
     _, d, endpoint = tls_etcd
-    for cert, key in ((None, None), (d / "stranger.crt", d / "stranger.key")):
-        cfg = EtcdConfig.parse(endpoint, ca_cert=str(d / "ca.crt"), cert=str(cert) if cert else None,
-                               key=str(key) if key else None, timeout=2.0)
-        with EtcdStore(cfg) as s, pytest.raises(StoreError, match="127.0.0.1"):
-            s.get("/tls/k")
+    _server_is_up(endpoint, d)
+    with EtcdStore(_cfg(endpoint, d, ca="ca", client=client)) as s, pytest.raises(StoreError) as exc:
+        s.get("/tls/k")
+    assert str(exc.value) == f"cannot reach etcd ({REJECTED} (--etcd-cert/--etcd-key)) during get /tls/k (etcd {endpoint})"
+    _server_is_up(endpoint, d)
 
 
 def test_tls_server_not_trusted_without_its_ca(tls_etcd) -> None:  # type: ignore[no-untyped-def]
     _, d, endpoint = tls_etcd
-    cfg = EtcdConfig.parse(endpoint, ca_cert=str(d / "otherca.crt"), cert=str(d / "client.crt"), key=str(d / "client.key"), timeout=2.0)
-    with EtcdStore(cfg) as s, pytest.raises(StoreError):
+    _server_is_up(endpoint, d)
+    with EtcdStore(_cfg(endpoint, d, ca="otherca", client="client")) as s, pytest.raises(StoreError) as exc:
         s.get("/tls/k")
+    assert str(exc.value) == f"cannot reach etcd ({UNTRUSTED}) during get /tls/k (etcd {endpoint})"
+
+
+def test_tls_errors_are_not_what_a_down_etcd_says(tls_etcd) -> None:  # type: ignore[no-untyped-def]
+    """The control for the two tests above: the same client against a port nothing listens on."""
+    _, d, _ = tls_etcd
+    down = f"https://127.0.0.1:{free_port()}"
+    with EtcdStore(_cfg(down, d, ca="ca", client="client")) as s, pytest.raises(StoreError) as exc:
+        s.get("/tls/k")
+    assert str(exc.value) == f"cannot reach etcd (connection refused) during get /tls/k (etcd {down})"
 
 
 def test_unreadable_tls_file_is_a_config_error(tmp_path: Path) -> None:
@@ -102,3 +130,13 @@ def test_cli_over_tls(tls_etcd) -> None:  # type: ignore[no-untyped-def]
                         "--prefix", "/tlscli", "svc", "list", "-o", "json"], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+    bad = subprocess.run([sys.executable, "-m", "netplane", "--etcd", endpoint, "--etcd-ca", str(d / "ca.crt"),
+                          "--etcd-cert", str(d / "stranger.crt"), "--etcd-key", str(d / "stranger.key"), "--etcd-timeout", "2",
+                          "--prefix", "/tlscli", "svc", "list"], capture_output=True, text=True, timeout=60, check=False)
+    assert (bad.returncode, bad.stdout) == (1, "")
+    *noise, line = bad.stderr.splitlines()
+    assert line == (f"netplane: cannot reach etcd ({REJECTED} (--etcd-cert/--etcd-key)) during list /tlscli/services/specs/"
+                    f" (etcd {endpoint})"), bad.stderr
+    # gRPC's C core logs the TLS alert itself (absl log lines, before any of our code can silence
+    # it); nothing else may appear, a traceback least of all
+    assert all(re.match(r"[EWI]\d{4} [\d:.]+ +\d+ \S+:\d+\] ", n) for n in noise), bad.stderr
