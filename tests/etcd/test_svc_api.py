@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import threading
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from netplane.errors import ConfigError, NotFoundError
 from netplane.proxy.api import ServiceAPI, clusterip_key
@@ -101,22 +103,20 @@ def test_list_skips_malformed_values(store: EtcdStore, keys: Keys) -> None:
     assert [s.name for s, _ in api.list()] == ["good"]
 
 
+NETPLANE = str(Path(sys.executable).parent / "netplane")  # the installed console script: main() itself
+
+
 def run(store: EtcdStore, keys: Keys, *args: str) -> tuple[int, str, str]:
-    from netplane.cli.main import cli
-
-    r = CliRunner().invoke(cli, ["--etcd", store.config.endpoints[0], "--prefix", keys.prefix, *args])
-    if r.exception and not isinstance(r.exception, SystemExit):
-        # main() maps errors to exit codes; emulate it for the invoked group
-        from netplane.errors import UserError
-
-        return (2 if isinstance(r.exception, UserError) else 1), r.stdout, str(r.exception)
-    return r.exit_code, r.stdout, r.stderr if hasattr(r, "stderr") else ""
+    """The real `netplane` command in a process of its own: exit code, stdout, stderr."""
+    p = subprocess.run([NETPLANE, "--etcd", store.config.endpoints[0], "--prefix", keys.prefix, *args],
+                       capture_output=True, text=True, timeout=60, check=False)
+    return p.returncode, p.stdout, p.stderr
 
 
 def test_cli_create_show_list_endpoints_delete(store: EtcdStore, keys: Keys) -> None:
-    code, out, _ = run(store, keys, "svc", "create", "web", "--port", "80:8080", "--port", "53/udp",
+    code, out, err = run(store, keys, "svc", "create", "web", "--port", "80:8080", "--port", "53/udp",
                        "--endpoint", "10.244.1.2", "--cluster-ip", "10.96.0.50", "--selector", "app=web", "-o", "json")
-    assert code == 0, out
+    assert (code, err) == (0, ""), err
     data = json.loads(out)
     assert data["selector"] == {"app": "web"}
     assert data["cluster_ip"] == "10.96.0.50"
@@ -130,21 +130,33 @@ def test_cli_create_show_list_endpoints_delete(store: EtcdStore, keys: Keys) -> 
     assert [s["name"] for s in json.loads(out)] == ["web"]
     code, out, _ = run(store, keys, "svc", "delete", "web")
     assert code == 0 and "deleted" in out
-    code, _, err = run(store, keys, "svc", "show", "web")
-    assert code == 2 and "service web not found" in err
+    code, out, err = run(store, keys, "svc", "show", "web")
+    assert (code, out, err) == (2, "", "netplane: error: service web not found\n")
 
 
 @pytest.mark.parametrize(
     ("args", "msg"),
     [
-        (["--port", "80:99999"], "targetPort 99999 is out of range"),
-        (["--port", "80/sctp"], "unknown protocol"),
-        (["--port", "80", "--cluster-ip", "1.2.3.4"], "outside the service range"),
-        (["--port", "80/tcp:1234", "--type", "NodePort"], "outside the node port range"),
-        (["--port", "80", "--endpoint", "10.0.0.999"], "not an IPv4 address"),
-        (["--port", "80", "--selector", "app"], "expected KEY=VALUE"),
+        (["--port", "80:99999"], "targetPort 99999 is out of range (1-65535)"),
+        (["--port", "80/sctp"], "unknown protocol 'sctp': use tcp or udp"),
+        (["--port", "80", "--cluster-ip", "1.2.3.4"], "cluster IP 1.2.3.4 is outside the service range 10.96.0.0/12"),
+        (["--port", "80/tcp:1234", "--type", "NodePort"], "nodePort 1234 is outside the node port range 30000-32767"),
+        (["--port", "80", "--endpoint", "10.0.0.999"], "endpoint '10.0.0.999' is not an IPv4 address"),
+        (["--port", "80", "--selector", "app"], "bad --selector 'app': expected KEY=VALUE"),
+        ([], "Missing option '--port'. (see 'netplane svc create --help')"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(store: EtcdStore, keys: Keys, args: list[str], msg: str) -> None:
-    code, _, err = run(store, keys, "svc", "create", "bad", *args)
-    assert code == 2 and msg in err
+    code, out, err = run(store, keys, "svc", "create", "bad", *args)
+    assert (code, out, err) == (2, "", f"netplane: error: {msg}\n")
+    assert store.get(keys.service("bad")) is None  # and nothing was stored
+
+
+def test_cli_unreachable_etcd_is_one_line_exit_1() -> None:
+    from tests.conftest import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"
+    p = subprocess.run([NETPLANE, "--etcd", down, "--etcd-timeout", "2", "--prefix", "/np-down", "svc", "list"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert (p.returncode, p.stdout, p.stderr) == (
+        1, "", f"netplane: cannot reach etcd (connection refused) during list /np-down/services/specs/ (etcd {down})\n")
