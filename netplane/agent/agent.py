@@ -306,6 +306,7 @@ class Agent:
             subnetfile.SubnetFile(network=cfg.network, subnet=lease.subnet, mtu=device_spec(cfg, ul, lease.subnet).mtu,
                                   ipmasq=self.opts.masquerade),
         )
+        log.info("wrote subnet file %s: host %s is ready for pods on %s", self.opts.subnet_file, self.opts.node, lease.subnet)
 
     # ------------------------------------------------------------------ loops
     def _lease_loop(self, stop: threading.Event) -> None:

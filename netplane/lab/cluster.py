@@ -124,6 +124,11 @@ def _alive(item: dict[str, Any]) -> bool:
     return is_our_process(item["pid"], item["marker"])
 
 
+def agent_running(lab: Lab, host: str) -> bool:
+    """The host's recorded agent process is alive (not merely recorded)."""
+    return any(_alive(p) for p in lab.state.find("process", role="agent", host=host))
+
+
 def host_subnets(lab: Lab) -> dict[str, str]:
     """host name -> leased subnet, matched by the lease's PublicIP."""
     from netplane.subnet.lease import list_leases

@@ -3,7 +3,10 @@ and `lab down` removes pods too."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 
@@ -19,8 +22,13 @@ def test_pods_across_hosts_and_teardown(lab_factory: Callable[..., Lab]) -> None
     b = pods.add(lab, "h2", "pb")
     assert IPv4Address(a["ip"]) in IPv4Network(subnets["h1"])
     assert IPv4Address(b["ip"]) in IPv4Network(subnets["h2"])
-    r = lab.exec("h1", ["ping", "-c1", "-W3", b["ip"]], netns=a["netns"], capture_output=True)
-    assert r.returncode == 0, r.stdout
+    # h1 learns h2's lease through the watch: ping until the overlay carries it (bounded)
+    deadline = time.monotonic() + 20
+    while True:
+        r = lab.exec("h1", ["ping", "-c1", "-W1", b["ip"]], netns=a["netns"], capture_output=True)
+        if r.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"pa on h1 never reached pb on h2: {r.stdout!r}"
     st = lab.status()
     assert [h["processes"].get("agent") is not None for h in st["hosts"]] == [True, True]
     pods.remove(lab, "pb")
@@ -29,9 +37,12 @@ def test_pods_across_hosts_and_teardown(lab_factory: Callable[..., Lab]) -> None
     assert not os.path.exists(f"/run/netns/{a['netns']}")
 
 
+def _attached_prog_ids(cgroup: str) -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "cgroup", "show", cgroup], capture_output=True, text=True, check=True).stdout
+    return {int(p["id"]) for p in json.loads(out.strip() or "[]")}
+
+
 def test_ebpf_lab_down_removes_programs_and_pins(lab_factory: Callable[..., Lab]) -> None:
-    import subprocess
-    import time
     from pathlib import Path
 
     from netplane.ebpf.loader import instance_for, pin_dir
@@ -51,11 +62,12 @@ def test_ebpf_lab_down_removes_programs_and_pins(lab_factory: Callable[..., Lab]
         time.sleep(0.2)
     for h in lab.topology.hosts:
         assert "np_connect4" in attached(h.name), f"{h.name}: the agent's eBPF programs were never attached"
+    # exactly this lab's programs (other labs of a concurrent run may hold their own)
+    ours = set().union(*(_attached_prog_ids(str(lab.cgroup(h.name))) for h in lab.topology.hosts))
+    assert len(ours) >= 4 * len(lab.topology.hosts), ours  # connect4, sendmsg4, recvmsg4, getpeername4
     lab.down()
     assert not any(p.exists() for p in pins)
-    progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True).stdout
     assert not any(Path(lab.cgroup(h.name)).exists() for h in lab.topology.hosts)
-    # programs were attached only to the lab's cgroups; with those gone none may stay loaded
-    # by us (other labs of a concurrent run may hold their own, so count only if alone)
-    if not Path("/sys/fs/bpf/netplane").exists():
-        assert "np_connect4" not in progs
+    progs = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    loaded = {p["id"] for p in json.loads(progs)}
+    assert not ours & loaded, f"programs of the lab still loaded after down: {sorted(ours & loaded)}"

@@ -2,9 +2,8 @@
 requests from h3 spread over both; a NodePort on h1 reached from h3; the proxy restarted on h3
 without breaking h3's traffic; a pod reaching its own service (hairpin).
 
-The proxy runs inside each host's agent when the agent has `--proxy-mode`; otherwise (until
-that wiring lands) this test starts `netplane proxy run` on every host itself, as a lab process
-in the host's namespace and cgroup — the same component either way.
+The proxy runs inside each host's agent (`lab_factory(..., proxy=mode)` starts the agents with
+`--proxy-mode`), so restarting h3's agent restarts its proxy.
 """
 
 from __future__ import annotations
@@ -67,13 +66,25 @@ def cluster(request: pytest.FixtureRequest, unpin: list[Lab], lab_factory: Calla
         servers.append(subprocess.Popen(
             wrap(lab, host, [sys.executable, "-m", "netplane.proxy.probe", "serve", "--name", pod, "--port", "8080"], ns=rec["netns"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    time.sleep(1.0)
+    for host, pod in (("h1", "pa"), ("h2", "pb")):
+        wait_listening(lab, host, pods.find(lab, pod)["netns"], 8080)  # type: ignore[index]
     try:
         yield lab, mode
     finally:
         for p in servers:
             p.send_signal(signal.SIGKILL)
             p.wait()
+
+
+def wait_listening(lab: Lab, host: str, ns: str, port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(wrap(lab, host, ["ss", "-Hltn", f"sport = :{port}"], ns=ns), capture_output=True, text=True,
+                             check=False).stdout
+        if out.strip():
+            return
+        assert time.monotonic() < deadline, f"nothing listens on :{port} in {ns}"
+        time.sleep(0.05)
 
 
 def make(lab: Lab, name: str, ips: list[str], *, port: str = "80:8080", node_port: int | None = None) -> IPv4Address:
