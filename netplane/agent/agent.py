@@ -1,9 +1,12 @@
 """The per-host agent: lease, overlay, health — and room for more components.
 
-Flow (DESIGN §1): wait for the network config in etcd, pick the underlay, create the VXLAN
-device (its MAC is our VtepMAC), acquire a subnet lease, write the subnet file, set up bridge,
-forwarding and iptables, then follow every lease with list+watch and reconcile the kernel after
-each change (and every `resync` seconds, to repair drift). A lease thread keeps the etcd lease
+Flow (DESIGN §1): wait for the network config in etcd, pick the underlay, bind the health
+server (a taken port ends the start at once, with its reason), create the VXLAN device (its MAC
+is our VtepMAC), acquire a subnet lease, set up bridge, forwarding and iptables (both retried
+with back-off: etcd may be away, no subnet free yet, an iptables or netlink call may fail once),
+follow every lease with list+watch and reconcile the kernel after each change (and every
+`resync` seconds, to repair drift), start the other components, and only then write the subnet
+file, which tells local runtimes and the lab that the host is ready. A lease thread keeps the etcd lease
 alive with keepalives only and re-acquires when it is lost. etcd being away does not touch the
 kernel: pods keep talking; when etcd returns the watch re-lists and the agent resyncs.
 
