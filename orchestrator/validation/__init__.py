@@ -1,0 +1,108 @@
+"""One validation layer for every writer (the CLI now, the API server later).
+
+    validate(obj) -> list[FieldError]         defaults applied first, on a copy
+    admit(obj)    -> Admitted(object, warnings)  or raises InvalidObject with every error
+
+Order, as in kube-apiserver: drop nulls and apply defaults (`defaults`), check structure
+against the real Kubernetes schema (`schema`, via kubernetes-validate: JSON types, and unknown
+fields as warnings, pruned), then semantic checks (`kinds`, `pods`) with Kubernetes' field
+paths and wording. Nothing here touches the store: uniqueness, allocation and immutability on
+update belong to the storage and API layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from netplane.errors import UserError
+from orchestrator.objects.meta import KINDS, Kind, kind_named
+from orchestrator.validation import defaults, kinds, pods, schema
+from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported, required
+
+__all__ = ["Admitted", "FieldError", "InvalidObject", "admit", "validate"]
+
+
+class InvalidObject(UserError):
+    """A manifest that must not be written; `errors` holds every problem found."""
+
+    def __init__(self, kind: str, name: str, errors: list[FieldError]) -> None:
+        self.kind = kind
+        self.name = name
+        self.errors = errors
+        if len(errors) == 1:
+            detail = str(errors[0])
+        else:
+            detail = "[" + ", ".join(str(e) for e in errors) + "]"
+        super().__init__(f'{kind or "object"} "{name}" is invalid: {detail}')
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A defaulted, validated object ready to store, and the warnings for the user."""
+
+    object: dict[str, Any]
+    warnings: list[str]
+
+
+def _kind(obj: Mapping[str, Any], out: list[FieldError]) -> Kind | None:
+    api = obj.get("apiVersion")
+    k = obj.get("kind")
+    if not k:
+        out.append(required(ROOT.child("kind")))
+    if not api:
+        out.append(required(ROOT.child("apiVersion")))
+    if out:
+        return None
+    kind = kind_named(k) if isinstance(k, str) else None
+    if kind is None:
+        out.append(not_supported(ROOT.child("kind"), k, tuple(x.kind for x in KINDS)))
+        return None
+    if api != kind.api_version:
+        out.append(not_supported(ROOT.child("apiVersion"), api, (kind.api_version,)))
+        return None
+    return kind
+
+
+def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], list[str]]:
+    errors: list[FieldError] = []
+    if not isinstance(obj, Mapping):
+        return {}, [invalid(ROOT, obj, "must be a JSON object")], []
+    kind = _kind(obj, errors)
+    if kind is None:
+        return dict(obj), errors, []
+    out = defaults.apply(dict(obj))
+    result = schema.check(out)
+    warnings = [f'unknown field "{schema.path_text(p)}"' for p in result.unknown]
+    schema.prune(out, result.unknown)
+    if result.errors:
+        return out, result.errors, warnings
+    md = out.get("metadata") or {}
+    kinds.object_meta(kind, md, errors)
+    if kind.kind == "Pod":
+        pods.pod_spec(ROOT.child("spec"), out.get("spec") or {}, errors)
+    elif kind.kind == "ReplicationController":
+        kinds.replication_controller(out, errors)
+    elif kind.kind == "Service":
+        kinds.service(out, errors)
+    elif kind.kind == "Endpoints":
+        kinds.endpoints(out, errors)
+    elif kind.kind == "Node":
+        kinds.node(out, errors)
+    return out, errors, warnings
+
+
+def validate(obj: Mapping[str, Any]) -> list[FieldError]:
+    """Every error in the manifest (after defaulting); empty when it may be written."""
+    return _check(obj)[1]
+
+
+def admit(obj: Mapping[str, Any]) -> Admitted:
+    """The object to store (defaulted, unknown fields pruned) and warnings, or InvalidObject."""
+    out, errors, warnings = _check(obj)
+    if errors:
+        md = out.get("metadata") if isinstance(out, dict) else None
+        name = (md.get("name") or md.get("generateName") or "") if isinstance(md, dict) else ""
+        raise InvalidObject(str(obj.get("kind", "")) if isinstance(obj, Mapping) else "", name, errors)
+    return Admitted(out, warnings)

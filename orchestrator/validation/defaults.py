@@ -1,0 +1,153 @@
+"""Defaulting: what kube-apiserver fills in before validating and storing an object.
+
+Applied to a deep copy, never in place. Values follow Kubernetes' `SetDefaults_*` functions
+(pkg/apis/core/v1/defaults.go): namespace "default"; Pod restartPolicy Always,
+terminationGracePeriodSeconds 30, port protocol TCP, imagePullPolicy Always for `:latest` (or
+no tag) else IfNotPresent, requests copied from limits where only limits are given; probe
+initialDelaySeconds 0, periodSeconds 10, timeoutSeconds 1, successThreshold 1,
+failureThreshold 3, httpGet path "/" and scheme HTTP; RC replicas 1, selector and labels from
+the template's labels; Service type ClusterIP, sessionAffinity None (ClientIP timeout 10800),
+protocol TCP, targetPort = port; Node allocatable = capacity. JSON nulls count as absent and
+are dropped first, as they are when Kubernetes decodes into its Go types.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from orchestrator.objects.meta import DEFAULT_NAMESPACE, kind_named
+
+PROBE_DEFAULTS = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+TERMINATION_GRACE_SECONDS = 30
+AFFINITY_TIMEOUT_SECONDS = 10800
+
+
+def drop_nulls(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: drop_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [drop_nulls(x) for x in v]
+    return v
+
+
+def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """parent[key] as a dict, creating it when absent; a non-dict is left for validation."""
+    v = parent.get(key)
+    if v is None:
+        v = parent[key] = {}
+    return v if isinstance(v, dict) else {}
+
+
+def _dicts(v: Any) -> list[dict[str, Any]]:
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def apply(obj: dict[str, Any]) -> dict[str, Any]:
+    """A defaulted deep copy of a manifest (of a kind we serve; others are copied as is)."""
+    out: dict[str, Any] = drop_nulls(copy.deepcopy(obj))
+    kind = kind_named(out.get("kind", "")) if isinstance(out.get("kind"), str) else None
+    if kind is None:
+        return out
+    md = _obj(out, "metadata")
+    if kind.namespaced and not md.get("namespace"):
+        md["namespace"] = DEFAULT_NAMESPACE
+    if kind.kind == "Pod":
+        pod_spec(_obj(out, "spec"))
+    elif kind.kind == "ReplicationController":
+        replication_controller(out)
+    elif kind.kind == "Service":
+        service_spec(_obj(out, "spec"))
+    elif kind.kind == "Endpoints":
+        for s in _dicts(out.get("subsets")):
+            for p in _dicts(s.get("ports")):
+                p.setdefault("protocol", "TCP")
+    elif kind.kind == "Node":
+        st = out.get("status")
+        if isinstance(st, dict) and "allocatable" not in st and isinstance(st.get("capacity"), dict):
+            st["allocatable"] = dict(st["capacity"])
+    return out
+
+
+def replication_controller(rc: dict[str, Any]) -> None:
+    spec = _obj(rc, "spec")
+    spec.setdefault("replicas", 1)
+    tmpl = spec.get("template")
+    if not isinstance(tmpl, dict):
+        return
+    tmeta = tmpl.get("metadata")
+    tlabels = tmeta.get("labels") if isinstance(tmeta, dict) else None
+    if isinstance(tlabels, dict) and tlabels:
+        if not spec.get("selector"):
+            spec["selector"] = dict(tlabels)
+        md = _obj(rc, "metadata")
+        if not md.get("labels"):
+            md["labels"] = dict(tlabels)
+    pod_spec(_obj(tmpl, "spec"))
+
+
+def pod_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    for c in _dicts(spec.get("containers")):
+        container(c)
+
+
+def _pull_policy(image: Any) -> str:
+    if not isinstance(image, str):
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        return "IfNotPresent"
+    tag = last.split(":", 1)[1] if ":" in last else "latest"
+    return "Always" if tag == "latest" else "IfNotPresent"
+
+
+def container(c: dict[str, Any]) -> None:
+    c.setdefault("imagePullPolicy", _pull_policy(c.get("image")))
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    for p in _dicts(c.get("ports")):
+        p.setdefault("protocol", "TCP")
+    res = c.get("resources")
+    if isinstance(res, dict) and isinstance(res.get("limits"), dict):
+        req = res.get("requests")
+        if req is None:
+            req = res["requests"] = {}
+        if isinstance(req, dict):
+            for name, q in res["limits"].items():
+                req.setdefault(name, q)
+    for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
+        pr = c.get(probe_name)
+        if isinstance(pr, dict):
+            probe(pr)
+
+
+def probe(pr: dict[str, Any]) -> None:
+    # Kubernetes' Go fields cannot tell 0 from absent: a 0 period/timeout/threshold is defaulted
+    for k, v in PROBE_DEFAULTS.items():
+        if pr.get(k) is None or (pr.get(k) == 0 and v != 0):
+            pr[k] = v
+    hg = pr.get("httpGet")
+    if isinstance(hg, dict):
+        hg.setdefault("path", "/")
+        hg.setdefault("scheme", "HTTP")
+
+
+def service_spec(spec: dict[str, Any]) -> None:
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec["sessionAffinity"] == "ClientIP":
+        cfg = _obj(_obj(spec, "sessionAffinityConfig"), "clientIP")
+        cfg.setdefault("timeoutSeconds", AFFINITY_TIMEOUT_SECONDS)
+    for p in _dicts(spec.get("ports")):
+        p.setdefault("protocol", "TCP")
+        if "targetPort" not in p and "port" in p:
+            p["targetPort"] = p["port"]

@@ -1,0 +1,197 @@
+"""Semantic checks of a pod spec (Kubernetes' ValidatePodSpec, the parts netplane runs).
+
+Run after defaulting and after the schema check passed, so types are right; fields may still
+be absent. Every function appends FieldErrors with Kubernetes' paths and wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.objects import names
+from orchestrator.objects.quantity import QuantityError, parse_quantity
+from orchestrator.validation.field import (
+    FieldError,
+    Path,
+    duplicate,
+    forbidden,
+    invalid,
+    not_supported,
+    required,
+)
+
+PROTOCOLS = ("TCP", "UDP")
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+PORT_RANGE = "must be between 1 and 65535, inclusive"
+NON_NEGATIVE = "must be greater than or equal to 0"
+
+
+def _name_errors(path: Path, value: str, errs: list[str], out: list[FieldError]) -> None:
+    out.extend(invalid(path, value, e) for e in errs)
+
+
+def label_set(path: Path, labels: Mapping[str, Any] | None, out: list[FieldError]) -> None:
+    """metadata.labels, nodeSelector, selectors: qualified-name keys and label values."""
+    for k, v in (labels or {}).items():
+        _name_errors(path, k, names.qualified_name(k), out)
+        _name_errors(path.key(k), v, names.label_value(v), out)
+
+
+def port_number(path: Path, value: int, out: list[FieldError]) -> None:
+    if not 1 <= value <= 65535:
+        out.append(invalid(path, value, PORT_RANGE))
+
+
+def port_number_or_name(path: Path, value: int | str, out: list[FieldError]) -> None:
+    """A probe's or a Service's targetPort: 1-65535 or an IANA service name."""
+    if isinstance(value, int):
+        port_number(path, value, out)
+    else:
+        _name_errors(path, value, names.iana_svc_name(value), out)
+
+
+def non_negative(path: Path, value: int | None, out: list[FieldError]) -> None:
+    if value is not None and value < 0:
+        out.append(invalid(path, value, NON_NEGATIVE))
+
+
+def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None:
+    containers = spec.get("containers") or []
+    if not containers:
+        out.append(required(path.child("containers")))
+    seen_names: set[str] = set()
+    port_names: set[str] = set()
+    host_ports: set[tuple[str, str, int]] = set()
+    for i, c in enumerate(containers):
+        container(path.child("containers").index(i), c, seen_names, port_names, host_ports, out)
+    rp = spec.get("restartPolicy")
+    if rp is not None and rp not in RESTART_POLICIES:
+        out.append(not_supported(path.child("restartPolicy"), rp, RESTART_POLICIES))
+    label_set(path.child("nodeSelector"), spec.get("nodeSelector"), out)
+    nn = spec.get("nodeName")
+    if nn:
+        _name_errors(path.child("nodeName"), nn, names.dns1123_subdomain(nn), out)
+    non_negative(path.child("terminationGracePeriodSeconds"),
+                 spec.get("terminationGracePeriodSeconds"), out)
+    non_negative(path.child("activeDeadlineSeconds"), spec.get("activeDeadlineSeconds"), out)
+
+
+def container(
+    path: Path,
+    c: Mapping[str, Any],
+    seen_names: set[str],
+    port_names: set[str],
+    host_ports: set[tuple[str, str, int]],
+    out: list[FieldError],
+) -> None:
+    name = c.get("name")
+    if not name:
+        out.append(required(path.child("name")))
+    else:
+        _name_errors(path.child("name"), name, names.dns1123_label(name), out)
+        if name in seen_names:
+            out.append(duplicate(path.child("name"), name))
+        seen_names.add(name)
+    if not c.get("image"):
+        out.append(required(path.child("image")))
+    for i, p in enumerate(c.get("ports") or []):
+        container_port(path.child("ports").index(i), p, port_names, host_ports, out)
+    for i, e in enumerate(c.get("env") or []):
+        ep = path.child("env").index(i)
+        if not e.get("name"):
+            out.append(required(ep.child("name")))
+        else:
+            _name_errors(ep.child("name"), e["name"], names.env_var_name(e["name"]), out)
+    resources(path.child("resources"), c.get("resources") or {}, out)
+    for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
+        pr = c.get(probe_name)
+        if pr is not None:
+            probe(path.child(probe_name), pr, liveness=probe_name != "readinessProbe", out=out)
+
+
+def container_port(
+    path: Path,
+    p: Mapping[str, Any],
+    port_names: set[str],
+    host_ports: set[tuple[str, str, int]],
+    out: list[FieldError],
+) -> None:
+    name = p.get("name")
+    if name:
+        _name_errors(path.child("name"), name, names.iana_svc_name(name), out)
+        if name in port_names:
+            out.append(duplicate(path.child("name"), name))
+        port_names.add(name)
+    cp = p.get("containerPort")
+    if cp is None:
+        out.append(required(path.child("containerPort")))
+    else:
+        port_number(path.child("containerPort"), cp, out)
+    proto = p.get("protocol") or "TCP"
+    if proto not in PROTOCOLS:
+        out.append(not_supported(path.child("protocol"), proto, PROTOCOLS))
+    hp = p.get("hostPort")
+    if hp:  # 0 means "no host port"
+        if not 1 <= hp <= 65535:
+            out.append(invalid(path.child("hostPort"), hp, PORT_RANGE))
+        else:
+            key = (p.get("hostIP") or "", proto, hp)
+            if key in host_ports:
+                out.append(duplicate(path.child("hostPort"), f"{hp}/{proto}"))
+            host_ports.add(key)
+
+
+def resources(path: Path, res: Mapping[str, Any], out: list[FieldError]) -> None:
+    parsed: dict[str, dict[str, Any]] = {}
+    for section in ("limits", "requests"):
+        parsed[section] = {}
+        for rname, raw in (res.get(section) or {}).items():
+            rp = path.child(section).key(rname)
+            if rname not in RESOURCE_NAMES:
+                out.append(not_supported(rp, rname, RESOURCE_NAMES))
+                continue
+            try:
+                q = parse_quantity(raw)
+            except QuantityError as e:
+                out.append(invalid(rp, raw, str(e)))
+                continue
+            if q.amount < 0:
+                out.append(invalid(rp, raw, NON_NEGATIVE))
+                continue
+            parsed[section][rname] = q
+    for rname, req in parsed["requests"].items():
+        lim = parsed["limits"].get(rname)
+        if lim is not None and req.amount > lim.amount:
+            raw = res["requests"][rname]
+            out.append(invalid(path.child("requests").key(rname), str(raw),
+                               f"must be less than or equal to {rname} limit of {res['limits'][rname]}"))
+
+
+def probe(path: Path, pr: Mapping[str, Any], *, liveness: bool, out: list[FieldError]) -> None:
+    given = [h for h in HANDLERS if h in pr]
+    if not given:
+        out.append(required(path, "must specify a handler type"))
+    for h in given[1:]:
+        out.append(forbidden(path.child(h), "may not specify more than 1 handler type"))
+    if "grpc" in pr:
+        out.append(forbidden(path.child("grpc"), "grpc probes are not supported by netplane"))
+    if "exec" in pr and not (pr["exec"].get("command") or []):
+        out.append(required(path.child("exec").child("command")))
+    for h in ("httpGet", "tcpSocket"):
+        if h in pr:
+            port = pr[h].get("port")
+            if port is None:
+                out.append(required(path.child(h).child("port")))
+            else:
+                port_number_or_name(path.child(h).child("port"), port, out)
+    hg = pr.get("httpGet")
+    if hg is not None and hg.get("scheme", "HTTP") not in ("HTTP", "HTTPS"):
+        out.append(not_supported(path.child("httpGet").child("scheme"), hg["scheme"], ("HTTP", "HTTPS")))
+    for k in ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
+              "failureThreshold", "terminationGracePeriodSeconds"):
+        non_negative(path.child(k), pr.get(k), out)
+    if liveness and pr.get("successThreshold", 1) != 1:
+        out.append(invalid(path.child("successThreshold"), pr["successThreshold"], "must be 1"))

@@ -1,0 +1,360 @@
+"""One validation layer: defaults, schema structure (kubernetes-validate), Kubernetes' paths
+and wording, unknown-field warnings, real guestbook manifests."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from netplane.errors import UserError
+from orchestrator.validation import InvalidObject, admit, validate
+
+GUESTBOOK = """
+apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: redis-master
+  labels: {app: redis, role: master, tier: backend}
+spec:
+  replicas: 1
+  template:
+    metadata:
+      labels: {app: redis, role: master, tier: backend}
+    spec:
+      containers:
+      - name: master
+        image: redis
+        resources:
+          requests: {cpu: 100m, memory: 100Mi}
+        ports:
+        - containerPort: 6379
+---
+apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: frontend
+  labels: {app: guestbook, tier: frontend}
+spec:
+  replicas: 3
+  template:
+    metadata:
+      labels: {app: guestbook, tier: frontend}
+    spec:
+      containers:
+      - name: php-redis
+        image: gcr.io/google-samples/gb-frontend:v4
+        resources:
+          requests: {cpu: 100m, memory: 100Mi}
+        env:
+        - name: GET_HOSTS_FROM
+          value: dns
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: frontend
+  labels: {app: guestbook, tier: frontend}
+spec:
+  type: NodePort
+  ports:
+  - port: 80
+  selector: {app: guestbook, tier: frontend}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: redis-master
+  labels: {app: redis, role: master, tier: backend}
+spec:
+  ports:
+  - port: 6379
+    targetPort: 6379
+  selector: {app: redis, role: master, tier: backend}
+"""
+
+
+def guestbook() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(GUESTBOOK) if d]
+
+
+def rc(**container: Any) -> dict[str, Any]:
+    c = {"name": "web", "image": "busybox", **container}
+    return {
+        "apiVersion": "v1",
+        "kind": "ReplicationController",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [c]}}},
+    }
+
+
+def pod(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec}}
+
+
+def errors(obj: dict[str, Any]) -> list[str]:
+    return [str(e) for e in validate(obj)]
+
+
+def test_guestbook_manifests_are_valid_without_warnings() -> None:
+    for doc in guestbook():
+        a = admit(doc)
+        assert a.warnings == [], doc["metadata"]["name"]
+
+
+def test_rc_defaults() -> None:
+    obj = admit(guestbook()[0]).object
+    spec = obj["spec"]
+    assert obj["metadata"]["namespace"] == "default"
+    assert spec["selector"] == {"app": "redis", "role": "master", "tier": "backend"}
+    ps = spec["template"]["spec"]
+    assert ps["restartPolicy"] == "Always" and ps["terminationGracePeriodSeconds"] == 30
+    c = ps["containers"][0]
+    assert c["ports"][0]["protocol"] == "TCP"
+    assert c["imagePullPolicy"] == "Always"  # no tag means :latest
+    m = copy.deepcopy(guestbook()[0])
+    del m["spec"]["replicas"]
+    del m["metadata"]["labels"]
+    out = admit(m).object
+    assert out["spec"]["replicas"] == 1
+    assert out["metadata"]["labels"] == {"app": "redis", "role": "master", "tier": "backend"}
+    assert admit(guestbook()[1]).object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_admit_does_not_modify_its_input() -> None:
+    doc = guestbook()[0]
+    before = copy.deepcopy(doc)
+    admit(doc)
+    assert doc == before
+
+
+def test_probe_defaults_and_zero_means_default() -> None:
+    probe = {"httpGet": {"port": 80}, "periodSeconds": 0}
+    out = admit(pod(containers=[{"name": "c", "image": "i", "readinessProbe": probe,
+                                 "livenessProbe": {"tcpSocket": {"port": "http"}, "failureThreshold": 5}}])).object
+    c = out["spec"]["containers"][0]
+    assert c["readinessProbe"] == {"httpGet": {"port": 80, "path": "/", "scheme": "HTTP"},
+                                   "initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1,
+                                   "successThreshold": 1, "failureThreshold": 3}
+    assert c["livenessProbe"]["failureThreshold"] == 5
+
+
+def test_service_defaults() -> None:
+    out = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                 "spec": {"sessionAffinity": "ClientIP", "ports": [{"port": 53, "protocol": "UDP"}]}}).object
+    assert out["spec"]["type"] == "ClusterIP"
+    assert out["spec"]["ports"] == [{"port": 53, "protocol": "UDP", "targetPort": 53}]
+    assert out["spec"]["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 10800}}
+
+
+def test_requests_default_to_limits() -> None:
+    out = admit(pod(containers=[{"name": "c", "image": "i", "resources": {
+        "limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "200m"}}}])).object
+    assert out["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "200m", "memory": "1Gi"}
+
+
+def test_node_allocatable_defaults_to_capacity() -> None:
+    out = admit({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "h1"},
+                 "status": {"capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}).object
+    assert out["status"]["allocatable"] == {"cpu": "2", "memory": "4Gi", "pods": "110"}
+    assert "namespace" not in out["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("obj", "want"),
+    [
+        (rc(ports=[{"containerPort": 70000}]),
+         "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
+        (rc(ports=[{"containerPort": 80, "protocol": "SCTPX"}]),
+         'spec.template.spec.containers[0].ports[0].protocol: Unsupported value: "SCTPX": supported values: "TCP", "UDP"'),
+        (rc(ports=[{"containerPort": 80, "name": "Http"}]),
+         'spec.template.spec.containers[0].ports[0].name: Invalid value: "Http": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)'),
+        (rc(image=""), "spec.template.spec.containers[0].image: Required value"),
+        (rc(resources={"requests": {"cpu": "abc"}}),
+         "spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: \"abc\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
+        (rc(resources={"requests": {"cpu": "-1"}}),
+         'spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: "-1": must be greater than or equal to 0'),
+        (rc(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+         'spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: "2": must be less than or equal to cpu limit of 1'),
+        (rc(resources={"requests": {"nvidia.com/gpu": "1"}}),
+         'spec.template.spec.containers[0].resources.requests[nvidia.com/gpu]: Unsupported value: "nvidia.com/gpu": supported values: "cpu", "ephemeral-storage", "memory"'),
+        (rc(readinessProbe={"periodSeconds": 3}),
+         "spec.template.spec.containers[0].readinessProbe: Required value: must specify a handler type"),
+        (rc(readinessProbe={"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}),
+         "spec.template.spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"),
+        (rc(livenessProbe={"exec": {"command": ["true"]}, "successThreshold": 2}),
+         "spec.template.spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"),
+        (rc(livenessProbe={"httpGet": {"port": 0}}),
+         "spec.template.spec.containers[0].livenessProbe.httpGet.port: Invalid value: 0: must be between 1 and 65535, inclusive"),
+        (rc(readinessProbe={"exec": {"command": ["true"]}, "initialDelaySeconds": -1}),
+         "spec.template.spec.containers[0].readinessProbe.initialDelaySeconds: Invalid value: -1: must be greater than or equal to 0"),
+        (rc(env=[{"name": "1BAD", "value": "x"}]),
+         "spec.template.spec.containers[0].env[0].name: Invalid value: \"1BAD\": a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"),
+        (rc(name="Web"),
+         "spec.template.spec.containers[0].name: Invalid value: \"Web\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"),
+        (pod(restartPolicy="Sometimes"),
+         'spec.restartPolicy: Unsupported value: "Sometimes": supported values: "Always", "Never", "OnFailure"'),
+        (pod(terminationGracePeriodSeconds=-5),
+         "spec.terminationGracePeriodSeconds: Invalid value: -5: must be greater than or equal to 0"),
+        (pod(containers=[]), "spec.containers: Required value"),
+        (pod(nodeSelector={"disk": "s s d"}),
+         "spec.nodeSelector[disk]: Invalid value: \"s s d\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+    ],
+)
+def test_errors_name_the_field_like_kubernetes(obj: dict[str, Any], want: str) -> None:
+    assert errors(obj) == [want]
+
+
+def test_rc_rules() -> None:
+    r = rc()
+    r["spec"]["replicas"] = -1
+    assert errors(r) == ["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]
+    r = rc()
+    r["spec"]["selector"] = {"app": "other"}
+    assert errors(r) == ['spec.template.metadata.labels: Invalid value: {"app":"web"}: `selector` does not match template `labels`']
+    r = rc()
+    r["spec"]["template"]["metadata"] = {}
+    assert errors(r) == ["spec.selector: Required value"]
+    r = rc()
+    del r["spec"]["template"]
+    assert errors(r) == ["spec.selector: Required value", "spec.template: Required value"]
+    r = rc()
+    r["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    assert errors(r) == ['spec.template.spec.restartPolicy: Unsupported value: "OnFailure": supported values: "Always"']
+
+
+def test_duplicates_within_a_pod() -> None:
+    p = pod(containers=[
+        {"name": "a", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080, "name": "web"}]},
+        {"name": "a", "image": "i", "ports": [{"containerPort": 81, "hostPort": 8080, "name": "web"}]},
+    ])
+    assert errors(p) == [
+        'spec.containers[1].name: Duplicate value: "a"',
+        'spec.containers[1].ports[0].name: Duplicate value: "web"',
+        'spec.containers[1].ports[0].hostPort: Duplicate value: "8080/TCP"',
+    ]
+
+
+def test_metadata_rules() -> None:
+    p = pod()
+    p["metadata"] = {"name": "Bad_Name", "labels": {"a/b/c": "x"}}
+    errs = errors(p)
+    assert errs[0].startswith('metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain')
+    assert errs[1].startswith('metadata.labels: Invalid value: "a/b/c": a qualified name must consist')
+    p["metadata"] = {}
+    assert errors(p) == ["metadata.name: Required value: name or generateName is required"]
+    p["metadata"] = {"generateName": "web-"}
+    assert errors(p) == []
+    p["metadata"] = {"name": "p", "namespace": "Not_OK"}
+    assert errors(p)[0].startswith('metadata.namespace: Invalid value: "Not_OK": a lowercase RFC 1123 label')
+    n = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "h1", "namespace": "x"}}
+    assert errors(n) == ["metadata.namespace: Forbidden: not allowed on this type"]
+    p = pod()
+    p["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ReplicationController", "name": "a", "uid": "1", "controller": True},
+        {"apiVersion": "v1", "kind": "ReplicationController", "name": "b", "uid": "2", "controller": True},
+        {"apiVersion": "v1", "kind": "X", "name": "c"},
+    ]
+    errs = errors(p)
+    assert errs[0] == "metadata.ownerReferences[2].uid: Required value"
+    assert 'Only one reference can have Controller set to true. Found "true" in references for ReplicationController/a and ReplicationController/b' in errs[1]
+
+
+def test_service_rules() -> None:
+    def svc(**spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": spec}
+
+    assert errors(svc()) == ["spec.ports: Required value"]
+    assert errors(svc(ports=[{"port": 80}, {"port": 81}])) == ["spec.ports[0].name: Required value", "spec.ports[1].name: Required value"]
+    assert errors(svc(ports=[{"port": 80, "targetPort": "http-web"}])) == []
+    assert errors(svc(ports=[{"port": 80, "targetPort": 0}])) == ["spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive"]
+    assert errors(svc(ports=[{"port": 80, "nodePort": 30080}])) == ["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+    assert errors(svc(type="LoadBalancer", ports=[{"port": 80}])) == ['spec.type: Unsupported value: "LoadBalancer": supported values: "ClusterIP", "NodePort"']
+    assert errors(svc(clusterIP="10.0.0.300", ports=[{"port": 80}])) == ['spec.clusterIP: Invalid value: "10.0.0.300": must be a valid IPv4 address']
+    assert errors(svc(ports=[{"name": "a", "port": 80}, {"name": "b", "port": 80}])) == ['spec.ports[1]: Duplicate value: {"port":80,"protocol":"TCP"}']
+    assert errors(svc(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}}, ports=[{"port": 1}])) == [
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400"]
+
+
+def test_endpoints_rules() -> None:
+    ep = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "s"}, "subsets": [
+        {"addresses": [{"ip": "10.244.0.5"}, {"ip": "nope"}], "notReadyAddresses": [{"ip": "10.244.1.5"}],
+         "ports": [{"port": 8080}]}]}
+    assert errors(ep) == ['subsets[0].addresses[1].ip: Invalid value: "nope": must be a valid IPv4 address']
+
+
+def test_schema_type_errors_and_nothing_more() -> None:
+    r = rc(ports=[{"containerPort": "eighty"}])
+    r["spec"]["replicas"] = "three"
+    assert errors(r) == [
+        'spec.replicas: Invalid value: "three": must be of type integer',
+        'spec.template.spec.containers[0].ports[0].containerPort: Invalid value: "eighty": must be of type integer',
+    ]
+    r = rc(resources={"requests": {"cpu": True}})
+    assert errors(r) == ["spec.template.spec.containers[0].resources.requests.cpu: Invalid value: true: must be of type string or number"]
+
+
+def test_unknown_fields_are_warnings_and_pruned() -> None:
+    r = rc(ports=[{"containerPort": 80, "bogus": 1}], imagePolicy="x")
+    r["spec"]["replicaz"] = 2
+    r["extra"] = {"a": 1}
+    a = admit(r)
+    assert a.warnings == [
+        'unknown field "extra"',
+        'unknown field "spec.replicaz"',
+        'unknown field "spec.template.spec.containers[0].imagePolicy"',
+        'unknown field "spec.template.spec.containers[0].ports[0].bogus"',
+    ]
+    assert "extra" not in a.object and "replicaz" not in a.object["spec"]
+    c = a.object["spec"]["template"]["spec"]["containers"][0]
+    assert "imagePolicy" not in c and c["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+
+
+def test_fields_we_do_not_model_are_kept() -> None:
+    p = pod(containers=[{"name": "c", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/d"}]}],
+            volumes=[{"name": "v", "emptyDir": {}}], tolerations=[{"key": "k", "operator": "Exists"}])
+    a = admit(p)
+    assert a.warnings == []
+    assert a.object["spec"]["volumes"] == [{"name": "v", "emptyDir": {}}]
+    assert a.object["spec"]["containers"][0]["volumeMounts"] == [{"name": "v", "mountPath": "/d"}]
+
+
+def test_nulls_are_absent() -> None:
+    r = rc(ports=None)
+    r["spec"]["replicas"] = None
+    a = admit(r)
+    assert a.object["spec"]["replicas"] == 1 and "ports" not in a.object["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_kind_and_api_version() -> None:
+    assert errors({"kind": "Pod"}) == ["apiVersion: Required value"]
+    assert errors({"apiVersion": "apps/v1", "kind": "Pod"}) == ['apiVersion: Unsupported value: "apps/v1": supported values: "v1"']
+    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "Endpoints", "Namespace", "Node"')
+
+
+def test_invalid_object_message_and_class() -> None:
+    with pytest.raises(InvalidObject) as ei:
+        admit(rc(ports=[{"containerPort": 0}], image=""))
+    e = ei.value
+    assert isinstance(e, UserError) and len(e.errors) == 2
+    assert str(e) == ('ReplicationController "web" is invalid: [spec.template.spec.containers[0].image: Required value, '
+                      "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive]")
+    with pytest.raises(InvalidObject, match='^Pod "p" is invalid: spec.containers: Required value$'):
+        admit(pod(containers=[]))
+
+
+def test_fast_enough_for_an_api_server() -> None:
+    docs = guestbook()
+    admit(docs[0])  # schema load, once
+    t = time.perf_counter()
+    for _ in range(50):
+        for d in docs:
+            admit(d)
+    per = (time.perf_counter() - t) / 200
+    assert per < 0.005, f"{per * 1000:.2f} ms per manifest"
