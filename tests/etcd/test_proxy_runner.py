@@ -22,6 +22,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[ProxyState, bool, set[LbKey] | None]] = []
+        self.at: list[float] = []  # time.monotonic() of each recorded call
+        self.done = 0  # syncs the component finished (stats and metrics recorded), via on_sync
         self.fail_next = 0
         self.closed = False
         self.cv = threading.Condition()
@@ -32,7 +34,18 @@ class Recorder:
                 self.fail_next -= 1
                 raise KernelError("injected")
             self.calls.append((state, full, changed))
+            self.at.append(time.monotonic())
             self.cv.notify_all()
+
+    def attach(self, comp: ProxyComponent) -> ProxyComponent:
+        """Count the syncs `comp` has finished: its on_sync hook runs after stats and metrics."""
+        def finished(_state: ProxyState) -> None:
+            with self.cv:
+                self.done += 1
+                self.cv.notify_all()
+
+        comp.on_sync = finished
+        return comp
 
     def wait(self, pred: Callable[[], bool], timeout: float = 10) -> None:
         with self.cv:
@@ -60,7 +73,7 @@ def test_first_sync_has_endpoints_then_partial_syncs(store: EtcdStore, keys: Key
 
     reg = CollectorRegistry()
     rec = Recorder()
-    comp = ProxyComponent(store, keys, backend=rec, registry=reg)
+    comp = rec.attach(ProxyComponent(store, keys, backend=rec, registry=reg))
     comp.start()
     try:
         rec.wait(lambda: len(rec.calls) >= 1)
@@ -77,11 +90,14 @@ def test_first_sync_has_endpoints_then_partial_syncs(store: EtcdStore, keys: Key
         assert LbKey("s2", "http") not in rec.calls[-1][0].entries
         store.put(keys.service("broken"), b'{"name": 1}')  # malformed: logged and skipped
         api.create(svc("s9"), cluster_ip=None)
-        rec.wait(lambda: LbKey("s9", "http") in rec.calls[-1][0].entries)
+        rec.wait(lambda: LbKey("s9", "http") in rec.calls[-1][0].entries and rec.done == len(rec.calls))
         assert not any(k.service == "broken" for k in rec.calls[-1][0].entries)
-        time.sleep(0.1)
-        labels = {"mode": "recorder", "kind": "partial", "result": "ok"}
-        assert (reg.get_sample_value("netplane_proxy_syncs_total", labels) or 0) >= 3
+        # every sync the backend saw is counted, by kind (s2's two keys may make one sync or two)
+        fulls, partials = sum(c[1] for c in rec.calls), sum(not c[1] for c in rec.calls)
+        assert fulls == 1 and partials >= 3
+        for kind, n in (("full", fulls), ("partial", partials)):
+            labels = {"mode": "recorder", "kind": kind, "result": "ok"}
+            assert reg.get_sample_value("netplane_proxy_syncs_total", labels) == n, kind
         assert reg.get_sample_value("netplane_proxy_services", {"mode": "recorder"}) == 3  # s0, s1, s9
     finally:
         comp.stop()
@@ -108,9 +124,10 @@ def test_periodic_full_resync(store: EtcdStore, keys: Keys) -> None:
     comp = ProxyComponent(store, keys, backend=rec, resync_interval=0.3)
     comp.start()
     try:
-        time.sleep(1.2)
-        fulls = [c for c in rec.calls if c[1]]
-        assert len(fulls) >= 3
+        rec.wait(lambda: sum(c[1] for c in rec.calls) >= 4)  # the first sync, then 3 on the timer
+        assert all(c[1] for c in rec.calls[:4]), "nothing changed in etcd: only full syncs"
+        gaps = [b - a for a, b in zip(rec.at[:4], rec.at[1:4])]
+        assert all(0.25 <= g <= 3.0 for g in gaps), gaps  # on the 0.3 s timer, not a busy loop
     finally:
         comp.stop()
 
