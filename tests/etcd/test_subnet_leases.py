@@ -10,6 +10,7 @@ import pytest
 
 from netplane.errors import LeaseError
 from netplane.store import EtcdStore, Keys, codec
+from netplane.store.etcd import WatchEvent
 from netplane.subnet.config import parse_config
 from netplane.subnet.lease import LeaseAttrs, list_leases
 from netplane.subnet.manager import LeaseManager
@@ -95,22 +96,28 @@ def test_renewal_is_a_keepalive_that_peers_do_not_see(store: EtcdStore, keys: Ke
     kv0 = store.get(keys.subnet(a.subnet))
     assert kv0 is not None
     stop = threading.Event()
-    seen: list[object] = []
+    seen: list[WatchEvent] = []
+    cv = threading.Condition()
 
     def watch() -> None:
         for batch in store.watch(keys.subnets, start_revision=kv0.mod_revision + 1, stop=stop):
-            seen.extend(batch)
+            with cv:
+                seen.extend(batch)
+                cv.notify_all()
 
     t = threading.Thread(target=watch)
     t.start()
-    for _ in range(3):
-        assert m.renew(a) > 0
-    assert m.still_ours(a)
-    m.acquire(CFG, attrs(2))  # a real change, to prove the watch works
-    stop.wait(1.0)
-    stop.set()
-    t.join()
-    assert [e.key for e in seen] != [] and all(e.key != keys.subnet(a.subnet) for e in seen)  # type: ignore[attr-defined]
+    try:
+        for _ in range(3):
+            assert m.renew(a) > 0
+        assert m.still_ours(a)
+        b = m.acquire(CFG, attrs(2))  # a real change after the renewals: the marker
+        with cv:  # the watch replays from kv0's revision in order, so b's event comes after any renewal's
+            assert cv.wait_for(lambda: any(e.key == keys.subnet(b.subnet) for e in seen), 10), seen
+    finally:
+        stop.set()
+        t.join(10)
+    assert [e.key for e in seen] == [keys.subnet(b.subnet)]  # nothing for a's key
     kv1 = store.get(keys.subnet(a.subnet))
     assert kv1 is not None and kv1.mod_revision == kv0.mod_revision
 
