@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -29,6 +29,7 @@ import grpc
 from pyetcd import etcdrpc as _etcdrpc
 
 from netplane.errors import ConfigError, StoreError
+from netplane.store.txn import Absent, Guard, LeaseIs, ModRevisionIs, Op, Put, TxnResult
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,14 @@ class EtcdStore:
         r = self._call(what, self._stubs.kv.Txn, req)
         return bool(r.succeeded), int(r.header.revision)
 
+    def txn(self, guards: Sequence[Guard], ops: Sequence[Op]) -> TxnResult:
+        """Apply `ops` atomically if every guard holds (see `netplane.store.txn`)."""
+        compare = [_compare(g) for g in guards]
+        success = [_request_op(o) for o in ops]
+        what = "txn " + (", ".join(sorted({o.key for o in ops}))[:200] or "(guards only)")
+        ok, rev = self._txn(what, compare, success)
+        return TxnResult(succeeded=ok, revision=rev)
+
     def create(self, key: str, value: str | bytes, *, lease: int = 0) -> bool:
         """Put only if the key does not exist (txn on version == 0). True if we created it."""
         return self.cas(key, value, mod_revision=0, lease=lease)
@@ -472,3 +481,20 @@ class EtcdStore:
             call.cancel()
         if not stop.is_set():
             raise StoreError(f"watch on {prefix} ended", endpoint=self.config.label)
+
+
+def _compare(g: Guard) -> Any:
+    eq = etcdrpc.Compare.EQUAL
+    if isinstance(g, Absent):
+        return etcdrpc.Compare(key=_b(g.key), result=eq, target=etcdrpc.Compare.VERSION, version=0)
+    if isinstance(g, ModRevisionIs):
+        return etcdrpc.Compare(key=_b(g.key), result=eq, target=etcdrpc.Compare.MOD, mod_revision=g.revision)
+    if isinstance(g, LeaseIs):
+        return etcdrpc.Compare(key=_b(g.key), result=eq, target=etcdrpc.Compare.LEASE, lease=g.lease)
+    return etcdrpc.Compare(key=_b(g.key), result=eq, target=etcdrpc.Compare.VALUE, value=_b(g.value))
+
+
+def _request_op(o: Op) -> Any:
+    if isinstance(o, Put):
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=_b(o.key), value=_b(o.value), lease=o.lease))
+    return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=_b(o.key)))
