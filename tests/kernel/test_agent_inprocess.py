@@ -67,6 +67,14 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in text_string_to_metric_families(text) for smp in fam.samples}
+
+
 def routes_on(ns: str) -> set[str]:
     with Netlink(netns_name=ns) as nl:
         idx = nl.index("np.3")
@@ -97,9 +105,16 @@ def test_agents_wait_for_config_then_converge_and_serve_health(
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert health["ok"] is True and health["subnet"] == str(s1) and health["peers"] == 1
-    assert "netplane_subnet_leases_seen 2.0" in metrics
-    assert "netplane_overlay_reconcile_duration_seconds_bucket" in metrics
-    assert "netplane_agent_errors_total" in metrics or "netplane_agent_errors" in metrics
+    values = samples(metrics)
+    assert values[("netplane_subnet_leases_seen", ())] == 2.0
+    assert values[("netplane_overlay_peers", ())] == 1.0
+    assert values[("netplane_lease_acquisitions_total", ())] == 1.0  # one lease, taken once
+    assert values[("netplane_overlay_reconciles_total", (("result", "ok"),))] >= 1.0
+    assert values[("netplane_overlay_reconcile_duration_seconds_count", ())] >= 1.0
+    assert "# TYPE netplane_agent_errors_total counter" in metrics
+    errors = {k: v for k, v in values.items() if k[0] == "netplane_agent_errors_total"
+              or k == ("netplane_overlay_reconciles_total", (("result", "error"),))}
+    assert errors == {}, errors  # a clean start: no error counted, of any kind
     # a host whose lease is deleted disappears from the other host's kernel state
     a2.halt()
     store.delete(keys.subnet(s2))
