@@ -163,11 +163,21 @@ def test_standalone_proxy_run_follows_etcd_and_exits_cleanly_on_sigterm(
         made = api.create(Service("web", IP(0), (ServicePort("http", "TCP", 80, 8080),)), cluster_ip=None,
                           endpoints=(IP("10.0.0.5"),))
         wait(lambda: any(f"-d {made.cluster_ip}/32" in ln for ln in ours(ns)))
+        kept = api.create(Service("keep", IP(0), (ServicePort("http", "TCP", 80, 8080),)), cluster_ip=None,
+                          endpoints=(IP("10.0.0.6"),))
+        wait(lambda: any("DNAT --to-destination 10.0.0.6:8080" in ln for ln in ours(ns)))
         api.delete("web")
         wait(lambda: not any(f"-d {made.cluster_ip}/32" in ln for ln in ours(ns)))
+        before = ours(ns)
+        keep = R.svc_chain(entry("keep", ["10.0.0.6"], str(kept.cluster_ip)))
+        assert f":{keep}" in before and not any("10.0.0.5" in ln for ln in before)
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=20) == 0, p.communicate()[1]
-        assert ours(ns)  # our dispatch chains stay: the kernel keeps balancing while the proxy is away
+        # the rules stay exactly as they were (keep's included): the kernel keeps balancing while
+        # the proxy is away
+        assert ours(ns) == before
+        assert any(ln.startswith(f"-A {R.SERVICES} -d {kept.cluster_ip}/32") and ln.endswith(f"-j {keep}")
+                   for ln in before), before
     finally:
         if p.poll() is None:
             p.kill()
