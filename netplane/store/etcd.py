@@ -478,6 +478,7 @@ class EtcdStore:
         finally:
             done.set()
             requests.put(None)
+            call.cancel()  # a consumer that stopped iterating ends the stream too (no-op when over)
             call.cancel()
         if not stop.is_set():
             raise StoreError(f"watch on {prefix} ended", endpoint=self.config.label)

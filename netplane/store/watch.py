@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -40,7 +40,7 @@ def list_watch(
     stop: threading.Event,
     retry_interval: float = 0.5,
     max_retry_interval: float = 5.0,
-) -> Iterator[Resync | list[WatchEvent]]:
+) -> Generator[Resync | list[WatchEvent], None, None]:
     """Yield a `Resync`, then event batches; on any break, back off, re-list, resync."""
     delay = retry_interval
     while not stop.is_set():
