@@ -74,20 +74,36 @@ def world(make_netns) -> Iterator[dict[str, object]]:
         cg.remove()
 
 
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds `pid` has run on a CPU, from the scheduler (/proc/PID/schedstat): our own
+    measure, independent of the cgroup files the reader reads."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
 def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
-    cg = world["cg"]
+    cg, pid = world["cg"], world["pid"]
     col = Collector(discover=CgroupSource(lambda: [{"path": cg.path, "name": "sender", "image": "python"}]),
                     reader=make_reader("c"), interval=0.2)
     handle = serve(col, "127.0.0.1", 0)
-    col.start()
+    # the test drives housekeeping itself (no collector thread), so it knows when each sample
+    # was read: bracket every read with the scheduler's count of the sender's CPU time
+    col.discover_now()
+
+    def sample() -> tuple[float, float]:
+        t0, c0 = time.monotonic(), cpu_ns(pid)
+        assert col.tick() == 1
+        t1, c1 = time.monotonic(), cpu_ns(pid)
+        assert t1 - t0 < 0.05, "one read took more than 50 ms"
+        return (t0 + t1) / 2, (c0 + c1) / 2
+
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            got = [s for _, s, r in col.latest() if r is not None]
-            if got:
-                break
-            time.sleep(0.1)
-        st = got[0].stats
+        first = sample()
+        time.sleep(1.0)  # the rate window: the sender's busy loop runs
+        second = sample()
+        own_cores = (second[1] - first[1]) / 1e9 / (second[0] - first[0])
+        assert own_cores >= 0.2, f"the busy loop got only {own_cores:.2f} of a core: machine too loaded to measure"
+        ((_, cur, _),) = col.latest()
+        st = cur.stats
         assert st.ok, st.errors
         assert st.network is not None
         ifaces = {i.name: i for i in st.network}
@@ -112,8 +128,10 @@ def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
         top = subprocess.run([NETPLANE, "top", "-n", "1"], capture_output=True, env=env, check=True, text=True)
         lines = top.stdout.splitlines()
         assert lines[1].split()[:3] == ["NAME", "ID", "CPU%"] and lines[2].startswith("sender")
-        # busy loop: up to one core (0.2 s rate window, sharing 2 cores with the CLI starting up)
-        assert 10 <= float(lines[2].split()[2]) <= 110
+        # top's CPU% is the rate over the two samples above: it must match the scheduler's count
+        # for the same window (±15%; the window edges are known to within one read)
+        shown, want = float(lines[2].split()[2]), 100 * own_cores
+        assert abs(shown - want) <= 0.15 * want, (shown, want)
     finally:
         handle.stop()
         col.stop()
