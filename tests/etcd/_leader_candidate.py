@@ -14,6 +14,8 @@ from netplane.store import EtcdConfig, EtcdStore
 from netplane.store.txn import ModRevisionIs, Put
 from orchestrator.leader import Elector, Fence
 
+log = logging.getLogger("candidate")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -38,7 +40,7 @@ def main() -> None:
                 continue
             held = store.get(fence.key)
             if held is None or held.lease != fence.lease:
-                logging.info("%s: a fenced write was refused: not the leader any more", a.id)
+                log.info("%s: a fenced write was refused: not the leader any more", a.id)
                 return
 
     Elector(store, a.prefix + "/leader", a.id, ttl=a.ttl).run(stop, lead)

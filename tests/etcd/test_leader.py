@@ -25,10 +25,10 @@ def candidates(etcd_server: EmbeddedEtcd, keys: Keys, tmp_path: Path) -> Iterato
     procs: list[subprocess.Popen[str]] = []
 
     def start(ident: str) -> subprocess.Popen[str]:
-        log = open(tmp_path / f"{ident}.log", "w")
-        p = subprocess.Popen([sys.executable, "-m", "tests.etcd._leader_candidate", "--etcd", etcd_server.endpoint,
-                              "--prefix", keys.prefix, "--id", ident, "--ttl", str(TTL)],
-                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+        with open(tmp_path / f"{ident}.log", "w") as log:  # the child keeps its own descriptor
+            p = subprocess.Popen([sys.executable, "-m", "tests.etcd._leader_candidate", "--etcd", etcd_server.endpoint,
+                                  "--prefix", keys.prefix, "--id", ident, "--ttl", str(TTL)],
+                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
         procs.append(p)
         return p
 
