@@ -1,0 +1,412 @@
+"""The scheduler's decision: a pure function from a cluster snapshot to a placement.
+
+    state = ClusterState(); state.upsert_node(node); state.upsert_pod(PodInfo.of(pod)); ...
+    result = schedule(PodInfo.of(pending), state, rng=random.Random(seed))
+    -> Placement(node="h2", score=27, ...)  or  Unschedulable("0/3 nodes are available: ...")
+
+`ClusterState` is the scheduler cache: per node, the sums the filters and scores need (requested
+cpu/memory/pods, host ports in use, counts of pods per spread signature), updated incrementally
+as pods and nodes change, so one decision costs O(nodes), never O(pods). The loop around it
+(a later module) feeds it from list+watch, *assumes* a pod on its chosen node before the
+binding write lands (so the next decision sees it) and forgets it if the binding fails.
+
+Filters, in kube-scheduler's plugin order; a node reports the reasons of the first that fails:
+
+    NodeUnschedulable   spec.unschedulable            "node(s) were unschedulable"
+    TaintToleration     Ready False / Unknown         "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
+                                                      "node(s) had untolerated taint {node.kubernetes.io/unreachable: }"
+    NodeAffinity        spec.nodeSelector             "node(s) didn't match Pod's node affinity/selector"
+    NodePorts           hostPort conflicts            "node(s) didn't have free ports for the requested pod ports"
+    NodeResourcesFit    pods, cpu, memory requests    "Too many pods", "Insufficient cpu", "Insufficient memory"
+
+(The not-ready/unreachable taints are what Kubernetes' node lifecycle controller puts on such
+nodes; we read the Ready condition directly and word it the same way.) An unschedulable pod
+gets kube-scheduler's FitError text: "0/3 nodes are available: 1 node(s) didn't match Pod's
+node affinity/selector, 2 Insufficient cpu." — reasons counted per node and sorted as strings.
+
+Scores, each 0-10 and summed (Kubernetes 1.0's priorities, all weight 1):
+
+    LeastRequested            ((cap - req) * 10 / cap), averaged over cpu and memory
+    BalancedResourceAllocation 10 - |cpuFraction - memFraction| * 10 (0 if either is full)
+    SelectorSpread            10 * (max - count) / max over pods of the same RC/Service
+
+Scoring counts a container without requests as 100m cpu and 200Mi memory (kube's non-zero
+defaults), so best-effort pods still spread. Ties are broken by the injected RNG. Like
+kube-scheduler, at most `feasible_nodes_to_find(n)` feasible nodes are scored (100 nodes or
+50 - n/125 percent, floor 5 %), starting where the previous decision stopped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from orchestrator.objects import meta
+from orchestrator.objects import node as nodes
+from orchestrator.objects import pod as pods
+from orchestrator.objects.pod import HostPort, Resources
+from orchestrator.objects.quantity import cpu_millis, memory_bytes
+from orchestrator.objects.selector import Selector
+
+DEFAULT_MILLI_CPU_REQUEST = 100  # kube's non-zero defaults for scoring
+DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
+MAX_SCORE = 10
+MIN_FEASIBLE_NODES = 100
+MIN_FEASIBLE_PERCENT = 5
+
+R_UNSCHEDULABLE = "node(s) were unschedulable"
+R_NOT_READY = "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
+R_UNREACHABLE = "node(s) had untolerated taint {node.kubernetes.io/unreachable: }"
+R_SELECTOR = "node(s) didn't match Pod's node affinity/selector"
+R_PORTS = "node(s) didn't have free ports for the requested pod ports"
+R_PODS = "Too many pods"
+R_CPU = "Insufficient cpu"
+R_MEMORY = "Insufficient memory"
+NO_NODES = "no nodes available to schedule pods"
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What scheduling needs of a pod, extracted once per pod change."""
+
+    key: str
+    namespace: str
+    labels: Mapping[str, str]
+    requests: Resources
+    nonzero_cpu: int
+    nonzero_memory: int
+    host_ports: frozenset[HostPort] = frozenset()
+    node_selector: tuple[tuple[str, str], ...] = ()
+    node: str = ""
+    deleting: bool = False
+    terminal: bool = False
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> PodInfo:
+        cpu = mem = 0
+        for c in pods.spec(pod).get("containers") or []:
+            res = c.get("resources") or {}
+            req = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+            cpu += cpu_millis(req["cpu"]) if "cpu" in req else DEFAULT_MILLI_CPU_REQUEST
+            mem += memory_bytes(req["memory"]) if "memory" in req else DEFAULT_MEMORY_REQUEST
+        return cls(
+            key=meta.namespaced_name(pod),
+            namespace=meta.namespace(pod),
+            labels=dict(meta.labels(pod)),
+            requests=pods.requests(pod),
+            nonzero_cpu=cpu,
+            nonzero_memory=mem,
+            host_ports=pods.host_ports(pod),
+            node_selector=tuple(sorted((pods.spec(pod).get("nodeSelector") or {}).items())),
+            node=pods.node_name(pod),
+            deleting=meta.is_deleting(pod),
+            terminal=pods.is_terminal(pod),
+        )
+
+
+class NodeInfo:
+    """One node and the running sums of the pods on it."""
+
+    __slots__ = ("allocatable", "labels", "name", "nonzero_cpu", "nonzero_memory", "pods", "ports",
+                 "ready", "req_cpu", "req_memory", "req_pods", "signatures", "unschedulable")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.labels: Mapping[str, str] = {}
+        self.allocatable = Resources()
+        self.ready = "Unknown"
+        self.unschedulable = False
+        self.req_cpu = self.req_memory = self.req_pods = 0
+        self.nonzero_cpu = self.nonzero_memory = 0
+        self.ports: dict[tuple[str, int], Counter[str]] = {}
+        self.pods: dict[str, PodInfo] = {}
+        self.signatures: Counter[frozenset[str]] = Counter()
+
+    def set_node(self, node: Mapping[str, Any]) -> None:
+        self.labels = dict(meta.labels(node))
+        self.allocatable = nodes.allocatable(node)
+        self.ready = nodes.ready_status(node)
+        self.unschedulable = nodes.unschedulable(node)
+
+    def add(self, p: PodInfo, signature: frozenset[str]) -> None:
+        self.pods[p.key] = p
+        self.req_cpu += p.requests.milli_cpu
+        self.req_memory += p.requests.memory
+        self.req_pods += 1
+        self.nonzero_cpu += p.nonzero_cpu
+        self.nonzero_memory += p.nonzero_memory
+        for ip, proto, port in p.host_ports:
+            self.ports.setdefault((proto, port), Counter())[ip] += 1
+        if signature:
+            self.signatures[signature] += 1
+
+    def remove(self, p: PodInfo, signature: frozenset[str]) -> None:
+        del self.pods[p.key]
+        self.req_cpu -= p.requests.milli_cpu
+        self.req_memory -= p.requests.memory
+        self.req_pods -= 1
+        self.nonzero_cpu -= p.nonzero_cpu
+        self.nonzero_memory -= p.nonzero_memory
+        for ip, proto, port in p.host_ports:
+            c = self.ports[(proto, port)]
+            c[ip] -= 1
+            if c[ip] <= 0:
+                del c[ip]
+            if not c:
+                del self.ports[(proto, port)]
+        if signature:
+            self.signatures[signature] -= 1
+            if self.signatures[signature] <= 0:
+                del self.signatures[signature]
+
+    @property
+    def requested(self) -> Resources:
+        return Resources(self.req_cpu, self.req_memory, self.req_pods)
+
+
+@dataclass(frozen=True)
+class SpreadGroup:
+    """An RC or Service whose pods should spread: its namespace and selector."""
+
+    namespace: str
+    selector: Selector
+
+
+class ClusterState:
+    """The scheduler cache: nodes with running sums, bound (and assumed) pods, spread groups.
+
+    Pods bound to a node not (yet) known are kept and counted once the node appears.
+    Terminal pods use nothing and are dropped; deleting pods still hold their resources but
+    no longer count for spreading (Kubernetes does the same)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeInfo] = {}
+        self._order: list[str] = []
+        self._pods: dict[str, PodInfo] = {}
+        self._on_node: dict[str, set[str]] = {}  # node name -> keys of pods bound to it
+        self._signature: dict[str, frozenset[str]] = {}
+        self._groups: dict[str, SpreadGroup] = {}
+
+    # ------------------------------------------------------------------ nodes
+    def upsert_node(self, node: Mapping[str, Any]) -> None:
+        name = meta.name(node)
+        info = self.nodes.get(name)
+        if info is None:
+            info = self.nodes[name] = NodeInfo(name)
+            self._order.append(name)
+            for key in self._on_node.get(name, ()):
+                info.add(self._pods[key], self._signature.get(key, frozenset()))
+        info.set_node(node)
+
+    def remove_node(self, name: str) -> None:
+        if self.nodes.pop(name, None) is not None:
+            self._order.remove(name)
+
+    @property
+    def order(self) -> list[str]:
+        """Node names in the order decisions search them (do not modify)."""
+        return self._order
+
+    # ------------------------------------------------------------------ pods
+    def upsert_pod(self, p: PodInfo) -> None:
+        """Add or replace a pod; unbound and terminal pods are not counted anywhere."""
+        self.remove_pod(p.key)
+        if not p.node or p.terminal:
+            return
+        self._pods[p.key] = p
+        self._on_node.setdefault(p.node, set()).add(p.key)
+        sig = self._signature_of(p)
+        if sig:
+            self._signature[p.key] = sig
+        info = self.nodes.get(p.node)
+        if info is not None:
+            info.add(p, sig)
+
+    def assume(self, p: PodInfo, node: str) -> PodInfo:
+        """Count a pod on `node` before its binding is written (kube's AssumePod)."""
+        bound = replace(p, node=node)
+        self.upsert_pod(bound)
+        return bound
+
+    def remove_pod(self, key: str) -> None:
+        old = self._pods.pop(key, None)
+        if old is None:
+            return
+        on = self._on_node.get(old.node)
+        if on is not None:
+            on.discard(key)
+            if not on:
+                del self._on_node[old.node]
+        sig = self._signature.pop(key, frozenset())
+        info = self.nodes.get(old.node)
+        if info is not None and key in info.pods:
+            info.remove(old, sig)
+
+    def pod(self, key: str) -> PodInfo | None:
+        return self._pods.get(key)
+
+    # ------------------------------------------------------------------ spread groups
+    def set_spread_group(self, key: str, group: SpreadGroup | None) -> None:
+        """Add, change (or with None remove) an RC's or Service's selector; re-signs the pods
+        of its namespace (rare: when an RC or Service changes)."""
+        old = self._groups.get(key)
+        if group is None:
+            self._groups.pop(key, None)
+        else:
+            self._groups[key] = group
+        namespaces = {g.namespace for g in (old, group) if g is not None}
+        for p in list(self._pods.values()):
+            if p.namespace in namespaces:
+                self.upsert_pod(p)
+
+    def groups_of(self, p: PodInfo) -> frozenset[str]:
+        return frozenset(k for k, g in self._groups.items()
+                         if g.namespace == p.namespace and g.selector.matches(p.labels))
+
+    def _signature_of(self, p: PodInfo) -> frozenset[str]:
+        return frozenset() if p.deleting else self.groups_of(p)
+
+
+# --------------------------------------------------------------------------- decision
+@dataclass(frozen=True)
+class Placement:
+    node: str
+    score: int
+    feasible: int  # feasible nodes found (and scored)
+    evaluated: int  # nodes the filters ran on
+    next_start: int  # where the next decision should start searching
+
+
+@dataclass(frozen=True)
+class Unschedulable:
+    message: str
+    reasons: Mapping[str, int] = field(default_factory=dict)
+    next_start: int = 0
+
+
+def feasible_nodes_to_find(n: int, percentage: int = 0) -> int:
+    """kube-scheduler's numFeasibleNodesToFind (percentage 0 = adaptive)."""
+    if n < MIN_FEASIBLE_NODES or percentage >= 100:
+        return n
+    pct = percentage if percentage > 0 else max(50 - n // 125, MIN_FEASIBLE_PERCENT)
+    return max(n * pct // 100, MIN_FEASIBLE_NODES)
+
+
+def filter_node(p: PodInfo, n: NodeInfo) -> list[str]:
+    """Reasons the pod does not fit `n` (from the first failing filter); [] when it fits."""
+    if n.unschedulable:
+        return [R_UNSCHEDULABLE]
+    if n.ready != "True":
+        return [R_NOT_READY if n.ready == "False" else R_UNREACHABLE]
+    for k, v in p.node_selector:
+        if n.labels.get(k) != v:
+            return [R_SELECTOR]
+    if p.host_ports:
+        for ip, proto, port in p.host_ports:
+            used = n.ports.get((proto, port))
+            if used and (ip == "0.0.0.0" or "0.0.0.0" in used or ip in used):
+                return [R_PORTS]
+    reasons = []
+    a = n.allocatable
+    if n.req_pods + 1 > a.pods:
+        reasons.append(R_PODS)
+    r = p.requests
+    if r.milli_cpu > 0 and r.milli_cpu > a.milli_cpu - n.req_cpu:
+        reasons.append(R_CPU)
+    if r.memory > 0 and r.memory > a.memory - n.req_memory:
+        reasons.append(R_MEMORY)
+    return reasons
+
+
+def _least(req: int, cap: int) -> int:
+    if cap <= 0 or req > cap:
+        return 0
+    return (cap - req) * MAX_SCORE // cap
+
+
+def score_resources(p: PodInfo, n: NodeInfo) -> tuple[int, int]:
+    """(LeastRequested, BalancedResourceAllocation) with the pod added to the node."""
+    cpu = n.nonzero_cpu + p.nonzero_cpu
+    mem = n.nonzero_memory + p.nonzero_memory
+    ccap, mcap = n.allocatable.milli_cpu, n.allocatable.memory
+    least = (_least(cpu, ccap) + _least(mem, mcap)) // 2
+    if ccap <= 0 or mcap <= 0 or cpu >= ccap or mem >= mcap:
+        balanced = 0
+    else:
+        # 10 - |cpu/ccap - mem/mcap| * 10, exactly, truncated like kube's int()
+        den = ccap * mcap
+        balanced = (MAX_SCORE * den - MAX_SCORE * abs(cpu * mcap - mem * ccap)) // den
+    return least, balanced
+
+
+def _spread_count(n: NodeInfo, groups: frozenset[str]) -> int:
+    return sum(c for sig, c in n.signatures.items() if not sig.isdisjoint(groups))
+
+
+def schedule(
+    p: PodInfo,
+    state: ClusterState,
+    *,
+    rng: random.Random,
+    start: int = 0,
+    percentage_of_nodes_to_score: int = 0,
+) -> Placement | Unschedulable:
+    """Choose a node for `p` (pure: `state` is read, never changed)."""
+    order = state.order
+    total = len(order)
+    if total == 0:
+        return Unschedulable(NO_NODES)
+    want = feasible_nodes_to_find(total, percentage_of_nodes_to_score)
+    feasible: list[NodeInfo] = []
+    reasons: Counter[str] = Counter()
+    evaluated = 0
+    for i in range(total):
+        n = state.nodes[order[(start + i) % total]]
+        evaluated += 1
+        why = filter_node(p, n)
+        if why:
+            reasons.update(why)
+            continue
+        feasible.append(n)
+        if len(feasible) >= want:
+            break
+    next_start = (start + evaluated) % total
+    if not feasible:
+        return Unschedulable(fit_error(total, reasons), dict(reasons), next_start)
+    groups = state.groups_of(p)
+    counts = [_spread_count(n, groups) for n in feasible] if groups else [0] * len(feasible)
+    max_count = max(counts)
+    best: list[NodeInfo] = []
+    best_score = -1
+    for n, count in zip(feasible, counts, strict=True):
+        least, balanced = score_resources(p, n)
+        spread = MAX_SCORE if max_count == 0 else MAX_SCORE * (max_count - count) // max_count
+        s = least + balanced + spread
+        if s > best_score:
+            best, best_score = [n], s
+        elif s == best_score:
+            best.append(n)
+    chosen = best[0] if len(best) == 1 else rng.choice(best)
+    return Placement(chosen.name, best_score, len(feasible), evaluated, next_start)
+
+
+def fit_error(total: int, reasons: Mapping[str, int]) -> str:
+    """kube-scheduler's FitError.Error(): "0/N nodes are available: <sorted reasons>."."""
+    parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
+    return f"0/{total} nodes are available: {', '.join(parts)}."
+
+
+def snapshot(nodes_: Iterable[Mapping[str, Any]], pods_: Iterable[Mapping[str, Any]],
+             groups: Mapping[str, SpreadGroup] | None = None) -> ClusterState:
+    """A ClusterState built from plain objects in one go (tests, benchmarks, a first list)."""
+    st = ClusterState()
+    for k, g in (groups or {}).items():
+        st.set_spread_group(k, g)
+    for n in nodes_:
+        st.upsert_node(n)
+    for p in pods_:
+        st.upsert_pod(PodInfo.of(p))
+    return st
