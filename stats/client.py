@@ -71,6 +71,16 @@ def _mib(v: Any) -> str | None:
     return None if v is None else f"{v / 1048576:.1f}Mi"
 
 
+def short_id(cid: str, name: str) -> str:
+    """Docker's 12-hex-digit short id; nothing for a cgroup watched by path (its id is the
+    name already, and a path cut at 12 characters means nothing)."""
+    if cid == name:
+        return ""
+    if len(cid) > 12 and all(ch in "0123456789abcdef" for ch in cid):
+        return cid[:12]
+    return cid
+
+
 def rows(payload: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per container from /api/v2.0/stats, sorted by CPU use (highest first)."""
     out = []
@@ -84,7 +94,7 @@ def rows(payload: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         cores = r.get("cpu_cores")
         out.append({
             "name": name,
-            "id": str(s.get("id", ""))[:12],
+            "id": short_id(str(s.get("id", "")), name),
             "cpu%": None if cores is None else round(cores * 100, 1),
             "memory": _mib(mem.get("usage_bytes")),
             "working_set": _mib(mem.get("working_set_bytes")),

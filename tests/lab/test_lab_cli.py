@@ -206,6 +206,7 @@ def test_pods_stats_and_top_through_the_cli(state_dir: Path, labs: list[str]) ->
     assert list(data2) == [key2]
     rows = cli("stats", "--host", "h1").stdout.splitlines()
     assert rows[0].split()[:3] == ["NAME", "ID", "CPU%"] and rows[1].split()[0] == key1 and len(rows) == 2
+    assert key1[:12] not in rows[1].split(), "no cgroup path cut at 12 characters as the ID"
     top = cli("top", "--host", "h2", "-n", "1").stdout.splitlines()
     assert top[0].startswith("netplane top - ") and top[0].endswith(f"http://{hosts['h2']['underlay_ip']}:4194")
     assert top[1].split()[0] == "NAME" and [line.split()[0] for line in top[2:]] == [key2]
