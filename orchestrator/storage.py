@@ -1,0 +1,333 @@
+"""Objects in etcd: create-only creates, optimistic updates, list and watch with decoding.
+
+Layout, like kube-apiserver's `/registry` (one prefix per resource, so one range read lists a
+kind, and one per namespace):
+
+    <prefix>/registry/<resource>/<namespace>/<name>    namespaced kinds (pods, services, ...)
+    <prefix>/registry/<resource>/<name>                cluster-scoped kinds (nodes, namespaces)
+
+(It sits beside, not on, the proxy's `services/specs/<name>` keys, which carry the flat
+Service form the proxy reads; see `objects.service` for the bridge.)
+
+* `resourceVersion` is the key's etcd mod revision. It is never stored in the value; it is
+  set on every object read, and an update succeeds only if the key's mod revision is still the
+  one the caller read (an etcd transaction), else `Conflict` — kube-apiserver's semantics.
+* `create` is create-only (transaction on version == 0); it sets `uid`, `creationTimestamp`
+  and `generation` 1, and expands `generateName` (retrying on a name collision).
+* `update` keeps `uid` and `creationTimestamp` from the stored object and bumps `generation`
+  when `spec` changed. `guaranteed_update(mutate)` re-reads and retries on conflict, so
+  concurrent writers never lose each other's changes.
+* Values that do not decode (not JSON, wrong kind, a name that is not the key's) are logged
+  and skipped by `list` and `watch`, never raised into a control loop.
+
+EtcdStore's conditional put reports success but not the revision it wrote, so after a write we
+read the key back: if it holds our bytes, its mod revision is ours (or a later write of the
+same bytes, which is as good); if someone changed it in between, the returned object gets no
+resourceVersion, so an update based on it conflicts and re-reads instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from netplane.errors import ConfigError, DecodeError, NetplaneError, NotFoundError, UserError
+from netplane.store import EtcdStore, Keys, codec
+from netplane.store.etcd import KeyValue
+from netplane.store.watch import Resync, list_watch
+from orchestrator.objects import meta, names
+from orchestrator.objects.meta import Kind
+from orchestrator.objects.selector import Selector
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+# kube's utilrand alphabet for generated names: no vowels (no words), no 0/1/3 (look-alikes)
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_SUFFIX_LEN = 5
+GENERATE_NAME_TRIES = 8
+UPDATE_RETRIES = 16
+
+
+class AlreadyExists(UserError):
+    def __init__(self, kind: Kind, name: str) -> None:
+        super().__init__(f'{kind.resource} "{name}" already exists')
+
+
+class Conflict(NetplaneError):
+    """The object changed since it was read (optimistic concurrency): re-read and retry."""
+
+    def __init__(self, kind: Kind, name: str) -> None:
+        super().__init__(
+            f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again")
+
+
+def not_found(kind: Kind, name: str) -> NotFoundError:
+    return NotFoundError(f'{kind.resource} "{name}" not found')
+
+
+@dataclass(frozen=True)
+class ObjectView:
+    """Objects of one kind after a change: by storage key, the revision, the keys that
+    changed (None after a full re-list)."""
+
+    objects: Mapping[str, Obj]
+    revision: int
+    changed: frozenset[str] | None
+
+
+class ObjectStore:
+    """Typed object storage over `EtcdStore`. Thread-safe (no state beyond the connection)."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        keys: Keys,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_uid: Callable[[], str] = meta.new_uid,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self._clock = clock
+        self._new_uid = new_uid
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ keys
+    def prefix(self, kind: Kind, namespace: str | None = None) -> str:
+        """Every object of `kind` (in `namespace`, for namespaced kinds, when given)."""
+        base = f"{self.keys.prefix}/registry/{kind.resource}/"
+        if namespace is None or not kind.namespaced:
+            return base
+        return base + _checked("namespace", namespace, names.dns1123_label) + "/"
+
+    def key(self, kind: Kind, name: str, namespace: str | None = None) -> str:
+        _checked("name", name, names.dns1123_subdomain)
+        if kind.namespaced:
+            return self.prefix(kind, namespace or meta.DEFAULT_NAMESPACE) + name
+        return self.prefix(kind) + name
+
+    def key_of(self, obj: Mapping[str, Any]) -> str:
+        return self.key(_kind_of(obj), meta.name(obj), meta.namespace(obj))
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, kind: Kind, kv_key: str, raw: bytes, mod_revision: int) -> Obj:
+        """A stored value as an object with its resourceVersion; DecodeError if malformed."""
+        value = codec.loads(raw)
+        if not isinstance(value, dict):
+            raise DecodeError(f"{kv_key}: expected an object, got {type(value).__name__}")
+        if value.get("kind") != kind.kind:
+            raise DecodeError(f"{kv_key}: kind {value.get('kind')!r}, expected {kind.kind!r}")
+        md = value.get("metadata")
+        if not isinstance(md, dict) or md.get("name") != kv_key.rsplit("/", 1)[-1]:
+            raise DecodeError(f"{kv_key}: metadata.name does not match the key")
+        if kind.namespaced and kv_key.split("/")[-2] != md.get("namespace"):
+            raise DecodeError(f"{kv_key}: metadata.namespace does not match the key")
+        md["resourceVersion"] = str(mod_revision)
+        return value
+
+    def _decode_kv(self, kind: Kind, kv: KeyValue) -> Obj:
+        return self.decode(kind, kv.key, kv.value, kv.mod_revision)
+
+    @staticmethod
+    def _encode(obj: Mapping[str, Any]) -> str:
+        body = copy.deepcopy(dict(obj))
+        body.setdefault("metadata", {}).pop("resourceVersion", None)
+        return codec.dumps(body)
+
+    def _read_back(self, kind: Kind, key: str, encoded: str, written: Obj) -> Obj:
+        kv = self.store.get(key)
+        out = copy.deepcopy(written)
+        md = out.setdefault("metadata", {})
+        if kv is not None and kv.value == encoded.encode():
+            md["resourceVersion"] = str(kv.mod_revision)
+        else:
+            md.pop("resourceVersion", None)  # changed meanwhile: force a re-read before updates
+        return out
+
+    # ------------------------------------------------------------------ reads
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
+        kv = self.store.get(self.key(kind, name, namespace))
+        if kv is None:
+            return None
+        return self._decode_kv(kind, kv)
+
+    def list(self, kind: Kind, namespace: str | None = None, *,
+             selector: Selector | None = None) -> tuple[list[Obj], int]:
+        """Objects of `kind` (in `namespace`, or all), sorted by key, and the revision read at.
+        Malformed values are logged and skipped."""
+        items, rev = self.store.list(self.prefix(kind, namespace))
+        out = []
+        for kv in items:
+            try:
+                obj = self._decode_kv(kind, kv)
+            except DecodeError as e:
+                log.warning("skipping malformed value at %s: %s", kv.key, e)
+                continue
+            if selector is None or selector.matches(meta.labels(obj)):
+                out.append(obj)
+        return out, rev
+
+    # ------------------------------------------------------------------ writes
+    def create(self, obj: Mapping[str, Any]) -> Obj:
+        """Store a new (validated, defaulted) object; AlreadyExists if the name is taken."""
+        kind = _kind_of(obj)
+        new: Obj = copy.deepcopy(dict(obj))
+        md = new.setdefault("metadata", {})
+        if kind.namespaced:
+            md.setdefault("namespace", meta.DEFAULT_NAMESPACE)
+        else:
+            md.pop("namespace", None)
+        md.pop("resourceVersion", None)
+        md.pop("deletionTimestamp", None)
+        md["uid"] = self._new_uid()
+        md["creationTimestamp"] = meta.from_epoch(self._clock())
+        md["generation"] = 1
+        generate = md.get("generateName") if not md.get("name") else None
+        tries = GENERATE_NAME_TRIES if generate else 1
+        for _ in range(tries):
+            if generate:
+                md["name"] = generate + self._suffix()
+            key = self.key(kind, md.get("name", ""), md.get("namespace"))
+            encoded = self._encode(new)
+            if self.store.create(key, encoded):
+                return self._read_back(kind, key, encoded, new)
+        raise AlreadyExists(kind, md.get("name", ""))
+
+    def update(self, obj: Mapping[str, Any]) -> Obj:
+        """Replace a stored object. With a resourceVersion, only if it is still current
+        (else Conflict); without one, against whatever is stored now."""
+        kind = _kind_of(obj)
+        name, ns = meta.name(obj), meta.namespace(obj)
+        key = self.key(kind, name, ns)
+        kv = self.store.get(key)
+        if kv is None:
+            raise not_found(kind, name)
+        want = meta.meta(obj).get("resourceVersion")
+        if want is not None and want != str(kv.mod_revision):
+            raise Conflict(kind, name)
+        try:
+            current = self._decode_kv(kind, kv)
+        except DecodeError:
+            current = {}  # a malformed stored value may be replaced by a good one
+        new = self._merge_system_fields(kind, current, obj)
+        encoded = self._encode(new)
+        if not self.store.cas(key, encoded, mod_revision=kv.mod_revision):
+            raise Conflict(kind, name)
+        return self._read_back(kind, key, encoded, new)
+
+    def guaranteed_update(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None,
+        mutate: Callable[[Obj], Obj | None],
+        *,
+        retries: int = UPDATE_RETRIES,
+    ) -> Obj:
+        """Read, `mutate(copy)`, write if unchanged since the read, else re-read and retry.
+        `mutate` returning None means "nothing to change" (no write)."""
+        for _ in range(retries):
+            current = self.get(kind, name, namespace)
+            if current is None:
+                raise not_found(kind, name)
+            changed = mutate(copy.deepcopy(current))
+            if changed is None:
+                return current
+            changed.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                return self.update(changed)
+            except Conflict:
+                continue
+        raise Conflict(kind, name)
+
+    def delete(self, kind: Kind, name: str, namespace: str | None = None, *,
+               resource_version: str | None = None) -> bool:
+        """Delete (only at `resource_version` when given: else Conflict). False if absent."""
+        key = self.key(kind, name, namespace)
+        if resource_version is None:
+            return self.store.delete(key)
+        if not resource_version.isdigit():
+            raise Conflict(kind, name)
+        if self.store.delete(key, mod_revision=int(resource_version)):
+            return True
+        if self.store.get(key) is None:
+            return False
+        raise Conflict(kind, name)
+
+    def _merge_system_fields(self, kind: Kind, current: Obj, obj: Mapping[str, Any]) -> Obj:
+        new: Obj = copy.deepcopy(dict(obj))
+        md = new.setdefault("metadata", {})
+        cur_md = current.get("metadata") or {}
+        for f in ("uid", "creationTimestamp"):
+            if f in cur_md:
+                md[f] = cur_md[f]
+        if kind.namespaced:
+            md["namespace"] = meta.namespace(obj)
+        gen = cur_md.get("generation", 1)
+        md["generation"] = gen + 1 if current.get("spec") != new.get("spec") and current else gen
+        return new
+
+    def _suffix(self) -> str:
+        with self._rng_lock:
+            return "".join(self._rng.choice(_NAME_ALPHABET) for _ in range(GENERATED_SUFFIX_LEN))
+
+    # ------------------------------------------------------------------ watch
+    def watch(self, kind: Kind, namespace: str | None = None, *, stop: threading.Event,
+              retry_interval: float = 0.5) -> Iterator[ObjectView]:
+        """list+watch of one kind: a full view after each change batch (re-listing on
+        compaction or a broken stream, see `netplane.store.watch`), objects with their
+        resourceVersion, malformed values logged and left out."""
+        cache: dict[str, Obj] = {}
+        for item in list_watch(self.store, self.prefix(kind, namespace), stop=stop,
+                               retry_interval=retry_interval):
+            if isinstance(item, Resync):
+                cache = {}
+                for kv in item.items:
+                    v = self._decode_logged(kind, kv.key, kv.value, kv.mod_revision)
+                    if v is not None:
+                        cache[kv.key] = v
+                yield ObjectView(dict(cache), item.revision, None)
+                continue
+            changed = set()
+            for ev in item:
+                changed.add(ev.key)
+                if ev.kind == "delete" or ev.value is None:
+                    cache.pop(ev.key, None)
+                    continue
+                v = self._decode_logged(kind, ev.key, ev.value, ev.mod_revision)
+                if v is None:
+                    cache.pop(ev.key, None)
+                else:
+                    cache[ev.key] = v
+            yield ObjectView(dict(cache), item[-1].mod_revision, frozenset(changed))
+
+    def _decode_logged(self, kind: Kind, key: str, raw: bytes, rev: int) -> Obj | None:
+        try:
+            return self.decode(kind, key, raw, rev)
+        except DecodeError as e:
+            log.warning("skipping malformed value at %s: %s", key, e)
+            return None
+
+
+def _kind_of(obj: Mapping[str, Any]) -> Kind:
+    k = meta.kind_named(str(obj.get("kind", "")))
+    if k is None:
+        raise ConfigError(f"cannot store an object of kind {obj.get('kind')!r}")
+    return k
+
+
+def _checked(what: str, value: str, rule: Callable[[str], list[str]]) -> str:
+    errs = rule(value)
+    if errs:
+        raise ConfigError(f"invalid {what} {value!r}: {errs[0]}")
+    return value
