@@ -1,3 +1,18 @@
-"""The thin orchestrator: Pods, ReplicationControllers, scheduler, endpoints controller and the
-node agent's pod runtimes (Docker or plain namespaces). Not built yet: no issue asks for it so
-far; the networking core (`netplane`) and stats (`stats`) come first."""
+"""The orchestrator: Kubernetes' object model and control plane, over netplane's etcd store.
+
+Built so far — the pure, unit-tested layer and object storage (issue 9's foundation):
+
+    objects/        v1 shapes (JSON dicts typed by TypedDicts) for Namespace, Node, Pod,
+                    ReplicationController, Service, Endpoints; quantities, label selectors,
+                    name rules; the bridge to the proxy's Service model
+    validation/     the one validation layer: defaults, Kubernetes' schemas, field-path errors
+    workqueue       client-go's work queue (fair, stingy, delaying, rate limited)
+    scheduling      the scheduler's decision over an incrementally kept cluster state
+    replication     the RC manager's decisions: claim, diff, deletion order, expectations
+    endpoints       the endpoints controller's decision: Service + pods -> Endpoints
+    storage         objects in etcd: create-only, optimistic updates, list/watch
+
+The loops around the pure decisions (scheduler, replication manager, endpoints and node
+lifecycle controllers, leader election, `netplane master`) and the node runtime come next.
+Shape: etcd -> list+watch -> work queue of keys -> reconcile(key) over a snapshot -> writes.
+"""

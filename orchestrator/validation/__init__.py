@@ -74,7 +74,7 @@ def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], li
         return dict(obj), errors, []
     out = defaults.apply(dict(obj))
     result = schema.check(out)
-    warnings = [f'unknown field "{schema.path_text(p)}"' for p in result.unknown]
+    warnings = result.warnings
     schema.prune(out, result.unknown)
     if result.errors:
         return out, result.errors, warnings

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from netplane.errors import ConfigError
 from orchestrator.objects.meta import KINDS
-from orchestrator.validation.field import FieldError, Path, invalid
+from orchestrator.validation.field import ROOT, FieldError, Path, invalid
 
 # The Kubernetes release whose schemas we check against: the kubectl the project tests with.
 SCHEMA_VERSION = "1.33.0"
@@ -36,20 +36,7 @@ SCHEMA_VERSION = "1.33.0"
 class SchemaResult:
     errors: list[FieldError]
     unknown: list[tuple[Any, ...]]  # JSON paths of unknown fields, root first
-
-
-def _path_text(parts: Iterator[Any] | tuple[Any, ...]) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out = f"{out}.{p}" if out else str(p)
-    return out
-
-
-def path_text(parts: tuple[Any, ...]) -> str:
-    return _path_text(parts)
+    warnings: list[str]  # one 'unknown field "path"' per unknown field
 
 
 class _Validators:
@@ -88,6 +75,10 @@ class _Validators:
             self._by_kind[kind] = v
             return v
 
+    def definitions(self) -> Mapping[str, Any]:
+        """The shared `$defs` (loaded by the first `get`)."""
+        return self._defs.contents.get("$defs", {}) if self._defs is not None else {}
+
 
 _VALIDATORS = _Validators()
 
@@ -100,6 +91,7 @@ def check(obj: Mapping[str, Any]) -> SchemaResult:
     validator = _VALIDATORS.get(str(kind))
     errors: list[FieldError] = []
     unknown: list[tuple[Any, ...]] = []
+    fmt = _Formatter(validator.schema, _VALIDATORS.definitions())
     for e in validator.iter_errors(obj):
         where = tuple(e.absolute_path)
         if e.validator == "additionalProperties":
@@ -107,17 +99,57 @@ def check(obj: Mapping[str, Any]) -> SchemaResult:
             if isinstance(e.instance, dict):
                 unknown.extend(where + (k,) for k in e.instance if k not in props)
         elif e.validator in ("type", "oneOf"):
-            errors.append(invalid(Path(_path_text(where)), e.instance, _type_detail(e)))
+            errors.append(invalid(fmt.path(where), e.instance, _type_detail(e)))
         elif e.validator == "enum":
-            errors.append(invalid(Path(_path_text(where)), e.instance,
+            errors.append(invalid(fmt.path(where), e.instance,
                                   "must be one of " + ", ".join(json.dumps(x) for x in e.validator_value)))
         elif e.validator == "required":
             continue
         else:  # format and the like: report rather than drop silently
-            errors.append(invalid(Path(_path_text(where)), e.instance, e.message))
+            errors.append(invalid(fmt.path(where), e.instance, e.message))
     unknown.sort(key=lambda p: [str(x) for x in p])
     errors.sort(key=lambda fe: fe.path)
-    return SchemaResult(errors, unknown)
+    warnings = [f'unknown field "{fmt.path(p)}"' for p in unknown]
+    return SchemaResult(errors, unknown, warnings)
+
+
+class _Formatter:
+    """Kubernetes' path form for a JSON path: struct fields as `.name`, list items as `[i]`,
+    map entries as `[key]` (`resources.requests[cpu]`, `metadata.labels[app]`). Telling a map
+    from a struct needs the schema, so the path is walked through it, following `$ref`s."""
+
+    def __init__(self, root: Mapping[str, Any], defs: Mapping[str, Any]) -> None:
+        self.root = root
+        self.defs = defs
+
+    def _resolve(self, s: Any) -> Mapping[str, Any]:
+        for _ in range(32):
+            if not isinstance(s, Mapping):
+                return {}
+            ref = s.get("$ref")
+            if isinstance(ref, str) and "#/$defs/" in ref:
+                s = self.defs.get(ref.split("#/$defs/", 1)[1], {})
+                continue
+            return s
+        return {}
+
+    def path(self, parts: tuple[Any, ...]) -> Path:
+        out = ROOT
+        s: Mapping[str, Any] = self._resolve(self.root)
+        for p in parts:
+            if isinstance(p, int):
+                out = out.index(p)
+                s = self._resolve(s.get("items", {}))
+            elif p in (s.get("properties") or {}):
+                out = out.child(p)
+                s = self._resolve(s["properties"][p])
+            elif isinstance(s.get("additionalProperties"), Mapping):
+                out = out.key(p)
+                s = self._resolve(s["additionalProperties"])
+            else:
+                out = out.child(p)
+                s = {}
+        return out
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:

@@ -297,7 +297,14 @@ def test_schema_type_errors_and_nothing_more() -> None:
         'spec.template.spec.containers[0].ports[0].containerPort: Invalid value: "eighty": must be of type integer',
     ]
     r = rc(resources={"requests": {"cpu": True}})
-    assert errors(r) == ["spec.template.spec.containers[0].resources.requests.cpu: Invalid value: true: must be of type string or number"]
+    assert errors(r) == ["spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: true: must be of type string or number"]
+
+
+def test_schema_paths_print_map_entries_in_brackets() -> None:
+    p = pod(nodeSelector={"disk": 5})
+    p["metadata"]["labels"] = {"app": ["x"]}
+    assert errors(p) == ['metadata.labels[app]: Invalid value: ["x"]: must be of type string',
+                         "spec.nodeSelector[disk]: Invalid value: 5: must be of type string"]
 
 
 def test_unknown_fields_are_warnings_and_pruned() -> None:
