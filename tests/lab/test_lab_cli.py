@@ -238,7 +238,11 @@ def test_agent_public_ip_end_to_end(state_dir: Path, labs: list[str]) -> None:
         rows = json.loads(cli("net", "subnets", "-o", "json").stdout)
         return {r["node"]: r for r in rows} if len(rows) == 2 else None
 
-    by_node = wait_for("both hosts' leases", leases)
+    try:
+        by_node = wait_for("both hosts' leases", leases)
+    except AssertionError as e:  # say why: the agents' own words (`lab exec -d` logs)
+        logs = sorted((state_dir / "labs" / n).glob("h*/exec-*.log"))
+        raise AssertionError(f"{e}\n" + "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs)) from None
     assert by_node["h1"]["public_ip"] == str(public) and by_node["h2"]["public_ip"] == str(h2_ip)
 
     def vxlan_local(host: str) -> str | None:
