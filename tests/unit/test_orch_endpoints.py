@@ -4,6 +4,7 @@ subsets by resolved ports, determinism, and the hand-off to the proxy's model.""
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -36,7 +37,7 @@ def pod(name: str, ip: str = "", *, ready: bool = True, labels: dict[str, str] |
             "status": st}
 
 
-def ips(subset: dict[str, Any], section: str = "addresses") -> list[str]:
+def ips(subset: Mapping[str, Any], section: str = "addresses") -> list[str]:
     return [a["ip"] for a in subset.get(section, [])]
 
 
