@@ -200,6 +200,9 @@ class EtcdStore:
             # a call (a watch) is open; an idle client finds a dead endpoint on its next call
             ("grpc.keepalive_time_ms", 10000),
             ("grpc.keepalive_timeout_ms", 3000),
+            # gRPC core waits this long for a ping's ack, whatever keepalive_timeout_ms says
+            # (default 60 s: a hung etcd under a watch went unnoticed for ~70 s)
+            ("grpc.http2.ping_timeout_ms", 3000),
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.initial_reconnect_backoff_ms", 200),

@@ -96,12 +96,6 @@ def test_calls_go_to_the_other_endpoint_when_one_etcd_is_down(etcd_factory: Call
         s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gRPC core ignores keepalive_timeout_ms and waits grpc.http2.ping_timeout_ms (default 60 s) for "
-    "a ping ack, so a hung etcd is noticed after ~70 s; fixed by also setting ping_timeout_ms=3000 in "
-    "netplane/store/etcd.py (remove this marker with that fix)",
-)
 def test_a_hung_etcd_is_noticed_within_seconds(etcd_factory: Callable[[], EmbeddedEtcd]) -> None:
     """SIGSTOP (a hung server or a lost link: the TCP connection stays up, nothing answers).
     An open watch on it must fail, and a two-endpoint client must move its calls to the other
