@@ -79,8 +79,17 @@ class Container(TypedDict, total=False):
     imagePullPolicy: str
 
 
+class Toleration(TypedDict, total=False):
+    key: str
+    operator: str
+    value: str
+    effect: str
+    tolerationSeconds: int
+
+
 class PodSpec(TypedDict, total=False):
     containers: list[Container]
+    tolerations: list[Toleration]
     restartPolicy: str
     nodeSelector: dict[str, str]
     nodeName: str
