@@ -7,9 +7,11 @@ Built so far — the pure, unit-tested layer and object storage (issue 9's found
                     name rules; the bridge to the proxy's Service model
     validation/     the one validation layer: defaults, Kubernetes' schemas, field-path errors
     workqueue       client-go's work queue (fair, stingy, delaying, rate limited)
-    scheduling      the scheduler's decision over an incrementally kept cluster state
+    scheduling      the scheduler's decision over an incrementally kept cluster state, and
+                    the binding / PodScheduled=False writes
     replication     the RC manager's decisions: claim, diff, deletion order, expectations
     endpoints       the endpoints controller's decision: Service + pods -> Endpoints
+    node_lifecycle  heartbeat grace, pods not ready, eviction, orphans of deleted nodes
     storage         objects in etcd: create-only, optimistic updates, list/watch
 
 The loops around the pure decisions (scheduler, replication manager, endpoints and node

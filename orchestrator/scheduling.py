@@ -38,12 +38,15 @@ kube-scheduler, at most `feasible_nodes_to_find(n)` feasible nodes are scored (1
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
+from netplane.errors import NetplaneError
 from orchestrator.objects import meta
 from orchestrator.objects import node as nodes
 from orchestrator.objects import pod as pods
@@ -397,6 +400,54 @@ def fit_error(total: int, reasons: Mapping[str, int]) -> str:
     """kube-scheduler's FitError.Error(): "0/N nodes are available: <sorted reasons>."."""
     parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
     return f"0/{total} nodes are available: {', '.join(parts)}."
+
+
+# --------------------------------------------------------------------------- what gets written
+class BindingRefused(NetplaneError):
+    """The pod cannot be bound (already bound, or being deleted): drop it from the queue."""
+
+
+def bound(pod: Mapping[str, Any], node: str, *, now: datetime) -> dict[str, Any]:
+    """The pod as the binding writes it: `spec.nodeName` and PodScheduled=True (what
+    kube-apiserver's binding subresource does). Write it with the resourceVersion it was read
+    at, so it only lands if the pod is still unbound at that revision."""
+    if pods.node_name(pod):
+        raise BindingRefused(f"pod {meta.name(pod)} is already assigned to node {pods.node_name(pod)!r}")
+    if meta.is_deleting(pod):
+        raise BindingRefused(f"pod {meta.name(pod)} is being deleted, cannot be assigned to a host")
+    out: dict[str, Any] = copy.deepcopy(dict(pod))
+    out.setdefault("spec", {})["nodeName"] = node
+    _set_condition(out, {"type": "PodScheduled", "status": "True"}, now)
+    return out
+
+
+def unschedulable(pod: Mapping[str, Any], message: str, *, now: datetime) -> dict[str, Any] | None:
+    """The pod with PodScheduled=False, reason Unschedulable and the FitError message; None
+    when that is already what it says (no write needed)."""
+    c = pods.condition(pod, "PodScheduled")
+    if c and c.get("status") == "False" and c.get("reason") == "Unschedulable" and c.get("message") == message:
+        return None
+    out: dict[str, Any] = copy.deepcopy(dict(pod))
+    _set_condition(out, {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                         "message": message}, now)
+    return out
+
+
+def _set_condition(pod: dict[str, Any], cond: dict[str, str], now: datetime) -> None:
+    conds = pod.setdefault("status", {}).setdefault("conditions", [])
+    for c in conds:
+        if c.get("type") == cond["type"]:
+            since = c.get("lastTransitionTime") if c.get("status") == cond["status"] else None
+            c.clear()
+            c.update(cond)
+            c["lastTransitionTime"] = since or meta.format_time(now)
+            return
+    conds.append({**cond, "lastTransitionTime": meta.format_time(now)})
+
+
+def scheduled_message(pod: Mapping[str, Any], node: str) -> str:
+    """The `Scheduled` event's message, as kube-scheduler words it."""
+    return f"Successfully assigned {meta.namespaced_name(pod)} to {node}"
 
 
 def snapshot(nodes_: Iterable[Mapping[str, Any]], pods_: Iterable[Mapping[str, Any]],

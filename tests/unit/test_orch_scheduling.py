@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,17 +13,22 @@ import pytest
 from orchestrator.objects.selector import from_set
 from orchestrator.scheduling import (
     NO_NODES,
+    BindingRefused,
     ClusterState,
     Placement,
     PodInfo,
     SpreadGroup,
     Unschedulable,
+    bound,
     feasible_nodes_to_find,
     fit_error,
     schedule,
+    scheduled_message,
     score_resources,
     snapshot,
+    unschedulable,
 )
+from orchestrator.validation import validate
 
 GI = 2**30
 MI = 2**20
@@ -286,3 +292,38 @@ def test_one_decision_is_o_nodes_at_1000_nodes_10000_pods() -> None:
         st.assume(p, r.node)
     per = (time.perf_counter() - t) / len(pending)
     assert per < 0.05, f"{per * 1000:.1f} ms per decision over all 1,000 nodes"
+
+
+# --------------------------------------------------------------------------- writes
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_bound_sets_node_and_condition_and_refuses_twice() -> None:
+    p = mkpod("p")
+    b = bound(p, "h1", now=NOW)
+    assert b["spec"]["nodeName"] == "h1"
+    assert b["status"]["conditions"] == [{"type": "PodScheduled", "status": "True",
+                                          "lastTransitionTime": "2024-06-01T12:00:00Z"}]
+    assert p["spec"]["nodeName"] == ""  # input untouched
+    with pytest.raises(BindingRefused, match="pod p is already assigned to node 'h1'"):
+        bound(b, "h2", now=NOW)
+    with pytest.raises(BindingRefused, match="being deleted"):
+        bound(mkpod("p", deleting=True), "h1", now=NOW)
+    assert validate(b) == []
+
+
+def test_unschedulable_condition_written_once_per_message() -> None:
+    msg = "0/1 nodes are available: 1 Insufficient cpu."
+    u = unschedulable(mkpod("p"), msg, now=NOW)
+    assert u is not None
+    assert u["status"]["conditions"] == [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                          "message": msg, "lastTransitionTime": "2024-06-01T12:00:00Z"}]
+    assert unschedulable(u, msg, now=NOW) is None
+    later = NOW.replace(minute=5)
+    u2 = unschedulable(u, "0/2 nodes are available: 2 Insufficient cpu.", now=later)
+    assert u2 is not None
+    assert u2["status"]["conditions"][0]["lastTransitionTime"] == "2024-06-01T12:00:00Z"  # still False since then
+    b = bound(u2, "h1", now=later)
+    assert b["status"]["conditions"] == [{"type": "PodScheduled", "status": "True",
+                                          "lastTransitionTime": "2024-06-01T12:05:00Z"}]
+    assert scheduled_message(b, "h1") == "Successfully assigned default/p to h1"
