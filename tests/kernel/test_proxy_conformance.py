@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -36,6 +38,7 @@ import pytest
 from netplane import netns
 from netplane.proxy.api import ServiceAPI
 from netplane.proxy.backend import Placement
+from netplane.proxy.desired import ProxyState
 from netplane.proxy.model import Service, parse_port_spec
 from netplane.proxy.probe import Server
 from netplane.proxy.runner import ProxyComponent
@@ -219,13 +222,29 @@ def make_service(store: EtcdStore, keys: Keys, name: str, *, ips: list[str], por
     return made.cluster_ip
 
 
-def wait_applied(comp: ProxyComponent, pred: Callable[[], bool], timeout: float = 5.0) -> None:
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
         time.sleep(0.02)
-    raise AssertionError("proxy did not apply the change in time")
+
+
+@contextmanager
+def applied(comp: ProxyComponent, pred: Callable[[ProxyState], bool], timeout: float = 10.0) -> Iterator[None]:
+    """Make a change in the body; on leaving, wait until the proxy has programmed the kernel
+    with a state for which `pred` holds (on_sync runs after the backend's sync has returned)."""
+    done = threading.Event()
+    comp.on_sync = lambda state: done.set() if pred(state) else None
+    try:
+        yield
+        assert done.wait(timeout), f"the proxy did not apply the change within {timeout:.0f} s"
+    finally:
+        comp.on_sync = None
+
+
+def endpoints_in(state: ProxyState, service: str) -> set[str]:
+    """The backend addresses the proxy programs for `service` (any of its ports)."""
+    return {str(b.ip) for k, e in state.entries.items() if k.service == service for b in e.backends}
 
 
 def assert_even(answers: dict[str, int], names: list[str], n: int) -> None:
@@ -264,12 +283,12 @@ def test_client_ip_affinity_pins_a_client(store: EtcdStore, keys: Keys, topo: To
     assert len(r["answers"]) == 1 and sum(r["answers"].values()) == 60, r
 
 
-def test_removed_endpoint_gets_no_new_connections_after_1s(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
+def test_removed_endpoint_gets_no_new_connections_once_applied(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
     vip = make_service(store, keys, "web", ips=list(BACKENDS.values()))
-    proxy()
+    comp = proxy()
     assert set(topo.run_probe(f"{vip}:80", 60)["answers"]) == set(ALL)
-    ServiceAPI(store, keys).set_endpoints("web", (IPv4Address(BACKENDS["be1"]), IPv4Address(BACKENDS["be2"])))
-    time.sleep(1.0)
+    with applied(comp, lambda st: endpoints_in(st, "web") == {BACKENDS["be1"], BACKENDS["be2"]}):
+        ServiceAPI(store, keys).set_endpoints("web", (IPv4Address(BACKENDS["be1"]), IPv4Address(BACKENDS["be2"])))
     r = topo.run_probe(f"{vip}:80", 200)
     assert r["errors"] == {}
     assert set(r["answers"]) == {"be1", "be2"}, r
@@ -279,7 +298,7 @@ def test_removed_udp_endpoint_flow_moves(store: EtcdStore, keys: Keys, topo: Top
     """A long-lived UDP flow (same socket) to a removed endpoint moves to a remaining one:
     the iptables backend flushes the stale conntrack entry; the eBPF backend never had one."""
     vip = make_service(store, keys, "dns", ips=[BACKENDS["be1"]], port=f"53:{PORT}", udp=True)
-    proxy()
+    comp = proxy()
     code = (
         "import socket,sys\n"
         "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
@@ -292,8 +311,8 @@ def test_removed_udp_endpoint_flow_moves(store: EtcdStore, keys: Keys, topo: Top
         p.stdin.write("go\n")
         p.stdin.flush()
         assert p.stdout.readline().strip() == "be1"
-        ServiceAPI(store, keys).set_endpoints("dns", (IPv4Address(BACKENDS["be2"]),))
-        time.sleep(1.0)
+        with applied(comp, lambda st: endpoints_in(st, "dns") == {BACKENDS["be2"]}):
+            ServiceAPI(store, keys).set_endpoints("dns", (IPv4Address(BACKENDS["be2"]),))
         p.stdin.write("go\n")
         p.stdin.flush()
         assert p.stdout.readline().strip() == "be2"
@@ -412,7 +431,7 @@ def test_nodeport_udp_flow_moves_off_a_removed_endpoint(store: EtcdStore, keys: 
     """From another host, one UDP socket to a nodePort: when its endpoint is removed, the same
     flow reaches the remaining one (iptables: conntrack entry deleted; eBPF: tc flow re-balanced)."""
     make_service(store, keys, "npu", ips=[BACKENDS["be1"]], port=f"53:{PORT}", udp=True, node_port=30054)
-    proxy()
+    comp = proxy()
     code = (
         "import socket,sys\n"
         "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
@@ -426,8 +445,8 @@ def test_nodeport_udp_flow_moves_off_a_removed_endpoint(store: EtcdStore, keys: 
         p.stdin.write("go\n")
         p.stdin.flush()
         assert p.stdout.readline().split() == ["be1", NODE_IP]
-        ServiceAPI(store, keys).set_endpoints("npu", (IPv4Address(BACKENDS["be2"]),))
-        time.sleep(1.0)
+        with applied(comp, lambda st: endpoints_in(st, "npu") == {BACKENDS["be2"]}):
+            ServiceAPI(store, keys).set_endpoints("npu", (IPv4Address(BACKENDS["be2"]),))
         p.stdin.write("go\n")
         p.stdin.flush()
         assert p.stdout.readline().split() == ["be2", NODE_IP]
@@ -522,6 +541,26 @@ def tc_filters(ns: str, dev: str, direction: str) -> list[dict]:  # type: ignore
     return [f for f in json.loads(out or "[]") if f.get("kind") == "bpf"]
 
 
+def bpf_now() -> int:
+    """The tc program's clock: bpf_ktime_get_ns() (CLOCK_MONOTONIC) >> 30, "about seconds"."""
+    return time.monotonic_ns() >> 30
+
+
+def snat_ports_held(pins: Path, backend: str) -> dict[int, object]:
+    """SNAT port -> its np_snat_rev value (client, last_seen, closing) for flows to `backend`."""
+    from netplane.ebpf import maps as M
+    from netplane.ebpf import sys as bsys
+
+    fd = bsys.obj_get(pins / "np_snat_rev")
+    try:
+        return {M.u16_port(k.port2): v for k, v in bsys.map_items(fd, M.CtKey, M.SnatVal)
+                if M.u32_ip(k.addr1) == IPv4Address(backend)}
+    finally:
+        import os
+
+        os.close(fd)
+
+
 @pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables twin
 def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
     from netplane.ebpf.loader import instance_for, pin_dir
@@ -548,7 +587,7 @@ def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: 
 def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdStore, keys: Keys, topo: Topo, far: str, mode: str) -> None:
     """With 8 SNAT ports for a remote backend: 8 open connections hold them all (a 9th new one
     is dropped, the 8 keep working); once they close, the ports serve new connections."""
-    from netplane.ebpf.loader import EbpfBackend, instance_for
+    from netplane.ebpf.loader import EbpfBackend, instance_for, pin_dir
 
     make_service(store, keys, "np", ips=[FAR_BE], node_port=30080)
     backend = EbpfBackend(cgroup=str(topo.cgroup), instance=instance_for(topo.cgroup), iface="ext0",
@@ -577,7 +616,16 @@ def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdSto
         assert held.stdout.readline().split() == ["x"] * 8  # and none was taken from them
         held.stdin.close()
         held.wait(timeout=10)
-        time.sleep(3)  # closed flows give their ports back after a 2 s grace
+        # closed flows give their ports back after a 2 s grace: wait until the tc program saw
+        # all 8 close and its clock (CLOCK_MONOTONIC in 2^30 ns units) is 2 past the last packet
+        pins = pin_dir(instance_for(topo.cgroup))
+
+        def released() -> bool:
+            held_ports = snat_ports_held(pins, FAR_BE)
+            assert len(held_ports) == 8, held_ports
+            return all(v.closing and bpf_now() - v.last_seen >= 2 for v in held_ports.values())
+
+        wait_until(released, "the 8 closed flows' SNAT ports past their grace")
         r = topo.run_probe(f"{NODE_IP}:30080", 8, where=topo.ext, in_cgroup=False)
         assert r["errors"] == {} and r["answers"] == {"be4": 8}, r
     finally:
@@ -587,3 +635,4 @@ def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdSto
             held.wait()
         comp.stop()
         backend.cleanup()
+
