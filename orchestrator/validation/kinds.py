@@ -71,7 +71,7 @@ def object_meta(kind: Kind, md: Mapping[str, Any], out: list[FieldError], *,
         out.extend(invalid(path.child("annotations"), k, e) for e in names.qualified_name(k))
     if sum(len(k) + len(v) for k, v in ann.items()) > ANNOTATIONS_MAX_BYTES:
         out.append(too_long(path.child("annotations"), ANNOTATIONS_MAX_BYTES))
-    refs = md.get("ownerReferences") or []
+    refs = pods.entries(md.get("ownerReferences"))
     controllers = []
     for i, ref in enumerate(refs):
         rp = path.child("ownerReferences").index(i)
@@ -127,7 +127,7 @@ def service(svc: Mapping[str, Any], out: list[FieldError]) -> None:
             IPv4Address(ip)
         except ValueError:
             out.append(invalid(sp.child("clusterIP"), ip, "must be a valid IPv4 address"))
-    ports = spec.get("ports") or []
+    ports = pods.entries(spec.get("ports"))
     if not ports:
         out.append(required(sp.child("ports")))
     seen_names: set[str] = set()
@@ -173,10 +173,10 @@ def service(svc: Mapping[str, Any], out: list[FieldError]) -> None:
 
 
 def endpoints(ep: Mapping[str, Any], out: list[FieldError]) -> None:
-    for i, s in enumerate(ep.get("subsets") or []):
+    for i, s in enumerate(pods.entries(ep.get("subsets"))):
         spath = ROOT.child("subsets").index(i)
         for section in ("addresses", "notReadyAddresses"):
-            for j, a in enumerate(s.get(section) or []):
+            for j, a in enumerate(pods.entries(s.get(section))):
                 ap = spath.child(section).index(j)
                 ip = a.get("ip")
                 if not ip:
@@ -186,7 +186,7 @@ def endpoints(ep: Mapping[str, Any], out: list[FieldError]) -> None:
                     IPv4Address(ip)
                 except ValueError:
                     out.append(invalid(ap.child("ip"), ip, "must be a valid IPv4 address"))
-        ports = s.get("ports") or []
+        ports = pods.entries(s.get("ports"))
         seen: set[str] = set()
         for j, p in enumerate(ports):
             pp = spath.child("ports").index(j)

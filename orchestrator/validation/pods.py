@@ -29,6 +29,12 @@ PORT_RANGE = "must be between 1 and 65535, inclusive"
 NON_NEGATIVE = "must be greater than or equal to 0"
 
 
+def entries(v: Any) -> list[Mapping[str, Any]]:
+    """A list of objects as validation walks it: a JSON null item is an empty object (what
+    Go decodes it to), so it is reported field by field instead of crashing the check."""
+    return [x if isinstance(x, Mapping) else {} for x in (v or [])]
+
+
 def _name_errors(path: Path, value: str, errs: list[str], out: list[FieldError]) -> None:
     out.extend(invalid(path, value, e) for e in errs)
 
@@ -59,7 +65,7 @@ def non_negative(path: Path, value: int | None, out: list[FieldError]) -> None:
 
 
 def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None:
-    containers = spec.get("containers") or []
+    containers = entries(spec.get("containers"))
     if not containers:
         out.append(required(path.child("containers")))
     seen_names: set[str] = set()
@@ -97,9 +103,9 @@ def container(
         seen_names.add(name)
     if not c.get("image"):
         out.append(required(path.child("image")))
-    for i, p in enumerate(c.get("ports") or []):
+    for i, p in enumerate(entries(c.get("ports"))):
         container_port(path.child("ports").index(i), p, port_names, host_ports, out)
-    for i, e in enumerate(c.get("env") or []):
+    for i, e in enumerate(entries(c.get("env"))):
         ep = path.child("env").index(i)
         if not e.get("name"):
             out.append(required(ep.child("name")))

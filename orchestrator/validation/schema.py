@@ -18,9 +18,11 @@ What the schema catches we turn into our field-path form:
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -71,7 +73,8 @@ class _Validators:
                 ) from e
             registry = Resource.from_contents(schema) @ Registry()
             registry = self._defs @ registry
-            v = jsonschema.Draft202012Validator(schema, registry=registry)
+            v = jsonschema.Draft202012Validator(schema, registry=registry,
+                                                format_checker=_format_checker(jsonschema))
             self._by_kind[kind] = v
             return v
 
@@ -81,6 +84,33 @@ class _Validators:
 
 
 _VALIDATORS = _Validators()
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+FORMAT_DETAIL = {
+    "int32": "must fit in a 32-bit integer",
+    "int64": "must fit in a 64-bit integer",
+    "date-time": "must be an RFC 3339 time (e.g. 2006-01-02T15:04:05Z)",
+}
+
+
+def _is_time(v: object) -> bool:
+    if not isinstance(v, str) or not _RFC3339.match(v):
+        return False
+    try:
+        datetime.fromisoformat(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _format_checker(jsonschema: Any) -> Any:
+    """The formats Kubernetes' decoder enforces: int32/int64 ranges and RFC 3339 times."""
+    fc = jsonschema.FormatChecker(formats=())
+    fc.checks("int32")(lambda v: not isinstance(v, int) or -(2**31) <= v < 2**31)
+    fc.checks("int64")(lambda v: not isinstance(v, int) or -(2**63) <= v < 2**63)
+    fc.checks("date-time")(lambda v: v is None or _is_time(v))
+    return fc
 
 
 def check(obj: Mapping[str, Any]) -> SchemaResult:
@@ -105,6 +135,8 @@ def check(obj: Mapping[str, Any]) -> SchemaResult:
                                   "must be one of " + ", ".join(json.dumps(x) for x in e.validator_value)))
         elif e.validator == "required":
             continue
+        elif e.validator == "format" and e.validator_value in FORMAT_DETAIL:
+            errors.append(invalid(fmt.path(where), e.instance, FORMAT_DETAIL[e.validator_value]))
         else:  # format and the like: report rather than drop silently
             errors.append(invalid(fmt.path(where), e.instance, e.message))
     unknown.sort(key=lambda p: [str(x) for x in p])

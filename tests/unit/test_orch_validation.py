@@ -300,6 +300,20 @@ def test_schema_type_errors_and_nothing_more() -> None:
     assert errors(r) == ["spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: true: must be of type string or number"]
 
 
+def test_integer_ranges_and_times_like_kubernetes_decoder() -> None:
+    r = rc()
+    r["spec"]["replicas"] = 2**31
+    assert errors(r) == ["spec.replicas: Invalid value: 2147483648: must fit in a 32-bit integer"]
+    p = pod(activeDeadlineSeconds=2**63)
+    assert errors(p) == ["spec.activeDeadlineSeconds: Invalid value: 9223372036854775808: must fit in a 64-bit integer"]
+    p = pod()
+    p["status"] = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "yesterday"}]}
+    assert errors(p) == [('status.conditions[0].lastTransitionTime: Invalid value: "yesterday": '
+                         "must be an RFC 3339 time (e.g. 2006-01-02T15:04:05Z)")]
+    p["status"]["conditions"][0]["lastTransitionTime"] = "2024-01-01T00:00:00.5+02:00"
+    assert errors(p) == []
+
+
 def test_schema_paths_print_map_entries_in_brackets() -> None:
     p = pod(nodeSelector={"disk": 5})
     p["metadata"]["labels"] = {"app": ["x"]}
