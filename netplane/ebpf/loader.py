@@ -52,6 +52,7 @@ TC_PRIO = 0x4E50  # "NP"
 # (61000-65535, also clear of both ranges, measured too small: 1,000 UDP flows/s to one
 # backend ran out of ports.)
 SNAT_PORTS = (1024, 29999)
+SNAT_UDP_IDLE = 30  # a UDP flow's SNAT port is given back after this much quiet (units of 2^30 ns)
 
 
 def pin_dir(instance: str) -> Path:
@@ -106,9 +107,13 @@ class EbpfBackend:
         overlay_iface: str | None = None,
         overlay_ip: IPv4Address | None = None,
         snat_ports: tuple[int, int] = SNAT_PORTS,
+        snat_udp_idle: int = SNAT_UDP_IDLE,
     ) -> None:
         if not (1024 <= snat_ports[0] <= snat_ports[1] <= 65535):
             raise ConfigError(f"SNAT port range {snat_ports[0]}-{snat_ports[1]} must lie within 1024-65535")
+        if not 1 <= snat_udp_idle <= 3600:
+            raise ConfigError(f"UDP SNAT idle time {snat_udp_idle} must be 1-3600 (units of 2^30 ns)")
+        self.snat_udp_idle = snat_udp_idle
         self.cgroup = check_cgroup(cgroup)
         self.pins = pin_dir(instance)
         self.iface = iface
@@ -148,6 +153,7 @@ class EbpfBackend:
                 f"-DLOCAL_MASK={M.ip_u32(self.local_cidr.netmask)}u",
                 f"-DSNAT_PORT_MIN={self.snat_ports[0]}",
                 f"-DSNAT_PORT_MAX={self.snat_ports[1]}",
+                f"-DNP_SNAT_UDP_IDLE={self.snat_udp_idle}",
             ]
             if os.environ.get("NETPLANE_NP_REDIRECT_NEIGH") == "1":  # measurement switch
                 flags.append("-DNP_ALWAYS_REDIRECT_NEIGH")

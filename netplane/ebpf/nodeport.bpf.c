@@ -51,8 +51,12 @@ BPF_TABLE_PINNED("lru_hash", struct np_ct_key, struct np_snat_val, np_snat_rev, 
  * seen closing after a grace for the last ACKs and retransmitted FINs (a backend that closed
  * first holds TIME_WAIT, which accepts a new SYN with newer timestamps), a UDP flow idle like
  * conntrack's unreplied UDP timeout. An open TCP flow keeps its port until the LRU evicts it. */
+#ifndef NP_SNAT_TCP_CLOSED_GRACE
 #define NP_SNAT_TCP_CLOSED_GRACE 2
+#endif
+#ifndef NP_SNAT_UDP_IDLE /* the loader sets it (default 30); tests use a few units */
 #define NP_SNAT_UDP_IDLE 30
+#endif
 #ifndef AF_INET
 #define AF_INET 2
 #endif
