@@ -7,15 +7,19 @@ exits 1. No traceback reaches the user unless `--log-level debug` asks for it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
 from netplane import __version__, context
 from netplane.errors import NetplaneError, StoreError, UserError
-from netplane.store import EtcdConfig, EtcdStore, Keys
+
+if TYPE_CHECKING:
+    from netplane.store import EtcdConfig, EtcdStore, Keys
 
 log = logging.getLogger("netplane")
 
@@ -38,15 +42,21 @@ class Settings:
         return context.resolve(etcd=self.etcd, prefix=self.prefix)
 
     def etcd_config(self) -> EtcdConfig:
+        from netplane.store import EtcdConfig
+
         return EtcdConfig.parse(
             self.resolved().etcd, ca_cert=self.ca_cert, cert=self.cert, key=self.key, timeout=self.timeout
         )
 
     def keys(self) -> Keys:
+        from netplane.store import Keys
+
         return Keys(self.resolved().prefix)
 
     def store(self) -> EtcdStore:
         if self._store is None:
+            from netplane.store import EtcdStore
+
             self._store = EtcdStore(self.etcd_config())
         return self._store
 
@@ -54,7 +64,32 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Subcommands: name -> (module under netplane.cli, click object in it). Imported when used, so
+# `netplane svc list` does not load the lab's netlink code, nor `lab` the stats reader.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "lab": ("lab", "lab"),
+    "net": ("net", "net"),
+    "agent": ("agent", "agent"),
+    "svc": ("svc", "svc"),
+    "proxy": ("proxy", "proxy"),
+    "stats": ("stats", "stats"),
+    "top": ("stats", "top"),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS and cmd_name not in self.commands:
+            modname, attr = _COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(f"netplane.cli.{modname}"), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="netplane")
 @click.option(
     "--log-level",
@@ -100,32 +135,6 @@ def cli(
     ctx.call_on_close(lambda: ctx.obj._store.close() if ctx.obj._store else None)
 
 
-def _register() -> None:
-    """Attach subcommand groups (explicitly: no import-time registry)."""
-    from netplane.cli import lab
-
-    cli.add_command(lab.lab)
-    for modname, names in _OPTIONAL_GROUPS:
-        try:
-            mod = __import__(f"netplane.cli.{modname}", fromlist=names)
-        except ModuleNotFoundError as e:
-            if e.name != f"netplane.cli.{modname}":
-                raise
-            continue
-        for n in names:
-            cli.add_command(getattr(mod, n))
-
-
-# Groups other parts of the product add: (module under netplane.cli, click objects in it).
-_OPTIONAL_GROUPS: list[tuple[str, list[str]]] = [
-    ("net", ["net"]),
-    ("agent", ["agent"]),
-    ("svc", ["svc"]),
-    ("proxy", ["proxy"]),
-    ("stats", ["stats", "top"]),
-]
-
-_register()
 
 
 def _cause(e: NetplaneError) -> str:
