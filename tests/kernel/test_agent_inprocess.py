@@ -4,6 +4,7 @@ host namespace (AgentOptions.netns_name), against the session etcd on loopback."
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -84,12 +85,15 @@ def routes_on(ns: str) -> set[str]:
 
 
 def test_agents_wait_for_config_then_converge_and_serve_health(
-    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running]
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], start: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     h1, h2 = hosts(make_netns, 2)
+    caplog.set_level(logging.WARNING, logger="netplane.agent.agent")
     a1 = start(h1, "h1", health_listen=("127.0.0.1", 0))
     a2 = start(h2, "h2")
-    time.sleep(0.5)
+    # both agents said they wait for the config (and were polling it) before it exists
+    wait_for(lambda: caplog.text.count(f"waiting for the network config at {keys.network_config}") >= 2)
     assert a1.agent.state.lease is None and a1.thread.is_alive()  # waiting for the config, not crashed
     store.put(keys.network_config, codec.dumps(CONFIG))
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
