@@ -17,8 +17,10 @@ Service form the proxy reads; see `objects.service` for the bridge.)
 * `update` keeps `uid` and `creationTimestamp` from the stored object and bumps `generation`
   when `spec` changed. `guaranteed_update(mutate)` re-reads and retries on conflict, so
   concurrent writers never lose each other's changes.
-* Values that do not decode (not JSON, wrong kind, a name that is not the key's) are logged
-  and skipped by `list` and `watch`, never raised into a control loop.
+* Values that do not decode (not JSON, wrong kind, a name that is not the key's, a field a
+  controller reads with the wrong type or an unparsable quantity or time — `validation.reads`)
+  are logged and skipped by `list` and `watch`, never raised into a control loop; `get`
+  raises DecodeError for them.
 
 EtcdStore's conditional put reports success but not the revision it wrote, so after a write we
 read the key back: if it holds our bytes, its mod revision is ours (or a later write of the
@@ -44,6 +46,7 @@ from netplane.store.watch import Resync, list_watch
 from orchestrator.objects import meta, names
 from orchestrator.objects.meta import Kind
 from orchestrator.objects.selector import Selector
+from orchestrator.validation import reads
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,10 @@ class ObjectStore:
         clock: Callable[[], float] = time.time,
         new_uid: Callable[[], str] = meta.new_uid,
         rng: random.Random | None = None,
+        read_check: Callable[[Mapping[str, Any]], str | None] | None = reads.read_check,
     ) -> None:
         self.store = store
+        self._read_check = read_check
         self.keys = keys
         self._clock = clock
         self._new_uid = new_uid
@@ -132,6 +137,10 @@ class ObjectStore:
             raise DecodeError(f"{kv_key}: metadata.name does not match the key")
         if kind.namespaced and kv_key.split("/")[-2] != md.get("namespace"):
             raise DecodeError(f"{kv_key}: metadata.namespace does not match the key")
+        if self._read_check is not None:
+            problem = self._read_check(value)
+            if problem:
+                raise DecodeError(f"{kv_key}: {problem}")
         md["resourceVersion"] = str(mod_revision)
         return value
 

@@ -84,7 +84,7 @@ def meta(obj: Mapping[str, Any]) -> ObjectMeta:
 
 
 def name(obj: Mapping[str, Any]) -> str:
-    return meta(obj).get("name", "")
+    return meta(obj).get("name") or ""
 
 
 def namespace(obj: Mapping[str, Any]) -> str:
@@ -97,7 +97,7 @@ def namespaced_name(obj: Mapping[str, Any]) -> str:
 
 
 def uid(obj: Mapping[str, Any]) -> str:
-    return meta(obj).get("uid", "")
+    return meta(obj).get("uid") or ""
 
 
 def labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -110,8 +110,8 @@ def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:
 
 def resource_version(obj: Mapping[str, Any]) -> int:
     """The etcd mod revision the object was read at; 0 when it has none yet."""
-    rv = meta(obj).get("resourceVersion", "")
-    return int(rv) if rv.isdigit() else 0
+    rv = meta(obj).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else 0
 
 
 def is_deleting(obj: Mapping[str, Any]) -> bool:

@@ -131,8 +131,10 @@ def _sorted(reqs: list[Requirement]) -> Selector:
 
 
 def from_set(labels: Mapping[str, str] | None) -> Selector:
-    """`{"app": "web", "tier": "fe"}` -> app=web,tier=fe. An empty set matches everything."""
-    return _sorted([requirement(k, "=", [v]) for k, v in (labels or {}).items()])
+    """`{"app": "web", "tier": "fe"}` -> app=web,tier=fe. An empty set matches everything.
+    Like Kubernetes' SelectorFromSet the keys and values are not checked: this compiles
+    stored selectors (validation checks them on the way in), and must not fail a reader."""
+    return _sorted([Requirement(str(k), "=", (str(v),)) for k, v in (labels or {}).items()])
 
 
 def from_label_selector(sel: Mapping[str, Any] | None) -> Selector:

@@ -150,12 +150,21 @@ def _proto(p: str | None) -> model.Protocol:
     return model.check_protocol(p or "TCP")
 
 
+def _ip(text: Any) -> IPv4Address:
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an IPv4 address") from None
+
+
 def to_proxy_service(svc: Mapping[str, Any]) -> model.Service:
     """The proxy's model of a (validated) v1 Service. Raises ConfigError on what the proxy
     cannot express (a protocol other than TCP/UDP, a type other than ClusterIP/NodePort)."""
     spec = svc.get("spec") or {}
     ports = []
     for i, p in enumerate(spec.get("ports") or []):
+        if not isinstance(p.get("port"), int):
+            raise ConfigError(f"service port {i} has no port number")
         tp = p.get("targetPort", p["port"])
         ports.append(model.ServicePort(
             name=p.get("name") or ("default" if i == 0 else f"p{i}"),
@@ -173,8 +182,8 @@ def to_proxy_service(svc: Mapping[str, Any]) -> model.Service:
     timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
         "timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
     return model.Service(
-        name=(svc.get("metadata") or {}).get("name", ""),
-        cluster_ip=IPv4Address(spec.get("clusterIP") or "0.0.0.0"),
+        name=(svc.get("metadata") or {}).get("name") or "",
+        cluster_ip=_ip(spec.get("clusterIP") or "0.0.0.0"),
         ports=tuple(ports),
         selector=tuple(sorted((spec.get("selector") or {}).items())),
         type=typ,  # type: ignore[arg-type]  # checked above
@@ -190,7 +199,9 @@ def to_proxy_endpoints(ep: Mapping[str, Any]) -> model.Endpoints:
     addrs: list[model.EndpointAddress] = []
     ports: tuple[model.EndpointPort, ...] | None = None
     for s in ep.get("subsets") or []:
-        sp = tuple(model.EndpointPort(p.get("name", ""), p["port"], _proto(p.get("protocol")))
+        if any(not isinstance(p.get("port"), int) for p in s.get("ports") or []):
+            raise ConfigError("an endpoints port has no port number")
+        sp = tuple(model.EndpointPort(p.get("name") or "", p["port"], _proto(p.get("protocol")))
                    for p in s.get("ports") or [])
         if sp:
             if ports is not None and set(sp) != set(ports):
@@ -198,8 +209,8 @@ def to_proxy_endpoints(ep: Mapping[str, Any]) -> model.Endpoints:
                     "endpoints with different port numbers per subset are not supported by the proxy")
             ports = sp
         for a in s.get("addresses") or []:
-            addrs.append(model.EndpointAddress(IPv4Address(a["ip"]), True, a.get("nodeName") or None))
+            addrs.append(model.EndpointAddress(_ip(a.get("ip")), True, a.get("nodeName") or None))
         for a in s.get("notReadyAddresses") or []:
-            addrs.append(model.EndpointAddress(IPv4Address(a["ip"]), False, a.get("nodeName") or None))
-    return model.Endpoints(name=(ep.get("metadata") or {}).get("name", ""),
+            addrs.append(model.EndpointAddress(_ip(a.get("ip")), False, a.get("nodeName") or None))
+    return model.Endpoints(name=(ep.get("metadata") or {}).get("name") or "",
                            addresses=tuple(addrs), ports=ports or ())

@@ -8,7 +8,8 @@ initialDelaySeconds 0, periodSeconds 10, timeoutSeconds 1, successThreshold 1,
 failureThreshold 3, httpGet path "/" and scheme HTTP; RC replicas 1, selector and labels from
 the template's labels; Service type ClusterIP, sessionAffinity None (ClientIP timeout 10800),
 protocol TCP, targetPort = port; Node allocatable = capacity. JSON nulls count as absent and
-are dropped first, as they are when Kubernetes decodes into its Go types.
+are dropped first, as they are when Kubernetes decodes into its Go types, and integral
+floats become ints.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ AFFINITY_TIMEOUT_SECONDS = 10800
 
 
 def drop_nulls(v: Any) -> Any:
+    """Drop null fields; also turn integral floats into ints (`port: 80.0` in YAML), as
+    kubectl's YAML-to-JSON step does (Go prints float64 80 as `80`)."""
     if isinstance(v, dict):
         return {k: drop_nulls(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
         return [drop_nulls(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     return v
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from netplane.errors import ConfigError, NotFoundError, UserError
-from netplane.store import EtcdStore, Keys
+from netplane.errors import ConfigError, DecodeError, NotFoundError, UserError
+from netplane.store import EtcdStore, Keys, codec
 from orchestrator.objects import meta
 from orchestrator.objects.meta import NODE, POD, REPLICATION_CONTROLLER
 from orchestrator.objects.selector import parse
@@ -208,14 +208,23 @@ def test_list_selector_and_malformed_values_skipped(
     store.put(base + "wrongkind", '{"kind":"Node","metadata":{"name":"wrongkind"}}')
     store.put(base + "wrongname", '{"kind":"Pod","metadata":{"name":"other","namespace":"default"}}')
     store.put(objects.prefix(POD, "prod") + "misplaced", '{"kind":"Pod","metadata":{"name":"misplaced","namespace":"default"}}')
+    badcpu = pod("badcpu")
+    badcpu["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "abc"}}
+    store.put(base + "badcpu", codec.dumps(badcpu))  # written around validation, e.g. by etcdctl
     got, rev = objects.list(POD)
     assert [meta.name(p) for p in got] == ["a", "b"]
     assert rev > 0
     web, _ = objects.list(POD, selector=parse("app=web"))
     assert [meta.name(p) for p in web] == ["a"]
     text = caplog.text
-    for bad in ("garbage", "wrongkind", "wrongname", "misplaced"):
+    for bad in ("garbage", "wrongkind", "wrongname", "misplaced", "badcpu"):
         assert f"{bad}:" in text or f"/{bad}" in text
+    assert "spec.containers[0].resources.requests[cpu]: quantities must match" in text
+    with pytest.raises(DecodeError, match="quantities must match"):
+        objects.get(POD, "badcpu")
+    # a store for trusted readers can skip the check
+    lax = ObjectStore(objects.store, objects.keys, read_check=None)
+    assert {meta.name(p) for p in lax.list(POD)[0]} == {"a", "b", "badcpu"}
 
 
 def _watch(objects: ObjectStore, stop: threading.Event, views: list[ObjectView]) -> threading.Thread:

@@ -4,15 +4,27 @@ never an exception) whatever JSON sits at whatever field of a manifest."""
 from __future__ import annotations
 
 import copy
+import random
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from netplane.errors import ConfigError
+from orchestrator.endpoints import desired as endpoints_desired
+from orchestrator.node_lifecycle import assess
+from orchestrator.objects import service
 from orchestrator.objects.quantity import QuantityError, parse_quantity
 from orchestrator.objects.selector import Requirement, Selector, parse, requirement
+from orchestrator.replication import claim, deletion_order, plan, pod_from_template
+from orchestrator.replication import status as replication_status
+from orchestrator.scheduling import PodInfo, schedule, snapshot
 from orchestrator.validation import InvalidObject, admit, validate
+from orchestrator.validation.reads import read_check
+
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
 _name = st.from_regex(r"[a-z0-9]([a-z0-9._-]{0,8}[a-z0-9])?", fullmatch=True)
 _key = st.one_of(_name, st.builds(lambda p, n: f"{p}.io/{n}", st.from_regex(r"[a-z]{1,6}", fullmatch=True), _name))
@@ -146,3 +158,56 @@ def test_validation_answers_whatever_sits_at_any_field(where: tuple[int, tuple[A
 def test_base_manifests_are_valid() -> None:
     for b in BASES:
         assert validate(b) == [], b["kind"]
+
+
+def _exercise_readers(obj: dict[str, Any]) -> None:
+    """Every accessor a controller runs on a stored object of this kind."""
+    kind = obj["kind"]
+    if kind == "Pod":
+        info = PodInfo.of(obj)
+        state = snapshot([NODE], [])
+        state.upsert_pod(info)
+        schedule(info, state, rng=random.Random(0))
+        deletion_order([obj, copy.deepcopy(BASES[4])])
+        replication_status(BASE, [obj], now=NOW)
+        endpoints_desired(SERVICE, [obj])
+        assess([NODE], [obj], now=NOW)
+        claim(BASE, [obj])
+    elif kind == "Node":
+        state = snapshot([obj], [])
+        schedule(PodInfo.of(POD), state, rng=random.Random(0))
+        assess([obj], [POD], now=NOW)
+    elif kind == "ReplicationController":
+        plan(obj, [POD])
+        pod_from_template(obj)
+        replication_status(obj, [POD], now=NOW)
+    elif kind == "Service":
+        endpoints_desired(obj, [POD])
+    elif kind == "Endpoints":
+        to_proxy_endpoints_safe(obj)
+
+
+def to_proxy_endpoints_safe(obj: dict[str, Any]) -> None:
+    try:
+        service.to_proxy_endpoints(obj)
+    except ConfigError:  # the proxy refusing what it cannot express is an answer
+        pass
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(PATHS), json_values)
+def test_what_passes_the_read_check_never_crashes_a_controller(where: tuple[int, tuple[Any, ...]], value: Any) -> None:
+    base, path = where
+    obj = copy.deepcopy(BASES[base])
+    node: Any = obj
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    if read_check(obj) is None:
+        _exercise_readers(obj)
+
+
+def test_every_valid_object_passes_the_read_check() -> None:
+    for b in BASES:
+        assert read_check(admit(b).object) is None
+        _exercise_readers(admit(b).object)

@@ -120,3 +120,8 @@ def test_prefixed_keys() -> None:
     assert s.matches({"app.kubernetes.io/name": "web"})
     with pytest.raises(SelectorError, match="prefix part"):
         parse("Bad_Prefix/name=web")
+
+
+def test_from_set_compiles_stored_selectors_without_judging_them() -> None:
+    s = from_set({"app": ":"})  # invalid as a label value; validation rejects it on writes
+    assert s.matches({"app": ":"}) and not s.matches({"app": "web"})
