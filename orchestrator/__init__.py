@@ -3,8 +3,8 @@
 Built so far — the pure, unit-tested layer and object storage (issue 9's foundation):
 
     objects/        v1 shapes (JSON dicts typed by TypedDicts) for Namespace, Node, Pod,
-                    ReplicationController, Service, Endpoints; quantities, label selectors,
-                    name rules; the bridge to the proxy's Service model
+                    ReplicationController, Service, Endpoints, Event; quantities, label
+                    selectors, name rules; the bridge to the proxy's Service model
     validation/     the one validation layer: defaults, Kubernetes' schemas, field-path errors
     workqueue       client-go's work queue (fair, stingy, delaying, rate limited)
     scheduling      the scheduler's decision over an incrementally kept cluster state, and
@@ -12,7 +12,7 @@ Built so far — the pure, unit-tested layer and object storage (issue 9's found
     replication     the RC manager's decisions: claim, diff, deletion order, expectations
     endpoints       the endpoints controller's decision: Service + pods -> Endpoints
     node_lifecycle  heartbeat grace, pods not ready, eviction, orphans of deleted nodes
-    storage         objects in etcd: create-only, optimistic updates, list/watch
+    storage         objects in etcd: create-only, optimistic updates, list/watch, leases
 
 The loops around the pure decisions (scheduler, replication manager, endpoints and node
 lifecycle controllers, leader election, `netplane master`) and the node runtime come next.

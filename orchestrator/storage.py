@@ -187,8 +187,9 @@ class ObjectStore:
         return out, rev
 
     # ------------------------------------------------------------------ writes
-    def create(self, obj: Mapping[str, Any]) -> Obj:
-        """Store a new (validated, defaulted) object; AlreadyExists if the name is taken."""
+    def create(self, obj: Mapping[str, Any], *, lease: int = 0) -> Obj:
+        """Store a new (validated, defaulted) object; AlreadyExists if the name is taken.
+        With `lease` (an etcd lease id) the object goes when the lease does: events' TTL."""
         kind = _kind_of(obj)
         new: Obj = copy.deepcopy(dict(obj))
         md = new.setdefault("metadata", {})
@@ -208,7 +209,7 @@ class ObjectStore:
                 md["name"] = generate + self._suffix()
             key = self.key(kind, md.get("name", ""), md.get("namespace"))
             encoded = self._encode(new)
-            if self.store.create(key, encoded):
+            if self.store.create(key, encoded, lease=lease):
                 return self._read_back(kind, key, encoded, new)
         raise AlreadyExists(kind, md.get("name", ""))
 
@@ -230,7 +231,7 @@ class ObjectStore:
             current = {}  # a malformed stored value may be replaced by a good one
         new = self._merge_system_fields(kind, current, obj)
         encoded = self._encode(new)
-        if not self.store.cas(key, encoded, mod_revision=kv.mod_revision):
+        if not self.store.cas(key, encoded, mod_revision=kv.mod_revision, lease=kv.lease):
             raise Conflict(kind, name)
         return self._read_back(kind, key, encoded, new)
 

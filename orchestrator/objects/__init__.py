@@ -21,5 +21,5 @@ scheduler's `PodInfo`), which is where the house style's frozen values live.
 Modules: `meta` (ObjectMeta, owner references, kinds), `names` (DNS-1123 and label syntax with
 Kubernetes' messages), `quantity` (exact cpu/memory parsing), `selector` (label selectors),
 `pod`, `node` (Node and Namespace), `replicationcontroller`, `service` (Service and Endpoints,
-and the bridge to the proxy's model).
+and the bridge to the proxy's model), `event` (Events and their de-duplication).
 """

@@ -59,7 +59,8 @@ POD = Kind("Pod", "pods", True, ("po",))
 REPLICATION_CONTROLLER = Kind("ReplicationController", "replicationcontrollers", True, ("rc",))
 SERVICE = Kind("Service", "services", True, ("svc",))
 ENDPOINTS = Kind("Endpoints", "endpoints", True, ("ep",))
-KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS)
+EVENT = Kind("Event", "events", True, ("ev",))
+KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT)
 _BY_KIND = {k.kind: k for k in KINDS}
 
 

@@ -90,6 +90,8 @@ def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], li
         kinds.endpoints(out, errors)
     elif kind.kind == "Node":
         kinds.node(out, errors)
+    elif kind.kind == "Event":
+        kinds.event(out, errors)
     return out, errors, warnings
 
 

@@ -39,7 +39,9 @@ _NAME_RULE = {
     "Endpoints": names.dns1123_subdomain,
     "Namespace": names.dns1123_label,
     "Service": names.dns1123_label,
+    "Event": names.dns1123_subdomain,
 }
+EVENT_TYPES = ("Normal", "Warning")
 
 
 def object_meta(kind: Kind, md: Mapping[str, Any], out: list[FieldError], *,
@@ -218,3 +220,21 @@ def node(n: Mapping[str, Any], out: list[FieldError]) -> None:
             if q.amount < 0:
                 out.append(invalid(rp, raw, pods.NON_NEGATIVE))
 
+
+
+def event(ev: Mapping[str, Any], out: list[FieldError]) -> None:
+    """ValidateEvent's core: an involved object, a known type, a non-negative count, and the
+    event in its object's namespace."""
+    ref = ev.get("involvedObject") or {}
+    if not ref.get("kind"):
+        out.append(required(ROOT.child("involvedObject").child("kind")))
+    if not ref.get("name"):
+        out.append(required(ROOT.child("involvedObject").child("name")))
+    ns = (ev.get("metadata") or {}).get("namespace")
+    if ref.get("namespace") and ns != ref["namespace"]:
+        out.append(invalid(ROOT.child("involvedObject").child("namespace"), ref["namespace"],
+                           "does not match event.namespace"))
+    typ = ev.get("type")
+    if typ is not None and typ not in EVENT_TYPES:
+        out.append(not_supported(ROOT.child("type"), typ, EVENT_TYPES))
+    pods.non_negative(ROOT.child("count"), ev.get("count"), out)

@@ -164,7 +164,7 @@ def _endpoints(obj: Mapping[str, Any]) -> None:
 
 _BY_KIND: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "Pod": _pod, "Node": _node, "ReplicationController": _rc, "Service": _service,
-    "Endpoints": _endpoints, "Namespace": lambda _o: None,
+    "Endpoints": _endpoints, "Namespace": lambda _o: None, "Event": lambda _o: None,
 }
 
 

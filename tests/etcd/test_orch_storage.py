@@ -273,3 +273,25 @@ def test_watch_follows_changes_with_resource_versions(
     stop.set()
     t.join(5)
     assert not t.is_alive()
+
+
+def test_events_live_on_a_lease_and_keep_it_when_counted(objects: ObjectStore, store: EtcdStore) -> None:
+    from datetime import UTC, datetime
+
+    from orchestrator.objects import event
+    from orchestrator.objects.meta import EVENT
+
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    ev = admit(event.new_event(pod("p"), reason="Scheduled", message="m", component="test", now=now)).object
+    lease = store.grant(event.DEFAULT_TTL_SECONDS)
+    stored = objects.create(ev, lease=lease)
+    key = objects.key_of(stored)
+    kv = store.get(key)
+    assert kv is not None and kv.lease == lease
+    objects.update(event.repeated(stored, now=now))
+    kv = store.get(key)
+    assert kv is not None and kv.lease == lease, "an update must not detach the event from its TTL"
+    got = objects.get(EVENT, meta.name(stored), "default")
+    assert got is not None and got["count"] == 2
+    store.revoke(lease)  # what the TTL running out does
+    assert objects.get(EVENT, meta.name(stored), "default") is None
