@@ -24,8 +24,9 @@ Service form the proxy reads; see `objects.service` for the bridge.)
 
 EtcdStore's conditional put reports success but not the revision it wrote, so after a write we
 read the key back: if it holds our bytes, its mod revision is ours (or a later write of the
-same bytes, which is as good); if someone changed it in between, the returned object gets no
-resourceVersion, so an update based on it conflicts and re-reads instead of overwriting.
+same bytes, which is as good); if someone changed it in between, the returned object gets
+resourceVersion "0", which no key has, so an update based on it conflicts and re-reads
+instead of overwriting.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATED_SUFFIX_LEN = 5
 GENERATE_NAME_TRIES = 8
 UPDATE_RETRIES = 16
+STALE_RESOURCE_VERSION = "0"  # etcd revisions start at 1
 
 
 class AlreadyExists(UserError):
@@ -160,7 +162,9 @@ class ObjectStore:
         if kv is not None and kv.value == encoded.encode():
             md["resourceVersion"] = str(kv.mod_revision)
         else:
-            md.pop("resourceVersion", None)  # changed meanwhile: force a re-read before updates
+            # changed meanwhile: a version no key ever has, so an update based on this copy
+            # conflicts and re-reads (an empty one would make the update unconditional)
+            md["resourceVersion"] = STALE_RESOURCE_VERSION
         return out
 
     # ------------------------------------------------------------------ reads

@@ -130,6 +130,23 @@ def test_update_keeps_identity_and_bumps_generation_on_spec_change_only(objects:
     assert v4["metadata"]["generation"] == 2
 
 
+def test_write_overtaken_before_its_read_back_yields_a_version_that_conflicts(
+    objects: ObjectStore, store: EtcdStore
+) -> None:
+    v1 = objects.create(rc())
+    key = objects.key_of(v1)
+    # someone writes between our write and our read-back: simulate by reading back other bytes
+    raced = objects._read_back(REPLICATION_CONTROLLER, key, "bytes we did not write", v1)
+    assert raced["metadata"]["resourceVersion"] == "0"
+    with pytest.raises(Conflict):
+        objects.update({**raced, "spec": {**raced["spec"], "replicas": 9}})
+    now = objects.get(REPLICATION_CONTROLLER, "web")
+    assert now is not None and now["spec"]["replicas"] == 2
+    # without any resourceVersion an update is unconditional, as in Kubernetes
+    plain = {**v1, "metadata": {k: v for k, v in v1["metadata"].items() if k != "resourceVersion"}}
+    assert objects.update({**plain, "spec": {**plain["spec"], "replicas": 3}})["spec"]["replicas"] == 3
+
+
 def test_update_missing_is_not_found(objects: ObjectStore) -> None:
     with pytest.raises(NotFoundError, match='replicationcontrollers "ghost" not found'):
         objects.update(rc("ghost"))
