@@ -5,7 +5,9 @@ Built so far — the pure, unit-tested layer and object storage (issue 9's found
     objects/        v1 shapes (JSON dicts typed by TypedDicts) for Namespace, Node, Pod,
                     ReplicationController, Service, Endpoints, Event; quantities, label
                     selectors, name rules; the bridge to the proxy's Service model
-    validation/     the one validation layer: defaults, Kubernetes' schemas, field-path errors
+    validation/     the one validation layer: defaults, Kubernetes' schemas, field-path errors;
+                    and a fast read check for stored objects
+    manifests       reading YAML/JSON manifests like `kubectl apply -f`
     workqueue       client-go's work queue (fair, stingy, delaying, rate limited)
     scheduling      the scheduler's decision over an incrementally kept cluster state, and
                     the binding / PodScheduled=False writes
