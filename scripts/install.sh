@@ -9,7 +9,8 @@
 #   1. apt packages (only `apt-get update` + install when one is missing)
 #   2. kernel headers link for bcc: /lib/modules/$(uname -r)/{build,source}
 #   3. a virtualenv (Debian's python3) with netplane installed editable + test deps
-#   4. bcc (Debian's python3-bpfcc) made importable inside that virtualenv
+#   4. bcc (Debian's python3-bpfcc) and libnftables' binding (python3-nftables) made importable
+#      inside that virtualenv
 #   5. a busybox image for Docker-runtime tests, dockerd started when not running
 set -euo pipefail
 
@@ -24,7 +25,7 @@ die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (netplane programs the kernel and starts etcd/dockerd)"
 
 APT_PACKAGES=(
-  etcd-server etcd-client iptables nftables iproute2 bpftool python3-bpfcc
+  etcd-server etcd-client iptables nftables python3-nftables iproute2 bpftool python3-bpfcc
   docker.io busybox-static iperf3 tcpdump prometheus conntrack ethtool
   python3 python3-venv python3-dev gcc libc6-dev linux-headers-amd64 procps psmisc
   iputils-ping netcat-openbsd openssl
@@ -80,10 +81,12 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] || [ ! -x "$VENV/bin/py
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   mkdir -p "$VENV/bcc-bridge"
   ln -sfn /usr/lib/python3/dist-packages/bcc "$VENV/bcc-bridge/bcc"
+  # the same for libnftables' binding (the nftables proxy writes its table through it)
+  ln -sfn /usr/lib/python3/dist-packages/nftables "$VENV/bcc-bridge/nftables"
   echo "$VENV/bcc-bridge" > "$site/netplane-bcc.pth"
   echo "$want" > "$STAMP"
 fi
-"$VENV/bin/python" -c 'import netplane, bcc, pyroute2, pyetcd' \
+"$VENV/bin/python" -c 'import netplane, bcc, nftables, pyroute2, pyetcd' \
   || die "virtualenv $VENV is broken; remove it and run again"
 
 # ---------------------------------------------------------------- 5. dockerd

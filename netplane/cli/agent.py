@@ -48,8 +48,8 @@ def _ip(text: str | None) -> IPv4Address | None:
 @click.option("--tx-checksum-off", is_flag=True, help="Turn tx checksum offload off on the VXLAN device.")
 @click.option("--no-masquerade", is_flag=True, help="Do not masquerade traffic leaving the cluster network.")
 @click.option("--resync", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between full reconciles.")
-@click.option("--proxy-mode", type=click.Choice(["none", "iptables", "ebpf"]), default="none", show_default=True,
-              envvar="NETPLANE_PROXY_MODE", help="Service proxy data plane run by this agent.")
+@click.option("--proxy-mode", type=click.Choice(["none", "iptables", "nftables", "ebpf"]), default="none", show_default=True,
+              envvar="NETPLANE_PROXY_MODE", help="Service proxy data plane run by this agent (nftables: one table `ip netplane`).")
 @click.option("--proxy-cgroup", metavar="PATH", envvar="NETPLANE_PROXY_CGROUP",
               help="cgroup v2 directory the eBPF proxy attaches to (this host's pods; never the machine's root cgroup).")
 @click.option("--stats-listen", metavar="ADDR:PORT", help="Also run the container stats collector and serve it here.")

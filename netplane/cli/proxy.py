@@ -21,7 +21,7 @@ from netplane.errors import ConfigError, NotFoundError
 if TYPE_CHECKING:
     from netplane.cli.main import Settings
 
-MODES = click.Choice(["iptables", "ebpf"])
+MODES = click.Choice(["iptables", "nftables", "ebpf"])
 
 
 def _ip(v: str | None) -> IPv4Address | None:
@@ -57,11 +57,12 @@ def _lab_host(host: str) -> tuple[str, Path]:
 
 @click.group()
 def proxy() -> None:
-    """The service proxy (iptables or eBPF data plane)."""
+    """The service proxy (iptables, nftables or eBPF data plane)."""
 
 
 @proxy.command("run")
-@click.option("--mode", type=MODES, default="iptables", show_default=True)
+@click.option("--mode", type=MODES, default="iptables", show_default=True,
+              help="Data plane: iptables (kube-proxy's chains), nftables (table ip netplane, verdict maps) or ebpf.")
 @click.option("--node", default="local", show_default=True, help="This host's name.")
 @click.option("--netns", "netns_name", metavar="NAME",
               help="Program this network namespace (name in /run/netns); etcd is still reached from this one.")
@@ -102,7 +103,7 @@ NETNS_HELP = "A network namespace (name in /run/netns) instead of this one."
 
 
 @proxy.command("cleanup")
-@click.option("--mode", type=MODES, required=True)
+@click.option("--mode", type=MODES, required=True, help="Which data plane's objects to remove (nftables: the table ip netplane).")
 @click.option("--host", help="A host of the current lab (default: this namespace).")
 @click.option("--netns", "netns_name", metavar="NAME", help=NETNS_HELP)
 @click.option("--cgroup", metavar="DIR", help="cgroup v2 directory the eBPF programs are attached to.")
@@ -111,7 +112,8 @@ NETNS_HELP = "A network namespace (name in /run/netns) instead of this one."
 @click.pass_obj
 def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | None, cgroup: str | None,
             iface: str | None, overlay_iface: str | None) -> None:
-    """Remove every kernel object the proxy owns (chains and jumps, or programs and pins)."""
+    """Remove every kernel object the proxy owns (iptables: chains and jumps; nftables: the table
+    `ip netplane`; eBPF: programs and pins)."""
     netns = netns_name
     if host:
         netns, cg = _lab_host(host)
@@ -123,6 +125,12 @@ def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | N
 
         IptablesBackend(netns=netns).cleanup()
         click.echo("removed netplane iptables chains and jumps")
+        return
+    if mode == "nftables":
+        from netplane.proxy.nftables import NftablesBackend
+
+        NftablesBackend(netns=netns).cleanup()
+        click.echo("removed nftables table ip netplane")
         return
     if not cgroup:
         raise ConfigError("ebpf cleanup needs --cgroup (or --host)")
@@ -141,7 +149,8 @@ def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | N
 @click.argument("service", required=False)
 @click.pass_obj
 def dump(settings: Settings, host: str | None, netns_name: str | None, cgroup: str | None, service: str | None) -> None:
-    """The iptables chains or BPF map entries of SERVICE (default: all), human-readable."""
+    """The iptables chains, nftables map elements and chains, or BPF map entries of SERVICE
+    (default: all), human-readable."""
     from netplane.ebpf.loader import dump_pinned, instance_for, pin_dir
     from netplane.proxy.api import ServiceAPI
     from netplane.proxy.desired import compute
@@ -163,6 +172,13 @@ def dump(settings: Settings, host: str | None, netns_name: str | None, cgroup: s
             click.echo(f"# eBPF maps at {pins}")
             click.echo(dump_pinned(pins, frontend_names(state, service)) or "(no entries)")
             shown = True
+    from netplane.proxy.nftables import Nft, dump_table
+
+    text = dump_table(Nft(netns=netns, use_lib=False), state, service)
+    if text:
+        click.echo("# nftables (table ip netplane)")
+        click.echo(text)
+        shown = True
     text = IptablesBackend(netns=netns).dump(service)
     if text:
         click.echo("# iptables")

@@ -19,7 +19,7 @@ from netplane.errors import ConfigError
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 MAX_HOSTS = 64
-PROXY_MODES = ("none", "iptables", "ebpf")
+PROXY_MODES = ("none", "iptables", "nftables", "ebpf")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The proxy loop: list+watch Services and Endpoints, compute the desired state, hand it to a
-backend. One loop for both data planes.
+backend. One loop for every data plane (iptables, nftables, eBPF).
 
 Two `reflect` threads (services, endpoints) feed one queue; the loop drains it, recomputes the
 LB entries of only the services that changed (so one endpoint change at 10,000 services costs
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["iptables", "ebpf"]
+RETRY_MIN, RETRY_MAX = 1.0, 30.0  # back-off between retries of a failed sync (doubling)
+
+Mode = Literal["iptables", "nftables", "ebpf"]
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ProxyStats:
     syncs: int = 0
     full_syncs: int = 0
     errors: int = 0
+    retry_delay: float = 0.0  # seconds before the next retry after a failed sync (0 after a success)
     last_sync_seconds: float = 0.0
     last_full_seconds: float = 0.0
     last_sync_at: float = 0.0
@@ -54,6 +57,10 @@ def make_backend(mode: str, where: Placement, *, instance: str | None = None) ->
         from netplane.proxy.iptables import IptablesBackend
 
         return IptablesBackend(netns=where.netns)
+    if mode == "nftables":
+        from netplane.proxy.nftables import NftablesBackend
+
+        return NftablesBackend(netns=where.netns)
     if mode == "ebpf":
         if not where.cgroup:
             raise ConfigError("the eBPF proxy needs --proxy-cgroup (a cgroup v2 directory of this host)")
@@ -62,7 +69,7 @@ def make_backend(mode: str, where: Placement, *, instance: str | None = None) ->
         return EbpfBackend(cgroup=where.cgroup, instance=instance or instance_for(where.cgroup), iface=where.iface,
                            node_ip=where.node_ip, local_cidr=where.local_cidr, netns=where.netns,
                            overlay_iface=where.overlay_iface, overlay_ip=where.overlay_ip)
-    raise ConfigError(f"unknown proxy mode {mode!r}: use iptables or ebpf")
+    raise ConfigError(f"unknown proxy mode {mode!r}: use iptables, nftables or ebpf")
 
 
 class ProxyComponent:
@@ -148,6 +155,7 @@ class ProxyComponent:
         need_full = True
         dirty: set[str] = set()
         last_full = 0.0
+        backoff = RETRY_MIN
         while not stop.is_set():
             # periodic full resync repairs drift; never let it take more than ~5% of the time
             # (an iptables full sync at 10,000 services takes seconds)
@@ -186,17 +194,21 @@ class ProxyComponent:
                     last_full = time.monotonic()
                 need_full = False
                 dirty = set()
+                backoff = RETRY_MIN
+                self.stats.retry_delay = 0.0
             except Exception as e:
                 self.stats.errors += 1
                 if self.metrics is not None:
                     self.metrics.observe(full=need_full, seconds=0.0, ok=False, services=0, entries=0)
                 if isinstance(e, NetplaneError):
-                    log.error("proxy sync (%s) failed: %s; retrying with a full sync", self.backend.name, e)
+                    log.error("proxy sync (%s) failed: %s; retrying with a full sync in %.0f s", self.backend.name, e, backoff)
                 else:
-                    log.exception("proxy sync (%s) failed; retrying with a full sync", self.backend.name)
+                    log.exception("proxy sync (%s) failed; retrying with a full sync in %.0f s", self.backend.name, backoff)
                 need_full = True
-                if stop.wait(1.0):
+                self.stats.retry_delay = backoff
+                if stop.wait(backoff):
                     break
+                backoff = min(RETRY_MAX, backoff * 2)
                 self._q.put(("tick", None))  # type: ignore[arg-type]  # retry even if etcd is quiet
 
     def _absorb(self, kind: str, view: View[Any]) -> set[str]:
