@@ -1,4 +1,4 @@
-"""Service conformance, parametrised over both data planes (iptables, eBPF).
+"""Service conformance, parametrised over the three data planes (iptables, nftables, eBPF).
 
 Topology per test (all namespaces and the cgroup are made here and removed at teardown):
 
@@ -141,7 +141,7 @@ def topo(make_netns: Callable[[str], str]) -> Iterator[Topo]:
         cg.rmdir()
 
 
-@pytest.fixture(params=["iptables", "ebpf"])
+@pytest.fixture(params=["iptables", "nftables", "ebpf"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -297,7 +297,7 @@ def test_removed_endpoint_gets_no_new_connections_once_applied(store: EtcdStore,
 
 def test_removed_udp_endpoint_flow_moves(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
     """A long-lived UDP flow (same socket) to a removed endpoint moves to a remaining one:
-    the iptables backend flushes the stale conntrack entry; the eBPF backend never had one."""
+    the iptables and nftables backends delete the stale conntrack entry; the eBPF backend never had one."""
     vip = make_service(store, keys, "dns", ips=[BACKENDS["be1"]], port=f"53:{PORT}", udp=True)
     comp = proxy()
     code = (
@@ -430,7 +430,7 @@ def test_client_sees_the_vip_as_its_peer(store: EtcdStore, keys: Keys, topo: Top
 
 def test_nodeport_udp_flow_moves_off_a_removed_endpoint(store: EtcdStore, keys: Keys, topo: Topo, proxy, mode: str) -> None:
     """From another host, one UDP socket to a nodePort: when its endpoint is removed, the same
-    flow reaches the remaining one (iptables: conntrack entry deleted; eBPF: tc flow re-balanced)."""
+    flow reaches the remaining one (iptables, nftables: conntrack entry deleted; eBPF: tc flow re-balanced)."""
     make_service(store, keys, "npu", ips=[BACKENDS["be1"]], port=f"53:{PORT}", udp=True, node_port=30054)
     comp = proxy()
     code = (
@@ -492,7 +492,8 @@ def test_nodeport_spreads_over_local_and_remote_endpoints(store: EtcdStore, keys
 def test_nodeport_source_seen_by_local_and_remote_endpoints(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
     """The remote endpoint sees the receiving node's VXLAN address (SNAT: its reply must come
     back through that node). A local endpoint sees the real client in eBPF mode (no SNAT, as
-    Cilium does); kube-proxy's iptables masquerades every nodePort packet (its address on the pod's link)."""
+    Cilium does); kube-proxy's iptables and nftables modes masquerade every nodePort packet (its address on
+    the pod's link)."""
     make_service(store, keys, "np", ips=[BACKENDS["be1"], FAR_BE], port=f"80:{PEER_PORT}", node_port=30090)
     make_service(store, keys, "npu", ips=[BACKENDS["be1"], FAR_BE], port=f"53:{PEER_PORT}", udp=True, node_port=30091)
     comp = proxy()
@@ -562,7 +563,7 @@ def snat_ports_held(pins: Path, backend: str) -> dict[int, object]:
         os.close(fd)
 
 
-@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables twin
+@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables/nftables twin
 def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: Keys, topo: Topo, far: str, proxy, mode: str) -> None:
     from netplane.ebpf.loader import instance_for, pin_dir
 
@@ -584,7 +585,7 @@ def test_ebpf_cleanup_removes_nodeport_filters_and_pins(store: EtcdStore, keys: 
     assert not pins.exists()
 
 
-@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables twin
+@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables/nftables twin
 def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdStore, keys: Keys, topo: Topo, far: str, mode: str) -> None:
     """With 8 SNAT ports for a remote backend: 8 open connections hold them all (a 9th new one
     is dropped, the 8 keep working); once they close, the ports serve new connections."""
@@ -638,7 +639,7 @@ def test_ebpf_snat_ports_are_not_stolen_and_come_back_after_close(store: EtcdSto
         backend.cleanup()
 
 
-@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables twin
+@pytest.mark.parametrize("mode", ["ebpf"])  # the eBPF backend's own machinery: no iptables/nftables twin
 def test_ebpf_udp_snat_port_comes_back_after_quiet(store: EtcdStore, keys: Keys, topo: Topo, far: str, mode: str) -> None:
     """README: a UDP flow's SNAT port is given back after 30 s of quiet (NP_SNAT_UDP_IDLE, units
     of 2^30 ns). The loader compiles that limit in (`snat_udp_idle`, default 30); here it is 4
