@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from netplane.errors import ConfigError
@@ -21,7 +21,7 @@ from orchestrator.objects.selector import Requirement, Selector, parse, requirem
 from orchestrator.replication import claim, deletion_order, plan, pod_from_template
 from orchestrator.replication import status as replication_status
 from orchestrator.scheduling import PodInfo, schedule, snapshot
-from orchestrator.validation import InvalidObject, admit, validate
+from orchestrator.validation import InvalidObject, admit, defaults, schema, validate
 from orchestrator.validation.reads import read_check
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -211,3 +211,29 @@ def test_every_valid_object_passes_the_read_check() -> None:
     for b in BASES:
         assert read_check(admit(b).object) is None
         _exercise_readers(admit(b).object)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(PATHS), json_values, st.booleans())
+def test_fast_schema_walk_answers_like_jsonschema(where: tuple[int, tuple[Any, ...]], value: Any,
+                                                  defaulted: bool) -> None:
+    base, path = where
+    assume(path != ("kind",))  # the kind picks the schema; it is checked before
+    obj = copy.deepcopy(BASES[base])
+    node: Any = obj
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    if defaulted:
+        obj = defaults.apply(obj)
+    fast, ref = schema.check(obj), schema.check_with_jsonschema(obj)
+    assert [str(e) for e in fast.errors] == [str(e) for e in ref.errors]
+    assert fast.unknown == ref.unknown and fast.warnings == ref.warnings
+
+
+def test_fast_schema_walk_on_every_base_and_an_unknown_field() -> None:
+    for b in BASES:
+        obj = {**copy.deepcopy(b), "bogus": 1}
+        fast, ref = schema.check(obj), schema.check_with_jsonschema(obj)
+        assert fast.warnings == ref.warnings == ['unknown field "bogus"']
+        assert fast.errors == ref.errors == []
