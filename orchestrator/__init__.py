@@ -15,6 +15,7 @@ Built so far — the pure, unit-tested layer and object storage (issue 9's found
     endpoints       the endpoints controller's decision: Service + pods -> Endpoints
     node_lifecycle  heartbeat grace, pods not ready, eviction, orphans of deleted nodes
     storage         objects in etcd: create-only, optimistic updates, list/watch, leases
+    informer        client-go's informer: a list+watch cache with indexes and handlers
 
 The loops around the pure decisions (scheduler, replication manager, endpoints and node
 lifecycle controllers, leader election, `netplane master`) and the node runtime come next.

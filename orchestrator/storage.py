@@ -300,14 +300,15 @@ class ObjectStore:
               retry_interval: float = 0.5) -> Iterator[ObjectView]:
         """list+watch of one kind: a full view after each change batch (re-listing on
         compaction or a broken stream, see `netplane.store.watch`), objects with their
-        resourceVersion, malformed values logged and left out."""
+        resourceVersion, malformed values logged and left out. Each view is a copy, which
+        costs O(objects) per batch: large kinds are better followed by an `Informer`."""
         cache: dict[str, Obj] = {}
         for item in list_watch(self.store, self.prefix(kind, namespace), stop=stop,
                                retry_interval=retry_interval):
             if isinstance(item, Resync):
                 cache = {}
                 for kv in item.items:
-                    v = self._decode_logged(kind, kv.key, kv.value, kv.mod_revision)
+                    v = self.decode_or_log(kind, kv.key, kv.value, kv.mod_revision)
                     if v is not None:
                         cache[kv.key] = v
                 yield ObjectView(dict(cache), item.revision, None)
@@ -318,14 +319,15 @@ class ObjectStore:
                 if ev.kind == "delete" or ev.value is None:
                     cache.pop(ev.key, None)
                     continue
-                v = self._decode_logged(kind, ev.key, ev.value, ev.mod_revision)
+                v = self.decode_or_log(kind, ev.key, ev.value, ev.mod_revision)
                 if v is None:
                     cache.pop(ev.key, None)
                 else:
                     cache[ev.key] = v
             yield ObjectView(dict(cache), item[-1].mod_revision, frozenset(changed))
 
-    def _decode_logged(self, kind: Kind, key: str, raw: bytes, rev: int) -> Obj | None:
+    def decode_or_log(self, kind: Kind, key: str, raw: bytes, rev: int) -> Obj | None:
+        """`decode`, or None (logged) for a malformed value."""
         try:
             return self.decode(kind, key, raw, rev)
         except DecodeError as e:
