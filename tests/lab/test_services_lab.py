@@ -1,4 +1,4 @@
-"""Services across a 3-host lab, for both data planes: pods on h1 and h2 behind one ClusterIP,
+"""Services across a 3-host lab, for every data plane (iptables, nftables, eBPF): pods on h1 and h2 behind one ClusterIP,
 requests from h3 spread over both; a NodePort on h1 reached from h3; the proxy restarted on h3
 without breaking h3's traffic; a pod reaching its own service (hairpin).
 
@@ -55,7 +55,7 @@ def unpin() -> Iterator[list[Lab]]:
             cleanup(cgroup=None, instance=instance_for(lab.cgroup(h.name)))
 
 
-@pytest.fixture(params=["iptables", "ebpf"])
+@pytest.fixture(params=["iptables", "nftables", "ebpf"])
 def cluster(request: pytest.FixtureRequest, unpin: list[Lab], lab_factory: Callable[..., Lab]) -> Iterator[tuple[Lab, str]]:
     mode = str(request.param)
     lab = lab_factory(3, agents=True, proxy=mode)
@@ -120,7 +120,7 @@ def test_service_spread_nodeport_hairpin_and_restart(cluster: tuple[Lab, str]) -
     h1_ip = str(lab.topology.host("h1").underlay_ip)
     r = eventually(lambda: probe(lab, "h3", f"{h1_ip}:30080", 40), lambda r: not r["errors"])
     assert r["errors"] == {} and sum(r["answers"].values()) == 40, r
-    # externalTrafficPolicy=Cluster in both data planes: any endpoint (iptables: masqueraded;
+    # externalTrafficPolicy=Cluster in every data plane: any endpoint (iptables, nftables: masqueraded;
     # eBPF: pb on h2 is SNATed to h1's VXLAN address at tc, pa on h1 sees the client)
     assert set(r["answers"]) == {"pa", "pb"}, r
     # a host without endpoints of its own forwards through the overlay to the others'
