@@ -7,6 +7,8 @@
     backend.py          the backend protocol (sync / dump / close / cleanup)
     iptables_render.py  kube-proxy's chain layout as iptables-restore input, full and partial (pure)
     iptables.py         applies it (iptables-restore --noflush), conntrack flush, cleanup (adapter)
+    nftables_render.py  table ip netplane: kube-proxy's verdict maps, endpoints as map elements; full and partial (pure)
+    nftables.py         applies it (libnftables or nft -f -, one transaction per sync), conntrack flush, dump, cleanup
     probe.py            tiny TCP/UDP responder and client used by tests, benchmarks and the demo
 
 The eBPF backend lives in `netplane.ebpf`.
