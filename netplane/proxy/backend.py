@@ -1,4 +1,4 @@
-"""The contract between the proxy loop and a data plane (iptables, eBPF).
+"""The contract between the proxy loop and a data plane (iptables, nftables, eBPF).
 
 The loop computes a `ProxyState` once per change and calls `sync`; `full=True` after a resync
 (start, restart, etcd reconnect) means "make the kernel equal to this, removing anything of ours
@@ -19,7 +19,7 @@ from netplane.proxy.desired import LbKey, ProxyState
 
 @dataclass(frozen=True)
 class Placement:
-    """Where on a host a data plane programs the kernel. iptables uses `netns` only; eBPF
+    """Where on a host a data plane programs the kernel. iptables and nftables use `netns` only; eBPF
     attaches to `cgroup`, puts NodePort on `iface` for `node_ip`, tells this host's pods
     (`local_cidr`) from other hosts' and reaches those through `overlay_iface`, SNATed to
     `overlay_ip` (the VXLAN device and its `<subnet>.0` address)."""
