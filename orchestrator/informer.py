@@ -6,8 +6,8 @@ indexes over it, and change handlers that feed work queues.
     pods.start(stop); pods.wait_synced(10)
     pods.get("web-x7k2p", "default"); pods.by_index("node", "h1"); pods.list("default", sel)
 
-Handlers get `(old, new)`: an add is `(None, obj)`, an update `(old, obj)`, a delete
-`(obj, None)`; a periodic resync (optional) calls `(obj, obj)` for every object so controllers
+Handlers get `(old, new)` in etcd's order, one call per event: an add is `(None, obj)`, an
+update `(old, obj)`, a delete `(obj, None)`; a periodic resync (optional) calls `(obj, obj)` for every object so controllers
 re-check what they own. After a re-list (compaction, lost stream) the new list is diffed
 against the cache, so handlers see exactly the adds, updates and deletes missed meanwhile.
 A watch batch costs O(keys changed), not O(objects), so 10,000 cached pods stay cheap.
@@ -88,16 +88,18 @@ class Informer:
         with self._lock:
             keys = set(self._items) | set(view.objects) if view.changed is None else view.changed
             for key in sorted(keys):
-                old = self._items.get(key)
-                new = view.objects.get(key)
-                if old is None and new is None:
-                    continue
-                if old is not None and new is not None and _rv(old) == _rv(new):
-                    continue
-                self._store(key, new)
-                self._dispatch(old, new)
+                self._change(key, view.objects.get(key))
             self.revision = view.revision
             self._synced.set()
+
+    def _change(self, key: str, new: Obj | None) -> None:
+        old = self._items.get(key)
+        if old is None and new is None:
+            return
+        if old is not None and new is not None and _rv(old) == _rv(new):
+            return
+        self._store(key, new)
+        self._dispatch(old, new)
 
     def _store(self, key: str, obj: Obj | None) -> None:
         for name in self._indexers:
@@ -146,19 +148,14 @@ class Informer:
                         listed[kv.key] = obj
                 self.apply(ObjectView(listed, item.revision, None))
                 continue
-            # only the keys of this batch: O(changes), whatever the size of the cache
-            latest: dict[str, Obj] = {}
-            changed = set()
-            for ev in item:
-                changed.add(ev.key)
-                obj = None
-                if ev.kind == "put" and ev.value is not None:
-                    obj = self.objects.decode_or_log(self.kind, ev.key, ev.value, ev.mod_revision)
-                if obj is None:
-                    latest.pop(ev.key, None)
-                else:
-                    latest[ev.key] = obj
-            self.apply(ObjectView(latest, item[-1].mod_revision, frozenset(changed)))
+            # event by event, in etcd's order: O(changes), whatever the size of the cache
+            with self._lock:
+                for ev in item:
+                    obj = None
+                    if ev.kind == "put" and ev.value is not None:
+                        obj = self.objects.decode_or_log(self.kind, ev.key, ev.value, ev.mod_revision)
+                    self._change(ev.key, obj)
+                    self.revision = ev.mod_revision
         if timer is not None:
             timer.join(timeout=5)
 

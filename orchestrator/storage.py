@@ -22,11 +22,10 @@ Service form the proxy reads; see `objects.service` for the bridge.)
   are logged and skipped by `list` and `watch`, never raised into a control loop; `get`
   raises DecodeError for them.
 
-EtcdStore's conditional put reports success but not the revision it wrote, so after a write we
-read the key back: if it holds our bytes, its mod revision is ours (or a later write of the
-same bytes, which is as good); if someone changed it in between, the returned object gets
-resourceVersion "0", which no key has, so an update based on it conflicts and re-reads
-instead of overwriting.
+Every write is one etcd transaction (`EtcdStore.txn`): the object's own precondition (absent,
+or still at the revision read) plus any extra guards the caller passes — a leader's
+`Fence.guards()`, so a deposed leader's writes are refused by etcd itself (`Fenced`). The
+commit revision is the new resourceVersion.
 """
 
 from __future__ import annotations
@@ -36,13 +35,14 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from netplane.errors import ConfigError, DecodeError, NetplaneError, NotFoundError, UserError
 from netplane.store import EtcdStore, Keys, codec
 from netplane.store.etcd import KeyValue
+from netplane.store.txn import Absent, Delete, Guard, ModRevisionIs, Op, Put
 from netplane.store.watch import Resync, list_watch
 from orchestrator.objects import meta, names
 from orchestrator.objects.meta import Kind
@@ -57,7 +57,6 @@ _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATED_SUFFIX_LEN = 5
 GENERATE_NAME_TRIES = 8
 UPDATE_RETRIES = 16
-STALE_RESOURCE_VERSION = "0"  # etcd revisions start at 1
 
 
 class AlreadyExists(UserError):
@@ -72,6 +71,15 @@ class Conflict(NetplaneError):
         super().__init__(
             f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
             "modified; please apply your changes to the latest version and try again")
+
+
+class Fenced(NetplaneError):
+    """A write's extra guards (a leader's fence) no longer hold: this process lost its
+    leadership, nothing was written, and it must stop acting."""
+
+    def __init__(self, kind: Kind, name: str) -> None:
+        super().__init__(f'write to {kind.resource} "{name}" refused: leadership lost '
+                         "(the leader key is no longer held on our lease)")
 
 
 def not_found(kind: Kind, name: str) -> NotFoundError:
@@ -155,18 +163,6 @@ class ObjectStore:
         body.setdefault("metadata", {}).pop("resourceVersion", None)
         return codec.dumps(body)
 
-    def _read_back(self, kind: Kind, key: str, encoded: str, written: Obj) -> Obj:
-        kv = self.store.get(key)
-        out = copy.deepcopy(written)
-        md = out.setdefault("metadata", {})
-        if kv is not None and kv.value == encoded.encode():
-            md["resourceVersion"] = str(kv.mod_revision)
-        else:
-            # changed meanwhile: a version no key ever has, so an update based on this copy
-            # conflicts and re-reads (an empty one would make the update unconditional)
-            md["resourceVersion"] = STALE_RESOURCE_VERSION
-        return out
-
     # ------------------------------------------------------------------ reads
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
         kv = self.store.get(self.key(kind, name, namespace))
@@ -191,9 +187,22 @@ class ObjectStore:
         return out, rev
 
     # ------------------------------------------------------------------ writes
-    def create(self, obj: Mapping[str, Any], *, lease: int = 0) -> Obj:
+    def _commit(self, kind: Kind, name: str, guards: Sequence[Guard], extra: Sequence[Guard],
+                ops: Sequence[Op]) -> int | None:
+        """One transaction: `guards` (the object's own preconditions) and `extra` (a leader's
+        fence). The commit revision, or None when an own guard failed; Fenced when the
+        fence no longer holds."""
+        r = self.store.txn([*guards, *extra], ops)
+        if r.succeeded:
+            return r.revision
+        if extra and not self.store.txn(list(extra), []).succeeded:
+            raise Fenced(kind, name)
+        return None
+
+    def create(self, obj: Mapping[str, Any], *, lease: int = 0, guards: Sequence[Guard] = ()) -> Obj:
         """Store a new (validated, defaulted) object; AlreadyExists if the name is taken.
-        With `lease` (an etcd lease id) the object goes when the lease does: events' TTL."""
+        With `lease` (an etcd lease id) the object goes when the lease does: events' TTL.
+        `guards` (a leader's `Fence.guards()`) must hold too, else Fenced and nothing is written."""
         kind = _kind_of(obj)
         new: Obj = copy.deepcopy(dict(obj))
         md = new.setdefault("metadata", {})
@@ -212,14 +221,16 @@ class ObjectStore:
             if generate:
                 md["name"] = generate + self._suffix()
             key = self.key(kind, md.get("name", ""), md.get("namespace"))
-            encoded = self._encode(new)
-            if self.store.create(key, encoded, lease=lease):
-                return self._read_back(kind, key, encoded, new)
+            rev = self._commit(kind, md["name"], [Absent(key)], guards,
+                               [Put(key, self._encode(new), lease)])
+            if rev is not None:
+                return _with_rv(new, rev)
         raise AlreadyExists(kind, md.get("name", ""))
 
-    def update(self, obj: Mapping[str, Any]) -> Obj:
+    def update(self, obj: Mapping[str, Any], *, guards: Sequence[Guard] = ()) -> Obj:
         """Replace a stored object. With a resourceVersion, only if it is still current
-        (else Conflict); without one, against whatever is stored now."""
+        (else Conflict); without one, against whatever is stored now. The key keeps its
+        lease (a plain put would detach it)."""
         kind = _kind_of(obj)
         name, ns = meta.name(obj), meta.namespace(obj)
         key = self.key(kind, name, ns)
@@ -234,10 +245,11 @@ class ObjectStore:
         except DecodeError:
             current = {}  # a malformed stored value may be replaced by a good one
         new = self._merge_system_fields(kind, current, obj)
-        encoded = self._encode(new)
-        if not self.store.cas(key, encoded, mod_revision=kv.mod_revision, lease=kv.lease):
+        rev = self._commit(kind, name, [ModRevisionIs(key, kv.mod_revision)], guards,
+                           [Put(key, self._encode(new), kv.lease)])
+        if rev is None:
             raise Conflict(kind, name)
-        return self._read_back(kind, key, encoded, new)
+        return _with_rv(new, rev)
 
     def guaranteed_update(
         self,
@@ -246,11 +258,22 @@ class ObjectStore:
         namespace: str | None,
         mutate: Callable[[Obj], Obj | None],
         *,
-        retries: int = UPDATE_RETRIES,
+        retries: int | None = None,
+        guards: Sequence[Guard] = (),
     ) -> Obj:
         """Read, `mutate(copy)`, write if unchanged since the read, else re-read and retry.
-        `mutate` returning None means "nothing to change" (no write)."""
-        for _ in range(retries):
+        `mutate` returning None means "nothing to change" (no write).
+
+        Like kube-apiserver's GuaranteedUpdate it retries until it wins (`retries` caps
+        that): every lost race means another writer made progress. After a few losses in a
+        row it pauses a random millisecond or few, so one writer is not starved by others."""
+        attempt = 0
+        while retries is None or attempt < retries:
+            if attempt >= 3:
+                with self._rng_lock:
+                    pause = self._rng.uniform(0.0005, min(0.002 * attempt, 0.05))
+                time.sleep(pause)
+            attempt += 1
             current = self.get(kind, name, namespace)
             if current is None:
                 raise not_found(kind, name)
@@ -259,23 +282,28 @@ class ObjectStore:
                 return current
             changed.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
             try:
-                return self.update(changed)
+                return self.update(changed, guards=guards)
             except Conflict:
                 continue
         raise Conflict(kind, name)
 
     def delete(self, kind: Kind, name: str, namespace: str | None = None, *,
-               resource_version: str | None = None) -> bool:
+               resource_version: str | None = None, guards: Sequence[Guard] = ()) -> bool:
         """Delete (only at `resource_version` when given: else Conflict). False if absent."""
         key = self.key(kind, name, namespace)
-        if resource_version is None:
-            return self.store.delete(key)
-        if not resource_version.isdigit():
+        if resource_version is not None and not resource_version.isdigit():
             raise Conflict(kind, name)
-        if self.store.delete(key, mod_revision=int(resource_version)):
-            return True
-        if self.store.get(key) is None:
-            return False
+        for _ in range(UPDATE_RETRIES):
+            kv = self.store.get(key)
+            if kv is None:
+                return False
+            if resource_version is not None and str(kv.mod_revision) != resource_version:
+                raise Conflict(kind, name)
+            if self._commit(kind, name, [ModRevisionIs(key, kv.mod_revision)], guards,
+                            [Delete(key)]) is not None:
+                return True
+            if resource_version is not None:
+                raise Conflict(kind, name)
         raise Conflict(kind, name)
 
     def _merge_system_fields(self, kind: Kind, current: Obj, obj: Mapping[str, Any]) -> Obj:
@@ -333,6 +361,12 @@ class ObjectStore:
         except DecodeError as e:
             log.warning("skipping malformed value at %s: %s", key, e)
             return None
+
+
+def _with_rv(obj: Obj, revision: int) -> Obj:
+    out = copy.deepcopy(obj)
+    out.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return out
 
 
 def _kind_of(obj: Mapping[str, Any]) -> Kind:

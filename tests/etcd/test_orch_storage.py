@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from netplane.errors import ConfigError, DecodeError, NotFoundError, UserError
+from netplane.errors import ConfigError, DecodeError, NetplaneError, NotFoundError, UserError
 from netplane.store import EtcdStore, Keys, codec
 from orchestrator.objects import meta
 from orchestrator.objects.meta import NODE, POD, REPLICATION_CONTROLLER
 from orchestrator.objects.selector import parse
-from orchestrator.storage import AlreadyExists, Conflict, ObjectStore, ObjectView
+from orchestrator.storage import AlreadyExists, Conflict, Fenced, ObjectStore, ObjectView
 from orchestrator.validation import admit
 
 T0 = 1_700_000_000.0
@@ -130,21 +130,45 @@ def test_update_keeps_identity_and_bumps_generation_on_spec_change_only(objects:
     assert v4["metadata"]["generation"] == 2
 
 
-def test_write_overtaken_before_its_read_back_yields_a_version_that_conflicts(
-    objects: ObjectStore, store: EtcdStore
-) -> None:
+def test_update_without_resource_version_is_unconditional(objects: ObjectStore) -> None:
     v1 = objects.create(rc())
-    key = objects.key_of(v1)
-    # someone writes between our write and our read-back: simulate by reading back other bytes
-    raced = objects._read_back(REPLICATION_CONTROLLER, key, "bytes we did not write", v1)
-    assert raced["metadata"]["resourceVersion"] == "0"
-    with pytest.raises(Conflict):
-        objects.update({**raced, "spec": {**raced["spec"], "replicas": 9}})
-    now = objects.get(REPLICATION_CONTROLLER, "web")
-    assert now is not None and now["spec"]["replicas"] == 2
-    # without any resourceVersion an update is unconditional, as in Kubernetes
+    objects.update({**v1, "spec": {**v1["spec"], "replicas": 4}})
     plain = {**v1, "metadata": {k: v for k, v in v1["metadata"].items() if k != "resourceVersion"}}
     assert objects.update({**plain, "spec": {**plain["spec"], "replicas": 3}})["spec"]["replicas"] == 3
+
+
+def test_writes_fenced_by_the_leaders_lease(objects: ObjectStore, store: EtcdStore, keys: Keys) -> None:
+    """Controller writes carry the leader's fence: once the lease is gone (expired, or a
+    paused leader woke up after a hand-over), etcd refuses them and nothing is written."""
+    from orchestrator.leader import Fence
+
+    leader_key = keys.prefix + "/leader"
+    lease = store.grant(30)
+    assert store.create(leader_key, "me", lease=lease)
+    fence = Fence(leader_key, lease, "me")
+    v1 = objects.create(rc(), guards=fence.guards())
+    v2 = objects.update({**v1, "spec": {**v1["spec"], "replicas": 5}}, guards=fence.guards())
+    assert int(v2["metadata"]["resourceVersion"]) > int(v1["metadata"]["resourceVersion"])
+    store.revoke(lease)  # leadership lost
+    with pytest.raises(Fenced, match='write to replicationcontrollers "web" refused: leadership lost'):
+        objects.update({**v2, "spec": {**v2["spec"], "replicas": 9}}, guards=fence.guards())
+    with pytest.raises(Fenced):
+        objects.create(rc("other"), guards=fence.guards())
+    with pytest.raises(Fenced):
+        objects.guaranteed_update(REPLICATION_CONTROLLER, "web", "default", lambda o: o, guards=fence.guards())
+    with pytest.raises(Fenced):
+        objects.delete(REPLICATION_CONTROLLER, "web", guards=fence.guards())
+    now = objects.get(REPLICATION_CONTROLLER, "web")
+    assert now == v2 and objects.get(REPLICATION_CONTROLLER, "other") is None
+    # an own precondition failing under a holding fence is still a Conflict, not Fenced
+    lease2 = store.grant(30)
+    assert store.create(leader_key, "me", lease=lease2)
+    fence2 = Fence(leader_key, lease2, "me")
+    with pytest.raises(Conflict):
+        objects.update(v1, guards=fence2.guards())
+    with pytest.raises(AlreadyExists):
+        objects.create(rc(), guards=fence2.guards())
+    assert objects.delete(REPLICATION_CONTROLLER, "web", guards=fence2.guards())
 
 
 def test_update_missing_is_not_found(objects: ObjectStore) -> None:
@@ -166,15 +190,20 @@ def test_guaranteed_update_retries_so_concurrent_writers_lose_nothing(
         ann["count"] = str(int(ann.get("count", "0")) + 1)
         return o
 
+    failures: list[NetplaneError] = []
+
     def writer(s: ObjectStore) -> None:
-        for _ in range(15):
-            s.guaranteed_update(REPLICATION_CONTROLLER, "web", "default", bump)
+        try:
+            for _ in range(15):
+                s.guaranteed_update(REPLICATION_CONTROLLER, "web", "default", bump)
+        except NetplaneError as e:  # reported below, not lost in the thread
+            failures.append(e)
 
     real_update = ObjectStore.update
 
-    def counting_update(self: ObjectStore, obj: Any) -> Any:
+    def counting_update(self: ObjectStore, obj: Any, **kw: Any) -> Any:
         try:
-            return real_update(self, obj)
+            return real_update(self, obj, **kw)
         except Conflict:
             conflicts[0] += 1
             raise
@@ -189,9 +218,37 @@ def test_guaranteed_update_retries_so_concurrent_writers_lose_nothing(
     finally:
         ObjectStore.update = real_update  # type: ignore[method-assign]
         other.store.close()
+    assert failures == []
     final = objects.get(REPLICATION_CONTROLLER, "web")
     assert final is not None and final["metadata"]["annotations"]["count"] == "45"
     assert conflicts[0] > 0, "the writers never raced; the test proves nothing"
+
+
+def test_guaranteed_update_rereads_after_each_conflict_and_can_be_capped(objects: ObjectStore) -> None:
+    objects.create(rc())
+    calls = [0]
+
+    def meddle(o: dict[str, Any]) -> dict[str, Any]:
+        """Someone else writes between our read and our write, every time."""
+        calls[0] += 1
+        cur = objects.get(REPLICATION_CONTROLLER, "web")
+        assert cur is not None
+        objects.update({**cur, "metadata": {**cur["metadata"], "labels": {"n": str(calls[0])}}})
+        o["spec"]["replicas"] = 7
+        return o
+
+    with pytest.raises(Conflict):
+        objects.guaranteed_update(REPLICATION_CONTROLLER, "web", "default", meddle, retries=4)
+    assert calls[0] == 4  # re-read and re-mutated each time
+    won = [0]
+
+    def meddle_twice(o: dict[str, Any]) -> dict[str, Any]:
+        won[0] += 1
+        return meddle(o) if won[0] <= 2 else {**o, "spec": {**o["spec"], "replicas": 7}}
+
+    out = objects.guaranteed_update(REPLICATION_CONTROLLER, "web", "default", meddle_twice)
+    assert out["spec"]["replicas"] == 7 and won[0] == 3
+    assert out["metadata"]["labels"] == {"n": "6"}  # the other writer's change is kept
 
 
 def test_guaranteed_update_no_change_writes_nothing(objects: ObjectStore) -> None:
