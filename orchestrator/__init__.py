@@ -16,8 +16,10 @@ Built so far — the pure, unit-tested layer and object storage (issue 9's found
     node_lifecycle  heartbeat grace, pods not ready, eviction, orphans of deleted nodes
     storage         objects in etcd: create-only, optimistic updates, list/watch, leases
     informer        client-go's informer: a list+watch cache with indexes and handlers
+    leader          leader election over an etcd lease; Fence.guards() for fenced writes
 
 The loops around the pure decisions (scheduler, replication manager, endpoints and node
-lifecycle controllers, leader election, `netplane master`) and the node runtime come next.
+lifecycle controllers, under `netplane master`) and the node runtime come next; their writes
+pass the leader's fence to `storage` (`guards=fence.guards()`).
 Shape: etcd -> list+watch -> work queue of keys -> reconcile(key) over a snapshot -> writes.
 """
