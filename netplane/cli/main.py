@@ -74,6 +74,16 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy", "proxy"),
     "stats": ("stats", "stats"),
     "top": ("stats", "top"),
+    "apply": ("objects", "apply_cmd"),
+    "get": ("objects", "get"),
+    "describe": ("objects", "describe_cmd"),
+    "delete": ("objects", "delete"),
+    "run": ("workloads", "run"),
+    "scale": ("workloads", "scale"),
+    "cordon": ("nodes", "cordon"),
+    "uncordon": ("nodes", "uncordon"),
+    "drain": ("nodes", "drain"),
+    "master": ("master", "master"),
 }
 
 

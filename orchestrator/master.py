@@ -1,0 +1,115 @@
+"""The master process (`netplane master`): leader election, and while leading, every controller.
+
+Several masters may run against one etcd; one leads (`orchestrator.leader.Elector`, lease TTL
+15 s by default) and the others wait. A term starts from nothing: the leader lists every kind
+into fresh informers, waits until they are synced, then runs the scheduler, the replication
+manager, the endpoints controller and the node lifecycle controller, all writing with the
+term's fence (`Fence.guards()`), so a deposed leader's writes are refused by etcd. The term
+ends when leadership is lost (a refused write, a failed renewal) or the process is asked to
+stop; every loop is stopped and joined, and the lease is revoked so the next master takes over
+at once. A follower holds no caches and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netplane.store import EtcdStore, Keys
+from orchestrator import leader
+from orchestrator import node_lifecycle as nl
+from orchestrator.controllers import informers as infmod
+from orchestrator.controllers.base import Writer
+from orchestrator.controllers.endpoints_controller import EndpointsController
+from orchestrator.controllers.events import Recorder
+from orchestrator.controllers.informers import Informers
+from orchestrator.controllers.node_lifecycle_controller import (
+    MONITOR_PERIOD,
+    NodeLifecycleController,
+)
+from orchestrator.controllers.replication_manager import ReplicationManager
+from orchestrator.controllers.scheduler import Scheduler
+from orchestrator.leader import Elector, Fence
+from orchestrator.objects import event as ev
+from orchestrator.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT = 120.0
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def leader_key(keys: Keys) -> str:
+    return f"{keys.prefix}/master/leader"
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    identity: str
+    leader_ttl: int = leader.DEFAULT_TTL
+    node_grace_period: float = nl.GRACE_PERIOD
+    pod_eviction_timeout: float = nl.EVICTION_TIMEOUT
+    node_startup_grace_period: float = nl.STARTUP_GRACE_PERIOD
+    node_monitor_period: float = MONITOR_PERIOD
+    resync_period: float = infmod.DEFAULT_RESYNC
+    event_ttl: int = ev.DEFAULT_TTL_SECONDS
+
+
+class Master:
+    def __init__(self, store: EtcdStore, keys: Keys, config: MasterConfig, *,
+                 on_term: Callable[[Fence], None] | None = None) -> None:
+        self.store = store
+        self.keys = keys
+        self.config = config
+        self.elector = Elector(store, leader_key(keys), config.identity, ttl=config.leader_ttl)
+        self._on_term = on_term
+        self.terms = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Campaign and lead until `stop` is set (blocking)."""
+        self.elector.run(stop, self._lead)
+
+    def _lead(self, fence: Fence, lost: threading.Event) -> None:
+        self.terms += 1
+        cfg = self.config
+        writer = Writer(guards=tuple(fence.guards()), on_fenced=lost.set)
+        objects = ObjectStore(self.store, self.keys)
+        infs = Informers(objects, resync=cfg.resync_period)
+
+        def recorder(component: str) -> Recorder:
+            return Recorder(objects, component, writer=writer, host=cfg.identity, ttl=cfg.event_ttl)
+
+        rec_sched, rec_rc, rec_node = recorder("default-scheduler"), recorder("replication-controller"), \
+            recorder("node-controller")
+        loops: list[tuple[str, Callable[[threading.Event], None]]] = [
+            ("scheduler", Scheduler(objects, infs, writer=writer, recorder=rec_sched).run),
+            ("replication-manager", ReplicationManager(objects, infs, writer=writer, recorder=rec_rc).run),
+            ("endpoints-controller", EndpointsController(objects, infs, writer=writer).run),
+            ("node-lifecycle", NodeLifecycleController(
+                objects, infs, writer=writer, recorder=rec_node, grace_period=cfg.node_grace_period,
+                eviction_timeout=cfg.pod_eviction_timeout, startup_grace_period=cfg.node_startup_grace_period,
+                monitor_period=cfg.node_monitor_period).run),
+            *[(f"events-{r.component}", r.run) for r in (rec_sched, rec_rc, rec_node)],
+        ]
+        infs.start(lost)
+        if not infs.wait_synced(SYNC_TIMEOUT, lost):
+            log.warning("informers not synced within %.0fs; ending the term", SYNC_TIMEOUT)
+            return
+        log.info("%s: caches synced, controllers starting", cfg.identity)
+        if self._on_term is not None:
+            self._on_term(fence)
+        threads = [threading.Thread(target=fn, args=(lost,), name=name, daemon=True) for name, fn in loops]
+        for t in threads:
+            t.start()
+        lost.wait()
+        for t in threads:
+            t.join(timeout=15)
+        infs.join(5)
+        log.info("%s: controllers stopped", cfg.identity)
