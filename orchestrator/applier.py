@@ -1,0 +1,275 @@
+"""`apply -f`: validate every manifest, then write them — create or three-way-merge update.
+
+Two phases, so a bad manifest writes nothing:
+
+1. `plan` reads what is stored for every document and works out the object each one would
+   store (`orchestrator.apply.merge` against the last-applied annotation), admitting both the
+   manifest and the merged result through `validation.admit`, and checking what only the
+   storage layer knows (immutable fields, a requested cluster IP or nodePort already taken).
+   The first problem raises a `UserError` naming the document and the field path.
+2. `write` stores each planned object: create-only, or an update at the resourceVersion read
+   in phase 1. A lost race (the object appeared or changed meanwhile) plans that document
+   again and retries.
+
+Services get their cluster IP (and NodePort type its node ports) on create, like
+kube-apiserver: from the same create-only allocation keys `netplane svc` uses
+(`netplane.proxy.api`), owned by `<namespace>/<name>`, and released when the Service goes.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from netplane.errors import ConfigError, UserError
+from netplane.proxy.api import ServiceAPI, clusterip_key, nodeport_key
+from orchestrator import apply
+from orchestrator.apply import Outcome
+from orchestrator.manifests import Manifest
+from orchestrator.objects import meta
+from orchestrator.objects.meta import Kind
+from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
+from orchestrator.validation import InvalidObject, admit
+
+WRITE_RETRIES = 5
+POD_UPDATE_FORBIDDEN = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+    "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+    "(allow it to be set to 1 if it was previously negative)")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What applying one document will do."""
+
+    where: str
+    kind: Kind
+    config: Obj  # the manifest as given (namespace filled in)
+    object: Obj  # what will be stored
+    outcome: Outcome
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        """`pod/web`, as kubectl names it in its output."""
+        return f"{self.kind.kind.lower()}/{meta.name(self.object)}"
+
+
+def owner_of(obj: Mapping[str, Any]) -> str:
+    """Who holds a Service's cluster IP and node ports in the allocation keys."""
+    return f"{meta.namespace(obj)}/{meta.name(obj)}"
+
+
+class Applier:
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self._services = ServiceAPI(objects.store, objects.keys)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ phase 1
+    def plan(self, manifests: Sequence[Manifest], *, namespace: str | None = None) -> list[Planned]:
+        """Every document's plan, or the first problem as a UserError (nothing written)."""
+        if not manifests:
+            raise UserError("no objects passed to apply")
+        return [self.plan_one(m.object, m.where, namespace=namespace) for m in manifests]
+
+    def plan_one(self, obj: Mapping[str, Any], where: str, *, namespace: str | None) -> Planned:
+        config = copy.deepcopy(dict(obj))
+        try:
+            admitted = admit(config)
+        except InvalidObject as e:
+            raise UserError(f"{e} ({where})") from None
+        kind = meta.kind_named(str(config.get("kind")))
+        assert kind is not None  # admit checked it
+        md = config.setdefault("metadata", {})
+        if not md.get("name"):
+            raise UserError(f"{kind.kind}: metadata.name: Required value: apply needs a name, "
+                            f"not generateName ({where})")
+        if kind.namespaced:
+            given = md.get("namespace")
+            if namespace and given and given != namespace:
+                raise UserError(f'the namespace from the provided object "{given}" does not match '
+                                f'the namespace "{namespace}". You must pass '
+                                f"'--namespace={given}' to perform this operation. ({where})")
+            md["namespace"] = given or namespace or meta.DEFAULT_NAMESPACE
+        else:
+            md.pop("namespace", None)
+        current = self.objects.get(kind, md["name"], md.get("namespace"))
+        modified = apply.with_last_applied(config)
+        if current is None:
+            new = self._admitted(modified, where)
+            outcome: Outcome = "created"
+        else:
+            merged = apply.merge(apply.last_applied(current), modified, current)
+            new = self._admitted(merged, where)
+            self._check_update(kind, current, new, where)
+            outcome = ("unchanged" if apply.comparable(new) == apply.comparable(current)
+                       else "configured")
+        if kind.kind == "Service":
+            self._check_allocations(new, current, where)
+        return Planned(where, kind, config, new, outcome, list(admitted.warnings))
+
+    @staticmethod
+    def _admitted(obj: Obj, where: str) -> Obj:
+        try:
+            return admit(obj).object
+        except InvalidObject as e:
+            raise UserError(f"{e} ({where})") from None
+
+    @staticmethod
+    def _check_update(kind: Kind, current: Obj, new: Obj, where: str) -> None:
+        def invalid(detail: str) -> UserError:
+            return UserError(f'{kind.kind} "{meta.name(new)}" is invalid: {detail} ({where})')
+
+        if kind.kind == "Service":
+            old_ip = (current.get("spec") or {}).get("clusterIP")
+            new_ip = (new.get("spec") or {}).get("clusterIP")
+            if old_ip and new_ip != old_ip:
+                raise invalid(f'spec.clusterIP: Invalid value: "{new_ip or ""}": field is immutable')
+        elif kind.kind == "Pod":
+            def without_images(spec: Any) -> Any:
+                s = copy.deepcopy(spec or {})
+                for c in s.get("containers") or []:
+                    c.pop("image", None)
+                s.pop("activeDeadlineSeconds", None)
+                return s
+
+            if without_images(current.get("spec")) != without_images(new.get("spec")):
+                raise invalid(f"spec: Forbidden: {POD_UPDATE_FORBIDDEN}")
+
+    def _check_allocations(self, svc: Obj, current: Obj | None, where: str) -> None:
+        owner = owner_of(svc)
+        spec = svc.get("spec") or {}
+        ip = spec.get("clusterIP")
+        if ip and current is None:
+            addr = IPv4Address(ip)
+            if addr not in self._services.range:
+                raise UserError(f'Service "{meta.name(svc)}" is invalid: spec.clusterIP: Invalid value: '
+                                f'"{ip}": provided IP is not in the valid range. The range of valid '
+                                f"IPs is {self._services.range} ({where})")
+            self._free(clusterip_key(self.objects.keys, addr), owner,
+                       f'spec.clusterIP: Invalid value: "{ip}": provided IP is already allocated',
+                       svc, where)
+        had = {p.get("nodePort") for p in ((current or {}).get("spec") or {}).get("ports") or []}
+        for i, p in enumerate(spec.get("ports") or []):
+            np = p.get("nodePort")
+            if np and np not in had:
+                lo, hi = self._services.node_ports
+                path = f"spec.ports[{i}].nodePort"
+                if not lo <= np <= hi:
+                    raise UserError(f'Service "{meta.name(svc)}" is invalid: {path}: Invalid value: '
+                                    f"{np}: provided port is not in the valid range. The range of "
+                                    f"valid ports is {lo}-{hi} ({where})")
+                self._free(nodeport_key(self.objects.keys, np), owner,
+                           f"{path}: Invalid value: {np}: provided port is already allocated",
+                           svc, where)
+
+    def _free(self, key: str, owner: str, detail: str, svc: Obj, where: str) -> None:
+        kv = self.objects.store.get(key)
+        if kv is not None and kv.value.decode(errors="replace") != owner:
+            raise UserError(f'Service "{meta.name(svc)}" is invalid: {detail} ({where})')
+
+    # ------------------------------------------------------------------ phase 2
+    def write(self, planned: Planned) -> Outcome:
+        """Store one planned object; a lost race re-plans it (UserError if it no longer
+        validates against what is stored now)."""
+        p = planned
+        for _ in range(WRITE_RETRIES):
+            try:
+                if p.outcome == "unchanged":
+                    return "unchanged"
+                if p.outcome == "created":
+                    self._create(p)
+                    return "created"
+                self._update(p)
+                return "configured"
+            except (AlreadyExists, Conflict):
+                p = self.plan_one(p.config, p.where, namespace=None)
+        raise Conflict(p.kind, meta.name(p.object))
+
+    def _create(self, p: Planned) -> None:
+        obj = copy.deepcopy(p.object)
+        claimed: list[str] = []
+        try:
+            if p.kind.kind == "Service":
+                self._allocate(obj, None, claimed)
+            self.objects.create(obj)
+        except BaseException:
+            for key in claimed:
+                self._release(key, owner_of(obj))
+            raise
+
+    def _update(self, p: Planned) -> None:
+        obj = copy.deepcopy(p.object)
+        claimed: list[str] = []
+        old_ports: set[int] = set()
+        if p.kind.kind == "Service":
+            cur = self.objects.get(p.kind, meta.name(obj), meta.namespace(obj)) or {}
+            old_ports = {q["nodePort"] for q in (cur.get("spec") or {}).get("ports") or []
+                         if q.get("nodePort")}
+        try:
+            if p.kind.kind == "Service":
+                self._allocate(obj, old_ports, claimed)
+            self.objects.update(obj)
+        except BaseException:
+            for key in claimed:
+                self._release(key, owner_of(obj))
+            raise
+        new_ports = {q.get("nodePort") for q in (obj.get("spec") or {}).get("ports") or []}
+        for np in old_ports - new_ports:
+            self._release(nodeport_key(self.objects.keys, np), owner_of(obj))
+
+    def _allocate(self, svc: Obj, had_ports: set[int] | None, claimed: list[str]) -> None:
+        """Cluster IP (on create) and node ports (NodePort type), recording each claimed key."""
+        owner = owner_of(svc)
+        spec = svc.setdefault("spec", {})
+        keys = self.objects.keys
+        if had_ports is None:
+            want = IPv4Address(spec["clusterIP"]) if spec.get("clusterIP") else None
+            if want is not None and self._owned(clusterip_key(keys, want), owner):
+                ip = want
+            else:
+                ip = self._services.allocate_ip(owner, want)
+                claimed.append(clusterip_key(keys, ip))
+            spec["clusterIP"] = str(ip)
+        if spec.get("type") != "NodePort":
+            for q in spec.get("ports") or []:
+                q.pop("nodePort", None)
+            return
+        for q in spec.get("ports") or []:
+            np = q.get("nodePort")
+            if np and (np in (had_ports or set()) or self._owned(nodeport_key(keys, np), owner)):
+                continue
+            try:
+                got = self._services.allocate_node_port(owner, np or None)
+            except ConfigError as e:
+                raise UserError(f'Service "{meta.name(svc)}" is invalid: {e}') from None
+            claimed.append(nodeport_key(keys, got))
+            q["nodePort"] = got
+
+    def _owned(self, key: str, owner: str) -> bool:
+        kv = self.objects.store.get(key)
+        return kv is not None and kv.value.decode(errors="replace") == owner
+
+    def _release(self, key: str, owner: str) -> None:
+        kv = self.objects.store.get(key)
+        if kv is not None and kv.value.decode(errors="replace") == owner:
+            self.objects.store.delete(key, mod_revision=kv.mod_revision)
+
+    def release_service(self, svc: Mapping[str, Any]) -> None:
+        """Give back a deleted Service's cluster IP and node ports."""
+        owner = owner_of(svc)
+        spec = svc.get("spec") or {}
+        if spec.get("clusterIP"):
+            try:
+                self._release(clusterip_key(self.objects.keys, IPv4Address(spec["clusterIP"])), owner)
+            except ValueError:
+                pass
+        for q in spec.get("ports") or []:
+            if q.get("nodePort"):
+                self._release(nodeport_key(self.objects.keys, q["nodePort"]), owner)
