@@ -152,3 +152,12 @@ def test_cordon_is_idempotent() -> None:
     assert with_unschedulable(c, True) is None
     u = with_unschedulable(c, False)
     assert u is not None and u["spec"] == {}
+
+
+def test_orphan_mark_is_what_the_replication_manager_reads() -> None:
+    """`delete --cascade=orphan` and the RC manager agree on how "orphan" is recorded."""
+    from orchestrator.controllers import replication_manager as rm
+
+    assert (PROPAGATION_ANNOTATION, "Orphan") == (rm.PROPAGATION_ANNOTATION, rm.ORPHAN)
+    marked = orphan_mark({"metadata": {"name": "web"}}, now=0.0)
+    assert rm.orphans_pods(marked) and meta.is_deleting(marked)
