@@ -83,19 +83,19 @@ class Applier:
         try:
             admitted = admit(config)
         except InvalidObject as e:
-            raise UserError(f"{e} ({where})") from None
+            raise UserError(f"{where}: {e}") from None
         kind = meta.kind_named(str(config.get("kind")))
         assert kind is not None  # admit checked it
         md = config.setdefault("metadata", {})
         if not md.get("name"):
-            raise UserError(f"{kind.kind}: metadata.name: Required value: apply needs a name, "
-                            f"not generateName ({where})")
+            raise UserError(f"{where}: {kind.kind}: metadata.name: Required value: apply needs "
+                            "a name, not generateName")
         if kind.namespaced:
             given = md.get("namespace")
             if namespace and given and given != namespace:
-                raise UserError(f'the namespace from the provided object "{given}" does not match '
-                                f'the namespace "{namespace}". You must pass '
-                                f"'--namespace={given}' to perform this operation. ({where})")
+                raise UserError(f'{where}: the namespace from the provided object "{given}" does '
+                                f'not match the namespace "{namespace}". You must pass '
+                                f"'--namespace={given}' to perform this operation.")
             md["namespace"] = given or namespace or meta.DEFAULT_NAMESPACE
         else:
             md.pop("namespace", None)
@@ -119,12 +119,12 @@ class Applier:
         try:
             return admit(obj).object
         except InvalidObject as e:
-            raise UserError(f"{e} ({where})") from None
+            raise UserError(f"{where}: {e}") from None
 
     @staticmethod
     def _check_update(kind: Kind, current: Obj, new: Obj, where: str) -> None:
         def invalid(detail: str) -> UserError:
-            return UserError(f'{kind.kind} "{meta.name(new)}" is invalid: {detail} ({where})')
+            return UserError(f'{where}: {kind.kind} "{meta.name(new)}" is invalid: {detail}')
 
         if kind.kind == "Service":
             old_ip = (current.get("spec") or {}).get("clusterIP")
@@ -149,9 +149,9 @@ class Applier:
         if ip and current is None:
             addr = IPv4Address(ip)
             if addr not in self._services.range:
-                raise UserError(f'Service "{meta.name(svc)}" is invalid: spec.clusterIP: Invalid value: '
-                                f'"{ip}": provided IP is not in the valid range. The range of valid '
-                                f"IPs is {self._services.range} ({where})")
+                raise UserError(f'{where}: Service "{meta.name(svc)}" is invalid: spec.clusterIP: '
+                                f'Invalid value: "{ip}": provided IP is not in the valid range. '
+                                f"The range of valid IPs is {self._services.range}")
             self._free(clusterip_key(self.objects.keys, addr), owner,
                        f'spec.clusterIP: Invalid value: "{ip}": provided IP is already allocated',
                        svc, where)
@@ -162,9 +162,9 @@ class Applier:
                 lo, hi = self._services.node_ports
                 path = f"spec.ports[{i}].nodePort"
                 if not lo <= np <= hi:
-                    raise UserError(f'Service "{meta.name(svc)}" is invalid: {path}: Invalid value: '
-                                    f"{np}: provided port is not in the valid range. The range of "
-                                    f"valid ports is {lo}-{hi} ({where})")
+                    raise UserError(f'{where}: Service "{meta.name(svc)}" is invalid: {path}: Invalid '
+                                    f"value: {np}: provided port is not in the valid range. The "
+                                    f"range of valid ports is {lo}-{hi}")
                 self._free(nodeport_key(self.objects.keys, np), owner,
                            f"{path}: Invalid value: {np}: provided port is already allocated",
                            svc, where)
@@ -172,7 +172,7 @@ class Applier:
     def _free(self, key: str, owner: str, detail: str, svc: Obj, where: str) -> None:
         kv = self.objects.store.get(key)
         if kv is not None and kv.value.decode(errors="replace") != owner:
-            raise UserError(f'Service "{meta.name(svc)}" is invalid: {detail} ({where})')
+            raise UserError(f'{where}: Service "{meta.name(svc)}" is invalid: {detail}')
 
     # ------------------------------------------------------------------ phase 2
     def write(self, planned: Planned) -> Outcome:

@@ -305,3 +305,18 @@ def test_get_watch_prints_changes_and_stops_on_sigint(store: EtcdStore, keys: Ke
             p.kill()
             p.wait()
     assert objects.get(EVENT, "x") is None
+
+
+def test_taken_or_changed_cluster_ip_is_refused_before_anything_is_written(
+        store: EtcdStore, keys: Keys, objects: ObjectStore) -> None:
+    svc = "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec: {clusterIP: ADDR, ports: [{port: 80}]}\n"
+    assert run(store, keys, "apply", "-f", "-", stdin=svc.replace("NAME", "a").replace("ADDR", "10.96.0.50"))[0] == 0
+    before = [(kv.key, kv.mod_revision) for kv in store.list(keys.prefix + "/")[0]]
+    for manifest, detail in (
+            (svc.replace("NAME", "b").replace("ADDR", "10.96.0.50"),
+             'spec.clusterIP: Invalid value: "10.96.0.50": provided IP is already allocated'),
+            (svc.replace("NAME", "a").replace("ADDR", "10.96.0.51"),
+             'spec.clusterIP: Invalid value: "10.96.0.51": field is immutable')):
+        code, out, err = run(store, keys, "apply", "-f", "-", stdin=GUESTBOOK + "---\n" + manifest)
+        assert (code, out) == (2, "") and err.count("\n") == 1 and detail in err, err
+        assert [(kv.key, kv.mod_revision) for kv in store.list(keys.prefix + "/")[0]] == before
