@@ -68,7 +68,9 @@ def test_two_schedulers_racing_never_bind_a_pod_twice(store: EtcdStore, objects:
     wait_for(lambda: all(podobj.node_name(p) for p in pods_of(objects)), 30, "all bound")
     wait_for(lambda: sum(1 for h in history.values() if h and h[-1]) == 150, 10, "history complete")
     assert a.bound + b.bound == 150, (a.bound, b.bound)
-    assert a.bound > 0 and b.bound > 0, "both schedulers took part"
+    # both schedulers raced (under load one may win every pod: the other's attempts then all
+    # lost the compare-and-swap, which is the point)
+    assert a.bound + a.conflicts > 0 and b.bound + b.conflicts > 0, (a.bound, a.conflicts, b.bound, b.conflicts)
     for key, h in history.items():
         bound_values = [n for n in h if n]
         assert len(bound_values) == 1, (key, h)  # exactly one binding write, never rebound
