@@ -6,6 +6,7 @@
     runner.py           ProxyComponent: list+watch -> incremental desired state -> backend.sync
     backend.py          the backend protocol (sync / dump / close / cleanup)
     iptables_render.py  kube-proxy's chain layout as iptables-restore input, full and partial (pure)
+    conntrack.py        deletes stale UDP flows to removed endpoints (iptables and nftables)
     iptables.py         applies it (iptables-restore --noflush), conntrack flush, cleanup (adapter)
     nftables_render.py  table ip netplane: kube-proxy's verdict maps, endpoints as map elements; full and partial (pure)
     nftables.py         applies it (libnftables or nft -f -, one transaction per sync), conntrack flush, dump, cleanup

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import subprocess
 
 from netplane import ipt
 from netplane.proxy import iptables_render as R
-from netplane.proxy.desired import LbKey, ProxyState, removed_udp_backends
+from netplane.proxy.conntrack import flush_removed_udp
+from netplane.proxy.desired import LbKey, ProxyState
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,7 @@ class IptablesBackend:
         self.applied = state
         self.last_plan = plan
         if old is not None:
-            self._flush_udp(old, state, changed)
-
-    def _flush_udp(self, old: ProxyState, new: ProxyState, changed: set[LbKey] | None) -> None:
-        """Delete conntrack entries of UDP flows to removed endpoints (else they live on)."""
-        ct = shutil.which("conntrack") or shutil.which("conntrack", path="/usr/sbin:/sbin")
-        if ct is None:
-            log.warning("conntrack not installed: stale UDP flows are not flushed")
-            return
-        for e, b in removed_udp_backends(old, new, changed):
-            self._run([ct, "-D", "-p", "udp", "--orig-dst", str(e.vip), "--dst-nat", str(b.ip)], check=False)
-            if e.node_port is not None:
-                self._run([ct, "-D", "-p", "udp", "--orig-port-dst", str(e.node_port), "--dst-nat", str(b.ip)], check=False)
+            flush_removed_udp(old, state, changed, netns=self.netns)
 
     def dump(self, service: str | None = None) -> str:
         lines = []

@@ -22,7 +22,6 @@ import importlib
 import json
 import logging
 import re
-import shutil
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,8 @@ from netplane import ipt
 from netplane import netns as nsmod
 from netplane.errors import KernelError
 from netplane.proxy import nftables_render as R
-from netplane.proxy.desired import LbKey, ProxyState, removed_udp_backends
+from netplane.proxy.conntrack import flush_removed_udp
+from netplane.proxy.desired import LbKey, ProxyState
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +159,7 @@ class NftablesBackend:
         self._picks, self._refs = plan.picks, plan.refs
         self._deferred_chains, self._deferred_sets = plan.deferred_chains, plan.deferred_sets
         if old is not None:
-            self._flush_udp(old, state, changed)
-
-    def _flush_udp(self, old: ProxyState, new: ProxyState, changed: set[LbKey] | None) -> None:
-        """Delete conntrack entries of UDP flows to removed endpoints (else they live on)."""
-        ct = shutil.which("conntrack") or shutil.which("conntrack", path="/usr/sbin:/sbin")
-        if ct is None:
-            log.warning("conntrack not installed: stale UDP flows are not flushed")
-            return
-        for e, b in removed_udp_backends(old, new, changed):
-            ipt.run([ct, "-D", "-p", "udp", "--orig-dst", str(e.vip), "--dst-nat", str(b.ip)], netns=self.netns, check=False)
-            if e.node_port is not None:
-                ipt.run([ct, "-D", "-p", "udp", "--orig-port-dst", str(e.node_port), "--dst-nat", str(b.ip)],
-                        netns=self.netns, check=False)
+            flush_removed_udp(old, state, changed, netns=self.netns)
 
     def dump(self, service: str | None = None) -> str:
         return dump_table(self.nft, self.applied, service)
