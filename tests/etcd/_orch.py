@@ -5,7 +5,6 @@ controller harness, an informer whose watch feed is delayed, and waiting on cond
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,16 +17,6 @@ from orchestrator.storage import ObjectStore, ObjectView
 from orchestrator.validation import admit
 
 Obj = dict[str, Any]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.02)
 
 
 def now_text() -> str:

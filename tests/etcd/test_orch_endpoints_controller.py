@@ -15,7 +15,8 @@ from orchestrator.controllers.informers import Informers
 from orchestrator.objects.meta import ENDPOINTS, POD, SERVICE
 from orchestrator.storage import ObjectStore
 from orchestrator.validation import admit
-from tests.etcd._orch import Running, pod, set_status, wait_for
+from tests.etcd._orch import Running, pod, set_status
+from tests.waiting import wait_for
 
 
 @pytest.fixture

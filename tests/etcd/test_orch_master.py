@@ -20,7 +20,8 @@ from orchestrator.master import leader_key
 from orchestrator.objects import pod as podobj
 from orchestrator.objects.meta import EVENT, REPLICATION_CONTROLLER
 from orchestrator.storage import ObjectStore
-from tests.etcd._orch import node, pods_of, rc, wait_for
+from tests.etcd._orch import node, pods_of, rc
+from tests.waiting import wait_for
 
 TTL = 2
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,8 @@ from orchestrator.objects import node as nodeobj
 from orchestrator.objects import pod as podobj
 from orchestrator.objects.meta import EVENT, NODE, POD
 from orchestrator.storage import ObjectStore
-from tests.etcd._orch import Running, node, pod, set_status, wait_for
+from tests.etcd._orch import Running, node, pod, set_status
+from tests.waiting import wait_for
 
 GRACE, EVICTION = 1.0, 1.5
 

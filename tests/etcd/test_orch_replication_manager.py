@@ -20,7 +20,8 @@ from orchestrator.controllers.replication_manager import (
 from orchestrator.objects import meta
 from orchestrator.objects.meta import POD, REPLICATION_CONTROLLER
 from orchestrator.storage import ObjectStore
-from tests.etcd._orch import DelayedInformer, Running, names, pod, pods_of, rc, set_status, wait_for
+from tests.etcd._orch import DelayedInformer, Running, names, pod, pods_of, rc, set_status
+from tests.waiting import wait_for
 
 
 @pytest.fixture

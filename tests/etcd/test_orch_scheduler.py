@@ -20,7 +20,8 @@ from orchestrator.objects import meta
 from orchestrator.objects import pod as podobj
 from orchestrator.objects.meta import EVENT, NODE, POD
 from orchestrator.storage import ObjectStore
-from tests.etcd._orch import Running, node, pod, pods_of, wait_for
+from tests.etcd._orch import Running, node, pod, pods_of
+from tests.waiting import wait_for
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from orchestrator.objects.meta import NODE, POD, REPLICATION_CONTROLLER
 from orchestrator.objects.selector import parse
 from orchestrator.storage import AlreadyExists, Conflict, Fenced, ObjectStore, ObjectView
 from orchestrator.validation import admit
+from tests.waiting import wait_for
 
 T0 = 1_700_000_000.0
 
@@ -310,14 +310,6 @@ def _watch(objects: ObjectStore, stop: threading.Event, views: list[ObjectView])
     return t
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def stop() -> Iterator[threading.Event]:
     ev = threading.Event()
@@ -332,13 +324,13 @@ def test_watch_follows_changes_with_resource_versions(
     a = objects.create(pod("a"))
     views: list[ObjectView] = []
     t = _watch(objects, stop, views)
-    _wait(lambda: len(views) >= 1)
+    wait_for(lambda: len(views) >= 1)
     assert views[0].changed is None and list(views[0].objects.values()) == [a]
     b = objects.create(pod("b"))
     store.put(objects.prefix(POD, "default") + "junk", "[]")
     a2 = objects.update({**a, "metadata": {**a["metadata"], "labels": {"x": "y"}}})
     objects.delete(POD, "b")
-    _wait(lambda: not any(meta.name(o) == "b" for o in views[-1].objects.values()) and len(views) >= 3)
+    wait_for(lambda: not any(meta.name(o) == "b" for o in views[-1].objects.values()) and len(views) >= 3)
     last = views[-1].objects
     assert list(last.values()) == [a2]  # junk skipped, b gone, a at its new resourceVersion
     seen_b = [v.objects[objects.key_of(b)] for v in views if objects.key_of(b) in v.objects]

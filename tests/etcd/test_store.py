@@ -14,6 +14,7 @@ from netplane.store import EtcdConfig, EtcdStore, Keys
 from netplane.store.embedded import EmbeddedEtcd
 from netplane.store.etcd import Compacted
 from netplane.store.watch import Resync, View, list_watch, reflect
+from tests.waiting import wait_for
 
 
 def test_get_put_list_delete(store: EtcdStore, keys: Keys) -> None:
@@ -78,10 +79,10 @@ def test_lease_keys_expire_and_keepalive_extends(store: EtcdStore, keys: Keys) -
     assert 0 < store.time_to_live(lease) <= 2
     # keep it alive for well past its TTL: each time etcd says the lease has aged, refresh it
     while time.monotonic() - granted < 3.5:
-        _wait(lambda: store.time_to_live(lease) < 2, timeout=5)
+        wait_for(lambda: store.time_to_live(lease) < 2, timeout=5)
         assert store.keepalive(lease) == 2
     assert store.get(k) is not None  # 3.5 s later, longer than its TTL: kept alive
-    _wait(lambda: store.get(k) is None, timeout=8)  # no more keepalives: etcd expires it
+    wait_for(lambda: store.get(k) is None, timeout=8)  # no more keepalives: etcd expires it
     assert store.time_to_live(lease) == -1
     assert store.keepalive(lease) == 0
 
@@ -103,21 +104,13 @@ def _collect(store: EtcdStore, prefix: str, stop: threading.Event, out: list) ->
     return t
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 def test_watch_sees_puts_and_deletes_in_order(store: EtcdStore, keys: Keys) -> None:
     p = keys.prefix + "/w/"
     store.put(p + "before", "0")
     stop = threading.Event()
     out: list = []
     t = _collect(store, p, stop, out)
-    _wait(lambda: len(out) >= 1)
+    wait_for(lambda: len(out) >= 1)
     assert isinstance(out[0], Resync) and [i.key for i in out[0].items] == [p + "before"]
     ops = []
     for i in range(20):
@@ -126,7 +119,7 @@ def test_watch_sees_puts_and_deletes_in_order(store: EtcdStore, keys: Keys) -> N
         if i % 5 == 4:
             store.delete(p + f"k{i % 3}")
             ops.append(("delete", p + f"k{i % 3}", None))
-    _wait(lambda: sum(len(b) for b in out[1:]) >= len(ops))
+    wait_for(lambda: sum(len(b) for b in out[1:]) >= len(ops))
     stop.set()
     t.join(5)
     assert not t.is_alive(), "watch did not stop on the stop event"
@@ -144,13 +137,13 @@ def test_watch_relists_after_etcd_restart(etcd_factory: Callable[[], EmbeddedEtc
         stop = threading.Event()
         out: list = []
         t = _collect(s, "/r/", stop, out)
-        _wait(lambda: len(out) >= 1)
+        wait_for(lambda: len(out) >= 1)
         etcd.stop()
         etcd.start()
         s.put("/r/b", "2")
         # Either the watch survived the restart (then b arrives as an event) or it re-listed
         # (then a Resync holding both arrives). The helper must re-list after the break.
-        _wait(lambda: any(isinstance(o, Resync) and {i.key for i in o.items} == {"/r/a", "/r/b"} for o in out[1:])
+        wait_for(lambda: any(isinstance(o, Resync) and {i.key for i in o.items} == {"/r/a", "/r/b"} for o in out[1:])
               or any(not isinstance(o, Resync) and any(e.key == "/r/b" for e in o) for o in out[1:]), 20)
         resyncs = [o for o in out if isinstance(o, Resync)]
         assert len(resyncs) >= 2, "expected a re-list after etcd restart"
@@ -199,7 +192,7 @@ def test_reflect_relists_after_compaction_and_keeps_following(
     t = threading.Thread(target=run, daemon=True)
     t.start()
     try:
-        _wait(lambda: len(views) >= 1)
+        wait_for(lambda: len(views) >= 1)
         first = views[0]
         assert dict(first.objects) == {p + "keep": b"1", p + "drop": b"1", p + "edit": b"1"}
         # the gap: changes, then a compaction past the revision the reflector listed at
@@ -213,7 +206,7 @@ def test_reflect_relists_after_compaction_and_keeps_following(
         assert gap_rev > first.revision
         busy.set()
         want = {p + "keep": b"1", p + "edit": b"3.2", p + "new": b"3"}
-        _wait(lambda: len(views) >= 2)
+        wait_for(lambda: len(views) >= 2)
         relisted = views[1]
         assert relisted.changed is None, "expected a resync (full view) after the compaction"
         assert dict(relisted.objects) == want
@@ -221,7 +214,7 @@ def test_reflect_relists_after_compaction_and_keeps_following(
         assert any("compacted" in r.getMessage() for r in caplog.records), "the re-list was not for compaction"
         # and it does not stall: a change after the re-list arrives as an ordinary event
         store.put(p + "after", "4")
-        _wait(lambda: p + "after" in views[-1].objects)
+        wait_for(lambda: p + "after" in views[-1].objects)
         last = views[-1]
         assert last.changed == frozenset({p + "after"}) and dict(last.objects) == {**want, p + "after": b"4"}
         assert [v.changed for v in views].count(None) == 2  # one list at start, one re-list
@@ -250,11 +243,11 @@ def test_reflect_skips_malformed_values(store: EtcdStore, keys: Keys) -> None:
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    _wait(lambda: len(views) >= 1)
+    wait_for(lambda: len(views) >= 1)
     assert dict(views[0].objects) == {p + "good": 1}
     store.put(p + "bad", '{"n": 2}')
     store.put(p + "good", '{"n": "str"}')
-    _wait(lambda: p + "bad" in views[-1].objects and p + "good" not in views[-1].objects)
+    wait_for(lambda: p + "bad" in views[-1].objects and p + "good" not in views[-1].objects)
     stop.set()
     t.join(5)
     assert not t.is_alive()

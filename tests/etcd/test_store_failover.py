@@ -19,18 +19,11 @@ from netplane.errors import StoreError
 from netplane.store import EtcdConfig, EtcdStore
 from netplane.store.embedded import EmbeddedEtcd
 from netplane.store.etcd import WatchEvent
+from tests.waiting import wait_for
 
 # what "in seconds" has to mean for a watch on a hung etcd: a keepalive ping every 10 s
 # while a call is open (etcd's policy allows no more) and 3 s for its answer, plus slack
 HUNG_BOUND = 16.0
-
-
-def _wait(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _watch_in_thread(
@@ -80,7 +73,7 @@ def test_calls_go_to_the_other_endpoint_when_one_etcd_is_down(etcd_factory: Call
         errors: list[tuple[float, StoreError]] = []
         t = _watch_in_thread(s, "/fo/w/", stop, events, errors)
         s.put("/fo/w/x", "1")
-        _wait(lambda: any(e.key == "/fo/w/x" for e in events) or bool(errors), what="the watch event")
+        wait_for(lambda: any(e.key == "/fo/w/x" for e in events) or bool(errors), what="the watch event")
         assert not errors, errors
         stop.set()
         t.join(5)
@@ -112,7 +105,7 @@ def test_a_hung_etcd_is_noticed_within_seconds(etcd_factory: Callable[[], Embedd
         errors: list[tuple[float, StoreError]] = []
         t = _watch_in_thread(watcher, "/hung/", stop, events, errors)
         watcher.put("/hung/x", "1")
-        _wait(lambda: bool(events), what="the watch to be established")
+        wait_for(lambda: bool(events), what="the watch to be established")
 
         os.kill(a.pid, signal.SIGSTOP)
         t0 = time.monotonic()

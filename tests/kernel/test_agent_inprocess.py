@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -20,6 +19,7 @@ from netplane.agent.agent import Agent, AgentOptions
 from netplane.store import EtcdStore, Keys, codec
 from netplane.subnet.lease import list_leases
 from netplane.vxlan.netlink import Netlink
+from tests.waiting import wait_for
 
 CONFIG = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 3}}
 
@@ -57,15 +57,6 @@ def start(store: EtcdStore, keys: Keys, tmp_path: Path) -> Iterator[Callable[...
     for r in running:
         if r.thread.is_alive():
             r.halt()
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

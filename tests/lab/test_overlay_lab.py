@@ -24,17 +24,9 @@ from netplane.lab.builder import LAB_PREFIX
 from netplane.store import Keys
 from netplane.subnet.lease import LeaseAttrs, list_leases
 from netplane.vxlan.inspect import inspect_host
+from tests.waiting import wait_for
 
 KEYS = Keys(LAB_PREFIX)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def ping(ns: str, ip: str, *, wait: int = 2) -> bool:
