@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from orchestrator.scheduling import (
     Unschedulable,
     bound,
     feasible_nodes_to_find,
+    filter_node,
     fit_error,
     schedule,
     scheduled_message,
@@ -274,6 +276,66 @@ def test_search_rotates_across_decisions() -> None:
     assert isinstance(r, Unschedulable) and r.next_start == 94  # evaluated all 300
 
 
+def reference_schedule(p: PodInfo, st: ClusterState, rng: random.Random, start: int,
+                       pct: int) -> Placement | Unschedulable:
+    """The decision written out plainly (filter every node in turn, score the feasible ones):
+    what `schedule`, with its per-node memo and fast path, must equal exactly."""
+    total = len(st.order)
+    want = feasible_nodes_to_find(total, pct)
+    feasible, reasons, evaluated = [], Counter[str](), 0
+    for i in range(total):
+        n = st.nodes[st.order[(start + i) % total]]
+        evaluated += 1
+        why = filter_node(p, n)
+        if why:
+            reasons.update(why)
+            continue
+        feasible.append(n)
+        if len(feasible) >= want:
+            break
+    nxt = (start + evaluated) % total
+    if not feasible:
+        return Unschedulable(fit_error(total, reasons), dict(reasons), nxt)
+    groups = st.groups_of(p)
+    counts = [sum(c for sig, c in n.signatures.items() if not sig.isdisjoint(groups)) for n in feasible]
+    top = max(counts)
+    scored = [(sum(score_resources(p, n)) + (10 if top == 0 else 10 * (top - c) // top), n)
+              for n, c in zip(feasible, counts, strict=True)]
+    best_score = max(s for s, _ in scored)
+    best = [n for s, n in scored if s == best_score]
+    chosen = best[0] if len(best) == 1 else rng.choice(best)
+    return Placement(chosen.name, best_score, len(feasible), evaluated, nxt)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_schedule_equals_the_plain_reference_through_assumes_and_changes(seed: int) -> None:
+    rng = random.Random(seed)
+    node_objs = [mknode(f"n{i}", cpu=rng.choice(["1", "2", "4"]), memory=rng.choice(["1Gi", "8Gi"]),
+                        pods=rng.choice([3, 10, 110]), ready=rng.choice(["True"] * 8 + ["False", "Unknown"]),
+                        unschedulable=rng.random() < 0.05, labels={"zone": rng.choice("ab")})
+                 for i in range(rng.choice([3, 40, 150, 400]))]
+    groups = {"rc/a": SpreadGroup("default", from_set({"app": "a"}))} if seed % 2 else {}
+    st = snapshot(node_objs, [], groups)
+    ra, rb = random.Random(seed), random.Random(seed)
+    start = 0
+    for step in range(300):
+        cpu, mem = rng.choice([("100m", "64Mi"), ("500m", None), (None, None), ("1", "1Gi")])
+        pod = mkpod(f"p{step}", cpu=cpu, memory=mem, labels={"app": rng.choice("ab")},
+                    host_port=rng.choice([0] * 6 + [80]), selector=rng.choice([None] * 5 + [{"zone": "a"}]))
+        pct = rng.choice([0, 0, 100, 10])
+        want = reference_schedule(PodInfo.of(pod), st, ra, start, pct)
+        got = schedule(PodInfo.of(pod), st, rng=rb, start=start, percentage_of_nodes_to_score=pct)
+        assert got == want, (step, got, want)
+        start = got.next_start
+        if isinstance(got, Placement):
+            st.assume(PodInfo.of(pod), got.node)
+        if rng.random() < 0.1:  # a pod goes: its node's memo must not keep the fuller node's scores
+            st.remove_pod(f"default/p{rng.randrange(step + 1)}")
+        if rng.random() < 0.03:  # a node changes readiness or size
+            n = rng.choice(node_objs)["metadata"]["name"]
+            st.upsert_node(mknode(n, cpu=rng.choice(["1", "4"]), ready=rng.choice(["True", "False"])))
+
+
 def test_one_decision_is_o_nodes_at_1000_nodes_10000_pods() -> None:
     rng = random.Random(1)
     node_objs = [mknode(f"n{i:04}", cpu="32", memory="128Gi") for i in range(1000)]
@@ -326,4 +388,5 @@ def test_unschedulable_condition_written_once_per_message() -> None:
     b = bound(u2, "h1", now=later)
     assert b["status"]["conditions"] == [{"type": "PodScheduled", "status": "True",
                                           "lastTransitionTime": "2024-06-01T12:05:00Z"}]
+    assert u2["status"]["conditions"][0]["status"] == "False" and u2["spec"]["nodeName"] == ""  # untouched
     assert scheduled_message(b, "h1") == "Successfully assigned default/p to h1"
