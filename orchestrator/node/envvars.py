@@ -1,0 +1,185 @@
+"""Service discovery as a container sees it: Kubernetes 1.0's service env vars and resolv.conf.
+
+A pod learns about Services two ways (kubelet `pkg/kubelet/envvars`, `kubelet_pods.go`):
+
+* **Environment variables** for every Service that exists in the pod's namespace when the
+  container starts (they are never updated later). For a Service `redis-master` with cluster
+  IP 10.0.0.11 and one TCP port 6379 named `db`::
+
+      REDIS_MASTER_SERVICE_HOST=10.0.0.11
+      REDIS_MASTER_SERVICE_PORT=6379            (the first port)
+      REDIS_MASTER_SERVICE_PORT_DB=6379         (every *named* port)
+      REDIS_MASTER_PORT=tcp://10.0.0.11:6379    (Docker links: the first port)
+      REDIS_MASTER_PORT_6379_TCP=tcp://10.0.0.11:6379
+      REDIS_MASTER_PORT_6379_TCP_PROTO=tcp
+      REDIS_MASTER_PORT_6379_TCP_PORT=6379
+      REDIS_MASTER_PORT_6379_TCP_ADDR=10.0.0.11
+
+  Names are upper-cased with `-` turned into `_` (Service names are DNS-1035 labels, so no
+  dots or leading digits occur). Services without a cluster IP (`None` for headless, or
+  empty) get nothing. The master's `kubernetes` Service in `default` is given to pods of
+  every namespace unless theirs has its own Service of that name, as kubelet does.
+* **resolv.conf** pointing at the cluster DNS Service, with kubelet's search path
+  `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`.
+
+The container's own `env` wins over service variables. `$(VAR)` references in `env[].value`,
+`command` and `args` are expanded as kubelet does (its forked `expansion` package): a
+reference resolves to a variable declared earlier in the same container, else a service
+variable; an unknown reference is left as written; `$$` is a literal `$`. `valueFrom`
+(downward API, secrets, config maps) is not supported: such a variable is set to "".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+DEFAULT_CLUSTER_DNS = "10.96.0.10"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+MASTER_SERVICE_NAMESPACE = "default"
+MASTER_SERVICES = frozenset({"kubernetes"})
+
+
+def env_name(name: str) -> str:
+    """A Service or port name as it appears in a variable name (kubelet makeEnvVariableName)."""
+    return name.replace("-", "_").upper()
+
+
+def _has_cluster_ip(svc: Mapping[str, Any]) -> bool:
+    ip = (svc.get("spec") or {}).get("clusterIP") or ""
+    return ip not in ("", "None")
+
+
+def _ns(obj: Mapping[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("namespace") or "default"
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("name") or ""
+
+
+def services_for(services: Iterable[Mapping[str, Any]], namespace: str) -> list[Mapping[str, Any]]:
+    """The Services a pod in `namespace` gets variables for, sorted by name: those of its
+    namespace with a cluster IP, plus the master's Services from `default` that its namespace
+    does not shadow (kubelet getServiceEnvVarMap)."""
+    own: dict[str, Mapping[str, Any]] = {}
+    master: dict[str, Mapping[str, Any]] = {}
+    for svc in services:
+        if not _has_cluster_ip(svc) or not (svc.get("spec") or {}).get("ports"):
+            continue
+        if _ns(svc) == namespace:
+            own[_name(svc)] = svc
+        elif _ns(svc) == MASTER_SERVICE_NAMESPACE and _name(svc) in MASTER_SERVICES:
+            master[_name(svc)] = svc
+    chosen = {**master, **own}
+    return [chosen[n] for n in sorted(chosen)]
+
+
+def service_env(services: Iterable[Mapping[str, Any]], namespace: str) -> dict[str, str]:
+    """Every service variable for a pod in `namespace`, in a stable order (kubelet FromServices
+    over `services_for`)."""
+    out: dict[str, str] = {}
+    for svc in services_for(services, namespace):
+        spec = svc.get("spec") or {}
+        ip = spec["clusterIP"]
+        ports = spec["ports"]
+        prefix = env_name(_name(svc))
+        out[f"{prefix}_SERVICE_HOST"] = ip
+        out[f"{prefix}_SERVICE_PORT"] = str(ports[0].get("port"))
+        for p in ports:
+            if p.get("name"):
+                out[f"{prefix}_SERVICE_PORT_{env_name(p['name'])}"] = str(p.get("port"))
+        for i, p in enumerate(ports):
+            proto = (p.get("protocol") or "TCP")
+            url = f"{proto.lower()}://{ip}:{p.get('port')}"
+            if i == 0:
+                out[f"{prefix}_PORT"] = url
+            pp = f"{prefix}_PORT_{p.get('port')}_{proto.upper()}"
+            out[pp] = url
+            out[f"{pp}_PROTO"] = proto.lower()
+            out[f"{pp}_PORT"] = str(p.get("port"))
+            out[f"{pp}_ADDR"] = ip
+    return out
+
+
+# --------------------------------------------------------------------------- $(VAR) expansion
+def mapping_for(*contexts: Mapping[str, str]) -> Callable[[str], str]:
+    """Look a name up in each context in turn; an unknown name stays `$(name)`."""
+    def look(name: str) -> str:
+        for ctx in contexts:
+            if name in ctx:
+                return ctx[name]
+        return f"$({name})"
+    return look
+
+
+def expand(text: str, mapping: Callable[[str], str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: `$(NAME)` is replaced by mapping(NAME), `$$` is `$`,
+    a `$` before anything else (or an unclosed `$(`) is kept as written."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c != "$" or i + 1 == n:
+            out.append(c)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+        elif nxt == "(":
+            close = text.find(")", i + 2)
+            if close < 0:
+                out.append("$(")
+                i += 2
+            else:
+                out.append(mapping(text[i + 2:close]))
+                i = close + 1
+        else:
+            out.append("$" + nxt)
+            i += 2
+    return "".join(out)
+
+
+def container_env(container: Mapping[str, Any], services: Mapping[str, str]) -> dict[str, str]:
+    """The container's final environment: its own variables in the order declared (values
+    expanded against earlier ones, then service variables; a repeated name keeps its first
+    place and its last value), then the service variables it did not set."""
+    own: dict[str, str] = {}
+    look = mapping_for(own, services)
+    for var in container.get("env") or []:
+        name = var.get("name") or ""
+        if not name:
+            continue
+        value = var.get("value") or ""
+        own[name] = expand(value, look) if value else ""
+    out = dict(own)
+    for k, v in services.items():
+        if k not in own:
+            out[k] = v
+    return out
+
+
+def expand_command(container: Mapping[str, Any],
+                   env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """`command` and `args` with `$(VAR)` expanded against the final environment (kubelet
+    ExpandContainerCommandAndArgs)."""
+    look = mapping_for(env)
+    cmd: Sequence[str] = container.get("command") or []
+    args: Sequence[str] = container.get("args") or []
+    return [expand(c, look) for c in cmd], [expand(a, look) for a in args]
+
+
+# --------------------------------------------------------------------------- DNS
+def search_path(namespace: str, *, domain: str = DEFAULT_CLUSTER_DOMAIN) -> list[str]:
+    return [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+
+
+def resolv_conf(namespace: str, *, nameserver: str = DEFAULT_CLUSTER_DNS,
+                domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
+    """A pod's /etc/resolv.conf for dnsPolicy ClusterFirst. The host's own search domains are
+    not appended (kubelet does): names outside the cluster should fail at once here."""
+    return (f"nameserver {nameserver}\n"
+            f"search {' '.join(search_path(namespace, domain=domain))}\n"
+            "options ndots:5\n")
