@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -239,10 +240,19 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
         Endpoints,
         Service,
         ServicePort,
-        encode_endpoints,
-        encode_service,
     )
+    from netplane.proxy.registry import endpoints_prefix, services_prefix
     from netplane.proxy.runner import ProxyComponent
+    from netplane.store import codec
+    from orchestrator.objects.service import from_legacy_endpoints, from_legacy_service
+
+    def v1(obj: Any, name: str) -> str:  # the registry's v1 object, as `apply` / the controller store it
+        body = dict(obj)
+        body["metadata"] = {"name": name, "namespace": "default", "uid": uuid.uuid4().hex,
+                            "creationTimestamp": "2026-01-01T00:00:00Z"}
+        for sub in body.get("subsets") or []:
+            sub["ports"] = [{"name": "http", "port": PORT, "protocol": "TCP"}]
+        return codec.dumps(body)
     from netplane.store import EtcdConfig, EtcdStore, Keys
     from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
 
@@ -267,9 +277,9 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
         t0 = time.perf_counter()
         for k, e in st.entries.items():
             svc = Service(name=k.service, cluster_ip=e.vip, ports=(ServicePort("http", "TCP", 80, PORT),))
-            store.put(keys.service(k.service), encode_service(svc))
-            store.put(keys.endpoints_of(k.service),
-                      encode_endpoints(Endpoints(k.service, tuple(EndpointAddress(b.ip) for b in e.backends))))
+            store.put(services_prefix(keys) + "default/" + k.service, v1(from_legacy_service(svc), k.service))
+            store.put(endpoints_prefix(keys) + "default/" + k.service, v1(from_legacy_endpoints(
+                Endpoints(k.service, tuple(EndpointAddress(b.ip) for b in e.backends))), k.service))
         print(f"loaded {services} services into etcd in {time.perf_counter() - t0:.1f}s", flush=True)
         for mode in modes:
             comp = ProxyComponent(store, keys, mode=mode, node="bench", where=Placement(netns=bed.node, cgroup=str(bed.cg)),
@@ -295,7 +305,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
                 third = 200 + modes.index(mode)  # new addresses in every run, so each put is a change
                 eps = Endpoints(name, tuple(EndpointAddress(IPv4Address(f"10.{third}.{i}.{j}")) for j in range(1, 6)))
                 t0 = time.perf_counter()
-                store.put(keys.endpoints_of(name), encode_endpoints(eps))
+                store.put(endpoints_prefix(keys) + "default/" + name, v1(from_legacy_endpoints(eps), name))
                 assert done.wait(30)
                 t1 = time.perf_counter()
                 times.append(t1 - t0)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from netplane.proxy.registry import migrate_legacy
 from netplane.store import EtcdStore, Keys
 from orchestrator import leader
 from orchestrator import node_lifecycle as nl
@@ -81,6 +82,9 @@ class Master:
         cfg = self.config
         writer = Writer(guards=tuple(fence.guards()), on_fenced=lost.set)
         objects = ObjectStore(self.store, self.keys)
+        # a cluster made before the orchestrator: its flat services join the registry first, so
+        # the endpoints controller and the informers see them (idempotent, safe to race proxies)
+        migrate_legacy(self.store, self.keys)
         infs = Informers(objects, resync=cfg.resync_period)
 
         def recorder(component: str) -> Recorder:

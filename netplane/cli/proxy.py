@@ -150,9 +150,9 @@ def cleanup(settings: Settings, mode: str, host: str | None, netns_name: str | N
 @click.pass_obj
 def dump(settings: Settings, host: str | None, netns_name: str | None, cgroup: str | None, service: str | None) -> None:
     """The iptables chains, nftables map elements and chains, or BPF map entries of SERVICE
-    (default: all), human-readable."""
+    (NAME in the default namespace, or NAMESPACE/NAME; default: all), human-readable."""
     from netplane.ebpf.loader import dump_pinned, instance_for, pin_dir
-    from netplane.proxy.api import ServiceAPI
+    from netplane.proxy import registry
     from netplane.proxy.desired import compute
     from netplane.proxy.dump import frontend_names
     from netplane.proxy.iptables import IptablesBackend
@@ -161,10 +161,12 @@ def dump(settings: Settings, host: str | None, netns_name: str | None, cgroup: s
     if host:
         netns, cg = _lab_host(host)
         cgroup = cgroup or str(cg)
-    pairs = ServiceAPI(settings.store(), settings.keys()).list()
-    if service is not None and service not in {s.name for s, _ in pairs}:
-        raise NotFoundError(f"service {service} not found")
-    state = compute({s.name: s for s, _ in pairs}, {s.name: e for s, e in pairs if e is not None})
+    services, endpoints = registry.load(settings.store(), settings.keys())
+    if service is not None:
+        given, service = service, registry.qualified(service)
+        if service not in services:
+            raise NotFoundError(f"service {given} not found")
+    state = compute(services, endpoints)
     shown = False
     if cgroup:
         pins = pin_dir(instance_for(cgroup))

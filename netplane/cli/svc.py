@@ -45,12 +45,14 @@ def svc() -> None:
               help="Session affinity.")
 @click.option("--affinity-timeout", type=int, default=DEFAULT_AFFINITY_TIMEOUT, show_default=True, help="Seconds.")
 @click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
-              help="Pod labels whose pods become the endpoints (for the endpoints controller; repeatable).")
+              help="Pod labels whose ready pods become the endpoints (the master's endpoints controller "
+                   "writes them; not with --endpoint; repeatable).")
 @output_option
 @click.pass_obj
 def create(settings: Settings, name: str, ports: tuple[str, ...], endpoints: tuple[str, ...], cluster_ip: str | None,
            svc_type: str, affinity: str, affinity_timeout: int, selectors: tuple[str, ...], output: str) -> None:
-    """Create service NAME."""
+    """Create service NAME in the default namespace (the same v1 Service `netplane apply`
+    writes; `netplane get svc NAME -o yaml` shows it)."""
     check_name("service", name)
     sel = []
     for item in selectors:

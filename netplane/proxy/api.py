@@ -1,17 +1,20 @@
 """Service operations over etcd: create (with race-safe ClusterIP/nodePort allocation), delete,
-set endpoints, list.
+set endpoints, list. What `netplane svc` does; the objects are the registry's v1 Service and
+Endpoints (`netplane.proxy.registry`), the same ones `netplane apply` writes.
 
 Allocation is one create-only key per allocated value (`<prefix>/services/clusterips/<ip>`,
-`<prefix>/services/nodeports/<port>`), whose value is the owning service's name. Two clients
+`<prefix>/services/nodeports/<port>`), whose value is the owning service's `namespace/name`. Two clients
 creating services at once can never get the same IP: exactly one `create` wins, the loser
 tries another address. Keys live outside `services/specs/` so the proxy's watch never sees them.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from netplane.errors import ConfigError, NotFoundError
 from netplane.proxy.model import (
@@ -20,13 +23,23 @@ from netplane.proxy.model import (
     EndpointAddress,
     Endpoints,
     Service,
-    decode_endpoints,
-    decode_service,
-    encode_endpoints,
-    encode_service,
     validate_service,
 )
+from netplane.proxy.registry import (
+    DEFAULT_NAMESPACE,
+    migrate_legacy,
+    proxy_name,
+    service_endpoints_object,
+)
 from netplane.store import EtcdStore, Keys
+from netplane.store.keys import check_name
+from orchestrator.objects.meta import ENDPOINTS, SERVICE
+from orchestrator.objects.service import from_legacy_service, to_proxy_endpoints, to_proxy_service
+from orchestrator.storage import AlreadyExists, Conflict, ObjectStore
+
+Obj = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 RANDOM_TRIES = 32
 
@@ -50,9 +63,12 @@ class ServiceAPI:
     """What `netplane svc` (and later the orchestrator) does to services."""
 
     def __init__(self, store: EtcdStore, keys: Keys, *, service_range: IPv4Network = DEFAULT_SERVICE_RANGE,
-                 node_port_range: tuple[int, int] = NODE_PORT_RANGE, rng: random.Random | None = None) -> None:
+                 node_port_range: tuple[int, int] = NODE_PORT_RANGE, rng: random.Random | None = None,
+                 namespace: str = DEFAULT_NAMESPACE) -> None:
         self.store = store
         self.keys = keys
+        self.namespace = namespace
+        self._store: ObjectStore | None = None
         self.range = service_range
         self.node_ports = node_port_range
         self.rng = rng or random.Random()
@@ -106,76 +122,122 @@ class ServiceAPI:
             self.store.delete(key, mod_revision=kv.mod_revision)
 
     # ------------------------------------------------------------------ objects
+    def _objects(self) -> ObjectStore:
+        if self._store is None:
+            self._store = ObjectStore(self.store, self.keys)
+            migrate_legacy(self.store, self.keys)
+        return self._store
+
+    def _get_v1(self, name: str) -> Obj | None:
+        return self._objects().get(SERVICE, check_name("service", name), self.namespace)
+
     def create(self, svc: Service, *, cluster_ip: IPv4Address | None, endpoints: tuple[IPv4Address, ...] = ()) -> Service:
-        """Validate, allocate, store. `svc.cluster_ip` is ignored in favour of `cluster_ip`."""
+        """Validate, allocate, store a v1 Service (and, without a selector, its Endpoints).
+        `svc.cluster_ip` is ignored in favour of `cluster_ip`."""
         validate_service(svc)
-        if self.store.get(self.keys.service(svc.name)) is not None:
+        check_name("service", svc.name)
+        if svc.selector and endpoints:
+            raise ConfigError(f"service {svc.name} has a selector: its endpoints follow its pods, not --endpoint")
+        objects = self._objects()
+        if self._get_v1(svc.name) is not None:
             raise ConfigError(f"service {svc.name} already exists")
+        owner = proxy_name(self.namespace, svc.name)
         claimed_ip: IPv4Address | None = None
         claimed_ports: list[int] = []
         try:
-            claimed_ip = self.allocate_ip(svc.name, cluster_ip)
+            claimed_ip = self.allocate_ip(owner, cluster_ip)
             ports = []
             for p in svc.ports:
                 if svc.type == "NodePort":
-                    np = self.allocate_node_port(svc.name, p.node_port)
+                    np = self.allocate_node_port(owner, p.node_port)
                     claimed_ports.append(np)
                     p = replace(p, node_port=np)
                 ports.append(p)
             final = replace(svc, cluster_ip=claimed_ip, ports=tuple(ports))
-            if not self.store.create(self.keys.service(svc.name), encode_service(final)):
-                raise ConfigError(f"service {svc.name} already exists")
+            v1: dict[str, Any] = dict(from_legacy_service(final))
+            v1["metadata"] = {"name": svc.name, "namespace": self.namespace}
+            try:
+                objects.create(v1)
+            except AlreadyExists:
+                raise ConfigError(f"service {svc.name} already exists") from None
         except BaseException:
             if claimed_ip is not None:
-                self._release(clusterip_key(self.keys, claimed_ip), svc.name)
+                self._release(clusterip_key(self.keys, claimed_ip), owner)
             for np in claimed_ports:
-                self._release(nodeport_key(self.keys, np), svc.name)
+                self._release(nodeport_key(self.keys, np), owner)
             raise
-        self.set_endpoints(svc.name, endpoints)
+        if not svc.selector:
+            self.set_endpoints(svc.name, endpoints)
         return final
 
     def set_endpoints(self, name: str, ips: tuple[IPv4Address, ...]) -> Endpoints:
-        if self.store.get(self.keys.service(name)) is None:
+        """Hand-set the endpoints of a selector-less service (all ready)."""
+        current = self._get_v1(name)
+        if current is None:
             raise NotFoundError(f"service {name} not found")
-        ep = Endpoints(name=name, addresses=tuple(EndpointAddress(ip=ip) for ip in dict.fromkeys(ips)))
-        self.store.put(self.keys.endpoints_of(name), encode_endpoints(ep))
-        return ep
+        svc = to_proxy_service(current)
+        if svc.selector:
+            raise ConfigError(f"service {name} has a selector: its endpoints follow its pods "
+                              "(the endpoints controller writes them)")
+        addrs = {str(ip): True for ip in dict.fromkeys(ips)}
+        body = service_endpoints_object(svc, self.namespace, addrs)
+        objects = self._objects()
+        for _ in range(RANDOM_TRIES):
+            have = objects.get(ENDPOINTS, name, self.namespace)
+            try:
+                if have is None:
+                    objects.create(body)
+                else:
+                    body["metadata"] = {**have["metadata"]}
+                    objects.update(body)
+                break
+            except (AlreadyExists, Conflict):
+                continue
+        else:
+            raise ConfigError(f"endpoints of {name} kept changing under us; try again")
+        return Endpoints(name=name, addresses=tuple(EndpointAddress(ip=ip) for ip in dict.fromkeys(ips)))
 
     def delete(self, name: str) -> None:
-        kv = self.store.get(self.keys.service(name))
-        if kv is None:
+        current = self._get_v1(name)
+        if current is None:
             raise NotFoundError(f"service {name} not found")
-        svc = decode_service(kv.key, kv.value)
-        self.store.delete(self.keys.service(name))
-        self.store.delete(self.keys.endpoints_of(name))
-        self._release(clusterip_key(self.keys, svc.cluster_ip), name)
+        svc = to_proxy_service(current)
+        objects = self._objects()
+        objects.delete(SERVICE, name, self.namespace)
+        try:
+            objects.delete(ENDPOINTS, name, self.namespace)
+        except NotFoundError:
+            pass
+        owner = proxy_name(self.namespace, name)
+        self._release(clusterip_key(self.keys, svc.cluster_ip), owner)
         for p in svc.ports:
             if p.node_port:
-                self._release(nodeport_key(self.keys, p.node_port), name)
+                self._release(nodeport_key(self.keys, p.node_port), owner)
 
     def get(self, name: str) -> tuple[Service, Endpoints | None]:
-        kv = self.store.get(self.keys.service(name))
-        if kv is None:
+        current = self._get_v1(name)
+        if current is None:
             raise NotFoundError(f"service {name} not found")
-        ekv = self.store.get(self.keys.endpoints_of(name))
-        return decode_service(kv.key, kv.value), decode_endpoints(ekv.key, ekv.value) if ekv else None
+        ep = self._objects().get(ENDPOINTS, name, self.namespace)
+        return to_proxy_service(current), to_proxy_endpoints(ep) if ep is not None else None
 
     def list(self) -> list[tuple[Service, Endpoints | None]]:
-        from netplane.errors import DecodeError
-
-        svcs, _ = self.store.list(self.keys.services)
-        eps, _ = self.store.list(self.keys.endpoints)
+        """The namespace's services the proxy can express (others are logged and skipped)."""
+        objects = self._objects()
+        svcs, _ = objects.list(SERVICE, self.namespace)
+        eps, _ = objects.list(ENDPOINTS, self.namespace)
         epm = {}
-        for kv in eps:
+        for e in eps:
             try:
-                epm[Keys.name_of(kv.key, self.keys.endpoints)] = decode_endpoints(kv.key, kv.value)
-            except DecodeError:
-                continue
+                epm[e["metadata"]["name"]] = to_proxy_endpoints(e)
+            except ConfigError as err:
+                log.warning("skipping endpoints %s: %s", e["metadata"]["name"], err)
         out = []
-        for kv in svcs:
+        for v in svcs:
             try:
-                s = decode_service(kv.key, kv.value)
-            except DecodeError:
+                s = to_proxy_service(v)
+            except ConfigError as err:
+                log.warning("skipping service %s: %s", v["metadata"]["name"], err)
                 continue
             out.append((s, epm.get(s.name)))
         return sorted(out, key=lambda t: t[0].name)

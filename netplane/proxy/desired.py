@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from netplane.proxy.model import Endpoints, Protocol, Service
+from netplane.proxy.model import EndpointAddress, Endpoints, Protocol, Service
 
 
 @dataclass(frozen=True, order=True)
@@ -56,7 +56,12 @@ class ProxyState:
 EMPTY = ProxyState({})
 
 
-def backend_port(svc_port_name: str, target_port: int, ep: Endpoints) -> int:
+def backend_port(svc_port_name: str, target_port: int, ep: Endpoints, addr: EndpointAddress | None = None) -> int:
+    """The port a service port reaches on an endpoint: the address's own port of that name,
+    else the Endpoints' port of that name, else the service's targetPort."""
+    for p in (addr.ports if addr is not None else ()):
+        if p.name == svc_port_name:
+            return p.port
     for p in ep.ports:
         if p.name == svc_port_name:
             return p.port
@@ -64,20 +69,20 @@ def backend_port(svc_port_name: str, target_port: int, ep: Endpoints) -> int:
 
 
 def compute(services: Mapping[str, Service], endpoints: Mapping[str, Endpoints]) -> ProxyState:
-    """Services and Endpoints keyed by service name -> desired LB entries."""
+    """Services and Endpoints keyed by service name -> desired LB entries (ready addresses only)."""
     out: dict[LbKey, LbEntry] = {}
     for name, svc in services.items():
         ep = endpoints.get(name)
-        ips = ep.ready_ips() if ep else ()
+        ready = [a for a in ep.addresses if a.ready] if ep else []
         for p in svc.ports:
-            port = backend_port(p.name, p.target_port, ep) if ep else p.target_port
             key = LbKey(name, p.name)
+            backends = {Backend(a.ip, backend_port(p.name, p.target_port, ep, a)) for a in ready} if ep else set()
             out[key] = LbEntry(
                 key=key,
                 vip=svc.cluster_ip,
                 port=p.port,
                 protocol=p.protocol,
-                backends=tuple(sorted(Backend(ip, port) for ip in ips)),
+                backends=tuple(sorted(backends)),
                 node_port=p.node_port if svc.type == "NodePort" else None,
                 affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else None,
             )

@@ -47,17 +47,20 @@ class Service:
 
 
 @dataclass(frozen=True)
-class EndpointAddress:
-    ip: IPv4Address
-    ready: bool = True
-    node: str | None = None
-
-
-@dataclass(frozen=True)
 class EndpointPort:
     name: str
     port: int
     protocol: Protocol
+
+
+@dataclass(frozen=True)
+class EndpointAddress:
+    ip: IPv4Address
+    ready: bool = True
+    node: str | None = None
+    # this address's own port numbers, when they differ from the Endpoints' (a named
+    # targetPort that resolves to another number on this pod: v1 puts it in its own subset)
+    ports: tuple[EndpointPort, ...] = ()
 
 
 @dataclass(frozen=True)

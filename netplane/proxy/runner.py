@@ -1,6 +1,9 @@
 """The proxy loop: list+watch Services and Endpoints, compute the desired state, hand it to a
 backend. One loop for every data plane (iptables, nftables, eBPF).
 
+It reads the registry's v1 Services and Endpoints, across namespaces, as `ns/name`
+(`netplane.proxy.registry`); a cluster's flat pre-orchestrator keys are migrated at start.
+
 Two `reflect` threads (services, endpoints) feed one queue; the loop drains it, recomputes the
 LB entries of only the services that changed (so one endpoint change at 10,000 services costs
 microseconds of Python, not a full recompute) and calls `backend.sync(changed=...)`. A resync of
@@ -22,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import CollectorRegistry
 
 from netplane.errors import ConfigError, NetplaneError
+from netplane.proxy import registry as svc_registry
 from netplane.proxy.backend import Placement, ProxyBackend
 from netplane.proxy.desired import LbEntry, LbKey, ProxyState, compute
 from netplane.proxy.metrics import ProxyMetrics
-from netplane.proxy.model import Endpoints, Service, decode_endpoints, decode_service
+from netplane.proxy.model import Endpoints, Service
 from netplane.store import EtcdStore, Keys
 from netplane.store.watch import View, reflect
 
@@ -110,6 +114,8 @@ class ProxyComponent:
         self._entries: dict[LbKey, LbEntry] = {}
         self._svc_keys: dict[str, set[LbKey]] = {}
         self.on_sync: Callable[[ProxyState], None] | None = None
+        # the v1 registry: services named `ns/name` (netplane.proxy.registry)
+        self._under = {"svc": svc_registry.services_prefix(keys), "ep": svc_registry.endpoints_prefix(keys)}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -125,9 +131,15 @@ class ProxyComponent:
             self._thread = None
 
     def run(self, stop: threading.Event) -> None:
+        try:
+            svc_registry.migrate_legacy(self.store, self.keys)
+        except Exception as e:  # noqa: BLE001 - etcd down at start: the next start migrates; the watch retries
+            log.warning("legacy service migration failed: %s", e)
         feeders = [
-            threading.Thread(target=self._feed, args=("svc", self.keys.services, decode_service, stop), daemon=True, name="proxy-svc"),
-            threading.Thread(target=self._feed, args=("ep", self.keys.endpoints, decode_endpoints, stop), daemon=True, name="proxy-ep"),
+            threading.Thread(target=self._feed, args=("svc", self._under["svc"], svc_registry.decode_service, stop),
+                             daemon=True, name="proxy-svc"),
+            threading.Thread(target=self._feed, args=("ep", self._under["ep"], svc_registry.decode_endpoints, stop),
+                             daemon=True, name="proxy-ep"),
         ]
         for t in feeders:
             t.start()
@@ -212,7 +224,7 @@ class ProxyComponent:
                 self._q.put(("tick", None))  # type: ignore[arg-type]  # retry even if etcd is quiet
 
     def _absorb(self, kind: str, view: View[Any]) -> set[str]:
-        under = self.keys.services if kind == "svc" else self.keys.endpoints
+        under = self._under[kind]
         target: dict[str, Any] = self._services if kind == "svc" else self._endpoints
         if view.changed is None:
             old = set(target)

@@ -193,24 +193,25 @@ def to_proxy_service(svc: Mapping[str, Any]) -> model.Service:
 
 
 def to_proxy_endpoints(ep: Mapping[str, Any]) -> model.Endpoints:
-    """Flatten subsets into the proxy's one list of addresses. Ports come from the first
-    subset that has any; subsets with other port sets (pods whose named port resolved to
-    another number) cannot be expressed there and raise ConfigError."""
+    """Flatten subsets into the proxy's one list of addresses. The Endpoints' ports are the
+    first subset's; the addresses of a subset with other port numbers (pods whose named
+    targetPort resolved to another number) carry their own. An unnamed port is the proxy's
+    "default", as an unnamed service port is."""
     addrs: list[model.EndpointAddress] = []
     ports: tuple[model.EndpointPort, ...] | None = None
     for s in ep.get("subsets") or []:
         if any(not isinstance(p.get("port"), int) for p in s.get("ports") or []):
             raise ConfigError("an endpoints port has no port number")
-        sp = tuple(model.EndpointPort(p.get("name") or "", p["port"], _proto(p.get("protocol")))
+        if any(not isinstance(p.get("name") or "", str) for p in s.get("ports") or []):
+            raise ConfigError("an endpoints port name is not a string")
+        sp = tuple(model.EndpointPort(p.get("name") or "default", p["port"], _proto(p.get("protocol")))
                    for p in s.get("ports") or [])
-        if sp:
-            if ports is not None and set(sp) != set(ports):
-                raise ConfigError(
-                    "endpoints with different port numbers per subset are not supported by the proxy")
+        if ports is None and sp:
             ports = sp
+        own = sp if sp and set(sp) != set(ports or ()) else ()
         for a in s.get("addresses") or []:
-            addrs.append(model.EndpointAddress(_ip(a.get("ip")), True, a.get("nodeName") or None))
+            addrs.append(model.EndpointAddress(_ip(a.get("ip")), True, a.get("nodeName") or None, own))
         for a in s.get("notReadyAddresses") or []:
-            addrs.append(model.EndpointAddress(_ip(a.get("ip")), False, a.get("nodeName") or None))
+            addrs.append(model.EndpointAddress(_ip(a.get("ip")), False, a.get("nodeName") or None, own))
     return model.Endpoints(name=(ep.get("metadata") or {}).get("name") or "",
                            addresses=tuple(addrs), ports=ports or ())

@@ -83,15 +83,15 @@ def test_first_sync_has_endpoints_then_partial_syncs(store: EtcdStore, keys: Key
         api.set_endpoints("s1", (IPv4Address("10.0.0.9"),))
         rec.wait(lambda: len(rec.calls) >= 2)
         state, full, changed = rec.calls[-1]
-        assert not full and changed == {LbKey("s1", "http")}
-        assert [str(b.ip) for b in state.entries[LbKey("s1", "http")].backends] == ["10.0.0.9"]
+        assert not full and changed == {LbKey("default/s1", "http")}
+        assert [str(b.ip) for b in state.entries[LbKey("default/s1", "http")].backends] == ["10.0.0.9"]
         api.delete("s2")
-        rec.wait(lambda: any(LbKey("s2", "http") in (c[2] or ()) for c in rec.calls))
-        assert LbKey("s2", "http") not in rec.calls[-1][0].entries
-        store.put(keys.service("broken"), b'{"name": 1}')  # malformed: logged and skipped
+        rec.wait(lambda: any(LbKey("default/s2", "http") in (c[2] or ()) for c in rec.calls))
+        assert LbKey("default/s2", "http") not in rec.calls[-1][0].entries
+        store.put(f"{keys.prefix}/registry/services/default/broken", b'{"kind": "Service", "spec": 1}')  # malformed: skipped
         api.create(svc("s9"), cluster_ip=None)
-        rec.wait(lambda: LbKey("s9", "http") in rec.calls[-1][0].entries and rec.done == len(rec.calls))
-        assert not any(k.service == "broken" for k in rec.calls[-1][0].entries)
+        rec.wait(lambda: LbKey("default/s9", "http") in rec.calls[-1][0].entries and rec.done == len(rec.calls))
+        assert not any(k.service == "default/broken" for k in rec.calls[-1][0].entries)
         # every sync the backend saw is counted, by kind (s2's two keys may make one sync or two)
         fulls, partials = sum(c[1] for c in rec.calls), sum(not c[1] for c in rec.calls)
         assert fulls == 1 and partials >= 3

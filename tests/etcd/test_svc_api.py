@@ -30,7 +30,7 @@ def test_create_allocates_in_range_and_stores(store: EtcdStore, keys: Keys) -> N
     assert made.cluster_ip in IPv4Network("10.96.0.0/12")
     s, ep = api.get("web")
     assert s.cluster_ip == made.cluster_ip and ep is not None and [str(a.ip) for a in ep.addresses] == ["10.244.1.2"]
-    assert store.get(clusterip_key(keys, made.cluster_ip)).value == b"web"  # type: ignore[union-attr]
+    assert store.get(clusterip_key(keys, made.cluster_ip)).value == b"default/web"  # type: ignore[union-attr]
 
 
 def test_requested_ip_taken_outside_range_or_reserved(store: EtcdStore, keys: Keys) -> None:
@@ -88,7 +88,7 @@ def test_delete_releases_ip_and_ports(store: EtcdStore, keys: Keys) -> None:
     api = ServiceAPI(store, keys)
     a = api.create(svc("a", node_port=30099), cluster_ip=IPv4Address("10.96.0.20"))
     api.delete("a")
-    assert store.get(keys.service("a")) is None and store.get(keys.endpoints_of("a")) is None
+    assert store.list(f"{keys.prefix}/registry/")[0] == []
     assert api.create(svc("b", node_port=30099), cluster_ip=a.cluster_ip).cluster_ip == a.cluster_ip
     with pytest.raises(NotFoundError):
         api.delete("a")
@@ -99,7 +99,9 @@ def test_delete_releases_ip_and_ports(store: EtcdStore, keys: Keys) -> None:
 def test_list_skips_malformed_values(store: EtcdStore, keys: Keys) -> None:
     api = ServiceAPI(store, keys)
     api.create(svc("good"), cluster_ip=None)
-    store.put(keys.service("bad"), "{not json")
+    store.put(f"{keys.prefix}/registry/services/default/bad", "{not json")
+    store.put(f"{keys.prefix}/registry/services/default/worse", '{"kind": "Service", "metadata": {"name": "worse", '
+              '"namespace": "default"}, "spec": {"type": "ExternalName", "ports": [{"port": 1}]}}')
     assert [s.name for s, _ in api.list()] == ["good"]
 
 
@@ -115,10 +117,10 @@ def run(store: EtcdStore, keys: Keys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_create_show_list_endpoints_delete(store: EtcdStore, keys: Keys) -> None:
     code, out, err = run(store, keys, "svc", "create", "web", "--port", "80:8080", "--port", "53/udp",
-                       "--endpoint", "10.244.1.2", "--cluster-ip", "10.96.0.50", "--selector", "app=web", "-o", "json")
+                       "--endpoint", "10.244.1.2", "--cluster-ip", "10.96.0.50", "-o", "json")
     assert (code, err) == (0, ""), err
     data = json.loads(out)
-    assert data["selector"] == {"app": "web"}
+    assert data["selector"] == {}
     assert data["cluster_ip"] == "10.96.0.50"
     assert [(p["port"], p["target_port"], p["protocol"]) for p in data["ports"]] == [(80, 8080, "TCP"), (53, 53, "UDP")]
     assert data["endpoints"] == [{"ip": "10.244.1.2", "ready": True}]
@@ -143,13 +145,27 @@ def test_cli_create_show_list_endpoints_delete(store: EtcdStore, keys: Keys) -> 
         (["--port", "80/tcp:1234", "--type", "NodePort"], "nodePort 1234 is outside the node port range 30000-32767"),
         (["--port", "80", "--endpoint", "10.0.0.999"], "endpoint '10.0.0.999' is not an IPv4 address"),
         (["--port", "80", "--selector", "app"], "bad --selector 'app': expected KEY=VALUE"),
+        (["--port", "80", "--selector", "app=web", "--endpoint", "10.0.0.1"],
+         "service bad has a selector: its endpoints follow its pods, not --endpoint"),
         ([], "Missing option '--port'. (see 'netplane svc create --help')"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(store: EtcdStore, keys: Keys, args: list[str], msg: str) -> None:
     code, out, err = run(store, keys, "svc", "create", "bad", *args)
     assert (code, out, err) == (2, "", f"netplane: error: {msg}\n")
-    assert store.get(keys.service("bad")) is None  # and nothing was stored
+    assert store.list(f"{keys.prefix}/registry/")[0] == []  # and nothing was stored
+    assert store.list(f"{keys.prefix}/services/")[0] == []  # (no allocation either)
+
+
+def test_cli_selector_service_gets_its_endpoints_from_the_controller_not_by_hand(store: EtcdStore, keys: Keys) -> None:
+    code, out, err = run(store, keys, "svc", "create", "web", "--port", "80:8080", "--selector", "app=web", "-o", "json")
+    assert (code, err) == (0, ""), err
+    assert json.loads(out)["selector"] == {"app": "web"} and json.loads(out)["endpoints"] == []
+    code, out, err = run(store, keys, "svc", "endpoints", "web", "--set", "10.244.1.3")
+    assert (code, out) == (2, "") and "has a selector" in err
+    code, out, err = run(store, keys, "get", "svc", "web", "-o", "json")  # the same object `apply` writes
+    assert code == 0, err
+    assert json.loads(out)["spec"]["selector"] == {"app": "web"}
 
 
 def test_cli_unreachable_etcd_is_one_line_exit_1() -> None:

@@ -106,6 +106,7 @@ def test_refuses_the_machines_root_cgroup() -> None:
 def test_cli_dump_names_map_entries_and_cleanup_unpins(cgroup: Path, store, keys) -> None:  # type: ignore[no-untyped-def]
     import sys
 
+    from netplane.proxy import registry
     from netplane.proxy.api import ServiceAPI
     from netplane.proxy.desired import compute
     from netplane.proxy.model import Service, ServicePort
@@ -113,14 +114,13 @@ def test_cli_dump_names_map_entries_and_cleanup_unpins(cgroup: Path, store, keys
     api = ServiceAPI(store, keys)
     web = api.create(Service(name="web", cluster_ip=IP(0), ports=(ServicePort("http", "TCP", 80, 8080),)),
                      cluster_ip=None, endpoints=(IP("10.0.0.5"), IP("10.0.0.6")))
-    pairs = api.list()
     b = EbpfBackend(cgroup=str(cgroup), instance=instance_for(cgroup))
-    b.sync(compute({s.name: s for s, _ in pairs}, {s.name: e for s, e in pairs if e}), full=True)
+    b.sync(compute(*registry.load(store, keys)), full=True)  # what the proxy would program
     b.close()
     base = [sys.executable, "-m", "netplane", "--etcd", store.config.endpoints[0], "--prefix", keys.prefix, "proxy"]
     p = subprocess.run([*base, "dump", "--cgroup", str(cgroup), "web"], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
-    assert f"{web.cluster_ip}:80/tcp (web:http)" in p.stdout and "-> 10.0.0.6:8080" in p.stdout
+    assert f"{web.cluster_ip}:80/tcp (default/web:http)" in p.stdout and "-> 10.0.0.6:8080" in p.stdout
     p = subprocess.run([*base, "cleanup", "--mode", "ebpf", "--cgroup", str(cgroup)], capture_output=True, text=True, check=False)
     assert p.returncode == 0 and "unpinned" in p.stdout, p.stderr
     assert attached(cgroup) == set() and not pin_dir(instance_for(cgroup)).exists()

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from netplane import netns
+from netplane.proxy import registry
 from netplane.proxy.api import ServiceAPI
 from netplane.proxy.backend import Placement
 from netplane.proxy.desired import ProxyState
@@ -245,7 +246,8 @@ def applied(comp: ProxyComponent, pred: Callable[[ProxyState], bool], timeout: f
 
 def endpoints_in(state: ProxyState, service: str) -> set[str]:
     """The backend addresses the proxy programs for `service` (any of its ports)."""
-    return {str(b.ip) for k, e in state.entries.items() if k.service == service for b in e.backends}
+    name = registry.qualified(service)
+    return {str(b.ip) for k, e in state.entries.items() if k.service == name for b in e.backends}
 
 
 def assert_even(answers: dict[str, int], names: list[str], n: int) -> None:

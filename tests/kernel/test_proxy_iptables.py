@@ -10,6 +10,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address as IP
 
 from netplane.proxy import iptables_render as R
+from netplane.proxy import registry
 from netplane.proxy.api import ServiceAPI
 from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
 from netplane.proxy.iptables import IptablesBackend
@@ -95,8 +96,7 @@ def test_cli_dump_and_cleanup(make_netns: Callable[[str], str], store: EtcdStore
     api.create(Service(name="other", cluster_ip=IP(0), ports=(ServicePort("http", "TCP", 80, 8080),)), cluster_ip=None)
     from netplane.proxy.desired import compute
 
-    svcs = {s.name: s for s, _ in api.list()}
-    eps = {s.name: e for s, e in api.list() if e}
+    svcs, eps = registry.load(store, keys)  # what the proxy would program
     IptablesBackend(netns=ns).sync(compute(svcs, eps), full=True)
     base = [sys.executable, "-m", "netplane", "--etcd", store.config.endpoints[0], "--prefix", keys.prefix, "proxy"]
     p = subprocess.run([*base, "dump", "--netns", ns, "web"], capture_output=True, text=True, check=False)
@@ -169,7 +169,7 @@ def test_standalone_proxy_run_follows_etcd_and_exits_cleanly_on_sigterm(
         api.delete("web")
         wait(lambda: not any(f"-d {made.cluster_ip}/32" in ln for ln in ours(ns)))
         before = ours(ns)
-        keep = R.svc_chain(entry("keep", ["10.0.0.6"], str(kept.cluster_ip)))
+        keep = R.svc_chain(entry("default/keep", ["10.0.0.6"], str(kept.cluster_ip)))
         assert f":{keep}" in before and not any("10.0.0.5" in ln for ln in before)
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=20) == 0, p.communicate()[1]

@@ -16,6 +16,7 @@ import pytest
 
 from netplane.errors import KernelError
 from netplane.proxy import nftables_render as R
+from netplane.proxy import registry
 from netplane.proxy.api import ServiceAPI
 from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState, compute
 from netplane.proxy.model import Service, ServicePort
@@ -150,15 +151,14 @@ def test_cli_dump_and_cleanup(make_netns: Callable[[str], str], store: EtcdStore
                       cluster_ip=None, endpoints=(IP("10.0.0.5"), IP("10.0.0.6")))
     api.create(Service(name="other", cluster_ip=IP(0), ports=(ServicePort("http", "TCP", 80, 8080),)), cluster_ip=None,
                endpoints=(IP("10.0.0.9"),))
-    pairs = api.list()
-    NftablesBackend(netns=ns).sync(compute({s.name: s for s, _ in pairs}, {s.name: e for s, e in pairs if e}), full=True)
+    NftablesBackend(netns=ns).sync(compute(*registry.load(store, keys)), full=True)  # what the proxy would program
     base = [sys.executable, "-m", "netplane", "--etcd", store.config.endpoints[0], "--prefix", keys.prefix, "proxy"]
     p = subprocess.run([*base, "dump", "--netns", ns, "web"], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "# nftables (table ip netplane)" in out
-    assert f"{made.cluster_ip} . tcp . 80 : goto pick-tcp-2   # web:http" in out, out
-    assert f"{made.cluster_ip} . tcp . 80 . 1 : 10.0.0.6 . 8080   # web:http" in out, out
+    assert f"{made.cluster_ip} . tcp . 80 : goto pick-tcp-2   # default/web:http" in out, out
+    assert f"{made.cluster_ip} . tcp . 80 . 1 : 10.0.0.6 . 8080   # default/web:http" in out, out
     assert "chain pick-tcp-2" in out and "numgen random mod 2 map @endpoints_tcp" in out, out
     assert "other:http" not in out and "10.0.0.9" not in out and "pick-tcp-1" not in out, out
     p = subprocess.run([*base, "cleanup", "--netns", ns, "--mode", "nftables"], capture_output=True, text=True, check=False)

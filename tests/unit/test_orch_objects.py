@@ -193,7 +193,27 @@ def test_endpoints_round_trip_and_readiness() -> None:
 def test_proxy_refuses_what_it_cannot_express() -> None:
     with pytest.raises(ConfigError, match="LoadBalancer"):
         service.to_proxy_service({"spec": {"type": "LoadBalancer", "ports": [{"port": 1}]}})
-    with pytest.raises(ConfigError, match="different port numbers"):
-        service.to_proxy_endpoints({"subsets": [
-            {"addresses": [{"ip": "10.0.0.1"}], "ports": [{"name": "a", "port": 1}]},
-            {"addresses": [{"ip": "10.0.0.2"}], "ports": [{"name": "a", "port": 2}]}]})
+
+
+def test_a_named_target_port_resolving_differently_per_pod_reaches_each_pod_on_its_own_port() -> None:
+    from netplane.proxy.desired import compute
+
+    svc = service.to_proxy_service({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.5", "ports": [
+        {"name": "http", "port": 80, "targetPort": "web"}]}})
+    ep = service.to_proxy_endpoints({"metadata": {"name": "web"}, "subsets": [
+        {"addresses": [{"ip": "10.0.0.1"}], "ports": [{"name": "http", "port": 8080}]},
+        {"addresses": [{"ip": "10.0.0.2"}], "notReadyAddresses": [{"ip": "10.0.0.3"}],
+         "ports": [{"name": "http", "port": 9090}]}]})
+    (entry,) = compute({"web": svc}, {"web": ep}).entries.values()
+    assert [(str(b.ip), b.port) for b in entry.backends] == [("10.0.0.1", 8080), ("10.0.0.2", 9090)]
+
+
+def test_an_unnamed_endpoints_port_is_the_unnamed_service_ports() -> None:
+    from netplane.proxy.desired import compute
+
+    svc = service.to_proxy_service({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.5", "ports": [
+        {"port": 80, "targetPort": "http"}]}})
+    ep = service.to_proxy_endpoints({"metadata": {"name": "web"}, "subsets": [
+        {"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 8080}]}]})
+    (entry,) = compute({"web": svc}, {"web": ep}).entries.values()
+    assert [(str(b.ip), b.port) for b in entry.backends] == [("10.0.0.1", 8080)]
