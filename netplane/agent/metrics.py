@@ -1,8 +1,6 @@
-"""The agent's Prometheus metrics, on a registry of its own (no global state).
-
-Other components the agent hosts (service proxy, stats) may register on `Metrics.registry` so
-one `/metrics` endpoint serves them all.
-"""
+"""The overlay's Prometheus metrics, on the registry it is given (the agent's, which every
+component shares so one `/metrics` endpoint serves them all), or a registry of its own: never
+the global one."""
 
 from __future__ import annotations
 
@@ -10,8 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.leases_seen = Gauge(
             "netplane_subnet_leases_seen", "Well-formed subnet leases in the last etcd view", registry=self.registry
         )
