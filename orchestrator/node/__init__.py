@@ -1,0 +1,1 @@
+"""The node runtime: runs the pods bound to this host (our kubelet): pod networking, runtimes, lifecycle."""
