@@ -1,5 +1,6 @@
 """`netplane agent`: the per-host daemon (lease + overlay + health, plus the service proxy and
-the stats server when asked). Parses flags, builds the Agent and runs it until SIGTERM/SIGINT."""
+the stats server when asked). Parses flags, turns them into component factories
+(`netplane.agent.wiring`), hands those to the Agent and runs it until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from netplane.agent.agent import Agent, AgentOptions, ComponentSpec, check_options
+from netplane.agent import wiring
+from netplane.agent.agent import Agent, AgentOptions, check_options
+from netplane.agent.component import ComponentFactory
 from netplane.agent.health import parse_listen
 from netplane.errors import ConfigError
 
@@ -89,24 +92,20 @@ def agent(
         resync_interval=resync,
     )
     check_options(opts)
-    extra: list[ComponentSpec] = []
+    # started in this order once the overlay holds its lease, stopped in reverse; the node
+    # runtime's factory goes after the proxy (a pod's first connect finds its services)
+    components: list[ComponentFactory] = []
     if proxy_mode != "none":
-        from netplane.proxy.runner import for_agent
-
-        if proxy_mode == "ebpf" and not proxy_cgroup:
-            raise ConfigError("--proxy-mode ebpf needs --proxy-cgroup PATH (a cgroup v2 directory of this host's pods)")
-        extra.append(for_agent(mode=proxy_mode, cgroup=proxy_cgroup))
+        components.append(wiring.proxy(mode=proxy_mode, cgroup=proxy_cgroup))
     if stats_listen:
-        from stats.service import StatsService
-
-        extra.append(StatsService(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
+        components.append(wiring.stats(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
     elif stats_sources or stats_cgroups:
         raise ConfigError("--stats-source/--stats-cgroup need --stats-listen")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        Agent(settings.store(), settings.keys(), opts, extra_components=extra).run(stop)
+        Agent(settings.store(), settings.keys(), opts, components=components).run(stop)
     except Exception:
         # a daemon's log is read after the fact: the whole story there, whatever --log-level
         # says; the user's terminal still gets the one line from `main`

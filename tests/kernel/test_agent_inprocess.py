@@ -1,5 +1,6 @@
 """The agent on a real kernel and etcd: several agents in one process, each driving its own
-host namespace (AgentOptions.netns_name), against the session etcd on loopback."""
+host namespace (AgentOptions.netns_name), against the session etcd on loopback. The agent is a
+composition root: its overlay (`agent.overlay`) and the components its factories build."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from _switch import switched_hosts
 
 from netplane import netns
 from netplane.agent.agent import Agent, AgentOptions
+from netplane.agent.component import AgentContext, FollowsSubnet, HostOverlay, OverlayInfo
 from netplane.store import EtcdStore, Keys, codec
 from netplane.subnet.lease import list_leases
 from netplane.vxlan.netlink import Netlink
@@ -46,10 +48,10 @@ class Running:
 def start(store: EtcdStore, keys: Keys, tmp_path: Path) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def make(ns: str, node: str, extra_components: list[object] | None = None, **kw: object) -> Running:
+    def make(ns: str, node: str, components: list[object] | None = None, **kw: object) -> Running:
         opts = AgentOptions(node=node, subnet_file=tmp_path / node / "subnet.env", iface="eth0", netns_name=ns,
                             resync_interval=1.0, **kw)  # type: ignore[arg-type]
-        r = Running(Agent(store, keys, opts, extra_components=extra_components or []))  # type: ignore[arg-type]
+        r = Running(Agent(store, keys, opts, components=components or []))  # type: ignore[arg-type]
         running.append(r)
         return r
 
@@ -80,22 +82,22 @@ def test_agents_wait_for_config_then_converge_and_serve_health(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     h1, h2 = hosts(make_netns, 2)
-    caplog.set_level(logging.WARNING, logger="netplane.agent.agent")
+    caplog.set_level(logging.WARNING, logger="netplane.agent.overlay")
     a1 = start(h1, "h1", health_listen=("127.0.0.1", 0))
     a2 = start(h2, "h2")
     # both agents said they wait for the config (and were polling it) before it exists
     wait_for(lambda: caplog.text.count(f"waiting for the network config at {keys.network_config}") >= 2)
-    assert a1.agent.state.lease is None and a1.thread.is_alive()  # waiting for the config, not crashed
+    assert a1.agent.overlay.state.lease is None and a1.thread.is_alive()  # waiting for the config, not crashed
     store.put(keys.network_config, codec.dumps(CONFIG))
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
-    s1, s2 = a1.agent.state.lease.subnet, a2.agent.state.lease.subnet  # type: ignore[union-attr]
+    s1, s2 = a1.agent.overlay.current().subnet, a2.agent.overlay.current().subnet
     assert s1 != s2
     wait_for(lambda: routes_on(h1) == {str(s2)} and routes_on(h2) == {str(s1)})
     # subnet file for the local runtime
     text = (a1.agent.opts.subnet_file).read_text()
     assert f"FLANNEL_SUBNET={IPv4Interface((s1.network_address + 1, 24))}" in text
     # health + metrics, served inside the host's namespace
-    port = a1.agent._components[0].port  # type: ignore[attr-defined]
+    port = a1.agent.components[0].port  # type: ignore[attr-defined]
     with netns.inside(h1):
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -123,13 +125,13 @@ def test_clean_stop_keeps_the_lease_and_restart_reuses_it(
     (h1,) = hosts(make_netns, 1)
     a = start(h1, "h1")
     wait_for(a.agent.ready.is_set)
-    first = a.agent.state.lease
+    first = a.agent.overlay.state.lease
     assert first is not None
     a.halt()
     assert [l.subnet for l in list_leases(store, keys)] == [first.subnet]
     b = start(h1, "h1", release_on_exit=True)
     wait_for(b.agent.ready.is_set)
-    assert b.agent.state.lease is not None and b.agent.state.lease.subnet == first.subnet
+    assert b.agent.overlay.state.lease is not None and b.agent.overlay.state.lease.subnet == first.subnet
     b.halt()
     assert list_leases(store, keys) == []  # released on exit
 
@@ -142,7 +144,7 @@ def test_deleted_own_lease_is_reacquired_and_malformed_leases_are_skipped(
     h1, h2 = hosts(make_netns, 2)
     a1, a2 = start(h1, "h1"), start(h2, "h2")
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
-    s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    s1 = a1.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
     store.put(keys.subnets + "10.244.250.0-24", "{garbage")
     store.delete(keys.subnet(s1))
     # a1 notices its key is gone and takes its subnet back (remembered in its subnet file)
@@ -151,7 +153,7 @@ def test_deleted_own_lease_is_reacquired_and_malformed_leases_are_skipped(
     # h2's route to s1 may never have gone (delete and re-create seen together): wait until
     # the watchers have met the garbage, then check it left no trace
     wait_for(lambda: any("skipping malformed value" in r.getMessage() for r in caplog.records))
-    wait_for(lambda: any(lease.subnet == s1 for lease in a2.agent.state.leases.values()))
+    wait_for(lambda: any(lease.subnet == s1 for lease in a2.agent.overlay.state.leases.values()))
     assert "10.244.250.0/24" not in routes_on(h2) and str(s1) in routes_on(h2)
     assert a1.thread.is_alive() and a2.thread.is_alive()
 
@@ -167,7 +169,7 @@ def test_net_show_marks_drift_and_restart_or_resync_repairs_it(
     a1, a2 = start(h1, "h1"), start(h2, "h2")
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
     wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"])
-    s2 = a2.agent.state.lease.subnet  # type: ignore[union-attr]
+    s2 = a2.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
     a1_stop = a1.stop
     a1_stop.set()  # stop h1's agent so nothing repairs behind our back
     a1.thread.join(timeout=15)
@@ -191,32 +193,54 @@ def test_net_show_marks_drift_and_restart_or_resync_repairs_it(
     wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"], timeout=5)
 
 
-def test_extra_components_start_after_the_overlay_and_stop_in_reverse(
+def test_components_start_after_the_overlay_before_the_ready_file_and_stop_in_reverse(
     store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], tmp_path: Path
 ) -> None:
     store.put(keys.network_config, codec.dumps(CONFIG))
     (h1,) = hosts(make_netns, 1)
     events: list[str] = []
+    sfile = tmp_path / "subnet.env"
 
     class Comp:
-        def __init__(self, name: str, agent: Agent | None = None) -> None:
-            self.name, self.agent = name, agent
+        def __init__(self, name: str, overlay: OverlayInfo) -> None:
+            self.name, self.overlay = name, overlay
 
         def start(self) -> None:
-            ready = self.agent.state.lease is not None if self.agent else True
-            events.append(f"start {self.name} lease={ready}")
+            view = self.overlay.current()  # the lease is held: the overlay is ready before us
+            assert self.overlay.wait_ready(threading.Event())
+            events.append(f"start {self.name} {view.subnet} ready-file={sfile.exists()}")
 
         def stop(self) -> None:
             events.append(f"stop {self.name}")
 
-    opts = AgentOptions(node="h1", subnet_file=tmp_path / "subnet.env", iface="eth0", netns_name=h1)
-    agent = Agent(store, keys, opts, extra_components=[Comp("proxy"), lambda a: Comp("stats", a)])
+    contexts: list[AgentContext] = []
+
+    def factory(name: str) -> Callable[[AgentContext], Comp]:
+        def make(ctx: AgentContext) -> Comp:
+            contexts.append(ctx)
+            return Comp(name, ctx.overlay)
+
+        return make
+
+    opts = AgentOptions(node="h1", subnet_file=sfile, iface="eth0", netns_name=h1)
+    agent = Agent(store, keys, opts, components=[factory("proxy"), factory("stats")])
     r = Running(agent)
-    wait_for(lambda: len(events) == 2)
-    assert events == ["start proxy lease=True", "start stats lease=True"]
+    wait_for(agent.ready.is_set)
+    subnet = agent.overlay.current().subnet
+    # in order, each once the lease is held and before the subnet file (the lab's "ready")
+    assert events == [f"start proxy {subnet} ready-file=False", f"start stats {subnet} ready-file=False"]
+    assert sfile.exists()
+    ctx = contexts[0]
+    assert (ctx.node, ctx.netns_name, ctx.store, ctx.keys) == ("h1", h1, store, keys)
+    assert ctx.registry is agent.registry and ctx.overlay is agent.overlay
+    view = agent.overlay.current()
+    assert (view.bridge, view.device, view.underlay_iface, str(view.node_ip)) == ("np0", "np.3", "eth0", "10.78.0.11")
+    assert view.gateway.ip == subnet.network_address + 1 and view.device_ip == subnet.network_address
+    assert view.mtu == 1450
+    health = agent.health()
+    assert health[0] is True and health[1]["components"] == {"proxy": {"ok": True}, "stats": {"ok": True}}
     r.halt()
     assert events[2:] == ["stop stats", "stop proxy"]
-
 
 def _host_state(ns: str) -> tuple[set[str], str]:
     """Link names and the iptables chains and rules of a namespace (no counters; a built-in chain
@@ -247,7 +271,7 @@ def test_net_cleanup_removes_what_the_agent_made(
     before = _host_state(h1)
     a1, a2 = start(h1, "h1"), start(h2, "h2")
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
-    s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    s1 = a1.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
     sfile = tmp_path / "h1" / "subnet.env"
     pod = make_netns("pod")
     pn = podnet.add_pod_network(pod, host_netns=h1, address=podnet.pod_address(s1, 1), mtu=1450)
@@ -288,11 +312,11 @@ def test_subnet_taken_by_another_host_moves_us_and_says_pods_must_be_recreated(
     (h1,) = hosts(make_netns, 1)
     events: list[str] = []
 
-    class Derived:  # stands in for the proxy: built from the agent's subnet (a factory component)
+    class Derived:  # stands in for the proxy: built from the overlay's subnet
         name = "derived"
 
-        def __init__(self, agent: Agent) -> None:
-            self.subnet = agent.state.lease.subnet  # type: ignore[union-attr]
+        def __init__(self, view: HostOverlay) -> None:
+            self.subnet = view.subnet
 
         def start(self) -> None:
             events.append(f"start {self.subnet}")
@@ -300,15 +324,15 @@ def test_subnet_taken_by_another_host_moves_us_and_says_pods_must_be_recreated(
         def stop(self) -> None:
             events.append(f"stop {self.subnet}")
 
-    a1 = start(h1, "h1", extra_components=[lambda agent: Derived(agent)])
+    a1 = start(h1, "h1", components=[lambda ctx: FollowsSubnet("derived", ctx.overlay, Derived)])
     wait_for(lambda: a1.agent.ready.is_set() and len(events) == 1)
-    s1 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    s1 = a1.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
     # another host overwrites our key in one put (as after our lease lapsed): the subnet file
     # still remembers s1, but s1 is taken now, so we must move
     other = LeaseAttrs(public_ip=IPv4Address("10.78.0.200"), vtep_mac="02:00:00:00:00:c8", vni=3, node="intruder")
     store.put(keys.subnet(s1), other.encode())
-    wait_for(lambda: a1.agent.state.lease is not None and a1.agent.state.lease.subnet != s1)
-    s2 = a1.agent.state.lease.subnet  # type: ignore[union-attr]
+    wait_for(lambda: a1.agent.overlay.state.lease is not None and a1.agent.overlay.state.lease.subnet != s1)
+    s2 = a1.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
     with Netlink(netns_name=h1) as nl:
         wait_for(lambda: [str(a) for a in nl.link("np0").addresses] == [f"{s2.network_address + 1}/{s2.prefixlen}"])  # type: ignore[union-attr]
     assert any("subnet changed from" in r.getMessage() and "recreated" in r.getMessage() for r in caplog.records)
@@ -318,3 +342,32 @@ def test_subnet_taken_by_another_host_moves_us_and_says_pods_must_be_recreated(
     assert events == [f"start {s1}", f"stop {s1}", f"start {s2}"]
     a1.halt()
     assert events[3:] == [f"stop {s2}"]
+
+
+def test_an_overlay_that_cannot_start_ends_the_agent_with_its_reason(
+    store: EtcdStore, keys: Keys, make_netns: Callable[[str], str], tmp_path: Path
+) -> None:
+    from netplane.errors import ConfigError
+
+    store.put(keys.network_config, codec.dumps(CONFIG))
+    (h1,) = hosts(make_netns, 1)
+    built: list[str] = []
+
+    def factory(ctx: AgentContext) -> FollowsSubnet:
+        built.append(ctx.node)
+        raise AssertionError("built although the overlay never started")
+
+    opts = AgentOptions(node="h1", subnet_file=tmp_path / "subnet.env", iface="nope", netns_name=h1,
+                        health_listen=("127.0.0.1", 0))
+    agent = Agent(store, keys, opts, components=[factory])
+    stop = threading.Event()
+    timer = threading.Timer(15, stop.set)  # a hang fails the test instead of blocking it
+    timer.start()
+    try:
+        with pytest.raises(ConfigError, match="--iface nope: no such interface"):
+            agent.run(stop)
+    finally:
+        timer.cancel()
+    assert not stop.is_set() and built == [] and agent.components == []  # nothing built, all stopped
+    assert not (tmp_path / "subnet.env").exists()
+    agent.nl.close()

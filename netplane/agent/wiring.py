@@ -1,0 +1,103 @@
+"""Component factories for the agent: how each plane is built from an `AgentContext`.
+
+This is the only place that knows both the agent's context and a component's constructor, so
+components stay free of the agent, and the agent free of them. A factory is made from the
+component's own flags (validated then, so a wrong flag fails before anything starts) and
+called by the agent once the overlay holds its lease.
+
+The node runtime plugs in the same way: a factory `ctx -> component` that takes what it needs
+from `ctx.overlay.current()` (subnet, bridge and gateway, MTU, node IP), `ctx.store`,
+`ctx.keys` and `ctx.node`, registers its metrics on `ctx.registry`, and follows a re-lease
+through `ctx.overlay.on_subnet_change`; `netplane agent` puts it after the proxy, so a pod's
+first connect already finds its services programmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from netplane.agent.component import (
+    AgentContext,
+    Component,
+    ComponentFactory,
+    FollowsSubnet,
+    HostOverlay,
+)
+from netplane.errors import ConfigError
+from netplane.proxy.backend import Placement, ProxyBackend
+
+
+def placement(view: HostOverlay, *, netns: str | None, cgroup: str | None) -> Placement:
+    """Where the proxy programs the kernel: node IP and underlay interface (NodePort), the
+    local pod subnet, and the VXLAN device with its `<subnet>.0` address (eBPF NodePort reaches
+    other hosts' endpoints through it, SNATed to that address)."""
+    return Placement(
+        netns=netns,
+        cgroup=cgroup,
+        iface=view.underlay_iface,
+        node_ip=view.node_ip,
+        local_cidr=view.subnet,
+        overlay_iface=view.device,
+        overlay_ip=view.device_ip,
+    )
+
+
+def proxy(
+    *, mode: str, cgroup: str | None, backend: Callable[[Placement], ProxyBackend] | None = None
+) -> ComponentFactory:
+    """The service proxy (`--proxy-mode`), built from the overlay's snapshot and built again
+    when the subnet changes (its `Placement` names the subnet). `backend` replaces the data
+    plane that `mode` picks (tests pass a recording one)."""
+    if mode == "ebpf" and not cgroup:
+        raise ConfigError("--proxy-mode ebpf needs --proxy-cgroup PATH (a cgroup v2 directory of this host's pods)")
+
+    def make(ctx: AgentContext) -> Component:
+        from netplane.proxy.runner import ProxyComponent
+
+        metrics = _Current()  # each rebuilt proxy registers afresh; /metrics serves the current one
+        ctx.registry.register(metrics)
+
+        def build(view: HostOverlay) -> Component:
+            registry = CollectorRegistry(auto_describe=True)
+            where = placement(view, netns=ctx.netns_name, cgroup=cgroup)
+            comp = ProxyComponent(ctx.store, ctx.keys, mode=mode, node=ctx.node, where=where, registry=registry,
+                                  backend=backend(where) if backend is not None else None)
+            metrics.registry = registry
+            return comp
+
+        return FollowsSubnet("proxy", ctx.overlay, build)
+
+    return make
+
+
+def stats(*, listen: str, sources: Sequence[str] = (), cgroups: Sequence[str] = ()) -> ComponentFactory:
+    """The container stats collector and its HTTP server (`--stats-listen`); it does not depend
+    on the overlay."""
+    from stats.service import StatsService
+
+    service = StatsService(listen=listen, sources=sources, cgroups=cgroups)  # validates the flags now
+
+    def make(ctx: AgentContext) -> Component:
+        return service
+
+    return make
+
+
+class _Current(Collector):
+    """Serves the metrics of whichever registry it points at now: a rebuilt component's metrics
+    replace the old one's (counters start again from zero, which Prometheus reads as a reset)
+    instead of colliding with them on the shared registry."""
+
+    def __init__(self) -> None:
+        self.registry: CollectorRegistry | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names unknown until built: the shared registry checks no duplicates for us
+
+    def collect(self) -> Iterable[Metric]:
+        registry = self.registry
+        return registry.collect() if registry is not None else []
