@@ -11,7 +11,8 @@
 #   3. a virtualenv (Debian's python3) with netplane installed editable + test deps
 #   4. bcc (Debian's python3-bpfcc) and libnftables' binding (python3-nftables) made importable
 #      inside that virtualenv
-#   5. a busybox image for Docker-runtime tests, dockerd started when not running
+#   5. dockerd started when not running; the busybox image for Docker-runtime tests and the
+#      pod infra image netplane/pause:3.9 (native/pause.c, compiled statically)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -110,5 +111,19 @@ if ! docker image inspect netplane/busybox:latest >/dev/null 2>&1; then
     [ "$app" = busybox ] || ln -sf busybox "$tmp/bin/$app"
   done
   tar -C "$tmp" -c . | docker import -c 'CMD ["/bin/sh"]' - netplane/busybox:latest >/dev/null
+fi
+# The pod infra ("pause") image: native/pause.c built static (the image holds nothing else),
+# labelled with its source's hash so a changed pause.c is rebuilt and an unchanged one skipped.
+PAUSE_IMAGE=netplane/pause:3.9
+pause_src="$(sha256sum "$ROOT/native/pause.c" | cut -d' ' -f1)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "io.netplane.pause.source"}}' "$PAUSE_IMAGE" 2>/dev/null || true)" != "$pause_src" ]; then
+  log "building $PAUSE_IMAGE from native/pause.c (gcc -static) with docker import"
+  ptmp=$(mktemp -d)
+  trap 'rm -rf "${tmp:-}" "$ptmp"' EXIT
+  gcc -static -O2 -Wall -Wextra -std=gnu11 -o "$ptmp/pause" "$ROOT/native/pause.c" \
+    || die "cannot build native/pause.c statically (is libc6-dev installed?)"
+  "$ptmp/pause" -v >/dev/null 2>&1 || die "the static pause binary does not run"
+  tar -C "$ptmp" -c pause | docker import -c 'ENTRYPOINT ["/pause"]' \
+    -c "LABEL io.netplane.pause.source=$pause_src" - "$PAUSE_IMAGE" >/dev/null
 fi
 log "ready: venv $VENV"
