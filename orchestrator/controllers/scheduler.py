@@ -72,7 +72,7 @@ class Scheduler:
         self._binds: queue.Queue[tuple[str, Obj, Obj, str]] = queue.Queue()
         self._lock = threading.Lock()
         self.state = ClusterState()
-        self._assumed: set[str] = set()  # placed, binding not yet seen by the informer
+        self._assumed: dict[str, int] = {}  # placed, binding not yet seen: key -> revision read
         self._parked: set[str] = set()  # unschedulable, waiting for a cluster change
         self._groups: dict[str, SpreadGroup | None] = {}
         self._start = 0
@@ -107,16 +107,25 @@ class Scheduler:
         key = meta.namespaced_name(obj)
         with self._lock:
             if new is None or podobj.is_terminal(new):
-                self._assumed.discard(key)
+                self._assumed.pop(key, None)
                 self._parked.discard(key)
                 had = self.state.pod(key) is not None
                 self.state.remove_pod(key)
                 if had:
                     self._unpark_locked()  # room was freed
                 return
-            if podobj.node_name(new):
-                self._assumed.discard(key)
+            node = podobj.node_name(new)
+            if node:
+                assumed_at = self._assumed.pop(key, None)
                 self._parked.discard(key)
+                cur = self.state.pod(key)
+                # The cache already counts this pod as `new` would (a resync, a status change,
+                # the echo of our own binding): skip re-reading it. `cur` was made from `old`,
+                # or, for an assumed pod, from the revision the binding was guarded by.
+                if (cur is not None and old is not None and cur.node == node
+                        and (assumed_at is None or assumed_at == meta.resource_version(old))
+                        and _same_footprint(old, new)):
+                    return
                 try:
                     self.state.upsert_pod(PodInfo.of(new))
                 except ValueError as e:
@@ -207,7 +216,7 @@ class Scheduler:
             self._start = result.next_start
             if isinstance(result, Placement):
                 self.state.assume(info, result.node)
-                self._assumed.add(key)
+                self._assumed[key] = meta.resource_version(pod)
             else:
                 self._parked.add(key)
         if isinstance(result, Placement):
@@ -257,8 +266,9 @@ class Scheduler:
 
     def _bind(self, batch: list[tuple[str, Obj, Obj, str]]) -> None:
         store = self.objects.store
-        guards = [ModRevisionIs(self.objects.key_of(pod), meta.resource_version(pod)) for _, pod, _, _ in batch]
-        ops = [Put(self.objects.key_of(pod), _encode(b)) for _, pod, b, _ in batch]
+        keys = [self.objects.key_of(pod) for _, pod, _, _ in batch]
+        guards = [ModRevisionIs(k, meta.resource_version(pod)) for k, (_, pod, _, _) in zip(keys, batch, strict=True)]
+        ops = [Put(k, _encode(b)) for k, (_, _, b, _) in zip(keys, batch, strict=True)]
         self.transactions += 1
         r = store.txn([*guards, *self.writer.guards], ops)
         if r.succeeded:
@@ -283,15 +293,24 @@ class Scheduler:
         self.queue.add_rate_limited(key)
 
     def _forget(self, key: str) -> None:
-        """A binding that did not land: un-assume the pod (kube ForgetPod)."""
-        ns, _, name = key.partition("/")
-        cur = self.inf.pods.get(name, ns)
+        """A binding that did not land: un-assume the pod (kube ForgetPod). Once the informer
+        has shown the pod bound (by another scheduler) or gone, it is no longer assumed and the
+        cache already holds what the informer showed; else the cache holds only our assumption."""
         with self._lock:
-            self._assumed.discard(key)
-            if cur is not None and podobj.node_name(cur):
-                self.state.upsert_pod(PodInfo.of(cur))
-            else:
+            if self._assumed.pop(key, None) is not None:
                 self.state.remove_pod(key)
+
+
+def _same_footprint(a: Obj, b: Obj) -> bool:
+    """Whether `PodInfo.of` would read the same of both versions of a bound, non-terminal
+    pod, nodeName aside: containers (requests, host ports), nodeSelector, labels, deletion."""
+    if a is b:
+        return True
+    sa, sb = podobj.spec(a), podobj.spec(b)
+    ma, mb = meta.meta(a), meta.meta(b)
+    return (sa.get("containers") == sb.get("containers") and sa.get("nodeSelector") == sb.get("nodeSelector")
+            and ma.get("labels") == mb.get("labels")
+            and ma.get("deletionTimestamp") == mb.get("deletionTimestamp"))
 
 
 def _node_facts(n: Obj) -> tuple[Any, ...]:
