@@ -1,0 +1,146 @@
+"""What the node agent (our kubelet) asks of a container runtime: the CRI's shape, cut down.
+
+A pod is a *sandbox* (the holder of its network namespace: Docker's infra container, or a
+plain network namespace with a pause process) plus its app *containers*, which join the
+sandbox's network (and IPC) namespace. The kubelet (`orchestrator.node.kubelet`) decides;
+a runtime only does, and reports what exists, so that a restarted agent adopts what is
+running (nothing restarted, nothing duplicated). Two runtimes implement this protocol:
+`orchestrator.node.docker_runtime` (docker SDK, dockershim's names and labels) and
+`orchestrator.node.ns_runtime` (`--runtime namespaces`: processes from the host filesystem).
+
+Every object a runtime makes is marked as ours (Docker labels `io.kubernetes.*` plus
+`netplane.io/node=<node>`; a state directory for namespaces), and `list_*` return only ours,
+of this node: two agents on one machine (the lab) never see each other's pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from netplane.errors import NetplaneError
+
+ContainerStateName = Literal["created", "running", "exited", "unknown"]
+
+
+class RuntimeError_(NetplaneError):  # noqa: N801 - `RuntimeError` is a builtin
+    """A runtime operation failed (one line: what, on which pod/container, why)."""
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """The identity a runtime needs of a pod: dockershim's name parts."""
+
+    uid: str
+    name: str
+    namespace: str
+
+    @staticmethod
+    def of(pod: Mapping[str, Any]) -> PodRef:
+        md = pod.get("metadata") or {}
+        return PodRef(str(md.get("uid") or ""), str(md.get("name") or ""), str(md.get("namespace") or "default"))
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """What a sandbox is made with."""
+
+    pod: PodRef
+    attempt: int = 0
+    hostname: str = ""  # default: the pod's name
+    resolv_conf: str = ""  # content for /etc/resolv.conf of every container ("" = the host's)
+    cgroup_parent: str = ""  # e.g. "netplane/<node>/pod<uid>" (relative to each hierarchy's root)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str  # runtime's id (docker container id; the namespace runtime's own)
+    pod: PodRef
+    attempt: int
+    state: Literal["ready", "notready"]
+    netns_path: str  # e.g. /proc/<pid>/ns/net of the infra process; "" when not ready
+    created_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """One app container as the kubelet wants it started (env already resolved)."""
+
+    name: str
+    image: str
+    command: Sequence[str] = ()  # entrypoint override ([] = the image's)
+    args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    attempt: int = 0  # restart count: part of the name, so a restart never collides
+    cpu_shares: int = 0  # from requests.cpu (0 = runtime default)
+    cpu_quota_us: int = 0  # from limits.cpu, per 100 ms period (0 = unlimited)
+    memory_limit: int = 0  # bytes, from limits.memory (0 = unlimited)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    pod: PodRef
+    name: str  # the container's name in the pod spec
+    attempt: int
+    image: str
+    state: ContainerStateName
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""  # e.g. "OOMKilled", "Error", "Completed"
+    message: str = ""
+
+
+class Runtime(Protocol):
+    name: str  # "docker" or "namespaces": the containerID scheme ("docker://<id>")
+
+    # sandboxes
+    def run_sandbox(self, config: SandboxConfig) -> SandboxInfo:
+        """Create and start the pod's sandbox; idempotent for (uid, attempt)."""
+        ...
+
+    def stop_sandbox(self, sandbox_id: str) -> None:
+        """Stop the sandbox (its network namespace may go); idempotent."""
+        ...
+
+    def remove_sandbox(self, sandbox_id: str) -> None:
+        """Remove the sandbox and everything the runtime made for it; idempotent."""
+        ...
+
+    def list_sandboxes(self) -> list[SandboxInfo]:
+        """Ours, on this node, in any state."""
+        ...
+
+    # containers
+    def create_and_start(self, sandbox: SandboxInfo, config: ContainerConfig) -> ContainerInfo:
+        """Start an app container in the sandbox's namespaces; RuntimeError_ on failure (for
+        example an image that does not exist: the message says so)."""
+        ...
+
+    def stop_container(self, container_id: str, grace: float) -> None:
+        """SIGTERM, up to `grace` seconds, then SIGKILL; idempotent."""
+        ...
+
+    def remove_container(self, container_id: str) -> None:
+        ...
+
+    def list_containers(self, pod_uid: str | None = None) -> list[ContainerInfo]:
+        """Ours, on this node (of one pod when given), in any state."""
+        ...
+
+    # what `netplane logs` / `netplane exec` and exec probes need
+    def exec(self, container_id: str, cmd: Sequence[str], *, timeout: float) -> tuple[int, bytes]:
+        """Run `cmd` in the container; (exit code, combined output). Timeout: exit code -1."""
+        ...
+
+    def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
+        """The container's output (stdout and stderr interleaved), as chunks."""
+        ...
+
+    def close(self) -> None:
+        ...
