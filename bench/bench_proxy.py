@@ -199,10 +199,33 @@ def run_connect(scales: list[int], n: int, *, kube_baseline: bool = True) -> tup
     return rows, sync
 
 
-def instrument(comp: object, marks: dict[str, float]) -> Callable[[str], None]:
-    """Timestamp the loop's steps of one partial sync into `marks`; return the unwrapped restore."""
-    be = comp.backend  # type: ignore[attr-defined]
-    recompute, sync, restore = comp._recompute, be.sync, be.restore  # type: ignore[attr-defined]
+def instrument_loop(comp: object, marks: dict[str, float]) -> None:
+    """Timestamp one change's way through the loop into `marks` (before `comp.start()`): the
+    endpoints watch's decode (the first Python to see the event), the queue hand-off, absorb,
+    recompute and `backend.sync`."""
+    c: Any = comp
+    feed, put, absorb, recompute, sync = c._feed, c._q.put, c._absorb, c._recompute, c.backend.sync
+
+    def t_feed(kind: str, prefix: str, decode: Callable[[str, bytes], Any], stop: threading.Event) -> None:
+        if kind != "ep":
+            return feed(kind, prefix, decode, stop)
+
+        def t_decode(key: str, raw: bytes) -> Any:
+            marks["decode"] = time.perf_counter()
+            try:
+                return decode(key, raw)
+            finally:
+                marks["decoded"] = time.perf_counter()
+
+        return feed(kind, prefix, t_decode, stop)
+
+    def t_put(item: Any, *a: Any, **kw: Any) -> None:
+        marks["queued"] = time.perf_counter()
+        put(item, *a, **kw)
+
+    def t_absorb(kind: str, view: Any) -> Any:
+        marks["absorb"] = time.perf_counter()
+        return absorb(kind, view)
 
     def t_recompute(names: object) -> object:
         marks["recompute"] = time.perf_counter()
@@ -211,15 +234,66 @@ def instrument(comp: object, marks: dict[str, float]) -> Callable[[str], None]:
     def t_sync(state: object, *, full: bool, changed: object = None) -> None:
         marks["sync"] = time.perf_counter()
         sync(state, full=full, changed=changed)
+        marks["sync_end"] = time.perf_counter()
 
-    def t_restore(text: str) -> None:
-        marks["restore"] = time.perf_counter()
-        restore(text)
-        marks["restore_end"] = time.perf_counter()
+    c._feed, c._q.put, c._absorb, c._recompute, c.backend.sync = t_feed, t_put, t_absorb, t_recompute, t_sync
 
-    comp._recompute = t_recompute  # type: ignore[attr-defined]
-    be.sync, be.restore = t_sync, t_restore
-    return restore
+
+def instrument_backend(comp: object, marks: dict[str, float]) -> Callable[[str], None] | None:
+    """Timestamp the kernel write inside `backend.sync` (after the first sync): iptables-restore,
+    the libnftables transaction (and its hand-off to the nft thread), the eBPF map writes.
+    Returns the unwrapped iptables restore (for the floor measurements), else None."""
+    be: Any = comp.backend  # type: ignore[attr-defined]
+
+    def timed(fn: Callable[..., Any], start: str, end: str) -> Callable[..., Any]:
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            marks[start] = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                marks[end] = time.perf_counter()
+        return wrapped
+
+    if be.name == "iptables":
+        restore = be.restore
+        be.restore = timed(restore, "kernel", "kernel_end")
+        return restore
+    if be.name == "nftables":
+        be.nft.apply = timed(be.nft.apply, "kernel", "kernel_end")
+        if be.nft._lib is not None:  # runs on the nft thread
+            be.nft._lib_apply = timed(be.nft._lib_apply, "lib", "lib_end")
+    elif be.name == "ebpf":
+        be._ops.apply = timed(be._ops.apply, "kernel", "kernel_end")
+    return None
+
+
+KERNEL_STEP = {"iptables": "nsenter + iptables-restore", "nftables": "nft transaction", "ebpf": "BPF map writes"}
+NFT_STEPS = ("nft: hand-off to nft thread", "nft: libnftables cmd (parse + cache + commit)", "nft: hand-back")
+STEPS = ("etcd put + watch delivery", "watch: decode v1 object", "watch: cache + view", "queue -> loop thread",
+         "loop: absorb + coalesce", "loop: recompute entries", "backend: render", KERNEL_STEP["iptables"], *NFT_STEPS,
+         KERNEL_STEP["nftables"], KERNEL_STEP["ebpf"],
+         "backend: after write (UDP conntrack)", "loop: stats + on_sync + waking the bench", "(info) etcd put RPC alone")
+
+
+def breakdown(mode: str, marks: dict[str, float], t0: float, t_put: float, t1: float) -> list[tuple[str, float]]:
+    """One change's steps (seconds, names from STEPS) from the marks; all but `(info)` add up to t1 - t0."""
+    steps = [(STEPS[0], marks["decode"] - t0),
+             (STEPS[1], marks["decoded"] - marks["decode"]),
+             (STEPS[2], marks["queued"] - marks["decoded"]),
+             (STEPS[3], marks["absorb"] - marks["queued"]),
+             (STEPS[4], marks["recompute"] - marks["absorb"]),
+             (STEPS[5], marks["sync"] - marks["recompute"]),
+             (STEPS[6], marks["kernel"] - marks["sync"])]
+    if "lib" in marks:  # libnftables on its thread: the hand-offs apart from nft's own work
+        steps += [(NFT_STEPS[0], marks["lib"] - marks["kernel"]),
+                  (NFT_STEPS[1], marks["lib_end"] - marks["lib"]),
+                  (NFT_STEPS[2], marks["kernel_end"] - marks["lib_end"])]
+    else:
+        steps.append((KERNEL_STEP[mode], marks["kernel_end"] - marks["kernel"]))
+    steps += [(STEPS[-3], marks["sync_end"] - marks["kernel_end"]),
+              (STEPS[-2], t1 - marks["sync_end"]),
+              (STEPS[-1], t_put - t0)]
+    return steps
 
 
 MODES = ("iptables", "nftables", "ebpf")
@@ -286,16 +360,16 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
                                   instance=f"bench-{uuid.uuid4().hex[:6]}", resync_interval=3600)
             done = threading.Event()
             comp.on_sync = lambda _s, done=done: done.set()  # type: ignore[misc]
+            marks: dict[str, float] = {}
+            instrument_loop(comp, marks)
             t0 = time.perf_counter()
             cleanups.append(comp.backend.cleanup)
             comp.start()
             assert comp.synced.wait(300)
             out[f"{mode}_initial_sync_from_etcd_s"] = time.perf_counter() - t0
-            marks: dict[str, float] = {}
             parts: dict[str, list[float]] = {}
-            floor_restore: Callable[[str], None] | None = None
-            if mode == "iptables":
-                floor_restore = instrument(comp, marks)
+            floor_restore = instrument_backend(comp, marks)
+            if floor_restore is not None:
                 floor_restore(f"*nat\n:{FLOOR_CHAIN} - [0:0]\nCOMMIT\n")
             times = []
             for i in range(samples):
@@ -304,18 +378,16 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
                 name = f"svc-{(i * 997) % (services - 1):05d}"
                 third = 200 + modes.index(mode)  # new addresses in every run, so each put is a change
                 eps = Endpoints(name, tuple(EndpointAddress(IPv4Address(f"10.{third}.{i}.{j}")) for j in range(1, 6)))
+                value = v1(from_legacy_endpoints(eps), name)
                 t0 = time.perf_counter()
-                store.put(endpoints_prefix(keys) + "default/" + name, v1(from_legacy_endpoints(eps), name))
+                store.put(endpoints_prefix(keys) + "default/" + name, value)
+                t_put = time.perf_counter()
                 assert done.wait(30)
                 t1 = time.perf_counter()
                 times.append(t1 - t0)
+                for part, dt in breakdown(mode, marks, t0, t_put, t1):
+                    parts.setdefault(part, []).append(dt)
                 if floor_restore is not None:
-                    for part, dt in (("etcd put + watch delivery", marks["recompute"] - t0),
-                                     ("loop: recompute entries", marks["sync"] - marks["recompute"]),
-                                     ("backend: render", marks["restore"] - marks["sync"]),
-                                     ("nsenter + iptables-restore", marks["restore_end"] - marks["restore"]),
-                                     ("rest (stats, callback)", t1 - marks["restore_end"])):
-                        parts.setdefault(part, []).append(dt)
                     time.sleep(0.05)
                     for part, text in (("floor: empty restore (spawn)", "*nat\nCOMMIT\n"),
                                        ("floor: one-rule restore", f"*nat\n-A {FLOOR_CHAIN} -j RETURN\nCOMMIT\n"),
@@ -333,7 +405,7 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
             if parts:
                 out[f"{mode}_breakdown_p50_ms"] = {k: statistics.median(v) * 1e3 for k, v in parts.items()}
                 for part, v in parts.items():
-                    print(f"  {part:32s} p50 {statistics.median(v) * 1e3:7.1f} ms", flush=True)
+                    print(f"  {part:48s} p50 {statistics.median(v) * 1e3:7.2f} ms", flush=True)
             comp.stop()
             # each mode measures alone: the next one must not find this one's kernel state (nft's
             # cache fetch reads every table's chains, iptables-nft's 60,000 included)
@@ -445,6 +517,28 @@ def main() -> int:
     return 0
 
 
+def change_table(change: dict) -> list[str]:
+    """Per-step p50 of one endpoint change, a column per data plane (steps of `breakdown`)."""
+    modes = [m for m in MODES if f"{m}_breakdown_p50_ms" in change]
+    if not modes:
+        return []
+    steps = [k for k in STEPS if any(k in change[f"{m}_breakdown_p50_ms"] for m in modes)]
+    names = {"iptables": "iptables", "nftables": "nftables", "ebpf": "eBPF"}
+    head = " | ".join(f"{names[m]} ({change.get(f'{m}_endpoint_change_samples', '?')})" for m in modes)
+    lines = ["## Where an endpoint change's time goes (10,000 services × 5 endpoints)", "",
+             ("Timestamps taken inside the loop on every change (bench `instrument_loop`/`instrument_backend`); "
+              "p50 of each step in ms, so the column does not add up exactly to the p50 of the whole. Steps run "
+              "one after another except `(info)`: etcd may deliver the watch event before the put's reply."), "",
+             f"| step | {head} |", "|---|" + "---:|" * len(modes)]
+    for k in steps:
+        cells = [f"{change[f'{m}_breakdown_p50_ms'][k]:.2f}" if k in change[f"{m}_breakdown_p50_ms"] else "–"
+                 for m in modes]
+        lines.append(f"| {k} | {' | '.join(cells)} |")
+    lines.append("| **whole change (p50)** | " + " | ".join(
+        f"**{change[f'{m}_endpoint_change_p50_ms']:.2f}**" for m in modes) + " |")
+    return lines + [""]
+
+
 def why_iptables_change(change: dict) -> str:
     """The breakdown paragraphs of the iptables partial sync (this run's numbers + what was measured by hand)."""
     b = change.get("iptables_breakdown_p50_ms")
@@ -454,12 +548,12 @@ def why_iptables_change(change: dict) -> str:
     spawn, floor = b["floor: empty restore (spawn)"], b["floor: one-rule restore"]
     flush = b.get("floor: flush + one rule")
     when = change.get("iptables_measured_at", "")
-    parts = ", ".join(f"{k} {v:.1f} ms" for k, v in b.items() if not k.startswith("floor"))
     rcu = (f"; flushing that chain in the same commit (removing a rule, as every rewrite does) {flush:.1f} ms "
            f"({flush / floor:.2f}×)") if flush else ""
     return (
-        f"Where the iptables partial sync's time goes ({change.get('iptables_endpoint_change_samples', '?')} changes at "
-        f"10,000 services × 5 endpoints, p50 per step, {when}): {parts}. "
+        f"The iptables partial sync ({change.get('iptables_endpoint_change_samples', '?')} changes at "
+        f"10,000 services × 5 endpoints, {when}) is its `iptables-restore`: "
+        f"{b['nsenter + iptables-restore']:.1f} ms of {p50:.1f} ms (table above). "
         f"In the same run, namespace and nsenter path: an empty `iptables-restore` (process spawn) {spawn:.1f} ms; "
         f"appending one rule to an unreachable chain {floor:.1f} ms{rcu}. The whole change costs {p50 / floor:.2f}× "
         "the one-rule commit: what a change writes hardly matters, any commit that adds a rule is the cost.\n\n"
@@ -561,6 +655,7 @@ def write_md(path: Path, rows: list[dict], sync: dict, change: dict, scales: lis
          "into runs of 250 services (service chains first, the dispatch chain that makes them reachable last); "
          "it also reads the existing chains (`iptables-save`) and inserts the built-in jumps."),
         "",
+        *change_table(change),
         why_iptables_change(change) or
         ("Why the iptables partial sync misses 100 ms at 10,000 services: a one-rule `iptables-restore --noflush` "
          "already costs ~35 ms here with 60,000 chains loaded (reading the ruleset) and ~100 ms once they hang off "
