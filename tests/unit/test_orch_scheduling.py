@@ -315,6 +315,8 @@ def test_schedule_equals_the_plain_reference_through_assumes_and_changes(seed: i
                         unschedulable=rng.random() < 0.05, labels={"zone": rng.choice("ab")})
                  for i in range(rng.choice([3, 40, 150, 400]))]
     groups = {"rc/a": SpreadGroup("default", from_set({"app": "a"}))} if seed % 2 else {}
+    if seed % 3 == 0:  # a Service over all the pods: pods of several signatures spread together
+        groups["svc/all"] = SpreadGroup("default", from_set({}))
     st = snapshot(node_objs, [], groups)
     ra, rb = random.Random(seed), random.Random(seed)
     start = 0
