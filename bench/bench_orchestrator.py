@@ -8,13 +8,16 @@
   until all bound;
 * endpoints latency at 1,000 services: a pod's Ready written -> its Endpoints updated in etcd.
 
-    .venv/bin/python bench/bench_orchestrator.py [--only sched|rc|endpoints] [--pods N]
+    .venv/bin/python bench/bench_orchestrator.py [--only sched|rc|endpoints] [--pods N] [--nodes N]
+                                                 [--rate PODS_PER_S]   (the stream's offered rate)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import random
 import socket
 import statistics
@@ -110,6 +113,68 @@ class BoundWatch:
                     self.bound.setdefault(name, now)
 
 
+class GcPauses:
+    """Wall time of every garbage collection while active (gc.callbacks), by generation."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._t))
+
+    def summary(self) -> dict[str, Any]:
+        g2 = [d for g, d in self.pauses if g == 2]
+        return {"collections": len(self.pauses), "total_ms": sum(d for _, d in self.pauses) * 1000,
+                "gen2": len(g2), "gen2_max_ms": max(g2, default=0.0) * 1000}
+
+    def reset(self) -> None:
+        self.pauses = []
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._cb)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of every live thread of this process, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = t.name.split(" (")[0] if t.name.startswith("Thread-") else t.name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def proc_cpu(pid: int | None) -> float:
+    """CPU seconds of another process (etcd), 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_since(before: dict[str, float], names: dict[str, str]) -> dict[str, float]:
+    """CPU seconds per role since `before` (threads named in `names`, the rest as "other")."""
+    now = thread_cpu()
+    out: dict[str, float] = {}
+    for n, v in now.items():
+        role = names.get(n, "other")
+        out[role] = round(out.get(role, 0.0) + v - before.get(n, 0.0), 3)
+    return out
+
+
 def bare_writes(store: EtcdStore, keys: Keys, n: int) -> dict[str, float]:
     value = codec.dumps(pod("bare"))
     t0 = time.monotonic()
@@ -126,7 +191,8 @@ def bare_writes(store: EtcdStore, keys: Keys, n: int) -> dict[str, float]:
     return {"txn_1_per_s": one, "txn_100_per_s": batched}
 
 
-def bench_scheduler(store: EtcdStore, keys: Keys, n_nodes: int, n_pods: int) -> dict[str, Any]:
+def bench_scheduler(store: EtcdStore, keys: Keys, n_nodes: int, n_pods: int,
+                    rate: float = 1000.0, etcd_pid: int | None = None) -> dict[str, Any]:
     objects = ObjectStore(store, keys)
     res: dict[str, Any] = {"nodes": n_nodes, "pods": n_pods, "bare": bare_writes(store, keys, 3000)}
     create_many(objects, [node(f"n{i:04d}") for i in range(n_nodes)])
@@ -134,23 +200,30 @@ def bench_scheduler(store: EtcdStore, keys: Keys, n_nodes: int, n_pods: int) -> 
     created = create_many(objects, [pod(f"u{i:05d}") for i in range(n_pods)])
     stop = threading.Event()
     watch = BoundWatch(objects, stop)
+    watch.t.name = "bench-watch"
     infs = Informers(objects)
     s = Scheduler(objects, infs, writer=Writer(), rng=random.Random(1))
     infs.start(stop)
     infs.wait_synced(120)
+    roles = {"scheduler": "decide", "scheduler-binder": "bind", "pods-informer": "pod informer",
+             "bench-watch": "bench watch", "producer": "bench producers"}
+    gcp = GcPauses()
+    cpu0, etcd0 = thread_cpu(), proc_cpu(etcd_pid)
     t0 = time.monotonic()
-    th = threading.Thread(target=s.run, args=(stop,), daemon=True)
+    th = threading.Thread(target=s.run, args=(stop,), name="scheduler", daemon=True)
     th.start()
     while sum(1 for k in list(watch.bound) if k.startswith("u")) < n_pods:
         time.sleep(0.05)
     t1 = max(v for k, v in list(watch.bound.items()) if k.startswith("u"))
-    res["upfront"] = {"seconds": t1 - t0, "pods_per_s": n_pods / (t1 - t0), "transactions": s.transactions}
+    res["upfront"] = {"seconds": t1 - t0, "pods_per_s": n_pods / (t1 - t0), "transactions": s.transactions,
+                      "cpu_s": {**cpu_since(cpu0, roles), "etcd": round(proc_cpu(etcd_pid) - etcd0, 3)},
+                      "gc": gcp.summary()}
     del created
     # stream: pods created at a steady offered rate while the scheduler runs
-    rate = 1000.0
     names = [f"s{i:05d}" for i in range(n_pods)]
     created_at: dict[str, float] = {}
     tx0 = s.transactions
+    producer_cpu: list[float] = []
 
     def producer(offset: int, step: int) -> None:
         """Pods created in transactions of 10 every 10 ms (what an API server's writes cost
@@ -173,9 +246,12 @@ def bench_scheduler(store: EtcdStore, keys: Keys, n_nodes: int, n_pods: int) -> 
             now = time.monotonic()
             for n in batch:
                 created_at[n] = now
+        producer_cpu.append(time.thread_time())
 
+    gcp.reset()
+    cpu0, etcd0 = thread_cpu(), proc_cpu(etcd_pid)
     t0 = time.monotonic()
-    prods = [threading.Thread(target=producer, args=(o, 2), daemon=True) for o in range(2)]
+    prods = [threading.Thread(target=producer, args=(o, 2), name="producer", daemon=True) for o in range(2)]
     for p in prods:
         p.start()
     for p in prods:
@@ -188,7 +264,11 @@ def bench_scheduler(store: EtcdStore, keys: Keys, n_nodes: int, n_pods: int) -> 
     res["stream"] = {"offered_per_s": rate, "achieved_create_per_s": n_pods / (tc - t0),
                      "seconds": t1 - t0, "pods_per_s": n_pods / (t1 - t0),
                      "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-                     "transactions": s.transactions - tx0}
+                     "max_ms": max(lat) * 1000, "transactions": s.transactions - tx0,
+                     "cpu_s": {**cpu_since(cpu0, roles), "bench producers": round(sum(producer_cpu), 3),
+                               "etcd": round(proc_cpu(etcd_pid) - etcd0, 3)},
+                     "gc": gcp.summary()}
+    gcp.close()
     stop.set()
     th.join(10)
     store.delete_prefix(keys.prefix + "/")
@@ -287,6 +367,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["sched", "rc", "endpoints"])
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=1000.0, help="scheduler stream: pods offered per second")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     e = EmbeddedEtcd(EtcdSpec(name="bench", data_dir=d / "data", client_urls=(f"http://127.0.0.1:{free_port()}",),
@@ -296,7 +377,7 @@ def main() -> None:
     out: dict[str, Any] = {}
     try:
         if a.only in (None, "sched"):
-            out["scheduler"] = bench_scheduler(store, Keys("/bs"), a.nodes, a.pods)
+            out["scheduler"] = bench_scheduler(store, Keys("/bs"), a.nodes, a.pods, a.rate, e.pid)
             print(json.dumps(out["scheduler"], indent=1), flush=True)
         if a.only in (None, "rc"):
             out["rc_scale"] = bench_rc(store, Keys("/br"))
@@ -308,7 +389,7 @@ def main() -> None:
         store.close()
         e.stop()
     RESULTS.mkdir(exist_ok=True)
-    name = "orchestrator" + (f"_{a.only}" if a.only else "")
+    name = "orchestrator" + (f"_{a.only}" if a.only else "") + (f"_rate{a.rate:.0f}" if a.rate != 1000.0 else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
