@@ -15,6 +15,13 @@ An unschedulable pod gets PodScheduled=False / Unschedulable with kube-scheduler
 message and a FailedScheduling event, and is parked. Parked pods are retried when the cluster
 changes in a way that can make room: a node added or changed (readiness, cordon, allocatable,
 labels), a bound pod deleted or finished; and every `retry_unschedulable` seconds anyway.
+
+Cost per pod (1,000 nodes, `bench/results/orchestrator.md`): the decision thread ~120 us of
+CPU (three quarters of it `scheduling.schedule`), the pod informer ~50 us per event (decoding
+and the read check), the binder ~20 us. A bound pod whose footprint did not change (the echo
+of our own binding, a status change, a resync) is not read into the cache again; a binding
+that did not land only drops our own assumption: once the informer has shown the pod bound
+or gone, the cache already holds what it showed.
 """
 
 from __future__ import annotations
