@@ -23,7 +23,6 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from typing import Any
@@ -135,7 +134,7 @@ class NftablesBackend:
         self.applied: ProxyState | None = None
         self.last_plan: R.Plan | None = None
         self._picks: frozenset[str] = frozenset()
-        self._refs: Mapping[IPv4Address, int] = {}
+        self._refs: dict[IPv4Address, int] = {}  # hairpin refcounts in the kernel, updated in place
         self._deferred_chains: frozenset[str] = frozenset()
         self._deferred_sets: frozenset[str] = frozenset()
 
@@ -156,7 +155,15 @@ class NftablesBackend:
         old = self.applied
         self.applied = state
         self.last_plan = plan
-        self._picks, self._refs = plan.picks, plan.refs
+        self._picks = plan.picks
+        if isinstance(plan.refs, R.RefCounts) and plan.refs.base is self._refs:
+            for ip, n in plan.refs.changes.items():  # only what this sync changed, not a copy of all
+                if n > 0:
+                    self._refs[ip] = n
+                else:
+                    self._refs.pop(ip, None)
+        else:
+            self._refs = dict(plan.refs)
         self._deferred_chains, self._deferred_sets = plan.deferred_chains, plan.deferred_sets
         if old is not None:
             flush_removed_udp(old, state, changed, netns=self.netns)
