@@ -156,7 +156,8 @@ class ProxyComponent:
 
     def _feed(self, kind: str, prefix: str, decode: Callable[[str, bytes], Any], stop: threading.Event) -> None:
         try:
-            for view in reflect(self.store, prefix, decode, stop=stop):
+            # the loop keeps its own copy (`_absorb`): only each batch's changes, no cache copy per batch
+            for view in reflect(self.store, prefix, decode, stop=stop, changes_only=True):
                 self._q.put((kind, view))
         except Exception:
             log.exception("proxy watch %s failed", prefix)

@@ -7,6 +7,9 @@ stop event is set.
 
 `reflect` builds on it for the common case: a decoded dict of objects under a prefix, yielded
 after every change batch. Values that fail to decode are logged and left out, never raised.
+With `changes_only`, a batch's view carries only the objects it changed, for a consumer that
+keeps its own copy (the proxy): a copy of the whole cache per batch is O(n) — 0.1 ms per
+endpoint change at 10,000 services, for nothing.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class View(Generic[T]):
     """The decoded objects under a prefix after a change, and what changed.
 
     `changed` is None after a resync (anything may have changed), else the keys touched.
+    From `reflect(changes_only=True)`, `objects` after a change batch holds only the keys in
+    `changed` that exist now (a changed key missing from it was deleted); after a resync, all.
     """
 
     objects: Mapping[str, T]
@@ -80,31 +85,38 @@ def reflect(
     *,
     stop: threading.Event,
     retry_interval: float = 0.5,
+    changes_only: bool = False,
 ) -> Iterator[View[T]]:
-    """Keep a decoded copy of everything under `prefix`; yield it after each change."""
+    """Keep a decoded copy of everything under `prefix`; yield it after each change (each view
+    its own snapshot). `changes_only`: after a change batch, yield only what it changed (see
+    `View`) and keep no cache at all."""
     cache: dict[str, T] = {}
     for item in list_watch(store, prefix, stop=stop, retry_interval=retry_interval):
         if isinstance(item, Resync):
-            cache = {}
+            listed: dict[str, T] = {}
             for kv in item.items:
                 v = _decode(decode, kv.key, kv.value)
                 if v is not None:
-                    cache[kv.key] = v
-            yield View(dict(cache), item.revision, None)
+                    listed[kv.key] = v
+            cache = {} if changes_only else dict(listed)
+            yield View(listed, item.revision, None)
             continue
         changed = set()
+        touched: dict[str, T] = {}  # the batch's objects that exist after it
         for ev in item:
             changed.add(ev.key)
-            if ev.kind == "delete":
-                cache.pop(ev.key, None)
-                continue
-            assert ev.value is not None
-            v = _decode(decode, ev.key, ev.value)
+            v = None
+            if ev.kind != "delete":
+                assert ev.value is not None
+                v = _decode(decode, ev.key, ev.value)
             if v is None:
+                touched.pop(ev.key, None)
                 cache.pop(ev.key, None)
             else:
-                cache[ev.key] = v
-        yield View(dict(cache), item[-1].mod_revision, frozenset(changed))
+                touched[ev.key] = v
+                if not changes_only:
+                    cache[ev.key] = v
+        yield View(touched if changes_only else dict(cache), item[-1].mod_revision, frozenset(changed))
 
 
 def _decode(decode: Callable[[str, bytes], T], key: str, raw: bytes) -> T | None:

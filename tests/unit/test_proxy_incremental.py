@@ -1,25 +1,86 @@
 """The proxy's per-change work is O(change), not O(services), and still means the same.
 
-One shortcut an endpoint change at 10,000 services takes (bench/results/proxy.md), checked
-against the plain computation it replaces:
+Two shortcuts an endpoint change at 10,000 services takes (bench/results/proxy.md), each
+checked against the plain computation it replaces:
+- `reflect(changes_only=True)` yields each batch's objects only, where the default yields a
+  copy of the whole cache: a consumer replaying either ends with the same objects;
 - the nftables renderer hands back hairpin refcounts as a view of the ones it was given plus
   its changes (`RefCounts`), folded in place by the backend, where it copied all of them: the
   scripts equal those rendered from freshly counted refs."""
 
 from __future__ import annotations
 
+import builtins
 import itertools
+import threading
+from collections.abc import Iterator
 from ipaddress import IPv4Address as IP
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netplane.errors import DecodeError
 from netplane.proxy import nftables as nftmod
 from netplane.proxy import nftables_render as R
 from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
+from netplane.store.etcd import KeyValue, WatchEvent
+from netplane.store.watch import View, reflect
 
 NAMES = [f"s{i}" for i in range(5)]
 IPS = [f"10.0.0.{i}" for i in range(1, 7)]  # few addresses: services share them (hairpin refcounts)
+
+
+# ------------------------------------------------------------------ reflect(changes_only=True)
+class FakeStore:
+    """`list` then one `watch` of the given batches (then stop, as a consumer that is done)."""
+
+    def __init__(self, items: list[KeyValue], batches: list[list[WatchEvent]], stop: threading.Event) -> None:
+        self.items, self.batches, self.stop = items, batches, stop
+
+    def list(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
+        return self.items, 1
+
+    def watch(self, prefix: str, *, start_revision: int, stop: threading.Event) -> Iterator[builtins.list[WatchEvent]]:
+        yield from self.batches
+        self.stop.set()
+
+
+def decode(key: str, raw: bytes) -> str:
+    if raw == b"bad":
+        raise DecodeError(f"{key}: bad")
+    return raw.decode()
+
+
+keys_st = st.sampled_from(["/p/a", "/p/b", "/p/c", "/p/d"])
+value_st = st.sampled_from([b"1", b"2", b"bad"])
+event_st = st.tuples(st.booleans(), keys_st, value_st)
+
+
+@settings(deadline=None)
+@given(st.dictionaries(keys_st, value_st), st.lists(st.lists(event_st, min_size=1, max_size=4), max_size=6))
+def test_changes_only_views_replay_to_the_full_views(initial: dict[str, bytes], batches: list[list[Any]]) -> None:
+    items = [KeyValue(k, v, 1, 1, 1, 0) for k, v in initial.items()]
+    evs = [[WatchEvent("delete" if d else "put", k, None if d else v, 2 + i) for d, k, v in b] for i, b in enumerate(batches)]
+    views: dict[bool, list[View[str]]] = {}
+    for only in (False, True):
+        stop = threading.Event()
+        views[only] = list(reflect(FakeStore(items, evs, stop), "/p/", decode, stop=stop, changes_only=only))  # type: ignore[arg-type]
+    mine: dict[str, str] = {}
+    assert len(views[False]) == len(views[True]) == 1 + len(batches)
+    for full, inc in zip(views[False], views[True], strict=True):
+        assert (inc.changed, inc.revision) == (full.changed, full.revision)
+        if inc.changed is None:
+            assert dict(inc.objects) == dict(full.objects)
+            mine = dict(inc.objects)
+            continue
+        assert dict(inc.objects) == {k: full.objects[k] for k in inc.changed if k in full.objects}
+        for k in inc.changed:  # what the proxy's _absorb does
+            if k in inc.objects:
+                mine[k] = inc.objects[k]
+            else:
+                mine.pop(k, None)
+        assert mine == dict(full.objects)
 
 
 # ------------------------------------------------------------------ nftables hairpin refcounts
