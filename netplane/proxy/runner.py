@@ -15,10 +15,11 @@ restarting proxy never programs services without their endpoints (that would ref
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +42,84 @@ log = logging.getLogger(__name__)
 RETRY_MIN, RETRY_MAX = 1.0, 30.0  # back-off between retries of a failed sync (doubling)
 
 Mode = Literal["iptables", "nftables", "ebpf"]
+COMPACT_MIN = 64  # changed entries a state snapshot carries on top of its base before a new base
+
+
+class _Snapshot(Mapping[LbKey, LbEntry]):
+    """An immutable view of the loop's entries: a shared `base` that nobody mutates, overlaid
+    with this snapshot's own copy of the entries changed since (None = gone). Lookups are two
+    dict reads; iterating materializes a plain dict once (a full sync, a dump)."""
+
+    __slots__ = ("_base", "_delta", "_flat", "_len")
+
+    def __init__(self, base: Mapping[LbKey, LbEntry], delta: dict[LbKey, LbEntry | None], length: int) -> None:
+        self._base, self._delta, self._len = base, delta, length
+        self._flat: dict[LbKey, LbEntry] | None = None
+
+    def __getitem__(self, k: LbKey) -> LbEntry:
+        if k in self._delta:
+            e = self._delta[k]
+            if e is None:
+                raise KeyError(k)
+            return e
+        return self._base[k]
+
+    def __contains__(self, k: object) -> bool:
+        if k in self._delta:
+            return self._delta[k] is not None
+        return k in self._base
+
+    def flat(self) -> dict[LbKey, LbEntry]:
+        if self._flat is None:
+            d = dict(self._base)
+            for k, e in self._delta.items():
+                if e is None:
+                    d.pop(k, None)
+                else:
+                    d[k] = e
+            self._flat = d
+        return self._flat
+
+    def __iter__(self) -> Iterator[LbKey]:
+        return iter(self.flat())
+
+    def __len__(self) -> int:
+        return self._len
+
+    # views as cheap as a dict's to make (plan_sync takes `.values()` before it knows whether it
+    # iterates), iterating the materialized dict when they are iterated
+    def keys(self) -> KeysView[LbKey]:
+        return _Keys(self)
+
+    def items(self) -> ItemsView[LbKey, LbEntry]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[LbEntry]:
+        return _Values(self)
+
+    def __repr__(self) -> str:
+        return f"_Snapshot({self.flat()!r})"
+
+
+class _Keys(KeysView[LbKey]):
+    _mapping: _Snapshot
+
+    def __iter__(self) -> Iterator[LbKey]:
+        return iter(self._mapping.flat())
+
+
+class _Items(ItemsView[LbKey, LbEntry]):
+    _mapping: _Snapshot
+
+    def __iter__(self) -> Iterator[tuple[LbKey, LbEntry]]:
+        return iter(self._mapping.flat().items())
+
+
+class _Values(ValuesView[LbEntry]):
+    _mapping: _Snapshot
+
+    def __iter__(self) -> Iterator[LbEntry]:
+        return iter(self._mapping.flat().values())
 
 
 @dataclass
@@ -111,7 +190,9 @@ class ProxyComponent:
         self._q: queue.Queue[tuple[str, View[Any]] | None] = queue.Queue()
         self._services: dict[str, Service] = {}
         self._endpoints: dict[str, Endpoints] = {}
-        self._entries: dict[LbKey, LbEntry] = {}
+        self._entries: dict[LbKey, LbEntry] = {}  # the truth, updated in place
+        self._base: dict[LbKey, LbEntry] = {}  # a copy of _entries at the last compaction: never mutated
+        self._delta: dict[LbKey, LbEntry | None] = {}  # _entries vs _base (None = gone)
         self._svc_keys: dict[str, set[LbKey]] = {}
         self.on_sync: Callable[[ProxyState], None] | None = None
         # the v1 registry: services named `ns/name` (netplane.proxy.registry)
@@ -245,13 +326,19 @@ class ProxyComponent:
         return names
 
     def _recompute(self, names: set[str] | None) -> set[LbKey] | None:
-        """Update LB entries for `names` (all when None); return the keys that changed."""
+        """Update LB entries for `names` (all when None); return the keys that changed.
+
+        `self.state` is a new snapshot every time (backends keep the one they applied to diff
+        against it later): a full one after a full recompute, else the last full one plus the
+        entries changed since (`_Snapshot`), so a change costs O(changes), not a copy of 10,000."""
         if names is None:
             self._entries = dict(compute(self._services, self._endpoints).entries)
             self._svc_keys = {}
             for k in self._entries:
                 self._svc_keys.setdefault(k.service, set()).add(k)
-            self.state = ProxyState(dict(self._entries))
+            self._base = dict(self._entries)
+            self._delta = {}
+            self.state = ProxyState(self._base)
             return None
         changed: set[LbKey] = set()
         for name in names:
@@ -266,11 +353,17 @@ class ProxyComponent:
                         self._entries[k] = new[k]
                     else:
                         del self._entries[k]
+                    self._delta[k] = new.get(k)
             if new:
                 self._svc_keys[name] = set(new)
             else:
                 self._svc_keys.pop(name, None)
-        self.state = ProxyState(dict(self._entries))
+        if len(self._delta) > max(COMPACT_MIN, math.isqrt(len(self._entries))):
+            self._base = dict(self._entries)  # amortized: one O(n) copy per ~sqrt(n) changed entries
+            self._delta = {}
+            self.state = ProxyState(self._base)
+        else:
+            self.state = ProxyState(_Snapshot(self._base, dict(self._delta), len(self._entries)))
         return changed
 
     def _sync(self, *, full: bool, changed: set[LbKey] | None) -> None:

@@ -1,9 +1,11 @@
 """The proxy's per-change work is O(change), not O(services), and still means the same.
 
-Two shortcuts an endpoint change at 10,000 services takes (bench/results/proxy.md), each
+Three shortcuts an endpoint change at 10,000 services takes (bench/results/proxy.md), each
 checked against the plain computation it replaces:
 - `reflect(changes_only=True)` yields each batch's objects only, where the default yields a
   copy of the whole cache: a consumer replaying either ends with the same objects;
+- the loop's state after a change is a snapshot over a shared base (`_Snapshot`), where it was
+  a full copy: every snapshot keeps its contents while later changes come in;
 - the nftables renderer hands back hairpin refcounts as a view of the ones it was given plus
   its changes (`RefCounts`), folded in place by the backend, where it copied all of them: the
   scripts equal those rendered from freshly counted refs."""
@@ -17,13 +19,18 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address as IP
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netplane.errors import DecodeError
 from netplane.proxy import nftables as nftmod
 from netplane.proxy import nftables_render as R
-from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
+from netplane.proxy import runner
+from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState, compute
+from netplane.proxy.model import EndpointAddress, Endpoints, Service, ServicePort
+from netplane.proxy.registry import endpoints_prefix, services_prefix
+from netplane.store import Keys
 from netplane.store.etcd import KeyValue, WatchEvent
 from netplane.store.watch import View, reflect
 
@@ -81,6 +88,62 @@ def test_changes_only_views_replay_to_the_full_views(initial: dict[str, bytes], 
             else:
                 mine.pop(k, None)
         assert mine == dict(full.objects)
+
+
+# ------------------------------------------------------------------ the loop's state snapshots
+class NoBackend:
+    name = "none"
+
+    def sync(self, state: ProxyState, *, full: bool, changed: set[LbKey] | None = None) -> None: ...
+
+    def dump(self, service: str | None = None) -> str:
+        return ""
+
+    def close(self) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
+def service(name: str, i: int, two_ports: bool) -> Service:
+    ports = (ServicePort("http", "TCP", 80, 8080),) + ((ServicePort("dns", "UDP", 53, 53),) if two_ports else ())
+    return Service(name=f"default/{name}", cluster_ip=IP(f"10.96.0.{i + 1}"), ports=ports)
+
+
+op_st = st.tuples(st.sampled_from(["svc", "ep"]), st.sampled_from(NAMES), st.booleans(),
+                  st.lists(st.sampled_from(IPS), unique=True, max_size=3))
+
+
+@settings(deadline=None)
+@given(st.lists(op_st, max_size=25), st.sampled_from([0, 1, 3, 64]))
+def test_every_state_snapshot_keeps_its_entries_while_later_changes_come_in(ops: list[Any], compact_min: int) -> None:
+    keys = Keys("/t")
+    under = {"svc": services_prefix(keys), "ep": endpoints_prefix(keys)}
+    comp = runner.ProxyComponent(None, keys, backend=NoBackend())  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "COMPACT_MIN", compact_min)
+        for kind in ("svc", "ep"):
+            comp._absorb(kind, View({}, 1, None))
+        comp._recompute(None)
+        taken: list[tuple[ProxyState, dict[LbKey, LbEntry]]] = [(comp.state, dict(comp.state.entries))]
+        for rev, (kind, name, alive, ips) in enumerate(ops, start=2):
+            k = under[kind] + "default/" + name
+            obj: Any = None
+            if alive:
+                obj = (service(name, NAMES.index(name), len(ips) > 1) if kind == "svc" else
+                       Endpoints(f"default/{name}", tuple(EndpointAddress(IP(ip)) for ip in ips)))
+            names = comp._absorb(kind, View({k: obj} if alive else {}, rev, frozenset({k})))
+            changed = comp._recompute(names)
+            want = compute(comp._services, comp._endpoints).entries
+            entries = comp.state.entries
+            assert dict(entries) == dict(want) and len(entries) == len(want)
+            assert dict(entries.items()) == dict(want) and set(entries.keys()) == set(want)
+            assert sorted(e.key for e in entries.values()) == sorted(want) and len(entries.values()) == len(want)
+            assert changed == {k for k in set(want) | set(taken[-1][1]) if want.get(k) != taken[-1][1].get(k)}
+            for lk in [LbKey(f"default/{n}", p) for n in NAMES for p in ("http", "dns")]:
+                assert (lk in entries) == (lk in want) and entries.get(lk) == want.get(lk)
+            taken.append((comp.state, dict(want)))
+            for state, then in taken:  # no snapshot moved on with the loop
+                assert dict(state.entries) == then and sorted(state.entries) == sorted(then)
 
 
 # ------------------------------------------------------------------ nftables hairpin refcounts
