@@ -8,6 +8,11 @@ term's fence (`Fence.guards()`), so a deposed leader's writes are refused by etc
 ends when leadership is lost (a refused write, a failed renewal) or the process is asked to
 stop; every loop is stopped and joined, and the lease is revoked so the next master takes over
 at once. A follower holds no caches and writes nothing.
+
+Cluster DNS (`orchestrator.dns`): a master given a DNS listen address serves DNS whether it
+leads or not (reads only), and registers that address in etcd on its own lease once its DNS
+has listed the Services; the leader also runs the kube-dns controller, which keeps the Service
+`kube-system/kube-dns` on the DNS service IP with one endpoint per registered master.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 from netplane.proxy.registry import migrate_legacy
 from netplane.store import EtcdStore, Keys
+from orchestrator import dns as dnsmod
 from orchestrator import leader
 from orchestrator import node_lifecycle as nl
 from orchestrator.controllers import informers as infmod
@@ -61,6 +67,10 @@ class MasterConfig:
     node_monitor_period: float = MONITOR_PERIOD
     resync_period: float = infmod.DEFAULT_RESYNC
     event_ttl: int = ev.DEFAULT_TTL_SECONDS
+    dns_listen: tuple[str, int] | None = None  # serve cluster DNS here (port 0: any free port)
+    dns_advertise: str | None = None  # the address registered for the endpoints (default: listen's)
+    dns_service_ip: str | None = dnsmod.DEFAULT_SERVICE_IP  # kube-dns' cluster IP; None: no kube-dns
+    cluster_domain: str = dnsmod.DEFAULT_DOMAIN
 
 
 class Master:
@@ -72,10 +82,38 @@ class Master:
         self.elector = Elector(store, leader_key(keys), config.identity, ttl=config.leader_ttl)
         self._on_term = on_term
         self.terms = 0
+        self.dns: dnsmod.ClusterDNS | None = None
+
+    def start_dns(self) -> tuple[str, int] | None:
+        """Bind the DNS server when configured (OSError when its address is taken); the
+        address it listens on. `run` calls it when the caller did not."""
+        cfg = self.config
+        if cfg.dns_listen is not None and self.dns is None:
+            dns = dnsmod.ClusterDNS(ObjectStore(self.store, self.keys), cfg.dns_listen, domain=cfg.cluster_domain)
+            dns.start()
+            self.dns = dns
+        return self.dns.address if self.dns is not None else None
 
     def run(self, stop: threading.Event) -> None:
-        """Campaign and lead until `stop` is set (blocking)."""
-        self.elector.run(stop, self._lead)
+        """Serve DNS (when configured), campaign and lead until `stop` is set (blocking)."""
+        addr = self.start_dns()
+        reg: threading.Thread | None = None
+        if self.dns is not None and addr is not None:
+            cfg = self.config
+            dns = self.dns
+            registration = dnsmod.Registration(
+                self.store, self.keys, cfg.identity, {"dns": f"{cfg.dns_advertise or addr[0]}:{addr[1]}"},
+                ttl=cfg.leader_ttl, ready=dns.wait_synced)
+            reg = threading.Thread(target=registration.run, args=(stop,), name="dns-registration", daemon=True)
+            reg.start()
+        try:
+            self.elector.run(stop, self._lead)
+        finally:
+            if reg is not None:
+                reg.join(timeout=10)  # revokes our registration: the leader drops our endpoint
+            if self.dns is not None:
+                self.dns.stop()
+                self.dns = None
 
     def _lead(self, fence: Fence, lost: threading.Event) -> None:
         self.terms += 1
@@ -102,6 +140,9 @@ class Master:
                 monitor_period=cfg.node_monitor_period).run),
             *[(f"events-{r.component}", r.run) for r in (rec_sched, rec_rc, rec_node)],
         ]
+        if cfg.dns_service_ip is not None:
+            loops.append(("kube-dns-controller", dnsmod.KubeDNSController(
+                objects, infs, writer=writer, service_ip=cfg.dns_service_ip).run))
         infs.start(lost)
         if not infs.wait_synced(SYNC_TIMEOUT, lost):
             log.warning("informers not synced within %.0fs; ending the term", SYNC_TIMEOUT)
