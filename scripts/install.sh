@@ -11,8 +11,9 @@
 #   3. a virtualenv (Debian's python3) with netplane installed editable + test deps
 #   4. bcc (Debian's python3-bpfcc) and libnftables' binding (python3-nftables) made importable
 #      inside that virtualenv
-#   5. dockerd started when not running; the busybox image for Docker-runtime tests and the
-#      pod infra image netplane/pause:3.9 (native/pause.c, compiled statically)
+#   5. dockerd started when not running, with the netplane-runc runtime; the busybox image for
+#      Docker-runtime tests and the pod infra image netplane/pause:3.9 (native/pause.c,
+#      compiled statically)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,13 +94,43 @@ fi
 # ---------------------------------------------------------------- 5. dockerd
 # Started without its own iptables/forwarding management: netplane owns the data path and
 # must never change the root namespace's firewall policy (dockerd would set FORWARD to DROP).
-if ! docker info >/dev/null 2>&1; then
+# It gets one extra OCI runtime, netplane-runc (scripts/netplane-runc: runc plus a hook that
+# puts a pod's processes into the host's cgroup v2 subtree before the entrypoint runs, for
+# the eBPF proxy's socket LB). A dockerd running without it (or with another checkout's
+# path) is restarted only when this script started it (its stdout is our log file) and no
+# container is running; otherwise the node runtime falls back to runc and says so.
+DOCKERD_LOG=/var/log/netplane-dockerd.log
+RUNC_WRAPPER="$ROOT/scripts/netplane-runc"
+[ -x "$RUNC_WRAPPER" ] || chmod +x "$RUNC_WRAPPER"
+wrapper_registered() {
+  [ "$(docker info --format '{{with index .Runtimes "netplane-runc"}}{{.Path}}{{end}}' 2>/dev/null)" = "$RUNC_WRAPPER" ]
+}
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+start_dockerd() {
   log "starting dockerd"
   mkdir -p /var/log
   setsid dockerd --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
-    >/var/log/netplane-dockerd.log 2>&1 < /dev/null &
+    --add-runtime "netplane-runc=$RUNC_WRAPPER" >"$DOCKERD_LOG" 2>&1 < /dev/null &
   for _ in $(seq 1 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
-  docker info >/dev/null 2>&1 || die "dockerd did not start; see /var/log/netplane-dockerd.log"
+  docker info >/dev/null 2>&1 || die "dockerd did not start; see $DOCKERD_LOG"
+  wrapper_registered || die "dockerd started without the netplane-runc runtime; see $DOCKERD_LOG"
+}
+if ! docker info >/dev/null 2>&1; then
+  start_dockerd
+elif ! wrapper_registered; then
+  dpid="$(cat /var/run/docker.pid 2>/dev/null || true)"
+  if [ -n "$dpid" ] && [ "$(readlink "/proc/$dpid/fd/1" 2>/dev/null)" = "$DOCKERD_LOG" ] \
+      && [ -z "$(docker ps -q)" ]; then
+    log "restarting dockerd (pid $dpid, started by this script) to register netplane-runc"
+    kill -TERM "$dpid"
+    for _ in $(seq 1 150); do alive "$dpid" || break; sleep 0.2; done
+    ! alive "$dpid" || die "dockerd (pid $dpid) did not stop within 30 s"
+    start_dockerd
+  else
+    log "warning: the running dockerd has no netplane-runc runtime ($RUNC_WRAPPER) and was not" \
+        "started by this script or runs containers: not restarting it; Docker pods will miss" \
+        "the eBPF proxy's first connects until dockerd runs with --add-runtime netplane-runc=$RUNC_WRAPPER"
+  fi
 fi
 if ! docker image inspect netplane/busybox:latest >/dev/null 2>&1; then
   log "building netplane/busybox image with docker import"
