@@ -1,0 +1,670 @@
+/*
+ * np-shim: the per-container supervisor of netplane's plain-namespace runtime
+ * (orchestrator/node/ns_runtime.py), in the role of conmon / containerd-shim, plus the two other
+ * jobs that need a fresh single-threaded process: making a pod sandbox and entering a container.
+ *
+ *   np-shim sandbox --status-fd N --dir D --hostname H --pause PAUSE [--cgroup DIR]...
+ *       Daemonizes (fork, setsid), joins the cgroups, unshares the network, IPC and UTS
+ *       namespaces, sets the hostname, brings lo up, records "pid=/start=" in D/pause and execs
+ *       PAUSE, which then holds the namespaces. STATUS_FD sees EOF once PAUSE runs, or one line
+ *       "error: ..." first.
+ *
+ *   np-shim run --status-fd N --dir D --ns-pidfd N --log FILE [--cgroup DIR]... [--resolv F]
+ *               [--root DIR] [--cwd DIR] -- ARGV...
+ *       Daemonizes and stays as the supervisor S (recorded in D/shim); forks the container
+ *       process C, which joins the cgroups and the namespaces of the pidfd's process (the
+ *       sandbox's pause: net, ipc, uts) *before* exec, gets a private mount namespace with F
+ *       bind-mounted over /etc/resolv.conf, optionally chroots, and execs ARGV with S's own
+ *       environment (the caller passes the container's). S records "pid=/start=/started_ns=" in
+ *       D/pid, then writes "ok" to STATUS_FD and closes it; a failed start is "error: ...".
+ *       S relays C's stdout and stderr into FILE in the CRI log format kubelet reads
+ *       ("<RFC3339Nano UTC> <stdout|stderr> <F|P> <text>", P = a partial line of 16 KiB or the
+ *       unterminated end), forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to C,
+ *       and when C exits kills what C left in its cgroups (the container ends with its main
+ *       process, as under Docker), then writes D/exit atomically (rename): "status= code=
+ *       signal= finished_ns= oom_kill=" and exits. The exit status therefore survives the agent.
+ *
+ *   np-shim exec --ns-pidfd N [--cgroup DIR]... [--root DIR] [--cwd DIR] -- ARGV...
+ *       Joins the cgroups, enters the net, ipc, uts and mount namespaces of the pidfd's process
+ *       (the container), chroots/chdirs like the container, becomes a session leader and execs
+ *       ARGV (its exit status is ARGV's; 126 = could not enter, 127 = could not exec).
+ *
+ * Built statically by scripts/install.sh (gcc -static -O2) next to the pause binary.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CGROUPS 16
+#define LINE_MAX_BYTES 16384
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+struct opts {
+  int status_fd;
+  int ns_pidfd;
+  const char *dir;
+  const char *hostname;
+  const char *pause;
+  const char *log;
+  const char *resolv;
+  const char *root;
+  const char *cwd;
+  const char *cgroups[MAX_CGROUPS];
+  int ncgroups;
+  char **argv;
+};
+
+static int status_fd = -1;
+
+/* One line to the caller's status pipe (ignored when it is gone: the agent may have died). */
+static void status(const char *fmt, ...) {
+  if (status_fd < 0)
+    return;
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  if ((size_t)n >= sizeof buf)
+    n = sizeof buf - 1;
+  ssize_t r = write(status_fd, buf, (size_t)n);
+  (void)r;
+}
+
+static int write_all(int fd, const char *s, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, s, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    s += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int write_file(const char *path, const char *s) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  int r = write_all(fd, s, strlen(s));
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return r;
+}
+
+/* DIR/NAME written via DIR/.NAME.tmp + rename: readers see all of it or nothing. No fsync: the
+ * records describe processes, which a power cut ends anyway (the runtime compares boot ids). */
+static int write_record(const char *dir, const char *name, const char *text) {
+  char tmp[4096], dst[4096];
+  snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+  snprintf(dst, sizeof dst, "%s/%s", dir, name);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return -1;
+  if (write_all(fd, text, strlen(text)) < 0) {
+    int saved = errno;
+    close(fd);
+    unlink(tmp);
+    errno = saved;
+    return -1;
+  }
+  close(fd);
+  return rename(tmp, dst);
+}
+
+/* Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot (tells a reused pid). */
+static unsigned long long start_time(pid_t pid) {
+  char path[64], buf[2048];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p)
+    return 0;
+  p += 2; /* field 3 (state) */
+  for (int field = 3; field < 22; field++) {
+    p = strchr(p, ' ');
+    if (!p)
+      return 0;
+    p++;
+  }
+  return strtoull(p, NULL, 10);
+}
+
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int join_cgroups(const struct opts *o) {
+  char path[4096], pid[32];
+  snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  for (int i = 0; i < o->ncgroups; i++) {
+    snprintf(path, sizeof path, "%s/cgroup.procs", o->cgroups[i]);
+    if (write_file(path, pid) < 0)
+      return i + 1;
+  }
+  return 0;
+}
+
+/* Every descriptor from 3 up is closed at exec (the status pipe too: EOF tells "exec'd"). */
+static void cloexec_from(int lowest) {
+  if (syscall(SYS_close_range, (unsigned)lowest, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+    return;
+  for (int fd = lowest; fd < 4096; fd++)
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static void reset_signals(void) {
+  sigset_t all;
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  for (int s = 1; s < NSIG; s++)
+    if (s != SIGKILL && s != SIGSTOP)
+      signal(s, SIG_DFL);
+}
+
+static int lo_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0)
+    return -1;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (r == 0 && !(ifr.ifr_flags & IFF_UP)) {
+    ifr.ifr_flags |= IFF_UP;
+    r = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  int saved = errno;
+  close(s);
+  errno = saved;
+  return r;
+}
+
+/* ------------------------------------------------------------------ sandbox */
+static int do_sandbox(struct opts *o) {
+  if (!o->dir || !o->pause || !o->hostname) {
+    status("error: sandbox needs --dir, --pause and --hostname\n");
+    return 2;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    status("error: fork: %s\n", strerror(errno));
+    return 1;
+  }
+  if (pid > 0)
+    return 0; /* the caller reaps us at once; the pause process is re-parented away from it */
+  setsid();
+  reset_signals();
+  char log[4096];
+  snprintf(log, sizeof log, "%s/pause.log", o->dir);
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (devnull < 0 || logfd < 0) {
+    status("error: open %s: %s\n", devnull < 0 ? "/dev/null" : log, strerror(errno));
+    _exit(1);
+  }
+  int bad = join_cgroups(o);
+  if (bad) {
+    status("error: join cgroup %s: %s\n", o->cgroups[bad - 1], strerror(errno));
+    _exit(1);
+  }
+  if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
+    status("error: unshare(net, ipc, uts): %s\n", strerror(errno));
+    _exit(1);
+  }
+  if (sethostname(o->hostname, strlen(o->hostname)) < 0) {
+    status("error: sethostname %s: %s\n", o->hostname, strerror(errno));
+    _exit(1);
+  }
+  if (lo_up() < 0) {
+    status("error: set lo up: %s\n", strerror(errno));
+    _exit(1);
+  }
+  char rec[128];
+  snprintf(rec, sizeof rec, "pid=%d\nstart=%llu\n", (int)getpid(), start_time(getpid()));
+  if (write_record(o->dir, "pause", rec) < 0) {
+    status("error: record %s/pause: %s\n", o->dir, strerror(errno));
+    _exit(1);
+  }
+  if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(logfd, 2) < 0) {
+    status("error: dup2: %s\n", strerror(errno));
+    _exit(1);
+  }
+  cloexec_from(3);
+  char *argv[] = {(char *)o->pause, NULL};
+  execv(o->pause, argv);
+  status("error: exec %s: %s\n", o->pause, strerror(errno));
+  _exit(127);
+}
+
+/* ------------------------------------------------------------------ run: the container child */
+static void child_fail(int errfd, const char *what, const char *arg) {
+  char buf[1024];
+  int n = snprintf(buf, sizeof buf, "%s%s%s: %s", what, arg ? " " : "", arg ? arg : "", strerror(errno));
+  if (n > 0) {
+    ssize_t r = write(errfd, buf, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf - 1));
+    (void)r;
+  }
+  _exit(127);
+}
+
+static void container_child(struct opts *o, int out, int err, int errfd) {
+  reset_signals();
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0)
+    child_fail(errfd, "open", "/dev/null");
+  /* cgroups first: from its first instruction after exec the process is in them */
+  int bad = join_cgroups(o);
+  if (bad)
+    child_fail(errfd, "join cgroup", o->cgroups[bad - 1]);
+  if (setns(o->ns_pidfd, CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+    child_fail(errfd, "enter the sandbox's namespaces (setns net, ipc, uts)", NULL);
+  close(o->ns_pidfd);
+  if (o->resolv) {
+    if (unshare(CLONE_NEWNS) < 0)
+      child_fail(errfd, "unshare(mount)", NULL);
+    /* mounts of the host still propagate in; ours never propagate out */
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+      child_fail(errfd, "make / rslave", NULL);
+    char target[4096];
+    snprintf(target, sizeof target, "%s/etc/resolv.conf", o->root ? o->root : "");
+    if (access(target, F_OK) == 0 && mount(o->resolv, target, NULL, MS_BIND, NULL) < 0)
+      child_fail(errfd, "bind mount resolv.conf over", target);
+  }
+  if (o->root && (chroot(o->root) < 0 || chdir("/") < 0))
+    child_fail(errfd, "chroot", o->root);
+  const char *cwd = o->cwd && *o->cwd ? o->cwd : "/";
+  if (chdir(cwd) < 0)
+    child_fail(errfd, "chdir", cwd);
+  if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+    child_fail(errfd, "dup2", NULL);
+  cloexec_from(3);
+  execvp(o->argv[0], o->argv);
+  child_fail(errfd, "exec", o->argv[0]);
+}
+
+/* ------------------------------------------------------------------ run: the supervisor */
+struct stream {
+  int fd;
+  const char *name;
+  char buf[LINE_MAX_BYTES];
+  size_t len;
+};
+
+static int logfd = -1;
+
+static void emit(struct stream *s, const char *text, size_t n, char tag) {
+  struct timespec ts;
+  struct tm tm;
+  char head[96];
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t h = strftime(head, sizeof head, "%Y-%m-%dT%H:%M:%S", &tm);
+  h += (size_t)snprintf(head + h, sizeof head - h, ".%09ldZ %s %c ", ts.tv_nsec, s->name, tag);
+  struct iovec iov[3] = {{head, h}, {(void *)text, n}, {"\n", 1}};
+  /* one writev per record on an O_APPEND file: records never interleave */
+  ssize_t r = writev(logfd, iov, 3);
+  (void)r;
+}
+
+/* Read what is there; returns 0 at EOF. Whole lines become F records, a full buffer a P. */
+static int pump(struct stream *s) {
+  ssize_t n = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
+  if (n < 0)
+    return errno == EINTR || errno == EAGAIN ? 1 : 0;
+  if (n == 0) {
+    if (s->len)
+      emit(s, s->buf, s->len, 'P');
+    s->len = 0;
+    return 0;
+  }
+  s->len += (size_t)n;
+  size_t start = 0;
+  for (size_t i = s->len - (size_t)n; i < s->len; i++) {
+    if (s->buf[i] == '\n') {
+      emit(s, s->buf + start, i - start, 'F');
+      start = i + 1;
+    }
+  }
+  memmove(s->buf, s->buf + start, s->len - start);
+  s->len -= start;
+  if (s->len == sizeof s->buf) {
+    emit(s, s->buf, s->len, 'P');
+    s->len = 0;
+  }
+  return 1;
+}
+
+/* The container ends with its main process: kill what it left behind in its cgroups. */
+static void kill_leftovers(const struct opts *o) {
+  char path[4096], buf[8192];
+  for (int i = 0; i < o->ncgroups; i++) {
+    snprintf(path, sizeof path, "%s/cgroup.kill", o->cgroups[i]);
+    if (access(path, F_OK) == 0 && write_file(path, "1") == 0)
+      continue;
+    for (int round = 0; round < 50; round++) {
+      snprintf(path, sizeof path, "%s/cgroup.procs", o->cgroups[i]);
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0)
+        break;
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (n <= 0)
+        break;
+      buf[n] = 0;
+      for (char *p = buf; *p;) {
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+          break;
+        if (pid > 0)
+          kill((pid_t)pid, SIGKILL);
+        p = end;
+        while (*p == '\n')
+          p++;
+      }
+      struct timespec d = {0, 10 * 1000 * 1000};
+      nanosleep(&d, NULL);
+    }
+  }
+}
+
+/* oom_kill count of the container's memory cgroup (v2 memory.events, v1 memory.oom_control). */
+static long oom_kills(const struct opts *o) {
+  const char *files[] = {"memory.events", "memory.oom_control"};
+  char path[4096], buf[1024];
+  for (int i = 0; i < o->ncgroups; i++) {
+    for (int f = 0; f < 2; f++) {
+      snprintf(path, sizeof path, "%s/%s", o->cgroups[i], files[f]);
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0)
+        continue;
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (n <= 0)
+        continue;
+      buf[n] = 0;
+      char *p = strstr(buf, "oom_kill ");
+      if (p)
+        return strtol(p + 9, NULL, 10);
+    }
+  }
+  return 0;
+}
+
+static int do_run(struct opts *o) {
+  if (!o->dir || !o->log || o->ns_pidfd < 0 || !o->argv || !o->argv[0]) {
+    status("error: run needs --dir, --log, --ns-pidfd and a command\n");
+    return 2;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    status("error: fork: %s\n", strerror(errno));
+    return 1;
+  }
+  if (pid > 0)
+    return 0;
+  setsid();
+  signal(SIGPIPE, SIG_IGN); /* the agent may be gone when we report */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/shim.log", o->dir);
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int shimlog = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  logfd = open(o->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (devnull < 0 || shimlog < 0 || logfd < 0) {
+    status("error: open %s: %s\n", logfd < 0 ? o->log : path, strerror(errno));
+    _exit(1);
+  }
+  dup2(devnull, 0);
+  dup2(devnull, 1);
+  dup2(shimlog, 2);
+  char rec[256];
+  snprintf(rec, sizeof rec, "pid=%d\nstart=%llu\n", (int)getpid(), start_time(getpid()));
+  if (write_record(o->dir, "shim", rec) < 0) {
+    status("error: record %s/shim: %s\n", o->dir, strerror(errno));
+    _exit(1);
+  }
+  int outp[2], errp[2], failp[2];
+  if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(failp, O_CLOEXEC) < 0) {
+    status("error: pipe: %s\n", strerror(errno));
+    _exit(1);
+  }
+  sigset_t mask;
+  sigemptyset(&mask);
+  int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+    sigaddset(&mask, forwarded[i]);
+  sigaddset(&mask, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &mask, NULL); /* before fork: no signal is lost in between */
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+  if (sfd < 0) {
+    status("error: signalfd: %s\n", strerror(errno));
+    _exit(1);
+  }
+  pid_t child = fork();
+  if (child < 0) {
+    status("error: fork: %s\n", strerror(errno));
+    _exit(1);
+  }
+  if (child == 0) {
+    close(outp[0]);
+    close(errp[0]);
+    close(failp[0]);
+    container_child(o, outp[1], errp[1], failp[1]);
+  }
+  close(outp[1]);
+  close(errp[1]);
+  close(failp[1]);
+  close(o->ns_pidfd);
+  char why[1024];
+  ssize_t n;
+  do
+    n = read(failp[0], why, sizeof why - 1);
+  while (n < 0 && errno == EINTR);
+  close(failp[0]);
+  if (n > 0) {
+    why[n] = 0;
+    waitpid(child, NULL, 0);
+    status("error: %s\n", why);
+    _exit(1);
+  }
+  long long started = now_ns();
+  snprintf(rec, sizeof rec, "pid=%d\nstart=%llu\nstarted_ns=%lld\n", (int)child, start_time(child), started);
+  if (write_record(o->dir, "pid", rec) < 0) {
+    /* it runs but cannot be found again: end it rather than leave it unsupervised */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    status("error: record %s/pid: %s\n", o->dir, strerror(errno));
+    _exit(1);
+  }
+  status("ok\n");
+  close(status_fd);
+  status_fd = -1;
+
+  struct stream out = {.fd = outp[0], .name = "stdout"}, err = {.fd = errp[0], .name = "stderr"};
+  int wstatus = 0, done = 0;
+  long long finished = 0, deadline = 0;
+  while (out.fd >= 0 || err.fd >= 0 || !done) {
+    struct pollfd p[3] = {{sfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {err.fd, POLLIN, 0}};
+    int timeout = -1;
+    if (done) {
+      /* pipes held open by something outside the cgroups: give them 2 s, then stop */
+      long long left = (deadline - now_ns()) / 1000000;
+      if (left <= 0)
+        break;
+      timeout = (int)left;
+    }
+    if (poll(p, 3, timeout) < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (p[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sfd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGCHLD) {
+          int st;
+          if (!done && waitpid(child, &st, WNOHANG) == child) {
+            wstatus = st;
+            done = 1;
+            finished = now_ns();
+            deadline = finished + 2000000000LL;
+            kill_leftovers(o);
+          }
+        } else if (!done) {
+          kill(child, (int)si.ssi_signo);
+        }
+      }
+    }
+    struct stream *ss[2] = {&out, &err};
+    for (int i = 0; i < 2; i++) {
+      if (ss[i]->fd >= 0 && (p[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) && !pump(ss[i])) {
+        close(ss[i]->fd);
+        ss[i]->fd = -1;
+      }
+    }
+  }
+  struct stream *ss[2] = {&out, &err};
+  for (int i = 0; i < 2; i++)
+    if (ss[i]->len)
+      emit(ss[i], ss[i]->buf, ss[i]->len, 'P');
+  int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+  int sig = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
+  snprintf(rec, sizeof rec, "status=%d\ncode=%d\nsignal=%d\nfinished_ns=%lld\noom_kill=%ld\n", wstatus, code,
+           sig, finished, oom_kills(o));
+  if (write_record(o->dir, "exit", rec) < 0) {
+    fprintf(stderr, "np-shim: cannot record the exit status %d in %s: %s\n", code, o->dir, strerror(errno));
+    _exit(1);
+  }
+  _exit(0);
+}
+
+/* ------------------------------------------------------------------ exec */
+static int do_exec(struct opts *o) {
+  if (o->ns_pidfd < 0 || !o->argv || !o->argv[0]) {
+    fprintf(stderr, "np-shim exec: needs --ns-pidfd and a command\n");
+    return 126;
+  }
+  int bad = join_cgroups(o);
+  if (bad) {
+    fprintf(stderr, "np-shim exec: join cgroup %s: %s\n", o->cgroups[bad - 1], strerror(errno));
+    return 126;
+  }
+  if (setns(o->ns_pidfd, CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS) < 0) {
+    fprintf(stderr, "np-shim exec: enter the container's namespaces: %s\n", strerror(errno));
+    return 126;
+  }
+  close(o->ns_pidfd);
+  if (o->root && (chroot(o->root) < 0 || chdir("/") < 0)) {
+    fprintf(stderr, "np-shim exec: chroot %s: %s\n", o->root, strerror(errno));
+    return 126;
+  }
+  const char *cwd = o->cwd && *o->cwd ? o->cwd : "/";
+  if (chdir(cwd) < 0) {
+    fprintf(stderr, "np-shim exec: chdir %s: %s\n", cwd, strerror(errno));
+    return 126;
+  }
+  setsid(); /* a timeout kills the whole process group */
+  execvp(o->argv[0], o->argv);
+  fprintf(stderr, "np-shim exec: %s: %s\n", o->argv[0], strerror(errno));
+  return 127;
+}
+
+/* ------------------------------------------------------------------ main */
+static int parse(int argc, char **argv, struct opts *o) {
+  memset(o, 0, sizeof *o);
+  o->status_fd = -1;
+  o->ns_pidfd = -1;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) {
+      o->argv = argv + i + 1;
+      return 0;
+    }
+    if (i + 1 >= argc)
+      return -1;
+    const char *v = argv[++i];
+    if (strcmp(a, "--status-fd") == 0)
+      o->status_fd = atoi(v);
+    else if (strcmp(a, "--ns-pidfd") == 0)
+      o->ns_pidfd = atoi(v);
+    else if (strcmp(a, "--dir") == 0)
+      o->dir = v;
+    else if (strcmp(a, "--hostname") == 0)
+      o->hostname = v;
+    else if (strcmp(a, "--pause") == 0)
+      o->pause = v;
+    else if (strcmp(a, "--log") == 0)
+      o->log = v;
+    else if (strcmp(a, "--resolv") == 0)
+      o->resolv = v;
+    else if (strcmp(a, "--root") == 0)
+      o->root = v;
+    else if (strcmp(a, "--cwd") == 0)
+      o->cwd = v;
+    else if (strcmp(a, "--cgroup") == 0) {
+      if (o->ncgroups == MAX_CGROUPS)
+        return -1;
+      o->cgroups[o->ncgroups++] = v;
+    } else
+      return -1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "--version") == 0)) {
+    fprintf(stderr, "netplane np-shim 1\n");
+    return 0;
+  }
+  struct opts o;
+  if (argc < 2 || parse(argc, argv, &o) < 0) {
+    fprintf(stderr, "usage: np-shim sandbox|run|exec [options] [-- ARGV...]\n");
+    return 2;
+  }
+  status_fd = o.status_fd;
+  if (strcmp(argv[1], "sandbox") == 0)
+    return do_sandbox(&o);
+  if (strcmp(argv[1], "run") == 0)
+    return do_run(&o);
+  if (strcmp(argv[1], "exec") == 0)
+    return do_exec(&o);
+  fprintf(stderr, "np-shim: unknown mode %s\n", argv[1]);
+  return 2;
+}
