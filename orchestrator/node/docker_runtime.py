@@ -1,0 +1,692 @@
+"""Pods on Docker, as dockershim did it (kubernetes `pkg/kubelet/dockershim`), over the docker SDK.
+
+A pod is an infra ("pause") container made first with `NetworkMode: none` (the kubelet then
+attaches the pod's network to its namespace, `/proc/<pid>/ns/net`, with its own veth code) and
+`IpcMode: shareable`, plus app containers started with `NetworkMode` and `IpcMode`
+`container:<infra id>`: they share the pod's network namespace (and so its hostname, which
+Docker copies from the infra container; it refuses a hostname of its own in that mode).
+
+Names and labels are dockershim's: `k8s_POD_<pod>_<ns>_<uid>_<attempt>` and
+`k8s_<container>_<pod>_<ns>_<uid>_<attempt>`; labels `io.kubernetes.pod.{name,namespace,uid}`,
+`io.kubernetes.container.name` (`POD` for the sandbox), `io.kubernetes.docker.type`
+(`podsandbox` | `container`), `io.kubernetes.sandbox.id` on app containers, kubelet's
+`io.kubernetes.container.restartCount`, plus ours: `netplane.io/node=<node>`,
+`netplane.io/managed=true`, `netplane.io/attempt`. Every list filters on our node label, and
+every call that changes a container first checks both labels: two agents on one machine never
+see each other's containers, and a container without our labels is never stopped or removed
+(such a call raises `RuntimeError_`). Docker refuses a second container of the same name, which
+makes creation idempotent: a restarted agent re-lists and adopts, and `run_sandbox` /
+`create_and_start` for an existing (uid, attempt) return the existing container (started if it
+was only created) instead of a duplicate.
+
+Files: each sandbox's resolv.conf (`SandboxConfig.resolv_conf`) is written to
+`<state_dir>/<uid>/<attempt>/resolv.conf` and bind-mounted read-only at /etc/resolv.conf into
+the app containers (`""` = Docker's default, the host's without loopback nameservers).
+
+cgroups: every container of a pod gets the cgroup parent `/<cgroup_parent_root>/<node>/pod<uid>`
+(or `SandboxConfig.cgroup_parent`); with the cgroupfs driver runc creates it in every hierarchy.
+limits.memory -> `Memory` (and `MemorySwap` the same: no swap, as kubelet), limits.cpu ->
+`CpuQuota` per `CpuPeriod` 100000 µs, requests.cpu -> `CpuShares` (the kubelet converts; see
+`ContainerConfig`). `remove_sandbox` removes the pod's cgroup directories once no sandbox of
+the pod is left (after its containers: a cgroup with processes cannot be removed) and nothing
+else: only directories below our pod parent, only with rmdir.
+
+The eBPF proxy's socket LB is a cgroup v2 program attached to the host's v2 subtree
+(`v2_cgroup`). On this hybrid host (cgroup v1 controllers, an empty cgroup2 at
+/sys/fs/cgroup/unified) runc puts a container's processes in the v2 cgroup named like its v1
+ones, outside that subtree. With `v2_cgroup` set, containers are created with the OCI runtime
+`netplane-runc` (scripts/netplane-runc, registered with dockerd by scripts/install.sh) and the
+environment variable `NETPLANE_CGROUP2=<v2_cgroup>/pod<uid>` (Docker 20.10 passes no labels or
+annotations to the runtime, but the environment; it stays visible in the pod like any other
+variable): the wrapper adds a createRuntime hook that writes the container's init pid into
+`<v2_cgroup>/pod<uid>/<container id>/cgroup.procs` before the entrypoint's first instruction;
+exec'd processes land there too, and runc removes the directory with the container. When dockerd
+does not list `netplane-runc` (or the host is cgroup v2 only, where moving processes would take
+them out of their limits), containers run with the default runtime and a warning is logged once.
+
+Images are never pulled: there is no registry (`docker import` builds them); a missing image is
+a one-line `RuntimeError_` saying so.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+from netplane.errors import ConfigError
+from orchestrator.node.runtime import (
+    ContainerConfig,
+    ContainerInfo,
+    ContainerStateName,
+    PodRef,
+    RuntimeError_,
+    SandboxConfig,
+    SandboxInfo,
+)
+
+log = logging.getLogger(__name__)
+
+# dockershim's labels (pkg/kubelet/types/labels.go, dockershim/naming.go, docker_sandbox.go)
+POD_NAME = "io.kubernetes.pod.name"
+POD_NAMESPACE = "io.kubernetes.pod.namespace"
+POD_UID = "io.kubernetes.pod.uid"
+CONTAINER_NAME = "io.kubernetes.container.name"
+DOCKER_TYPE = "io.kubernetes.docker.type"
+SANDBOX_ID = "io.kubernetes.sandbox.id"
+RESTART_COUNT = "io.kubernetes.container.restartCount"
+TYPE_SANDBOX = "podsandbox"
+TYPE_CONTAINER = "container"
+SANDBOX_CONTAINER = "POD"
+# ours
+NODE_LABEL = "netplane.io/node"
+MANAGED_LABEL = "netplane.io/managed"
+ATTEMPT_LABEL = "netplane.io/attempt"
+
+WRAPPER_RUNTIME = "netplane-runc"
+CGROUP2_ENV = "NETPLANE_CGROUP2"
+CPU_PERIOD_US = 100_000
+SANDBOX_STOP_GRACE = 2  # seconds: the pause process exits on SIGTERM at once
+DEFAULT_STATE_ROOT = Path("/run/netplane/docker-runtime")
+NO_IMAGE = "image {image} not found on this host (no registry: build it with docker import)"
+
+
+def sandbox_name(pod: PodRef, attempt: int) -> str:
+    return f"k8s_{SANDBOX_CONTAINER}_{pod.name}_{pod.namespace}_{pod.uid}_{attempt}"
+
+
+def container_name(pod: PodRef, container: str, attempt: int) -> str:
+    return f"k8s_{container}_{pod.name}_{pod.namespace}_{pod.uid}_{attempt}"
+
+
+def docker_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds ("...T12:00:00.123456789Z") as epoch seconds
+    (to the microsecond); None for Docker's zero time "0001-01-01T00:00:00Z" (never started)."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _state_name(status: str) -> ContainerStateName:
+    if status == "created":
+        return "created"
+    if status in ("running", "paused", "restarting"):
+        return "running"
+    if status in ("exited", "dead", "removing"):
+        return "exited"
+    return "unknown"
+
+
+def cgroup_mounts() -> list[Path]:
+    """Mount points of every cgroup hierarchy (v1 and v2) visible here."""
+    found: list[Path] = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fstype = right.split(" ", 1)[0]
+        fields = left.split(" ")
+        if fstype in ("cgroup", "cgroup2") and len(fields) > 4 and fields[3] == "/":
+            p = Path(fields[4].replace("\\040", " "))
+            if p not in found:
+                found.append(p)
+    return found
+
+
+def remove_cgroup_tree(path: Path) -> list[str]:
+    """rmdir `path` and its child cgroups, deepest first; what could not go (never kills)."""
+    left: list[str] = []
+    try:
+        children = [c for c in path.iterdir() if c.is_dir() and not c.is_symlink()]
+    except FileNotFoundError:
+        return left
+    except OSError as e:
+        return [f"{path}: {e.strerror}"]
+    for child in children:
+        left += remove_cgroup_tree(child)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        left.append(f"{path}: {e.strerror}")
+    return left
+
+
+class DockerRuntime:
+    """The `Runtime` protocol (orchestrator.node.runtime) over dockerd; see the module doc."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        client: docker.DockerClient | None = None,
+        pause_image: str = "netplane/pause:3.9",
+        cgroup_parent_root: str = "netplane",
+        v2_cgroup: str | None = None,
+        state_dir: str | Path | None = None,
+    ) -> None:
+        if not node or "/" in node or node in (".", ".."):
+            raise ConfigError(f"invalid node name {node!r} for the Docker runtime")
+        self.node = node
+        self._own_client = client is None
+        self.client = client if client is not None else docker.from_env()
+        self.api = self.client.api
+        self.pause_image = pause_image
+        self.cgroup_parent_root = cgroup_parent_root.strip("/")
+        self.v2_cgroup = Path(v2_cgroup) if v2_cgroup else None
+        if self.v2_cgroup is not None and not (self.v2_cgroup / "cgroup.controllers").exists():
+            raise ConfigError(f"{v2_cgroup} is not a cgroup v2 directory")
+        self.state_dir = Path(state_dir) if state_dir is not None else DEFAULT_STATE_ROOT / node
+        self._lock = threading.Lock()
+        self._placement: bool | None = None  # use netplane-runc + NETPLANE_CGROUP2 (decided once)
+        self._inspected: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (list state, inspect)
+
+    # ------------------------------------------------------------------ helpers
+    def _filters(self, kind: str, pod_uid: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{NODE_LABEL}={self.node}", f"{MANAGED_LABEL}=true", f"{DOCKER_TYPE}={kind}"]
+        if pod_uid:
+            labels.append(f"{POD_UID}={pod_uid}")
+        return {"label": labels}
+
+    def _ours(self, labels: Mapping[str, str] | None) -> bool:
+        labels = labels or {}
+        return labels.get(NODE_LABEL) == self.node and labels.get(MANAGED_LABEL) == "true"
+
+    def _inspect(self, ref: str) -> dict[str, Any] | None:
+        """Inspect a container that must be ours; None when it does not exist."""
+        try:
+            info: dict[str, Any] = self.api.inspect_container(ref)
+        except NotFound:
+            return None
+        except DockerException as e:
+            raise RuntimeError_(f"docker: inspecting container {_short(ref)}: {_why(e)}") from e
+        if not self._ours((info.get("Config") or {}).get("Labels")):
+            raise RuntimeError_(f"container {_short(ref)} ({info.get('Name', '').lstrip('/')}) is not netplane's on "
+                                f"node {self.node}: not touching it")
+        return info
+
+    def _listed(self, kind: str, pod_uid: str | None = None) -> list[dict[str, Any]]:
+        """`docker ps -a` of ours, each inspected once per state it is seen in."""
+        try:
+            rows = self.api.containers(all=True, filters=self._filters(kind, pod_uid))
+        except DockerException as e:
+            raise RuntimeError_(f"docker: listing containers of node {self.node}: {_why(e)}") from e
+        out = []
+        for row in rows:
+            cid, state = row["Id"], str(row.get("State") or "")
+            with self._lock:
+                cached = self._inspected.get(cid)
+            if cached is not None and cached[0] == state:
+                out.append(cached[1])
+                continue
+            try:
+                info = self.api.inspect_container(cid)
+            except NotFound:
+                continue  # removed between the list and now
+            except DockerException as e:
+                raise RuntimeError_(f"docker: inspecting container {cid[:12]}: {_why(e)}") from e
+            with self._lock:
+                self._inspected[cid] = (state, info)
+            out.append(info)
+        if pod_uid is None:
+            with self._lock:  # forget containers that are gone
+                seen = {r["Id"] for r in rows}
+                for cid in [c for c, (_, i) in self._inspected.items()
+                            if c not in seen and ((i.get("Config") or {}).get("Labels") or {}).get(DOCKER_TYPE) == kind]:
+                    del self._inspected[cid]
+        return out
+
+    def _forget(self, cid: str) -> None:
+        with self._lock:
+            self._inspected.pop(cid, None)
+
+    def _use_placement(self) -> bool:
+        """Whether containers go through netplane-runc into `v2_cgroup` (decided on first use)."""
+        if self.v2_cgroup is None:
+            return False
+        with self._lock:
+            if self._placement is not None:
+                return self._placement
+        try:
+            info = self.api.info()
+        except DockerException as e:
+            raise RuntimeError_(f"docker: dockerd not reachable: {_why(e)}") from e
+        ok = True
+        if WRAPPER_RUNTIME not in (info.get("Runtimes") or {}):
+            log.warning("dockerd has no %s runtime (scripts/install.sh registers it): pods of node %s will not be "
+                        "placed in %s, and the eBPF proxy's socket LB will miss their connects", WRAPPER_RUNTIME,
+                        self.node, self.v2_cgroup)
+            ok = False
+        elif str(info.get("CgroupVersion") or "1") != "1":
+            log.warning("dockerd runs on cgroup v2 only: moving pods of node %s into %s would take them out of "
+                        "their limits; not done (the eBPF proxy's socket LB will miss their connects)",
+                        self.node, self.v2_cgroup)
+            ok = False
+        with self._lock:
+            self._placement = ok
+        return ok
+
+    def _pod_v2_dir(self, uid: str) -> Path | None:
+        return self.v2_cgroup / f"pod{uid}" if self.v2_cgroup is not None else None
+
+    def _resolv_path(self, uid: str, attempt: int) -> Path:
+        return self.state_dir / uid / str(attempt) / "resolv.conf"
+
+    def _write_resolv(self, uid: str, attempt: int, content: str) -> Path | None:
+        path = self._resolv_path(uid, attempt)
+        if not content:
+            return None
+        if not content.endswith("\n"):
+            content += "\n"
+        try:
+            if path.exists() and path.read_text() == content:
+                return path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".resolv.conf.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise RuntimeError_(f"writing {path}: {e.strerror}") from e
+        return path
+
+    def _create(self, name: str, image: str, *, what: str, **kwargs: Any) -> tuple[dict[str, Any], bool]:
+        """create_container, or the existing container of that name (ours); (inspect, created)."""
+        try:
+            created = self.api.create_container(image, name=name, detach=True, **kwargs)
+            info = self._inspect(created["Id"])
+            if info is None:
+                raise RuntimeError_(f"{what}: container {name} vanished right after it was created")
+            return info, True
+        except ImageNotFound as e:
+            raise RuntimeError_(f"{what}: " + NO_IMAGE.format(image=image)) from e
+        except APIError as e:
+            if e.status_code != 409:
+                raise RuntimeError_(f"{what}: docker create: {_why(e)}") from e
+        info = self._inspect(name)  # the name is taken: ours (adopted), or refuse
+        if info is None:
+            raise RuntimeError_(f"{what}: the name {name} is taken but no such container exists (retry)")
+        return info, False
+
+    def _start(self, info: dict[str, Any], what: str) -> dict[str, Any]:
+        cid = info["Id"]
+        if (info.get("State") or {}).get("Status") == "created":
+            try:
+                self.api.start(cid)
+            except DockerException as e:
+                self._forget(cid)
+                raise RuntimeError_(f"{what}: docker start: {_why(e)}") from e
+        self._forget(cid)
+        fresh = self._inspect(cid)
+        if fresh is None:
+            raise RuntimeError_(f"{what}: container {cid[:12]} is gone right after start")
+        return fresh
+
+    # ------------------------------------------------------------------ conversions
+    def _pod_of(self, labels: Mapping[str, str]) -> PodRef:
+        return PodRef(labels.get(POD_UID, ""), labels.get(POD_NAME, ""), labels.get(POD_NAMESPACE, ""))
+
+    @staticmethod
+    def _attempt_of(info: dict[str, Any]) -> int:
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        for key in (ATTEMPT_LABEL, RESTART_COUNT):
+            if str(labels.get(key, "")).isdigit():
+                return int(labels[key])
+        tail = str(info.get("Name") or "").rsplit("_", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    def _sandbox_info(self, info: dict[str, Any]) -> SandboxInfo:
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        state = info.get("State") or {}
+        pid = int(state.get("Pid") or 0)
+        ready = state.get("Status") == "running" and pid > 0
+        return SandboxInfo(
+            id=info["Id"],
+            pod=self._pod_of(labels),
+            attempt=self._attempt_of(info),
+            state="ready" if ready else "notready",
+            netns_path=f"/proc/{pid}/ns/net" if ready else "",
+            created_at=docker_time(info.get("Created")) or 0.0,
+        )
+
+    def _container_info(self, info: dict[str, Any]) -> ContainerInfo:
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        st = info.get("State") or {}
+        state = _state_name(str(st.get("Status") or ""))
+        exit_code: int | None = None
+        reason = message = ""
+        if state == "exited":
+            exit_code = int(st.get("ExitCode") or 0)
+            if st.get("OOMKilled"):
+                reason = "OOMKilled"
+            else:
+                reason = "Completed" if exit_code == 0 else "Error"
+            message = str(st.get("Error") or "")
+        elif state == "created" and st.get("Error"):
+            reason, message = "ContainerCannotRun", str(st.get("Error"))
+        return ContainerInfo(
+            id=info["Id"],
+            pod=self._pod_of(labels),
+            name=labels.get(CONTAINER_NAME, ""),
+            attempt=self._attempt_of(info),
+            image=str((info.get("Config") or {}).get("Image") or ""),
+            state=state,
+            created_at=docker_time(info.get("Created")) or 0.0,
+            started_at=docker_time(st.get("StartedAt")),
+            finished_at=docker_time(st.get("FinishedAt")) if state == "exited" else None,
+            exit_code=exit_code,
+            reason=reason,
+            message=message,
+        )
+
+    def _labels(self, pod: PodRef, kind: str, container: str, attempt: int) -> dict[str, str]:
+        return {
+            POD_NAME: pod.name,
+            POD_NAMESPACE: pod.namespace,
+            POD_UID: pod.uid,
+            CONTAINER_NAME: container,
+            DOCKER_TYPE: kind,
+            NODE_LABEL: self.node,
+            MANAGED_LABEL: "true",
+            ATTEMPT_LABEL: str(attempt),
+        }
+
+    def _placement_kwargs(self, uid: str) -> tuple[dict[str, str], str | None]:
+        """(extra environment, runtime) that put a container into the pod's v2 directory."""
+        d = self._pod_v2_dir(uid)
+        if d is None or not self._use_placement():
+            return {}, None
+        return {CGROUP2_ENV: str(d)}, WRAPPER_RUNTIME
+
+    # ------------------------------------------------------------------ sandboxes
+    def run_sandbox(self, config: SandboxConfig) -> SandboxInfo:
+        pod = config.pod
+        if not pod.uid or not pod.name:
+            raise RuntimeError_(f"pod {pod.namespace}/{pod.name}: a sandbox needs the pod's name and uid")
+        what = f"pod {pod.namespace}/{pod.name}: sandbox"
+        parent = "/" + (config.cgroup_parent.strip("/") or f"{self.cgroup_parent_root}/{self.node}/pod{pod.uid}")
+        self._write_resolv(pod.uid, config.attempt, config.resolv_conf)
+        env, runtime = self._placement_kwargs(pod.uid)
+        labels = {str(k): str(v) for k, v in config.labels.items()}
+        labels.update(self._labels(pod, TYPE_SANDBOX, SANDBOX_CONTAINER, config.attempt))
+        host_config = self.api.create_host_config(network_mode="none", ipc_mode="shareable", cgroup_parent=parent,
+                                                  runtime=runtime)
+        info, _ = self._create(sandbox_name(pod, config.attempt), self.pause_image, what=what,
+                               hostname=(config.hostname or pod.name)[:63], labels=labels,
+                               environment=[f"{k}={v}" for k, v in env.items()] or None, host_config=host_config)
+        return self._sandbox_info(self._start(info, what))
+
+    def stop_sandbox(self, sandbox_id: str) -> None:
+        info = self._inspect(sandbox_id)
+        if info is None:
+            return
+        for c in self._attached(info):
+            if (c.get("State") or {}).get("Running"):
+                self.stop_container(c["Id"], SANDBOX_STOP_GRACE)
+        self._stop(info["Id"], SANDBOX_STOP_GRACE)
+
+    def _attached(self, sandbox: dict[str, Any]) -> list[dict[str, Any]]:
+        uid = ((sandbox.get("Config") or {}).get("Labels") or {}).get(POD_UID, "")
+        return [c for c in self._listed(TYPE_CONTAINER, uid or None)
+                if ((c.get("Config") or {}).get("Labels") or {}).get(SANDBOX_ID) == sandbox["Id"]
+                or (c.get("HostConfig") or {}).get("NetworkMode") == f"container:{sandbox['Id']}"]
+
+    def remove_sandbox(self, sandbox_id: str) -> None:
+        info = self._inspect(sandbox_id)
+        if info is None:
+            return
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(DOCKER_TYPE) != TYPE_SANDBOX:
+            raise RuntimeError_(f"container {sandbox_id[:12]} is not a pod sandbox")
+        uid, attempt = labels.get(POD_UID, ""), self._attempt_of(info)
+        parent = str((info.get("HostConfig") or {}).get("CgroupParent") or "")
+        for c in self._attached(info):
+            self.remove_container(c["Id"])
+        self._remove(info["Id"])
+        self._remove_files(uid, attempt)
+        others = self._listed(TYPE_SANDBOX, uid) if uid else []
+        if not others:
+            self._remove_pod_leftovers(uid, parent)
+
+    def _remove_files(self, uid: str, attempt: int) -> None:
+        if not uid:
+            return
+        d = self._resolv_path(uid, attempt).parent
+        for p in (d / "resolv.conf", d):
+            try:
+                p.unlink() if p.name == "resolv.conf" else p.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("node %s: cannot remove %s: %s", self.node, p, e.strerror)
+        try:
+            d.parent.rmdir()  # the pod's directory, once no sandbox attempt has files left
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                log.warning("node %s: cannot remove %s: %s", self.node, d.parent, e.strerror)
+
+    def _remove_pod_leftovers(self, uid: str, parent: str) -> None:
+        """The pod's cgroup directories in every hierarchy and its v2 directory (ours only)."""
+        left: list[str] = []
+        rel = parent.strip("/")
+        if rel and uid and rel.rsplit("/", 1)[-1] == f"pod{uid}":  # never more than the pod's own parent
+            for mount in cgroup_mounts():
+                left += remove_cgroup_tree(mount / rel)
+        v2 = self._pod_v2_dir(uid) if uid else None
+        if v2 is not None:
+            left += remove_cgroup_tree(v2)
+        if left:
+            log.warning("node %s: pod %s cgroups left behind: %s", self.node, uid, "; ".join(left))
+
+    def list_sandboxes(self) -> list[SandboxInfo]:
+        return [self._sandbox_info(i) for i in self._listed(TYPE_SANDBOX)]
+
+    # ------------------------------------------------------------------ containers
+    def create_and_start(self, sandbox: SandboxInfo, config: ContainerConfig) -> ContainerInfo:
+        pod = sandbox.pod
+        what = f"pod {pod.namespace}/{pod.name}: container {config.name}"
+        box = self._inspect(sandbox.id)
+        if box is None:
+            raise RuntimeError_(f"{what}: its sandbox {sandbox.id[:12]} does not exist")
+        parent = str((box.get("HostConfig") or {}).get("CgroupParent") or "") or None
+        extra_env, runtime = self._placement_kwargs(pod.uid)
+        env = [f"{k}={v}" for k, v in config.env.items()] + [f"{k}={v}" for k, v in extra_env.items()]
+        mounts = []
+        resolv = self._resolv_path(pod.uid, sandbox.attempt)
+        if resolv.exists():
+            mounts.append(Mount("/etc/resolv.conf", str(resolv), type="bind", read_only=True))
+        limits: dict[str, Any] = {}
+        if config.memory_limit > 0:
+            limits.update(mem_limit=config.memory_limit, memswap_limit=config.memory_limit)
+        if config.cpu_shares > 0:
+            limits["cpu_shares"] = config.cpu_shares
+        if config.cpu_quota_us > 0:
+            limits.update(cpu_quota=config.cpu_quota_us, cpu_period=CPU_PERIOD_US)
+        host_config = self.api.create_host_config(network_mode=f"container:{sandbox.id}",
+                                                  ipc_mode=f"container:{sandbox.id}", cgroup_parent=parent,
+                                                  mounts=mounts or None, runtime=runtime, **limits)
+        labels = self._labels(pod, TYPE_CONTAINER, config.name, config.attempt)
+        labels[SANDBOX_ID] = sandbox.id
+        labels[RESTART_COUNT] = str(config.attempt)
+        info, _ = self._create(container_name(pod, config.name, config.attempt), config.image, what=what,
+                               entrypoint=list(config.command) or None, command=list(config.args) or None,
+                               environment=env or None, working_dir=config.working_dir or None, labels=labels,
+                               host_config=host_config)
+        return self._container_info(self._start(info, what))
+
+    def _stop(self, cid: str, grace: float) -> None:
+        try:
+            self.api.stop(cid, timeout=max(0, math.ceil(grace)))
+        except NotFound:
+            pass
+        except DockerException as e:
+            raise RuntimeError_(f"docker stop {cid[:12]}: {_why(e)}") from e
+        finally:
+            self._forget(cid)
+
+    def stop_container(self, container_id: str, grace: float) -> None:
+        """`docker stop`: the stop signal (SIGTERM), `grace` seconds (rounded up to whole
+        seconds, Docker's unit), then SIGKILL. Idempotent."""
+        info = self._inspect(container_id)
+        if info is None or not (info.get("State") or {}).get("Running"):
+            return
+        self._stop(info["Id"], grace)
+
+    def _remove(self, cid: str) -> None:
+        try:
+            self.api.remove_container(cid, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as e:
+            if e.status_code == 409 and "in progress" in str(e.explanation or ""):
+                self._wait_gone(cid)
+            else:
+                raise RuntimeError_(f"docker rm {cid[:12]}: {_why(e)}") from e
+        except DockerException as e:
+            raise RuntimeError_(f"docker rm {cid[:12]}: {_why(e)}") from e
+        finally:
+            self._forget(cid)
+
+    def _wait_gone(self, cid: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api.inspect_container(cid)
+            except NotFound:
+                return
+            time.sleep(0.1)
+        raise RuntimeError_(f"docker rm {cid[:12]}: still being removed after {timeout:.0f} s")
+
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove (SIGKILL if still running) with its anonymous volumes. Idempotent."""
+        info = self._inspect(container_id)
+        if info is None:
+            return
+        self._remove(info["Id"])
+        uid = ((info.get("Config") or {}).get("Labels") or {}).get(POD_UID, "")
+        v2 = self._pod_v2_dir(uid) if uid else None
+        if v2 is not None:  # runc removes it with the container; this is for a runc that did not
+            remove_cgroup_tree(v2 / info["Id"])
+
+    def list_containers(self, pod_uid: str | None = None) -> list[ContainerInfo]:
+        return [self._container_info(i) for i in self._listed(TYPE_CONTAINER, pod_uid)]
+
+    # ------------------------------------------------------------------ exec and logs
+    def exec(self, container_id: str, cmd: Sequence[str], *, timeout: float) -> tuple[int, bytes]:
+        """Run `cmd` in the container through Docker's exec API; (exit code, stdout and stderr
+        combined). A container that is gone or not running is a `RuntimeError_`.
+
+        After `timeout` seconds the result is (-1, b""): the exec'd process (its pid as Docker
+        reports it, on the host) is sent SIGKILL if Docker still reports it running, so a
+        timed-out probe does not pile up. Only that process: children it started stay until
+        they exit or the container stops (Docker has no API to kill an exec)."""
+        info = self._inspect(container_id)
+        if info is None:
+            raise RuntimeError_(f"exec in {container_id[:12]}: no such container")
+        try:
+            exec_id = self.api.exec_create(info["Id"], list(cmd), stdout=True, stderr=True)["Id"]
+        except DockerException as e:
+            raise RuntimeError_(f"exec in {container_id[:12]}: {_why(e)}") from e
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                result["out"] = self.api.exec_start(exec_id, demux=False)
+            except Exception as e:  # noqa: BLE001 - handed to the caller's thread
+                result["error"] = e
+
+        t = threading.Thread(target=run, name=f"docker-exec-{info['Id'][:12]}", daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            self._kill_exec(exec_id)
+            t.join(2.0)
+            return -1, b""
+        if "error" in result:
+            raise RuntimeError_(f"exec in {container_id[:12]}: {_why(result['error'])}") from result["error"]
+        deadline = time.monotonic() + 2.0
+        while True:  # the stream can end a moment before Docker records the exit code
+            try:
+                done = self.api.exec_inspect(exec_id)
+            except DockerException as e:
+                raise RuntimeError_(f"exec in {container_id[:12]}: {_why(e)}") from e
+            if not done.get("Running") and done.get("ExitCode") is not None:
+                out = result.get("out") or b""
+                return int(done["ExitCode"]), out if isinstance(out, bytes) else b"".join(out)
+            if time.monotonic() > deadline:
+                return -1, result.get("out") or b""
+            time.sleep(0.01)
+
+    def _kill_exec(self, exec_id: str) -> None:
+        try:
+            done = self.api.exec_inspect(exec_id)
+        except DockerException:
+            return
+        pid = int(done.get("Pid") or 0)
+        if done.get("Running") and pid > 0:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
+        """The container's stdout and stderr as Docker's json-file log has them, interleaved,
+        in chunks; with `follow` until the container stops or the iterator is closed."""
+        info = self._inspect(container_id)
+        if info is None:
+            raise RuntimeError_(f"logs of {container_id[:12]}: no such container")
+        try:
+            stream = self.api.logs(info["Id"], stdout=True, stderr=True, stream=True, follow=follow,
+                                   tail="all" if tail is None else max(0, int(tail)))
+        except DockerException as e:
+            raise RuntimeError_(f"logs of {container_id[:12]}: {_why(e)}") from e
+        return _chunks(stream)
+
+    # ------------------------------------------------------------------ teardown
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+
+
+def _chunks(stream: Any) -> Iterator[bytes]:
+    try:
+        for chunk in stream:
+            if chunk:
+                yield chunk
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _short(ref: str) -> str:
+    """A container id as `docker ps` shows it (a name stays as it is)."""
+    return ref[:12] if len(ref) == 64 and all(c in "0123456789abcdef" for c in ref) else ref
+
+
+def _why(e: BaseException) -> str:
+    """Docker's own message, one line."""
+    text = str(getattr(e, "explanation", None) or e)
+    return " ".join(text.split())

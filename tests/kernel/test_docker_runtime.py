@@ -1,0 +1,475 @@
+"""The Docker runtime (orchestrator.node.docker_runtime) against the real dockerd.
+
+Every test runs under its own node name and cgroup parent root (`npt-drt-<hex>`): its
+containers carry `netplane.io/node=<that name>`, and the fixtures remove exactly those, the
+cgroup directories below that root and the test's v2 cgroup, also when the test fails.
+Images: netplane/busybox:latest and netplane/pause:3.9 (scripts/install.sh). The v2 placement
+tests need dockerd started by install.sh (with the netplane-runc runtime).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from ipaddress import IPv4Address as IP
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from orchestrator.node.docker_runtime import (
+    CGROUP2_ENV,
+    WRAPPER_RUNTIME,
+    DockerRuntime,
+    cgroup_mounts,
+    container_name,
+    docker_time,
+    remove_cgroup_tree,
+    sandbox_name,
+)
+from orchestrator.node.runtime import (
+    ContainerConfig,
+    ContainerInfo,
+    PodRef,
+    RuntimeError_,
+    SandboxConfig,
+)
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.docker
+
+BUSYBOX = "netplane/busybox:latest"
+CG2 = Path("/sys/fs/cgroup/unified")
+MiB = 1 << 20
+
+
+def _docker_or_skip() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.info()
+    except docker.errors.DockerException as e:
+        pytest.skip(f"docker info fails, no dockerd to test against: {e}")
+    return client
+
+
+@pytest.fixture
+def client() -> Iterator[docker.DockerClient]:
+    c = _docker_or_skip()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def node(client: docker.DockerClient) -> Iterator[str]:
+    """A node name (also the cgroup parent root) owned by this test; everything under it goes."""
+    name = f"npt-drt-{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        remove_node(client, name)
+
+
+def remove_node(client: docker.DockerClient, name: str) -> None:
+    for c in client.containers.list(all=True, filters={"label": f"netplane.io/node={name}"}):
+        c.remove(force=True)
+    for mount in cgroup_mounts():
+        remove_cgroup_tree(mount / name)
+
+
+@pytest.fixture
+def rt(node: str, client: docker.DockerClient, tmp_path: Path) -> Iterator[DockerRuntime]:
+    r = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "state")
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def v2(node: str, client: docker.DockerClient) -> Iterator[Path]:
+    """A cgroup v2 directory standing in for the host's subtree (the lab host's proxy cgroup);
+    apart from the node's cgroup parent root, which runc mirrors into the v2 hierarchy."""
+    d = CG2 / f"{node}-v2"
+    d.mkdir()
+    try:
+        yield d
+    finally:
+        remove_node(client, node)  # the containers first: a cgroup with processes stays
+        remove_cgroup_tree(d)
+
+
+def pod(name: str = "web") -> PodRef:
+    return PodRef(uuid.uuid4().hex, name, "default")
+
+
+def sh(name: str, script: str, **kw: Any) -> ContainerConfig:
+    return ContainerConfig(name=name, image=BUSYBOX, command=("sh", "-c", script), **kw)
+
+
+def exited(rt: DockerRuntime, cid: str, timeout: float = 15) -> ContainerInfo:
+    return wait_for(lambda: next((c for c in rt.list_containers() if c.id == cid and c.state == "exited"), None),
+                    timeout, f"container {cid[:12]} exited")
+
+
+def output(rt: DockerRuntime, cid: str) -> bytes:
+    return b"".join(rt.logs(cid))
+
+
+def listening(rt: DockerRuntime, cid: str, port: int) -> bool:
+    code, _ = rt.exec(cid, ["sh", "-c", f"netstat -ltn | grep -q ':{port} '"], timeout=5)
+    return code == 0
+
+
+def cgroup_line(text: bytes) -> str:
+    m = re.search(rb"^0::(\S+)$", text, re.MULTILINE)
+    assert m, text
+    return m.group(1).decode()
+
+
+def needs_wrapper(client: docker.DockerClient) -> None:
+    runtimes = client.info().get("Runtimes") or {}
+    assert WRAPPER_RUNTIME in runtimes, (
+        f"dockerd has no {WRAPPER_RUNTIME} runtime: run scripts/install.sh (it restarts a dockerd it started)")
+
+
+# ---------------------------------------------------------------------------------------------
+def test_pod_containers_share_the_sandbox_netns_with_dockershim_names_and_labels(
+        rt: DockerRuntime, client: docker.DockerClient, node: str) -> None:
+    ref = pod()
+    resolv = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+    box = rt.run_sandbox(SandboxConfig(pod=ref, resolv_conf=resolv, labels={"app": "web"}))
+    assert box.state == "ready" and box.attempt == 0 and box.pod == ref
+    assert os.stat(box.netns_path).st_ino != os.stat("/proc/self/ns/net").st_ino
+    infra = client.api.inspect_container(box.id)
+    assert infra["Name"] == f"/k8s_POD_web_default_{ref.uid}_0" == "/" + sandbox_name(ref, 0)
+    assert infra["HostConfig"]["NetworkMode"] == "none" and infra["Config"]["Image"] == "netplane/pause:3.9"
+    assert infra["Config"]["Hostname"] == "web"
+    assert infra["HostConfig"]["CgroupParent"] == f"/{node}/{node}/pod{ref.uid}"
+    image_labels = client.api.inspect_image("netplane/pause:3.9")["Config"].get("Labels") or {}
+    assert {k: v for k, v in infra["Config"]["Labels"].items() if k not in image_labels} == {
+        "io.kubernetes.pod.name": "web", "io.kubernetes.pod.namespace": "default", "io.kubernetes.pod.uid": ref.uid,
+        "io.kubernetes.container.name": "POD", "io.kubernetes.docker.type": "podsandbox",
+        "netplane.io/node": node, "netplane.io/managed": "true", "netplane.io/attempt": "0", "app": "web"}
+
+    server = rt.create_and_start(box, sh("server", "echo from-server | nc -l -p 8080"))
+    assert server.state == "running" and server.name == "server" and server.attempt == 0
+    wait_for(lambda: listening(rt, server.id, 8080), 10, "server listening on 8080")
+    server_pid = client.api.inspect_container(server.id)["State"]["Pid"]
+    assert os.stat(f"/proc/{server_pid}/ns/net").st_ino == os.stat(box.netns_path).st_ino
+    client_c = rt.create_and_start(box, sh("client", "nc 127.0.0.1 8080; cat /etc/resolv.conf; hostname", attempt=2))
+    done = exited(rt, client_c.id)
+    assert done.exit_code == 0, output(rt, client_c.id)
+    assert output(rt, client_c.id) == b"from-server\n" + resolv.encode() + b"web\n"
+
+    app = client.api.inspect_container(client_c.id)
+    assert app["Name"] == f"/k8s_client_web_default_{ref.uid}_2" == "/" + container_name(ref, "client", 2)
+    assert app["HostConfig"]["NetworkMode"] == app["HostConfig"]["IpcMode"] == f"container:{box.id}"
+    assert app["HostConfig"]["CgroupParent"] == infra["HostConfig"]["CgroupParent"]
+    labels = app["Config"]["Labels"]
+    assert labels["io.kubernetes.container.name"] == "client" and labels["io.kubernetes.docker.type"] == "container"
+    assert labels["io.kubernetes.sandbox.id"] == box.id and labels["io.kubernetes.container.restartCount"] == "2"
+    assert labels["io.kubernetes.pod.uid"] == ref.uid and labels["netplane.io/node"] == node
+    mounts = {m["Destination"]: m for m in app["Mounts"]}
+    assert mounts["/etc/resolv.conf"]["RW"] is False
+
+
+def test_a_restarted_agent_adopts_sandbox_and_containers(rt: DockerRuntime, client: docker.DockerClient,
+                                                          node: str, tmp_path: Path) -> None:
+    ref = pod()
+    cfg = SandboxConfig(pod=ref, resolv_conf="nameserver 10.96.0.10\n")
+    box = rt.run_sandbox(cfg)
+    app = rt.create_and_start(box, sh("app", "sleep 300"))
+    again = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "state")
+    try:
+        assert [(s.id, s.state, s.pod, s.attempt) for s in again.list_sandboxes()] == [(box.id, "ready", ref, 0)]
+        assert [(c.id, c.name, c.state) for c in again.list_containers()] == [(app.id, "app", "running")]
+        assert [c.id for c in again.list_containers(ref.uid)] == [app.id] and again.list_containers("other") == []
+        assert again.run_sandbox(cfg).id == box.id  # Docker's 409 for the name: the existing one
+        assert again.create_and_start(box, sh("app", "sleep 300")).id == app.id
+        ours = client.containers.list(all=True, filters={"label": f"netplane.io/node={node}"})
+        assert len(ours) == 2  # nothing duplicated
+        started = client.api.inspect_container(app.id)["State"]["StartedAt"]
+        assert again.list_containers()[0].started_at == docker_time(started)  # nothing restarted
+    finally:
+        again.close()
+    other = DockerRuntime(f"{node}-other", client=client, state_dir=tmp_path / "other")
+    try:
+        assert other.list_sandboxes() == [] and other.list_containers() == []  # another agent's node
+    finally:
+        other.close()
+
+
+def test_states_exit_codes_and_oom(rt: DockerRuntime) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    before = time.time()
+    fail = rt.create_and_start(box, sh("fail", "sleep 0.2; exit 3"))
+    assert fail.state == "running" and fail.exit_code is None and fail.finished_at is None
+    ok = rt.create_and_start(box, sh("ok", "true"))
+    oom = rt.create_and_start(box, sh("oom", "head -c 200m /dev/zero | tail", memory_limit=16 * MiB))
+    f = exited(rt, fail.id)
+    assert (f.exit_code, f.reason) == (3, "Error")
+    assert f.started_at is not None and f.finished_at is not None
+    assert before - 2 <= f.started_at <= f.finished_at <= time.time() + 2 and f.finished_at - f.started_at >= 0.15
+    o = exited(rt, ok.id)
+    assert (o.exit_code, o.reason) == (0, "Completed")
+    m = exited(rt, oom.id, 30)
+    assert (m.exit_code, m.reason) == (137, "OOMKilled")
+    with pytest.raises(RuntimeError_, match="docker start"):
+        rt.create_and_start(box, ContainerConfig(name="bad", image=BUSYBOX, command=("/no/such/binary",)))
+    bad = next(c for c in rt.list_containers() if c.name == "bad")
+    assert bad.state in ("created", "exited") and bad.reason and bad.message
+
+
+def test_stop_sends_term_then_kills_after_the_grace(rt: DockerRuntime) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    polite = rt.create_and_start(box, sh("polite", 'trap "echo term; exit 0" TERM; while :; do sleep 0.1; done'))
+    stubborn = rt.create_and_start(box, sh("stubborn", 'trap "" TERM; while :; do sleep 0.1; done'))
+    time.sleep(0.3)  # let the shells set their traps
+    t = time.monotonic()
+    rt.stop_container(polite.id, 10)
+    assert time.monotonic() - t < 3
+    p = exited(rt, polite.id, 1)
+    assert p.exit_code == 0 and output(rt, polite.id) == b"term\n"
+    t = time.monotonic()
+    rt.stop_container(stubborn.id, 1)
+    took = time.monotonic() - t
+    assert 0.9 <= took < 5, took
+    s = exited(rt, stubborn.id, 1)
+    assert (s.exit_code, s.reason) == (137, "Error")
+    rt.stop_container(stubborn.id, 1)  # idempotent
+    rt.stop_sandbox(box.id)
+    rt.stop_sandbox(box.id)
+    assert [b.state for b in rt.list_sandboxes()] == ["notready"]
+
+
+def test_limits_show_in_docker_and_in_the_cgroup_files(rt: DockerRuntime, client: docker.DockerClient,
+                                                        node: str) -> None:
+    ref = pod()
+    box = rt.run_sandbox(SandboxConfig(pod=ref))
+    c = rt.create_and_start(box, sh("limited", "sleep 300", memory_limit=64 * MiB, cpu_shares=512,
+                                    cpu_quota_us=50_000))
+    hc = client.api.inspect_container(c.id)["HostConfig"]
+    assert (hc["Memory"], hc["MemorySwap"], hc["CpuShares"], hc["CpuQuota"], hc["CpuPeriod"]) == (
+        64 * MiB, 64 * MiB, 512, 50_000, 100_000)
+    rel = f"{node}/{node}/pod{ref.uid}/{c.id}"
+    cg = Path("/sys/fs/cgroup")
+    assert int((cg / "memory" / rel / "memory.limit_in_bytes").read_text()) == 64 * MiB
+    assert int((cg / "cpu" / rel / "cpu.shares").read_text()) == 512
+    assert int((cg / "cpu" / rel / "cpu.cfs_quota_us").read_text()) == 50_000
+    assert int((cg / "cpu" / rel / "cpu.cfs_period_us").read_text()) == 100_000
+    plain = rt.create_and_start(box, sh("plain", "sleep 300"))
+    hp = client.api.inspect_container(plain.id)["HostConfig"]
+    assert (hp["Memory"], hp["CpuQuota"], hp["CpuShares"]) == (0, 0, 0)
+
+
+def test_exec_and_logs(rt: DockerRuntime) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    c = rt.create_and_start(box, sh("app", "echo one; echo two >&2; sleep 0.3; echo three; sleep 300"))
+    code, out = rt.exec(c.id, ["sh", "-c", "echo out; echo err >&2; exit 7"], timeout=5)
+    assert code == 7 and sorted(out.splitlines()) == [b"err", b"out"]  # two pipes: either order
+    t = time.monotonic()
+    assert rt.exec(c.id, ["sleep", "37"], timeout=0.5) == (-1, b"")
+    assert time.monotonic() - t < 3
+    wait_for(lambda: b"sleep 37" not in rt.exec(c.id, ["ps", "-o", "args"], timeout=5)[1], 5,
+             "the timed-out exec killed")
+    wait_for(lambda: output(rt, c.id).count(b"\n") == 3, 5, "three lines logged")
+    assert sorted(output(rt, c.id).splitlines()) == [b"one", b"three", b"two"]  # stdout and stderr
+    assert b"".join(rt.logs(c.id, tail=1)) == b"three\n"
+    ticker = rt.create_and_start(box, sh("ticker", "for i in 1 2 3; do echo tick$i; sleep 0.2; done"))
+    assert b"".join(rt.logs(ticker.id, follow=True)) == b"tick1\ntick2\ntick3\n"  # ends when it exits
+    stream = rt.logs(c.id, follow=True)
+    first = next(stream)
+    assert first.startswith((b"one", b"two"))
+    stream.close()  # type: ignore[attr-defined]
+    rt.stop_container(c.id, 0)
+    with pytest.raises(RuntimeError_, match="not running"):
+        rt.exec(c.id, ["true"], timeout=5)
+
+
+def test_a_missing_image_is_one_clear_line(rt: DockerRuntime, node: str, client: docker.DockerClient,
+                                           tmp_path: Path) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    with pytest.raises(RuntimeError_) as e:
+        rt.create_and_start(box, ContainerConfig(name="app", image="netplane/nope:latest"))
+    assert str(e.value) == ("pod default/web: container app: image netplane/nope:latest not found on this host "
+                            "(no registry: build it with docker import)")
+    nopause = DockerRuntime(node, client=client, pause_image="netplane/nopause:1", state_dir=tmp_path / "x")
+    with pytest.raises(RuntimeError_, match=r"^pod default/web: sandbox: image netplane/nopause:1 not found on this "
+                                            r"host \(no registry"):
+        nopause.run_sandbox(SandboxConfig(pod=pod()))
+    assert "\n" not in str(e.value)
+
+
+def test_remove_sandbox_removes_containers_files_and_cgroups(rt: DockerRuntime, client: docker.DockerClient,
+                                                             node: str, tmp_path: Path) -> None:
+    ref = pod()
+    box = rt.run_sandbox(SandboxConfig(pod=ref, resolv_conf="nameserver 10.96.0.10\n"))
+    a = rt.create_and_start(box, sh("a", "sleep 300"))
+    b = rt.create_and_start(box, sh("b", "exit 0"))
+    exited(rt, b.id)
+    keep = rt.run_sandbox(SandboxConfig(pod=pod("other"), resolv_conf="nameserver 10.96.0.10\n"))
+    pod_dirs = [m / node / node / f"pod{ref.uid}" for m in cgroup_mounts()]
+    assert all(d.is_dir() for d in pod_dirs) and (tmp_path / "state" / ref.uid / "0" / "resolv.conf").exists()
+    rt.remove_sandbox(box.id)
+    assert {c.id for c in client.containers.list(all=True, filters={"label": f"netplane.io/node={node}"})} == {keep.id}
+    assert not (tmp_path / "state" / ref.uid).exists()
+    assert [d for d in pod_dirs if d.exists()] == []
+    assert rt.list_sandboxes()[0].id == keep.id and rt.list_containers() == []
+    rt.remove_sandbox(box.id)  # a no-op now
+    rt.stop_sandbox(box.id)
+    rt.remove_container(a.id)
+    rt.stop_container(a.id, 1)
+    assert (tmp_path / "state" / keep.pod.uid / "0" / "resolv.conf").exists()
+
+
+def test_an_old_sandbox_attempt_goes_without_the_pods_cgroups(rt: DockerRuntime, node: str,
+                                                               tmp_path: Path) -> None:
+    ref = pod()
+    old = rt.run_sandbox(SandboxConfig(pod=ref, resolv_conf="nameserver 10.96.0.10\n"))
+    rt.stop_sandbox(old.id)
+    new = rt.run_sandbox(SandboxConfig(pod=ref, attempt=1, resolv_conf="nameserver 10.96.0.11\n"))
+    app = rt.create_and_start(new, sh("app", "cat /etc/resolv.conf; sleep 300"))
+    rt.remove_sandbox(old.id)
+    assert [s.id for s in rt.list_sandboxes()] == [new.id] and [c.id for c in rt.list_containers()] == [app.id]
+    assert (Path("/sys/fs/cgroup/memory") / node / node / f"pod{ref.uid}" / app.id).is_dir()
+    assert not (tmp_path / "state" / ref.uid / "0").exists()
+    assert wait_for(lambda: output(rt, app.id), 5, "app's output") == b"nameserver 10.96.0.11\n"
+
+
+def test_never_touches_containers_without_our_labels(rt: DockerRuntime, client: docker.DockerClient,
+                                                     node: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    foreign = [
+        client.containers.create(BUSYBOX, ["sleep", "300"], name=f"npt-foreign-{tag}", network_mode="none"),
+        client.containers.create(BUSYBOX, ["sleep", "300"], name=f"npt-othernode-{tag}", network_mode="none",
+                                 labels={"netplane.io/node": f"{node}-x", "netplane.io/managed": "true",
+                                         "io.kubernetes.docker.type": "podsandbox"}),
+        client.containers.create(BUSYBOX, ["sleep", "300"], name=f"npt-unmanaged-{tag}", network_mode="none",
+                                 labels={"netplane.io/node": node, "io.kubernetes.docker.type": "container"}),
+    ]
+    try:
+        for f in foreign:
+            f.start()
+        box = rt.run_sandbox(SandboxConfig(pod=pod()))
+        assert [s.id for s in rt.list_sandboxes()] == [box.id] and rt.list_containers() == []
+        for f in foreign:
+            with pytest.raises(RuntimeError_, match="is not netplane's"):
+                rt.stop_container(f.id, 0)
+            with pytest.raises(RuntimeError_, match="is not netplane's"):
+                rt.remove_container(f.id)
+            with pytest.raises(RuntimeError_, match="is not netplane's"):
+                rt.stop_sandbox(f.id)
+            with pytest.raises(RuntimeError_, match="is not netplane's"):
+                rt.remove_sandbox(f.id)
+            with pytest.raises(RuntimeError_, match="is not netplane's"):
+                rt.exec(f.id, ["true"], timeout=5)
+            with pytest.raises(RuntimeError_, match="is not netplane's"):
+                rt.logs(f.id)
+        rt.remove_sandbox(box.id)
+        for f in foreign:
+            f.reload()
+            assert f.status == "running"
+    finally:
+        for f in foreign:
+            f.remove(force=True)
+
+
+# --------------------------------------------------------------------------- cgroup v2 placement
+def test_pod_processes_sit_in_the_v2_subtree_from_the_first_instruction(
+        node: str, client: docker.DockerClient, v2: Path, tmp_path: Path) -> None:
+    needs_wrapper(client)
+    rt = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "s", v2_cgroup=str(v2))
+    try:
+        ref = pod()
+        box = rt.run_sandbox(SandboxConfig(pod=ref))
+        infra = client.api.inspect_container(box.id)
+        assert infra["HostConfig"]["Runtime"] == WRAPPER_RUNTIME
+        assert (v2 / f"pod{ref.uid}" / box.id / "cgroup.procs").read_text().split() == [str(infra["State"]["Pid"])]
+        c = rt.create_and_start(box, ContainerConfig(name="first", image=BUSYBOX, command=("cat", "/proc/self/cgroup"),
+                                                     env={"A": "1"}))
+        exited(rt, c.id)
+        assert cgroup_line(output(rt, c.id)) == f"/{v2.name}/pod{ref.uid}/{c.id}"  # the entrypoint itself
+        other = rt.create_and_start(box, sh("other", "sleep 300"))
+        code, out = rt.exec(other.id, ["cat", "/proc/self/cgroup"], timeout=5)
+        assert code == 0 and cgroup_line(out) == f"/{v2.name}/pod{ref.uid}/{other.id}"  # exec'd processes too
+        assert not (CG2 / node / node / f"pod{ref.uid}" / other.id).exists()  # runc's own v2 cgroup: gone
+        code, out = rt.exec(other.id, ["env"], timeout=5)
+        assert f"{CGROUP2_ENV}={v2}/pod{ref.uid}".encode() in out.splitlines()
+        rt.remove_container(c.id)
+        assert not (v2 / f"pod{ref.uid}" / c.id).exists()
+        rt.remove_sandbox(box.id)
+        assert not (v2 / f"pod{ref.uid}").exists()
+        assert [p.name for p in v2.iterdir() if p.is_dir()] == []
+    finally:
+        rt.close()
+
+
+def test_without_v2_cgroup_the_default_runtime_is_used(rt: DockerRuntime, client: docker.DockerClient) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    assert client.api.inspect_container(box.id)["HostConfig"]["Runtime"] == "runc"
+    c = rt.create_and_start(box, ContainerConfig(name="app", image=BUSYBOX, command=("cat", "/proc/self/cgroup")))
+    exited(rt, c.id)
+    assert cgroup_line(output(rt, c.id)) == f"/{rt.node}/{rt.node}/pod{box.pod.uid}/{c.id}"  # runc's choice
+    assert not any(CGROUP2_ENV in e for e in client.api.inspect_container(c.id)["Config"]["Env"] or [])
+
+
+def test_without_the_wrapper_registered_it_falls_back_and_says_so(
+        node: str, client: docker.DockerClient, v2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    real = client.api.info()
+    monkeypatch.setattr(client.api, "info", lambda: {**real, "Runtimes": {"runc": {"path": "runc"}}})
+    rt = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "s", v2_cgroup=str(v2))
+    try:
+        with caplog.at_level("WARNING", logger="orchestrator.node.docker_runtime"):
+            box = rt.run_sandbox(SandboxConfig(pod=pod()))
+            rt.create_and_start(box, sh("app", "sleep 300"))
+        assert [r.getMessage() for r in caplog.records if "netplane-runc" in r.getMessage()] == [
+            (f"dockerd has no netplane-runc runtime (scripts/install.sh registers it): pods of node {node} will not "
+             f"be placed in {v2}, and the eBPF proxy's socket LB will miss their connects")]  # once
+        assert client.api.inspect_container(box.id)["HostConfig"]["Runtime"] == "runc"
+    finally:
+        rt.close()
+
+
+def test_first_connect_to_a_cluster_ip_is_balanced(node: str, client: docker.DockerClient, v2: Path,
+                                                   tmp_path: Path) -> None:
+    """The eBPF LB on the v2 subtree, a service 10.96.250.1:80 -> 127.0.0.1:8080 (inside the pod's
+    own network namespace, which has only loopback); the client container's entrypoint *is*
+    `nc 10.96.250.1 80`, so its first action is that connect. A pod without the placement
+    (same pod, default runtime) cannot reach the VIP at all: the test would see that."""
+    needs_wrapper(client)
+    from netplane.ebpf.loader import EbpfBackend, instance_for
+    from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
+
+    lb = EbpfBackend(cgroup=str(v2), instance=instance_for(v2))
+    placed = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "s", v2_cgroup=str(v2))
+    plain = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "s")
+    try:
+        key = LbKey("default/vip", "http")
+        lb.sync(ProxyState({key: LbEntry(key, IP("10.96.250.1"), 80, "TCP", (Backend(IP("127.0.0.1"), 8080),))}),
+                full=True)
+        box = placed.run_sandbox(SandboxConfig(pod=pod()))
+        server = placed.create_and_start(box, sh("server", "while :; do echo from-server | nc -l -p 8080; done"))
+        wait_for(lambda: listening(placed, server.id, 8080), 10, "server listening on 8080")
+
+        control = plain.create_and_start(box, ContainerConfig(name="control", image=BUSYBOX,
+                                                              command=("nc", "-w", "2", "10.96.250.1", "80")))
+        ctl = exited(plain, control.id)
+        assert ctl.exit_code != 0 and b"from-server" not in output(plain, control.id)
+
+        for attempt in range(3):  # each one a fresh container whose very first connect is the VIP
+            c = placed.create_and_start(box, ContainerConfig(name="client", image=BUSYBOX, attempt=attempt,
+                                                             command=("nc", "-w", "2", "10.96.250.1", "80")))
+            got = exited(placed, c.id)
+            assert got.exit_code == 0 and output(placed, c.id) == b"from-server\n", output(placed, c.id)
+        placed.remove_sandbox(box.id)
+    finally:
+        lb.cleanup()
+        placed.close()
+        plain.close()
