@@ -157,4 +157,23 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "io.netplane.pause.sourc
   tar -C "$ptmp" -c pause | docker import -c 'ENTRYPOINT ["/pause"]' \
     -c "LABEL io.netplane.pause.source=$pause_src" - "$PAUSE_IMAGE" >/dev/null
 fi
+# The plain-namespace runtime's static helpers (orchestrator.node.ns_runtime looks for them in
+# /usr/local/lib/netplane): np-shim, the per-container supervisor (native/np-shim.c), and the
+# pause process on the host (native/pause.c, the same source as the image). Each is rebuilt
+# only when its source changed (the hash is kept beside it) and replaced by a rename, so
+# running shims keep their binary.
+NP_LIBEXEC=/usr/local/lib/netplane
+for prog in np-shim pause; do
+  src="$ROOT/native/$prog.c"
+  sum="$(sha256sum "$src" | cut -d' ' -f1)"
+  if [ ! -x "$NP_LIBEXEC/$prog" ] || [ "$(cat "$NP_LIBEXEC/$prog.source" 2>/dev/null || true)" != "$sum" ]; then
+    log "building $NP_LIBEXEC/$prog from native/$prog.c (gcc -static)"
+    mkdir -p "$NP_LIBEXEC"
+    gcc -static -O2 -Wall -Wextra -std=gnu11 -o "$NP_LIBEXEC/.$prog.new" "$src" \
+      || die "cannot build native/$prog.c statically (is libc6-dev installed?)"
+    "$NP_LIBEXEC/.$prog.new" -v >/dev/null 2>&1 || die "the static $prog binary does not run"
+    mv -f "$NP_LIBEXEC/.$prog.new" "$NP_LIBEXEC/$prog"
+    echo "$sum" > "$NP_LIBEXEC/$prog.source"
+  fi
+done
 log "ready: venv $VENV"
