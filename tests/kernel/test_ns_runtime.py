@@ -275,6 +275,10 @@ def test_env_workdir_resolv_conf_and_a_chroot_image(env: Env, tmp_path: Path) ->
                                                    args=["/bin/busybox cat /marker /etc/resolv.conf; /bin/busybox ls /"]))
     exited(rt, img.id)
     assert text(rt, img.id) == "inside\n" + RESOLV + "bin\netc\nmarker\n"
+    held = rt.create_and_start(box, ContainerConfig("held", str(rootfs), command=["/bin/busybox", "sleep", "30"],
+                                                    working_dir="/etc"))
+    assert rt.exec(held.id, ["/bin/busybox", "sh", "-c", "pwd; /bin/busybox ls /"], timeout=5) == \
+        (0, b"/etc\nbin\netc\nmarker\n")  # exec enters the same root and working directory
     assert (rootfs / "etc" / "resolv.conf").read_text() == ""
 
 
