@@ -101,3 +101,55 @@ class _Current(Collector):
     def collect(self) -> Iterable[Metric]:
         registry = self.registry
         return registry.collect() if registry is not None else []
+
+
+RUNTIMES = ("none", "auto", "docker", "namespaces")
+
+
+def docker_available() -> bool:
+    """dockerd answers on its socket (the `auto` runtime's choice)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+            return True
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - any failure means "no usable dockerd"
+        return False
+
+
+def node_runtime(*, runtime: str, state_dir: str, runtime_id: str | None = None, cgroup: str | None = None,
+                 heartbeat: float = 10.0, options: dict[str, object] | None = None) -> ComponentFactory:
+    """The node runtime (our kubelet, `--runtime`): Docker or plain namespaces (`auto`: Docker
+    when dockerd answers). `runtime_id` tells this node's containers from others' on a shared
+    machine (the lab's hosts share one dockerd); default: the node name. `cgroup` is the host's
+    cgroup v2 directory (the eBPF proxy's): pods' processes go below it."""
+    if runtime not in RUNTIMES or runtime == "none":
+        raise ConfigError(f"unknown runtime {runtime!r}: use auto, docker or namespaces")
+    from pathlib import Path
+
+    root = Path(state_dir)
+
+    def make(ctx: AgentContext) -> Component:
+        from orchestrator.node.kubelet import NodeOptions, NodeRuntime
+
+        which = runtime
+        if which == "auto":
+            which = "docker" if docker_available() else "namespaces"
+        owner = runtime_id or ctx.node
+        rt: object
+        if which == "docker":
+            from orchestrator.node.docker_runtime import DockerRuntime
+
+            rt = DockerRuntime(owner, v2_cgroup=cgroup, state_dir=root / "docker")
+        else:
+            from orchestrator.node.ns_runtime import NamespaceRuntime
+
+            rt = NamespaceRuntime(owner, state_dir=root / "pods", v2_cgroup=Path(cgroup) if cgroup else None)
+        opts = NodeOptions(state_dir=root, heartbeat_interval=heartbeat, **(options or {}))  # type: ignore[arg-type]
+        return NodeRuntime(ctx, rt, opts)
+
+    return make

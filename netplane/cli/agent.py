@@ -59,6 +59,15 @@ def _ip(text: str | None) -> IPv4Address | None:
 @click.option("--stats-source", "stats_sources", type=click.Choice(["docker", "cgroup"]), multiple=True,
               help="Stats discovery sources (default: docker, plus cgroup when --stats-cgroup is given).")
 @click.option("--stats-cgroup", "stats_cgroups", multiple=True, metavar="PATH", help="A cgroup path the stats collector watches (repeatable).")
+@click.option("--runtime", type=click.Choice(list(wiring.RUNTIMES)), default="none", show_default=True,
+              help="Run the pods bound to this node: with Docker, as plain namespaces, or auto (Docker when "
+                   "dockerd answers); none runs no pods.")
+@click.option("--runtime-dir", metavar="DIR", default="/var/lib/netplane/node", show_default=True,
+              help="The node runtime's state: pod address records and per-pod files.")
+@click.option("--runtime-id", metavar="ID", help="Marks this node's containers apart from other nodes' on one "
+              "machine (default: --node).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds between node heartbeats (the node lease lasts 40 s).")
 @click.pass_obj
 def agent(
     settings: Settings,
@@ -77,6 +86,10 @@ def agent(
     stats_listen: str | None,
     stats_sources: tuple[str, ...],
     stats_cgroups: tuple[str, ...],
+    runtime: str,
+    runtime_dir: str,
+    runtime_id: str | None,
+    heartbeat: float,
 ) -> None:
     """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
     opts = AgentOptions(
@@ -97,6 +110,9 @@ def agent(
     components: list[ComponentFactory] = []
     if proxy_mode != "none":
         components.append(wiring.proxy(mode=proxy_mode, cgroup=proxy_cgroup))
+    if runtime != "none":
+        components.append(wiring.node_runtime(runtime=runtime, state_dir=runtime_dir, runtime_id=runtime_id,
+                                              cgroup=proxy_cgroup, heartbeat=heartbeat))
     if stats_listen:
         components.append(wiring.stats(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
     elif stats_sources or stats_cgroups:

@@ -24,7 +24,7 @@ from netplane.errors import NetplaneError
 ContainerStateName = Literal["created", "running", "exited", "unknown"]
 
 
-class RuntimeError_(NetplaneError):  # noqa: N801 - `RuntimeError` is a builtin
+class RuntimeError_(NetplaneError):
     """A runtime operation failed (one line: what, on which pod/container, why)."""
 
 

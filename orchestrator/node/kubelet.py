@@ -1,0 +1,589 @@
+"""The node runtime: our kubelet, a component of every host's agent.
+
+    etcd (pods bound here, services) -> informers -> queue of pod keys -> sync_pod(key)
+    runtime relist every second (PLEG)  ->  pods whose containers changed  -> queue
+    probes (one scheduler thread)       ->  pods whose readiness changed   -> queue
+
+`sync_pod` reads the pod from the cache and the runtime's containers of it, decides with the
+pure rules of `orchestrator.node.lifecycle` and acts: it makes the sandbox, attaches it to the
+host's pod bridge (`PodNetwork`, address from the host's subnet), starts, restarts (crash-loop
+back-off) or stops containers, and writes the pod's status only when it changed. A pod being
+deleted is stopped (SIGTERM, its grace period, SIGKILL), its network released, and then its
+object removed from etcd: the node confirms the pod is gone, as kubelet does. A pod whose object
+is gone (or moved off this node) is torn down the same way.
+
+The Node object is registered (InternalIP = the underlay address, podCIDR = the leased subnet,
+capacity and allocatable cpu, memory and pods) and heartbeats through an etcd lease
+(`orchestrator.heartbeat`). A restarted agent adopts what runs: sandboxes and containers are
+found by the runtime's labels or state, addresses by the IPAM's records; nothing restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from netplane.agent.component import AgentContext, HostOverlay
+from netplane.errors import NetplaneError
+from orchestrator import heartbeat
+from orchestrator.controllers.base import KeyLoop, Writer
+from orchestrator.informer import Informer
+from orchestrator.node import envvars, lifecycle
+from orchestrator.node.ipam import HostLocalIPAM
+from orchestrator.node.lifecycle import (
+    Backoff,
+    BackoffPolicy,
+    ObservedContainer,
+    Running,
+    Terminated,
+    Waiting,
+)
+from orchestrator.node.podnet import PodNetwork
+from orchestrator.node.probes import ProbeManager, Transition
+from orchestrator.node.runtime import (
+    ContainerConfig,
+    ContainerInfo,
+    PodRef,
+    Runtime,
+    RuntimeError_,
+    SandboxConfig,
+    SandboxInfo,
+)
+from orchestrator.objects import meta
+from orchestrator.objects import pod as pods
+from orchestrator.objects.meta import NODE, POD, SERVICE
+from orchestrator.objects.quantity import cpu_millis, memory_bytes
+from orchestrator.storage import Conflict, ObjectStore
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+VERSION = "netplane-node/0.1"
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    state_dir: Path  # IPAM records and the runtime's per-pod files live below it
+    heartbeat_interval: float = 10.0  # kubelet's node lease renewal
+    lease_ttl: int = 40  # the node lease's duration (kubelet: 40 s)
+    relist_interval: float = 1.0  # PLEG: how often the runtime's containers are compared
+    resync_interval: float = 10.0  # every pod synced at least this often
+    max_pods: int = 110
+    cpu: str = ""  # capacity; default: this machine's CPUs
+    memory: str = ""  # capacity; default: MemTotal
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    cluster_dns: str = envvars.DEFAULT_CLUSTER_DNS
+    cluster_domain: str = envvars.DEFAULT_CLUSTER_DOMAIN
+    workers: int = 4
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def machine_capacity() -> tuple[str, str]:
+    cpu = str(os.cpu_count() or 1)
+    mem = "1Gi"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1])}Ki"
+                break
+    except OSError:
+        pass
+    return cpu, mem
+
+
+def _now_text() -> str:
+    return meta.from_epoch(time.time())
+
+
+def cpu_shares(millicpu: int) -> int:
+    """kubelet's MilliCPUToShares."""
+    if millicpu <= 0:
+        return 2
+    return max(2, millicpu * 1024 // 1000)
+
+
+def _millicpu(value: Any) -> int:
+    return 0 if value in (None, "") else cpu_millis(str(value))
+
+
+def _bytes(value: Any) -> int:
+    return 0 if value in (None, "") else memory_bytes(str(value))
+
+
+def container_config(container: Mapping[str, Any], env: Mapping[str, str], attempt: int,
+                     services: Mapping[str, str]) -> ContainerConfig:
+    res = container.get("resources") or {}
+    req, lim = res.get("requests") or {}, res.get("limits") or {}
+    cpu_req = _millicpu(req.get("cpu") or lim.get("cpu"))
+    cpu_lim = _millicpu(lim.get("cpu"))
+    command, args = envvars.expand_command(container, env)
+    return ContainerConfig(
+        name=str(container.get("name") or ""),
+        image=str(container.get("image") or ""),
+        command=tuple(command),
+        args=tuple(args),
+        env=dict(env),
+        working_dir=str(container.get("workingDir") or ""),
+        attempt=attempt,
+        cpu_shares=cpu_shares(cpu_req) if cpu_req else 0,
+        cpu_quota_us=cpu_lim * 100 if cpu_lim else 0,  # per 100 ms period: millicpu * 100 µs
+        memory_limit=_bytes(lim.get("memory")),
+    )
+
+
+class NodeRuntime:
+    """The agent component `node` (start/stop/health)."""
+
+    name = "node"
+
+    def __init__(self, ctx: AgentContext, runtime: Runtime, options: NodeOptions, *,
+                 network: PodNetwork | None = None) -> None:
+        self.ctx = ctx
+        self.runtime = runtime
+        self.opts = options
+        self.node = ctx.node
+        self.objects = ObjectStore(ctx.store, ctx.keys)
+        self.overlay: HostOverlay = ctx.overlay.current()
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+        if network is None:
+            ipam = HostLocalIPAM(self.overlay.subnet, options.state_dir / "ipam")
+            network = PodNetwork(bridge=self.overlay.bridge, subnet=self.overlay.subnet,
+                                 gateway=self.overlay.gateway.ip, mtu=self.overlay.mtu, ipam=ipam)
+        self.network = network
+        self.pods = Informer(self.objects, POD, indexers={"node": lambda p: (pods.node_name(p),)},
+                             resync_period=options.resync_interval)
+        self.services = Informer(self.objects, SERVICE)
+        self.loop = KeyLoop("node", self.sync_pod, writer=Writer(), workers=options.workers,
+                            max_retries=1_000_000)
+        self.probes = ProbeManager(self._on_probe)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._uids: dict[str, str] = {}  # pod key -> uid we run for it
+        self._backoff: dict[tuple[str, str], Backoff] = {}  # (uid, container) -> crash-loop state
+        self._last_relist: dict[str, tuple[tuple[str, str, str], ...]] = {}
+        self._lease = 0
+        self.syncs = 0
+        self.errors = 0
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ component
+    def start(self) -> None:
+        self._stop.clear()
+        self.pods.add_handler(self._on_pod)
+        self._register_node()
+        self._start_thread("node-pods", lambda: self.pods.run(self._stop))
+        self._start_thread("node-services", lambda: self.services.run(self._stop))
+        self._start_thread("node-heartbeat", self._heartbeat_loop)
+        self.probes.start()
+        self.pods.wait_synced(30)
+        self.services.wait_synced(30)
+        self._start_thread("node-workers", lambda: self.loop.run(self._stop))
+        self._start_thread("node-relist", self._relist_loop)
+        log.info("node runtime %s (%s) started on %s", self.node, self.runtime.name, self.overlay.subnet)
+
+    def _start_thread(self, name: str, fn: Any) -> None:
+        t = threading.Thread(target=self._guard(name, fn), name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _guard(self, name: str, fn: Any) -> Any:
+        def run() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("node runtime: %s failed", name)
+
+        return run
+
+    def stop(self) -> None:
+        """Stop following etcd; pods keep running (a restarted agent adopts them)."""
+        self._stop.set()
+        self.probes.stop()
+        for t in self._threads:
+            t.join(timeout=15)
+        self._threads = []
+        if self._lease:
+            try:
+                self.ctx.store.revoke(self._lease)
+            except NetplaneError as e:
+                log.info("revoking the node lease: %s", e)
+            self._lease = 0
+        self.runtime.close()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        with self._lock:
+            running = len(self._uids)
+        return self.pods.synced, {"runtime": self.runtime.name, "pods": running, "syncs": self.syncs,
+                                  "errors": self.errors, "last_error": self.last_error}
+
+    # ------------------------------------------------------------------ node object
+    def _node_object(self, current: Obj | None) -> Obj:
+        cpu, mem = machine_capacity()
+        cpu, mem = self.opts.cpu or cpu, self.opts.memory or mem
+        now = _now_text()
+        capacity = {"cpu": cpu, "memory": mem, "pods": str(self.opts.max_pods)}
+        old_ready: dict[str, Any] = next((c for c in ((current or {}).get("status") or {}).get("conditions") or []
+                          if c.get("type") == "Ready"), {})
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                 "message": "netplane node runtime is posting ready status",
+                 "lastHeartbeatTime": now,
+                 "lastTransitionTime": old_ready.get("lastTransitionTime") if old_ready.get("status") == "True" else now}
+        md = dict((current or {}).get("metadata") or {})
+        md["name"] = self.node
+        md["labels"] = {**(md.get("labels") or {}), "kubernetes.io/hostname": self.node,
+                        "kubernetes.io/os": "linux", **self.opts.labels}
+        spec = dict((current or {}).get("spec") or {})
+        spec["podCIDR"] = str(self.overlay.subnet)
+        spec["podCIDRs"] = [str(self.overlay.subnet)]
+        return {
+            "apiVersion": "v1", "kind": "Node", "metadata": md, "spec": spec,
+            "status": {
+                "capacity": capacity, "allocatable": dict(capacity),
+                "addresses": [{"type": "InternalIP", "address": str(self.overlay.node_ip)},
+                              {"type": "Hostname", "address": self.node}],
+                "conditions": [ready],
+                "nodeInfo": {"kubeletVersion": VERSION, "containerRuntimeVersion": f"{self.runtime.name}://",
+                             "operatingSystem": "linux", "architecture": os.uname().machine},
+            },
+        }
+
+    def _register_node(self) -> None:
+        current = self.objects.get(NODE, self.node)
+        if current is None:
+            try:
+                self.objects.create(self._node_object(None))
+                log.info("registered node %s (%s, podCIDR %s)", self.node, self.overlay.node_ip, self.overlay.subnet)
+                return
+            except NetplaneError as e:  # created meanwhile (another agent of this name?)
+                log.info("node %s: create raced (%s); updating", self.node, e)
+
+        def mutate(n: Obj) -> Obj:
+            fresh = self._node_object(n)
+            n["metadata"] = {**n["metadata"], "labels": fresh["metadata"]["labels"]}
+            n["spec"] = fresh["spec"]
+            n["status"] = fresh["status"]
+            return n
+
+        self.objects.guaranteed_update(NODE, self.node, None, mutate)
+
+    def _heartbeat_loop(self) -> None:
+        beats = 0
+        while not self._stop.is_set():
+            try:
+                if not self._lease:
+                    self._lease = self.ctx.store.grant(self.opts.lease_ttl)
+                else:
+                    self.ctx.store.keepalive(self._lease)
+                heartbeat.renew(self.ctx.store, self.ctx.keys, self.node, lease=self._lease, now=datetime.now(UTC))
+                beats += 1
+                node = self.objects.get(NODE, self.node)
+                # the Ready condition is ours: the lifecycle controller sets it Unknown while we are
+                # silent; say True again as soon as we are back (and re-register a deleted Node)
+                if node is None or any(c.get("type") == "Ready" and c.get("status") != "True"
+                                       for c in (node.get("status") or {}).get("conditions") or []):
+                    self._register_node()
+            except NetplaneError as e:
+                log.warning("node heartbeat failed: %s", e)
+                self._lease = 0 if "lease" in str(e).lower() and "not found" in str(e).lower() else self._lease
+            self._stop.wait(self.opts.heartbeat_interval)
+
+    # ------------------------------------------------------------------ triggers
+    def _mine(self, p: Obj | None) -> bool:
+        return p is not None and pods.node_name(p) == self.node
+
+    def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
+        for p in (old, new):
+            if self._mine(p):
+                assert p is not None
+                self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
+
+    def _on_probe(self, t: Transition) -> None:
+        key = self._key_of_uid(t.key.pod_uid)
+        if key is None:
+            return
+        if t.key.kind == "liveness" and not t.success:
+            log.info("pod %s container %s failed its liveness probe (%s): restarting it", key, t.key.container, t.message)
+            pod = self._cached(key)
+            grace = lifecycle.grace_period(pod) if pod else lifecycle.DEFAULT_GRACE_PERIOD
+            try:
+                self.runtime.stop_container(t.container_id, grace)
+            except NetplaneError as e:
+                log.warning("stopping %s after its liveness failure: %s", t.container_id, e)
+        self.loop.queue.add(key)
+
+    def _key_of_uid(self, uid: str) -> str | None:
+        with self._lock:
+            for k, u in self._uids.items():
+                if u == uid:
+                    return k
+        return None
+
+    def _cached(self, key: str) -> Obj | None:
+        ns, _, name = key.partition("/")
+        return self.pods.get(name, ns)
+
+    def _relist_loop(self) -> None:
+        """PLEG: compare every container's (id, state) with the last relist; queue the pods that
+        changed, and the pods of sandboxes no object of ours explains (orphans to tear down)."""
+        last_resync = time.monotonic()
+        while not self._stop.wait(self.opts.relist_interval):
+            try:
+                seen: dict[str, list[tuple[str, str, str]]] = {}
+                for c in self.runtime.list_containers():
+                    seen.setdefault(c.pod.uid, []).append((c.name, c.id, c.state))
+                for s in self.runtime.list_sandboxes():
+                    seen.setdefault(s.pod.uid, []).append(("POD", s.id, s.state))
+                    if self._key_of_uid(s.pod.uid) is None:
+                        self._uids.setdefault(f"{s.pod.namespace}/{s.pod.name}", s.pod.uid)
+                        self.loop.queue.add(f"{s.pod.namespace}/{s.pod.name}")
+                snapshot = {uid: tuple(sorted(v)) for uid, v in seen.items()}
+                for uid in set(snapshot) | set(self._last_relist):
+                    if snapshot.get(uid) != self._last_relist.get(uid):
+                        key = self._key_of_uid(uid)
+                        if key:
+                            self.loop.queue.add(key)
+                self._last_relist = snapshot
+                if time.monotonic() - last_resync >= self.opts.resync_interval:
+                    last_resync = time.monotonic()
+                    for p in self.pods.by_index("node", self.node):
+                        self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
+            except NetplaneError as e:
+                log.warning("runtime relist failed: %s", e)
+
+    # ------------------------------------------------------------------ the sync
+    def sync_pod(self, key: str) -> None:
+        self.syncs += 1
+        try:
+            self._sync(key)
+        except Exception as e:
+            self.errors += 1
+            self.last_error = f"{key}: {e}"
+            raise
+
+    def _sync(self, key: str) -> None:
+        pod = self._cached(key)
+        with self._lock:
+            known_uid = self._uids.get(key)
+        if pod is not None and not self._mine(pod):
+            pod = None
+        if pod is not None and known_uid and known_uid != meta.uid(pod):
+            self._teardown(known_uid, grace=0)  # the name was reused by a new pod: the old one goes
+            known_uid = None
+        if pod is None:
+            if known_uid:
+                self._teardown(known_uid, grace=0)
+                with self._lock:
+                    self._uids.pop(key, None)
+            return
+        uid = meta.uid(pod)
+        with self._lock:
+            self._uids[key] = uid
+        if meta.is_deleting(pod):
+            self._terminate(pod)
+            return
+        if pods.phase(pod) in ("Succeeded", "Failed"):
+            self._teardown(uid, grace=0, keep_status=True)
+            return
+        self._run(pod)
+
+    def _sandbox(self, pod: Obj) -> SandboxInfo:
+        ref = PodRef.of(pod)
+        boxes = sorted((s for s in self.runtime.list_sandboxes() if s.pod.uid == ref.uid), key=lambda s: s.attempt)
+        ready = [s for s in boxes if s.state == "ready"]
+        if ready:
+            for s in boxes:
+                if s is not ready[-1]:
+                    self.runtime.remove_sandbox(s.id)
+            return ready[-1]
+        attempt = boxes[-1].attempt + 1 if boxes else 0
+        for s in boxes:  # a dead sandbox: its containers restart in a new one
+            for c in self.runtime.list_containers(ref.uid):
+                self.runtime.remove_container(c.id)
+            self.runtime.remove_sandbox(s.id)
+        cfg = SandboxConfig(pod=ref, attempt=attempt, hostname=meta.name(pod)[:63],
+                            resolv_conf=envvars.resolv_conf(ref.namespace, nameserver=self.opts.cluster_dns,
+                                                            domain=self.opts.cluster_domain))  # cgroups: the runtime's own, per runtime id
+        return self.runtime.run_sandbox(cfg)
+
+    def _run(self, pod: Obj) -> None:
+        now = time.time()
+        uid = meta.uid(pod)
+        try:
+            box = self._sandbox(pod)
+            ip = str(self.network.attach(uid, box.netns_path))
+        except NetplaneError as e:
+            self._write_status(pod, [ObservedContainer(str(c.get("name") or ""), Waiting("ContainerCreating", str(e)))
+                                     for c in pods.spec(pod).get("containers") or []], pod_ip="", now=now)
+            raise
+        self.probes.add_pod(pod)
+        instances: dict[str, list[ContainerInfo]] = {}
+        for c in self.runtime.list_containers(uid):
+            instances.setdefault(c.name, []).append(c)
+        services_env: dict[str, str] | None = None
+        observed: list[ObservedContainer] = []
+        for spec in pods.spec(pod).get("containers") or []:
+            name = str(spec.get("name") or "")
+            history = sorted(instances.get(name, []), key=lambda c: c.attempt)
+            cur = history[-1] if history else None
+            prev = history[-2] if len(history) > 1 else None
+            last = _terminated(prev) if prev else None
+            restarts = cur.attempt if cur else 0
+            if cur is not None and cur.state == "running":
+                cid = f"{self.runtime.name}://{cur.id}"
+                # an adopted instance (agent restarted) keeps the readiness it had until probed
+                was_ready = any(cs.get("name") == name and cs.get("ready") and
+                                str(cs.get("containerID") or "").endswith(cur.id)
+                                for cs in (pods.status(pod) or {}).get("containerStatuses") or [])
+                self.probes.container_started(uid, name, container_id=cur.id, pod_ip=ip,
+                                              exec_fn=self._exec_fn(cur.id),
+                                              running_for=now - (cur.started_at or now), assume_ready=was_ready)
+                ready = self.probes.ready(uid, name)
+                observed.append(ObservedContainer(name, Running(cur.started_at or now), last, restarts,
+                                                  ready=True if ready is None else ready, container_id=cid))
+                continue
+            start_attempt: int | None = None
+            waiting: Waiting | None = None
+            if cur is None:
+                start_attempt = 0
+            elif cur.state in ("exited", "unknown", "created"):
+                self.probes.container_stopped(uid, name)
+                ended = _terminated(cur)
+                decision = lifecycle.decide_restart(pod, name, ended, now=now, backoff=self._backoff.get((uid, name)),
+                                                    policy=self.opts.backoff)
+                if decision.restart:
+                    start_attempt = cur.attempt + 1
+                    if decision.backoff is not None:
+                        self._backoff[(uid, name)] = decision.backoff
+                else:
+                    observed.append(ObservedContainer(name, decision.waiting or ended, last, restarts,
+                                                      container_id=f"{self.runtime.name}://{cur.id}")
+                                    if decision.waiting is None else
+                                    lifecycle.held(ObservedContainer(name, ended, last, restarts), decision.waiting))
+                    if decision.at is not None:
+                        self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", max(0.05, decision.at - now))
+                    continue
+            if start_attempt is not None:
+                if services_env is None:
+                    services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
+                env = envvars.container_env(spec, services_env)
+                try:
+                    for old in history[:-1]:  # keep only the last instance (lastState)
+                        self.runtime.remove_container(old.id)
+                    info = self.runtime.create_and_start(box, container_config(spec, env, start_attempt, services_env))
+                    observed.append(ObservedContainer(name, Running(info.started_at or now),
+                                                      _terminated(cur) if cur else None, start_attempt,
+                                                      ready=not spec.get("readinessProbe"),
+                                                      container_id=f"{self.runtime.name}://{info.id}"))
+                    self.probes.container_started(uid, name, container_id=info.id, pod_ip=ip,
+                                                  exec_fn=self._exec_fn(info.id))
+                    if spec.get("readinessProbe"):
+                        observed[-1] = ObservedContainer(name, Running(info.started_at or now),
+                                                         _terminated(cur) if cur else None, start_attempt,
+                                                         ready=False, container_id=f"{self.runtime.name}://{info.id}")
+                except RuntimeError_ as e:
+                    waiting = Waiting("RunContainerError", str(e))
+                    log.warning("pod %s: starting %s failed: %s", meta.name(pod), name, e)
+                    observed.append(ObservedContainer(name, waiting, last, restarts))
+                    self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
+        self._write_status(pod, observed, pod_ip=ip, now=now)
+
+    def _exec_fn(self, container_id: str) -> Any:
+        def run(cmd: list[str], timeout: float) -> int:
+            code, _out = self.runtime.exec(container_id, cmd, timeout=timeout)
+            return code
+
+        return run
+
+    def _write_status(self, pod: Obj, observed: list[ObservedContainer], *, pod_ip: str, now: float,
+                      terminal: bool | None = None) -> None:
+        status = lifecycle.pod_status(pod, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
+                                      terminal=terminal)
+        if not lifecycle.status_changed(pods.status(pod), status):
+            return
+        uid = meta.uid(pod)
+
+        def mutate(p: Obj) -> Obj | None:
+            if meta.uid(p) != uid or pods.node_name(p) != self.node:
+                return None
+            fresh = lifecycle.pod_status(p, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
+                                         terminal=terminal)
+            if not lifecycle.status_changed(pods.status(p), fresh):
+                return None
+            p["status"] = fresh
+            return p
+
+        try:
+            self.objects.guaranteed_update(POD, meta.name(pod), meta.namespace(pod), mutate, retries=10)
+        except Conflict:
+            self.loop.queue.add(f"{meta.namespace(pod)}/{meta.name(pod)}")
+        except NetplaneError as e:
+            if "not found" in str(e):
+                return
+            raise
+
+    # ------------------------------------------------------------------ stopping pods
+    def _stop_containers(self, uid: str, grace: float) -> None:
+        running = [c for c in self.runtime.list_containers(uid) if c.state == "running"]
+        threads = [threading.Thread(target=self.runtime.stop_container, args=(c.id, grace), daemon=True)
+                   for c in running]
+        for t in threads:  # in parallel: each gets the whole grace period, as kubelet gives them
+            t.start()
+        for t in threads:
+            t.join(timeout=grace + 30)
+
+    def _teardown(self, uid: str, *, grace: float, keep_status: bool = False) -> None:
+        self.probes.remove_pod(uid)
+        self._stop_containers(uid, grace)
+        for c in self.runtime.list_containers(uid):
+            self.runtime.remove_container(c.id)
+        for s in self.runtime.list_sandboxes():
+            if s.pod.uid == uid:
+                self.runtime.stop_sandbox(s.id)
+        self.network.detach(uid)
+        for s in self.runtime.list_sandboxes():
+            if s.pod.uid == uid:
+                self.runtime.remove_sandbox(s.id)
+        for k in [k for k in self._backoff if k[0] == uid]:
+            self._backoff.pop(k, None)
+        if not keep_status:
+            log.info("pod %s torn down", uid)
+
+    def _terminate(self, pod: Obj) -> None:
+        """SIGTERM, the grace period (what is left of it), SIGKILL; release the network; then
+        remove the object from etcd: the node confirms the pod is gone."""
+        plan = lifecycle.termination_plan(pod, now=time.time())
+        uid = meta.uid(pod)
+        observed = [ObservedContainer(str(c.get("name") or ""), Waiting("Terminating", ""))
+                    for c in pods.spec(pod).get("containers") or []]
+        try:
+            self._write_status(pod, observed, pod_ip=str((pods.status(pod) or {}).get("podIP") or ""), now=time.time(),
+                               terminal=True)
+        except NetplaneError as e:
+            log.info("pod %s: status before termination: %s", meta.name(pod), e)
+        self._teardown(uid, grace=max(0.0, plan.sigkill_at - time.time()))
+        name, ns = meta.name(pod), meta.namespace(pod)
+        current = self.objects.get(POD, name, ns)
+        if current is not None and meta.uid(current) == uid:
+            try:
+                self.objects.delete(POD, name, ns, resource_version=current["metadata"]["resourceVersion"])
+                log.info("pod %s/%s stopped and removed", ns, name)
+            except Conflict:
+                self.loop.queue.add(f"{ns}/{name}")  # changed meanwhile: look again
+                return
+        with self._lock:
+            self._uids.pop(f"{ns}/{name}", None)
+
+
+def _terminated(c: ContainerInfo) -> Terminated:
+    return Terminated(exit_code=c.exit_code if c.exit_code is not None else -1,
+                      reason=c.reason or lifecycle.terminated_reason(c.exit_code or 0),
+                      message=c.message, started_at=c.started_at, finished_at=c.finished_at,
+                      container_id=f"{c.id}")
