@@ -74,14 +74,19 @@ def lab() -> None:
 @click.option("--mtu", type=click.IntRange(1280, 9000), default=1500, show_default=True, help="Underlay MTU.")
 @click.option("--proxy", type=click.Choice(PROXY_MODES), default="iptables", show_default=True, help="Service proxy data plane on every host.")
 @click.option("--agents/--no-agents", default=True, show_default=True, help="Start a netplane agent on every host.")
+@click.option("--runtime", type=click.Choice(["auto", "docker", "namespaces", "none"]), default="auto", show_default=True,
+              help="The hosts' node runtime (auto: Docker when dockerd answers, else plain namespaces); none runs no pods.")
+@click.option("--masters", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="netplane master processes (leader election among them), beside etcd.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for etcd and for every agent to be ready.")
 @output_option
-def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: int, proxy: str, agents: bool, timeout: float,
-       output: str) -> None:
-    """Create a lab: namespaces, underlay, etcd, agents."""
+def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: int, proxy: str, agents: bool,
+       runtime: str, masters: int, timeout: float, output: str) -> None:
+    """Create a lab: namespaces, underlay, etcd, agents with their node runtime, masters."""
     topo = default_topology(
-        name, hosts=hosts, underlay=underlay or _pick_underlay(), mtu=mtu, proxy=proxy, overlay_network=overlay_network
+        name, hosts=hosts, underlay=underlay or _pick_underlay(), mtu=mtu, proxy=proxy, overlay_network=overlay_network,
+        runtime=runtime if agents else "none", masters=masters if agents else 0,
     )
     t0 = time.monotonic()
     lab_ = Lab.up(topo, start_timeout=timeout)

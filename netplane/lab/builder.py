@@ -287,6 +287,14 @@ class Lab:
         self.state.record("process", role=role, host=host, pid=p.pid, marker=marker)
         return p.pid
 
+    def spawn_switch(self, argv: Sequence[str], *, role: str, name: str, marker: str, log_name: str) -> int:
+        """Start a long-running process in the switch namespace (where etcd runs); recorded.
+        `marker` must appear in `argv` (it tells our process from a reused pid)."""
+        assert any(marker in a for a in argv), "the marker must be part of the command line"
+        p = self._spawn(argv, log_path=self.dir / log_name, ns=self.topology.switch_netns, cgroup=None)
+        self.state.record("process", role=role, host=name, pid=p.pid, marker=marker)
+        return p.pid
+
     def stop_process(self, item: dict[str, Any], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if sig == signal.SIGKILL and is_our_process(item["pid"], item["marker"]):
             os.kill(item["pid"], signal.SIGKILL)
@@ -402,6 +410,11 @@ class Lab:
             from netplane.lab import pods
 
             pods.remove_recorded(self, item)
+        elif kind == "runtime":
+            from orchestrator.node.cleanup import remove_all
+
+            remove_all(runtime=item["runtime"], runtime_id=item["id"], state_dir=Path(item["dir"]),
+                       cgroup=Path(item["cgroup"]) if item.get("cgroup") else None)
         else:
             raise LabError(f"unknown state item kind {kind!r}")
 
@@ -424,6 +437,8 @@ def _remove_cgroup(path: Path) -> None:
         pids = _cgroup_pids(path)
         if not pids:
             try:
+                for d in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    d.rmdir()  # children first: pods' cgroups below a host's (all lab-made)
                 path.rmdir()
                 return
             except FileNotFoundError:

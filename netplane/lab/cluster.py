@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from netplane.errors import LabError, NetplaneError
@@ -39,8 +40,60 @@ def agent_argv(lab: Lab, host: str) -> list[str]:
         "--stats-cgroup", f"/netplane/{t.name}/{host}",
     ]
     if t.proxy != "none":
-        argv += ["--proxy-mode", t.proxy, "--proxy-cgroup", str(lab.cgroup(host))]
+        argv += ["--proxy-mode", t.proxy]
+    if t.proxy != "none" or t.runtime != "none":
+        # the eBPF proxy attaches to this cgroup v2 subtree; pods' processes go below it
+        argv += ["--proxy-cgroup", str(lab.cgroup(host))]
+    if t.runtime != "none":
+        argv += ["--runtime", resolved_runtime(lab), "--runtime-dir", str(runtime_dir(lab, host)),
+                 "--runtime-id", runtime_id(lab, host)]
     return argv
+
+
+def runtime_id(lab: Lab, host: str) -> str:
+    """Marks a lab host's containers apart from every other lab's (one dockerd serves all)."""
+    return f"np-{lab.name}-{host}"
+
+
+def runtime_dir(lab: Lab, host: str) -> Path:
+    return lab.host_dir(host) / "node"
+
+
+def resolved_runtime(lab: Lab) -> str:
+    """`auto`: Docker where dockerd answers, plain namespaces otherwise (decided once per lab,
+    so every host runs the same and `lab down` knows what to remove)."""
+    rt = lab.topology.runtime
+    if rt != "auto":
+        return rt
+    found = lab.state.find("runtime")
+    if found:
+        return str(found[0]["runtime"])
+    from netplane.agent.wiring import docker_available
+
+    return "docker" if docker_available() else "namespaces"
+
+
+MASTER_DNS_PORT = 10053  # master i (from 1) serves DNS on the etcd address, port 10052 + i
+
+
+def master_argv(lab: Lab, index: int) -> list[str]:
+    t = lab.topology
+    return [
+        sys.executable, "-m", "netplane", "--log-level", "info",
+        "--etcd", lab.etcd_endpoint_underlay, "--prefix", LAB_PREFIX,
+        "master", "--id", master_id(lab, index),
+        "--dns-listen", f"{t.etcd_ip}:{MASTER_DNS_PORT + index - 1}",
+    ]
+
+
+def master_id(lab: Lab, index: int) -> str:
+    return f"np-{lab.name}-m{index}"
+
+
+def start_master(lab: Lab, index: int) -> int:
+    """A master in the switch namespace (beside etcd: the lab's "master machine")."""
+    return lab.spawn_switch(master_argv(lab, index), role="master", name=f"m{index}",
+                            marker=master_id(lab, index), log_name=f"master-m{index}.log")
 
 
 def store_for(lab: Lab) -> EtcdStore:
@@ -77,7 +130,15 @@ def start(lab: Lab, *, wait: float = 60.0) -> None:
             lab.state.record("bpf", host=h.name, cgroup=str(lab.cgroup(h.name)),
                              instance=instance_for(lab.cgroup(h.name)), netns=lab.netns(h.name), iface="eth0",
                              overlay=device)
+        if lab.topology.runtime != "none":
+            # recorded before the agent, so `lab down` (newest first) stops the agent, then
+            # removes every container, sandbox and pod cgroup its runtime made, also after a
+            # SIGKILL of the agent mid-way
+            lab.state.record("runtime", host=h.name, runtime=resolved_runtime(lab), id=runtime_id(lab, h.name),
+                             dir=str(runtime_dir(lab, h.name)), cgroup=str(lab.cgroup(h.name)))
         start_agent(lab, h.name)
+    for i in range(1, lab.topology.masters + 1):
+        start_master(lab, i)
     wait_subnets(lab, timeout=wait)
 
 

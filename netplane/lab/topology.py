@@ -20,6 +20,8 @@ LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 MAX_HOSTS = 64
 PROXY_MODES = ("none", "iptables", "nftables", "ebpf")
+RUNTIMES = ("none", "auto", "docker", "namespaces")
+MAX_MASTERS = 3
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Topology:
     mtu: int = 1500
     proxy: str = "iptables"
     overlay_network: IPv4Network = field(default=IPv4Network("10.244.0.0/16"))
+    runtime: str = "none"  # the hosts' node runtime: auto, docker, namespaces or none
+    masters: int = 0  # `netplane master` processes, in the switch namespace beside etcd
 
     def __post_init__(self) -> None:
         validate(self)
@@ -62,6 +66,8 @@ class Topology:
             "mtu": self.mtu,
             "proxy": self.proxy,
             "overlay_network": str(self.overlay_network),
+            "runtime": self.runtime,
+            "masters": self.masters,
             "hosts": [{"name": h.name, "underlay_ip": str(h.underlay_ip)} for h in self.hosts],
         }
 
@@ -76,6 +82,8 @@ class Topology:
             mtu=int(str(d["mtu"])),
             proxy=str(d.get("proxy", "iptables")),
             overlay_network=IPv4Network(str(d.get("overlay_network", "10.244.0.0/16"))),
+            runtime=str(d.get("runtime", "none")),
+            masters=int(str(d.get("masters", 0))),
             hosts=tuple(HostSpec(str(h["name"]), IPv4Address(str(h["underlay_ip"]))) for h in hosts),
         )
 
@@ -88,6 +96,8 @@ def default_topology(
     mtu: int = 1500,
     proxy: str = "iptables",
     overlay_network: str = "10.244.0.0/16",
+    runtime: str = "none",
+    masters: int = 0,
 ) -> Topology:
     """h1..hN at .11, .12, ... of the underlay; etcd at .2."""
     if not 1 <= hosts <= MAX_HOSTS:
@@ -108,6 +118,8 @@ def default_topology(
         mtu=mtu,
         proxy=proxy,
         overlay_network=overlay,
+        runtime=runtime,
+        masters=masters,
     )
 
 
@@ -124,6 +136,10 @@ def validate(t: Topology) -> None:
         raise ConfigError(f"MTU {t.mtu} out of range 1280..9000")
     if t.proxy not in PROXY_MODES:
         raise ConfigError(f"proxy mode must be one of {', '.join(PROXY_MODES)}, got {t.proxy!r}")
+    if t.runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {t.runtime!r}")
+    if not 0 <= t.masters <= MAX_MASTERS:
+        raise ConfigError(f"--masters must be between 0 and {MAX_MASTERS}, got {t.masters}")
     names = [h.name for h in t.hosts]
     if len(set(names)) != len(names):
         raise ConfigError("host names must be unique")
