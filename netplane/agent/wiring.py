@@ -122,7 +122,8 @@ def docker_available() -> bool:
 
 
 def node_runtime(*, runtime: str, state_dir: str, runtime_id: str | None = None, cgroup: str | None = None,
-                 heartbeat: float = 10.0, options: dict[str, object] | None = None) -> ComponentFactory:
+                 heartbeat: float = 10.0, backoff: tuple[float, float, float] | None = None,
+                 options: dict[str, object] | None = None) -> ComponentFactory:
     """The node runtime (our kubelet, `--runtime`): Docker or plain namespaces (`auto`: Docker
     when dockerd answers). `runtime_id` tells this node's containers from others' on a shared
     machine (the lab's hosts share one dockerd); default: the node name. `cgroup` is the host's
@@ -149,7 +150,12 @@ def node_runtime(*, runtime: str, state_dir: str, runtime_id: str | None = None,
             from orchestrator.node.ns_runtime import NamespaceRuntime
 
             rt = NamespaceRuntime(owner, state_dir=root / "pods", v2_cgroup=Path(cgroup) if cgroup else None)
-        opts = NodeOptions(state_dir=root, heartbeat_interval=heartbeat, **(options or {}))  # type: ignore[arg-type]
+        from orchestrator.node.lifecycle import BackoffPolicy
+
+        extra: dict[str, object] = dict(options or {})
+        if backoff is not None:
+            extra["backoff"] = BackoffPolicy(*backoff)
+        opts = NodeOptions(state_dir=root, heartbeat_interval=heartbeat, **extra)  # type: ignore[arg-type]
         return NodeRuntime(ctx, rt, opts)
 
     return make

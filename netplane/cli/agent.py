@@ -68,6 +68,8 @@ def _ip(text: str | None) -> IPv4Address | None:
               "machine (default: --node).")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds between node heartbeats (the node lease lasts 40 s).")
+@click.option("--crashloop-backoff", metavar="INITIAL:CAP:RESET", default="10:300:600", show_default=True,
+              help="Crash-loop back-off in seconds: first hold, cap of the doubling, run time that resets it.")
 @click.pass_obj
 def agent(
     settings: Settings,
@@ -90,6 +92,7 @@ def agent(
     runtime_dir: str,
     runtime_id: str | None,
     heartbeat: float,
+    crashloop_backoff: str,
 ) -> None:
     """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
     opts = AgentOptions(
@@ -112,7 +115,8 @@ def agent(
         components.append(wiring.proxy(mode=proxy_mode, cgroup=proxy_cgroup))
     if runtime != "none":
         components.append(wiring.node_runtime(runtime=runtime, state_dir=runtime_dir, runtime_id=runtime_id,
-                                              cgroup=proxy_cgroup, heartbeat=heartbeat))
+                                              cgroup=proxy_cgroup, heartbeat=heartbeat,
+                                              backoff=_backoff(crashloop_backoff)))
     if stats_listen:
         components.append(wiring.stats(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
     elif stats_sources or stats_cgroups:
@@ -127,3 +131,15 @@ def agent(
         # says; the user's terminal still gets the one line from `main`
         log.exception("agent %s stopped", node)
         raise
+
+
+def _backoff(text: str) -> tuple[float, float, float]:
+    parts = text.split(":")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v > 0 for v in values) or values[0] > values[1]:
+        raise ConfigError(f"bad --crashloop-backoff {text!r}: expected INITIAL:CAP:RESET seconds, "
+                          "all positive, INITIAL <= CAP")
+    return values[0], values[1], values[2]

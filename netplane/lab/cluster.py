@@ -47,7 +47,7 @@ def agent_argv(lab: Lab, host: str) -> list[str]:
     if t.runtime != "none":
         argv += ["--runtime", resolved_runtime(lab), "--runtime-dir", str(runtime_dir(lab, host)),
                  "--runtime-id", runtime_id(lab, host)]
-    return argv
+    return argv + list(t.agent_args)
 
 
 def runtime_id(lab: Lab, host: str) -> str:
@@ -83,6 +83,7 @@ def master_argv(lab: Lab, index: int) -> list[str]:
         "--etcd", lab.etcd_endpoint_underlay, "--prefix", LAB_PREFIX,
         "master", "--id", master_id(lab, index),
         "--dns-listen", f"{t.etcd_ip}:{MASTER_DNS_PORT + index - 1}",
+        *t.master_args,
     ]
 
 

@@ -41,6 +41,8 @@ class Topology:
     overlay_network: IPv4Network = field(default=IPv4Network("10.244.0.0/16"))
     runtime: str = "none"  # the hosts' node runtime: auto, docker, namespaces or none
     masters: int = 0  # `netplane master` processes, in the switch namespace beside etcd
+    agent_args: tuple[str, ...] = ()  # extra `netplane agent` flags (tests: short back-off, heartbeat)
+    master_args: tuple[str, ...] = ()  # extra `netplane master` flags (tests: short node grace periods)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -68,6 +70,8 @@ class Topology:
             "overlay_network": str(self.overlay_network),
             "runtime": self.runtime,
             "masters": self.masters,
+            "agent_args": list(self.agent_args),
+            "master_args": list(self.master_args),
             "hosts": [{"name": h.name, "underlay_ip": str(h.underlay_ip)} for h in self.hosts],
         }
 
@@ -84,6 +88,8 @@ class Topology:
             overlay_network=IPv4Network(str(d.get("overlay_network", "10.244.0.0/16"))),
             runtime=str(d.get("runtime", "none")),
             masters=int(str(d.get("masters", 0))),
+            agent_args=tuple(str(a) for a in d.get("agent_args", ()) or ()),  # type: ignore[attr-defined]
+            master_args=tuple(str(a) for a in d.get("master_args", ()) or ()),  # type: ignore[attr-defined]
             hosts=tuple(HostSpec(str(h["name"]), IPv4Address(str(h["underlay_ip"]))) for h in hosts),
         )
 
@@ -98,6 +104,8 @@ def default_topology(
     overlay_network: str = "10.244.0.0/16",
     runtime: str = "none",
     masters: int = 0,
+    agent_args: tuple[str, ...] = (),
+    master_args: tuple[str, ...] = (),
 ) -> Topology:
     """h1..hN at .11, .12, ... of the underlay; etcd at .2."""
     if not 1 <= hosts <= MAX_HOSTS:
@@ -120,6 +128,8 @@ def default_topology(
         overlay_network=overlay,
         runtime=runtime,
         masters=masters,
+        agent_args=tuple(agent_args),
+        master_args=tuple(master_args),
     )
 
 
