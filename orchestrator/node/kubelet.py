@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netplane.agent.component import AgentContext, HostOverlay
 from netplane.errors import NetplaneError
@@ -62,6 +62,9 @@ from orchestrator.objects.meta import NODE, POD, SERVICE
 from orchestrator.objects.quantity import cpu_millis, memory_bytes
 from orchestrator.storage import Conflict, ObjectStore
 
+if TYPE_CHECKING:
+    from orchestrator.node.server import NodeAPIServer
+
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -83,6 +86,8 @@ class NodeOptions:
     cluster_domain: str = envvars.DEFAULT_CLUSTER_DOMAIN
     workers: int = 4
     labels: Mapping[str, str] = field(default_factory=dict)
+    # the node API (`orchestrator.node.server`: logs, exec) listens here; host "" = the node IP
+    api_listen: tuple[str, int] | None = None
 
 
 def machine_capacity() -> tuple[str, str]:
@@ -170,6 +175,7 @@ class NodeRuntime:
         self._backoff: dict[tuple[str, str], Backoff] = {}  # (uid, container) -> crash-loop state
         self._last_relist: dict[str, tuple[tuple[str, str, str], ...]] = {}
         self._lease = 0
+        self.api: NodeAPIServer | None = None
         self.syncs = 0
         self.errors = 0
         self.last_error = ""
@@ -177,6 +183,12 @@ class NodeRuntime:
     # ------------------------------------------------------------------ component
     def start(self) -> None:
         self._stop.clear()
+        if self.opts.api_listen is not None:  # first: a taken port fails the start; the Node names the port
+            from orchestrator.node.server import NodeAPIServer
+
+            host, port = self.opts.api_listen
+            self.api = NodeAPIServer((host or str(self.overlay.node_ip), port), self, netns_name=self.ctx.netns_name)
+            self.api.start()
         self.pods.add_handler(self._on_pod)
         self._register_node()
         self._start_thread("node-pods", lambda: self.pods.run(self._stop))
@@ -206,6 +218,9 @@ class NodeRuntime:
     def stop(self) -> None:
         """Stop following etcd; pods keep running (a restarted agent adopts them)."""
         self._stop.set()
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
         self.probes.stop()
         for t in self._threads:
             t.join(timeout=15)
@@ -252,6 +267,7 @@ class NodeRuntime:
                 "conditions": [ready],
                 "nodeInfo": {"kubeletVersion": VERSION, "containerRuntimeVersion": f"{self.runtime.name}://",
                              "operatingSystem": "linux", "architecture": os.uname().machine},
+                **({"daemonEndpoints": {"kubeletEndpoint": {"Port": self.api.port}}} if self.api else {}),
             },
         }
 
@@ -294,6 +310,14 @@ class NodeRuntime:
                 log.warning("node heartbeat failed: %s", e)
                 self._lease = 0 if "lease" in str(e).lower() and "not found" in str(e).lower() else self._lease
             self._stop.wait(self.opts.heartbeat_interval)
+
+    def pod_containers(self, namespace: str, name: str) -> tuple[Obj, list[ContainerInfo]] | None:
+        """A pod bound to this node and the runtime's containers of it, oldest attempt first (for
+        the node API's logs and exec); None when this node runs no such pod."""
+        pod = self._cached(f"{namespace}/{name}")
+        if pod is None or not self._mine(pod):
+            return None
+        return pod, sorted(self.runtime.list_containers(meta.uid(pod)), key=lambda c: c.attempt)
 
     # ------------------------------------------------------------------ triggers
     def _mine(self, p: Obj | None) -> bool:

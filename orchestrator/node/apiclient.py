@@ -1,0 +1,178 @@
+"""The client side of the node API (`orchestrator.node.server`): find the node a pod runs on
+and talk to its agent there, as the API server reaches kubelet for `pods/log` and `exec`.
+
+`locate` reads the pod (its `spec.nodeName`) and that Node (InternalIP, and the node API's port
+from `status.daemonEndpoints.kubeletEndpoint.Port`). `NodeClient` makes the requests over
+plain HTTP; how the socket is opened is injected (`Connect`), so a caller outside the node's
+network, like the root shell of a lab whose underlay lives only in its namespaces, connects
+from inside a network namespace (`netplane.cli.podio`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from netplane.errors import NetplaneError, NotFoundError, UserError
+from orchestrator.objects import meta
+from orchestrator.objects import pod as pods
+from orchestrator.objects.meta import NODE, POD
+from orchestrator.storage import ObjectStore
+
+Obj = dict[str, Any]
+Connect = Callable[[tuple[str, int], float], socket.socket]
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a pod's node API answers."""
+
+    pod: Obj
+    node: str
+    address: str  # the Node's InternalIP
+    port: int
+
+
+def locate(objects: ObjectStore, namespace: str, name: str) -> Target:
+    pod = objects.get(POD, name, namespace)
+    if pod is None:
+        raise NotFoundError(f'pods "{name}" not found in namespace "{namespace}"')
+    node_name = pods.node_name(pod)
+    if not node_name:
+        raise UserError(f"pod {name} is not scheduled to a node yet ({pods.phase(pod)})")
+    node = objects.get(NODE, node_name)
+    if node is None:
+        raise NetplaneError(f"node {node_name} of pod {name} is not registered")
+    status = node.get("status") or {}
+    address = next((str(a.get("address") or "") for a in status.get("addresses") or []
+                    if a.get("type") == "InternalIP"), "")
+    if not address:
+        raise NetplaneError(f"node {node_name} has no InternalIP address")
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise NetplaneError(f"node {node_name} announces no node API port (its agent runs with "
+                            "--node-api-listen none, or predates it)")
+    return Target(pod=pod, node=node_name, address=address, port=port)
+
+
+def default_connect(addr: tuple[str, int], timeout: float) -> socket.socket:
+    return socket.create_connection(addr, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+    timed_out: bool
+
+
+class _Conn(http.client.HTTPConnection):
+    def __init__(self, target: Target, connect: Connect, read_timeout: float | None) -> None:
+        super().__init__(target.address, target.port, timeout=CONNECT_TIMEOUT)
+        self._connect = connect
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        self.sock = self._connect((self.host, self.port), CONNECT_TIMEOUT)
+        self.sock.settimeout(self._read_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class NodeClient:
+    """Requests to one node's API. Errors: `NotFoundError` (404), `UserError` (400, 405), else
+    `NetplaneError`, each one line naming the node."""
+
+    def __init__(self, target: Target, *, connect: Connect = default_connect) -> None:
+        self.target = target
+        self.connect = connect
+
+    def _request(self, method: str, path: str, *, read_timeout: float | None) -> tuple[_Conn, http.client.HTTPResponse]:
+        t = self.target
+        conn = _Conn(t, self.connect, read_timeout)
+        try:
+            conn.request(method, path, headers={"Accept": "*/*"})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            raise NetplaneError(f"cannot reach node {t.node}'s agent at {t.address}:{t.port}: {why}") from e
+        if resp.status != 200:
+            try:
+                text = resp.read(4096).decode("utf-8", "replace").strip().splitlines()
+            except (OSError, http.client.HTTPException):
+                text = []
+            finally:
+                conn.close()
+            line = text[0] if text else resp.reason
+            if resp.status == 404:
+                raise NotFoundError(line)
+            if resp.status in (400, 405):
+                raise UserError(line)
+            raise NetplaneError(f"node {t.node}: {line} (HTTP {resp.status})")
+        return conn, resp
+
+    def logs(self, namespace: str, pod: str, container: str, *, follow: bool = False, tail: int | None = None,
+             previous: bool = False, read_timeout: float | None = 30.0) -> Iterator[bytes]:
+        """The container's output in chunks, as they come (with `follow`, until it exits).
+        The request is made before the first chunk is asked for, so errors come at once."""
+        query: list[tuple[str, str]] = []
+        if follow:
+            query.append(("follow", "true"))
+        if tail is not None:
+            query.append(("tailLines", str(tail)))
+        if previous:
+            query.append(("previous", "true"))
+        path = f"/containerLogs/{_seg(namespace)}/{_seg(pod)}/{_seg(container)}"
+        conn, resp = self._request("GET", path + (f"?{urlencode(query)}" if query else ""),
+                                   read_timeout=None if follow else read_timeout)
+        return self._chunks(conn, resp)
+
+    def _chunks(self, conn: _Conn, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+        try:
+            while True:
+                try:
+                    data = resp.read1(65536)
+                except (OSError, http.client.HTTPException) as e:
+                    raise NetplaneError(f"the log stream from node {self.target.node} broke off: "
+                                        f"{e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__}") from e
+                if not data:
+                    return
+                yield data
+        finally:
+            conn.close()
+
+    def exec(self, namespace: str, pod: str, container: str, command: Sequence[str], *,
+             timeout: float) -> ExecResult:
+        query = urlencode([("command", c) for c in command] + [("timeout", f"{timeout:g}")])
+        path = f"/exec/{_seg(namespace)}/{_seg(pod)}/{_seg(container)}?{query}"
+        conn, resp = self._request("POST", path, read_timeout=timeout + 30)
+        try:
+            body = json.loads(resp.read())
+            return ExecResult(int(body["exitCode"]), str(body.get("output") or ""), bool(body.get("timedOut")))
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as e:
+            raise NetplaneError(f"node {self.target.node}: unreadable exec reply: {e}") from e
+        finally:
+            conn.close()
+
+
+def _seg(text: str) -> str:
+    return quote(text, safe="")
+
+
+def container_of(pod: Obj, container: str | None) -> str:
+    """`-c` or the pod's only container; kubectl's messages when neither works."""
+    names = [str(c.get("name") or "") for c in pods.spec(pod).get("containers") or []]
+    if container is not None:
+        if container not in names:
+            raise UserError(f"container {container} is not valid for pod {meta.name(pod)}")
+        return container
+    if len(names) != 1:
+        raise UserError(f"a container name must be specified for pod {meta.name(pod)}, "
+                        f"choose one of: [{' '.join(names)}]")
+    return names[0]

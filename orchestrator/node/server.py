@@ -1,0 +1,428 @@
+"""The node API: what kubelet serves on port 10250, cut down to what `netplane logs`, `netplane
+exec` and the API server's `pods/log` proxy need. Started by the node runtime
+(`NodeOptions.api_listen`; `netplane agent --node-api-listen`, default `<node IP>:10250`) and
+announced in the Node's `status.daemonEndpoints.kubeletEndpoint.Port`, as kubelet does.
+
+    GET  /healthz                                            "ok" (503 until the pod cache is synced)
+    GET  /pods                                               PodList: the pods bound to this node
+    GET  /containerLogs/{namespace}/{pod}/{container}        the container's output, chunked
+         ?follow=true   until the container exits (or the client goes)
+         &tailLines=N   the last N lines (records) only
+         &previous=true the instance before the current one (after a restart)
+    POST /exec/{namespace}/{pod}/{container}?command=a&command=b[&timeout=S]
+                                                             JSON {"exitCode", "output", "timedOut"}
+
+kubelet's paths and query parameters. `{container}` may be left out when the pod has one
+container (kubelet requires it; our CLI fills it in). Errors are one line of text: 404 for a
+pod this node does not run or a container the pod does not have, 400 for a bad request
+(including a container that has not started, or one not running for exec), 405 for a wrong
+method, 500 when the runtime fails.
+
+**Not kubelet's exec.** kubelet's exec is a SPDY/WebSocket upgrade carrying stdin, stdout,
+stderr and resizes of an interactive session. This one is not streaming: the command runs to
+completion (or `timeout`, default 300 s, at most 3600 s; then it is killed and `timedOut` is
+true), with no stdin and no TTY, and its stdout and stderr come back combined in one JSON
+reply, decoded as UTF-8 (invalid bytes replaced).
+
+**No authentication.** Plain HTTP, and anyone who reaches the address may read logs and run
+commands in every pod of the node; kubelet serves HTTPS with authentication and authorization.
+Listen only on an address the cluster's own network reaches (the default, the node's underlay
+address), or `none`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from netplane import netns
+from netplane.errors import ConfigError, NetplaneError
+from netplane.httpserver import HTTPServer
+from orchestrator.node.runtime import ContainerInfo, Runtime
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+DEFAULT_PORT = 10250  # kubelet's
+DEFAULT_EXEC_TIMEOUT = 300.0
+MAX_EXEC_TIMEOUT = 3600.0
+_IDLE_CHECK = 1.0  # seconds between looks at a following client's socket while its log is quiet
+
+
+class APIError(NetplaneError):
+    """A request the node API refuses: HTTP status and one line."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`--node-api-listen`: `ADDR:PORT`, `:PORT` (host "" = the node's IP) or `none`."""
+    if text.strip().lower() == "none":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--node-api-listen {text!r}: expected ADDR:PORT, :PORT or none")
+    return host, int(port)
+
+
+# --------------------------------------------------------------------------- requests (pure)
+@dataclass(frozen=True)
+class LogsRequest:
+    namespace: str
+    pod: str
+    container: str | None
+    follow: bool = False
+    tail: int | None = None
+    previous: bool = False
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    namespace: str
+    pod: str
+    container: str | None
+    command: tuple[str, ...]
+    timeout: float = DEFAULT_EXEC_TIMEOUT
+
+
+@dataclass(frozen=True)
+class InfoRequest:
+    what: str  # "healthz" or "pods"
+
+
+Request = LogsRequest | ExecRequest | InfoRequest
+
+_TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # Go's strconv.ParseBool, as kubelet reads them
+_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def _bool(q: Mapping[str, list[str]], name: str) -> bool:
+    values = q.get(name)
+    if not values:
+        return False
+    v = values[-1]
+    if v in _TRUE or v == "":
+        return True
+    if v in _FALSE:
+        return False
+    raise APIError(400, f"{name}={v!r}: expected true or false")
+
+
+def _target(parts: list[str], what: str) -> tuple[str, str, str | None]:
+    if len(parts) not in (2, 3) or not all(parts):
+        raise APIError(404, f"not found: expected /{what}/{{namespace}}/{{pod}}/{{container}}")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def parse(method: str, target: str) -> Request:
+    """What a request asks for; `APIError` (404 unknown path, 405 wrong method, 400 bad query)."""
+    url = urlsplit(target)
+    parts = [unquote(p) for p in url.path.split("/") if p]
+    q = parse_qs(url.query, keep_blank_values=True)
+    if not parts:
+        raise APIError(404, "not found")
+    head, rest = parts[0], parts[1:]
+    if head in ("healthz", "pods") and not rest:
+        if method not in ("GET", "HEAD"):
+            raise APIError(405, f"method {method} not allowed on /{head}")
+        return InfoRequest(head)
+    if head == "containerLogs":
+        ns, pod, container = _target(rest, head)
+        if method not in ("GET", "HEAD"):
+            raise APIError(405, f"method {method} not allowed on /containerLogs")
+        tail: int | None = None
+        if q.get("tailLines"):
+            text = q["tailLines"][-1]
+            try:
+                tail = int(text)
+            except ValueError:
+                raise APIError(400, f"tailLines={text!r}: not an integer") from None
+            if tail < 0:
+                raise APIError(400, f"tailLines={tail}: must be greater than or equal to 0")
+        return LogsRequest(ns, pod, container, follow=_bool(q, "follow"), tail=tail, previous=_bool(q, "previous"))
+    if head == "exec":
+        ns, pod, container = _target(rest, head)
+        if method != "POST":
+            raise APIError(405, f"method {method} not allowed on /exec (a POST here, not kubelet's streaming upgrade)")
+        command = tuple(q.get("command") or ())
+        if not command:
+            raise APIError(400, "you must specify at least one command for the container")
+        timeout = DEFAULT_EXEC_TIMEOUT
+        if q.get("timeout"):
+            text = q["timeout"][-1]
+            try:
+                timeout = float(text)
+            except ValueError:
+                raise APIError(400, f"timeout={text!r}: not a number of seconds") from None
+            if not 0 < timeout <= MAX_EXEC_TIMEOUT:
+                raise APIError(400, f"timeout={text}: must be more than 0 and at most {MAX_EXEC_TIMEOUT:.0f} seconds")
+        return ExecRequest(ns, pod, container, command, timeout)
+    raise APIError(404, f"not found: {url.path}")
+
+
+# --------------------------------------------------------------------------- the node's side
+class PodIndex(Protocol):
+    def by_index(self, name: str, value: str) -> list[Obj]: ...
+
+
+class Node(Protocol):
+    """What the node API reads of the node runtime (`orchestrator.node.kubelet.NodeRuntime`)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def pods(self) -> PodIndex:
+        """The pod informer, indexed by "node"."""
+        ...
+
+    def pod_containers(self, namespace: str, name: str) -> tuple[Obj, list[ContainerInfo]] | None: ...
+
+    def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+def _names(pod: Obj) -> list[str]:
+    return [str(c.get("name") or "") for c in (pod.get("spec") or {}).get("containers") or []]
+
+
+def pick(node: Node, namespace: str, pod_name: str, container: str | None, *,
+         previous: bool = False, running: bool = False) -> ContainerInfo:
+    """The runtime's container a request means: the newest instance of the named container (the
+    one before it with `previous`), running when `running`; `APIError` saying why not."""
+    found = node.pod_containers(namespace, pod_name)
+    if found is None:
+        raise APIError(404, f'pod "{pod_name}" in namespace "{namespace}" is not running on node {node.node}')
+    pod, instances = found
+    names = _names(pod)
+    if container is None:
+        if len(names) != 1:
+            raise APIError(400, f"a container name must be specified for pod {pod_name}, "
+                                f"choose one of: [{' '.join(names)}]")
+        container = names[0]
+    elif container not in names:
+        raise APIError(404, f"container {container} is not valid for pod {pod_name}")
+    history = [c for c in instances if c.name == container]  # oldest attempt first
+    if previous:
+        if len(history) < 2:
+            raise APIError(400, f'previous terminated container "{container}" in pod "{pod_name}" not found')
+        return history[-2]
+    if not history:
+        raise APIError(400, f'container "{container}" in pod "{pod_name}" is waiting to start')
+    current = history[-1]
+    if running and current.state != "running":
+        raise APIError(400, f'container "{container}" in pod "{pod_name}" is not running ({current.state})')
+    return current
+
+
+# --------------------------------------------------------------------------- the server
+class NodeAPIServer:
+    """The HTTP server (one thread per request); `start()` binds (a taken port fails it)."""
+
+    def __init__(self, listen: tuple[str, int], node: Node, *, netns_name: str | None = None) -> None:
+        self.listen = listen
+        self.node = node
+        self.netns_name = netns_name
+        self._server: HTTPServer | None = None
+        self._stop = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._stop.clear()
+        handler = type("Handler", (_Handler,), {"api": self})
+        with netns.inside(self.netns_name):
+            try:
+                self._server = HTTPServer(self.listen, handler)
+            except OSError as e:
+                raise ConfigError(f"node API: cannot listen on {self.listen[0]}:{self.listen[1]}: {e.strerror}") from e
+        threading.Thread(target=self._server.serve_forever, name="node-api", daemon=True).start()
+        log.info("node API (logs, exec; plain HTTP, no authentication) on http://%s:%d", self.listen[0], self.port)
+
+    def stop(self) -> None:
+        self._stop.set()  # streams end (unterminated: a client sees they were cut)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # ------------------------------------------------------------------ answers
+    def info(self, what: str) -> tuple[int, str, bytes]:
+        if what == "healthz":
+            ok, _ = self.node.health()
+            return (200, "text/plain", b"ok") if ok else (503, "text/plain", b"node runtime not synced yet\n")
+        items = self.node.pods.by_index("node", self.node.node)
+        return 200, "application/json", json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                                                    "items": items}).encode()
+
+    def exec(self, r: ExecRequest) -> bytes:
+        c = pick(self.node, r.namespace, r.pod, r.container, running=True)
+        t0 = time.monotonic()
+        try:
+            code, out = self.node.runtime.exec(c.id, list(r.command), timeout=r.timeout)
+        except NetplaneError as e:
+            raise APIError(500, f"exec in container {c.name} of pod {r.pod}: {e}") from e
+        timed_out = code == -1 and time.monotonic() - t0 >= r.timeout - 0.05
+        return json.dumps({"exitCode": code, "output": out.decode("utf-8", "replace"),
+                           "timedOut": timed_out}).encode()
+
+    def logs(self, r: LogsRequest) -> Iterator[bytes]:
+        c = pick(self.node, r.namespace, r.pod, r.container, previous=r.previous)
+        try:
+            return self.node.runtime.logs(c.id, tail=r.tail, follow=r.follow and not r.previous)
+        except NetplaneError as e:
+            raise APIError(500, f"logs of container {c.name} of pod {r.pod}: {e}") from e
+
+
+_END = object()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: NodeAPIServer
+    protocol_version = "HTTP/1.1"  # chunked streams
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 20))  # no body is read by anything here
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        self.close_connection = True
+        try:
+            req = parse(self.command, self.path)
+            if isinstance(req, InfoRequest):
+                self._send(*self.api.info(req.what))
+            elif isinstance(req, ExecRequest):
+                self._send(200, "application/json", self.api.exec(req))
+            else:
+                self._stream(self.api.logs(req))
+        except APIError as e:
+            self._send(e.code, "text/plain; charset=utf-8", f"{e}\n".encode())
+        except Exception as e:  # one line to the client, the story in our log
+            log.exception("node API: %s %s", self.command, self.path)
+            self._send(500, "text/plain; charset=utf-8", f"internal error: {type(e).__name__}: {e}\n".encode())
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if code == 405:
+            self.send_header("Allow", "POST" if self.path.startswith("/exec") else "GET, HEAD")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _stream(self, chunks: Iterator[bytes]) -> None:
+        """Chunked, each piece as the runtime hands it over. The runtime's iterator runs on its
+        own thread, so a client that leaves while the log is quiet is noticed (its socket reads
+        EOF) and its connection closed at once; that thread ends at the log's next output or the
+        container's exit. A runtime failure mid-way cuts the stream without its last chunk, so
+        the client sees an incomplete reply, not a clean end."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            _close(chunks)
+            return
+        self.wfile.flush()
+        q: queue.Queue[object] = queue.Queue(maxsize=16)
+        gone = threading.Event()
+        threading.Thread(target=_produce, args=(chunks, q, gone), name="node-api-logs", daemon=True).start()
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=_IDLE_CHECK)
+                except queue.Empty:
+                    if self.api._stop.is_set() or _peer_closed(self.connection):
+                        return
+                    continue
+                if item is _END:
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                if isinstance(item, BaseException):
+                    log.warning("node API: log stream %s cut: %s", self.path, item)
+                    return
+                assert isinstance(item, bytes)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(item), item))
+                self.wfile.flush()
+        except OSError:  # the client went while we wrote
+            return
+        finally:
+            gone.set()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("node API: " + format, *args)
+
+
+def _produce(chunks: Iterator[bytes], q: queue.Queue[object], gone: threading.Event) -> None:
+    def put(item: object) -> bool:
+        while not gone.is_set():
+            try:
+                q.put(item, timeout=_IDLE_CHECK)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for chunk in chunks:
+            if chunk and not put(chunk):
+                return
+        put(_END)
+    except Exception as e:  # noqa: BLE001 - handed to the writer
+        put(e)
+    finally:
+        _close(chunks)
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001 - closing a stream that already broke
+            log.debug("closing a log stream: %s", e)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """The client closed its end (EOF readable) or reset it."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True

@@ -1,0 +1,223 @@
+"""The node API (`orchestrator.node.server`) and its client (`orchestrator.node.apiclient`):
+routing, kubelet's query parameters, the error codes and their one-line messages, chunked
+logs (following, and a client that leaves while the log is quiet), exec's JSON reply.
+
+The server and client are real, over loopback; only the container runtime under them is a
+stand-in (an adapter), which records what it was asked."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from netplane.errors import ConfigError, NetplaneError, NotFoundError, UserError
+from orchestrator.node.apiclient import NodeClient, Target, container_of
+from orchestrator.node.runtime import ContainerInfo, PodRef
+from orchestrator.node.server import (
+    APIError,
+    ExecRequest,
+    InfoRequest,
+    LogsRequest,
+    NodeAPIServer,
+    parse,
+    parse_listen,
+)
+
+Obj = dict[str, Any]
+
+
+def _pod(name: str, *containers: str) -> Obj:
+    return {"metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+            "spec": {"nodeName": "n1", "containers": [{"name": c, "image": "x"} for c in containers]}}
+
+
+def _c(pod: str, name: str, attempt: int, state: str = "running") -> ContainerInfo:
+    return ContainerInfo(id=f"{pod}-{name}-{attempt}", pod=PodRef(f"uid-{pod}", pod, "default"), name=name,
+                         attempt=attempt, image="x", state=state, created_at=0.0)  # type: ignore[arg-type]
+
+
+class FakeRuntime:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.logs_asked: list[tuple[str, int | None, bool]] = []
+        self.streams: dict[str, Iterator[bytes]] = {}
+
+    def exec(self, container_id: str, cmd: Sequence[str], *, timeout: float) -> tuple[int, bytes]:
+        if cmd[0] == "sleep":
+            time.sleep(timeout)
+            return -1, b"partial"
+        return 3, f"{container_id}: {' '.join(cmd)}\n".encode()
+
+    def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
+        self.logs_asked.append((container_id, tail, follow))
+        if container_id in self.streams:
+            return self.streams[container_id]
+        return iter([b"one\n", b"two\n"])
+
+
+class FakeNode:
+    node = "n1"
+
+    def __init__(self) -> None:
+        self.runtime = FakeRuntime()
+        self.pod_list = {"solo": (_pod("solo", "c"), [_c("solo", "c", 0, "exited"), _c("solo", "c", 1)]),
+                         "duo": (_pod("duo", "a", "b"), [_c("duo", "a", 0, "exited")]),
+                         "new": (_pod("new", "c"), [])}
+        self.pods = self
+
+    def by_index(self, name: str, value: str) -> list[Obj]:
+        return [p for p, _ in self.pod_list.values()]
+
+    def pod_containers(self, namespace: str, name: str) -> tuple[Obj, list[ContainerInfo]] | None:
+        return self.pod_list.get(name) if namespace == "default" else None
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        return True, {}
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[FakeNode, NodeAPIServer]]:
+    node = FakeNode()
+    srv = NodeAPIServer(("127.0.0.1", 0), node)
+    srv.start()
+    yield node, srv
+    srv.stop()
+
+
+def _client(srv: NodeAPIServer) -> NodeClient:
+    return NodeClient(Target(pod={}, node="n1", address="127.0.0.1", port=srv.port))
+
+
+def _raw(srv: NodeAPIServer, method: str, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_parse_routes_and_queries() -> None:
+    assert parse("GET", "/healthz") == InfoRequest("healthz")
+    assert parse("GET", "/pods") == InfoRequest("pods")
+    assert parse("GET", "/containerLogs/ns/p/c?follow=true&tailLines=5") == LogsRequest("ns", "p", "c", follow=True, tail=5)
+    assert parse("GET", "/containerLogs/ns/p") == LogsRequest("ns", "p", None)
+    assert parse("GET", "/containerLogs/ns/p/c?follow=0&previous=1").previous
+    assert parse("POST", "/exec/ns/p/c?command=sh&command=-c&command=echo%20hi&timeout=2") == \
+        ExecRequest("ns", "p", "c", ("sh", "-c", "echo hi"), 2.0)
+    for method, path, code in [("GET", "/nope", 404), ("GET", "/containerLogs/ns", 404),
+                               ("GET", "/containerLogs/ns/p/c/x", 404),
+                               ("GET", "/containerLogs/ns/p/c?tailLines=x", 400),
+                               ("GET", "/containerLogs/ns/p/c?tailLines=-1", 400),
+                               ("GET", "/containerLogs/ns/p/c?follow=maybe", 400),
+                               ("POST", "/containerLogs/ns/p/c", 405), ("GET", "/exec/ns/p/c?command=ls", 405),
+                               ("POST", "/exec/ns/p/c", 400), ("POST", "/exec/ns/p/c?command=ls&timeout=0", 400),
+                               ("POST", "/exec/ns/p/c?command=ls&timeout=99999", 400), ("DELETE", "/pods", 405)]:
+        with pytest.raises(APIError) as e:
+            parse(method, path)
+        assert e.value.code == code, (method, path)
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("none") is None
+    assert parse_listen(":10250") == ("", 10250)
+    assert parse_listen("10.0.0.1:1") == ("10.0.0.1", 1)
+    with pytest.raises(ConfigError):
+        parse_listen("10.0.0.1")
+
+
+def test_info_and_error_codes(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    _, srv = served
+    assert _raw(srv, "GET", "/healthz") == (200, "ok")
+    code, body = _raw(srv, "GET", "/pods")
+    assert code == 200 and {p["metadata"]["name"] for p in json.loads(body)["items"]} == {"solo", "duo", "new"}
+    cases = {
+        "/containerLogs/default/ghost/c": (404, 'pod "ghost" in namespace "default" is not running on node n1'),
+        "/containerLogs/other/solo/c": (404, 'pod "solo" in namespace "other" is not running on node n1'),
+        "/containerLogs/default/solo/x": (404, "container x is not valid for pod solo"),
+        "/containerLogs/default/duo": (400, "a container name must be specified for pod duo, choose one of: [a b]"),
+        "/containerLogs/default/duo/b": (400, 'container "b" in pod "duo" is waiting to start'),
+        "/containerLogs/default/duo/a?previous=true": (400, 'previous terminated container "a" in pod "duo" not found'),
+        "/nope": (404, "not found: /nope"),
+    }
+    for path, (code, line) in cases.items():
+        assert _raw(srv, "GET", path) == (code, line + "\n"), path
+    code, body = _raw(srv, "POST", "/exec/default/duo/a?command=ls")
+    assert (code, body) == (400, 'container "a" in pod "duo" is not running (exited)\n')
+
+
+def test_logs_pick_the_instance_and_pass_the_query(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    node, srv = served
+    client = _client(srv)
+    assert b"".join(client.logs("default", "solo", "c", tail=1)) == b"one\ntwo\n"
+    assert b"".join(client.logs("default", "solo", "c", previous=True)) == b"one\ntwo\n"
+    assert _raw(srv, "GET", "/containerLogs/default/solo") == (200, "one\ntwo\n")  # the only container
+    assert node.runtime.logs_asked == [("solo-c-1", 1, False), ("solo-c-0", None, False), ("solo-c-1", None, False)]
+    with pytest.raises(NotFoundError, match="container x is not valid for pod solo"):
+        client.logs("default", "solo", "x")
+    with pytest.raises(UserError, match="a container name must be specified"):
+        client.logs("default", "duo", "")  # an empty segment: the path has no container
+
+
+def test_follow_streams_as_it_comes_and_notices_a_client_that_left(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    node, srv = served
+    more, closed = threading.Event(), threading.Event()
+
+    def stream() -> Iterator[bytes]:
+        try:
+            yield b"first\n"
+            more.wait(10)
+            yield b"second\n"
+            threading.Event().wait(10)  # quiet; never ends by itself
+        finally:
+            closed.set()
+
+    node.runtime.streams["solo-c-1"] = stream()
+    chunks = _client(srv).logs("default", "solo", "c", follow=True)
+    assert next(chunks) == b"first\n"  # before the stream has ended
+    chunks.close()  # the client leaves while the log is quiet
+    time.sleep(1.5)  # the server looks at a quiet client's socket every second
+    more.set()  # the next output finds nobody: the runtime's stream is closed
+    assert closed.wait(5), "the runtime's log stream was not closed after its client left"
+
+    node.runtime.streams["solo-c-1"] = iter([b"a\n", b"b\n"])
+    assert b"".join(_client(srv).logs("default", "solo", "c", follow=True)) == b"a\nb\n"  # ends with the log
+
+    def broken() -> Iterator[bytes]:
+        yield b"a\n"
+        raise NetplaneError("runtime went away")
+
+    node.runtime.streams["solo-c-1"] = broken()
+    with pytest.raises(NetplaneError, match="broke off"):
+        b"".join(_client(srv).logs("default", "solo", "c", follow=True))
+
+
+def test_exec_reply(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    _, srv = served
+    r = _client(srv).exec("default", "solo", "c", ["sh", "-c", "echo hi; exit 3"], timeout=5)
+    assert (r.exit_code, r.output, r.timed_out) == (3, "solo-c-1: sh -c echo hi; exit 3\n", False)
+    r = _client(srv).exec("default", "solo", "c", ["sleep"], timeout=0.2)
+    assert (r.exit_code, r.output, r.timed_out) == (-1, "partial", True)
+
+
+def test_client_errors_are_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here once closed
+    client = NodeClient(Target(pod={}, node="n9", address="127.0.0.1", port=port))
+    with pytest.raises(NetplaneError, match=r"cannot reach node n9's agent at 127.0.0.1:\d+: Connection refused"):
+        client.exec("default", "p", "c", ["true"], timeout=1)
+    assert container_of(_pod("p", "only"), None) == "only"
+    with pytest.raises(UserError, match=r"choose one of: \[a b\]"):
+        container_of(_pod("p", "a", "b"), None)
+    with pytest.raises(UserError, match="container z is not valid for pod p"):
+        container_of(_pod("p", "a"), "z")
