@@ -18,6 +18,8 @@ from netplane.agent.agent import Agent, AgentOptions, check_options
 from netplane.agent.component import ComponentFactory
 from netplane.agent.health import parse_listen
 from netplane.errors import ConfigError
+from orchestrator.node.server import DEFAULT_PORT as DEFAULT_NODE_API_PORT
+from orchestrator.node.server import parse_listen as parse_node_api_listen
 
 if TYPE_CHECKING:
     from netplane.cli.main import Settings
@@ -70,6 +72,9 @@ def _ip(text: str | None) -> IPv4Address | None:
               help="Seconds between node heartbeats (the node lease lasts 40 s).")
 @click.option("--crashloop-backoff", metavar="INITIAL:CAP:RESET", default="10:300:600", show_default=True,
               help="Crash-loop back-off in seconds: first hold, cap of the doubling, run time that resets it.")
+@click.option("--node-api-listen", metavar="ADDR:PORT|none",
+              help="The node API (logs, exec; kubelet's paths; plain HTTP, no authentication) listens here "
+                   "[default: <node IP>:10250]; none: off.")
 @click.pass_obj
 def agent(
     settings: Settings,
@@ -93,6 +98,7 @@ def agent(
     runtime_id: str | None,
     heartbeat: float,
     crashloop_backoff: str,
+    node_api_listen: str | None,
 ) -> None:
     """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
     opts = AgentOptions(
@@ -113,10 +119,14 @@ def agent(
     components: list[ComponentFactory] = []
     if proxy_mode != "none":
         components.append(wiring.proxy(mode=proxy_mode, cgroup=proxy_cgroup))
+    api_listen = ("", DEFAULT_NODE_API_PORT) if node_api_listen is None else parse_node_api_listen(node_api_listen)
     if runtime != "none":
         components.append(wiring.node_runtime(runtime=runtime, state_dir=runtime_dir, runtime_id=runtime_id,
                                               cgroup=proxy_cgroup, heartbeat=heartbeat,
-                                              backoff=_backoff(crashloop_backoff)))
+                                              backoff=_backoff(crashloop_backoff),
+                                              options={"api_listen": api_listen}))
+    elif node_api_listen is not None and api_listen is not None:
+        raise ConfigError("--node-api-listen needs --runtime (the node API serves the node runtime's pods)")
     if stats_listen:
         components.append(wiring.stats(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
     elif stats_sources or stats_cgroups:
