@@ -83,6 +83,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "cordon": ("nodes", "cordon"),
     "uncordon": ("nodes", "uncordon"),
     "drain": ("nodes", "drain"),
+    "logs": ("podio", "logs"),
+    "exec": ("podio", "exec_cmd"),
     "master": ("master", "master"),
 }
 

@@ -1,0 +1,166 @@
+"""`netplane logs` and `netplane exec`: a pod's output and a command in it, through its node's
+agent (the node API, `orchestrator.node.server`), as kubectl goes through the kubelet.
+
+The pod is read from etcd; its `spec.nodeName` names the Node, whose InternalIP and
+`status.daemonEndpoints.kubeletEndpoint.Port` say where that agent listens
+(`orchestrator.node.apiclient`). A lab's underlay exists only inside the lab's namespaces, so
+when the node is a host of the current lab (the context file names the lab), the connection is
+opened from inside that host's network namespace, on a thread of its own (setns(2) moves only
+the calling thread); the socket stays there and is used from here. So both work from the root
+shell.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import click
+
+from netplane.cli.resources import namespace_option, objects_of
+from netplane.errors import LabError, NetplaneError, UserError
+
+if TYPE_CHECKING:
+    from netplane.cli.main import Settings
+    from orchestrator.node.apiclient import Connect, NodeClient, Target
+
+
+def _pod_name(text: str) -> str:
+    kind, slash, name = text.partition("/")
+    if not slash:
+        return text
+    if kind not in ("pod", "pods", "po") or not name:
+        raise UserError(f"{text!r}: expected a pod (NAME or pod/NAME)")
+    return name
+
+
+def connect_in_netns(ns: str) -> Connect:
+    """Opens connections from inside network namespace `ns` (a name under /run/netns or a path)."""
+
+    def connect(addr: tuple[str, int], timeout: float) -> socket.socket:
+        from netplane import netns
+
+        got: list[socket.socket | BaseException] = []
+
+        def run() -> None:  # this thread enters the namespace for good and then ends
+            try:
+                netns.enter(ns)
+                got.append(socket.create_connection(addr, timeout=timeout))
+            except (OSError, NetplaneError) as e:
+                got.append(e)
+
+        t = threading.Thread(target=run, name=f"connect-in-{ns}", daemon=True)
+        t.start()
+        t.join()
+        if not got:
+            raise OSError(f"connecting from network namespace {ns} failed")
+        if isinstance(got[0], BaseException):
+            raise got[0]
+        return got[0]
+
+    return connect
+
+
+def lab_netns(settings: Settings, target: Target) -> str | None:
+    """The network namespace of the current lab's host that is `target`'s node, if it is one
+    (same host name and the Node's InternalIP is that host's underlay address)."""
+    lab = settings.resolved().lab
+    if lab is None:
+        return None
+    from netplane.lab.state import LabState
+
+    try:
+        topo = LabState.load(lab).topology
+        host = topo.host(target.node)
+    except (LabError, NetplaneError, KeyError):
+        return None
+    if str(host.underlay_ip) != target.address:
+        return None
+    return topo.netns(host.name)
+
+
+def _client(settings: Settings, namespace: str, pod: str) -> tuple[Target, NodeClient]:
+    from orchestrator.node.apiclient import NodeClient, default_connect, locate
+
+    target = locate(objects_of(settings), namespace, _pod_name(pod))
+    ns = lab_netns(settings, target)
+    return target, NodeClient(target, connect=connect_in_netns(ns) if ns else default_connect)
+
+
+@click.command("logs")
+@click.argument("pod")
+@click.option("-c", "--container", metavar="NAME", help="The container (default: the pod's only one).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container exits (or Ctrl-C).")
+@click.option("--tail", type=int, default=-1, show_default=True, metavar="N",
+              help="Only the last N lines (-1: all).")
+@click.option("-p", "--previous", is_flag=True, help="The previous instance of the container (after a restart).")
+@namespace_option
+@click.pass_context
+def logs(ctx: click.Context, pod: str, container: str | None, follow: bool, tail: int, previous: bool,
+         namespace: str) -> None:
+    """Print a container's output (stdout and stderr), like `kubectl logs POD [-c C] [-f]`."""
+    from orchestrator.node.apiclient import container_of
+
+    settings: Settings = ctx.obj
+    if tail < -1:
+        raise UserError(f"--tail {tail}: must be -1 (all) or a number of lines >= 0")
+    target, client = _client(settings, namespace, pod)
+    name = (target.pod.get("metadata") or {}).get("name") or pod
+    out = sys.stdout.buffer
+    try:
+        for chunk in client.logs(namespace, name, container_of(target.pod, container), follow=follow,
+                                 tail=None if tail < 0 else tail, previous=previous):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        ctx.exit(130)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        _quiet_stdout()
+
+
+@click.command("exec")
+@click.argument("pod")
+@click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARG...]")
+@click.option("-c", "--container", metavar="NAME", help="The container (default: the pod's only one).")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=300.0, show_default=True, metavar="SECONDS",
+              help="Seconds before the command is killed.")
+@namespace_option
+@click.pass_context
+def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: str | None, timeout: float,
+             namespace: str) -> None:
+    """Run COMMAND in a container of POD and exit with its exit code, like `kubectl exec POD
+    [-c C] -- COMMAND`.
+
+    Not interactive: no stdin, no TTY; the command runs to its end (or --timeout) and its
+    stdout and stderr are printed together afterwards.
+    """
+    from orchestrator.node.apiclient import container_of
+
+    settings: Settings = ctx.obj
+    target, client = _client(settings, namespace, pod)
+    name = (target.pod.get("metadata") or {}).get("name") or pod
+    result = client.exec(namespace, name, container_of(target.pod, container), command, timeout=timeout)
+    try:
+        sys.stdout.write(result.output)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    if result.timed_out:
+        raise NetplaneError(f"command timed out after {timeout:g} s and was killed")
+    if result.exit_code < 0:
+        raise NetplaneError(f"command ended without an exit code ({result.exit_code})")
+    ctx.exit(result.exit_code)
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE on stdout: point it at /dev/null so the interpreter's final flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
