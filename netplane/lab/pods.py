@@ -1,19 +1,24 @@
 """Stand-in pods on lab hosts: a network namespace plumbed into the host's pod bridge.
 
-Until the orchestrator runs real pods, a lab pod is what the overlay needs to be seen working:
-`np-<lab>-p-<pod>` joined to host's bridge `np0` with the next free address of the host's
-leased subnet (read from the agent's subnet file). Each pod is recorded in the lab state
+Kept beside the orchestrator's pods: a bare namespace with no runtime, no etcd object and no
+controller is what overlay and proxy tests (and `net trace`) want — the network alone, nothing
+that restarts or moves. `np-<lab>-p-<pod>` is joined to the host's bridge `np0` with an address
+of the host's leased subnet (read from the agent's subnet file). On a host that runs a node
+runtime the address comes from that runtime's own IPAM records (owner `lab-pod/<pod>`), so a
+stand-in pod and a real pod never get the same address. Each pod is recorded in the lab state
 before it is plumbed, so `lab down` removes it even if plumbing failed halfway.
 """
 
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Interface
 from typing import Any
 
 from netplane import podnet
 from netplane.errors import ConfigError
 from netplane.lab.builder import Lab
+from netplane.subnet import subnetfile
 
 POD_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
@@ -43,7 +48,17 @@ def add(lab: Lab, host: str, pod: str) -> dict[str, Any]:
     podnet.create_netns(ns)
     lab.state.record("pod", name=pod, host=host, netns=ns, index=index)
     item = lab.state.find("pod", name=pod)[0]
-    net = podnet.add_pod_from_subnet_file(ns, host_netns=lab.netns(host), subnet_file=subnet_file, index=index)
+    ipam = _ipam(lab, host)
+    if ipam is None:
+        net = podnet.add_pod_from_subnet_file(ns, host_netns=lab.netns(host), subnet_file=subnet_file, index=index)
+    else:
+        item["ipam_owner"] = f"lab-pod/{pod}"
+        lab.state.save()
+        ip = ipam.allocate(item["ipam_owner"])
+        sf = subnetfile.read(subnet_file)
+        assert sf is not None
+        net = podnet.add_pod_network(ns, host_netns=lab.netns(host), address=IPv4Interface((ip, sf.subnet.prefixlen)),
+                                     mtu=sf.mtu)
     item["ip"] = str(net.address.ip)
     lab.state.save()
     return dict(item)
@@ -65,6 +80,23 @@ def remove_recorded(lab: Lab, item: dict[str, Any]) -> None:
     if netns.exists(host_ns) and netns.exists(item["netns"]):
         podnet.remove_pod_network(item["netns"], host_netns=host_ns)
     podnet.delete_netns(item["netns"])
+    if item.get("ipam_owner"):
+        ipam = _ipam(lab, item["host"])
+        if ipam is not None:
+            ipam.release(item["ipam_owner"])
+
+
+def _ipam(lab: Lab, host: str) -> Any:
+    """The host's node-runtime IPAM, when the lab runs one (else None: addresses by index)."""
+    if lab.topology.runtime == "none":
+        return None
+    from netplane.lab.cluster import runtime_dir
+    from orchestrator.node.ipam import HostLocalIPAM
+
+    sf = subnetfile.read(lab.host_dir(host) / "subnet.env")
+    if sf is None:
+        return None
+    return HostLocalIPAM(sf.subnet, runtime_dir(lab, host) / "ipam")
 
 
 def listing(lab: Lab) -> list[dict[str, Any]]:

@@ -223,9 +223,17 @@ def test_rc_pods_across_hosts_behind_a_service_replaced_and_scaled(
     wait_for(lambda: victim not in {p["metadata"]["name"] for p in pods_of(lab)} and len(ready_pods(lab)) == 3,
              timeout=60, what=f"{victim} removed and replaced")
 
+    # a stand-in pod (`lab pod add`) takes its address from the host's runtime IPAM: never a pod's
+    from netplane.lab import pods as lab_pods
+
+    stand = lab_pods.add(lab, "h1", "stand")
+    owner = (cluster.runtime_dir(lab, "h1") / "ipam" / stand["ip"]).read_text().strip()
+    assert owner == "lab-pod/stand", owner
+
     # scale up, then down; the runtime holds exactly what etcd says
     np(lab, "scale", "rc", "web", "--replicas", "5")
     wait_for(lambda: len(ready_pods(lab)) == 5, timeout=60, what="5 ready pods")
+    assert stand["ip"] not in {p["status"]["podIP"] for p in ready_pods(lab)}
     np(lab, "scale", "rc", "web", "--replicas", "1")
     wait_for(lambda: len(pods_of(lab)) == 1 and len(ready_pods(lab)) == 1, timeout=60, what="1 pod left")
     (last,) = pods_of(lab)
