@@ -4,7 +4,8 @@ Each container has its own housekeeping interval: 1 s by default, doubling (up t
 `max_interval`) while its stats do not change and back to 1 s as soon as they do, like
 cAdvisor's dynamic housekeeping. Every tick reads all due containers with one batch call of
 the reader (C: one call into the extension). Discovery runs on its own slower interval; a
-container that disappears from discovery is dropped and its descriptors are closed.
+container that disappears from discovery is dropped and its descriptors are closed, except
+while the source that reported it fails (dockerd restarting is not "every container is gone").
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class _Tracked:
     interval: float
     next_due: float
     last_fp: tuple[object, ...] | None = None
+    origin: int = -1  # index of the discovery source it came from (kept while that one fails)
 
 
 @dataclass(frozen=True)
@@ -141,26 +143,34 @@ class Collector:
         t.next_due = mono + t.interval - self.interval / 2
 
     def discover_now(self) -> None:
-        sources = self.discover if isinstance(self.discover, Sequence) else [self.discover]
+        sources = list(self.discover) if isinstance(self.discover, Sequence) else [self.discover]
         found: dict[str, Container] = {}
+        origin: dict[str, int] = {}  # container id -> index of the source that gave it
+        failed: set[int] = set()
         errors = []
-        for src in sources:
+        for i, src in enumerate(sources):
             try:
                 for c in src.list():
-                    found.setdefault(c.id, c)
+                    if c.id not in found:
+                        found[c.id], origin[c.id] = c, i
             except NetplaneError as e:
+                failed.add(i)
                 errors.append(str(e))
                 log.warning("stats discovery: %s", e)
         self.discovery_error = "; ".join(errors) or None
         self._next_discovery = self.clock() + self.discover_interval
         assert self.hierarchy is not None and self.reader is not None
         with self._lock:
-            if errors and not found:
-                return  # a failing source is not "every container is gone"
+            # a failing source is not "all its containers are gone": keep what it gave last time
+            for cid, t in self._tracked.items():
+                if cid not in found and t.origin in failed:
+                    found[cid], origin[cid] = t.container, t.origin
             for cid in [k for k in self._tracked if k not in found]:
                 del self._tracked[cid]
             for cid, c in found.items():
                 old = self._tracked.get(cid)
+                if old is not None:
+                    old.origin = origin[cid]
                 if old is not None and old.container == c:
                     continue
                 try:
@@ -175,7 +185,7 @@ class Collector:
                     old.container, old.spec = c, spec
                 else:
                     self._tracked[cid] = _Tracked(container=c, spec=spec, samples=deque(),
-                                                  interval=self.interval, next_due=0.0)
+                                                  interval=self.interval, next_due=0.0, origin=origin[cid])
             self.reader.retain(self._tracked.keys())
 
     # ------------------------------------------------------------------ queries

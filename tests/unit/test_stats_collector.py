@@ -162,3 +162,34 @@ def test_failing_discovery_keeps_tracked_containers(tree) -> None:
     assert [c.id for c in col.containers()] == ["/a"] and col.discovery_error == "docker: down"
     assert StatsAPI(col).handle("/healthz").status == 200
     col.stop()
+
+
+def test_a_failing_source_keeps_its_containers_and_only_its_own(tree) -> None:
+    """Two sources: while one fails, what it reported last stays tracked; the other's changes
+    still apply (a dockerd restart must not drop the pods, nor keep a removed cgroup)."""
+    from stats.discovery import DiscoveryError
+
+    tmp, h = tree
+    for p in ("/a", "/b", "/c"):
+        _write(tmp, p, 1, 1)
+    state = {"fail": False}
+    other = ["/b", "/c"]
+
+    class Flaky:
+        def list(self) -> list[Container]:
+            if state["fail"]:
+                raise DiscoveryError("docker: down")
+            return [Container(id="/a", name="a", cgroup_path="/a")]
+
+    col = Collector(discover=[Flaky(), CgroupSource(lambda: list(other))], hierarchy=h, reader=make_reader("c"),
+                    discover_interval=0.0)
+    col.tick()
+    assert {c.id for c in col.containers()} == {"/a", "/b", "/c"}
+    state["fail"] = True
+    other.remove("/c")
+    col.tick()
+    assert {c.id for c in col.containers()} == {"/a", "/b"} and col.discovery_error == "docker: down"
+    state["fail"] = False
+    col.tick()
+    assert {c.id for c in col.containers()} == {"/a", "/b"} and col.discovery_error is None
+    col.stop()
