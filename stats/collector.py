@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from netplane.errors import NetplaneError
 from stats.cgroups import CgroupSpec, CgroupStats, Hierarchy, Reader, first_pid, make_reader
 from stats.derive import Rates, fingerprint, rates
-from stats.discovery import Container, Discovery
+from stats.discovery import Container, Discovery, kube_labels
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,9 @@ def sample_json(c: Container, samples: Sequence[Sample]) -> list[dict[str, objec
         d: dict[str, object] = {"timestamp": s.timestamp, **s.stats.to_json()}
         d["id"] = c.id
         d["name"] = c.name
+        d["cgroup"] = c.cgroup_path  # the metrics' `id`
+        d["namespace"], d["pod"], d["container"] = kube_labels(c)  # as on the metrics
+        d["labels"] = c.label_map
         if i > 0:
             p = samples[i - 1]
             d["rates"] = rates(p.stats, p.monotonic, s.stats, s.monotonic).to_json()

@@ -1,9 +1,22 @@
 """Which containers exist: the collector's pluggable discovery sources.
 
 A source returns `Container`s (id, name, image, labels, cgroup path, a pid for the network
-namespace). Two sources now: Docker through the docker SDK (one list call per discovery, one
-inspect per container never seen before), and `CgroupSource`, a callable that yields cgroup
-paths (with optional names/pids), which is how the orchestrator's pods plug in later.
+namespace). The sources:
+
+- `RootSource`: the host's root cgroup `/`, which cAdvisor always reports (a host without
+  containers still has its own usage);
+- `DockerSource`: Docker through the docker SDK (one list call per discovery, one inspect per
+  container never seen before), optionally filtered (a node runtime's own containers: one
+  dockerd may serve several nodes), plus the pod-level cgroups of Kubernetes-labelled
+  containers (the `pod<uid>` cgroup parent they share);
+- `CgroupSource`, a callable that yields cgroup paths or entries with names, pids and labels:
+  how a node runtime without Docker hands its pods' and containers' cgroups over (the
+  namespace runtime's `stats_entries`).
+
+Pods are recognised by dockershim's labels (`io.kubernetes.pod.name`/`.namespace`/`.uid`,
+`io.kubernetes.container.name`, `POD` for the sandbox); `kube_labels` turns them into the
+`namespace`, `pod` and `container` labels kubelet's /metrics/cadvisor adds (`container=""` for
+a pod-level cgroup, and for anything that is not a pod's).
 """
 
 from __future__ import annotations
@@ -16,6 +29,16 @@ from typing import Any, Protocol
 from netplane.errors import NetplaneError
 
 log = logging.getLogger(__name__)
+
+
+# dockershim's labels (kubernetes pkg/kubelet/types/labels.go, dockershim/docker_sandbox.go)
+POD_NAME_LABEL = "io.kubernetes.pod.name"
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+POD_UID_LABEL = "io.kubernetes.pod.uid"
+CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
+DOCKER_TYPE_LABEL = "io.kubernetes.docker.type"
+SANDBOX_TYPE = "podsandbox"
+ROOT = "/"
 
 
 class DiscoveryError(NetplaneError):
@@ -35,6 +58,26 @@ class Container:
     @property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
+
+
+def kube_labels(c: Container) -> tuple[str, str, str]:
+    """(namespace, pod, container) as kubelet labels cAdvisor's series
+    (`containerPrometheusLabelsFunc`): from the io.kubernetes.* labels, "" where absent, so
+    a pod-level cgroup has container "" and the sandbox container "POD"."""
+    labels = c.label_map
+    return (labels.get(POD_NAMESPACE_LABEL, ""), labels.get(POD_NAME_LABEL, ""),
+            labels.get(CONTAINER_NAME_LABEL, ""))
+
+
+@dataclass
+class RootSource:
+    """The host's root cgroup `/` (id and name "/"), as cAdvisor always reports it; network
+    counters from PID 1's namespace (the host's)."""
+
+    pid: int | None = 1
+
+    def list(self) -> list[Container]:
+        return [Container(id=ROOT, name=ROOT, cgroup_path=ROOT, pid=self.pid, source="root")]
 
 
 class Discovery(Protocol):
@@ -71,7 +114,13 @@ class CgroupSource:
 
     def list(self) -> list[Container]:
         out: list[Container] = []
-        for item in self.paths():
+        try:
+            items = list(self.paths())
+        except NetplaneError as e:
+            raise DiscoveryError(f"{self.source}: {e}") from e
+        except Exception as e:  # any callable's failure (a runtime's state read mid-change)
+            raise DiscoveryError(f"{self.source}: cannot list cgroups: {type(e).__name__}: {e}") from e
+        for item in items:
             if isinstance(item, str):
                 out.append(Container(id=item, name=item, cgroup_path=item, source=self.source))
                 continue
@@ -92,9 +141,19 @@ class CgroupSource:
 
 @dataclass
 class DockerSource:
-    """Running Docker containers via the docker SDK (low-level API: one list per call)."""
+    """Running Docker containers via the docker SDK (low-level API: one list per call), and the
+    pod-level cgroup of every pod among them.
+
+    `filters` are Docker's list filters (`{"label": ["netplane.io/node=h1"]}`: one node
+    runtime's containers). A container labelled with its pod (dockershim's
+    `io.kubernetes.pod.*`) whose cgroup sits in a parent named `pod<uid>` (the node runtime's
+    per-pod cgroup parent) also yields that parent, labelled with the pod's name, namespace
+    and uid and no container name, named `<namespace>/<pod>`, with the sandbox's pid (the
+    pod's network namespace)."""
 
     client: Any = None  # docker.DockerClient; created lazily from the environment
+    filters: Mapping[str, Any] | None = None
+    pods: bool = True
     _known: dict[str, Container] = field(default_factory=dict)
 
     def _api(self) -> Any:
@@ -110,7 +169,7 @@ class DockerSource:
     def list(self) -> list[Container]:
         api = self._api()
         try:
-            rows = api.containers()
+            rows = api.containers(filters=dict(self.filters)) if self.filters else api.containers()
         except Exception as e:
             raise DiscoveryError(f"docker: cannot list containers: {e}") from e
         out: list[Container] = []
@@ -129,7 +188,7 @@ class DockerSource:
             out.append(c)
         for cid in [k for k in self._known if k not in seen]:
             del self._known[cid]
-        return out
+        return (out + pod_cgroups(out)) if self.pods else out
 
     def _inspect(self, api: Any, cid: str) -> Container | None:
         try:
@@ -153,3 +212,25 @@ class DockerSource:
             pid=pid,
             source="docker",
         )
+
+
+def pod_cgroups(containers: Iterable[Container]) -> list[Container]:
+    """The pod-level cgroups of Kubernetes-labelled containers: the `pod<uid>` parent their
+    cgroups share (see `DockerSource`); a container elsewhere (no such parent) adds none."""
+    pods: dict[str, Container] = {}
+    for c in containers:
+        labels = c.label_map
+        uid = labels.get(POD_UID_LABEL, "")
+        parent, _, leaf = c.cgroup_path.rstrip("/").rpartition("/")
+        if not uid or not leaf or parent.rpartition("/")[2] != f"pod{uid}":
+            continue
+        sandbox = labels.get(DOCKER_TYPE_LABEL) == SANDBOX_TYPE
+        old = pods.get(parent)
+        if old is not None and not sandbox:
+            continue  # the sandbox's pid is the pod's; any container's is the same network
+        keep = {k: labels[k] for k in (POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL) if k in labels}
+        ns, name = labels.get(POD_NAMESPACE_LABEL, ""), labels.get(POD_NAME_LABEL, "")
+        pods[parent] = Container(id=parent, name=f"{ns}/{name}" if name else parent, cgroup_path=parent,
+                                 labels=tuple(sorted(keep.items())),
+                                 pid=c.pid, source=c.source)
+    return list(pods.values())

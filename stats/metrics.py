@@ -2,7 +2,10 @@
 
 A custom prometheus_client collector builds the families from the collector's newest sample
 of every container at scrape time; nothing is registered globally (its own registry).
-Labels on every container series: `id` (cgroup path), `name`, `image`.
+Labels on every container series: `id` (cgroup path), `name`, `image`, and the three kubelet's
+/metrics/cadvisor adds from the io.kubernetes.* labels: `namespace`, `pod` and `container`
+(empty where absent: `container=""` on a pod-level cgroup, `"POD"` on the sandbox, all three
+empty on the root cgroup `/` and on anything that is not a pod's).
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 
 from stats.collector import Collector, Sample
-from stats.discovery import Container
+from stats.discovery import Container, kube_labels
 from stats.machine import MachineInfo
 
-BASE = ["id", "name", "image"]
+BASE = ["id", "name", "image", "namespace", "pod", "container"]
 
 
 def _base(c: Container) -> list[str]:
-    return [c.cgroup_path, c.name, c.image]
+    return [c.cgroup_path, c.name, c.image, *kube_labels(c)]
 
 
 class _Families:

@@ -4,7 +4,7 @@
 agent can mount it in its own server; `serve()` runs it on a ThreadingHTTPServer in a thread
 and returns a handle with `.stop()`.
 
-  /healthz                  "ok" (503 while discovery fails and nothing is tracked)
+  /healthz                  "ok" (503 while discovery fails and nothing but the root cgroup is tracked)
   /api/v2.0/machine         machine facts
   /api/v2.0/stats           every container: its newest samples (?count=N, default 2)
   /api/v2.0/stats/<name>    one container by name, id, short id or cgroup path (?count=N)
@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from netplane.errors import ConfigError
 from netplane.httpserver import HTTPServer as ThreadingHTTPServer
 from stats.collector import Collector, sample_json
+from stats.discovery import ROOT
 from stats.machine import MachineInfo, machine_info
 from stats.metrics import registry_for
 
@@ -61,9 +62,9 @@ class StatsAPI:
         except ValueError:
             return _json(400, {"error": "count must be a positive integer"})
         if path == "/healthz":
-            own = self.collector.own_stats()
-            if self.collector.discovery_error and own.containers == 0:
-                return Response(503, "text/plain", f"discovery failing: {self.collector.discovery_error}\n".encode())
+            failing = self.collector.discovery_error
+            if failing and all(c.id == ROOT for c in self.collector.containers()):
+                return Response(503, "text/plain", f"discovery failing: {failing}\n".encode())
             return Response(200, "text/plain", b"ok\n")
         if path == "/metrics":
             return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))

@@ -3,16 +3,22 @@
 `netplane stats serve` runs it standalone; `netplane agent --stats-listen` runs the same thing
 as an agent component (it has `name`, `start()` and `stop()`), so a host serves the same
 endpoints either way.
+
+Sources: the root cgroup `/` always (as cAdvisor), then `docker` and/or `cgroup` as asked,
+then whatever is handed over with `add_source` — in the agent, the node runtime's pods
+(`netplane.agent.wiring`), before or after the service started.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from netplane.errors import ConfigError
 from stats.collector import Collector
+from stats.discovery import Discovery
 from stats.server import ServerHandle, parse_listen, serve
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,9 @@ class StatsService:
     name: str = "stats"
     collector: Collector | None = field(default=None, init=False)
     handle: ServerHandle | None = field(default=None, init=False)
+    _added: list[Discovery] = field(default_factory=list, init=False)
+    _live: list[Discovery] | None = field(default=None, init=False)  # the running collector's sources
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.host, self.port = parse_listen(self.listen)
@@ -48,16 +57,28 @@ class StatsService:
     def url(self) -> str:
         return self.handle.url if self.handle else f"http://{self.host}:{self.port}"
 
+    def add_source(self, source: Discovery) -> None:
+        """One more discovery source (e.g. a node runtime's pods), listed from the next
+        discovery on; also before `start`. A container id several sources report is taken
+        from the first: root, docker, cgroup, then these in the order added."""
+        with self._lock:
+            self._added.append(source)
+            if self._live is not None:
+                self._live.append(source)  # the collector lists a copy of this list each round
+
     def start(self) -> None:
         from stats.cgroups import make_reader
-        from stats.discovery import CgroupSource, Discovery, DockerSource
+        from stats.discovery import CgroupSource, DockerSource, RootSource
 
-        srcs: list[Discovery] = []
+        srcs: list[Discovery] = [RootSource()]
         if "docker" in self.chosen:
             srcs.append(DockerSource())
         if "cgroup" in self.chosen:
             paths = list(self.cgroups)
             srcs.append(CgroupSource(lambda: paths))
+        with self._lock:
+            srcs += self._added
+            self._live = srcs
         self.collector = Collector(
             discover=srcs, interval=self.interval, max_interval=self.max_interval,
             reader=make_reader(self.reader),  # type: ignore[arg-type]
@@ -73,3 +94,5 @@ class StatsService:
         if self.collector is not None:
             self.collector.stop()
             self.collector = None
+        with self._lock:
+            self._live = None

@@ -116,7 +116,7 @@ def test_metrics_pass_promtool_and_network_is_per_netns(world) -> None:
         import urllib.request
 
         text = urllib.request.urlopen(handle.url + "/metrics").read()
-        assert b'container_network_transmit_packets_total{id="' + cg.path.encode() in text
+        assert b'container_network_transmit_packets_total{container="",id="' + cg.path.encode() in text
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.strip() == b"" and check.stderr.strip() == b"", check.stdout + check.stderr

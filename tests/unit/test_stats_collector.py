@@ -112,7 +112,11 @@ def test_malformed_source_entries_are_skipped(tree) -> None:
 def test_api_endpoints_and_metric_names(tree) -> None:
     tmp, h = tree
     _write(tmp, "/pod/web", 2_000_000_000, 4096)
-    src = CgroupSource(lambda: [{"path": "/pod/web", "name": "web", "id": "f" * 64, "image": "busybox"}])
+    _write(tmp, "/pod", 3_000_000_000, 8192)
+    pod = {"io.kubernetes.pod.name": "web-1", "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.uid": "u1"}
+    src = CgroupSource(lambda: [{"path": "/pod/web", "name": "web", "id": "f" * 64, "image": "busybox",
+                                 "labels": {**pod, "io.kubernetes.container.name": "web", "other": "x"}},
+                                {"path": "/pod", "name": "shop/web-1", "labels": pod}])
     col = Collector(discover=src, hierarchy=h, reader=make_reader("c"))
     col.tick()
     api = StatsAPI(col)
@@ -124,12 +128,21 @@ def test_api_endpoints_and_metric_names(tree) -> None:
         assert r.status == 200, name
         body = json.loads(r.body)
         assert body["web"][0]["cpu"]["usage_seconds"] == 2.0 and body["web"][0]["memory"]["usage_bytes"] == 4096
+        assert (body["web"][0]["namespace"], body["web"][0]["pod"], body["web"][0]["container"]) == ("shop", "web-1", "web")
+        assert body["web"][0]["labels"]["other"] == "x"
+    pod_json = json.loads(api.handle("/api/v2.0/stats/shop/web-1").body)["shop/web-1"][0]
+    assert (pod_json["namespace"], pod_json["pod"], pod_json["container"], pod_json["id"]) == ("shop", "web-1", "", "/pod")
     assert api.handle("/api/v2.0/stats/nope").status == 404
     assert api.handle("/api/v2.0/stats/web?count=0").status == 400
     assert api.handle("/nope").status == 404
     text = api.handle("/metrics").body.decode()
-    assert 'container_cpu_usage_seconds_total{cpu="cpu00",id="/pod/web",image="busybox",name="web"} 2.0' in text
-    assert 'container_memory_usage_bytes{id="/pod/web",image="busybox",name="web"} 4096.0' in text
+    # kubelet's /metrics/cadvisor labels: namespace, pod, container ("" on the pod's cgroup)
+    assert ('container_cpu_usage_seconds_total{container="web",cpu="cpu00",id="/pod/web",image="busybox",name="web",'
+            'namespace="shop",pod="web-1"} 2.0') in text
+    assert ('container_memory_usage_bytes{container="web",id="/pod/web",image="busybox",name="web",namespace="shop",'
+            'pod="web-1"} 4096.0') in text
+    assert 'container_memory_usage_bytes{container="",id="/pod",image="",name="shop/web-1",namespace="shop",pod="web-1"} 8192.0' in text
+    assert "other=" not in text  # other labels stay off the series, as kubelet's
     assert "container_memory_working_set_bytes{" in text and "container_last_seen{" in text
     assert "machine_cpu_cores " in text
     # and over real HTTP on loopback
@@ -192,4 +205,42 @@ def test_a_failing_source_keeps_its_containers_and_only_its_own(tree) -> None:
     state["fail"] = False
     col.tick()
     assert {c.id for c in col.containers()} == {"/a", "/b"} and col.discovery_error is None
+    col.stop()
+
+
+def test_healthz_is_503_when_discovery_fails_and_only_the_root_is_tracked(tree) -> None:
+    from stats.discovery import DiscoveryError, RootSource
+
+    tmp, h = tree
+    _write(tmp, "/", 1, 1)  # the fake tree's hierarchy roots
+
+    class Down:
+        def list(self) -> list[Container]:
+            raise DiscoveryError("docker: down")
+
+    col = Collector(discover=[RootSource(pid=None), Down()], hierarchy=h, reader=make_reader("c"))
+    col.tick()
+    assert [c.id for c in col.containers()] == ["/"]
+    r = StatsAPI(col).handle("/healthz")
+    assert r.status == 503 and b"docker: down" in r.body
+    col.stop()
+
+
+def test_failing_cgroup_callable_is_a_discovery_error(tree) -> None:
+    tmp, h = tree
+    _write(tmp, "/a", 1, 1)
+    calls = {"n": 0}
+
+    def entries() -> list[str]:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise FileNotFoundError("sandbox.json vanished")
+        return ["/a"]
+
+    col = Collector(discover=CgroupSource(entries, source="pods"), hierarchy=h, reader=make_reader("c"),
+                    discover_interval=0.0)
+    col.tick()
+    col.tick()  # raises inside the source: an error for that source, the container kept
+    assert [c.id for c in col.containers()] == ["/a"]
+    assert col.discovery_error == "pods: cannot list cgroups: FileNotFoundError: sandbox.json vanished"
     col.stop()

@@ -117,3 +117,26 @@ def test_host_and_listen_parsing() -> None:
     for bad in ("4194", "h:x", "h:70000"):
         with pytest.raises(ConfigError):
             parse_listen(bad)
+
+
+def test_pod_cgroups_from_kubernetes_labelled_containers() -> None:
+    """The pod<uid> parent of a pod's containers is reported once, labelled with the pod and no
+    container, with the sandbox's pid; containers not in such a parent add nothing."""
+    from stats.discovery import Container, kube_labels, pod_cgroups
+
+    def c(cid: str, path: str, pid: int, **labels: str) -> Container:
+        return Container(id=cid, name=cid, cgroup_path=path, pid=pid, source="docker",
+                         labels=tuple(sorted(labels.items())))
+
+    pod = {"io.kubernetes.pod.name": "web-1", "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.uid": "u1"}
+    app = c("a", "/netplane/n1/podu1/a", 11, **pod, **{"io.kubernetes.container.name": "app"})
+    box = c("s", "/netplane/n1/podu1/s", 10, **pod, **{"io.kubernetes.container.name": "POD",
+                                                       "io.kubernetes.docker.type": "podsandbox"})
+    elsewhere = c("x", "/docker/x", 12, **{**pod, "io.kubernetes.pod.uid": "u2"})  # no pod parent
+    plain = c("p", "/netplane/n1/podu3/p", 13)  # no pod labels
+    for order in ([app, box, elsewhere, plain], [box, app, elsewhere, plain]):
+        (p,) = pod_cgroups(order)
+        assert (p.id, p.cgroup_path, p.name, p.pid) == ("/netplane/n1/podu1", "/netplane/n1/podu1", "shop/web-1", 10)
+        assert kube_labels(p) == ("shop", "web-1", "")
+        assert p.label_map == pod
+    assert kube_labels(box) == ("shop", "web-1", "POD") and kube_labels(plain) == ("", "", "")
