@@ -9,12 +9,17 @@ The node runtime plugs in the same way: a factory `ctx -> component` that takes 
 from `ctx.overlay.current()` (subnet, bridge and gateway, MTU, node IP), `ctx.store`,
 `ctx.keys` and `ctx.node`, registers its metrics on `ctx.registry`, and follows a re-lease
 through `ctx.overlay.on_subnet_change`; `netplane agent` puts it after the proxy, so a pod's
-first connect already finds its services programmed.
+first connect already finds its services programmed. It hands its pods to the stats
+component of the same agent as a stats discovery source (`pod_stats_source`), through a link
+per context: neither component imports the other.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -29,6 +34,9 @@ from netplane.agent.component import (
 )
 from netplane.errors import ConfigError
 from netplane.proxy.backend import Placement, ProxyBackend
+
+if TYPE_CHECKING:
+    from stats.discovery import Discovery
 
 
 def placement(view: HostOverlay, *, netns: str | None, cgroup: str | None) -> Placement:
@@ -76,15 +84,74 @@ def proxy(
 
 def stats(*, listen: str, sources: Sequence[str] = (), cgroups: Sequence[str] = ()) -> ComponentFactory:
     """The container stats collector and its HTTP server (`--stats-listen`); it does not depend
-    on the overlay."""
+    on the overlay. It reports the root cgroup, the flags' sources and, when this agent also
+    runs a node runtime, that runtime's pods (handed over through `_PodStats`, in either order
+    of the two factories)."""
     from stats.service import StatsService
 
-    service = StatsService(listen=listen, sources=sources, cgroups=cgroups)  # validates the flags now
+    StatsService(listen=listen, sources=sources, cgroups=cgroups)  # validates the flags now
 
     def make(ctx: AgentContext) -> Component:
+        service = StatsService(listen=listen, sources=sources, cgroups=cgroups)  # this agent's own
+        _pod_stats(ctx).take(service.add_source)
         return service
 
     return make
+
+
+class _PodStats:
+    """How a node runtime hands its pods to the stats collector of the same agent: a stats
+    discovery source (`stats.discovery.Discovery`) the runtime's factory offers and the stats
+    factory takes, whichever of the two is made first. One per `AgentContext`, so two agents
+    in one process (tests) never see each other's pods."""
+
+    def __init__(self) -> None:
+        self.sources: list[Discovery] = []
+        self.sinks: list[Callable[[Discovery], None]] = []
+
+    def offer(self, source: Discovery) -> None:
+        self.sources.append(source)
+        for sink in self.sinks:
+            sink(source)
+
+    def take(self, sink: Callable[[Discovery], None]) -> None:
+        self.sinks.append(sink)
+        for source in self.sources:
+            sink(source)
+
+
+_pod_links: dict[int, _PodStats] = {}
+_pod_links_lock = threading.Lock()
+
+
+def _pod_stats(ctx: AgentContext) -> _PodStats:
+    with _pod_links_lock:
+        link = _pod_links.get(id(ctx))
+        if link is None:
+            link = _pod_links[id(ctx)] = _PodStats()
+            try:  # forgotten with the context (before its id can be reused)
+                weakref.finalize(ctx, _pod_links.pop, id(ctx), None)
+            except TypeError:  # not weak-referenceable (a test's stand-in): kept for the process
+                pass
+        return link
+
+
+def pod_stats_source(runtime: object, owner: str) -> Discovery | None:
+    """The stats discovery source for a node runtime's pods: for Docker, this node's containers
+    (labelled `netplane.io/node=<owner>`: one dockerd may serve several nodes) with their
+    io.kubernetes.* labels, plus their pods' cgroups; for plain namespaces, the runtime's own
+    `stats_entries()` (pods' and containers' cgroups with the same labels). None for a
+    runtime that offers neither."""
+    from stats.discovery import CgroupSource, DockerSource
+
+    entries = getattr(runtime, "stats_entries", None)
+    if callable(entries):
+        return CgroupSource(entries, source="pods")
+    if getattr(runtime, "name", "") == "docker":
+        from orchestrator.node.docker_runtime import MANAGED_LABEL, NODE_LABEL
+
+        return DockerSource(filters={"label": [f"{NODE_LABEL}={owner}", f"{MANAGED_LABEL}=true"]})
+    return None
 
 
 class _Current(Collector):
@@ -156,6 +223,10 @@ def node_runtime(*, runtime: str, state_dir: str, runtime_id: str | None = None,
         if backoff is not None:
             extra["backoff"] = BackoffPolicy(*backoff)
         opts = NodeOptions(state_dir=root, heartbeat_interval=heartbeat, **extra)  # type: ignore[arg-type]
-        return NodeRuntime(ctx, rt, opts)
+        comp = NodeRuntime(ctx, rt, opts)
+        source = pod_stats_source(rt, owner)
+        if source is not None:  # the stats component of this agent, if any, reports our pods
+            _pod_stats(ctx).offer(source)
+        return comp
 
     return make

@@ -34,7 +34,8 @@ def agent_argv(lab: Lab, host: str) -> list[str]:
         "--iface", "eth0",
         "--subnet-file", str(lab.host_dir(host) / "subnet.env"),
         "--health-listen", f"{t.host(host).underlay_ip}:9100",
-        # the host's own cgroup subtree stands in for its containers until pods have cgroups
+        # the host's own cgroup subtree stands in for its root cgroup (stats' `/` is the
+        # machine's, the same on every lab host); the node runtime hands its pods over itself
         "--stats-listen", f"{t.host(host).underlay_ip}:4194",
         "--stats-source", "cgroup",
         "--stats-cgroup", f"/netplane/{t.name}/{host}",
