@@ -12,8 +12,14 @@ if "$NP" lab list -o json | grep -q '"name": "demo"'; then
   "$NP" lab down --name demo
 fi
 
-step "netplane lab up --name demo --hosts 3"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+step "netplane lab up --name demo --hosts 3 (a master beside etcd, a node runtime on every host)"
 "$NP" lab up --name demo --hosts 3
+# the demo lab's etcd, even if another lab becomes the current context meanwhile
+NETPLANE_ETCD=$("$NP" lab status --name demo -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["etcd"]["endpoint"])')
+export NETPLANE_ETCD
 
 step "every host reaches every other over the underlay"
 for h in h1 h2 h3; do
@@ -54,17 +60,72 @@ step "host h1's overlay state in the kernel vs etcd (netplane net show --host h1
 step "one probe traced across the underlay (netplane net trace)"
 "$NP" net trace --from client --to "$(pod_ip web1)"
 
-step "a service over the pods on h1 and h2 (netplane svc create)"
-for p in web1 web2; do
-  "$NP" lab exec --name demo -d "$p" -- "$VENV/bin/python" -m netplane.proxy.probe serve --name "$p" --port 8080 >/dev/null
-done
-"$NP" svc create web --port 80:8080 --endpoint "$(pod_ip web1)" --endpoint "$(pod_ip web2)"
-"$NP" svc list
-vip=$("$NP" svc show web -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["cluster_ip"])')
-sleep 1
+step "the source article's story: an RC of 3 web pods across the hosts (netplane apply)"
+cat > "$TMP/web.yaml" <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {app: web}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: netplane/busybox:latest
+        # answers every connection with its pod's name (the hostname)
+        command: [busybox, nc, -ll, -p, "8080", -e, busybox, hostname]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+YAML
+cat "$TMP/web.yaml"
+"$NP" apply -f "$TMP/web.yaml"
+ready() { "$NP" get pods -l app=web -o json | "$VENV/bin/python" -c '
+import json,sys
+items=json.load(sys.stdin)["items"]
+print(sum(1 for p in items if not p["metadata"].get("deletionTimestamp") and any(c["type"]=="Ready" and c["status"]=="True" for c in p.get("status",{}).get("conditions",[]))))'; }
+wait_ready() { for _ in $(seq 1 600); do [ "$(ready)" = "$1" ] && return 0; sleep 0.1; done; echo "pods not ready"; "$NP" get pods -o wide; exit 1; }
+wait_ready 3
+"$NP" get pods -o wide
+"$NP" get rc,svc,endpoints
 
-step "100 connections from the client pod on h3 to $vip:80 spread over both pods"
-"$NP" lab exec --name demo client -- "$VENV/bin/python" -m netplane.proxy.probe probe "$vip:80" -n 100
+vip=$("$NP" get svc web -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["spec"]["clusterIP"])')
+step "the Service's cluster IP $vip spreads 60 requests from the client pod on h3 over the pods"
+sleep 1
+"$NP" lab exec --name demo client -- "$VENV/bin/python" -m netplane.proxy.probe probe "$vip:80" -n 60
+
+step "one pod deleted: the replication controller replaces it"
+victim=$("$NP" get pods -l app=web -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["metadata"]["name"])')
+"$NP" delete pod "$victim"
+wait_ready 3
+"$NP" get pods -o wide
+
+step "netplane scale rc web --replicas 5"
+"$NP" scale rc web --replicas 5
+wait_ready 5
+"$NP" get pods -o wide
+
+step "the master and etcd stopped: the cluster IP keeps answering"
+"$NP" lab control-plane stop --name demo
+for i in 1 2 3 4 5; do
+  "$NP" lab exec --name demo client -- "$VENV/bin/python" -m netplane.proxy.probe probe "$vip:80" -n 20 | tr '\n' ' '; echo
+  sleep 1
+done
+
+step "both started again: everything converges (scale back to 3 goes through)"
+"$NP" lab control-plane start --name demo
+"$NP" scale rc web --replicas 3
+wait_ready 3
+"$NP" get pods -o wide
 
 step "how h3's proxy implements it (netplane proxy dump --host h3 web)"
 "$NP" proxy dump --host h3 web
@@ -75,6 +136,8 @@ The demo lab stays up. Things to try:
   .venv/bin/netplane lab status                 hosts, subnets, etcd health
   .venv/bin/netplane lab exec h1 -- ip -br addr  run anything on a host (or pod: lab exec web1 -- ...)
   .venv/bin/netplane net subnets / net show --host h2 / net trace --from h1 --to <pod ip>
+  .venv/bin/netplane get pods -o wide / describe rc web / get events
+  .venv/bin/netplane logs <pod> / exec <pod> -- busybox env
   .venv/bin/netplane svc list / svc show web / proxy dump --host h1 web
   .venv/bin/netplane stats --host h1 / top --host h2    per-host resource usage
   make demo-down                                 remove the lab (nothing is left behind)

@@ -106,6 +106,18 @@ def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: i
         )
 
 
+@lab.command("control-plane")
+@click.argument("action", type=click.Choice(["stop", "start"]))
+@click.option("--name", help="Lab name. Default: the current lab.")
+def control_plane(action: str, name: str | None) -> None:
+    """Stop or start the lab's masters and etcd (pods and proxies keep running meanwhile)."""
+    from netplane.lab import cluster
+
+    lab_ = _load(name)
+    done = cluster.stop_control_plane(lab_) if action == "stop" else cluster.start_control_plane(lab_)
+    click.echo(f"{'stopped' if action == 'stop' else 'started'}: {', '.join(done) or 'nothing to do'}")
+
+
 @lab.command("down")
 @click.option("--name", help="Lab name. Default: the current lab.")
 def down(name: str | None) -> None:

@@ -207,19 +207,7 @@ class Lab:
             self._add_cgroup_dir(self.cgroup(h.name))
             self.host_dir(h.name).mkdir(parents=True, exist_ok=True)
         # etcd, inside the switch namespace on the underlay
-        etcd = EmbeddedEtcd(
-            EtcdSpec(
-                name=f"np-{t.name}",
-                data_dir=self.dir / "etcd",
-                client_urls=(self.etcd_endpoint_underlay,),
-                peer_url="http://127.0.0.1:2380",
-                netns=t.switch_netns,
-                log_path=self.dir / "etcd.log",
-            )
-        )
-        pid = etcd.spawn(detach=True)
-        st.record("process", role="etcd", pid=pid, marker=str(self.dir / "etcd"))
-        etcd.wait_healthy(start_timeout)  # its error carries the end of etcd.log
+        self.start_etcd(start_timeout)
         # loopback relay so the root namespace reaches etcd
         port = _free_port()
         relay = self._spawn(
@@ -286,6 +274,29 @@ class Lab:
         p = self._spawn(argv, log_path=self.host_dir(host) / log_name, ns=netns or self.netns(host), cgroup=self.cgroup(host))
         self.state.record("process", role=role, host=host, pid=p.pid, marker=marker)
         return p.pid
+
+    def start_etcd(self, timeout: float) -> int:
+        """etcd in the switch namespace on the underlay address, on the lab's data dir (also to
+        start it again after `stop_etcd`: same members, same data); recorded; waits healthy."""
+        t = self.topology
+        etcd = EmbeddedEtcd(
+            EtcdSpec(
+                name=f"np-{t.name}",
+                data_dir=self.dir / "etcd",
+                client_urls=(self.etcd_endpoint_underlay,),
+                peer_url="http://127.0.0.1:2380",
+                netns=t.switch_netns,
+                log_path=self.dir / "etcd.log",
+            )
+        )
+        pid = etcd.spawn(detach=True)
+        self.state.record("process", role="etcd", pid=pid, marker=str(self.dir / "etcd"))
+        etcd.wait_healthy(timeout)  # its error carries the end of etcd.log
+        return pid
+
+    def stop_etcd(self) -> None:
+        for item in self.state.find("process", role="etcd"):
+            self.stop_process(item)
 
     def spawn_switch(self, argv: Sequence[str], *, role: str, name: str, marker: str, log_name: str) -> int:
         """Start a long-running process in the switch namespace (where etcd runs); recorded.

@@ -215,3 +215,31 @@ def enrich_status(lab: Lab, st: dict[str, Any]) -> dict[str, Any]:
         h["subnet"] = subnets.get(h["name"])
     st["pods"] = pods.listing(lab)
     return st
+
+
+def stop_control_plane(lab: Lab) -> list[str]:
+    """Stop every master, then etcd (the source article's test: the pods keep serving)."""
+    stopped = []
+    for item in lab.state.find("process", role="master"):
+        lab.stop_process(item)
+        stopped.append(f"master {item['host']}")
+    if lab.state.find("process", role="etcd"):
+        lab.stop_etcd()
+        stopped.append("etcd")
+    return stopped
+
+
+def start_control_plane(lab: Lab, *, timeout: float = 60.0) -> list[str]:
+    """etcd again (same data), then the masters the topology asks for that are not running."""
+    started = []
+    if not any(_alive(p) for p in lab.state.find("process", role="etcd")):
+        for item in lab.state.find("process", role="etcd"):
+            lab.state.forget(item)
+        lab.start_etcd(timeout)
+        started.append("etcd")
+    running = {p["host"] for p in lab.state.find("process", role="master") if _alive(p)}
+    for i in range(1, lab.topology.masters + 1):
+        if f"m{i}" not in running:
+            start_master(lab, i)
+            started.append(f"master m{i}")
+    return started
