@@ -118,6 +118,12 @@ def get(settings: Settings, resource: str, names: tuple[str, ...], output: str |
     TYPE is one of: pods|po, replicationcontrollers|rc, services|svc, endpoints|ep,
     nodes|no, namespaces|ns, events|ev (singular and plural forms work too).
     """
+    if "," in resource and "/" not in resource:
+        if names or watch:
+            raise UserError("several types at once (TYPE,TYPE) take no names and no --watch")
+        _get_several(settings, resource.split(","), output, selector, None if all_namespaces else namespace,
+                     all_namespaces)
+        return
     kind, names_list = resource_args((resource, *names))
     if names_list and selector is not None:
         raise UserError("name cannot be provided when a selector is specified")
@@ -143,6 +149,35 @@ def get(settings: Settings, resource: str, names: tuple[str, ...], output: str |
         click.echo(printing.no_resources(kind, ns), err=True)
     if missing:
         raise _not_found(kind, missing)
+
+
+def _get_several(settings: Settings, types: Sequence[str], output: str | None, selector: str | None,
+                 ns: str | None, all_namespaces: bool) -> None:
+    """`get rc,svc,ep`: one table per type with kubectl's `type/name` names, or one List."""
+    kinds = [resource_args((t,))[0] for t in types if t]
+    objects = objects_of(settings)
+    sel = _selector(selector)
+    per_kind = [(k, _fetch(objects, k, [], ns, sel)[0]) for k in kinds]
+    if output in ("json", "yaml"):
+        click.echo(printing.dump(printing.as_list([o for _, objs in per_kind for o in objs]), output))
+        return
+    if output == "name":
+        for k, objs in per_kind:
+            for o in objs:
+                click.echo(printing.kind_slash_name(k.kind, meta.name(o)))
+        return
+    blocks = []
+    for k, objs in per_kind:
+        if not objs:
+            continue
+        tbl = printing.table(k, objs, _now(), wide=output == "wide", namespaced_column=all_namespaces)
+        at = tbl.columns.index("NAME")
+        rows = tuple(r[:at] + (printing.kind_slash_name(k.kind, r[at]),) + r[at + 1:] for r in tbl.rows)
+        blocks.append(printing.Table(tbl.columns, rows).render())
+    if blocks:
+        click.echo("\n\n".join(blocks))
+    else:
+        click.echo(printing.no_resources(kinds[0], ns), err=True)
 
 
 class _Interrupted:

@@ -320,3 +320,22 @@ def test_taken_or_changed_cluster_ip_is_refused_before_anything_is_written(
         code, out, err = run(store, keys, "apply", "-f", "-", stdin=GUESTBOOK + "---\n" + manifest)
         assert (code, out) == (2, "") and err.count("\n") == 1 and detail in err, err
         assert [(kv.key, kv.mod_revision) for kv in store.list(keys.prefix + "/")[0]] == before
+
+
+def test_get_several_types_at_once_names_each_row_by_type(store: EtcdStore, keys: Keys, tmp_path: Path) -> None:
+    f = tmp_path / "guestbook.yaml"
+    f.write_text(GUESTBOOK)
+    assert run(store, keys, "apply", "-f", str(f))[0] == 0
+    code, out, err = run(store, keys, "get", "rc,svc")
+    assert (code, err) == (0, ""), err
+    blocks = out.strip().split("\n\n")
+    assert len(blocks) == 2, out
+    assert blocks[0].splitlines()[0].split()[:2] == ["NAME", "DESIRED"]
+    assert blocks[0].splitlines()[1].startswith("replicationcontroller/redis-master ")
+    assert blocks[1].splitlines()[1].startswith("service/redis-master ")
+    code, out, _ = run(store, keys, "get", "rc,svc", "-o", "name")
+    assert out.split() == ["replicationcontroller/redis-master", "service/redis-master"]
+    code, out, _ = run(store, keys, "get", "rc,svc", "-o", "json")
+    assert [i["kind"] for i in json.loads(out)["items"]] == ["ReplicationController", "Service"]
+    code, _, err = run(store, keys, "get", "rc,nope")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
