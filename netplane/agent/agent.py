@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from netplane.agent.component import AgentContext, Component, ComponentFactory, ReportsHealth
 from netplane.agent.health import HealthServer
 from netplane.agent.metrics import Metrics
-from netplane.agent.overlay import OverlayComponent, OverlayOptions, OverlayState
+from netplane.agent.overlay import OverlayComponent, OverlayOptions
 from netplane.errors import ConfigError
 from netplane.store import EtcdStore, Keys
 from netplane.subnet.manager import DEFAULT_TTL
@@ -85,24 +85,6 @@ class Agent:
         self._factories = list(components)
         self._components: list[Component] = []  # started, in start order
 
-    # --- only for `netplane.proxy.runner.for_agent`, which nothing calls any more (the proxy is
-    # built by `netplane.agent.wiring.proxy`); delete these together with it
-    @property
-    def store(self) -> EtcdStore:
-        return self.context.store
-
-    @property
-    def keys(self) -> Keys:
-        return self.context.keys
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.overlay.metrics
-
-    @property
-    def state(self) -> OverlayState:
-        return self.overlay.state
-    # ---
 
     @property
     def components(self) -> list[Component]:

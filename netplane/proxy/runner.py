@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 
@@ -33,9 +33,6 @@ from netplane.proxy.metrics import ProxyMetrics
 from netplane.proxy.model import Endpoints, Service
 from netplane.store import EtcdStore, Keys
 from netplane.store.watch import View, reflect
-
-if TYPE_CHECKING:
-    from netplane.agent.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -389,32 +386,3 @@ class ProxyComponent:
         self.synced.set()
         if self.on_sync is not None:
             self.on_sync(self.state)
-
-
-def for_agent(*, mode: str, cgroup: str | None) -> Callable[[Agent], ProxyComponent]:
-    """A component factory for `Agent(extra_components=[...])`: node IP, underlay interface, the
-    local pod subnet and the VXLAN device (`np.<VNI>`, address `<subnet>.0`, through which eBPF
-    NodePort reaches other hosts' endpoints) come from the running agent."""
-
-    def make(agent: Agent) -> ProxyComponent:
-        u = agent.state.underlay
-        lease = agent.state.lease
-        cfg = agent.state.config
-        return ProxyComponent(
-            agent.store,
-            agent.keys,
-            mode=mode,
-            node=agent.opts.node,
-            where=Placement(
-                netns=agent.opts.netns_name,
-                cgroup=cgroup,
-                iface=u.ifname if u else None,
-                node_ip=u.public_ip if u else None,
-                local_cidr=lease.subnet if lease else None,
-                overlay_iface=cfg.device_name if cfg else None,
-                overlay_ip=lease.subnet.network_address if lease else None,
-            ),
-            registry=agent.metrics.registry,
-        )
-
-    return make

@@ -143,34 +143,3 @@ def test_run_with_external_stop_event(store: EtcdStore, keys: Keys) -> None:
     stop.set()
     t.join(10)
     assert not t.is_alive() and rec.closed
-
-
-def test_for_agent_takes_underlay_and_subnet_from_the_agent(store: EtcdStore, keys: Keys) -> None:
-    """The agent factory wires node IP, interface, local subnet and the VXLAN device (name and
-    address, for eBPF NodePort to other hosts' endpoints) from a running agent."""
-    from ipaddress import IPv4Interface, IPv4Network
-    from types import SimpleNamespace
-
-    from prometheus_client import CollectorRegistry
-
-    from netplane.proxy.runner import for_agent
-    from netplane.vxlan.desired import Underlay
-
-    agent = SimpleNamespace(
-        store=store, keys=keys, opts=SimpleNamespace(node="h1", netns_name=None),
-        metrics=SimpleNamespace(registry=CollectorRegistry()),
-        state=SimpleNamespace(underlay=Underlay("eth0", IPv4Interface("10.98.1.2/24"), 1500),
-                              lease=SimpleNamespace(subnet=IPv4Network("10.244.3.0/24")),
-                              config=SimpleNamespace(device_name="np.1")),
-    )
-    comp = for_agent(mode="iptables", cgroup=None)(agent)  # type: ignore[arg-type]
-    assert comp.name == "proxy" and comp.node == "h1" and comp.backend.name == "iptables"
-    w = comp.where
-    assert (w.iface, str(w.node_ip), str(w.local_cidr)) == ("eth0", "10.98.1.2", "10.244.3.0/24")
-    assert (w.overlay_iface, str(w.overlay_ip)) == ("np.1", "10.244.3.0")
-    import pytest
-
-    from netplane.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="needs --proxy-cgroup"):
-        for_agent(mode="ebpf", cgroup=None)(agent)  # type: ignore[arg-type]
