@@ -1,0 +1,1 @@
+"""The Kubernetes-compatible API server: kubectl and the official clients drive netplane."""
