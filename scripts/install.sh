@@ -96,12 +96,16 @@ fi
 # must never change the root namespace's firewall policy (dockerd would set FORWARD to DROP).
 # It gets one extra OCI runtime, netplane-runc (scripts/netplane-runc: runc plus a hook that
 # puts a pod's processes into the host's cgroup v2 subtree before the entrypoint runs, for
-# the eBPF proxy's socket LB). A dockerd running without it (or with another checkout's
-# path) is restarted only when this script started it (its stdout is our log file) and no
+# the eBPF proxy's socket LB). A dockerd running without it (or with another path for it)
+# is restarted only when this script started it (its stdout is our log file) and no
 # container is running; otherwise the node runtime falls back to runc and says so.
 DOCKERD_LOG=/var/log/netplane-dockerd.log
-RUNC_WRAPPER="$ROOT/scripts/netplane-runc"
-[ -x "$RUNC_WRAPPER" ] || chmod +x "$RUNC_WRAPPER"
+# installed at a fixed path (not this checkout's): a dockerd registered by one clone keeps
+# working for every other clone, and after that clone is deleted
+RUNC_WRAPPER=/usr/local/lib/netplane/netplane-runc
+for f in netplane-runc netplane-runc-create; do
+  cmp -s "$ROOT/scripts/$f" "/usr/local/lib/netplane/$f" || install -D -m 0755 "$ROOT/scripts/$f" "/usr/local/lib/netplane/$f"
+done
 wrapper_registered() {
   [ "$(docker info --format '{{with index .Runtimes "netplane-runc"}}{{.Path}}{{end}}' 2>/dev/null)" = "$RUNC_WRAPPER" ]
 }
