@@ -1010,11 +1010,16 @@ class NamespaceRuntime:
             pause = self._record(self._sandboxes / s.id / "pause", _read_kv) or {}
             out.append({"path": root.rel(pod_dir), "id": f"pod{s.pod.uid}", "name": f"{s.pod.namespace}/{s.pod.name}",
                         "pid": pause.get("pid"), "labels": labels})
+            # the sandbox (pause) as kubelet reports Docker's infra container: container="POD"
+            out.append({"path": root.rel(pod_dir / "POD"), "id": s.id, "name": f"{s.pod.namespace}/{s.pod.name}/POD",
+                        "image": "pause", "pid": pause.get("pid"),
+                        "labels": {**labels, "io.kubernetes.container.name": "POD"}})
             for c in self.list_containers(s.pod.uid):
                 if c.state != "running":
                     continue
                 pid = self._record(self._containers / c.id / "pid", _read_kv) or {}
-                out.append({"path": root.rel(pod_dir / c.name), "id": c.id, "name": f"{s.pod.name}/{c.name}",
+                out.append({"path": root.rel(pod_dir / c.name), "id": c.id,
+                            "name": f"{s.pod.namespace}/{s.pod.name}/{c.name}",
                             "image": c.image, "pid": pid.get("pid"),
                             "labels": {**labels, "io.kubernetes.container.name": c.name}})
         return out

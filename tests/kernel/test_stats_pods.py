@@ -225,8 +225,9 @@ def test_namespace_runtime_pods_carry_kubelet_labels(store: EtcdStore, keys: Key
         data = stats_json(url)
         c = one(series, "container_memory_usage_bytes", container="app", pod="web-1")
         p = one(series, "container_memory_usage_bytes", container="", pod="web-1")
-        assert c is not None and p is not None
-        assert p[0]["id"] in pod_ids and c[0]["id"] == p[0]["id"] + "/app"
+        sandbox = one(series, "container_memory_usage_bytes", container="POD", pod="web-1")
+        assert c is not None and p is not None and sandbox is not None
+        assert p[0]["id"] in pod_ids and c[0]["id"] == p[0]["id"] + "/app" and sandbox[0]["id"] == p[0]["id"] + "/POD"
         assert (c[0]["namespace"], c[0]["image"], p[0]["namespace"], p[0]["image"]) == ("shop", "busybox", "shop", "")
         for labels in (c[0], p[0]):  # the cgroup a series names is the pod's, on this host
             assert any(Path(m, labels["id"].lstrip("/")).is_dir() for m in [*(str(r.mount) for r in rt.roots)])
