@@ -2,11 +2,14 @@
 alignment, and the `v1 List` it prints for `-o json|yaml` of several objects.
 
 Everything takes plain objects and a `now`, and returns strings, so the CLI only prints and
-the tests compare text. Column sets and cell rules follow kubectl's printers
-(k8s.io/kubernetes pkg/printers/internalversion/printers.go): pods NAME READY STATUS RESTARTS
-AGE (wide: IP NODE NOMINATED NODE READINESS GATES), rc NAME DESIRED CURRENT READY AGE, ...;
-absent values print as `<none>`; tables are aligned like its tabwriter (3 spaces of padding,
-cells at least 6 wide, the last column unpadded).
+the tests compare text. Columns and cells are kube-apiserver's (k8s.io/kubernetes
+pkg/printers/internalversion/printers.go), defined once here for both `netplane get` and the
+API server's `as=Table` answers (`orchestrator.apiserver.tables`), so `netplane get` and
+`kubectl get` print the same: every kind's full column list with priorities (priority 1 only
+with `-o wide`: pods NAME READY STATUS RESTARTS AGE, wide IP NODE NOMINATED NODE READINESS
+GATES; rc NAME DESIRED CURRENT READY AGE, ...) and typed cells (counts as integers, as the
+server sends them); absent values print as `<none>`; tables are aligned like kubectl's
+tabwriter (3 spaces of padding, cells at least 6 wide, the last column unpadded).
 """
 
 from __future__ import annotations
@@ -74,6 +77,49 @@ def age(obj: Obj, now: datetime) -> str:
     return since(meta.meta(obj).get("creationTimestamp"), now)
 
 
+# --------------------------------------------------------------------------- columns
+Cell = str | int  # what a Table cell holds: kube-apiserver sends counts as integers
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as kube-apiserver's Table defines it (pkg/printers/internalversion):
+    `name` as the API spells it ("Cluster-IP"); kubectl prints it upper-cased and hides
+    priority > 0 columns unless `-o wide`."""
+
+    name: str
+    description: str
+    type: str = "string"
+    priority: int = 0
+    format: str = ""
+
+    @property
+    def header(self) -> str:
+        return self.name.upper()
+
+
+def column_defs(kind: Kind) -> tuple[Column, ...]:
+    """Every column of `kind`, wide ones included, in kube-apiserver's order."""
+    return _COLUMNS[kind.kind]
+
+
+def cells(kind: Kind, obj: Obj, now: datetime) -> tuple[Cell, ...]:
+    """A row's cells for every column of `column_defs(kind)`."""
+    return _CELLS[kind.kind](obj, now)
+
+
+def columns(kind: Kind, *, wide: bool = False, namespaced_column: bool = False) -> tuple[str, ...]:
+    cols = tuple(c.header for c in column_defs(kind) if wide or c.priority == 0)
+    return (("NAMESPACE",) + cols) if namespaced_column and kind.namespaced else cols
+
+
+def row(kind: Kind, obj: Obj, now: datetime, *, wide: bool = False,
+        namespaced_column: bool = False) -> tuple[str, ...]:
+    out = tuple(str(v) for c, v in zip(column_defs(kind), cells(kind, obj, now), strict=True)
+                if wide or c.priority == 0)
+    return ((meta.namespace(obj),) + out) if namespaced_column and kind.namespaced else out
+
+
 # --------------------------------------------------------------------------- tables
 @dataclass(frozen=True)
 class Table:
@@ -104,21 +150,6 @@ def align(cells: Sequence[str], widths: Sequence[int], *, padding: int = TAB_PAD
         w = widths[i] if i < len(widths) else len(c) + padding
         out.append(c if last else c.ljust(max(w, len(c) + padding)))
     return "".join(out).rstrip()
-
-
-def columns(kind: Kind, *, wide: bool = False, namespaced_column: bool = False) -> tuple[str, ...]:
-    cols: tuple[str, ...]
-    if kind.kind == "Event" and wide:
-        cols = _EVENT_WIDE  # kubectl's wide events put SUBOBJECT and SOURCE before MESSAGE
-    else:
-        cols = _COLUMNS[kind.kind] + (_WIDE[kind.kind] if wide else ())
-    return (("NAMESPACE",) + cols) if namespaced_column and kind.namespaced else cols
-
-
-def row(kind: Kind, obj: Obj, now: datetime, *, wide: bool = False,
-        namespaced_column: bool = False) -> tuple[str, ...]:
-    cells = _ROW[kind.kind](obj, now, wide)
-    return ((meta.namespace(obj),) + cells) if namespaced_column and kind.namespaced else cells
 
 
 def table(kind: Kind, objs: Iterable[Obj], now: datetime, *, wide: bool = False,
@@ -159,60 +190,140 @@ def labels_text(sel: Mapping[str, str] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((sel or {}).items())) or NONE
 
 
-def pod_status_text(pod: Obj) -> str:
-    """kubectl's STATUS: the phase, or the pod's reason, or a container's waiting/terminated
-    reason; Terminating once deletion started (Unknown for a pod lost with its node)."""
-    st = pods.status(pod)
-    reason = st.get("reason") or pods.phase(pod)
-    running = False
-    for cs in reversed(st.get("containerStatuses") or []):
+@dataclass(frozen=True)
+class PodSummary:
+    """What kubectl's pod row says: READY (ready/total), STATUS, RESTARTS and the last one."""
+
+    ready: int
+    total: int
+    reason: str
+    restarts: int
+    last_restart: datetime | None
+
+
+def _finished_at(cs: Mapping[str, Any]) -> datetime | None:
+    fin = ((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+    try:
+        return meta.parse_time(fin) if isinstance(fin, str) and fin else None
+    except ValueError:
+        return None
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _terminated_text(term: Mapping[str, Any], prefix: str = "") -> str:
+    if term.get("reason"):
+        return prefix + str(term["reason"])
+    if term.get("signal"):
+        return f"{prefix}Signal:{term['signal']}"
+    return f"{prefix}ExitCode:{term.get('exitCode', 0)}"
+
+
+def pod_summary(pod: Obj) -> PodSummary:
+    """kube-apiserver's printPod: the phase, or the pod's reason, or the first failing init
+    container's state (Init:N/M, Init:<reason>), or a container's waiting/terminated reason
+    (CrashLoopBackOff, Error, ExitCode:N); Terminating once deletion started on a pod not yet
+    finished (Unknown for one lost with its node). Restarts count the app containers and
+    sidecars (init containers with restartPolicy Always), with the last one's time."""
+    spec: Mapping[str, Any] = pods.spec(pod)
+    st: Mapping[str, Any] = pods.status(pod)
+    phase = pods.phase(pod)
+    reason = str(st.get("reason") or phase)
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "SchedulingGated":
+            reason = "SchedulingGated"
+    init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
+    sidecar = {n for n, c in init_specs.items() if c.get("restartPolicy") == "Always"}
+    total = len(spec.get("containers") or []) + len(sidecar)
+    ready = restarts = sidecar_restarts = 0
+    last: datetime | None = None
+    sidecar_last: datetime | None = None
+    initializing = False
+    for i, cs in enumerate(st.get("initContainerStatuses") or []):
+        restarts += int(cs.get("restartCount") or 0)
+        last = _later(last, _finished_at(cs))
+        is_sidecar = cs.get("name") in sidecar
+        if is_sidecar:
+            sidecar_restarts += int(cs.get("restartCount") or 0)
+            sidecar_last = _later(sidecar_last, _finished_at(cs))
         state = cs.get("state") or {}
-        waiting, term = state.get("waiting"), state.get("terminated")
-        if isinstance(waiting, dict) and waiting.get("reason"):
-            reason = waiting["reason"]
-        elif isinstance(term, dict) and term.get("reason"):
-            reason = term["reason"]
-        elif isinstance(term, dict):
-            reason = (f"Signal:{term['signal']}" if term.get("signal")
-                      else f"ExitCode:{term.get('exitCode', 0)}")
-        elif state.get("running") is not None and cs.get("ready"):
-            running = True
-    if reason == "Completed" and running:
-        reason = "Running" if pods.is_ready(pod) else "NotReady"
-    if meta.is_deleting(pod):
-        return "Unknown" if st.get("reason") == "NodeLost" else "Terminating"
-    return str(reason)
+        term, waiting = state.get("terminated"), state.get("waiting")
+        if isinstance(term, dict) and int(term.get("exitCode") or 0) == 0:
+            continue
+        if is_sidecar and cs.get("started"):
+            ready += 1 if cs.get("ready") else 0
+            continue
+        if isinstance(term, dict):
+            reason = _terminated_text(term, "Init:")
+        elif isinstance(waiting, dict) and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = f"Init:{waiting['reason']}"
+        else:
+            reason = f"Init:{i}/{len(init_specs)}"
+        initializing = True
+        break
+    initialized = pods.condition(pod, "Initialized")
+    if not initializing or (initialized is not None and initialized.get("status") == "True"):
+        restarts, last = sidecar_restarts, sidecar_last
+        running = False
+        for cs in reversed(st.get("containerStatuses") or []):
+            restarts += int(cs.get("restartCount") or 0)
+            last = _later(last, _finished_at(cs))
+            state = cs.get("state") or {}
+            term, waiting = state.get("terminated"), state.get("waiting")
+            if isinstance(waiting, dict) and waiting.get("reason"):
+                reason = str(waiting["reason"])
+            elif isinstance(term, dict):
+                reason = _terminated_text(term)
+            elif cs.get("ready") and state.get("running") is not None:
+                running = True
+                ready += 1
+        if reason == "Completed" and running:
+            reason = "Running" if pods.is_ready(pod) else "NotReady"
+    if meta.is_deleting(pod) and st.get("reason") == "NodeLost":
+        reason = "Unknown"
+    elif meta.is_deleting(pod) and not pods.is_terminal(pod):
+        reason = "Terminating"
+    return PodSummary(ready, total, reason, restarts, last)
 
 
-def _pod_row(pod: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
-    containers = pods.spec(pod).get("containers") or []
-    statuses = pods.status(pod).get("containerStatuses") or []
-    ready = sum(1 for cs in statuses if cs.get("ready"))
-    restarts = sum(int(cs.get("restartCount") or 0) for cs in statuses)
-    last = ""
-    for cs in statuses:
-        fin = ((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
-        if isinstance(fin, str) and fin > last:
-            last = fin
-    restart_text = f"{restarts} ({since(last, now)} ago)" if restarts and last else str(restarts)
-    cells: tuple[str, ...] = (meta.name(pod), f"{ready}/{len(containers)}", pod_status_text(pod),
-                              restart_text, age(pod, now))
-    if wide:
-        cells += (pods.status(pod).get("podIP") or NONE, pods.node_name(pod) or NONE, NONE, NONE)
-    return cells
+def pod_status_text(pod: Obj) -> str:
+    """kubectl's STATUS of a pod (see `pod_summary`)."""
+    return pod_summary(pod).reason
 
 
-def _rc_row(rc: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
+def pod_restarts_text(summary: PodSummary, now: datetime) -> str:
+    """`3`, or `3 (5m ago)` when the last restart's time is known."""
+    if summary.restarts and summary.last_restart is not None:
+        return f"{summary.restarts} ({human_duration((now - summary.last_restart).total_seconds())} ago)"
+    return str(summary.restarts)
+
+
+def _pod_cells(pod: Obj, now: datetime) -> tuple[Cell, ...]:
+    s = pod_summary(pod)
+    spec: Mapping[str, Any] = pods.spec(pod)
+    st: Mapping[str, Any] = pods.status(pod)
+    ips = st.get("podIPs") or []
+    ip = (ips[0].get("ip") if ips else None) or st.get("podIP") or NONE
+    gates = spec.get("readinessGates") or []
+    gates_text = NONE
+    if gates:
+        true = sum(1 for g in gates
+                   if (c := pods.condition(pod, str(g.get("conditionType")))) and c.get("status") == "True")
+        gates_text = f"{true}/{len(gates)}"
+    return (meta.name(pod), f"{s.ready}/{s.total}", s.reason, pod_restarts_text(s, now), age(pod, now),
+            ip, pods.node_name(pod) or NONE, st.get("nominatedNodeName") or NONE, gates_text)
+
+
+def _rc_cells(rc: Obj, now: datetime) -> tuple[Cell, ...]:
     spec, st = rc.get("spec") or {}, rc.get("status") or {}
     desired = spec.get("replicas")
-    cells: tuple[str, ...] = (meta.name(rc), str(1 if desired is None else desired),
-                              str(st.get("replicas") or 0), str(st.get("readyReplicas") or 0),
-                              age(rc, now))
-    if wide:
-        cs = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-        cells += (",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs),
-                  labels_text(spec.get("selector")))
-    return cells
+    cs = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return (meta.name(rc), 1 if desired is None else int(desired), int(st.get("replicas") or 0),
+            int(st.get("readyReplicas") or 0), age(rc, now),
+            ",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs),
+            labels_text(spec.get("selector")))
 
 
 def service_ports_text(svc: Obj) -> str:
@@ -224,37 +335,57 @@ def service_ports_text(svc: Obj) -> str:
     return ",".join(out) or NONE
 
 
-def _svc_row(svc: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
+def service_external_ip(svc: Obj) -> str:
+    """kubectl's EXTERNAL-IP: externalIPs, a load balancer's ingress (`<pending>` until it
+    has one), an ExternalName's name."""
     spec = svc.get("spec") or {}
-    ext = ",".join(spec.get("externalIPs") or []) or NONE
-    cells: tuple[str, ...] = (meta.name(svc), spec.get("type") or "ClusterIP",
-                              spec.get("clusterIP") or NONE, ext, service_ports_text(svc),
-                              age(svc, now))
-    if wide:
-        cells += (labels_text(spec.get("selector")),)
-    return cells
+    typ = spec.get("type") or "ClusterIP"
+    ext = list(spec.get("externalIPs") or [])
+    if typ in ("ClusterIP", "NodePort"):
+        return ",".join(ext) or NONE
+    if typ == "LoadBalancer":
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        lb = sorted({i.get("ip") or i.get("hostname") for i in ingress if i.get("ip") or i.get("hostname")})
+        return ",".join([*lb, *ext]) or "<pending>"
+    if typ == "ExternalName":
+        return str(spec.get("externalName") or "")
+    return "<unknown>"
+
+
+def _svc_cells(svc: Obj, now: datetime) -> tuple[Cell, ...]:
+    spec = svc.get("spec") or {}
+    ips = spec.get("clusterIPs") or []
+    return (meta.name(svc), spec.get("type") or "ClusterIP", (ips[0] if ips else None) or spec.get("clusterIP")
+            or NONE, service_external_ip(svc), service_ports_text(svc), age(svc, now),
+            labels_text(spec.get("selector")))
+
+
+def _host_port(ip: str, port: Any) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def endpoints_text(ep: Obj, limit: int = MAX_ENDPOINTS) -> str:
-    """kubectl's formatEndpoints: ready ip:port pairs, three at most, then ` + N more...`."""
+    """kubectl's formatEndpoints: ready ip:port pairs, three at most, then ` + N more...`;
+    `<none>` without subsets, nothing when no address is ready."""
+    subsets = ep.get("subsets") or []
+    if not subsets:
+        return NONE
     shown: list[str] = []
     count = 0
-    for s in ep.get("subsets") or []:
+    for s in subsets:
         addrs = s.get("addresses") or []
         ports = s.get("ports") or []
-        pairs = ([f"{a.get('ip')}:{p.get('port')}" for p in ports for a in addrs] if ports
+        pairs = ([_host_port(str(a.get("ip")), p.get("port")) for p in ports for a in addrs] if ports
                  else [str(a.get("ip")) for a in addrs])
         for pair in pairs:
             if count < limit:
                 shown.append(pair)
             count += 1
-    if not shown:
-        return NONE
     more = count - len(shown)
     return ",".join(shown) + (f" + {more} more..." if more else "")
 
 
-def _ep_row(ep: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
+def _ep_cells(ep: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(ep), endpoints_text(ep), age(ep, now))
 
 
@@ -286,18 +417,15 @@ def _node_address(node: Obj, typ: str) -> str:
     return NONE
 
 
-def _node_row(node: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
+def _node_cells(node: Obj, now: datetime) -> tuple[Cell, ...]:
     info = (node.get("status") or {}).get("nodeInfo") or {}
-    cells: tuple[str, ...] = (meta.name(node), node_status_text(node), node_roles(node),
-                              age(node, now), info.get("kubeletVersion") or "")
-    if wide:
-        cells += (_node_address(node, "InternalIP"), _node_address(node, "ExternalIP"),
-                  info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
-                  info.get("containerRuntimeVersion") or "<unknown>")
-    return cells
+    return (meta.name(node), node_status_text(node), node_roles(node), age(node, now),
+            info.get("kubeletVersion") or "", _node_address(node, "InternalIP"),
+            _node_address(node, "ExternalIP"), info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>")
 
 
-def _ns_row(ns: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
+def _ns_cells(ns: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(ns), (ns.get("status") or {}).get("phase") or "Active", age(ns, now))
 
 
@@ -307,6 +435,7 @@ def _event_time(ev: Obj) -> str:
 
 
 def event_last_seen(ev: Obj, now: datetime) -> str:
+    """`describe`'s event age: `5s`, or `5s (x4 over 10m)` for a repeated event."""
     last = since(_event_time(ev), now)
     count = int(ev.get("count") or 1)
     if count > 1:
@@ -315,50 +444,111 @@ def event_last_seen(ev: Obj, now: datetime) -> str:
     return last
 
 
-def _event_row(ev: Obj, now: datetime, wide: bool) -> tuple[str, ...]:
+def _event_cells(ev: Obj, now: datetime) -> tuple[Cell, ...]:
+    """printEvent: LAST SEEN is lastTimestamp (else the first time: firstTimestamp, else
+    eventTime), or a series' last observation; COUNT the count or the series' count."""
+    first = since(ev.get("firstTimestamp") or ev.get("eventTime"), now)
+    last = since(ev["lastTimestamp"], now) if ev.get("lastTimestamp") else first
+    count = int(ev.get("count") or 0)
+    series = ev.get("series")
+    if isinstance(series, dict):
+        last = since(series.get("lastObservedTime"), now)
+        count = int(series.get("count") or 0)
+    elif count == 0:
+        count = 1
     ref = ev.get("involvedObject") or {}
-    obj = kind_slash_name(str(ref.get("kind") or ""), str(ref.get("name") or ""))
-    cells: tuple[str, ...] = (event_last_seen(ev, now), ev.get("type") or "", ev.get("reason") or "",
-                              obj)
-    if wide:
-        src = ev.get("source") or {}
-        source = ", ".join(x for x in (src.get("component"), src.get("host")) if x)
-        cells += (ref.get("fieldPath") or "", source, ev.get("message") or "",
-                  since(ev.get("firstTimestamp"), now), str(ev.get("count") or 1), meta.name(ev))
-        return cells
-    return cells + (ev.get("message") or "",)
+    kind = str(ref.get("kind") or "").lower()
+    target = f"{kind}/{ref['name']}" if ref.get("name") else kind
+    src = ev.get("source") or {}
+    component = src.get("component") or ev.get("reportingController") or ""
+    instance = src.get("host") or ev.get("reportingInstance") or ""
+    return (last, ev.get("type") or "", ev.get("reason") or "", target, ref.get("fieldPath") or "",
+            f"{component}, {instance}" if instance else component, str(ev.get("message") or "").strip(),
+            first, count, meta.name(ev))
 
 
-_COLUMNS: dict[str, tuple[str, ...]] = {
-    "Pod": ("NAME", "READY", "STATUS", "RESTARTS", "AGE"),
-    "ReplicationController": ("NAME", "DESIRED", "CURRENT", "READY", "AGE"),
-    "Service": ("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"),
-    "Endpoints": ("NAME", "ENDPOINTS", "AGE"),
-    "Node": ("NAME", "STATUS", "ROLES", "AGE", "VERSION"),
-    "Namespace": ("NAME", "STATUS", "AGE"),
-    "Event": ("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"),
+_NAME = "Name must be unique within a namespace (or the cluster, for cluster-scoped kinds)."
+_AGE = "Time since the object was created (metadata.creationTimestamp)."
+_CONTAINERS = "Names of each container in the template."
+_IMAGES = "Images referenced by each container in the template."
+_COLUMNS: dict[str, tuple[Column, ...]] = {
+    "Pod": (
+        Column("Name", _NAME, format="name"),
+        Column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+        Column("Status", "The aggregate status of the containers in this pod."),
+        Column("Restarts", "The number of times the containers in this pod have been restarted "
+               "and when the last container in this pod has restarted."),
+        Column("Age", _AGE),
+        Column("IP", "The pod's IP address (status.podIPs[0]).", priority=1),
+        Column("Node", "The node the pod is bound to (spec.nodeName).", priority=1),
+        Column("Nominated Node", "The node a preempting pod is expected to run on "
+               "(status.nominatedNodeName).", priority=1),
+        Column("Readiness Gates", "Readiness gates whose condition is True, of all.", priority=1),
+    ),
+    "ReplicationController": (
+        Column("Name", _NAME, format="name"),
+        Column("Desired", "The number of replicas wanted (spec.replicas).", type="integer"),
+        Column("Current", "The number of replicas observed (status.replicas).", type="integer"),
+        Column("Ready", "The number of ready replicas (status.readyReplicas).", type="integer"),
+        Column("Age", _AGE),
+        Column("Containers", _CONTAINERS, priority=1),
+        Column("Images", _IMAGES, priority=1),
+        Column("Selector", "The label selector of the pods it controls (spec.selector).", priority=1),
+    ),
+    "Service": (
+        Column("Name", _NAME, format="name"),
+        Column("Type", "How the service is exposed (spec.type)."),
+        Column("Cluster-IP", "The service's virtual IP (spec.clusterIPs[0])."),
+        Column("External-IP", "Addresses outside the cluster the service answers on."),
+        Column("Port(s)", "The service's ports, with node ports (spec.ports)."),
+        Column("Age", _AGE),
+        Column("Selector", "The label selector of the pods behind it (spec.selector).", priority=1),
+    ),
+    "Endpoints": (
+        Column("Name", _NAME, format="name"),
+        Column("Endpoints", "The ready addresses and ports behind the service (subsets)."),
+        Column("Age", _AGE),
+    ),
+    "Node": (
+        Column("Name", _NAME, format="name"),
+        Column("Status", "The status of the node"),
+        Column("Roles", "The roles of the node"),
+        Column("Age", _AGE),
+        Column("Version", "The kubelet's version (status.nodeInfo.kubeletVersion)."),
+        Column("Internal-IP", "The node's InternalIP address (status.addresses).", priority=1),
+        Column("External-IP", "The node's ExternalIP address (status.addresses).", priority=1),
+        Column("OS-Image", "The operating system (status.nodeInfo.osImage).", priority=1),
+        Column("Kernel-Version", "The kernel (status.nodeInfo.kernelVersion).", priority=1),
+        Column("Container-Runtime", "The container runtime "
+               "(status.nodeInfo.containerRuntimeVersion).", priority=1),
+    ),
+    "Namespace": (
+        Column("Name", _NAME, format="name"),
+        Column("Status", "The status of the namespace"),
+        Column("Age", _AGE),
+    ),
+    "Event": (
+        Column("Last Seen", "When the event was last seen (lastTimestamp)."),
+        Column("Type", "Normal or Warning."),
+        Column("Reason", "Why the event happened, in one word."),
+        Column("Object", "The object the event is about (involvedObject)."),
+        Column("Subobject", "The part of the object (involvedObject.fieldPath).", priority=1),
+        Column("Source", "The component (and host) that reported it.", priority=1),
+        Column("Message", "What happened, for a human."),
+        Column("First Seen", "When the event was first seen (firstTimestamp).", priority=1),
+        Column("Count", "How many times it happened.", priority=1),
+        Column("Name", _NAME, priority=1, format="name"),
+    ),
 }
-_WIDE: dict[str, tuple[str, ...]] = {
-    "Pod": ("IP", "NODE", "NOMINATED NODE", "READINESS GATES"),
-    "ReplicationController": ("CONTAINERS", "IMAGES", "SELECTOR"),
-    "Service": ("SELECTOR",),
-    "Endpoints": (),
-    "Node": ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"),
-    "Namespace": (),
-    "Event": (),
+_CELLS = {
+    "Pod": _pod_cells,
+    "ReplicationController": _rc_cells,
+    "Service": _svc_cells,
+    "Endpoints": _ep_cells,
+    "Node": _node_cells,
+    "Namespace": _ns_cells,
+    "Event": _event_cells,
 }
-_EVENT_WIDE = ("LAST SEEN", "TYPE", "REASON", "OBJECT", "SUBOBJECT", "SOURCE", "MESSAGE",
-               "FIRST SEEN", "COUNT", "NAME")
-_ROW = {
-    "Pod": _pod_row,
-    "ReplicationController": _rc_row,
-    "Service": _svc_row,
-    "Endpoints": _ep_row,
-    "Node": _node_row,
-    "Namespace": _ns_row,
-    "Event": _event_row,
-}
-
 
 
 def dump(data: Any, fmt: str) -> str:

@@ -83,8 +83,11 @@ def test_rc_svc_endpoints_node_event_cells() -> None:
     ev = {"metadata": {"name": "web-1.1"}, "involvedObject": {"kind": "Pod", "name": "web-1"},
           "type": "Warning", "reason": "FailedScheduling", "message": "0/3 nodes are available",
           "count": 4, "firstTimestamp": ago(600), "lastTimestamp": ago(5)}
+    # LAST SEEN is the last time, as kube-apiserver's Table has it; the count is a wide column
     assert printing.row(meta.EVENT, ev, NOW) == (
-        "5s (x4 over 10m)", "Warning", "FailedScheduling", "pod/web-1", "0/3 nodes are available")
+        "5s", "Warning", "FailedScheduling", "pod/web-1", "0/3 nodes are available")
+    assert printing.row(meta.EVENT, ev, NOW, wide=True)[-3:] == ("10m", "4", "web-1.1")
+    assert printing.event_last_seen(ev, NOW) == "5s (x4 over 10m)"  # describe's Age
 
 
 def test_list_shape_and_empty_message() -> None:
