@@ -114,6 +114,17 @@ class WatchEvent:
     prev_value: bytes | None = None
 
 
+@dataclass(frozen=True)
+class Page:
+    """A range read with a limit: the items, the revision read at, whether more keys follow
+    and how many keys the range holds from its start (etcd's `count`)."""
+
+    items: list[KeyValue]
+    revision: int
+    more: bool
+    count: int
+
+
 class Compacted(StoreError):
     """The watch start revision was compacted away: re-list."""
 
@@ -300,6 +311,28 @@ class EtcdStore:
         )
         r = self._call("list " + prefix, self._stubs.kv.Range, req)
         return [_kv(kv) for kv in r.kvs], r.header.revision
+
+    def list_page(self, prefix: str, *, start: str | None = None, limit: int = 0,
+                  revision: int = 0) -> Page:
+        """One page of the keys under `prefix`, from `start` (inclusive; default the prefix
+        itself), at most `limit` (0: all), at `revision` (0: now). `Compacted` when that
+        revision is gone — what a paged list (kube's `continue`) must report as expired."""
+        begin = _b(start) if start is not None else _b(prefix)
+        req = etcdrpc.RangeRequest(
+            key=begin,
+            range_end=prefix_range_end(_b(prefix)),
+            revision=revision,
+            limit=limit,
+            sort_order=etcdrpc.RangeRequest.ASCEND,
+            sort_target=etcdrpc.RangeRequest.KEY,
+        )
+        try:
+            r = self._stubs.kv.Range(req, timeout=self._timeout)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (e.details() or ""):
+                raise Compacted(revision) from e
+            raise self._err("list " + prefix, e) from e
+        return Page([_kv(kv) for kv in r.kvs], int(r.header.revision), bool(r.more), int(r.count))
 
     def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
         req = etcdrpc.PutRequest(key=_b(key), value=_b(value), lease=lease)
