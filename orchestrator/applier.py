@@ -32,8 +32,9 @@ from orchestrator.apply import Outcome
 from orchestrator.manifests import Manifest
 from orchestrator.objects import meta
 from orchestrator.objects.meta import Kind
-from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
-from orchestrator.validation import InvalidObject, admit
+from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore, not_found
+from orchestrator.validation import FieldError, InvalidObject, admit
+from orchestrator.validation.field import ROOT, forbidden, invalid
 
 WRITE_RETRIES = 5
 POD_UPDATE_FORBIDDEN = (
@@ -63,6 +64,45 @@ class Planned:
 def owner_of(obj: Mapping[str, Any]) -> str:
     """Who holds a Service's cluster IP and node ports in the allocation keys."""
     return f"{meta.namespace(obj)}/{meta.name(obj)}"
+
+
+def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
+    """Changes an update may not make: a Service's cluster IP, a pod's spec beyond images."""
+    if kind.kind == "Service":
+        old_ip = (current.get("spec") or {}).get("clusterIP")
+        new_ip = (new.get("spec") or {}).get("clusterIP")
+        if old_ip and new_ip != old_ip:
+            return [invalid(ROOT.child("spec").child("clusterIP"), new_ip or "", "field is immutable")]
+    elif kind.kind == "Pod":
+        def without_images(spec: Any) -> Any:
+            s = copy.deepcopy(spec or {})
+            for c in s.get("containers") or []:
+                c.pop("image", None)
+            s.pop("activeDeadlineSeconds", None)
+            return s
+
+        if without_images(current.get("spec")) != without_images(new.get("spec")):
+            return [forbidden(ROOT.child("spec"), POD_UPDATE_FORBIDDEN)]
+    return []
+
+
+def keep_allocated(current: Mapping[str, Any], new: Obj) -> Obj:
+    """A Service update that leaves out what was allocated keeps it (kube's
+    patchAllocatedValues): the cluster IP, and the node port of a port that is still there."""
+    if new.get("kind") != "Service":
+        return new
+    cur_spec = current.get("spec") or {}
+    spec = new.setdefault("spec", {})
+    if cur_spec.get("clusterIP") and not spec.get("clusterIP"):
+        spec["clusterIP"] = cur_spec["clusterIP"]
+    if spec.get("type") == "NodePort":
+        had = {(q.get("port"), q.get("protocol", "TCP")): q.get("nodePort")
+               for q in cur_spec.get("ports") or [] if q.get("nodePort")}
+        for q in spec.get("ports") or []:
+            np = had.get((q.get("port"), q.get("protocol", "TCP")))
+            if np and not q.get("nodePort"):
+                q["nodePort"] = np
+    return new
 
 
 class Applier:
@@ -123,56 +163,46 @@ class Applier:
 
     @staticmethod
     def _check_update(kind: Kind, current: Obj, new: Obj, where: str) -> None:
-        def invalid(detail: str) -> UserError:
-            return UserError(f'{where}: {kind.kind} "{meta.name(new)}" is invalid: {detail}')
-
-        if kind.kind == "Service":
-            old_ip = (current.get("spec") or {}).get("clusterIP")
-            new_ip = (new.get("spec") or {}).get("clusterIP")
-            if old_ip and new_ip != old_ip:
-                raise invalid(f'spec.clusterIP: Invalid value: "{new_ip or ""}": field is immutable')
-        elif kind.kind == "Pod":
-            def without_images(spec: Any) -> Any:
-                s = copy.deepcopy(spec or {})
-                for c in s.get("containers") or []:
-                    c.pop("image", None)
-                s.pop("activeDeadlineSeconds", None)
-                return s
-
-            if without_images(current.get("spec")) != without_images(new.get("spec")):
-                raise invalid(f"spec: Forbidden: {POD_UPDATE_FORBIDDEN}")
+        errors = update_errors(kind, current, new)
+        if errors:
+            raise UserError(f"{where}: {InvalidObject(kind.kind, meta.name(new), errors)}")
 
     def _check_allocations(self, svc: Obj, current: Obj | None, where: str) -> None:
+        errors = self.allocation_errors(svc, current)
+        if errors:
+            raise UserError(f"{where}: {InvalidObject('Service', meta.name(svc), errors)}")
+
+    def allocation_errors(self, svc: Mapping[str, Any], current: Mapping[str, Any] | None) -> list[FieldError]:
+        """What a Service asks for that storage refuses: a cluster IP outside the range or
+        owned by another Service (on create), node ports likewise (new ones)."""
         owner = owner_of(svc)
         spec = svc.get("spec") or {}
         ip = spec.get("clusterIP")
+        errors: list[FieldError] = []
         if ip and current is None:
             addr = IPv4Address(ip)
+            path = ROOT.child("spec").child("clusterIP")
             if addr not in self._services.range:
-                raise UserError(f'{where}: Service "{meta.name(svc)}" is invalid: spec.clusterIP: '
-                                f'Invalid value: "{ip}": provided IP is not in the valid range. '
-                                f"The range of valid IPs is {self._services.range}")
-            self._free(clusterip_key(self.objects.keys, addr), owner,
-                       f'spec.clusterIP: Invalid value: "{ip}": provided IP is already allocated',
-                       svc, where)
+                errors.append(invalid(path, ip, "provided IP is not in the valid range. The range of "
+                                                f"valid IPs is {self._services.range}"))
+            elif self._taken(clusterip_key(self.objects.keys, addr), owner):
+                errors.append(invalid(path, ip, "provided IP is already allocated"))
         had = {p.get("nodePort") for p in ((current or {}).get("spec") or {}).get("ports") or []}
         for i, p in enumerate(spec.get("ports") or []):
             np = p.get("nodePort")
             if np and np not in had:
                 lo, hi = self._services.node_ports
-                path = f"spec.ports[{i}].nodePort"
+                path = ROOT.child("spec").child("ports").index(i).child("nodePort")
                 if not lo <= np <= hi:
-                    raise UserError(f'{where}: Service "{meta.name(svc)}" is invalid: {path}: Invalid '
-                                    f"value: {np}: provided port is not in the valid range. The "
-                                    f"range of valid ports is {lo}-{hi}")
-                self._free(nodeport_key(self.objects.keys, np), owner,
-                           f"{path}: Invalid value: {np}: provided port is already allocated",
-                           svc, where)
+                    errors.append(invalid(path, np, "provided port is not in the valid range. The "
+                                                    f"range of valid ports is {lo}-{hi}"))
+                elif self._taken(nodeport_key(self.objects.keys, np), owner):
+                    errors.append(invalid(path, np, "provided port is already allocated"))
+        return errors
 
-    def _free(self, key: str, owner: str, detail: str, svc: Obj, where: str) -> None:
+    def _taken(self, key: str, owner: str) -> bool:
         kv = self.objects.store.get(key)
-        if kv is not None and kv.value.decode(errors="replace") != owner:
-            raise UserError(f'{where}: Service "{meta.name(svc)}" is invalid: {detail}')
+        return kv is not None and kv.value.decode(errors="replace") != owner
 
     # ------------------------------------------------------------------ phase 2
     def write(self, planned: Planned) -> Outcome:
@@ -193,36 +223,66 @@ class Applier:
         raise Conflict(p.kind, meta.name(p.object))
 
     def _create(self, p: Planned) -> None:
-        obj = copy.deepcopy(p.object)
-        claimed: list[str] = []
-        try:
-            if p.kind.kind == "Service":
-                self._allocate(obj, None, claimed)
-            self.objects.create(obj)
-        except BaseException:
-            for key in claimed:
-                self._release(key, owner_of(obj))
-            raise
+        self.create(p.object, check=False)
 
     def _update(self, p: Planned) -> None:
-        obj = copy.deepcopy(p.object)
+        self.update(p.object, check=False)
+
+    def create(self, obj: Mapping[str, Any], *, check: bool = True) -> Obj:
+        """Store a new, admitted object as kube-apiserver does: a Service gets its cluster IP
+        (and node ports, for type NodePort) first. InvalidObject for an address or port that
+        cannot be had (`check`), AlreadyExists when the name is taken (nothing stays claimed)."""
+        new = copy.deepcopy(dict(obj))
+        kind = meta.kind_named(str(new.get("kind")))
+        is_service = kind is not None and kind.kind == "Service"
+        if is_service and check:
+            errors = self.allocation_errors(new, None)
+            if errors:
+                raise InvalidObject("Service", meta.name(new), errors)
+        claimed: list[str] = []
+        try:
+            if is_service:
+                self._allocate(new, None, claimed)
+            return self.objects.create(new)
+        except BaseException:
+            for key in claimed:
+                self._release(key, owner_of(new))
+            raise
+
+    def update(self, obj: Mapping[str, Any], *, check: bool = True) -> Obj:
+        """Replace a stored, admitted object (at its resourceVersion when it carries one, else
+        Conflict): immutable fields are checked (`check`: InvalidObject), a Service's new node
+        ports claimed and the ones it dropped released."""
+        new = copy.deepcopy(dict(obj))
+        kind = meta.kind_named(str(new.get("kind")))
+        if kind is None:
+            raise UserError(f"cannot store an object of kind {new.get('kind')!r}")
+        cur = self.objects.get(kind, meta.name(new), meta.namespace(new))
+        if cur is None:
+            raise not_found(kind, meta.name(new))
+        if check:
+            errors = update_errors(kind, cur, new)
+            if kind.kind == "Service":
+                errors += self.allocation_errors(new, cur)
+            if errors:
+                raise InvalidObject(kind.kind, meta.name(new), errors)
         claimed: list[str] = []
         old_ports: set[int] = set()
-        if p.kind.kind == "Service":
-            cur = self.objects.get(p.kind, meta.name(obj), meta.namespace(obj)) or {}
+        if kind.kind == "Service":
             old_ports = {q["nodePort"] for q in (cur.get("spec") or {}).get("ports") or []
                          if q.get("nodePort")}
         try:
-            if p.kind.kind == "Service":
-                self._allocate(obj, old_ports, claimed)
-            self.objects.update(obj)
+            if kind.kind == "Service":
+                self._allocate(new, old_ports, claimed)
+            stored = self.objects.update(new)
         except BaseException:
             for key in claimed:
-                self._release(key, owner_of(obj))
+                self._release(key, owner_of(new))
             raise
-        new_ports = {q.get("nodePort") for q in (obj.get("spec") or {}).get("ports") or []}
+        new_ports = {q.get("nodePort") for q in (new.get("spec") or {}).get("ports") or []}
         for np in old_ports - new_ports:
-            self._release(nodeport_key(self.objects.keys, np), owner_of(obj))
+            self._release(nodeport_key(self.objects.keys, np), owner_of(new))
+        return stored
 
     def _allocate(self, svc: Obj, had_ports: set[int] | None, claimed: list[str]) -> None:
         """Cluster IP (on create) and node ports (NodePort type), recording each claimed key."""
