@@ -1,0 +1,331 @@
+"""The REST verbs over the object store: what each request does, blocking and HTTP-free.
+
+Every write goes through the same layers as `netplane apply`/`run`/`delete`:
+`orchestrator.validation.admit` (defaults, schema, semantic checks with field paths),
+`orchestrator.applier.Applier` (a Service's cluster IP and node ports, immutable fields) and
+`orchestrator.storage.ObjectStore` (create-only creates, updates at a resourceVersion), and
+deletes through `orchestrator.deletion.Deleter` (graceful pods, RC cascades). What is
+kube-apiserver's own on top of those:
+
+* **create** resets what the server owns: a Pod starts `Pending`, an RC with no replicas
+  counted, a Namespace `Active`; Events are stored on an etcd lease (`event_ttl`, like
+  `--event-ttl`), one lease shared for a tenth of the TTL.
+* **update** (PUT) of a kind with a status subresource keeps the stored `status`, and the
+  `status` subresource changes only `status` (`ResetObjectMetaForStatus`); a Service update
+  keeps its allocated cluster IP and node ports when it leaves them out
+  (`patchAllocatedValues`). A resourceVersion in the body is a precondition (409 Conflict).
+* **patch** reads, applies the patch (`orchestrator.apiserver.patch.apply_patch`, by content
+  type), and writes at the revision read, retrying a lost race like GuaranteedUpdate — unless
+  the patch itself names a resourceVersion, which is then a precondition.
+* `fieldValidation` — `Strict`: unknown fields are a 400; `Warn` (the default): they come
+  back as warnings (the `Warning` header) and are pruned; `Ignore`: pruned silently.
+* `dryRun=All`: everything but the write.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from netplane.errors import NotFoundError
+from orchestrator.apiserver.status import APIError, bad_request, not_found
+from orchestrator.applier import Applier, keep_allocated
+from orchestrator.deletion import Cascade, Deleter
+from orchestrator.objects import meta
+from orchestrator.objects.meta import EVENT, NAMESPACE, POD, SERVICE, Kind
+from orchestrator.storage import Conflict, Obj, ObjectStore
+from orchestrator.validation import admit
+
+PATCH_RETRIES = 16
+WITH_STATUS = frozenset({"Pod", "ReplicationController", "Service", "Node", "Namespace"})
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+FOREGROUND_FINALIZER = "foregroundDeletion"
+SYSTEM_METADATA = ("deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+class Registry:
+    def __init__(self, objects: ObjectStore, *, event_ttl: int = 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.objects = objects
+        self.applier = Applier(objects)
+        self.deleter = Deleter(objects, clock=clock)
+        self.event_ttl = event_ttl
+        self._clock = clock
+        self._lease_lock = threading.Lock()
+        self._lease: tuple[int, float] | None = None  # (id, until when to reuse it)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
+        obj = self.objects.get(kind, name, namespace)
+        if obj is None:
+            raise not_found(kind.resource, name)
+        return obj
+
+    # ------------------------------------------------------------------ body checks
+    def prepared(self, kind: Kind, namespace: str | None, body: Any, *, name: str | None = None) -> Obj:
+        """The request body as an object of `kind` in `namespace` (kind, apiVersion and
+        namespace filled in from the URL when missing; 400 when they disagree with it)."""
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was in an unknown format - accepted "
+                              "media types include: application/json, application/yaml")
+        obj: Obj = copy.deepcopy(body)
+        obj.setdefault("apiVersion", kind.api_version)
+        obj.setdefault("kind", kind.kind)
+        if obj["kind"] != kind.kind:
+            raise bad_request(f'the kind in the body ("{obj["kind"]}") does not match the kind of '
+                              f'the resource ("{kind.kind}" for {kind.resource})')
+        if obj["apiVersion"] != kind.api_version:
+            raise bad_request(f'the API version in the data ({obj["apiVersion"]}) does not match the '
+                              f"expected API version ({kind.api_version})")
+        md = obj.get("metadata")
+        if md is None:
+            md = obj["metadata"] = {}
+        if not isinstance(md, dict):
+            raise bad_request("metadata must be an object")
+        if kind.namespaced:
+            ns = md.get("namespace") or namespace or meta.DEFAULT_NAMESPACE
+            if namespace and ns != namespace:
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
+            md["namespace"] = ns
+        else:
+            md.pop("namespace", None)
+        if name is not None:
+            if not md.get("name"):
+                md["name"] = name
+            elif md["name"] != name:
+                raise bad_request(f"the name of the object ({md['name']}) does not match the name "
+                                  f"on the URL ({name})")
+        return obj
+
+    @staticmethod
+    def _admitted(obj: Obj, field_validation: str | None) -> tuple[Obj, list[str]]:
+        fv = field_validation or "Warn"
+        if fv not in FIELD_VALIDATION:
+            raise bad_request('fieldValidation must be one of "Ignore", "Warn", or "Strict"')
+        got = admit(obj)
+        warnings = list(got.warnings)
+        if warnings and fv == "Strict":
+            k = str(obj.get("kind"))
+            raise bad_request(f'{k} in version "v1" cannot be handled as a {k}: strict decoding '
+                              f"error: {', '.join(warnings)}")
+        return got.object, warnings if fv == "Warn" else []
+
+    # ------------------------------------------------------------------ create
+    def create(self, kind: Kind, namespace: str | None, body: Any, *, dry_run: bool = False,
+               field_validation: str | None = None) -> tuple[Obj, list[str]]:
+        obj = self.prepared(kind, namespace, body)
+        if kind.kind == "Pod":
+            obj["status"] = {"phase": "Pending"}
+        elif kind.kind == "ReplicationController":
+            obj["status"] = {"replicas": 0}
+        elif kind.kind == "Namespace":
+            obj["status"] = {"phase": "Active"}
+        elif kind.kind == "Service":
+            obj["status"] = {"loadBalancer": {}}
+        new, warnings = self._admitted(obj, field_validation)
+        if dry_run:
+            return new, warnings
+        if kind == EVENT:
+            return self.objects.create(new, lease=self._event_lease()), warnings
+        return self.applier.create(new), warnings
+
+    def _event_lease(self) -> int:
+        now = self._clock()
+        with self._lease_lock:
+            if self._lease is not None and now < self._lease[1]:
+                return self._lease[0]
+            extra = max(1, self.event_ttl // 10)
+            lease = self.objects.store.grant(self.event_ttl + extra)
+            self._lease = (lease, now + extra)
+            return lease
+
+    # ------------------------------------------------------------------ update and patch
+    def update(self, kind: Kind, namespace: str | None, name: str, body: Any, *,
+               subresource: str | None = None, dry_run: bool = False,
+               field_validation: str | None = None) -> tuple[Obj, list[str]]:
+        obj = self.prepared(kind, namespace, body, name=name)
+        current = self.get(kind, namespace, name)
+        want = meta.meta(obj).get("resourceVersion")
+        if want and want != meta.meta(current).get("resourceVersion"):
+            raise Conflict(kind, name)
+        return self._replace(kind, current, obj, subresource=subresource, dry_run=dry_run,
+                             field_validation=field_validation, conditional=bool(want))
+
+    def patch(self, kind: Kind, namespace: str | None, name: str, patch: bytes, content_type: str, *,
+              subresource: str | None = None, dry_run: bool = False,
+              field_validation: str | None = None) -> tuple[Obj, list[str]]:
+        from orchestrator.apiserver.patch import apply_patch
+
+        for _ in range(PATCH_RETRIES):
+            current = self.get(kind, namespace, name)
+            rv = meta.meta(current).get("resourceVersion")
+            try:
+                new = apply_patch(kind, copy.deepcopy(current), patch, content_type)
+            except APIError:
+                raise
+            except Exception as e:
+                raise _patch_error(e) from e
+            if not isinstance(new, dict):
+                raise bad_request("the patch did not produce an object")
+            want = meta.meta(new).get("resourceVersion")
+            pinned = bool(want) and want != rv
+            if pinned:
+                raise Conflict(kind, name)
+            new = self.prepared(kind, namespace, new, name=name)
+            new["metadata"]["resourceVersion"] = rv
+            try:
+                return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
+                                     field_validation=field_validation, conditional=True)
+            except Conflict:
+                continue
+        raise Conflict(kind, name)
+
+    def _replace(self, kind: Kind, current: Obj, obj: Obj, *, subresource: str | None,
+                 dry_run: bool, field_validation: str | None, conditional: bool) -> tuple[Obj, list[str]]:
+        if subresource == "status":
+            new = copy.deepcopy(current)
+            if "status" in obj:
+                new["status"] = obj["status"]
+            else:
+                new.pop("status", None)
+        else:
+            new = obj
+            md = new.setdefault("metadata", {})
+            cur_md = meta.meta(current)
+            for f in SYSTEM_METADATA:
+                md.pop(f, None)
+                if f in cur_md:
+                    md[f] = cur_md[f]  # type: ignore[literal-required]
+            if kind.kind in WITH_STATUS:
+                if "status" in current:
+                    new["status"] = copy.deepcopy(current["status"])
+                else:
+                    new.pop("status", None)
+            if kind == SERVICE:
+                keep_allocated(current, new)
+        md = new.setdefault("metadata", {})
+        if conditional:
+            md["resourceVersion"] = meta.meta(obj).get("resourceVersion") or \
+                meta.meta(current).get("resourceVersion")
+        else:
+            md.pop("resourceVersion", None)
+        admitted, warnings = self._admitted(new, field_validation)
+        if dry_run:
+            return admitted, warnings
+        return self.applier.update(admitted), warnings
+
+    # ------------------------------------------------------------------ delete
+    def delete(self, kind: Kind, namespace: str | None, name: str, options: Mapping[str, Any], *,
+               dry_run: bool = False) -> tuple[Obj, bool]:
+        """Delete one object as DeleteOptions say; the object (still there, being deleted, or
+        its last state) and whether it is gone."""
+        current = self.get(kind, namespace, name)
+        pre = options.get("preconditions") or {}
+        if not isinstance(pre, dict):
+            raise bad_request("preconditions must be an object")
+        cur_md = meta.meta(current)
+        if pre.get("uid") and pre["uid"] != cur_md.get("uid"):
+            raise APIError(409, f'Operation cannot be fulfilled on {kind.resource} "{name}": '
+                                f"Precondition failed: UID in precondition: {pre['uid']}, UID in "
+                                f"object meta: {cur_md.get('uid')}", reason="Conflict",
+                           details={"name": name, "kind": kind.resource})
+        if pre.get("resourceVersion") and pre["resourceVersion"] != cur_md.get("resourceVersion"):
+            raise APIError(409, f'Operation cannot be fulfilled on {kind.resource} "{name}": '
+                                "Precondition failed: ResourceVersion in precondition: "
+                                f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                                f"{cur_md.get('resourceVersion')}", reason="Conflict",
+                           details={"name": name, "kind": kind.resource})
+        if kind == NAMESPACE and name in PROTECTED_NAMESPACES:
+            raise APIError(403, f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                           details={"name": name, "kind": "namespaces"})
+        policy = options.get("propagationPolicy")
+        if policy is None and options.get("orphanDependents") is not None:
+            policy = "Orphan" if options["orphanDependents"] else "Background"
+        if policy not in (None, "Orphan", "Background", "Foreground"):
+            raise APIError(422, f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+                                f'Unsupported value: "{policy}": supported values: "Foreground", '
+                                '"Background", "Orphan", "nil"', reason="Invalid")
+        grace = options.get("gracePeriodSeconds")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+            raise bad_request("gracePeriodSeconds must be an integer")
+        if dry_run:
+            return current, False
+        if kind.kind == "ReplicationController" and policy == "Foreground":
+            marked = self.objects.guaranteed_update(kind, name, namespace, self._foreground_mark)
+            return marked, False
+        cascade: Cascade = "orphan" if policy == "Orphan" else "background"
+        try:
+            gone = self.deleter.delete(kind, name, namespace, cascade=cascade,
+                                       grace=max(grace, 0) if grace is not None else None)
+        except NotFoundError:
+            raise not_found(kind.resource, name) from None
+        if not gone:
+            raise not_found(kind.resource, name)
+        after = self.objects.get(kind, name, namespace)
+        if after is not None and meta.uid(after) == meta.uid(current):
+            return after, False
+        return current, True
+
+    def _foreground_mark(self, rc: Obj) -> Obj | None:
+        md = rc.setdefault("metadata", {})
+        fins = list(md.get("finalizers") or [])
+        if md.get("deletionTimestamp") and FOREGROUND_FINALIZER in fins:
+            return None
+        md.setdefault("deletionTimestamp", meta.from_epoch(self._clock()))
+        if FOREGROUND_FINALIZER not in fins:
+            fins.append(FOREGROUND_FINALIZER)
+        md["finalizers"] = fins
+        return rc
+
+    # ------------------------------------------------------------------ subresources
+    def bind(self, namespace: str, name: str, body: Any) -> None:
+        """pods/binding: set spec.nodeName with the scheduler's compare-and-swap; 409 when the
+        pod is already bound or being deleted."""
+        from orchestrator import scheduling
+
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was in an unknown format")
+        target = body.get("target") or {}
+        node = target.get("name") if isinstance(target, dict) else None
+        if not node or not isinstance(node, str):
+            raise APIError(422, f'Binding "{name}" is invalid: target.name: Required value',
+                           reason="Invalid", details={"name": name, "kind": "Binding", "causes": [
+                               {"reason": "FieldValueRequired", "message": "Required value",
+                                "field": "target.name"}]})
+        if target.get("kind") not in (None, "", "Node"):
+            raise bad_request(f'a binding target must be a Node, not "{target.get("kind")}"')
+        bname = (body.get("metadata") or {}).get("name")
+        if bname and bname != name:
+            raise bad_request(f"the name of the binding ({bname}) does not match the pod ({name})")
+
+        def mutate(p: Obj) -> Obj:
+            return scheduling.bound(p, node, now=datetime.fromtimestamp(self._clock(), UTC))
+
+        try:
+            self.objects.guaranteed_update(POD, name, namespace, mutate)
+        except scheduling.BindingRefused as e:
+            raise APIError(409, f'Operation cannot be fulfilled on pods/binding "{name}": {e}',
+                           reason="Conflict", details={"name": name, "kind": "pods/binding"}) from None
+        except NotFoundError:
+            raise not_found("pods", name) from None
+
+
+def _patch_error(e: Exception) -> APIError:
+    code = getattr(e, "code", None)  # patch.PatchError: the Status to answer with
+    if isinstance(code, int) and 400 <= code < 600:
+        reason = getattr(e, "reason", None)
+        return APIError(code, str(e), reason=reason if isinstance(reason, str) else None)
+    if isinstance(e, ValueError | TypeError | KeyError | IndexError):
+        return bad_request(f"the patch could not be applied: {e}")
+    from orchestrator.apiserver.status import from_exception
+
+    mapped = from_exception(e)
+    if mapped is None:
+        raise e
+    return mapped

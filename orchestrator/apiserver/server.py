@@ -1,0 +1,367 @@
+"""The API server: HTTPS, authentication, discovery, and the `/api/v1` handlers, on aiohttp.
+
+    server = APIServer(store, keys, APIServerConfig(listen=("127.0.0.1", 6443), state_dir=...))
+    host, port = server.start()      # binds (OSError if taken), serves on a thread of its own
+    ...
+    server.stop()
+
+`netplane apiserver` runs one on its own; `netplane master --apiserver-listen` runs one in
+every master, leader or not (it only needs etcd: any master can serve, as kube-apiservers
+do). TLS material comes from `--tls-cert/--tls-key/--client-ca` or, by default, from the
+state directory, where the cluster CA and a serving certificate are made at first start
+(`certs`). The state directory also gets `apiserver.json` (the server URL, the CA clients
+should trust, the token file), which `netplane kubeconfig` reads, and `tokens.csv`, the
+default token file.
+
+The event loop only parses, streams and encodes; every store call runs in a thread pool.
+A handler error that is not one of ours is logged once with its traceback and answered with
+a 500 InternalError Status; the server never sends a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from netplane.errors import ConfigError, StoreError
+from netplane.store import EtcdStore, Keys
+from orchestrator.apiserver import auth, certs, discovery
+from orchestrator.apiserver.handlers import (
+    CONTEXT,
+    CURRENT_USER,
+    Context,
+    api_v1,
+    json_response,
+    status_response,
+)
+from orchestrator.apiserver.registry import Registry
+from orchestrator.apiserver.scale import Scales
+from orchestrator.apiserver.status import APIError, from_exception
+from orchestrator.apiserver.watchcache import WINDOW, WatchCaches
+from orchestrator.objects.meta import KINDS, NAMESPACE
+from orchestrator.storage import AlreadyExists, ObjectStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 6443
+DEFAULT_STATE_DIR = Path("/var/lib/netplane/apiserver")
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request body limit
+STATE_FILE = "apiserver.json"
+
+
+@dataclass(frozen=True)
+class APIServerConfig:
+    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
+    state_dir: Path = DEFAULT_STATE_DIR
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    token_auth_file: Path | None = None
+    read_only_group: str = auth.DEFAULT_READ_ONLY_GROUP
+    advertise: str | None = None  # the host clients use (server URL, serving certificate)
+    tls_sans: tuple[str, ...] = field(default_factory=tuple)
+    event_ttl: int = 3600
+    bookmark_interval: float = 60.0
+    workers: int = 32
+    watch_window: int = WINDOW
+
+    def url_host(self, port: int | None = None) -> str:
+        host = self.advertise or self.listen[0]
+        if not host or ip_address_or_none(host) is not None and ip_address(host).is_unspecified:
+            host = "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+
+def ip_address_or_none(text: str) -> Any:
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`ADDR:PORT`, `:PORT` (all addresses) or `PORT`."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{text!r}: expected ADDR:PORT")
+    if host and ip_address_or_none(host) is None:
+        raise ConfigError(f"{text!r}: {host!r} is not an IP address")
+    return host or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class TLS:
+    context: ssl.SSLContext
+    ca_file: Path | None  # what clients should trust (None: the caller knows)
+
+
+def tls_setup(cfg: APIServerConfig) -> TLS:
+    """The server's TLS context: given files, or the state directory's CA and certificate."""
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ca_file: Path | None
+    try:
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+            ca_file = cfg.client_ca
+        else:
+            ca = certs.ensure_ca(cfg.state_dir)
+            sans = certs.default_sans([cfg.listen[0], *( [cfg.advertise] if cfg.advertise else []), *cfg.tls_sans])
+            sans = [s for s in sans if s and not (ip_address_or_none(s) and ip_address(s).is_unspecified)]
+            certs.ensure_server_cert(cfg.state_dir, ca, sans)
+            ctx.load_cert_chain(str(cfg.state_dir / "server.crt"), str(cfg.state_dir / "server.key"))
+            ca_file = cfg.state_dir / "ca.crt"
+        client_ca = cfg.client_ca or (cfg.state_dir / "ca.crt" if cfg.tls_cert is None else None)
+        if client_ca is not None:
+            ctx.load_verify_locations(cafile=str(client_ca))
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"TLS setup failed: {e}") from e
+    return TLS(ctx, ca_file)
+
+
+def token_file_of(cfg: APIServerConfig) -> Path:
+    if cfg.token_auth_file is not None:
+        return cfg.token_auth_file
+    path = cfg.state_dir / "tokens.csv"
+    if not path.exists():
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    return path
+
+
+def write_state(cfg: APIServerConfig, *, url: str, ca_file: Path | None, token_file: Path) -> None:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    body = {"server": url, "certificateAuthority": str(ca_file) if ca_file else None,
+            "tokenAuthFile": str(token_file)}
+    tmp = cfg.state_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.replace(cfg.state_dir / STATE_FILE)
+
+
+def read_state(state_dir: Path) -> dict[str, Any]:
+    try:
+        v = json.loads((state_dir / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {state_dir / STATE_FILE}: {e}") from e
+    return v if isinstance(v, dict) else {}
+
+
+# --------------------------------------------------------------------------- the app
+def _unauthorized() -> web.Response:
+    return status_response(APIError(401, "Unauthorized"))
+
+
+def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
+    @web.middleware
+    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        except APIError as e:
+            return status_response(e)
+        except web.HTTPException as e:
+            if e.status == 404:
+                return status_response(APIError(404, "the server could not find the requested resource"))
+            if e.status == 405:
+                return status_response(APIError(405, "the server does not allow this method on the "
+                                                     "requested resource"))
+            if e.status == 413:
+                return status_response(APIError(413, "the request entity is too large", reason="RequestEntityTooLarge"))
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            mapped = from_exception(e)
+            if mapped is not None:
+                if isinstance(e, StoreError):
+                    log.warning("%s %s: %s", request.method, request.path, e)
+                return status_response(mapped)
+            log.exception("internal error serving %s %s", request.method, request.path_qs)
+            return status_response(APIError(500, f"Internal error occurred: {type(e).__name__}: {e}"))
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS:
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        header = request.headers.get("Authorization", "")
+        user = None
+        if header[:7].lower() == "bearer ":
+            user = tokens.user(header[7:].strip())
+        elif not header:
+            transport = request.transport
+            peer = transport.get_extra_info("peercert") if transport is not None else None
+            user = auth.user_from_peercert(peer)
+        if user is None:
+            return _unauthorized()
+        CURRENT_USER.set(user)
+        resp = await handler(request)
+        return resp
+
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_BODY)
+    app[CONTEXT] = ctx
+
+    async def version(request: web.Request) -> web.Response:
+        return json_response(discovery.version())
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def api(request: web.Request) -> web.Response:
+        return json_response(discovery.api_versions(ctx.server_address))
+
+    async def api_v1_resources(request: web.Request) -> web.Response:
+        return json_response(discovery.resource_list())
+
+    async def apis(request: web.Request) -> web.Response:
+        return json_response(discovery.api_groups())
+
+    async def openapi_index(request: web.Request) -> web.Response:
+        return json_response(discovery.openapi_index())
+
+    async def openapi_v1(request: web.Request) -> web.Response:
+        return json_response(discovery.openapi_v1())
+
+    async def not_found(request: web.Request) -> web.Response:
+        return status_response(APIError(404, "the server could not find the requested resource"))
+
+    r = app.router
+    r.add_get("/version", version)
+    r.add_get("/version/", version)
+    for p in ("/healthz", "/livez", "/readyz"):
+        r.add_get(p, healthz)
+    r.add_get("/api", api)
+    r.add_get("/api/", api)
+    r.add_get("/api/v1", api_v1_resources)
+    r.add_get("/api/v1/", api_v1_resources)
+    r.add_get("/apis", apis)
+    r.add_get("/apis/", apis)
+    r.add_get("/openapi/v3", openapi_index)
+    r.add_get("/openapi/v3/", openapi_index)
+    r.add_get("/openapi/v3/api/v1", openapi_v1)
+    r.add_route("*", "/api/v1/{tail:.+}", api_v1)
+    r.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+class APIServer:
+    def __init__(self, store: EtcdStore, keys: Keys, config: APIServerConfig) -> None:
+        self.config = config
+        self.objects = ObjectStore(store, keys)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stop = threading.Event()
+        self._caches: WatchCaches | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.address: tuple[str, int] | None = None
+        self.url = ""
+        self.ca_file: Path | None = None
+
+    def start(self) -> tuple[str, int]:
+        """Set up TLS, bind and serve on a thread of its own; the address bound. Raises
+        ConfigError for bad TLS material and OSError when the address is taken."""
+        cfg = self.config
+        tls = tls_setup(cfg)
+        self.ca_file = tls.ca_file
+        token_path = token_file_of(cfg)
+        tokens = auth.TokenFile(token_path)
+        self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="apiserver")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        ctx = Context(objects=self.objects, registry=Registry(self.objects, event_ttl=cfg.event_ttl),
+                      scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
+                      pool=self._pool, bookmark_interval=cfg.bookmark_interval)
+        self._caches = WatchCaches(self.objects, loop, self._stop, window=cfg.watch_window)
+        ctx.caches = self._caches
+        for kind in KINDS:  # from now on, a watch from a revision read later is in a window
+            self._caches.get(kind)
+        app = build_app(ctx, tokens)
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def setup() -> None:
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+            await runner.setup()
+            site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], ssl_context=tls.context,
+                               backlog=1024, reuse_address=True)
+            await site.start()
+            self._runner = runner
+            server = getattr(site, "_server", None)
+            sock = server.sockets[0] if server is not None and server.sockets else None
+            self.address = (sock.getsockname()[0], sock.getsockname()[1]) if sock else cfg.listen
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(setup())
+            except BaseException as e:  # noqa: BLE001 - handed to the starting thread, raised there
+                failure.append(e)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="apiserver", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            self._thread.join()
+            self._pool.shutdown(wait=False)
+            raise failure[0]
+        assert self.address is not None
+        host = cfg.url_host()
+        self.url = f"https://{host}:{self.address[1]}"
+        ctx.server_address = f"{host.strip('[]')}:{self.address[1]}"
+        write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path)
+        self._ensure_default_namespace()
+        log.info("API server on %s", self.url)
+        return self.address
+
+    def _ensure_default_namespace(self) -> None:
+        if self.objects.get(NAMESPACE, "default") is not None:
+            return
+        try:
+            self.objects.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"},
+                                 "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+        except AlreadyExists:
+            pass
+        except StoreError as e:
+            log.warning("could not create the default namespace: %s", e)
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=15)
+        if self._caches is not None:
+            self._caches.join(5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

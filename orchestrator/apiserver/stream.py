@@ -1,0 +1,222 @@
+"""The streaming responses: watches and `pods/log`.
+
+**Watch** (`?watch=1`): newline-delimited JSON `WatchEvent`s, `{"type": ..., "object": ...}`,
+over a chunked 200 response, as kube-apiserver frames them for JSON clients.
+
+* `resourceVersion` unset or "0": synthetic ADDED events for what exists now, then changes;
+  R: every change after etcd revision R (a compacted R: 410 Expired before streaming, or an
+  ERROR event carrying that Status if etcd compacts it while the watch starts).
+* `allowWatchBookmarks=true`: a BOOKMARK every `bookmark_interval` seconds, carrying a
+  revision up to which everything has been sent; `sendInitialEvents=true` (the watch-list
+  protocol): the synthetic ADDED events, then a BOOKMARK annotated
+  `k8s.io/initial-events-end: "true"`.
+* `timeoutSeconds`: the stream ends after that long (default: a random 30-60 minutes, as
+  kube-apiserver's min-request-timeout spreads them), and the client watches again.
+
+**pods/log**: proxied to the agent of the pod's node, at its InternalIP and the port it
+announces in `status.daemonEndpoints.kubeletEndpoint.Port` (`orchestrator.node.server`):
+`/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `previous`, and the
+body streamed through as it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from netplane.store.etcd import Compacted
+from orchestrator.apiserver.status import APIError, bad_request, not_found, too_old
+from orchestrator.apiserver.watchcache import Change, DirectWatch, Watcher
+from orchestrator.objects import meta
+from orchestrator.objects.meta import NODE, POD
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.handlers import Context, Target
+
+Obj = dict[str, Any]
+LOG_PARAMS = ("follow", "tailLines", "previous", "timestamps", "sinceSeconds", "limitBytes")
+NODE_CONNECT_TIMEOUT = 5.0
+
+
+def _event(typ: str, obj_json: bytes) -> bytes:
+    return b'{"type":"' + typ.encode() + b'","object":' + obj_json + b"}\n"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+async def watch(request: web.Request, ctx: Context, t: Target) -> web.StreamResponse:
+    from orchestrator.apiserver.handlers import _int, _true, selectors, table_of, wants_table
+
+    q = request.query
+    kind = t.kind
+    labels, fields = selectors(kind, q)
+    if t.name is not None:  # /api/v1/watch/namespaces/ns/pods/name
+        from orchestrator.apiserver import fields as fieldsel
+
+        fields = fieldsel.FieldSelector(kind.kind, (*fields.terms, fieldsel.Term("metadata.name", t.name, True)))
+    rv = q.get("resourceVersion") or ""
+    if rv and not rv.isdigit():
+        raise bad_request(f'Invalid value: "{rv}": resourceVersion must be a number')
+    send_initial = _true(q.get("sendInitialEvents"))
+    after: int | None = None if send_initial or rv in ("", "0") else int(rv)
+    bookmarks = _true(q.get("allowWatchBookmarks"))
+    timeout = _int(q, "timeoutSeconds")
+    if timeout is None or timeout <= 0:
+        timeout = random.randint(1800, 3600)
+    table = wants_table(request)
+    assert ctx.caches is not None
+    cache = ctx.caches.get(kind)
+    if not await cache.wait_ready(30.0):
+        raise APIError(503, f"the watch cache of {kind.resource} is not ready yet; try again")
+
+    def match(o: Obj) -> bool:
+        return (labels is None or labels.matches(meta.labels(o))) and fields.matches(o)
+
+    w = Watcher(ctx.objects.prefix(kind, t.namespace), match)
+    loop = asyncio.get_running_loop()
+    direct: DirectWatch | None = None
+    if not cache.subscribe(w, after):
+        assert after is not None
+        direct = DirectWatch(ctx.objects, kind, loop, w, after)
+        cache.direct_watches += 1
+        try:
+            await ctx.run(direct.check)
+        except Compacted as e:
+            raise too_old(after) from e
+        direct.start()
+
+    headers_sent = False
+
+    def encode(typ: str, c: Change, use_prev: bool) -> bytes:
+        nonlocal headers_sent
+        if table:  # kubectl get -w: a one-row Table per event, column definitions in the first
+            obj = meta_at(c.prev, c.revision) if use_prev and c.prev is not None else c.object
+            tbl = table_of(kind, [obj], {"resourceVersion": str(c.revision)},
+                           include_object=q.get("includeObject"), no_headers=headers_sent)
+            headers_sent = True
+            return _event(typ, _dumps(tbl))
+        return _event(typ, c.prev_json() if use_prev else c.object_json())
+
+    def bookmark(revision: int, annotations: dict[str, str] | None = None) -> bytes:
+        md: Obj = {"resourceVersion": str(revision)}
+        if annotations:
+            md["annotations"] = annotations
+        return _event("BOOKMARK", _dumps({"kind": kind.kind, "apiVersion": kind.api_version, "metadata": md}))
+
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                   "Cache-Control": "no-cache, private"})
+    resp.enable_chunked_encoding()
+    try:
+        await resp.prepare(request)
+        deadline = loop.time() + timeout
+        interval = max(ctx.bookmark_interval, 0.05)
+        next_bookmark = loop.time() + interval
+        sent = w.after
+        initial_end = send_initial
+        while True:
+            if w.queue:
+                buf = bytearray()
+                while w.queue:
+                    typ, c, use_prev = w.queue.popleft()
+                    buf += encode(typ, c, use_prev)
+                    sent = max(sent, c.revision)
+                await resp.write(bytes(buf))
+            if initial_end:
+                await resp.write(bookmark(w.after, {"k8s.io/initial-events-end": "true"}))
+                initial_end = False
+            if w.closed is not None:
+                if w.error is not None:
+                    await resp.write(_event("ERROR", _dumps(w.error)))
+                break
+            now = loop.time()
+            if now >= deadline:
+                break
+            if bookmarks and now >= next_bookmark:
+                done = max(sent, w.after, cache.dispatched if direct is None else 0)
+                await resp.write(bookmark(done))
+                next_bookmark = now + interval
+            w.wake.clear()
+            if w.queue or w.closed is not None:
+                continue
+            wait = deadline - now
+            if bookmarks:
+                wait = min(wait, max(next_bookmark - now, 0.0))
+            try:
+                await asyncio.wait_for(w.wake.wait(), timeout=max(wait, 0.001))
+            except TimeoutError:
+                pass
+    except ConnectionResetError:  # the client went away
+        pass
+    finally:
+        cache.unsubscribe(w)
+        if direct is not None:
+            direct.stop.set()
+    return resp
+
+
+def meta_at(obj: Obj, revision: int) -> Obj:
+    out = dict(obj)
+    out["metadata"] = {**(obj.get("metadata") or {}), "resourceVersion": str(revision)}
+    return out
+
+
+# --------------------------------------------------------------------------- pods/log
+def node_endpoint(node: Obj) -> tuple[str, int]:
+    status = node.get("status") or {}
+    address = next((str(a.get("address") or "") for a in status.get("addresses") or []
+                    if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
+    if not address or not isinstance(port, int) or not 0 < port < 65536:
+        raise APIError(500, f"node {meta.name(node)} announces no node API endpoint (InternalIP and "
+                            "status.daemonEndpoints.kubeletEndpoint.Port)")
+    return address, port
+
+
+async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
+    q = request.query
+    pod = await ctx.run(ctx.registry.get, POD, namespace, name)
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
+        raise bad_request(f"pod {name} does not have a host assigned")
+    containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    container = q.get("container")
+    if not container:
+        if len(containers) != 1:
+            raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                              f"[{' '.join(str(c) for c in containers)}]")
+        container = str(containers[0])
+    elif container not in containers:
+        raise bad_request(f"container {container} is not valid for pod {name}")
+    node = await ctx.run(ctx.objects.get, NODE, node_name)
+    if node is None:
+        raise not_found("nodes", node_name)
+    host, port = node_endpoint(node)
+    params = {k: q[k] for k in LOG_PARAMS if q.get(k)}
+    url = f"http://{host}:{port}/containerLogs/{namespace}/{name}/{container}"
+    timeout = aiohttp.ClientTimeout(total=None, connect=NODE_CONNECT_TIMEOUT, sock_connect=NODE_CONNECT_TIMEOUT)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, params=params) as r:
+            if r.status != 200:
+                text = (await r.text(errors="replace")).strip()
+                code = r.status if r.status in (400, 404) else 500
+                raise APIError(code, text or f"the node answered {r.status}")
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            try:
+                async for chunk in r.content.iter_any():
+                    await resp.write(chunk)
+            except ConnectionResetError:  # the client went away
+                pass
+            except aiohttp.ClientError:  # the node went away mid-stream: end the body there
+                pass
+            return resp
+    except aiohttp.ClientError as e:
+        raise APIError(500, f'Get "{url}": {e}') from None

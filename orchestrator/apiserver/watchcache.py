@@ -1,0 +1,344 @@
+"""Watch fan-out: one etcd watch per kind, shared by every API watcher of that kind.
+
+kube-apiserver's watch cache in small. A `KindCache` follows one kind's prefix with
+`netplane.store.watch.list_watch` on a thread of its own (started by the first watch of the
+kind): it keeps the current objects (so a delete carries the object's last state, and a watch
+without a resourceVersion starts with synthetic ADDED events) and a window of recent changes
+(`Change`, decoded once, JSON-encoded once for every watcher). Each batch is handed to the
+event loop with one `call_soon_threadsafe`, where every `Watcher` filters it (namespace, label
+and field selectors) into its own queue. A watcher is registered and replayed under the
+cache's lock, in the loop thread that also dispatches, so no change is missed or sent twice.
+
+* A watch from revision R inside the window replays the window's changes after R; one from
+  before the window falls back to its own etcd watch from R+1 (`DirectWatch`, with previous
+  values), which answers 410 Expired when etcd has compacted R.
+* Selectors apply to each change as kube's cacher does: a change that makes an object match
+  is ADDED, one that makes it stop matching is DELETED (with the old object at the change's
+  revision).
+* A watcher whose queue overflows (a client not reading) is closed; the client re-watches
+  from its last revision, as it does after a timeout. After a re-list (compaction under the
+  cache's own watch, etcd restarted) continuity is lost, so the cache closes its watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from netplane.errors import StoreError
+from netplane.store.etcd import Compacted
+from netplane.store.watch import Resync, list_watch
+from orchestrator.objects.meta import Kind
+from orchestrator.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+WINDOW = 20_000  # changes kept per kind for watches that start in the past
+MAX_QUEUE = 50_000  # undelivered events before a watcher is closed as too slow
+
+
+def _dumps(obj: Obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _at_revision(obj: Obj, revision: int) -> Obj:
+    out = dict(obj)
+    out["metadata"] = {**(obj.get("metadata") or {}), "resourceVersion": str(revision)}
+    return out
+
+
+@dataclass(eq=False)
+class Change:
+    """One etcd event of a kind, decoded. `object` of a DELETED change is the last state,
+    at the deletion's revision."""
+
+    revision: int
+    type: str
+    key: str
+    object: Obj
+    prev: Obj | None
+    _json: bytes | None = field(default=None, repr=False)
+    _prev_json: bytes | None = field(default=None, repr=False)
+
+    def object_json(self) -> bytes:
+        if self._json is None:
+            self._json = _dumps(self.object)
+        return self._json
+
+    def prev_json(self) -> bytes:
+        """The previous object at this change's revision (a DELETED for a watcher it stops
+        matching)."""
+        if self._prev_json is None:
+            assert self.prev is not None
+            self._prev_json = _dumps(_at_revision(self.prev, self.revision))
+        return self._prev_json
+
+
+Event = tuple[str, Change, bool]  # (type sent, change, send the previous object)
+
+
+class Watcher:
+    """One API watch: its filter and its queue, used in the event loop only."""
+
+    def __init__(self, prefix: str, match: Callable[[Obj], bool], *, max_queue: int = MAX_QUEUE) -> None:
+        self.prefix = prefix
+        self.match = match
+        self.after = 0
+        self.generation = 0
+        self.queue: deque[Event] = deque()
+        self.wake = asyncio.Event()
+        self.closed: str | None = None
+        self.error: Obj | None = None  # a Status to send as an ERROR event before closing
+        self.max_queue = max_queue
+
+    def classify(self, c: Change) -> Event | None:
+        cur = c.type != "DELETED" and self.match(c.object)
+        old = c.prev is not None and self.match(c.prev)
+        if cur:
+            return ("MODIFIED" if old else "ADDED", c, False)
+        if old:
+            return ("DELETED", c, c.type != "DELETED")
+        return None
+
+    def offer(self, changes: list[Change]) -> None:
+        if self.closed:
+            return
+        for c in changes:
+            if c.revision <= self.after or not c.key.startswith(self.prefix):
+                continue
+            ev = self.classify(c)
+            if ev is not None:
+                self.queue.append(ev)
+        if len(self.queue) > self.max_queue:
+            self.close("too slow: the client does not read its events")
+        if self.queue:
+            self.wake.set()
+
+    def close(self, reason: str, *, error: Obj | None = None) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self.error = error
+        self.wake.set()
+
+
+class KindCache:
+    def __init__(self, objects: ObjectStore, kind: Kind, loop: asyncio.AbstractEventLoop, *,
+                 window: int = WINDOW) -> None:
+        self.objects = objects
+        self.kind = kind
+        self.loop = loop
+        self.window = window
+        self.prefix = objects.prefix(kind)
+        self._lock = threading.Lock()
+        self._current: dict[str, Obj] = {}
+        self._buffer: deque[Change] = deque()
+        self._covered_from = 0  # every change after this revision is in the buffer (or coming)
+        self._revision = 0  # the newest revision the cache has seen
+        self._generation = 0
+        self._ready = threading.Event()
+        self._watchers: set[Watcher] = set()  # loop thread only
+        self.dispatched = 0  # newest revision handed to the watchers (loop thread only)
+        self.direct_watches = 0  # watches that started before the window (their own etcd watch)
+        self._thread: threading.Thread | None = None
+
+    def start(self, stop: threading.Event) -> None:
+        self._thread = threading.Thread(target=self._run, args=(stop,), name=f"watchcache-{self.kind.resource}",
+                                        daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        if self._ready.is_set():
+            return True
+        return await self.loop.run_in_executor(None, self._ready.wait, timeout)
+
+    # ------------------------------------------------------------------ the cache's thread
+    def _run(self, stop: threading.Event) -> None:
+        for item in list_watch(self.objects.store, self.prefix, stop=stop):
+            if isinstance(item, Resync):
+                current = {}
+                for kv in item.items:
+                    o = self.objects.decode_or_log(self.kind, kv.key, kv.value, kv.mod_revision)
+                    if o is not None:
+                        current[kv.key] = o
+                with self._lock:
+                    self._current = current
+                    self._buffer.clear()
+                    self._covered_from = self._revision = item.revision
+                    self._generation += 1
+                    gen = self._generation
+                if gen > 1:
+                    self._post(self._reset, gen)
+                self._ready.set()
+                continue
+            changes = []
+            with self._lock:
+                for ev in item:
+                    prev = self._current.get(ev.key)
+                    new = None
+                    if ev.kind == "put" and ev.value is not None:
+                        new = self.objects.decode_or_log(self.kind, ev.key, ev.value, ev.mod_revision)
+                    if new is None:
+                        if prev is None:
+                            continue
+                        del self._current[ev.key]
+                        changes.append(Change(ev.mod_revision, "DELETED", ev.key,
+                                              _at_revision(prev, ev.mod_revision), prev))
+                    else:
+                        self._current[ev.key] = new
+                        changes.append(Change(ev.mod_revision, "MODIFIED" if prev is not None else "ADDED",
+                                              ev.key, new, prev))
+                self._buffer.extend(changes)
+                while len(self._buffer) > self.window:
+                    self._covered_from = self._buffer.popleft().revision
+                self._revision = item[-1].mod_revision
+            if changes:
+                self._post(self._fanout, changes)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
+
+    # ------------------------------------------------------------------ the loop's side
+    def _fanout(self, changes: list[Change]) -> None:
+        for w in list(self._watchers):
+            w.offer(changes)
+        self.dispatched = max(self.dispatched, changes[-1].revision)
+
+    def _reset(self, generation: int) -> None:
+        for w in list(self._watchers):
+            if w.generation < generation:
+                w.close("the watch cache re-listed")
+
+    def subscribe(self, w: Watcher, after: int | None) -> bool:
+        """Register `w` to get every change after revision `after` (None: the current objects
+        first, as ADDED). False when `after` is older than the window (use a DirectWatch)."""
+        with self._lock:
+            if after is None:
+                w.after = self._revision
+                for key in sorted(self._current):
+                    if key.startswith(w.prefix):
+                        o = self._current[key]
+                        if w.match(o):
+                            w.queue.append(("ADDED", Change(int(o["metadata"]["resourceVersion"]), "ADDED",
+                                                            key, o, None), False))
+            elif after < self._covered_from:
+                return False
+            else:
+                replay = []
+                for c in reversed(self._buffer):
+                    if c.revision <= after:
+                        break
+                    replay.append(c)
+                replay.reverse()
+                w.after = after
+                w.offer(replay)
+                w.after = max(after, self._buffer[-1].revision if self._buffer else after)
+            w.generation = self._generation
+        self._watchers.add(w)
+        if w.queue:
+            w.wake.set()
+        return True
+
+    def unsubscribe(self, w: Watcher) -> None:
+        self._watchers.discard(w)
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+
+class DirectWatch:
+    """A watcher's own etcd watch from `after`+1 (a start older than the cache's window)."""
+
+    def __init__(self, objects: ObjectStore, kind: Kind, loop: asyncio.AbstractEventLoop,
+                 w: Watcher, after: int) -> None:
+        self.objects = objects
+        self.kind = kind
+        self.loop = loop
+        self.watcher = w
+        self.after = after
+        self.stop = threading.Event()
+
+    def check(self) -> None:
+        """Raise Compacted when `after` is gone (before anything is streamed)."""
+        self.objects.store.list_page(self.watcher.prefix, limit=1, revision=self.after)
+
+    def start(self) -> None:
+        self.watcher.after = self.after
+        threading.Thread(target=self._run, name=f"watch-{self.kind.resource}", daemon=True).start()
+
+    def _decode(self, key: str, raw: bytes | None, rev: int) -> Obj | None:
+        if raw is None:
+            return None
+        return self.objects.decode_or_log(self.kind, key, raw, rev)
+
+    def _run(self) -> None:
+        w = self.watcher
+        try:
+            for batch in self.objects.store.watch(w.prefix, start_revision=self.after + 1,
+                                                  stop=self.stop, prev_kv=True):
+                changes = []
+                for ev in batch:
+                    # the previous value's revision is unknown here; it only matters for
+                    # selector transitions, where kube sends the change's revision anyway
+                    prev = self._decode(ev.key, ev.prev_value, ev.mod_revision)
+                    new = self._decode(ev.key, ev.value, ev.mod_revision) if ev.kind == "put" else None
+                    if new is None:
+                        if prev is not None:
+                            changes.append(Change(ev.mod_revision, "DELETED", ev.key,
+                                                  _at_revision(prev, ev.mod_revision), prev))
+                    else:
+                        changes.append(Change(ev.mod_revision, "MODIFIED" if prev else "ADDED",
+                                              ev.key, new, prev))
+                if changes:
+                    self._post(w.offer, changes)
+        except Compacted as e:
+            from orchestrator.apiserver.status import too_old
+
+            error = too_old(e.compact_revision).status()
+            self._post(lambda: w.close("compacted", error=error))
+            return
+        except StoreError as e:
+            log.warning("watch of %s from %d ended: %s", self.kind.resource, self.after, e)
+        self._post(w.close, "the etcd watch ended")
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the server stopped meanwhile
+            self.stop.set()
+
+
+class WatchCaches:
+    """The caches of every kind watched so far (created on first use, in the loop thread)."""
+
+    def __init__(self, objects: ObjectStore, loop: asyncio.AbstractEventLoop, stop: threading.Event, *,
+                 window: int = WINDOW) -> None:
+        self.objects = objects
+        self.loop = loop
+        self.stop = stop
+        self.window = window
+        self._caches: dict[str, KindCache] = {}
+
+    def get(self, kind: Kind) -> KindCache:
+        c = self._caches.get(kind.resource)
+        if c is None:
+            c = self._caches[kind.resource] = KindCache(self.objects, kind, self.loop, window=self.window)
+            c.start(self.stop)
+        return c
+
+    def join(self, timeout: float) -> None:
+        for c in self._caches.values():
+            c.join(timeout)

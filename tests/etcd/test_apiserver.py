@@ -1,0 +1,609 @@
+"""The Kubernetes API server against a real etcd, driven by the official `kubernetes` client.
+
+The server runs in-process (`APIServer`, its own thread and event loop) on 127.0.0.1 with a
+temporary state directory, so the cluster CA, the serving certificate and the kubeconfigs
+are made exactly as in production (`netplane kubeconfig`'s code). The client is the real
+`kubernetes` package; raw HTTP (urllib) only where the check is about the wire itself: auth
+edge cases and watch framing.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from netplane.store import EtcdStore, Keys
+from orchestrator.apiserver import kubeconfig as kc
+from orchestrator.apiserver.auth import add_token
+from orchestrator.apiserver.server import APIServer, APIServerConfig
+from orchestrator.objects.meta import POD, REPLICATION_CONTROLLER
+from orchestrator.storage import ObjectStore
+from tests.waiting import wait_for
+
+Obj = dict[str, Any]
+
+
+@pytest.fixture
+def api(store: EtcdStore, keys: Keys, tmp_path: Path) -> Iterator[APIServer]:
+    cfg = APIServerConfig(listen=("127.0.0.1", 0), state_dir=tmp_path / "state", bookmark_interval=0.3)
+    server = APIServer(store, keys, cfg)
+    server.start()
+    yield server
+    server.stop()
+
+
+def kubeconfig_file(api: APIServer, tmp_path: Path, **kw: Any) -> Path:
+    path = tmp_path / f"kubeconfig-{uuid.uuid4().hex[:6]}"
+    kc.write(path, kc.make(api.config.state_dir, **kw))
+    return path
+
+
+def client_for(path: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(path))
+
+
+@pytest.fixture
+def v1(api: APIServer, tmp_path: Path) -> Iterator[client.CoreV1Api]:
+    c = client_for(kubeconfig_file(api, tmp_path))
+    yield client.CoreV1Api(c)
+    c.close()
+
+
+def pod(name: str, *, labels: dict[str, str] | None = None, image: str = "busybox") -> Obj:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels or {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": image}]}}
+
+
+def rc(name: str, replicas: int = 2) -> Obj:
+    return {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"app": name},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+
+
+def raw(api: APIServer, path: str, *, token: str | None = None, method: str = "GET",
+        body: Any = None, ctx: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    """One HTTPS request with urllib: (status, decoded JSON body)."""
+    if ctx is None:
+        ctx = ssl.create_default_context(cafile=str(api.config.state_dir / "ca.crt"))
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(api.url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+# --------------------------------------------------------------------------- CRUD
+def test_create_get_list_update_patch_delete_pod(v1: client.CoreV1Api) -> None:
+    created = v1.create_namespaced_pod("default", pod("web"))
+    assert created.metadata.name == "web" and created.metadata.uid
+    assert created.status.phase == "Pending"
+    assert created.spec.restart_policy == "Always"  # defaulted by the validation layer
+    got = v1.read_namespaced_pod("web", "default")
+    assert got.metadata.resource_version == created.metadata.resource_version
+    listed = v1.list_namespaced_pod("default")
+    assert [p.metadata.name for p in listed.items] == ["web"]
+    assert int(listed.metadata.resource_version) >= int(created.metadata.resource_version)
+
+    got.metadata.labels["tier"] = "front"
+    updated = v1.replace_namespaced_pod("web", "default", got)
+    assert updated.metadata.labels == {"app": "web", "tier": "front"}
+    assert int(updated.metadata.resource_version) > int(got.metadata.resource_version)
+
+    patched = v1.patch_namespaced_pod("web", "default", {"metadata": {"labels": {"tier": None, "x": "y"}}},
+                                      _content_type="application/merge-patch+json")
+    assert patched.metadata.labels == {"app": "web", "x": "y"}
+
+    v1.delete_namespaced_pod("web", "default")  # unbound: removed at once
+    with pytest.raises(ApiException) as e:
+        v1.read_namespaced_pod("web", "default")
+    assert e.value.status == 404
+    body = json.loads(e.value.body)
+    assert body["kind"] == "Status" and body["reason"] == "NotFound"
+    assert body["message"] == 'pods "web" not found'
+
+
+def test_conflict_on_stale_update(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_pod("default", pod("web"))
+    a = v1.read_namespaced_pod("web", "default")
+    b = v1.read_namespaced_pod("web", "default")
+    a.metadata.labels["n"] = "1"
+    v1.replace_namespaced_pod("web", "default", a)
+    b.metadata.labels["n"] = "2"
+    with pytest.raises(ApiException) as e:
+        v1.replace_namespaced_pod("web", "default", b)
+    assert e.value.status == 409
+    assert json.loads(e.value.body)["reason"] == "Conflict"
+
+
+def test_already_exists(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_pod("default", pod("web"))
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_pod("default", pod("web"))
+    assert e.value.status == 409
+    body = json.loads(e.value.body)
+    assert body["reason"] == "AlreadyExists" and body["message"] == 'pods "web" already exists'
+
+
+def test_invalid_names_the_field(v1: client.CoreV1Api) -> None:
+    bad = pod("web")
+    bad["spec"]["containers"][0]["ports"] = [{"containerPort": 70000}]
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_pod("default", bad)
+    assert e.value.status == 422
+    body = json.loads(e.value.body)
+    assert body["reason"] == "Invalid"
+    assert body["details"]["kind"] == "Pod" and body["details"]["name"] == "web"
+    fields = [c["field"] for c in body["details"]["causes"]]
+    assert "spec.containers[0].ports[0].containerPort" in fields
+    assert 'Pod "web" is invalid: spec.containers[0].ports[0].containerPort' in body["message"]
+
+
+def test_unknown_fields_warn_or_refuse(api: APIServer) -> None:
+    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    time.sleep(1.1)  # the token file is re-read at most once a second
+    bad = pod("web")
+    bad["spec"]["containers"][0]["imagee"] = "x"
+    code, body = raw(api, "/api/v1/namespaces/default/pods?fieldValidation=Strict", token=token,
+                     method="POST", body=bad)
+    assert code == 400, body
+    assert 'unknown field "spec.containers[0].imagee"' in body["message"]
+    code, body = raw(api, "/api/v1/namespaces/default/pods", token=token, method="POST", body=bad)
+    assert code == 201 and "imagee" not in body["spec"]["containers"][0]
+
+
+def test_label_and_field_selectors(v1: client.CoreV1Api, api: APIServer) -> None:
+    for name, app in (("a", "web"), ("b", "web"), ("c", "db")):
+        v1.create_namespaced_pod("default", pod(name, labels={"app": app}))
+    objects = ObjectStore(api.objects.store, api.objects.keys)
+    objects.guaranteed_update(POD, "b", "default", lambda p: {**p, "status": {"phase": "Running"}})
+
+    def names(**kw: Any) -> list[str]:
+        return [p.metadata.name for p in v1.list_namespaced_pod("default", **kw).items]
+
+    assert names(label_selector="app=web") == ["a", "b"]
+    assert names(label_selector="app!=web") == ["c"]
+    assert names(label_selector="app in (db,web),app notin (db)") == ["a", "b"]
+    assert names(field_selector="metadata.name=c") == ["c"]
+    assert names(field_selector="status.phase=Running") == ["b"]
+    assert names(field_selector="status.phase!=Running,metadata.name!=a") == ["c"]
+    assert names(field_selector="spec.nodeName=") == ["a", "b", "c"]
+    all_ns = [p.metadata.name for p in v1.list_pod_for_all_namespaces(field_selector="metadata.namespace=default").items]
+    assert all_ns == ["a", "b", "c"]
+    with pytest.raises(ApiException) as e:
+        v1.list_namespaced_pod("default", field_selector="spec.image=x")
+    assert e.value.status == 400
+    assert json.loads(e.value.body)["message"] == "field label not supported: spec.image"
+
+
+def test_paging_with_limit_and_continue(v1: client.CoreV1Api) -> None:
+    for i in range(7):
+        v1.create_namespaced_pod("default", pod(f"p{i}", labels={"app": "web" if i % 2 else "db"}))
+    first = v1.list_namespaced_pod("default", limit=3)
+    assert [p.metadata.name for p in first.items] == ["p0", "p1", "p2"]
+    assert first.metadata._continue and first.metadata.remaining_item_count == 4
+    v1.create_namespaced_pod("default", pod("p9"))  # after the snapshot: not in the pages
+    seen = [p.metadata.name for p in first.items]
+    token = first.metadata._continue
+    while token:
+        page = v1.list_namespaced_pod("default", limit=3, _continue=token)
+        assert page.metadata.resource_version == first.metadata.resource_version
+        seen += [p.metadata.name for p in page.items]
+        token = page.metadata._continue
+    assert seen == [f"p{i}" for i in range(7)]
+    # a selector filters within the pages
+    web, token = [], None
+    while True:
+        page = v1.list_namespaced_pod("default", limit=2, label_selector="app=web", _continue=token)
+        web += [p.metadata.name for p in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+    assert web == ["p1", "p3", "p5", "p9"]
+
+
+def test_paging_continue_expires_with_compaction(v1: client.CoreV1Api, api: APIServer) -> None:
+    for i in range(4):
+        v1.create_namespaced_pod("default", pod(f"p{i}"))
+    first = v1.list_namespaced_pod("default", limit=2)
+    v1.create_namespaced_pod("default", pod("later"))
+    api.objects.store.compact(api.objects.store.status()["revision"])  # type: ignore[arg-type]
+    with pytest.raises(ApiException) as e:
+        v1.list_namespaced_pod("default", limit=2, _continue=first.metadata._continue)
+    assert e.value.status == 410
+    assert json.loads(e.value.body)["reason"] == "Expired"
+
+
+# --------------------------------------------------------------------------- watch
+def test_watch_from_a_resource_version(v1: client.CoreV1Api) -> None:
+    listed = v1.list_namespaced_pod("default")
+    rv = listed.metadata.resource_version
+    v1.create_namespaced_pod("default", pod("w"))
+    v1.patch_namespaced_pod("w", "default", {"metadata": {"labels": {"x": "1"}}},
+                            _content_type="application/merge-patch+json")
+    v1.delete_namespaced_pod("w", "default")
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=5):
+        seen.append((ev["type"], ev["object"].metadata.name, ev["object"].metadata.labels.get("x")))
+        if len(seen) == 3:
+            w.stop()
+    assert seen == [("ADDED", "w", None), ("MODIFIED", "w", "1"), ("DELETED", "w", "1")]
+
+
+def test_watch_without_resource_version_starts_with_the_current_objects(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_pod("default", pod("old"))
+    seen: list[tuple[str, str]] = []
+    w = watch.Watch()
+
+    def later() -> None:
+        time.sleep(0.5)
+        v1.create_namespaced_pod("default", pod("new"))
+
+    t = threading.Thread(target=later)
+    t.start()
+    for ev in w.stream(v1.list_namespaced_pod, "default", timeout_seconds=10):
+        seen.append((ev["type"], ev["object"].metadata.name))
+        if len(seen) == 2:
+            w.stop()
+    t.join()
+    assert seen == [("ADDED", "old"), ("ADDED", "new")]
+
+
+def test_watch_selector_transitions_are_added_and_deleted(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_pod("default", pod("p", labels={"app": "db"}))
+    rv = v1.list_namespaced_pod("default").metadata.resource_version
+    for app in ("web", "web2", "db"):
+        v1.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"app": app}}},
+                                _content_type="application/merge-patch+json")
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_pod, "default", resource_version=rv, label_selector="app=web",
+                       timeout_seconds=3):
+        seen.append((ev["type"], ev["object"].metadata.labels["app"]))
+    assert seen == [("ADDED", "web"), ("DELETED", "web")]
+
+
+def test_watch_of_a_compacted_revision_is_410(store: EtcdStore, keys: Keys, tmp_path: Path) -> None:
+    """A start older than the watch cache's window (2 changes here) is read from etcd: after
+    a compaction that is 410 Expired; within the window the cache still serves it."""
+    cfg = APIServerConfig(listen=("127.0.0.1", 0), state_dir=tmp_path / "state", watch_window=2)
+    api = APIServer(store, keys, cfg)
+    api.start()
+    try:
+        c = client_for(kubeconfig_file(api, tmp_path))
+        v1 = client.CoreV1Api(c)
+        rv = v1.list_namespaced_pod("default").metadata.resource_version
+        for n in ("a", "b", "c"):
+            v1.create_namespaced_pod("default", pod(n))
+        seen = []
+        w = watch.Watch()
+        for ev in w.stream(v1.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=2):
+            seen.append(ev["object"].metadata.name)  # not compacted yet: etcd has the history
+        assert seen == ["a", "b", "c"]
+        store.compact(int(store.status()["revision"]))
+        with pytest.raises(ApiException) as e:
+            for _ in watch.Watch().stream(v1.list_namespaced_pod, "default", resource_version=rv,
+                                          timeout_seconds=3):
+                pass
+        assert e.value.status == 410
+        assert json.loads(e.value.body)["reason"] == "Expired"
+        c.close()
+    finally:
+        api.stop()
+
+
+def test_watch_framing_and_bookmarks(api: APIServer, v1: client.CoreV1Api) -> None:
+    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    time.sleep(1.1)
+    rv = v1.list_namespaced_pod("default").metadata.resource_version
+    v1.create_namespaced_pod("default", pod("f"))
+    ctx = ssl.create_default_context(cafile=str(api.config.state_dir / "ca.crt"))
+    req = urllib.request.Request(
+        f"{api.url}/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"
+        "&timeoutSeconds=2", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("application/json")
+        lines = r.read().decode().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "f"
+    bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+    assert bookmarks, events
+    assert bookmarks[0]["object"]["kind"] == "Pod"
+    assert int(bookmarks[-1]["object"]["metadata"]["resourceVersion"]) >= \
+        int(events[0]["object"]["metadata"]["resourceVersion"])
+
+
+def test_watchers_share_one_cache(api: APIServer, v1: client.CoreV1Api) -> None:
+    """Many watchers of one kind: every one sees the change; the server holds one etcd watch."""
+    rv = v1.list_namespaced_pod("default").metadata.resource_version
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        w = watch.Watch()
+        for ev in w.stream(v1.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=10):
+            with lock:
+                got.append(ev["object"].metadata.name)
+            w.stop()
+
+    assert api._caches is not None
+    cache = api._caches.get(POD)
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(cache) == 10, timeout=10)
+    v1.create_namespaced_pod("default", pod("shared"))
+    for t in threads:
+        t.join(15)
+    assert got == ["shared"] * 10
+    assert cache.direct_watches == 0  # all ten were served from the one etcd watch
+
+
+# --------------------------------------------------------------------------- subresources
+def test_scale_subresource(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_replication_controller("default", rc("web", 2))
+    s = v1.read_namespaced_replication_controller_scale("web", "default")
+    assert s.spec.replicas == 2 and s.status.selector == "app=web"
+    v1.patch_namespaced_replication_controller_scale("web", "default", {"spec": {"replicas": 5}},
+                                                     _content_type="application/merge-patch+json")
+    assert v1.read_namespaced_replication_controller("web", "default").spec.replicas == 5
+    s = v1.read_namespaced_replication_controller_scale("web", "default")
+    s.spec.replicas = 1
+    v1.replace_namespaced_replication_controller_scale("web", "default", s)
+    assert v1.read_namespaced_replication_controller("web", "default").spec.replicas == 1
+    with pytest.raises(ApiException) as e:
+        v1.replace_namespaced_replication_controller_scale(
+            "web", "default", {"spec": {"replicas": -1}, "metadata": {"name": "web"}})
+    assert e.value.status == 422
+
+
+def test_binding_twice_is_refused(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_pod("default", pod("b"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}
+    v1.create_namespaced_pod_binding("b", "default", binding, _preload_content=False)
+    p = v1.read_namespaced_pod("b", "default")
+    assert p.spec.node_name == "n1"
+    assert any(c.type == "PodScheduled" and c.status == "True" for c in p.status.conditions)
+    binding["target"]["name"] = "n2"
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_pod_binding("b", "default", binding, _preload_content=False)
+    assert e.value.status == 409
+    assert "already assigned to node" in json.loads(e.value.body)["message"]
+
+
+def test_status_subresource_changes_only_status(v1: client.CoreV1Api) -> None:
+    v1.create_namespaced_pod("default", pod("s"))
+    v1.patch_namespaced_pod_status("s", "default", {"status": {"phase": "Running", "podIP": "10.0.0.5"},
+                                                    "metadata": {"labels": {"ignored": "yes"}}},
+                                   _content_type="application/merge-patch+json")
+    p = v1.read_namespaced_pod("s", "default")
+    assert p.status.phase == "Running" and p.status.pod_ip == "10.0.0.5"
+    assert "ignored" not in p.metadata.labels
+    # a PUT of the pod itself keeps the status the server has
+    p.status.phase = "Failed"
+    p.metadata.labels["kept"] = "yes"
+    v1.replace_namespaced_pod("s", "default", p)
+    p2 = v1.read_namespaced_pod("s", "default")
+    assert p2.status.phase == "Running" and p2.metadata.labels["kept"] == "yes"
+
+
+def test_delete_rc_with_propagation(v1: client.CoreV1Api, api: APIServer) -> None:
+    objects = api.objects
+    created = v1.create_namespaced_replication_controller("default", rc("web", 2))
+    owner = {"apiVersion": "v1", "kind": "ReplicationController", "name": "web",
+             "uid": created.metadata.uid, "controller": True}
+    for n in ("web-a", "web-b"):
+        p = pod(n, labels={"app": "web"})
+        p["metadata"]["ownerReferences"] = [owner]
+        v1.create_namespaced_pod("default", p)
+    v1.delete_namespaced_replication_controller("web", "default", propagation_policy="Orphan")
+    left = v1.list_namespaced_pod("default").items
+    assert sorted(p.metadata.name for p in left) == ["web-a", "web-b"]
+    assert all(not p.metadata.owner_references for p in left)
+
+    created = v1.create_namespaced_replication_controller("default", rc("web", 2))
+    for p in left:
+        p.metadata.owner_references = [client.V1OwnerReference(
+            api_version="v1", kind="ReplicationController", name="web", uid=created.metadata.uid,
+            controller=True)]
+        v1.replace_namespaced_pod(p.metadata.name, "default", p)
+    v1.delete_namespaced_replication_controller("web", "default", propagation_policy="Background")
+    assert v1.list_namespaced_pod("default").items == []
+    assert objects.list(POD, "default")[0] == []
+
+
+def test_deletecollection_with_a_selector(v1: client.CoreV1Api) -> None:
+    for name, app in (("a", "web"), ("b", "web"), ("c", "db")):
+        v1.create_namespaced_pod("default", pod(name, labels={"app": app}))
+    v1.delete_collection_namespaced_pod("default", label_selector="app=web")
+    assert [p.metadata.name for p in v1.list_namespaced_pod("default").items] == ["c"]
+
+
+def test_service_gets_a_cluster_ip(v1: client.CoreV1Api) -> None:
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    s = v1.create_namespaced_service("default", svc)
+    assert s.spec.cluster_ip and s.spec.ports[0].target_port == 80
+    # an update that leaves out the cluster IP keeps it (kube's patchAllocatedValues)
+    again = v1.replace_namespaced_service("web", "default", {**svc, "metadata": {
+        "name": "web", "resourceVersion": s.metadata.resource_version}})
+    assert again.spec.cluster_ip == s.spec.cluster_ip
+    taken = {**svc, "metadata": {"name": "other"}, "spec": {**svc["spec"], "clusterIP": s.spec.cluster_ip}}
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_service("default", taken)
+    assert e.value.status == 422
+    assert json.loads(e.value.body)["details"]["causes"][0]["field"] == "spec.clusterIP"
+
+
+# --------------------------------------------------------------------------- auth
+def test_no_credentials_is_401_with_a_status(api: APIServer) -> None:
+    code, body = raw(api, "/api/v1/namespaces/default/pods")
+    assert code == 401
+    assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
+    code, body = raw(api, "/api/v1/pods", token="not-a-token")
+    assert code == 401
+    code, body = raw(api, "/version")  # public, like kube's system:public-info-viewer
+    assert code == 200 and body["gitVersion"].startswith("v1.33.")
+
+
+def test_read_only_user_gets_403_on_writes(api: APIServer, tmp_path: Path) -> None:
+    c = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
+    time.sleep(1.1)
+    ro = client.CoreV1Api(c)
+    assert ro.list_namespaced_pod("default").items == []
+    with pytest.raises(ApiException) as e:
+        ro.create_namespaced_pod("default", pod("x"))
+    assert e.value.status == 403
+    body = json.loads(e.value.body)
+    assert body["reason"] == "Forbidden"
+    assert body["message"] == ('pods is forbidden: User "viewer" cannot create resource "pods" in API '
+                               'group "" in the namespace "default"')
+    c.close()
+
+
+def test_client_certificate_auth(api: APIServer, tmp_path: Path) -> None:
+    path = kubeconfig_file(api, tmp_path, user="carol", groups=["readonly"])
+    cfg = yaml.safe_load(path.read_text())
+    assert "client-certificate-data" in cfg["users"][0]["user"]
+    c = client_for(path)
+    ro = client.CoreV1Api(c)
+    ro.list_node()
+    with pytest.raises(ApiException) as e:
+        ro.create_namespaced_pod("default", pod("x"))
+    assert e.value.status == 403 and 'User "carol"' in json.loads(e.value.body)["message"]
+    c.close()
+    # a certificate from another CA does not authenticate (the TLS handshake refuses it)
+    from orchestrator.apiserver import certs
+
+    other = certs.new_ca("other")
+    pair = certs.client_cert(other, "mallory", ["system:masters"])
+    (tmp_path / "m.crt").write_bytes(pair.cert)
+    (tmp_path / "m.key").write_bytes(pair.key)
+    ctx = ssl.create_default_context(cafile=str(api.config.state_dir / "ca.crt"))
+    ctx.load_cert_chain(str(tmp_path / "m.crt"), str(tmp_path / "m.key"))
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionResetError)):
+        raw(api, "/api/v1/pods", ctx=ctx)
+
+
+def test_kubeconfig_command_writes_a_working_config(api: APIServer, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from netplane.cli.main import cli
+
+    out = tmp_path / "kc.yaml"
+    r = CliRunner().invoke(cli, ["kubeconfig", "--state-dir", str(api.config.state_dir), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    c = client_for(out)
+    v1 = client.CoreV1Api(c)
+    v1.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    assert "team" in [n.metadata.name for n in v1.list_namespace().items]
+    assert client.VersionApi(c).get_code().git_version.endswith("-netplane")
+    c.close()
+
+
+# --------------------------------------------------------------------------- discovery and errors
+def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
+    res = v1.get_api_resources()
+    by_name = {r.name: r for r in res.resources}
+    assert by_name["pods"].short_names == ["po"] and by_name["pods"].namespaced
+    assert by_name["nodes"].short_names == ["no"] and not by_name["nodes"].namespaced
+    assert {"pods/status", "pods/log", "pods/binding", "replicationcontrollers/scale",
+            "replicationcontrollers/status"} <= set(by_name)
+    assert by_name["replicationcontrollers/scale"].group == "autoscaling"
+    assert set(by_name["pods"].verbs) >= {"create", "delete", "deletecollection", "get", "list", "patch",
+                                          "update", "watch"}
+    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    time.sleep(1.1)
+    assert raw(api, "/apis", token=token) == (200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+    code, body = raw(api, "/api/v1/frobs", token=token)
+    assert code == 404 and body["reason"] == "NotFound"
+    code, body = raw(api, "/api/v1/namespaces/default/pods", token=token, method="PUT", body={})
+    assert code == 405 and body["reason"] == "MethodNotAllowed"
+    code, body = raw(api, "/api/v1/namespaces/default/pods?labelSelector=a%20in", token=token)
+    assert code == 400 and body["reason"] == "BadRequest"
+
+
+def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) -> None:
+    """A stand-in for the node agent's log endpoint on loopback: the server finds it from the
+    Node (InternalIP + daemonEndpoints) and streams its answer through."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Agent(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = b"line 1\nline 2\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    agent = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=agent.serve_forever, daemon=True).start()
+    try:
+        v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                   "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.server_address[1]}}}})
+        p = pod("logger")
+        p["spec"]["nodeName"] = "n1"
+        v1.create_namespaced_pod("default", p)
+        text = v1.read_namespaced_pod_log("logger", "default", tail_lines=2)
+        assert text == "line 1\nline 2\n"
+        assert asked == ["/containerLogs/default/logger/c?tailLines=2"]
+    finally:
+        agent.shutdown()
+    with pytest.raises(ApiException) as e:
+        v1.read_namespaced_pod_log("logger", "default", container="nope")
+    assert e.value.status == 400
+
+
+def test_events_list_by_involved_object(v1: client.CoreV1Api) -> None:
+    ev = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.1"},
+          "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web", "uid": "u1"},
+          "reason": "Scheduled", "message": "ok", "type": "Normal",
+          "firstTimestamp": "2025-01-01T00:00:00Z", "lastTimestamp": "2025-01-01T00:00:00Z",
+          "count": 1, "source": {"component": "test"}}
+    v1.create_namespaced_event("default", ev)
+    v1.create_namespaced_event("default", {**ev, "metadata": {"name": "db.1"},
+                                           "involvedObject": {**ev["involvedObject"], "name": "db"}})
+    found = v1.list_namespaced_event("default", field_selector="involvedObject.name=web,involvedObject.kind=Pod")
+    assert [e.metadata.name for e in found.items] == ["web.1"]
+
+
+def test_a_write_through_the_api_is_the_clis_write(v1: client.CoreV1Api, api: APIServer) -> None:
+    """What the API stores is what `netplane get` reads (one storage layer)."""
+    v1.create_namespaced_replication_controller("default", rc("web", 3))
+    stored = api.objects.get(REPLICATION_CONTROLLER, "web", "default")
+    assert stored is not None and stored["spec"]["replicas"] == 3
+    assert stored["spec"]["template"]["spec"]["restartPolicy"] == "Always"
