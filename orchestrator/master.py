@@ -13,6 +13,10 @@ Cluster DNS (`orchestrator.dns`): a master given a DNS listen address serves DNS
 leads or not (reads only), and registers that address in etcd on its own lease once its DNS
 has listed the Services; the leader also runs the kube-dns controller, which keeps the Service
 `kube-system/kube-dns` on the DNS service IP with one endpoint per registered master.
+
+The Kubernetes API server (`orchestrator.apiserver`): a master given an API listen address
+serves the API whether it leads or not (it needs only etcd), from before it campaigns until it
+stops.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netplane.proxy.registry import migrate_legacy
 from netplane.store import EtcdStore, Keys
@@ -43,6 +48,9 @@ from orchestrator.controllers.scheduler import Scheduler
 from orchestrator.leader import Elector, Fence
 from orchestrator.objects import event as ev
 from orchestrator.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.server import APIServer, APIServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ class MasterConfig:
     dns_advertise: str | None = None  # the address registered for the endpoints (default: listen's)
     dns_service_ip: str | None = dnsmod.DEFAULT_SERVICE_IP  # kube-dns' cluster IP; None: no kube-dns
     cluster_domain: str = dnsmod.DEFAULT_DOMAIN
+    apiserver: APIServerConfig | None = None  # serve the Kubernetes API (None: no API server)
 
 
 class Master:
@@ -83,6 +92,19 @@ class Master:
         self._on_term = on_term
         self.terms = 0
         self.dns: dnsmod.ClusterDNS | None = None
+        self.api: APIServer | None = None
+
+    def start_apiserver(self) -> tuple[str, int] | None:
+        """Bind and serve the API when configured (OSError when its address is taken,
+        ConfigError for bad TLS material); the address it listens on. `run` calls it when the
+        caller did not."""
+        if self.config.apiserver is not None and self.api is None:
+            from orchestrator.apiserver.server import APIServer
+
+            api = APIServer(self.store, self.keys, self.config.apiserver)
+            api.start()
+            self.api = api
+        return self.api.address if self.api is not None else None
 
     def start_dns(self) -> tuple[str, int] | None:
         """Bind the DNS server when configured (OSError when its address is taken); the
@@ -97,6 +119,13 @@ class Master:
     def run(self, stop: threading.Event) -> None:
         """Serve DNS (when configured), campaign and lead until `stop` is set (blocking)."""
         addr = self.start_dns()
+        try:
+            self.start_apiserver()
+        except BaseException:
+            if self.dns is not None:
+                self.dns.stop()
+                self.dns = None
+            raise
         reg: threading.Thread | None = None
         if self.dns is not None and addr is not None:
             cfg = self.config
@@ -114,6 +143,9 @@ class Master:
             if self.dns is not None:
                 self.dns.stop()
                 self.dns = None
+            if self.api is not None:
+                self.api.stop()
+                self.api = None
 
     def _lead(self, fence: Fence, lost: threading.Event) -> None:
         self.terms += 1

@@ -86,6 +86,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("podio", "logs"),
     "exec": ("podio", "exec_cmd"),
     "master": ("master", "master"),
+    "apiserver": ("apiserver", "apiserver"),
+    "kubeconfig": ("apiserver", "kubeconfig"),
 }
 
 

@@ -5,15 +5,19 @@ Run one on each of several hosts for high availability: one leads, the others wa
 over within the lease TTL when it dies, at once when it stops (SIGTERM/SIGINT revoke the lease).
 With `--dns-listen` every master (leader or not) also serves cluster DNS there, and the leader
 keeps the Service kube-system/kube-dns (`--dns-service-ip`) pointing at those servers.
+With `--apiserver-listen` every master also serves the Kubernetes API there (the options of
+`netplane apiserver`, prefixed `--apiserver-`).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from netplane.cli.apiserver import apiserver_options, config_from
 
 if TYPE_CHECKING:
     from netplane.cli.main import Settings
@@ -41,10 +45,12 @@ if TYPE_CHECKING:
               help="Cluster IP of the Service kube-system/kube-dns the leader keeps; none: no such Service.")
 @click.option("--cluster-domain", default="cluster.local", show_default=True,
               help="DNS domain of the cluster: <svc>.<ns>.svc.<domain>.")
+@apiserver_options("apiserver-", listen_default=None)
 @click.pass_obj
 def master(settings: Settings, leader_ttl: int, identity: str | None, node_monitor_grace_period: float,
            pod_eviction_timeout: float, node_monitor_period: float, resync_period: float,
-           dns_listen: str | None, dns_advertise: str | None, dns_service_ip: str, cluster_domain: str) -> None:
+           dns_listen: str | None, dns_advertise: str | None, dns_service_ip: str, cluster_domain: str,
+           **api_options: Any) -> None:
     """Run the control plane (leader-elected; several may run)."""
     from ipaddress import IPv4Address
 
@@ -70,11 +76,12 @@ def master(settings: Settings, leader_ttl: int, identity: str | None, node_monit
     if listen is not None and advertise is None and IPv4Address(listen[0]).is_unspecified:
         raise click.BadParameter("listening on 0.0.0.0 needs --dns-advertise ADDR (the address "
                                  "pods reach this master at)", param_hint="--dns-listen")
+    api = config_from(api_options, "apiserver-")
     cfg = MasterConfig(identity=identity or default_identity(), leader_ttl=leader_ttl,
                        node_grace_period=node_monitor_grace_period, pod_eviction_timeout=pod_eviction_timeout,
                        node_monitor_period=node_monitor_period, resync_period=resync_period,
                        dns_listen=listen, dns_advertise=advertise, dns_service_ip=service_ip,
-                       cluster_domain=domain)
+                       cluster_domain=domain, apiserver=api)
     m = Master(settings.store(), settings.keys(), cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,5 +92,12 @@ def master(settings: Settings, leader_ttl: int, identity: str | None, node_monit
         except OSError as e:
             raise click.ClickException(f"cannot serve DNS on {dns_listen}: {e.strerror or e}") from None
         click.echo(f"netplane master {cfg.identity}: DNS on {host}:{port} (udp, tcp)", err=True)
+    if api is not None:
+        try:
+            m.start_apiserver()
+        except OSError as e:
+            raise click.ClickException(f"cannot serve the API on {api_options.get('apiserver_listen') or api.listen}: "
+                                       f"{e.strerror or e}") from None
+        click.echo(f"netplane master {cfg.identity}: API server on {m.api.url if m.api else '?'}", err=True)
     click.echo(f"netplane master {cfg.identity}: campaigning (leader lease {leader_ttl}s)", err=True)
     m.run(stop)
