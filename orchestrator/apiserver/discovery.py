@@ -92,8 +92,9 @@ _QUERY = [{"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems"
           for n in ("dryRun", "fieldManager", "fieldValidation")]
 
 
-def _gvk(kind: Kind) -> list[Obj]:
-    return [{"group": "", "version": "v1", "kind": kind.kind}]
+def _gvk(kind: Kind) -> Obj:
+    """An operation's `x-kubernetes-group-version-kind`: one object (schemas carry a list)."""
+    return {"group": "", "version": "v1", "kind": kind.kind}
 
 
 def openapi_v1() -> Obj:

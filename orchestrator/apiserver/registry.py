@@ -44,7 +44,6 @@ PATCH_RETRIES = 16
 WITH_STATUS = frozenset({"Pod", "ReplicationController", "Service", "Node", "Namespace"})
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
-FOREGROUND_FINALIZER = "foregroundDeletion"
 SYSTEM_METADATA = ("deletionTimestamp", "deletionGracePeriodSeconds")
 
 
@@ -273,14 +272,13 @@ class Registry:
         return current, True
 
     def _foreground_mark(self, rc: Obj) -> Obj | None:
+        """Foreground: the RC is marked (deletionTimestamp, no orphaning) and stays until the
+        replication manager has deleted its pods, then deletes it (kube's foregroundDeletion
+        finalizer, which that manager would wait on forever, is not set)."""
         md = rc.setdefault("metadata", {})
-        fins = list(md.get("finalizers") or [])
-        if md.get("deletionTimestamp") and FOREGROUND_FINALIZER in fins:
+        if md.get("deletionTimestamp"):
             return None
-        md.setdefault("deletionTimestamp", meta.from_epoch(self._clock()))
-        if FOREGROUND_FINALIZER not in fins:
-            fins.append(FOREGROUND_FINALIZER)
-        md["finalizers"] = fins
+        md["deletionTimestamp"] = meta.from_epoch(self._clock())
         return rc
 
     # ------------------------------------------------------------------ subresources

@@ -557,7 +557,7 @@ def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) ->
     asked: list[str] = []
 
     class Agent(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             asked.append(self.path)
             body = b"line 1\nline 2\n"
             self.send_response(200)
