@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from netplane import netns as nsmod
+from netplane.cgroups import CGROUP_FS, cgroup2_root
 from netplane.ebpf import maps as M
 from netplane.ebpf import sys as bsys
 from netplane.ebpf.mapops import MapOps
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 SRC_DIR = Path(__file__).parent
 PIN_ROOT = bsys.BPF_FS / "netplane"
-ROOT_CGROUP = Path("/sys/fs/cgroup/unified")
+# the cgroup2 root (/sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one)
+ROOT_CGROUP = cgroup2_root()
 # tc filter identity we own on the underlay interface: (parent, prio/handle)
 TC_INGRESS = 0xFFFFFFF2
 TC_EGRESS = 0xFFFFFFF3
@@ -63,7 +65,8 @@ def pin_dir(instance: str) -> Path:
 
 def instance_for(cgroup: str | Path) -> str:
     """A pin directory name unique per cgroup (so per lab host): its path below the cgroup2
-    mount, '/' turned into '_' (/sys/fs/cgroup/unified/netplane/demo/h1 -> netplane_demo_h1)."""
+    root, '/' turned into '_' (/sys/fs/cgroup/unified/netplane/demo/h1 on a hybrid host and
+    /sys/fs/cgroup/netplane/demo/h1 on a unified one -> netplane_demo_h1)."""
     p = Path(cgroup).resolve()
     try:
         rel = p.relative_to(ROOT_CGROUP)
@@ -74,7 +77,7 @@ def instance_for(cgroup: str | Path) -> str:
 
 def check_cgroup(path: str) -> Path:
     p = Path(path).resolve()
-    if p in (ROOT_CGROUP, Path("/sys/fs/cgroup")):
+    if p in (ROOT_CGROUP, CGROUP_FS, CGROUP_FS / "unified"):
         raise ConfigError(f"refusing to attach BPF to the machine's root cgroup {p}")
     if not (p / "cgroup.procs").exists() or not str(p).startswith("/sys/fs/cgroup/"):
         raise ConfigError(f"{path} is not a cgroup v2 directory")

@@ -24,6 +24,7 @@ from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplane import context, netns
+from netplane.cgroups import cgroup2_root
 from netplane.context import state_dir
 from netplane.errors import ConfigError, KernelError, LabError, NetplaneError, UserError
 from netplane.lab.state import LabState, list_labs
@@ -33,7 +34,9 @@ from netplane.store.embedded import EmbeddedEtcd, EtcdSpec, is_our_process, stop
 
 log = logging.getLogger(__name__)
 
-CGROUP2_ROOT = Path(os.environ.get("NETPLANE_CGROUP2_ROOT", "/sys/fs/cgroup/unified"))
+# the cgroup2 root: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one
+# (netplane.cgroups; NETPLANE_CGROUP2_ROOT overrides)
+CGROUP2_ROOT = cgroup2_root()
 ETCD_PORT = 2379
 LAB_PREFIX = "/netplane"
 

@@ -5,7 +5,8 @@ processes. Everything a lab creates is named from the lab name, so several labs 
 
     np-<lab>-sw         the underlay "switch": a namespace holding bridge br0 and etcd
     np-<lab>-<host>     one namespace per host, underlay interface eth0
-    /sys/fs/cgroup/unified/netplane/<lab>/<host>   the host's cgroup v2 subtree
+    <cgroup2 root>/netplane/<lab>/<host>   the host's cgroup v2 subtree (root: /sys/fs/cgroup on
+                        a unified host, /sys/fs/cgroup/unified on a hybrid one; netplane.cgroups)
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from netplane.cgroups import CGROUP_FS, layout
 from orchestrator.node.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,20 @@ def remove_all(*, runtime: str, runtime_id: str, state_dir: Path, cgroup: Path |
     return removed
 
 
-def _rmdir_parents(runtime_id: str, root: str = "netplane") -> None:
-    """The per-node cgroup parents Docker's cgroupfs driver made (`/<root>/<id>` in every v1
-    hierarchy): empty once the pods are gone; rmdir only, never anything with processes."""
-    base = Path("/sys/fs/cgroup")
-    for hier in base.iterdir() if base.is_dir() else []:
+def hierarchy_roots(base: Path = CGROUP_FS) -> list[Path]:
+    """The root directory of every cgroup hierarchy below `base`: `base` itself on a unified
+    (v2-only) host, else its children (each v1 controller's mount, and `unified`)."""
+    if not base.is_dir():
+        return []
+    if layout(base) == "unified":
+        return [base]
+    return list(base.iterdir())
+
+
+def _rmdir_parents(runtime_id: str, root: str = "netplane", base: Path = CGROUP_FS) -> None:
+    """The per-node cgroup parents Docker's cgroupfs driver made (`/<root>/<id>` in every
+    hierarchy, v1 or v2): empty once the pods are gone; rmdir only, never anything with processes."""
+    for hier in hierarchy_roots(base):
         node_dir = hier / root / runtime_id
         if not node_dir.is_dir():
             continue

@@ -43,6 +43,12 @@ variable): the wrapper adds a createRuntime hook that writes the container's ini
 exec'd processes land there too, and runc removes the directory with the container. When dockerd
 does not list `netplane-runc` (or the host is cgroup v2 only, where moving processes would take
 them out of their limits), containers run with the default runtime and a warning is logged once.
+So on a v2-only host (GitHub's runners, the Debian 12 Vagrant VMs) Docker pods stay in
+`<cgroup2 root>/<cgroup_parent_root>/<node>/pod<uid>`, outside the host's subtree: the eBPF
+proxy's socket LB does not see their connects there (the namespace runtime's pods it does).
+Cgroup parents are cgroupfs paths: dockerd must run with the cgroupfs driver (the systemd driver
+accepts only `*.slice` parents); scripts/install.sh configures a systemd-managed dockerd so on
+CI runners and the Vagrant VMs.
 
 Images are never pulled: there is no registry (`docker import` builds them); a missing image is
 a one-line `RuntimeError_` saying so.

@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import pytest
 
+from netplane.cgroups import cgroup2_root
 from orchestrator.node.docker_runtime import (
     CGROUP2_ENV,
     WRAPPER_RUNTIME,
@@ -43,7 +44,7 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.docker
 
 BUSYBOX = "netplane/busybox:latest"
-CG2 = Path("/sys/fs/cgroup/unified")
+CG2 = cgroup2_root()
 MiB = 1 << 20
 
 

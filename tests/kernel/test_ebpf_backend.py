@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from netplane.cgroups import cgroup2_root
 from netplane.ebpf import sys as bsys
 from netplane.ebpf.loader import EbpfBackend, dump_pinned, instance_for, pin_dir
 from netplane.ebpf.mapops import MapOps
@@ -20,7 +21,7 @@ from netplane.errors import ConfigError
 from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
 from netplane.proxy.dump import frontend_names
 
-CG_ROOT = Path("/sys/fs/cgroup/unified")
+CG_ROOT = cgroup2_root()
 PROGS = {"cgroup_inet4_connect", "cgroup_udp4_sendmsg", "cgroup_udp4_recvmsg", "cgroup_inet4_getpeername"}
 
 
@@ -124,5 +125,5 @@ def test_cli_dump_names_map_entries_and_cleanup_unpins(cgroup: Path, store, keys
     p = subprocess.run([*base, "cleanup", "--mode", "ebpf", "--cgroup", str(cgroup)], capture_output=True, text=True, check=False)
     assert p.returncode == 0 and "unpinned" in p.stdout, p.stderr
     assert attached(cgroup) == set() and not pin_dir(instance_for(cgroup)).exists()
-    p = subprocess.run([*base, "cleanup", "--mode", "ebpf", "--cgroup", "/sys/fs/cgroup/unified"], capture_output=True, text=True, check=False)
+    p = subprocess.run([*base, "cleanup", "--mode", "ebpf", "--cgroup", str(CG_ROOT)], capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "root cgroup" in p.stderr

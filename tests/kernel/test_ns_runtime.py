@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from netplane.cgroups import cgroup2_root
 from orchestrator.node.ns_runtime import SANDBOX_CGROUP, NamespaceRuntime, _proc_stat
 from orchestrator.node.runtime import (
     ContainerConfig,
@@ -40,8 +41,7 @@ from stats.cgroups.hierarchy import Hierarchy
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-V2_MOUNT = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.controllers").exists() \
-    else Path("/sys/fs/cgroup")
+V2_MOUNT = cgroup2_root()
 V1_MOUNTS = sorted({Path(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
                     if " - cgroup cgroup " in line})
 RESOLV = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from netplane import netns
+from netplane.cgroups import cgroup2_root
 from netplane.proxy import registry
 from netplane.proxy.api import ServiceAPI
 from netplane.proxy.backend import Placement
@@ -46,7 +47,7 @@ from netplane.proxy.probe import Server
 from netplane.proxy.runner import ProxyComponent
 from netplane.store import EtcdStore, Keys
 
-CG_ROOT = Path("/sys/fs/cgroup/unified")
+CG_ROOT = cgroup2_root()
 NODE_IP = "192.168.77.1"
 EXT_IP = "192.168.77.2"
 PORT = 8080

@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from netplane.agent import wiring
 from netplane.agent.component import AgentContext, HostOverlay
+from netplane.cgroups import cgroup2_root
 from netplane.store import EtcdStore, Keys
 from orchestrator.node.docker_runtime import (
     DockerRuntime,
@@ -51,8 +52,7 @@ from stats.service import StatsService
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-V2_MOUNT = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.controllers").exists() \
-    else Path("/sys/fs/cgroup")
+V2_MOUNT = cgroup2_root()
 BUSYBOX = "netplane/busybox:latest"
 MiB = 1 << 20
 FILL = "x = b'x' * (64 << 20); print('filled', flush=True); import time; time.sleep(600)"
