@@ -268,7 +268,10 @@ def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
 class APIServer:
     def __init__(self, store: EtcdStore, keys: Keys, config: APIServerConfig) -> None:
         self.config = config
-        self.objects = ObjectStore(store, keys)
+        # no read check: the API hands out what is stored, as written through the one validation
+        # layer (the check keeps malformed values out of controllers' loops; ~40 % of a
+        # 10,000-pod LIST's decoding)
+        self.objects = ObjectStore(store, keys, read_check=None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
