@@ -249,15 +249,18 @@ class Applier:
                 self._release(key, owner_of(new))
             raise
 
-    def update(self, obj: Mapping[str, Any], *, check: bool = True) -> Obj:
+    def update(self, obj: Mapping[str, Any], *, check: bool = True,
+               current: Mapping[str, Any] | None = None) -> Obj:
         """Replace a stored, admitted object (at its resourceVersion when it carries one, else
         Conflict): immutable fields are checked (`check`: InvalidObject), a Service's new node
-        ports claimed and the ones it dropped released."""
+        ports claimed and the ones it dropped released. `current`: the stored object as the
+        caller just read it (else it is read here); the write is at `obj`'s resourceVersion
+        either way."""
         new = copy.deepcopy(dict(obj))
         kind = meta.kind_named(str(new.get("kind")))
         if kind is None:
             raise UserError(f"cannot store an object of kind {new.get('kind')!r}")
-        cur = self.objects.get(kind, meta.name(new), meta.namespace(new))
+        cur = current if current is not None else self.objects.get(kind, meta.name(new), meta.namespace(new))
         if cur is None:
             raise not_found(kind, meta.name(new))
         if check:

@@ -217,7 +217,7 @@ class Registry:
         admitted, warnings = self._admitted(new, field_validation)
         if dry_run:
             return admitted, warnings
-        return self.applier.update(admitted), warnings
+        return self.applier.update(admitted, current=current), warnings
 
     # ------------------------------------------------------------------ delete
     def delete(self, kind: Kind, namespace: str | None, name: str, options: Mapping[str, Any], *,

@@ -74,7 +74,7 @@ class APIServerConfig:
     tls_sans: tuple[str, ...] = field(default_factory=tuple)
     event_ttl: int = 3600
     bookmark_interval: float = 60.0
-    workers: int = 32
+    workers: int = 16
     watch_window: int = WINDOW
 
     def url_host(self, port: int | None = None) -> str:
