@@ -33,6 +33,7 @@ from netplane.store.etcd import Compacted
 from orchestrator.apiserver.status import APIError, bad_request, not_found, too_old
 from orchestrator.apiserver.watchcache import Change, DirectWatch, Watcher
 from orchestrator.objects import meta
+from orchestrator.objects import node as nodes
 from orchestrator.objects.meta import NODE, POD
 
 if TYPE_CHECKING:
@@ -169,11 +170,8 @@ def meta_at(obj: Obj, revision: int) -> Obj:
 
 # --------------------------------------------------------------------------- pods/log
 def node_endpoint(node: Obj) -> tuple[str, int]:
-    status = node.get("status") or {}
-    address = next((str(a.get("address") or "") for a in status.get("addresses") or []
-                    if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
-    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
-    if not address or not isinstance(port, int) or not 0 < port < 65536:
+    address, port = nodes.internal_ip(node), nodes.node_api_port(node)
+    if not address or not port:
         raise APIError(500, f"node {meta.name(node)} announces no node API endpoint (InternalIP and "
                             "status.daemonEndpoints.kubeletEndpoint.Port)")
     return address, port

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 
 from netplane.errors import NetplaneError, NotFoundError, UserError
 from orchestrator.objects import meta
+from orchestrator.objects import node as nodes
 from orchestrator.objects import pod as pods
 from orchestrator.objects.meta import NODE, POD
 from orchestrator.storage import ObjectStore
@@ -49,13 +50,10 @@ def locate(objects: ObjectStore, namespace: str, name: str) -> Target:
     node = objects.get(NODE, node_name)
     if node is None:
         raise NetplaneError(f"node {node_name} of pod {name} is not registered")
-    status = node.get("status") or {}
-    address = next((str(a.get("address") or "") for a in status.get("addresses") or []
-                    if a.get("type") == "InternalIP"), "")
+    address, port = nodes.internal_ip(node), nodes.node_api_port(node)
     if not address:
         raise NetplaneError(f"node {node_name} has no InternalIP address")
-    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
-    if not isinstance(port, int) or not 0 < port < 65536:
+    if not port:
         raise NetplaneError(f"node {node_name} announces no node API port (its agent runs with "
                             "--node-api-listen none, or predates it)")
     return Target(pod=pod, node=node_name, address=address, port=port)

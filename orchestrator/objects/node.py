@@ -83,3 +83,15 @@ def ready_status(node: Mapping[str, Any]) -> str:
 
 def unschedulable(node: Mapping[str, Any]) -> bool:
     return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def internal_ip(node: Mapping[str, Any]) -> str:
+    """The node's InternalIP address ("" when it has none)."""
+    return next((str(a.get("address") or "") for a in (node.get("status") or {}).get("addresses") or []
+                 if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
+
+
+def node_api_port(node: Mapping[str, Any]) -> int:
+    """The port its node API (our kubelet's) announces, 0 when none: daemonEndpoints.kubeletEndpoint."""
+    port = (((node.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
+    return port if isinstance(port, int) and 0 < port < 65536 else 0
