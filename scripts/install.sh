@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# netplane's one install script: everything `make demo` and `make test` need on a fresh
-# Debian 12 machine, as root. Idempotent: a second run only verifies (well under 5 s).
+# netplane's one install script: everything `make demo` and `make test` need, as root, on
+#   - Debian 12 (this project's development machine: cgroup v1+v2 hybrid, dockerd started here),
+#   - Ubuntu 24.04 (GitHub's hosted runners: cgroup v2 only, Docker CE already installed and
+#     running under systemd), and the Debian 12 Vagrant VMs (vagrant/: cgroup v2 only, systemd).
+# Idempotent: a second run only verifies (well under 5 s).
 #
 #   scripts/install.sh            install or verify
 #   NETPLANE_VENV=/path scripts/install.sh   use another virtualenv location
+#   NETPLANE_INSTALL_PLAN=1 scripts/install.sh   print the packages it would need here and exit
+#                                 (changes nothing; NETPLANE_OS_RELEASE=FILE stands in for
+#                                 /etc/os-release: tests/unit/test_install_plan.py)
+#   NETPLANE_DOCKERD_CONFIGURE=1 scripts/install.sh   may rewrite /etc/docker/daemon.json and
+#                                 restart a systemd-managed dockerd (see 5.; on by itself on
+#                                 GitHub Actions runners: CI=true and GITHUB_ACTIONS=true)
 #
 # What it does, in order:
-#   1. apt packages (only `apt-get update` + install when one is missing)
-#   2. kernel headers link for bcc: /lib/modules/$(uname -r)/{build,source}
-#   3. a virtualenv (Debian's python3) with netplane installed editable + test deps
-#   4. bcc (Debian's python3-bpfcc) and libnftables' binding (python3-nftables) made importable
+#   0. which system: /etc/os-release (debian or ubuntu), python3 >= 3.11
+#   1. apt packages (only `apt-get update` + install when one is missing); names differ per
+#      distribution (etcd, bpftool, kernel headers); docker.io only when there is no `docker`
+#   2. kernel headers for bcc: /lib/modules/$(uname -r)/{build,source}
+#   3. a virtualenv (the system's python3) with netplane installed editable + test deps
+#   4. bcc (python3-bpfcc) and libnftables' binding (python3-nftables) made importable
 #      inside that virtualenv
-#   5. dockerd started when not running, with the netplane-runc runtime; the busybox image for
-#      Docker-runtime tests and the pod infra image netplane/pause:3.9 (native/pause.c,
-#      compiled statically)
+#   5. dockerd with the netplane-runc runtime: started here when nothing runs it; a
+#      systemd-managed one is configured through /etc/docker/daemon.json where allowed; the
+#      busybox image for Docker-runtime tests and the pod infra image netplane/pause:3.9
+#      (native/pause.c, compiled statically)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,43 +36,120 @@ STAMP="$VENV/.netplane-install-stamp"
 log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "run as root (netplane programs the kernel and starts etcd/dockerd)"
+PLAN="${NETPLANE_INSTALL_PLAN:-}"
+[ -n "$PLAN" ] || [ "$(id -u)" = 0 ] || die "run as root (netplane programs the kernel and starts etcd/dockerd)"
 
-APT_PACKAGES=(
-  etcd-server etcd-client iptables nftables python3-nftables iproute2 bpftool python3-bpfcc
-  docker.io busybox-static iperf3 tcpdump prometheus conntrack ethtool
-  python3 python3-venv python3-dev gcc libc6-dev linux-headers-amd64 procps psmisc
-  iputils-ping netcat-openbsd openssl
-)
+# ---------------------------------------------------------------- 0. which system
+OS_RELEASE="${NETPLANE_OS_RELEASE:-/etc/os-release}"
+[ -r "$OS_RELEASE" ] || die "no $OS_RELEASE: supported are Debian 12 and Ubuntu 24.04"
+OS_ID="$(. "$OS_RELEASE" && echo "${ID:-}")"
+OS_VERSION="$(. "$OS_RELEASE" && echo "${VERSION_ID:-}")"
+case "$OS_ID" in
+  debian|ubuntu) ;;
+  *) die "unsupported system ${OS_ID:-unknown} ${OS_VERSION}: supported are Debian 12 and Ubuntu 24.04" ;;
+esac
+KREL="$(uname -r)"
+# GitHub's hosted runners: a throw-away VM whose dockerd this script may reconfigure (5.)
+ON_GITHUB_RUNNER=0
+if [ "${CI:-}" = true ] && [ "${GITHUB_ACTIONS:-}" = true ]; then ON_GITHUB_RUNNER=1; fi
+SYSTEMD=0
+if [ -d /run/systemd/system ]; then SYSTEMD=1; fi
 
 # ---------------------------------------------------------------- 1. apt packages
-missing=()
-status=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${APT_PACKAGES[@]}" 2>/dev/null || true)
-for p in "${APT_PACKAGES[@]}"; do
-  grep -qE "^$p ii" <<<"$status" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing apt packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Each entry is one need: a package name, or alternatives "a|b" (the first installed one
+# satisfies it; if none is, the first the archive has is installed).
+NEEDS=(
+  iptables nftables python3-nftables iproute2 python3-bpfcc
+  busybox-static iperf3 tcpdump prometheus conntrack ethtool
+  python3 python3-venv python3-dev gcc libc6-dev procps psmisc
+  iputils-ping netcat-openbsd openssl
+)
+case "$OS_ID" in
+  debian)
+    # etcd 3.4; bpftool is its own package; linux-headers-amd64 is the newest Debian kernel's
+    # headers, linked below for whatever kernel runs (this machine's is not a Debian one)
+    NEEDS+=(etcd-server etcd-client bpftool linux-headers-amd64) ;;
+  ubuntu)
+    # 24.04: etcd-server/etcd-client 3.4. bpftool is linux-tools-common's wrapper that runs
+    # the running kernel's copy from linux-tools-$(uname -r); headers of the running kernel.
+    NEEDS+=(etcd-server etcd-client linux-tools-common "linux-tools-$KREL|bpftool"
+            "linux-headers-$KREL|linux-headers-generic") ;;
+esac
+# Docker: Debian's docker.io unless a `docker` is already there (GitHub's runners have Docker
+# CE: docker.io conflicts with its docker-ce/containerd.io packages).
+command -v docker >/dev/null 2>&1 || NEEDS+=(docker.io)
+if [ -n "$PLAN" ]; then
+  may=0
+  if [ "$ON_GITHUB_RUNNER" = 1 ] || [ "${NETPLANE_DOCKERD_CONFIGURE:-}" = 1 ]; then may=1; fi
+  printf 'os %s %s\nkernel %s\nconfigure-dockerd %s\n' "$OS_ID" "$OS_VERSION" "$KREL" "$may"
+  printf 'need %s\n' "${NEEDS[@]}"
+  exit 0
 fi
 
+all_names=()
+for need in "${NEEDS[@]}"; do IFS='|' read -r -a alts <<<"$need"; all_names+=("${alts[@]}"); done
+status=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${all_names[@]}" 2>/dev/null || true)
+installed() { grep -qE "^$1 ii" <<<"$status"; }
+has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -qE '^[[:space:]]*Candidate: [^(]'; }
+unmet=()
+for need in "${NEEDS[@]}"; do
+  IFS='|' read -r -a alts <<<"$need"
+  ok=0
+  for p in "${alts[@]}"; do if installed "$p"; then ok=1; break; fi; done
+  [ "$ok" = 1 ] || unmet+=("$need")
+done
+if [ "${#unmet[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  missing=()
+  for need in "${unmet[@]}"; do
+    IFS='|' read -r -a alts <<<"$need"
+    pick=""
+    for p in "${alts[@]}"; do if has_candidate "$p"; then pick=$p; break; fi; done
+    [ -n "$pick" ] || die "none of ${alts[*]} is in this system's apt sources ($OS_ID $OS_VERSION)"
+    missing+=("$pick")
+  done
+  log "installing apt packages: ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$SYSTEMD" = 1 ]; then
+    # Their packages start services netplane does not want running: etcd on 127.0.0.1:2379
+    # (netplane runs its own etcd: the lab's, the tests', netplane-etcd.service) and a
+    # prometheus server (only promtool is used). Stopped only when installed by this run.
+    for unit_pkg in etcd:etcd-server prometheus:prometheus; do
+      unit=${unit_pkg%%:*} pkg=${unit_pkg#*:}
+      if printf '%s\n' "${missing[@]}" | grep -qx "$pkg"; then
+        log "disabling $unit.service (installed with $pkg; netplane does not use it)"
+        systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+      fi
+    done
+  fi
+fi
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "$PY is $("$PY" -V 2>&1): netplane needs Python >= 3.11 (Ubuntu 22.04 has 3.10: use 24.04)"
+
 # ---------------------------------------------------------------- 2. kernel headers for bcc
-KREL="$(uname -r)"
 MODDIR="/lib/modules/$KREL"
-if [ ! -e "$MODDIR/build/include/generated/uapi/linux/version.h" ] || [ ! -e "$MODDIR/source/include/linux/kconfig.h" ]; then
-  # The running kernel may not be a Debian one: uapi-level BPF programs compile fine against
-  # the newest Debian amd64 headers, so point the module dir at those.
-  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -- '-common' | sort -V | tail -n 1 || true)
-  [ -n "$hdr" ] || die "no /usr/src/linux-headers-*-amd64 after installing linux-headers-amd64"
+have_headers() {
+  [ -e "$MODDIR/build/include/generated/uapi/linux/version.h" ] \
+    && { [ -e "$MODDIR/source/include/linux/kconfig.h" ] || [ -e "$MODDIR/build/include/linux/kconfig.h" ]; }
+}
+if ! have_headers; then
+  # The running kernel may have no headers package (this machine's is not a Debian one; on
+  # Ubuntu linux-headers-$(uname -r) normally provides build/): uapi-level BPF programs compile
+  # fine against the newest headers installed, so point the module dir at those.
+  hdr=""
+  for d in $(ls -d /usr/src/linux-headers-* 2>/dev/null | sort -V); do
+    [ -e "$d/include/generated/uapi/linux/version.h" ] && hdr=$d
+  done
+  [ -n "$hdr" ] || die "no kernel headers with include/generated under /usr/src after installing them"
   log "linking $MODDIR/build and source -> $hdr"
   mkdir -p "$MODDIR"
   ln -sfn "$hdr" "$MODDIR/build"
   # Debian splits headers: generated/arch files in -amd64, the rest (include/linux/kconfig.h)
   # in -common; bcc reads build for the first and source for the second.
   common="${hdr%-amd64}-common"
-  if [ -d "$common" ]; then ln -sfn "$common" "$MODDIR/source"; else ln -sfn "$hdr" "$MODDIR/source"; fi
+  if [ "$common" != "$hdr" ] && [ -d "$common" ]; then ln -sfn "$common" "$MODDIR/source"; else ln -sfn "$hdr" "$MODDIR/source"; fi
+  have_headers || die "kernel headers linked from $hdr are incomplete (no include/linux/kconfig.h)"
 fi
 
 # ---------------------------------------------------------------- 3+4. virtualenv
@@ -119,7 +208,77 @@ start_dockerd() {
   docker info >/dev/null 2>&1 || die "dockerd did not start; see $DOCKERD_LOG"
   wrapper_registered || die "dockerd started without the netplane-runc runtime; see $DOCKERD_LOG"
 }
-if ! docker info >/dev/null 2>&1; then
+# A dockerd that systemd runs (GitHub's runners: Docker CE with the systemd cgroup driver; the
+# Vagrant VMs: Debian's docker.io) is not this script's to restart from a shell: it is
+# configured through /etc/docker/daemon.json (keys merged, others kept: `runtimes` gets
+# netplane-runc, `exec-opts` the cgroupfs driver, since the node runtime gives cgroupfs cgroup
+# parents, which the systemd driver refuses) and restarted with systemctl, and only where the
+# machine is netplane's to change: on a GitHub Actions runner (CI=true and GITHUB_ACTIONS=true,
+# a VM thrown away after the job) or when NETPLANE_DOCKERD_CONFIGURE=1 says so (vagrant/
+# provision.sh does, on its VMs), and never while containers run. Elsewhere a warning says
+# what is missing. Docker's own iptables rules and bridge are left as its configuration has
+# them there (netplane's FORWARD rules accept the cluster network even under Docker's DROP).
+DAEMON_JSON=/etc/docker/daemon.json
+systemd_dockerd() { [ "$SYSTEMD" = 1 ] && systemctl cat docker.service >/dev/null 2>&1; }
+may_configure_dockerd() { [ "$ON_GITHUB_RUNNER" = 1 ] || [ "${NETPLANE_DOCKERD_CONFIGURE:-}" = 1 ]; }
+cgroupfs_driver() { [ "$(docker info --format '{{.CgroupDriver}}' 2>/dev/null)" = cgroupfs ]; }
+merge_daemon_json() {  # prints "changed" when it rewrote the file
+  "$PY" - "$DAEMON_JSON" "$RUNC_WRAPPER" <<'PYEOF'
+import json, os, sys
+path, wrapper = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        cfg = json.load(f)
+except FileNotFoundError:
+    cfg = {}
+new = dict(cfg)
+new["runtimes"] = {**(cfg.get("runtimes") or {}), "netplane-runc": {"path": wrapper}}
+opts = [o for o in cfg.get("exec-opts") or [] if not o.replace(" ", "").startswith("native.cgroupdriver=")]
+new["exec-opts"] = opts + ["native.cgroupdriver=cgroupfs"]
+if new != cfg:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".netplane-new", "w") as f:
+        json.dump(new, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".netplane-new", path)
+    print("changed")
+PYEOF
+}
+wait_docker() {
+  for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+if systemd_dockerd; then
+  if may_configure_dockerd; then
+    changed="$(merge_daemon_json)"
+    if ! systemctl is-active --quiet docker.service; then
+      log "starting docker.service"
+      systemctl start docker.service
+    elif [ -n "$changed" ] || ! wrapper_registered || ! cgroupfs_driver; then
+      if [ -z "$(docker ps -q 2>/dev/null)" ]; then
+        log "restarting docker.service for $DAEMON_JSON (netplane-runc runtime, cgroupfs driver)"
+        systemctl restart docker.service
+      else
+        log "warning: containers are running: not restarting docker.service for $DAEMON_JSON"
+      fi
+    fi
+    wait_docker || die "docker.service did not come up; see journalctl -u docker.service"
+    if docker info >/dev/null 2>&1 && ! { wrapper_registered && cgroupfs_driver; }; then
+      log "warning: dockerd still lacks netplane-runc or the cgroupfs driver (restart docker.service when no container runs)"
+    fi
+  else
+    systemctl is-active --quiet docker.service || { log "starting docker.service"; systemctl start docker.service; }
+    wait_docker || die "docker.service did not come up; see journalctl -u docker.service"
+    if ! cgroupfs_driver; then
+      log "warning: dockerd (docker.service) uses the $(docker info --format '{{.CgroupDriver}}' 2>/dev/null) cgroup" \
+          "driver: the Docker node runtime needs cgroupfs (NETPLANE_DOCKERD_CONFIGURE=1 sets it in $DAEMON_JSON)"
+    fi
+    if ! wrapper_registered; then
+      log "warning: dockerd (docker.service) has no netplane-runc runtime: Docker pods will miss the eBPF" \
+          "proxy's first connects (NETPLANE_DOCKERD_CONFIGURE=1 registers it in $DAEMON_JSON)"
+    fi
+  fi
+elif ! docker info >/dev/null 2>&1; then
   start_dockerd
 elif ! wrapper_registered; then
   dpid="$(cat /var/run/docker.pid 2>/dev/null || true)"
