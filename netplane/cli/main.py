@@ -86,6 +86,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("podio", "logs"),
     "exec": ("podio", "exec_cmd"),
     "master": ("master", "master"),
+    "node": ("nodeinstall", "node"),
     "apiserver": ("apiserver", "apiserver"),
     "kubeconfig": ("apiserver", "kubeconfig"),
 }
