@@ -27,7 +27,7 @@ from typing import Any
 
 from netplane.errors import ConfigError, UserError
 from netplane.proxy.api import ServiceAPI, clusterip_key, nodeport_key
-from orchestrator import apply
+from orchestrator import apply, namespaces
 from orchestrator.apply import Outcome
 from orchestrator.manifests import Manifest
 from orchestrator.objects import meta
@@ -116,9 +116,17 @@ class Applier:
         """Every document's plan, or the first problem as a UserError (nothing written)."""
         if not manifests:
             raise UserError("no objects passed to apply")
-        return [self.plan_one(m.object, m.where, namespace=namespace) for m in manifests]
+        out: list[Planned] = []
+        coming: set[str] = set()  # namespaces this apply creates first (kubectl applies in order)
+        for m in manifests:
+            p = self.plan_one(m.object, m.where, namespace=namespace, coming=frozenset(coming))
+            if p.kind.kind == "Namespace" and p.outcome == "created":
+                coming.add(meta.name(p.object))
+            out.append(p)
+        return out
 
-    def plan_one(self, obj: Mapping[str, Any], where: str, *, namespace: str | None) -> Planned:
+    def plan_one(self, obj: Mapping[str, Any], where: str, *, namespace: str | None,
+                 coming: frozenset[str] = frozenset()) -> Planned:
         config = copy.deepcopy(dict(obj))
         try:
             admitted = admit(config)
@@ -143,6 +151,11 @@ class Applier:
         modified = apply.with_last_applied(config)
         if current is None:
             new = self._admitted(modified, where)
+            if meta.namespace(new) not in coming or not (kind and kind.namespaced):
+                try:
+                    namespaces.check_can_create(self.objects, new)  # refused before anything is written
+                except UserError as e:
+                    raise UserError(f"{where}: {e}") from None
             outcome: Outcome = "created"
         else:
             merged = apply.merge(apply.last_applied(current), modified, current)
@@ -234,6 +247,7 @@ class Applier:
         cannot be had (`check`), AlreadyExists when the name is taken (nothing stays claimed)."""
         new = copy.deepcopy(dict(obj))
         kind = meta.kind_named(str(new.get("kind")))
+        namespaces.check_can_create(self.objects, new)  # NamespaceLifecycle: exists, not terminating
         is_service = kind is not None and kind.kind == "Service"
         if is_service and check:
             errors = self.allocation_errors(new, None)

@@ -28,7 +28,7 @@ from netplane.errors import NotFoundError
 from orchestrator.applier import Applier
 from orchestrator.objects import meta
 from orchestrator.objects import pod as pods
-from orchestrator.objects.meta import POD, REPLICATION_CONTROLLER, SERVICE, Kind
+from orchestrator.objects.meta import NAMESPACE, POD, REPLICATION_CONTROLLER, SERVICE, Kind
 from orchestrator.storage import Obj, ObjectStore
 
 Cascade = Literal["background", "orphan"]
@@ -100,10 +100,26 @@ class Deleter:
             return self.delete_pod(obj, grace=grace)
         if kind == REPLICATION_CONTROLLER:
             return self._delete_rc(obj, cascade=cascade, grace=grace)
+        if kind == NAMESPACE:
+            return self._delete_namespace(obj)
         gone = self.objects.delete(kind, name, namespace)
         if gone and kind == SERVICE:
             Applier(self.objects).release_service(obj)
         return gone
+
+    def _delete_namespace(self, ns: Obj) -> bool:
+        """Mark it Terminating: the namespace controller empties it, then removes it."""
+        from orchestrator import namespaces
+
+        name = meta.name(ns)
+        if name in namespaces.PROTECTED:
+            raise namespaces.ProtectedNamespace(name)
+        try:
+            self.objects.guaranteed_update(NAMESPACE, name, None,
+                                           lambda n: namespaces.terminating_mark(n, now=self._clock()))
+        except NotFoundError:
+            pass
+        return True
 
     def delete_pod(self, pod: Obj, *, grace: int | None = None) -> bool:
         name, ns = meta.name(pod), meta.namespace(pod)

@@ -39,6 +39,7 @@ from orchestrator.controllers.base import Writer
 from orchestrator.controllers.endpoints_controller import EndpointsController
 from orchestrator.controllers.events import Recorder
 from orchestrator.controllers.informers import Informers
+from orchestrator.controllers.namespace_controller import NamespaceController
 from orchestrator.controllers.node_lifecycle_controller import (
     MONITOR_PERIOD,
     NodeLifecycleController,
@@ -166,6 +167,7 @@ class Master:
             ("scheduler", Scheduler(objects, infs, writer=writer, recorder=rec_sched).run),
             ("replication-manager", ReplicationManager(objects, infs, writer=writer, recorder=rec_rc).run),
             ("endpoints-controller", EndpointsController(objects, infs, writer=writer).run),
+            ("namespace-controller", NamespaceController(objects, writer=writer).run),
             ("node-lifecycle", NodeLifecycleController(
                 objects, infs, writer=writer, recorder=rec_node, grace_period=cfg.node_grace_period,
                 eviction_timeout=cfg.pod_eviction_timeout, startup_grace_period=cfg.node_startup_grace_period,

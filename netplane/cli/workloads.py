@@ -50,7 +50,9 @@ def run(settings: Settings, name: str, argv: tuple[str, ...], image: str, replic
         admitted = admit(rc)
     except InvalidObject as e:
         raise UserError(str(e)) from None
-    objects_of(settings).create(admitted.object)
+    from orchestrator.applier import Applier
+
+    Applier(objects_of(settings)).create(admitted.object)  # the one write path: namespace checks included
     click.echo(f"replicationcontroller/{name} created")
 
 

@@ -145,6 +145,8 @@ def from_exception(e: BaseException, *, resource: str = "", name: str = "") -> A
         return APIError(404, str(e), reason="NotFound", details={"name": name, "kind": resource})
     if isinstance(e, Compacted):
         return too_old(e.compact_revision)
+    if isinstance(e, UserError) and getattr(e, "http_status", 400) == 403:
+        return APIError(403, str(e), reason="Forbidden", details={"name": name, "kind": resource})
     if isinstance(e, UserError):
         return APIError(400, str(e))
     if isinstance(e, StoreError):

@@ -104,6 +104,7 @@ def server(objects: ObjectStore) -> Iterator[clusterdns.ClusterDNS]:
 def test_answers_a_services_cluster_ip_in_each_namespace(objects: ObjectStore,
                                                          server: clusterdns.ClusterDNS) -> None:
     apply(objects, service("web", "default"))
+    apply(objects, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
     apply(objects, service("web", "shop"))
     ip_default, ip_shop = cluster_ip(objects, "web", "default"), cluster_ip(objects, "web", "shop")
     assert ip_default != ip_shop
