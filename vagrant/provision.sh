@@ -1,43 +1,41 @@
 #!/usr/bin/env bash
-# Provision one netplane VM: the project's own install script, then etcd (on the first VM)
-# and a netplane agent as systemd units. Idempotent.
+# Provision one netplane VM (run by the Vagrantfile as root, again by `vagrant provision`):
+#   1. the project's own scripts/install.sh, allowed to configure this VM's systemd-managed
+#      dockerd (netplane-runc runtime, cgroupfs driver: NETPLANE_DOCKERD_CONFIGURE=1);
+#   2. `netplane node install`: the systemd units; on the control-plane VM (h1) etcd first, the
+#      overlay's network config written once, then the master; the agent on every VM.
+# Idempotent: a second run rewrites nothing that is unchanged and restarts only what changed
+# (an agent restart keeps its pods: KillMode=process).
+#
+# Environment (from the Vagrantfile): NODE, NODE_IP, ETCD_IP, CONTROL_PLANE (1 on h1),
+# RUNTIME (auto|docker|namespaces), PROXY (iptables|nftables|ebpf).
 set -euo pipefail
-: "${NODE:?}" "${NODE_IP:?}" "${ETCD_IP:?}" "${RUN_ETCD:=0}"
+: "${NODE:?}" "${NODE_IP:?}" "${ETCD_IP:?}" "${CONTROL_PLANE:=0}" "${RUNTIME:=auto}" "${PROXY:=iptables}"
+log() { printf '[provision %s] %s\n' "$NODE" "$*" >&2; }
+
 cd /netplane
-bash scripts/install.sh
+NETPLANE_DOCKERD_CONFIGURE=1 bash scripts/install.sh
+NP=/netplane/.venv/bin/netplane
+ETCD="http://${ETCD_IP}:2379"
 
-if [ "$RUN_ETCD" = 1 ]; then
-  cat >/etc/systemd/system/netplane-etcd.service <<UNIT
-[Unit]
-Description=etcd for netplane
-After=network-online.target
-[Service]
-ExecStart=/usr/bin/etcd --name ${NODE} --data-dir /var/lib/netplane/etcd \
-  --listen-client-urls http://${ETCD_IP}:2379,http://127.0.0.1:2379 \
-  --advertise-client-urls http://${ETCD_IP}:2379 \
-  --listen-peer-urls http://${ETCD_IP}:2380 --initial-advertise-peer-urls http://${ETCD_IP}:2380 \
-  --initial-cluster ${NODE}=http://${ETCD_IP}:2380 --initial-cluster-state new
-Restart=always
-[Install]
-WantedBy=multi-user.target
-UNIT
+# The interface that holds this VM's private address: eth1 with both providers, but found
+# rather than assumed, so the provider's eth0 (VirtualBox NAT, libvirt's 192.168.121.x
+# management network) is never the cluster's.
+IFACE="$(ip -o -4 addr show | awk -v ip="$NODE_IP" '{ split($4, a, "/"); if (a[1] == ip) { print $2; exit } }')"
+[ -n "$IFACE" ] || { ip -br addr >&2; log "no interface holds $NODE_IP"; exit 1; }
+log "cluster interface $IFACE ($NODE_IP), etcd $ETCD"
+
+args=(node install --etcd "$ETCD" --iface "$IFACE" --node "$NODE" --node-ip "$NODE_IP"
+      --runtime "$RUNTIME" --proxy-mode "$PROXY")
+if [ "$CONTROL_PLANE" = 1 ]; then
+  args+=(--etcd-server --master)
+  "$NP" "${args[@]}"
   systemctl daemon-reload
-  systemctl enable --now netplane-etcd
-  /netplane/.venv/bin/netplane --etcd "http://${ETCD_IP}:2379" net config get >/dev/null 2>&1 \
-    || /netplane/.venv/bin/netplane --etcd "http://${ETCD_IP}:2379" net config set --network 10.244.0.0/16
+  systemctl enable --now netplane-etcd.service
+  if ! "$NP" --etcd "$ETCD" net config get >/dev/null 2>&1; then
+    log "writing the overlay's network config (10.244.0.0/16, VXLAN)"
+    "$NP" --etcd "$ETCD" net config set --network 10.244.0.0/16
+  fi
 fi
-
-cat >/etc/systemd/system/netplane-agent.service <<UNIT
-[Unit]
-Description=netplane agent
-After=network-online.target
-[Service]
-ExecStart=/netplane/.venv/bin/netplane --etcd http://${ETCD_IP}:2379 agent --node ${NODE} \
-  --iface eth1 --public-ip ${NODE_IP} --subnet-file /run/netplane/subnet.env \
-  --health-listen ${NODE_IP}:9100
-Restart=always
-[Install]
-WantedBy=multi-user.target
-UNIT
-systemctl daemon-reload
-systemctl enable --now netplane-agent
+"$NP" "${args[@]}" --start
+systemctl --no-pager --lines=0 status 'netplane-*.service' || true
