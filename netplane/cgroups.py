@@ -13,8 +13,8 @@ Two layouts are met:
 host fails where it failed before). `NETPLANE_CGROUP2_ROOT` overrides both (tests, or a cgroup2
 mounted elsewhere).
 
-What the layout changes for the lab, the eBPF proxy and the node runtimes is in
-docs/ARCHITECTURE.md ("Hosts unlike this one"). In short: on a unified host with controllers,
+What the layout changes for the lab, the eBPF proxy and the node runtimes is in README.md
+(Tests: "Hosts unlike the development machine"). In short: on a unified host with controllers,
 a cgroup that holds processes cannot enable controllers for its children (cgroup v2's "no
 internal processes" rule), so pods below a lab host's cgroup (where its agent runs) get no v2
 limits (the namespace runtime logs it once and goes on), and the Docker runtime does not move

@@ -42,7 +42,9 @@ PLAN="${NETPLANE_INSTALL_PLAN:-}"
 # ---------------------------------------------------------------- 0. which system
 OS_RELEASE="${NETPLANE_OS_RELEASE:-/etc/os-release}"
 [ -r "$OS_RELEASE" ] || die "no $OS_RELEASE: supported are Debian 12 and Ubuntu 24.04"
+# shellcheck disable=SC1090  # os-release is shell assignments by definition
 OS_ID="$(. "$OS_RELEASE" && echo "${ID:-}")"
+# shellcheck disable=SC1090
 OS_VERSION="$(. "$OS_RELEASE" && echo "${VERSION_ID:-}")"
 case "$OS_ID" in
   debian|ubuntu) ;;
@@ -166,7 +168,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] || [ ! -x "$VENV/bin/py
   fi
   log "installing netplane (editable) and test dependencies"
   "$VENV/bin/pip" install -q --upgrade pip setuptools wheel >/dev/null
-  "$VENV/bin/pip" install -q -e "$ROOT[test]"
+  "$VENV/bin/pip" install -q -e "${ROOT}[test]"
   # bcc's Python module is Debian's (PyPI's "bcc" is an unrelated package). Expose only it,
   # not all of dist-packages, through a directory holding one symlink plus a .pth file.
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
