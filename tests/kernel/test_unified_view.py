@@ -91,6 +91,7 @@ print(json.dumps({
     assert Path("/sys/fs/cgroup/unified/cgroup.controllers").exists()
 
 
+@pytest.mark.timeout(1800)  # FULL takes about 3 minutes, more on a busy machine
 def test_kernel_and_lab_tests_pass_in_the_unified_view(tmp_path: Path) -> None:
     selection = FULL if os.environ.get("NETPLANE_UNIFIED_VIEW") == "full" else CORE
     deselect = [a for t in NEEDS_CONTROLLERS if t.split("::")[0] in selection for a in ("--deselect", t)]
