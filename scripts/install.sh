@@ -26,6 +26,7 @@
 #      systemd-managed one is configured through /etc/docker/daemon.json where allowed; the
 #      busybox image for Docker-runtime tests and the pod infra image netplane/pause:3.9
 #      (native/pause.c, compiled statically)
+#   6. a real kubectl v1.33 (scripts/install-kubectl.sh) for the Kubernetes API tests
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -341,4 +342,6 @@ for prog in np-shim pause; do
     echo "$sum" > "$NP_LIBEXEC/$prog.source"
   fi
 done
+# ---------------------------------------------------------------- 6. kubectl (the API's real client)
+NETPLANE_VENV="$VENV" bash "$ROOT/scripts/install-kubectl.sh"
 log "ready: venv $VENV"

@@ -265,9 +265,8 @@ def container_status(spec: Mapping[str, Any], obs: ObservedContainer, *,
         "restartCount": obs.restart_count,
         "image": spec.get("image") or "",
         "started": isinstance(obs.state, Running),
+        "imageID": obs.image_id,  # required in v1 (kubelet sends "" until it knows): clients insist
     }
-    if obs.image_id:
-        cs["imageID"] = obs.image_id
     if obs.container_id:
         cs["containerID"] = obs.container_id
     return cs

@@ -86,7 +86,7 @@ def test_deleting_a_namespace_empties_it_then_removes_it(store: EtcdStore, keys:
     assert bound is not None
     bound["spec"]["nodeName"] = "h1"
     objects.update(bound)
-    code, out, err = run(store, keys, "delete", "namespace", "shop")
+    code, _, err = run(store, keys, "delete", "namespace", "shop")
     assert code == 0, err
     ns = objects.get(NAMESPACE, "shop")
     assert ns is not None and ns["metadata"].get("deletionTimestamp") and ns["status"]["phase"] == "Terminating"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from netplane.cgroups import layout
 from netplane.lab import Lab, cluster
 from netplane.lab.builder import LAB_PREFIX
 from orchestrator.node.cleanup import open_runtime
@@ -167,8 +168,14 @@ def nothing_left() -> Any:
         assert shims == [], f"processes of lab {lab.name} left: {shims}"
 
 
-RUNTIMES = [pytest.param(("docker", "ebpf"), id="docker-ebpf"),
-            pytest.param(("namespaces", "iptables"), id="namespaces-iptables")]
+# Docker pods sit in the host's v2 subtree (what the eBPF proxy needs) only on hybrid hosts: on a
+# cgroup v2-only host (GitHub's runners) the Docker runtime leaves them in their own cgroups,
+# a known gap (README, Tests), so there the eBPF proxy is tested with the namespace runtime
+RUNTIMES = ([pytest.param(("docker", "ebpf"), id="docker-ebpf"),
+             pytest.param(("namespaces", "iptables"), id="namespaces-iptables")]
+            if layout() == "hybrid" else
+            [pytest.param(("docker", "nftables"), id="docker-nftables"),
+             pytest.param(("namespaces", "ebpf"), id="namespaces-ebpf")])
 
 
 @pytest.mark.parametrize("combo", RUNTIMES)

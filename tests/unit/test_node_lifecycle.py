@@ -197,7 +197,7 @@ def test_new_pod_is_pending_with_containers_creating() -> None:
     assert [c["name"] for c in st["containerStatuses"]] == ["side", "web"]
     assert st["containerStatuses"][1] == {
         "name": "web", "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {},
-        "ready": False, "restartCount": 0, "image": "img/web:1", "started": False}
+        "ready": False, "restartCount": 0, "image": "img/web:1", "started": False, "imageID": ""}
 
 
 def test_running_ready_pod_and_its_container_status() -> None:
