@@ -18,7 +18,6 @@ kube-apiserver: from the same create-only allocation keys `netplane svc` uses
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from netplane.proxy.api import ServiceAPI, clusterip_key, nodeport_key
 from orchestrator import apply, namespaces
 from orchestrator.apply import Outcome
 from orchestrator.manifests import Manifest
-from orchestrator.objects import meta
+from orchestrator.objects import meta, tree
 from orchestrator.objects.meta import Kind
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore, not_found
 from orchestrator.validation import FieldError, InvalidObject, admit
@@ -75,7 +74,7 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
             return [invalid(ROOT.child("spec").child("clusterIP"), new_ip or "", "field is immutable")]
     elif kind.kind == "Pod":
         def without_images(spec: Any) -> Any:
-            s = copy.deepcopy(spec or {})
+            s = tree.copy(spec or {})
             for c in s.get("containers") or []:
                 c.pop("image", None)
             s.pop("activeDeadlineSeconds", None)
@@ -127,7 +126,7 @@ class Applier:
 
     def plan_one(self, obj: Mapping[str, Any], where: str, *, namespace: str | None,
                  coming: frozenset[str] = frozenset()) -> Planned:
-        config = copy.deepcopy(dict(obj))
+        config = tree.copy(dict(obj))
         try:
             admitted = admit(config)
         except InvalidObject as e:
@@ -245,7 +244,7 @@ class Applier:
         """Store a new, admitted object as kube-apiserver does: a Service gets its cluster IP
         (and node ports, for type NodePort) first. InvalidObject for an address or port that
         cannot be had (`check`), AlreadyExists when the name is taken (nothing stays claimed)."""
-        new = copy.deepcopy(dict(obj))
+        new = tree.copy(dict(obj))
         kind = meta.kind_named(str(new.get("kind")))
         namespaces.check_can_create(self.objects, new)  # NamespaceLifecycle: exists, not terminating
         is_service = kind is not None and kind.kind == "Service"
@@ -270,7 +269,7 @@ class Applier:
         ports claimed and the ones it dropped released. `current`: the stored object as the
         caller just read it (else it is read here); the write is at `obj`'s resourceVersion
         either way."""
-        new = copy.deepcopy(dict(obj))
+        new = tree.copy(dict(obj))
         kind = meta.kind_named(str(new.get("kind")))
         if kind is None:
             raise UserError(f"cannot store an object of kind {new.get('kind')!r}")

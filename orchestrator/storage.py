@@ -30,7 +30,6 @@ commit revision is the new resourceVersion.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import threading
@@ -44,7 +43,7 @@ from netplane.store import EtcdStore, Keys, codec
 from netplane.store.etcd import KeyValue
 from netplane.store.txn import Absent, Delete, Guard, ModRevisionIs, Op, Put
 from netplane.store.watch import Resync, list_watch
-from orchestrator.objects import meta, names
+from orchestrator.objects import meta, names, tree
 from orchestrator.objects.meta import Kind
 from orchestrator.objects.selector import Selector
 from orchestrator.validation import reads
@@ -159,7 +158,7 @@ class ObjectStore:
 
     @staticmethod
     def _encode(obj: Mapping[str, Any]) -> str:
-        body = copy.deepcopy(dict(obj))
+        body = tree.copy(dict(obj))
         body.setdefault("metadata", {}).pop("resourceVersion", None)
         return codec.dumps(body)
 
@@ -204,7 +203,7 @@ class ObjectStore:
         With `lease` (an etcd lease id) the object goes when the lease does: events' TTL.
         `guards` (a leader's `Fence.guards()`) must hold too, else Fenced and nothing is written."""
         kind = _kind_of(obj)
-        new: Obj = copy.deepcopy(dict(obj))
+        new: Obj = tree.copy(dict(obj))
         md = new.setdefault("metadata", {})
         if kind.namespaced:
             md.setdefault("namespace", meta.DEFAULT_NAMESPACE)
@@ -277,7 +276,7 @@ class ObjectStore:
             current = self.get(kind, name, namespace)
             if current is None:
                 raise not_found(kind, name)
-            changed = mutate(copy.deepcopy(current))
+            changed = mutate(tree.copy(current))
             if changed is None:
                 return current
             changed.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -307,7 +306,7 @@ class ObjectStore:
         raise Conflict(kind, name)
 
     def _merge_system_fields(self, kind: Kind, current: Obj, obj: Mapping[str, Any]) -> Obj:
-        new: Obj = copy.deepcopy(dict(obj))
+        new: Obj = tree.copy(dict(obj))
         md = new.setdefault("metadata", {})
         cur_md = current.get("metadata") or {}
         for f in ("uid", "creationTimestamp"):
@@ -364,7 +363,7 @@ class ObjectStore:
 
 
 def _with_rv(obj: Obj, revision: int) -> Obj:
-    out = copy.deepcopy(obj)
+    out = tree.copy(obj)
     out.setdefault("metadata", {})["resourceVersion"] = str(revision)
     return out
 

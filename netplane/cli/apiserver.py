@@ -101,6 +101,9 @@ def apiserver(settings: Settings, **kw: Any) -> None:
     token file and client certificates signed by that CA authenticate. `netplane kubeconfig`
     writes a kubeconfig for it. Runs until SIGTERM/SIGINT.
     """
+    from netplane import gctune
+
+    gctune.for_servers()  # big watch caches: fewer, rarer collections (netplane.gctune)
     from orchestrator.apiserver.server import APIServer
 
     cfg = config_from(kw)

@@ -52,6 +52,9 @@ def master(settings: Settings, leader_ttl: int, identity: str | None, node_monit
            dns_listen: str | None, dns_advertise: str | None, dns_service_ip: str, cluster_domain: str,
            **api_options: Any) -> None:
     """Run the control plane (leader-elected; several may run)."""
+    from netplane import gctune
+
+    gctune.for_servers()  # big caches: fewer, rarer collections (netplane.gctune)
     from ipaddress import IPv4Address
 
     from netplane.errors import ConfigError

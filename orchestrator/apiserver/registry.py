@@ -24,7 +24,6 @@ kube-apiserver's own on top of those:
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +34,7 @@ from netplane.errors import NotFoundError
 from orchestrator.apiserver.status import APIError, bad_request, not_found
 from orchestrator.applier import Applier, keep_allocated
 from orchestrator.deletion import Cascade, Deleter
-from orchestrator.objects import meta
+from orchestrator.objects import meta, tree
 from orchestrator.objects.meta import EVENT, NAMESPACE, POD, SERVICE, Kind
 from orchestrator.storage import Conflict, Obj, ObjectStore
 from orchestrator.validation import admit
@@ -72,7 +71,7 @@ class Registry:
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format - accepted "
                               "media types include: application/json, application/yaml")
-        obj: Obj = copy.deepcopy(body)
+        obj: Obj = tree.copy(body)
         obj.setdefault("apiVersion", kind.api_version)
         obj.setdefault("kind", kind.kind)
         if obj["kind"] != kind.kind:
@@ -165,7 +164,7 @@ class Registry:
             current = self.get(kind, namespace, name)
             rv = meta.meta(current).get("resourceVersion")
             try:
-                new = apply_patch(kind, copy.deepcopy(current), patch, content_type)
+                new = apply_patch(kind, tree.copy(current), patch, content_type)
             except APIError:
                 raise
             except Exception as e:
@@ -188,7 +187,7 @@ class Registry:
     def _replace(self, kind: Kind, current: Obj, obj: Obj, *, subresource: str | None,
                  dry_run: bool, field_validation: str | None, conditional: bool) -> tuple[Obj, list[str]]:
         if subresource == "status":
-            new = copy.deepcopy(current)
+            new = tree.copy(current)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
@@ -203,7 +202,7 @@ class Registry:
                     md[f] = cur_md[f]  # type: ignore[literal-required]
             if kind.kind in WITH_STATUS:
                 if "status" in current:
-                    new["status"] = copy.deepcopy(current["status"])
+                    new["status"] = tree.copy(current["status"])
                 else:
                     new.pop("status", None)
             if kind == SERVICE:

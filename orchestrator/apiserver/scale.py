@@ -8,11 +8,10 @@ resourceVersion in the Scale is a precondition on the RC's, as in Kubernetes.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from orchestrator.apiserver.status import APIError, bad_request, not_found
-from orchestrator.objects import meta
+from orchestrator.objects import meta, tree
 from orchestrator.objects import replicationcontroller as rcs
 from orchestrator.objects.meta import REPLICATION_CONTROLLER, Kind
 from orchestrator.storage import Conflict, Obj, ObjectStore
@@ -71,7 +70,7 @@ class Scales:
 
         current = self.get(namespace, name)
         try:
-            new = apply_patch(SCALE, copy.deepcopy(current), patch, content_type)
+            new = apply_patch(SCALE, tree.copy(current), patch, content_type)
         except APIError:
             raise
         except Exception as e:

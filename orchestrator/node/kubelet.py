@@ -103,6 +103,30 @@ def machine_capacity() -> tuple[str, str]:
     return cpu, mem
 
 
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def node_info(runtime: str) -> dict[str, str]:
+    """NodeSystemInfo: every field v1 requires (clients refuse a Node without them)."""
+    u = os.uname()
+    os_image = ""
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            os_image = line.split("=", 1)[1].strip('"')
+    return {"machineID": _read("/etc/machine-id"), "systemUUID": _read("/sys/class/dmi/id/product_uuid"),
+            "bootID": _read("/proc/sys/kernel/random/boot_id"), "kernelVersion": u.release,
+            "osImage": os_image, "containerRuntimeVersion": f"{runtime}://", "kubeletVersion": VERSION,
+            "kubeProxyVersion": VERSION, "operatingSystem": "linux",
+            "architecture": GOARCH.get(u.machine, u.machine)}
+
+
 def _now_text() -> str:
     return meta.from_epoch(time.time())
 
@@ -265,8 +289,7 @@ class NodeRuntime:
                 "addresses": [{"type": "InternalIP", "address": str(self.overlay.node_ip)},
                               {"type": "Hostname", "address": self.node}],
                 "conditions": [ready],
-                "nodeInfo": {"kubeletVersion": VERSION, "containerRuntimeVersion": f"{self.runtime.name}://",
-                             "operatingSystem": "linux", "architecture": os.uname().machine},
+                "nodeInfo": node_info(self.runtime.name),
                 **({"daemonEndpoints": {"kubeletEndpoint": {"Port": self.api.port}}} if self.api else {}),
             },
         }

@@ -1,0 +1,26 @@
+"""Copying objects: they are JSON trees (dicts, lists, strings, numbers, booleans, None), so a
+plain recursive copy does what `copy.deepcopy` does at a fraction of its cost (no memo, no
+reduce protocol): 2.4x faster on a pod (bench/results/api.md), and the API server and every
+controller copy objects on each read-modify-write."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def copy(value: T) -> T:
+    """A deep copy of a JSON tree (tuples stay tuples; anything else is shared, as immutable)."""
+    out: T = _copy(value)
+    return out
+
+
+def _copy(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_copy(x) for x in v)
+    return v
