@@ -19,7 +19,10 @@ timeoutSeconds 1, successThreshold 1, failureThreshold 3.
 **Scheduling.** kubelet runs a goroutine per probe; here one thread keeps a heap of due times
 and hands due probes to a small pool (probes of one worker never overlap), so 30 pods cost one
 sleeping thread between probes. The first probe of an instance runs at start +
-initialDelaySeconds (kubelet waits for its next tick, up to a period late), then every period.
+initialDelaySeconds (kubelet waits for its next tick, up to a period late), then every period;
+a tcpSocket/httpGet readiness check that has not yet succeeded is re-run after 50, 100, 200 ...
+ms within the instance's first period (a server binding a few ms after exec would otherwise
+lose a whole period to the first probe's refused connection; kubelet would too).
 Transitions go to the `on_change` callback, called from a probe thread: keep it short (queue
 the pod key for the sync loop). Callbacks from different threads can arrive out of order, so
 treat one as "look again": `ready()` / `result()` give the current value, and a
@@ -57,6 +60,7 @@ DEFAULT_PERIOD = 10
 DEFAULT_TIMEOUT = 1
 DEFAULT_SUCCESS_THRESHOLD = 1
 DEFAULT_FAILURE_THRESHOLD = 3
+STARTUP_RETRY = 0.05  # first re-probe of a not-yet-ready instance's network readiness check (doubling)
 MAX_REDIRECTS = 10
 MAX_BODY = 10 * 1024
 USER_AGENT = "kube-probe/1.0"
@@ -325,6 +329,8 @@ class _Worker:
     busy: bool = False
     deferred: bool = False
     removed: bool = False
+    first_due: float = 0.0  # this instance's first probe
+    retry: float = STARTUP_RETRY
 
 
 Submit = Callable[[Callable[[], None]], object]
@@ -418,6 +424,7 @@ class ProbeManager:
                 due = now - running_for + w.spec.initial_delay
                 if due < now:  # adopted: spread first probes over a period
                     due = now + (self._rand() * w.spec.period if assume_ready else 0.0)
+                w.first_due, w.retry = due, STARTUP_RETRY
                 self._schedule(w, due)
         self._emit(changes)
 
@@ -494,12 +501,28 @@ class ProbeManager:
                 if changed is not None:
                     changes.append(Transition(w.key, changed, w.container_id, out.message))
                 if not w.counter.on_hold:
-                    self._schedule(w, max(due + w.spec.period, now))
+                    self._schedule(w, self._next_due(w, due, now))
             if w.deferred:
                 w.deferred = False
                 if w.container_id and not w.counter.on_hold:
                     self._schedule(w, now)
         self._emit(changes)
+
+    @staticmethod
+    def _next_due(w: _Worker, due: float, now: float) -> float:
+        """One period on, except within a new instance's first period while its network
+        readiness check has never succeeded: then again after 50 ms, 100 ms, 200 ms ... up to
+        the second regular probe (a server that binds a few ms after its process starts would
+        otherwise lose a whole period to the first probe's refused connection). Results count
+        as usual; exec checks (a process per probe) keep the period."""
+        if w.key.kind == "readiness" and w.first_due <= due < w.first_due + w.spec.period:
+            second = w.first_due + w.spec.period
+            if not w.counter.result and w.counter.last is not True and not isinstance(w.spec.check, ExecCheck):
+                soon = now + w.retry
+                w.retry *= 2
+                return max(min(soon, second), now)
+            return max(second, now)
+        return max(due + w.spec.period, now)
 
     def _emit(self, changes: list[Transition]) -> None:
         for t in changes:

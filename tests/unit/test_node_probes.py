@@ -474,3 +474,46 @@ def test_scheduler_thread_runs_probes_on_their_period(http_port: int) -> None:
         t = time.monotonic()
         m.stop()
         assert time.monotonic() - t < 1.0
+
+
+def test_a_new_instance_not_yet_listening_is_probed_again_soon_not_a_period_later(env: Any) -> None:
+    """tcpSocket/httpGet readiness of a new instance: after a refused first probe, again at 50,
+    100, 200 ... ms within its first period (then every period); exec probes keep the period."""
+    m, clock, seen = env
+    port = free_port()
+    m.add_pod(mkpod(readiness={"tcpSocket": {"port": port}, "periodSeconds": 1}))
+    t0 = clock.t
+    m.container_started("u1", "web", container_id="docker://a", pod_ip="127.0.0.1")
+    m.run_due()  # refused: not listening yet
+    assert seen == [] and m.next_due() == pytest.approx(t0 + 0.05)
+    advance(m, clock, t0 + 0.05, step=0.05)
+    assert m.next_due() == pytest.approx(t0 + 0.15)  # 50 ms, then 100 ms later
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", port))
+        srv.listen(8)
+        advance(m, clock, t0 + 0.15, step=0.05)
+        assert [t.success for t in seen] == [True]
+        assert m.next_due() == pytest.approx(t0 + 1)  # ready: on its period again
+    assert seen == [Transition(ProbeKey("u1", "web", "readiness"), True, "docker://a", "")]
+    # never listening: retries until the second regular probe, then every period
+    m2 = ProbeManager(seen.append, clock=clock, submit=lambda fn: fn())
+    m2.add_pod(mkpod(uid="u2", readiness={"tcpSocket": {"port": free_port()}, "periodSeconds": 1}))
+    t1 = clock.t
+    m2.container_started("u2", "web", container_id="docker://b", pod_ip="127.0.0.1")
+    due = []
+    for _ in range(8):
+        clock.t = m2.next_due() or clock.t
+        m2.run_due()
+        due.append(round(clock.t - t1, 2))
+    assert due == [0.0, 0.05, 0.15, 0.35, 0.75, 1.0, 2.0, 3.0]
+    assert len(seen) == 1
+
+
+def test_exec_readiness_keeps_its_period_after_a_failed_first_probe(env: Any) -> None:
+    m, clock, _ = env
+    ex = Exec(1)
+    m.add_pod(mkpod(readiness=exec_probe(periodSeconds=1)))
+    t0 = clock.t
+    m.container_started("u1", "web", container_id="docker://a", pod_ip="10.0.0.5", exec_fn=ex)
+    m.run_due()
+    assert len(ex.calls) == 1 and m.next_due() == t0 + 1
