@@ -38,6 +38,7 @@ from orchestrator.node.runtime import (
     SandboxInfo,
 )
 from stats.cgroups.hierarchy import Hierarchy
+from tests.cgroup_trees import kill_and_rmdir
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,31 +94,8 @@ class Env:
             except Exception as e:  # noqa: BLE001 - still remove the trees below
                 errors.append(e)
         for tree in self.trees():
-            if not tree.exists():
-                continue
-            for dirpath, _dirs, _files in os.walk(tree):
-                try:
-                    pids = Path(dirpath, "cgroup.procs").read_text().split()
-                except FileNotFoundError:
-                    continue
-                for pid in pids:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            for dirpath, _dirs, _files in sorted(os.walk(tree), key=lambda w: -len(w[0])):
-                wait_for(functools.partial(_try_rmdir, dirpath), 5, f"rmdir {dirpath}")
+            kill_and_rmdir(tree)
         assert not errors, errors
-
-
-def _try_rmdir(d: str) -> bool:
-    try:
-        os.rmdir(d)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["auto"])

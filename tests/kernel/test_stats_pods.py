@@ -16,10 +16,7 @@ exactly the containers, processes and cgroups it made, also when it fails.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -49,6 +46,7 @@ from orchestrator.node.runtime import ContainerConfig, PodRef, SandboxConfig
 from stats.collector import Collector
 from stats.discovery import DockerSource, kube_labels
 from stats.service import StatsService
+from tests.cgroup_trees import kill_and_rmdir
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,34 +125,6 @@ def assert_root(series: Series, data: dict[str, dict[str, Any]]) -> None:
     cpu = [v for labels, v in series["container_cpu_usage_seconds_total"] if labels["id"] == "/"]
     assert cpu and sum(cpu) > 0
     assert (data["/"]["namespace"], data["/"]["pod"], data["/"]["container"]) == ("", "", "")
-
-
-def kill_and_rmdir(tree: Path) -> None:
-    """SIGKILL whatever is left in cgroup `tree` and remove it, deepest first."""
-    if not tree.exists():
-        return
-    for dirpath, _dirs, _files in os.walk(tree):
-        try:
-            pids = Path(dirpath, "cgroup.procs").read_text().split()
-        except FileNotFoundError:
-            continue
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for dirpath, _dirs, _files in sorted(os.walk(tree), key=lambda w: -len(w[0])):
-        wait_for(functools.partial(_try_rmdir, dirpath), 5, f"rmdir {dirpath}")
-
-
-def _try_rmdir(d: str) -> bool:
-    try:
-        os.rmdir(d)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------- fixtures
