@@ -78,9 +78,10 @@ case "$OS_ID" in
     NEEDS+=(etcd-server etcd-client linux-tools-common "linux-tools-$KREL|bpftool"
             "linux-headers-$KREL|linux-headers-generic") ;;
 esac
-# Docker: Debian's docker.io unless a `docker` is already there (GitHub's runners have Docker
-# CE: docker.io conflicts with its docker-ce/containerd.io packages).
-command -v docker >/dev/null 2>&1 || NEEDS+=(docker.io)
+# Docker: Debian's docker.io unless a `dockerd` is already there (GitHub's runners have Docker
+# CE: docker.io conflicts with its docker-ce/containerd.io packages). The daemon is what
+# counts: a machine may carry only a docker client (a static binary in /usr/local/bin).
+command -v dockerd >/dev/null 2>&1 || NEEDS+=(docker.io)
 if [ -n "$PLAN" ]; then
   may=0
   if [ "$ON_GITHUB_RUNNER" = 1 ] || [ "${NETPLANE_DOCKERD_CONFIGURE:-}" = 1 ]; then may=1; fi
@@ -93,7 +94,9 @@ all_names=()
 for need in "${NEEDS[@]}"; do IFS='|' read -r -a alts <<<"$need"; all_names+=("${alts[@]}"); done
 status=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${all_names[@]}" 2>/dev/null || true)
 installed() { grep -qE "^$1 ii" <<<"$status"; }
-has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -qE '^[[:space:]]*Candidate: [^(]'; }
+# (policy's output is read whole first: `grep -q` stopping early would SIGPIPE apt-cache, and
+# with pipefail a package that is there would count as missing)
+has_candidate() { local p; p=$(apt-cache policy "$1" 2>/dev/null) || return 1; grep -qE '^[[:space:]]*Candidate: [^(]' <<<"$p"; }
 unmet=()
 for need in "${NEEDS[@]}"; do
   IFS='|' read -r -a alts <<<"$need"

@@ -19,8 +19,8 @@ DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID
 UBUNTU_2404 = 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\n'
 
 
-def plan(tmp_path: Path, os_release: str, *, docker: bool = True, env: dict[str, str] | None = None
-         ) -> subprocess.CompletedProcess[str]:
+def plan(tmp_path: Path, os_release: str, *, docker: bool = True, client_only: bool = False,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     f = tmp_path / "os-release"
     f.write_text(os_release)
     bindir = tmp_path / "bin"
@@ -30,10 +30,11 @@ def plan(tmp_path: Path, os_release: str, *, docker: bool = True, env: dict[str,
         assert src, tool
         (bindir / tool).unlink(missing_ok=True)
         (bindir / tool).symlink_to(src)
-    (bindir / "docker").unlink(missing_ok=True)
-    if docker:
-        (bindir / "docker").write_text("#!/bin/sh\nexit 0\n")
-        (bindir / "docker").chmod(0o755)
+    for exe in ("docker", "dockerd"):
+        (bindir / exe).unlink(missing_ok=True)
+    for exe in (("docker", "dockerd") if docker else ("docker",) if client_only else ()):
+        (bindir / exe).write_text("#!/bin/sh\nexit 0\n")
+        (bindir / exe).chmod(0o755)
     base = {"PATH": str(bindir), "NETPLANE_INSTALL_PLAN": "1", "NETPLANE_OS_RELEASE": str(f)}
     return subprocess.run([shutil.which("bash") or "/bin/bash", str(SCRIPT)], env={**base, **(env or {})},
                           capture_output=True, text=True, check=False, timeout=30)
@@ -63,6 +64,11 @@ def test_ubuntu_2404_names_bpftool_and_headers_of_the_running_kernel(tmp_path: P
 def test_docker_io_only_without_a_docker(tmp_path: Path) -> None:
     assert "docker.io" in needs(plan(tmp_path, UBUNTU_2404, docker=False))
     assert "docker.io" in needs(plan(tmp_path, DEBIAN_12, docker=False))
+
+
+def test_a_docker_client_alone_still_needs_the_daemon(tmp_path: Path) -> None:
+    # a machine with only a static docker client in /usr/local/bin (no dockerd) gets docker.io
+    assert "docker.io" in needs(plan(tmp_path, DEBIAN_12, docker=False, client_only=True))
 
 
 @pytest.mark.parametrize(("env", "may"), [
