@@ -105,8 +105,11 @@ def keep_allocated(current: Mapping[str, Any], new: Obj) -> Obj:
 
 
 class Applier:
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, *, cached_namespace: namespaces.Lookup | None = None) -> None:
+        """`cached_namespace`: a watch cache's namespaces, for the NamespaceLifecycle check
+        (`namespaces.check_can_create`); without it every create looks its namespace up."""
         self.objects = objects
+        self._cached_namespace = cached_namespace
         self._services = ServiceAPI(objects.store, objects.keys)
         self._lock = threading.Lock()
 
@@ -246,7 +249,8 @@ class Applier:
         cannot be had (`check`), AlreadyExists when the name is taken (nothing stays claimed)."""
         new = tree.copy(dict(obj))
         kind = meta.kind_named(str(new.get("kind")))
-        namespaces.check_can_create(self.objects, new)  # NamespaceLifecycle: exists, not terminating
+        # NamespaceLifecycle: exists, not terminating
+        namespaces.check_can_create(self.objects, new, cached=self._cached_namespace)
         is_service = kind is not None and kind.kind == "Service"
         if is_service and check:
             errors = self.allocation_errors(new, None)
@@ -290,7 +294,7 @@ class Applier:
         try:
             if kind.kind == "Service":
                 self._allocate(new, old_ports, claimed)
-            stored = self.objects.update(new)
+            stored = self.objects.update(new, current=cur)
         except BaseException:
             for key in claimed:
                 self._release(key, owner_of(new))

@@ -12,7 +12,7 @@ controller keep it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from netplane.errors import NotFoundError, UserError
@@ -50,13 +50,22 @@ class ProtectedNamespace(UserError):
         self.name = name
 
 
-def check_can_create(objects: ObjectStore, obj: Mapping[str, Any]) -> None:
-    """Raise unless `obj` (a namespaced kind) may be created in its namespace now."""
+Lookup = Callable[[str], Obj | None]
+
+
+def check_can_create(objects: ObjectStore, obj: Mapping[str, Any], *, cached: Lookup | None = None) -> None:
+    """Raise unless `obj` (a namespaced kind) may be created in its namespace now.
+
+    `cached`: the namespace as a watch cache has it (the API server's), asked first, as
+    kube's NamespaceLifecycle asks its informer; one it does not have is looked up live, so a
+    namespace created a moment ago is never refused."""
     kind = meta.kind_named(str(obj.get("kind")))
     if kind is None or not kind.namespaced:
         return
     name = meta.namespace(obj)
-    ns = objects.get(NAMESPACE, name)
+    ns = cached(name) if cached is not None else None
+    if ns is None:
+        ns = objects.get(NAMESPACE, name)
     if ns is None:
         if name in IMPLICIT:
             return

@@ -226,13 +226,30 @@ class ObjectStore:
                 return _with_rv(new, rev)
         raise AlreadyExists(kind, md.get("name", ""))
 
-    def update(self, obj: Mapping[str, Any], *, guards: Sequence[Guard] = ()) -> Obj:
+    def update(self, obj: Mapping[str, Any], *, guards: Sequence[Guard] = (),
+               current: Mapping[str, Any] | None = None) -> Obj:
         """Replace a stored object. With a resourceVersion, only if it is still current
         (else Conflict); without one, against whatever is stored now. The key keeps its
-        lease (a plain put would detach it)."""
+        lease (a plain put would detach it).
+
+        `current`: the stored object as the caller read it. When `obj`'s resourceVersion is
+        `current`'s, the write goes at that revision without reading the key again (one etcd
+        round trip: the transaction, which keeps the key's lease with `ignore_lease`); a
+        stale `current` is then a Conflict, as it would be after a read."""
         kind = _kind_of(obj)
         name, ns = meta.name(obj), meta.namespace(obj)
         key = self.key(kind, name, ns)
+        want = meta.meta(obj).get("resourceVersion")
+        if current is not None and want is not None and str(want).isdigit() \
+                and meta.meta(current).get("resourceVersion") == want:
+            new = self._merge_system_fields(kind, dict(current), obj)
+            rev = self._commit(kind, name, [ModRevisionIs(key, int(want))], guards,
+                               [Put(key, self._encode(new), keep_lease=True)])
+            if rev is None:
+                if self.store.get(key) is None:
+                    raise not_found(kind, name)
+                raise Conflict(kind, name)
+            return _with_rv(new, rev)
         kv = self.store.get(key)
         if kv is None:
             raise not_found(kind, name)
@@ -281,7 +298,7 @@ class ObjectStore:
                 return current
             changed.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
             try:
-                return self.update(changed, guards=guards)
+                return self.update(changed, guards=guards, current=current)
             except Conflict:
                 continue
         raise Conflict(kind, name)

@@ -533,5 +533,8 @@ def _compare(g: Guard) -> Any:
 
 def _request_op(o: Op) -> Any:
     if isinstance(o, Put):
+        if o.keep_lease:
+            return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=_b(o.key), value=_b(o.value),
+                                                                    ignore_lease=True))
         return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=_b(o.key), value=_b(o.value), lease=o.lease))
     return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=_b(o.key)))

@@ -45,9 +45,14 @@ Guard = Absent | ModRevisionIs | LeaseIs | ValueIs
 
 @dataclass(frozen=True)
 class Put:
+    """Write `value` at `key` on `lease` (0: none), or, with `keep_lease`, on whatever lease
+    the key has now (etcd's `ignore_lease`; the key must exist, so pair it with a guard that
+    says it does)."""
+
     key: str
     value: bytes | str
     lease: int = 0
+    keep_lease: bool = False
 
 
 @dataclass(frozen=True)

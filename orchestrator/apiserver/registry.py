@@ -46,11 +46,20 @@ FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 SYSTEM_METADATA = ("deletionTimestamp", "deletionGracePeriodSeconds")
 
 
+Cached = Callable[[Kind, "str | None", str], "Obj | None"]
+
+
 class Registry:
     def __init__(self, objects: ObjectStore, *, event_ttl: int = 3600,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cached: Cached | None = None) -> None:
+        """`cached(kind, namespace, name)`: the object as the watch cache has it, or None
+        (`WatchCaches.cached`). With it, a patch and an update at a known resourceVersion
+        start from the cached copy and write at its revision (one etcd round trip), re-reading
+        etcd only after a Conflict; and a create's namespace check asks the cache first."""
         self.objects = objects
-        self.applier = Applier(objects)
+        self._cached = cached
+        self.applier = Applier(objects, cached_namespace=(lambda n: cached(NAMESPACE, None, n))
+                               if cached is not None else None)
         self.deleter = Deleter(objects, clock=clock)
         self.event_ttl = event_ttl
         self._clock = clock
@@ -62,6 +71,16 @@ class Registry:
         obj = self.objects.get(kind, name, namespace)
         if obj is None:
             raise not_found(kind.resource, name)
+        return obj
+
+    def _cached_at(self, kind: Kind, namespace: str | None, name: str, rv: str | None = None) -> Obj | None:
+        """The watch cache's copy to start a write from (at resourceVersion `rv`, when given),
+        or None: then etcd is read."""
+        if self._cached is None:
+            return None
+        obj = self._cached(kind, namespace, name)
+        if obj is None or (rv is not None and meta.meta(obj).get("resourceVersion") != rv):
+            return None
         return obj
 
     # ------------------------------------------------------------------ body checks
@@ -148,8 +167,10 @@ class Registry:
                subresource: str | None = None, dry_run: bool = False,
                field_validation: str | None = None) -> tuple[Obj, list[str]]:
         obj = self.prepared(kind, namespace, body, name=name)
-        current = self.get(kind, namespace, name)
         want = meta.meta(obj).get("resourceVersion")
+        current = self._cached_at(kind, namespace, name, want) if want else None
+        if current is None:
+            current = self.get(kind, namespace, name)
         if want and want != meta.meta(current).get("resourceVersion"):
             raise Conflict(kind, name)
         return self._replace(kind, current, obj, subresource=subresource, dry_run=dry_run,
@@ -158,31 +179,46 @@ class Registry:
     def patch(self, kind: Kind, namespace: str | None, name: str, patch: bytes, content_type: str, *,
               subresource: str | None = None, dry_run: bool = False,
               field_validation: str | None = None) -> tuple[Obj, list[str]]:
+        for attempt in range(PATCH_RETRIES):
+            cached = self._cached_at(kind, namespace, name) if attempt == 0 else None
+            try:
+                return self._patch_once(kind, namespace, name, patch, content_type,
+                                        cached or self.get(kind, namespace, name),
+                                        subresource=subresource, dry_run=dry_run,
+                                        field_validation=field_validation)
+            except _Pinned:
+                if cached is None:
+                    raise Conflict(kind, name) from None
+            except Conflict:
+                pass  # lost a race: read again
+            except Exception:
+                if cached is None:
+                    raise
+                # judged against a cached copy that may be stale: again, from etcd
+        raise Conflict(kind, name)
+
+    def _patch_once(self, kind: Kind, namespace: str | None, name: str, patch: bytes, content_type: str,
+                    current: Obj, *, subresource: str | None, dry_run: bool,
+                    field_validation: str | None) -> tuple[Obj, list[str]]:
+        """`patch` applied to `current` and written at its revision (Conflict when it moved)."""
         from orchestrator.apiserver.patch import apply_patch
 
-        for _ in range(PATCH_RETRIES):
-            current = self.get(kind, namespace, name)
-            rv = meta.meta(current).get("resourceVersion")
-            try:
-                new = apply_patch(kind, tree.copy(current), patch, content_type)
-            except APIError:
-                raise
-            except Exception as e:
-                raise _patch_error(e) from e
-            if not isinstance(new, dict):
-                raise bad_request("the patch did not produce an object")
-            want = meta.meta(new).get("resourceVersion")
-            pinned = bool(want) and want != rv
-            if pinned:
-                raise Conflict(kind, name)
-            new = self.prepared(kind, namespace, new, name=name)
-            new["metadata"]["resourceVersion"] = rv
-            try:
-                return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
-                                     field_validation=field_validation, conditional=True)
-            except Conflict:
-                continue
-        raise Conflict(kind, name)
+        rv = meta.meta(current).get("resourceVersion")
+        try:
+            new = apply_patch(kind, tree.copy(current), patch, content_type)
+        except APIError:
+            raise
+        except Exception as e:
+            raise _patch_error(e) from e
+        if not isinstance(new, dict):
+            raise bad_request("the patch did not produce an object")
+        want = meta.meta(new).get("resourceVersion")
+        if want and want != rv:  # the patch names a resourceVersion: a precondition
+            raise _Pinned(kind, name)
+        new = self.prepared(kind, namespace, new, name=name)
+        new["metadata"]["resourceVersion"] = rv
+        return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
+                             field_validation=field_validation, conditional=True)
 
     def _replace(self, kind: Kind, current: Obj, obj: Obj, *, subresource: str | None,
                  dry_run: bool, field_validation: str | None, conditional: bool) -> tuple[Obj, list[str]]:
@@ -311,6 +347,10 @@ class Registry:
                            reason="Conflict", details={"name": name, "kind": "pods/binding"}) from None
         except NotFoundError:
             raise not_found("pods", name) from None
+
+
+class _Pinned(Conflict):
+    """A patch's own resourceVersion is not the object's: 409 at once, no retry."""
 
 
 def _patch_error(e: Exception) -> APIError:

@@ -293,11 +293,11 @@ class APIServer:
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="apiserver")
         loop = asyncio.new_event_loop()
         self._loop = loop
-        ctx = Context(objects=self.objects, registry=Registry(self.objects, event_ttl=cfg.event_ttl),
-                      scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
-                      pool=self._pool, bookmark_interval=cfg.bookmark_interval)
         self._caches = WatchCaches(self.objects, loop, self._stop, window=cfg.watch_window)
-        ctx.caches = self._caches
+        ctx = Context(objects=self.objects,
+                      registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached),
+                      scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
+                      pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches)
         for kind in KINDS:  # from now on, a watch from a revision read later is in a window
             self._caches.get(kind)
         app = build_app(ctx, tokens)

@@ -157,6 +157,17 @@ class KindCache:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def cached(self, key: str) -> Obj | None:
+        """The object at `key` as the cache has it now (any thread; None when absent or the
+        cache has not listed yet). It may trail etcd by a moment: a write based on it goes at
+        its resourceVersion, so a stale copy costs a Conflict and a re-read, never a lost
+        change (kube-apiserver's GuaranteedUpdate with the cached object as its suggestion).
+        Shared with the watchers: not to be changed."""
+        if not self._ready.is_set():
+            return None
+        with self._lock:
+            return self._current.get(key)
+
     async def wait_ready(self, timeout: float) -> bool:
         if self._ready.is_set():
             return True
@@ -338,6 +349,13 @@ class WatchCaches:
             c = self._caches[kind.resource] = KindCache(self.objects, kind, self.loop, window=self.window)
             c.start(self.stop)
         return c
+
+    def cached(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
+        """`KindCache.cached` of one object, from any thread (None when its kind has no cache)."""
+        c = self._caches.get(kind.resource)
+        if c is None:
+            return None
+        return c.cached(self.objects.key(kind, name, namespace if kind.namespaced else None))
 
     def join(self, timeout: float) -> None:
         for c in self._caches.values():

@@ -361,3 +361,42 @@ def test_events_live_on_a_lease_and_keep_it_when_counted(objects: ObjectStore, s
     assert got is not None and got["count"] == 2
     store.revoke(lease)  # what the TTL running out does
     assert objects.get(EVENT, meta.name(stored), "default") is None
+
+
+def test_update_at_the_revision_read_writes_in_one_round_trip_and_keeps_the_lease(
+        objects: ObjectStore, store: EtcdStore) -> None:
+    """`update(obj, current=read)` skips the re-read: the transaction alone, which keeps the
+    key's lease (etcd's ignore_lease) and the stored identity, and is refused by etcd when
+    `current` has gone stale or the key is gone."""
+    lease = store.grant(60)
+    v1 = objects.create(rc(), lease=lease)
+    key = objects.key_of(v1)
+    calls: list[str] = []
+    real_get = store.get
+
+    def counting_get(k: str) -> Any:
+        calls.append(k)
+        return real_get(k)
+
+    store.get = counting_get  # type: ignore[method-assign]
+    try:
+        forged = {**v1, "metadata": {**v1["metadata"], "uid": "forged"}, "spec": {**v1["spec"], "replicas": 5}}
+        v2 = objects.update(forged, current=v1)
+    finally:
+        del store.get  # type: ignore[method-assign]
+    assert calls == [], "no read before the write"
+    kv = store.get(key)
+    assert kv is not None and kv.lease == lease, "the key keeps its lease"
+    assert str(kv.mod_revision) == v2["metadata"]["resourceVersion"]
+    assert v2["metadata"]["uid"] == v1["metadata"]["uid"] and v2["metadata"]["generation"] == 2
+    # v1 is stale now: etcd refuses the write, nothing changes
+    with pytest.raises(Conflict):
+        objects.update({**v1, "spec": {**v1["spec"], "replicas": 9}}, current=v1)
+    assert objects.get(REPLICATION_CONTROLLER, "web") == v2
+    # a current whose resourceVersion is not obj's: the ordinary path (read, then write)
+    v3 = objects.update({**v2, "spec": {**v2["spec"], "replicas": 6}}, current=v1)
+    assert v3["spec"]["replicas"] == 6
+    assert objects.delete(REPLICATION_CONTROLLER, "web")
+    with pytest.raises(NotFoundError):
+        objects.update(v3, current=v3)
+    store.revoke(lease)
