@@ -191,8 +191,11 @@ def cb(phase, info):
         pauses.append((t0[0], info["generation"], time.monotonic() - t0[0]))
 gc.callbacks.append(cb)
 atexit.register(lambda: open(os.environ["GC_FILE"], "w").write(json.dumps(pauses)))
-if os.environ.get("GC_THRESHOLD"):
-    gc.set_threshold(*map(int, os.environ["GC_THRESHOLD"].split(",")))
+if os.environ.get("GC_THRESHOLD"):  # in place of the server's own (netplane.gctune)
+    import netplane.gctune
+    netplane.gctune.SERVER_THRESHOLDS = tuple(map(int, os.environ["GC_THRESHOLD"].split(",")))
+if os.environ.get("SWITCH_INTERVAL"):
+    sys.setswitchinterval(float(os.environ["SWITCH_INTERVAL"]))
 every = float(os.environ.get("GC_FREEZE") or 0)
 if every:
     def freezer():
@@ -207,7 +210,8 @@ main()
 
 
 class Server:
-    def __init__(self, etcd: str, state: Path, log: Path, *, gc_freeze: float = 0.0, gc_threshold: str = "") -> None:
+    def __init__(self, etcd: str, state: Path, log: Path, *, gc_freeze: float = 0.0, gc_threshold: str = "",
+                 switch_interval: float = 0.0) -> None:
         self.port = free_port()
         self.state = state
         self.gc_file = state.parent / "apiserver-gc.json"
@@ -215,7 +219,7 @@ class Server:
         (state / "tokens.csv").write_text(f'{TOKEN},bench,bench-uid,"system:masters"\n')
         self.log = log.open("w")
         env = {**os.environ, "GC_FILE": str(self.gc_file), "GC_FREEZE": str(gc_freeze or ""),
-               "GC_THRESHOLD": gc_threshold}
+               "GC_THRESHOLD": gc_threshold, "SWITCH_INTERVAL": str(switch_interval or "")}
         self.proc = subprocess.Popen([sys.executable, "-c", GC_PROBE, "--log-level", "warning", "--etcd", etcd,
                                       "--prefix", PREFIX, "apiserver", "--listen", f"127.0.0.1:{self.port}",
                                       "--state-dir", str(state)], cwd=ROOT, stdout=self.log, env=env,
@@ -639,6 +643,8 @@ def write_md(out: dict[str, Any], path: Path) -> None:
     c = out["clients"]
     freeze = f", gc.freeze() every {env['gc_freeze_s']:.0f} s" if env.get("gc_freeze_s") else ""
     freeze += f", gc.set_threshold({env['gc_threshold']})" if env.get("gc_threshold") else ""
+    if env.get("switch_interval_s") and env["switch_interval_s"] != 0.005:
+        freeze += f", sys.setswitchinterval({env['switch_interval_s']})"
     lines = [
         "# Kubernetes API server benchmark",
         "",
@@ -739,6 +745,8 @@ def main() -> None:
                     help="experiment: the API server process calls gc.freeze() every S seconds")
     ap.add_argument("--gc-threshold", default="", metavar="A,B,C",
                     help="experiment: the API server process runs with gc.set_threshold(A, B, C)")
+    ap.add_argument("--switch-interval", type=float, default=0.0, metavar="S",
+                    help="experiment: the API server process runs with sys.setswitchinterval(S)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
     ap.add_argument("--out", default="api", help="results file name (bench/results/<out>.json|md)")
     a = ap.parse_args()
@@ -757,13 +765,15 @@ def main() -> None:
                 "etcd": etcd_version[2] if len(etcd_version) > 2 else "?", "workers": APIServerConfig().workers,
                 "client": f"aiohttp {aiohttp.__version__}",
                 "gc_freeze_s": a.gc_freeze, "gc_threshold": a.gc_threshold,
+                "switch_interval_s": a.switch_interval or sys.getswitchinterval(),
                 "loadavg_1m_before": round(os.getloadavg()[0], 2)},
         "pods": a.pods, "clients": a.clients, "goals": GOALS}
     try:
         objects = ObjectStore(store, Keys(PREFIX))
         out["prefill_s"] = round(prefill(objects, a.pods), 1)
         print(f"prefilled {a.pods} pods in {out['prefill_s']} s", flush=True)
-        server = Server(etcd.endpoint, tmp / "api", tmp / "apiserver.log", gc_freeze=a.gc_freeze, gc_threshold=a.gc_threshold)
+        server = Server(etcd.endpoint, tmp / "api", tmp / "apiserver.log", gc_freeze=a.gc_freeze, gc_threshold=a.gc_threshold,
+                        switch_interval=a.switch_interval)
         objects.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NEW_NS},
                         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
         if a.only in (None, "mutate"):

@@ -170,9 +170,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] || [ ! -x "$VENV/bin/py
     log "creating virtualenv $VENV"
     "$PY" -m venv "$VENV"
   fi
-  log "installing netplane (editable) and test dependencies"
+  log "installing netplane (editable), test and benchmark dependencies"
   "$VENV/bin/pip" install -q --upgrade pip setuptools wheel >/dev/null
-  "$VENV/bin/pip" install -q -e "${ROOT}[test]"
+  "$VENV/bin/pip" install -q -e "${ROOT}[test,bench]"
   # bcc's Python module is Debian's (PyPI's "bcc" is an unrelated package). Expose only it,
   # not all of dist-packages, through a directory holding one symlink plus a .pth file.
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
