@@ -37,6 +37,7 @@ SUBRESOURCES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, str, str] |
                ["get", "patch", "update"], None),
     "binding": (("pods",), ["create"], ("", "v1", "Binding")),
     "log": (("pods",), ["get"], ("", "v1", "Pod")),
+    "exec": (("pods",), ["create", "get"], ("", "v1", "PodExecOptions")),
     "scale": (("replicationcontrollers",), ["get", "patch", "update"], ("autoscaling", "v1", "Scale")),
 }
 

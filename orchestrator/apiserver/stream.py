@@ -17,6 +17,17 @@ over a chunked 200 response, as kube-apiserver frames them for JSON clients.
 announces in `status.daemonEndpoints.kubeletEndpoint.Port` (`orchestrator.node.server`):
 `/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `previous`, and the
 body streamed through as it comes.
+
+**pods/exec**: the WebSocket form kubectl (1.30 and later) and the Python client's `stream`
+speak (`v5.channel.k8s.io` or `v4.channel.k8s.io`: binary messages whose first byte is the
+channel, 1 stdout, 2 stderr, 3 the closing Status), over the node agent's `/exec`. That
+endpoint runs a command to completion without stdin or a TTY and returns stdout and stderr
+together (`orchestrator.node.server`), so here: the command's output comes on the stdout
+channel in one message when it has finished (or on stderr when only stderr was asked for),
+then the Status: Success, or Failure with reason `NonZeroExitCode` and the exit code as
+kubelet reports it (kubectl exits with it). A request with stdin or a TTY (`kubectl exec -i`,
+`-t`) is refused before the upgrade with a 400 saying so, and so is one that is not a WebSocket
+upgrade (SPDY, older kubectl's and kubectl's fallback: not served).
 """
 
 from __future__ import annotations
@@ -177,14 +188,14 @@ def node_endpoint(node: Obj) -> tuple[str, int]:
     return address, port
 
 
-async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
-    q = request.query
+async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | None) -> tuple[str, str, int]:
+    """(container, node API host, port) of a pod's container: the one named, or the pod's only
+    one; 400 when there is no such container or the pod has no node yet."""
     pod = await ctx.run(ctx.registry.get, POD, namespace, name)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
         raise bad_request(f"pod {name} does not have a host assigned")
     containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
-    container = q.get("container")
     if not container:
         if len(containers) != 1:
             raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
@@ -196,6 +207,12 @@ async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str)
     if node is None:
         raise not_found("nodes", node_name)
     host, port = node_endpoint(node)
+    return container, host, port
+
+
+async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
+    q = request.query
+    container, host, port = await pod_on_node(ctx, namespace, name, q.get("container"))
     params = {k: q[k] for k in LOG_PARAMS if q.get(k)}
     url = f"http://{host}:{port}/containerLogs/{namespace}/{name}/{container}"
     timeout = aiohttp.ClientTimeout(total=None, connect=NODE_CONNECT_TIMEOUT, sock_connect=NODE_CONNECT_TIMEOUT)
@@ -218,3 +235,64 @@ async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str)
             return resp
     except aiohttp.ClientError as e:
         raise APIError(500, f'Get "{url}": {e}') from None
+
+
+# --------------------------------------------------------------------------- pods/exec
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDOUT, STDERR, ERROR = 1, 2, 3
+EXEC_TIMEOUT = 3600  # the node API's longest; kubelet's exec has none
+
+
+def exec_status(exit_code: int, command: list[str], *, timed_out: bool = False) -> Obj:
+    """The Status on the error channel, as kubelet's remotecommand writes it."""
+    if exit_code == 0:
+        return {"metadata": {}, "status": "Success"}
+    if timed_out:
+        return {"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": f"command {command} did not finish within {EXEC_TIMEOUT} s and was killed"}
+    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: error executing command {command}, "
+                       f"exit code {exit_code}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
+
+
+async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
+    from orchestrator.apiserver.handlers import _true
+
+    q = request.query
+    command = q.getall("command", [])
+    if not command:
+        raise bad_request("you must specify at least 1 command")
+    if _true(q.get("tty")) or _true(q.get("stdin")):
+        raise bad_request("this server runs exec without stdin or a TTY (its node agents run a command to "
+                          "completion): use kubectl exec without -i and -t")
+    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True)
+    if not ws.can_prepare(request).ok:
+        raise bad_request("pods/exec is served as a WebSocket upgrade (v5.channel.k8s.io or "
+                          "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
+    container, host, port = await pod_on_node(ctx, namespace, name, q.get("container"))
+    url = f"http://{host}:{port}/exec/{namespace}/{name}/{container}"
+    timeout = aiohttp.ClientTimeout(total=EXEC_TIMEOUT + 30, connect=NODE_CONNECT_TIMEOUT,
+                                    sock_connect=NODE_CONNECT_TIMEOUT)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.post(url, params=[*(("command", c) for c in command), ("timeout", str(EXEC_TIMEOUT))]) as r:
+            if r.status != 200:
+                text = (await r.text(errors="replace")).strip()
+                raise APIError(r.status if r.status in (400, 404) else 500, text or f"the node answered {r.status}")
+            result = await r.json()
+    except aiohttp.ClientError as e:
+        raise APIError(500, f'Post "{url}": {e}') from None
+    await ws.prepare(request)
+    try:
+        out = str(result.get("output") or "").encode()
+        channel = STDOUT if _true(q.get("stdout")) or not _true(q.get("stderr")) else STDERR
+        if out and (_true(q.get("stdout")) or _true(q.get("stderr"))):
+            await ws.send_bytes(bytes([channel]) + out)
+        status = exec_status(int(result.get("exitCode", -1)), command, timed_out=bool(result.get("timedOut")))
+        await ws.send_bytes(bytes([ERROR]) + _dumps(status))
+    except ConnectionResetError:  # the client went away
+        pass
+    finally:
+        await ws.close()
+    return ws

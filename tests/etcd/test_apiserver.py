@@ -588,6 +588,69 @@ def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) ->
     assert e.value.status == 400
 
 
+def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None:
+    """pods/exec as the official client streams it (v4.channel.k8s.io): the server runs the
+    command through the node agent's /exec (a stand-in here, on loopback) and sends the output on
+    stdout and the closing Status (exit code) on the error channel."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    from kubernetes.stream import stream
+
+    asked: list[tuple[str, list[str]]] = []
+
+    class Agent(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            u = urlsplit(self.path)
+            cmd = parse_qs(u.query)["command"]
+            asked.append((u.path, cmd))
+            code = int(cmd[-1]) if cmd[0] == "exit" else 0
+            body = json.dumps({"exitCode": code, "output": f"ran {' '.join(cmd)}\n", "timedOut": False}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    agent = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=agent.serve_forever, daemon=True).start()
+    try:
+        v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                   "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.server_address[1]}}}})
+        p = pod("execd")
+        p["spec"]["nodeName"] = "n1"
+        v1.create_namespaced_pod("default", p)
+        out = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["echo", "hi"],
+                     stdout=True, stderr=True, stdin=False, tty=False)
+        assert out == "ran echo hi\n"
+        assert asked == [("/exec/default/execd/c", ["echo", "hi"])]
+        ws = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["exit", "3"],
+                    stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+        ws.run_forever(timeout=10)
+        assert ws.returncode == 3  # from the Status on the error channel: NonZeroExitCode, ExitCode 3
+        assert not ws.is_open()
+        # not a WebSocket (what kubectl's SPDY fallback sends): a 400 naming what is served
+        token = kc.make(api.config.state_dir, user="tok", token=True)["users"][0]["user"]["token"]
+        ro_token = kc.make(api.config.state_dir, user="viewer", groups=["readonly"],
+                           token=True)["users"][0]["user"]["token"]
+        time.sleep(1.1)  # the token file is re-read within a second
+        code, body = raw(api, "/api/v1/namespaces/default/pods/execd/exec?command=ls&stdout=true", token=token,
+                         method="POST")
+        assert code == 400 and "WebSocket upgrade" in body["message"], body
+        code, body = raw(api, "/api/v1/namespaces/default/pods/execd/exec?command=ls&stdin=true", token=token,
+                         method="POST")
+        assert code == 400 and "without stdin or a TTY" in body["message"], body
+        # a read-only user may not exec, even over a GET
+        code, body = raw(api, "/api/v1/namespaces/default/pods/execd/exec?command=ls", token=ro_token)
+        assert code == 403 and body["reason"] == "Forbidden", body
+    finally:
+        agent.shutdown()
+
+
 def test_events_list_by_involved_object(v1: client.CoreV1Api) -> None:
     ev = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.1"},
           "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web", "uid": "u1"},

@@ -175,6 +175,15 @@ def kubectl_steps(api: Api) -> None:
     log = wait_for(lambda: k("logs", some, check=False).stdout, 30, "the pod's log")
     assert f"web says hello from {some}" in log, log
 
+    # ---- exec (WebSocket, v5.channel.k8s.io, through the API server to the pod's node agent)
+    p = k("exec", some, "--", "sh", "-c", "echo in $(hostname); exit 3", check=False)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)  # kubectl exits with the command's code
+    assert p.stdout.strip() == f"in {some}", p.stdout
+    p = k("exec", some, "-c", "web", "--", "cat", "/etc/resolv.conf")
+    assert "nameserver 10.96.0.10" in p.stdout, p.stdout
+    p = k("exec", "-i", some, "--", "cat", input="x", check=False)
+    assert p.returncode != 0 and "without stdin or a TTY" in p.stderr, p.stderr
+
     # ---- describe
     d = k("describe", "pod", some).stdout
     for want in (f"Name:         {some}", "Controlled By:  ReplicationController/web", "Status:       Running",
@@ -274,6 +283,13 @@ def python_client_steps(api: Api) -> None:
         name = pods[0].metadata.name
         log = wait_for(lambda: v1.read_namespaced_pod_log(name, "default"), 30, "the py pod's log")
         assert f"py says hello from {name}" in log, log
+
+        # ---- exec through the client's WebSocket stream (v4.channel.k8s.io)
+        from kubernetes.stream import stream
+
+        out = stream(v1.connect_get_namespaced_pod_exec, name, "default", command=["hostname"],
+                     stdout=True, stderr=True, stdin=False, tty=False)
+        assert out.strip() == name, out
 
         # ---- delete with propagation: Foreground takes the pods, then the RC
         v1.delete_namespaced_replication_controller("py", "default",
