@@ -77,7 +77,10 @@ def test_paths() -> None:
     assert (t.kind, t.name, t.subresource) == (NAMESPACE, "team", "status")
     assert parse_path("pods").namespace is None
     assert parse_path("watch/namespaces/default/pods").watch_path
-    for bad in ("frobs", "pods/web", "namespaces/default/pods/web/exec", "namespaces/a/pods/b/c/d"):
+    t = parse_path("namespaces/default/pods/web/exec")
+    assert (t.kind, t.name, t.subresource) == (POD, "web", "exec")
+    for bad in ("frobs", "pods/web", "namespaces/default/pods/web/attach", "namespaces/default/pods/web/portforward",
+                "namespaces/a/pods/b/c/d"):
         with pytest.raises(status.APIError) as e:
             parse_path(bad)
         assert e.value.code == 404
