@@ -201,15 +201,8 @@ class Registry:
                     current: Obj, *, subresource: str | None, dry_run: bool,
                     field_validation: str | None) -> tuple[Obj, list[str]]:
         """`patch` applied to `current` and written at its revision (Conflict when it moved)."""
-        from orchestrator.apiserver.patch import apply_patch
-
         rv = meta.meta(current).get("resourceVersion")
-        try:
-            new = apply_patch(kind, tree.copy(current), patch, content_type)
-        except APIError:
-            raise
-        except Exception as e:
-            raise _patch_error(e) from e
+        new = patched(kind, current, patch, content_type)
         if not isinstance(new, dict):
             raise bad_request("the patch did not produce an object")
         want = meta.meta(new).get("resourceVersion")
@@ -347,6 +340,19 @@ class Registry:
                            reason="Conflict", details={"name": name, "kind": "pods/binding"}) from None
         except NotFoundError:
             raise not_found("pods", name) from None
+
+
+def patched(kind: Kind, current: Obj, patch: bytes, content_type: str) -> Any:
+    """`patch` (of `content_type`) applied to a copy of `current`; a bad patch is the APIError
+    kube answers with (400, 422, 409 ...)."""
+    from orchestrator.apiserver.patch import apply_patch
+
+    try:
+        return apply_patch(kind, tree.copy(current), patch, content_type)
+    except APIError:
+        raise
+    except Exception as e:
+        raise _patch_error(e) from e
 
 
 class _Pinned(Conflict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.apiserver.status import APIError, bad_request, not_found
-from orchestrator.objects import meta, tree
+from orchestrator.objects import meta
 from orchestrator.objects import replicationcontroller as rcs
 from orchestrator.objects.meta import REPLICATION_CONTROLLER, Kind
 from orchestrator.storage import Conflict, Obj, ObjectStore
@@ -66,17 +66,10 @@ class Scales:
         return self._write(namespace, name, replicas, want)
 
     def patch(self, namespace: str, name: str, patch: bytes, content_type: str) -> Obj:
-        from orchestrator.apiserver.patch import apply_patch
+        from orchestrator.apiserver.registry import patched
 
         current = self.get(namespace, name)
-        try:
-            new = apply_patch(SCALE, tree.copy(current), patch, content_type)
-        except APIError:
-            raise
-        except Exception as e:
-            from orchestrator.apiserver.registry import _patch_error
-
-            raise _patch_error(e) from e
+        new = patched(SCALE, current, patch, content_type)
         replicas = _replicas(name, new)
         want = (new.get("metadata") or {}).get("resourceVersion") if isinstance(new, dict) else None
         pinned = want if want and want != current["metadata"].get("resourceVersion") else None

@@ -9,6 +9,7 @@ edge cases and watch framing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -549,40 +551,49 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     assert code == 400 and body["reason"] == "BadRequest"
 
 
-def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) -> None:
-    """A stand-in for the node agent's log endpoint on loopback: the server finds it from the
-    Node (InternalIP + daemonEndpoints) and streams its answer through."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    asked: list[str] = []
-
-    class Agent(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            body = b"line 1\nline 2\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    agent = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+@contextlib.contextmanager
+def node_agent_stand_in(v1: client.CoreV1Api, handler: type[BaseHTTPRequestHandler], pod_name: str) -> Iterator[None]:
+    """`handler` serving as node n1's agent on loopback (the server finds it from the Node:
+    InternalIP + daemonEndpoints), and pod `pod_name` bound to n1."""
+    agent = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=agent.serve_forever, daemon=True).start()
     try:
         v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
                         "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                                    "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.server_address[1]}}}})
-        p = pod("logger")
+        p = pod(pod_name)
         p["spec"]["nodeName"] = "n1"
         v1.create_namespaced_pod("default", p)
+        yield
+    finally:
+        agent.shutdown()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    def reply(self, ctype: str, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) -> None:
+    """A stand-in for the node agent's log endpoint: the server streams its answer through."""
+    asked: list[str] = []
+
+    class Agent(QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.reply("text/plain", b"line 1\nline 2\n")
+
+    with node_agent_stand_in(v1, Agent, "logger"):
         text = v1.read_namespaced_pod_log("logger", "default", tail_lines=2)
         assert text == "line 1\nline 2\n"
         assert asked == ["/containerLogs/default/logger/c?tailLines=2"]
-    finally:
-        agent.shutdown()
     with pytest.raises(ApiException) as e:
         v1.read_namespaced_pod_log("logger", "default", container="nope")
     assert e.value.status == 400
@@ -590,40 +601,24 @@ def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) ->
 
 def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None:
     """pods/exec as the official client streams it (v4.channel.k8s.io): the server runs the
-    command through the node agent's /exec (a stand-in here, on loopback) and sends the output on
-    stdout and the closing Status (exit code) on the error channel."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    command through the node agent's /exec (a stand-in) and sends the output on stdout and the
+    closing Status (exit code) on the error channel."""
     from urllib.parse import parse_qs, urlsplit
 
     from kubernetes.stream import stream
 
     asked: list[tuple[str, list[str]]] = []
 
-    class Agent(BaseHTTPRequestHandler):
+    class Agent(QuietHandler):
         def do_POST(self) -> None:
             u = urlsplit(self.path)
             cmd = parse_qs(u.query)["command"]
             asked.append((u.path, cmd))
             code = int(cmd[-1]) if cmd[0] == "exit" else 0
-            body = json.dumps({"exitCode": code, "output": f"ran {' '.join(cmd)}\n", "timedOut": False}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply("application/json", json.dumps({"exitCode": code, "output": f"ran {' '.join(cmd)}\n",
+                                                       "timedOut": False}).encode())
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    agent = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
-    threading.Thread(target=agent.serve_forever, daemon=True).start()
-    try:
-        v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
-                        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                                   "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.server_address[1]}}}})
-        p = pod("execd")
-        p["spec"]["nodeName"] = "n1"
-        v1.create_namespaced_pod("default", p)
+    with node_agent_stand_in(v1, Agent, "execd"):
         out = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["echo", "hi"],
                      stdout=True, stderr=True, stdin=False, tty=False)
         assert out == "ran echo hi\n"
@@ -633,22 +628,19 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
         ws.run_forever(timeout=10)
         assert ws.returncode == 3  # from the Status on the error channel: NonZeroExitCode, ExitCode 3
         assert not ws.is_open()
-        # not a WebSocket (what kubectl's SPDY fallback sends): a 400 naming what is served
         token = kc.make(api.config.state_dir, user="tok", token=True)["users"][0]["user"]["token"]
         ro_token = kc.make(api.config.state_dir, user="viewer", groups=["readonly"],
                            token=True)["users"][0]["user"]["token"]
         time.sleep(1.1)  # the token file is re-read within a second
-        code, body = raw(api, "/api/v1/namespaces/default/pods/execd/exec?command=ls&stdout=true", token=token,
-                         method="POST")
+        # not a WebSocket (what kubectl's SPDY fallback sends): a 400 naming what is served
+        path = "/api/v1/namespaces/default/pods/execd/exec?command=ls"
+        code, body = raw(api, path + "&stdout=true", token=token, method="POST")
         assert code == 400 and "WebSocket upgrade" in body["message"], body
-        code, body = raw(api, "/api/v1/namespaces/default/pods/execd/exec?command=ls&stdin=true", token=token,
-                         method="POST")
+        code, body = raw(api, path + "&stdin=true", token=token, method="POST")
         assert code == 400 and "without stdin or a TTY" in body["message"], body
         # a read-only user may not exec, even over a GET
-        code, body = raw(api, "/api/v1/namespaces/default/pods/execd/exec?command=ls", token=ro_token)
+        code, body = raw(api, path, token=ro_token)
         assert code == 403 and body["reason"] == "Forbidden", body
-    finally:
-        agent.shutdown()
 
 
 def test_events_list_by_involved_object(v1: client.CoreV1Api) -> None:
