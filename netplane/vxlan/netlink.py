@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -53,6 +54,20 @@ class LinkInfo:
     link: int | None = None
 
 
+def rtnl_call(what: str, fn: Callable[[], T], *, ok: tuple[int, ...] = ()) -> T | None:
+    """`fn()` (a pyroute2 call), None when it fails with an errno in `ok`; any other failure
+    is a KernelError saying `what` failed and why, with its errno."""
+    try:
+        return fn()
+    except NetlinkError as e:
+        if e.code in ok:
+            return None
+        why = e.args[1] if len(e.args) > 1 else (os.strerror(e.code) if e.code else e)
+        raise KernelError(f"{what}: {why}", errno=e.code) from e
+    except OSError as e:
+        raise KernelError(f"{what}: {e.strerror or e}", errno=e.errno) from e
+
+
 class Netlink:
     def __init__(self, *, netns_name: str | None = None) -> None:
         self.netns_name = netns_name
@@ -70,14 +85,7 @@ class Netlink:
 
     # ---------------------------------------------------------------- plumbing
     def _call(self, what: str, fn: Callable[[], T], *, ok: tuple[int, ...] = ()) -> T | None:
-        try:
-            return fn()
-        except NetlinkError as e:
-            if e.code in ok:
-                return None
-            raise KernelError(f"{what}: {e.args[1] if len(e.args) > 1 else e}", errno=e.code) from e
-        except OSError as e:
-            raise KernelError(f"{what}: {e.strerror or e}", errno=e.errno) from e
+        return rtnl_call(what, fn, ok=ok)
 
     # ---------------------------------------------------------------- links
     def index(self, name: str) -> int | None:

@@ -31,10 +31,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from netplane import netns
 from netplane.errors import ConfigError, KernelError, NetplaneError
+from netplane.vxlan.netlink import rtnl_call
 from orchestrator.node.ipam import HostLocalIPAM
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,7 @@ class _Rtnl:
         self.ipr.close()
 
     def _call(self, what: str, fn: Callable[[], T], *, ok: tuple[int, ...] = ()) -> T | None:
-        try:
-            return fn()
-        except NetlinkError as e:
-            if e.code in ok:
-                return None
-            raise KernelError(f"{what} in {self.where}: {os.strerror(e.code) if e.code else e}", errno=e.code) from e
-        except OSError as e:
-            raise KernelError(f"{what} in {self.where}: {e.strerror or e}", errno=e.errno) from e
+        return rtnl_call(f"{what} in {self.where}", fn, ok=ok)
 
     def link(self, name: str) -> _Link | None:
         msgs = self._call(f"look up {name}", lambda: self.ipr.link("get", ifname=name), ok=(errno.ENODEV,))
