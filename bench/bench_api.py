@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -57,7 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from netplane.store import EtcdConfig, EtcdStore, Keys, codec
-from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
+from netplane.store.embedded import EmbeddedEtcd
+from netplane.store.embedded import free_loopback_port as free_port
 from orchestrator.objects import meta
 from orchestrator.storage import ObjectStore
 from orchestrator.validation import admit
@@ -69,12 +69,6 @@ NS = "default"  # the 10,000 stored pods
 NEW_NS = "bench-new"  # where the benchmark's creates go, so `default` keeps exactly --pods
 OPEN_S = 10.0  # seconds of each open-loop run
 GOALS = {"mutating_p99_ms": 50.0, "kube_slo_mutating_p99_ms": 1000.0, "watch_p99_ms": 100.0, "list_s": 1.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -752,9 +746,7 @@ def main() -> None:
     a = ap.parse_args()
     rates = [float(r) for r in a.rates.split(",") if r]
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    etcd = EmbeddedEtcd(EtcdSpec(name="benchapi", data_dir=tmp / "etcd", client_urls=(f"http://127.0.0.1:{free_port()}",),
-                                 peer_url=f"http://127.0.0.1:{free_port()}", log_path=tmp / "etcd.log"))
-    etcd.start()
+    etcd = EmbeddedEtcd.on_loopback(tmp / "etcd", "benchapi")
     store = EtcdStore(EtcdConfig(endpoints=(etcd.endpoint,), timeout=30))
     server = None
     from orchestrator.apiserver.server import APIServerConfig

@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netplane.store import EtcdConfig, EtcdStore, Keys, codec
-from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
+from netplane.store.embedded import EmbeddedEtcd
 from netplane.store.txn import Absent, Put
 from netplane.store.watch import Resync, list_watch
 from orchestrator.controllers.base import Writer
@@ -47,12 +46,6 @@ from orchestrator.storage import ObjectStore
 from orchestrator.validation import admit
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -370,9 +363,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="scheduler stream: pods offered per second")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="bench-orch-"))
-    e = EmbeddedEtcd(EtcdSpec(name="bench", data_dir=d / "data", client_urls=(f"http://127.0.0.1:{free_port()}",),
-                              peer_url=f"http://127.0.0.1:{free_port()}", log_path=d / "etcd.log"))
-    e.start()
+    e = EmbeddedEtcd.on_loopback(d, "bench")
     store = EtcdStore(EtcdConfig(endpoints=(e.endpoint,), timeout=30))
     out: dict[str, Any] = {}
     try:

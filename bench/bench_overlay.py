@@ -229,23 +229,15 @@ def bench_convergence(joins: int) -> dict[str, Any]:
 
 
 def bench_leases(clients: int) -> dict[str, Any]:
-    import socket
 
     from netplane.store import EtcdConfig, EtcdStore, Keys
-    from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
+    from netplane.store.embedded import EmbeddedEtcd
     from netplane.subnet.config import parse_config
     from netplane.subnet.lease import LeaseAttrs, list_leases
     from netplane.subnet.manager import LeaseManager
 
-    def port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
     d = Path(tempfile.mkdtemp(prefix="bench-leases-"))
-    etcd = EmbeddedEtcd(EtcdSpec(name="bl", data_dir=d / "data", client_urls=(f"http://127.0.0.1:{port()}",),
-                                 peer_url=f"http://127.0.0.1:{port()}", log_path=d / "etcd.log"))
-    etcd.start()
+    etcd = EmbeddedEtcd.on_loopback(d, "bl")
     lost_races = [0]
 
     class Count(logging.Handler):

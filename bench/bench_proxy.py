@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from netplane import netns
+from netplane.cgroups import cgroup2_root
 from netplane.proxy.desired import Backend, LbEntry, LbKey, ProxyState
 from netplane.proxy.probe import Server
 
 RESULTS = ROOT / "bench" / "results"
-CG_ROOT = Path("/sys/fs/cgroup/unified")
+CG_ROOT = cgroup2_root()  # /sys/fs/cgroup on a v2-only host, .../unified on a hybrid one
 PORT = 8080
 REAL = [f"10.60.0.{i}" for i in range(2, 7)]  # the 5 real endpoints of the measured service
 
@@ -328,20 +329,11 @@ def run_endpoint_change(services: int, modes: tuple[str, ...] = MODES, samples: 
             sub["ports"] = [{"name": "http", "port": PORT, "protocol": "TCP"}]
         return codec.dumps(body)
     from netplane.store import EtcdConfig, EtcdStore, Keys
-    from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
+    from netplane.store.embedded import EmbeddedEtcd
 
     out: dict[str, object] = {}
     tmp = Path(tempfile.mkdtemp(prefix="npb-etcd-"))
-    import socket as _s
-
-    def port() -> int:
-        with _s.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    etcd = EmbeddedEtcd(EtcdSpec(name="bench", data_dir=tmp / "d", client_urls=(f"http://127.0.0.1:{port()}",),
-                                 peer_url=f"http://127.0.0.1:{port()}", log_path=tmp / "etcd.log"))
-    etcd.start()
+    etcd = EmbeddedEtcd.on_loopback(tmp, "bench")
     bed = Bed()
     cleanups: list[Callable[[], None]] = []
     try:

@@ -7,7 +7,6 @@ loudly rather than skip, because a skipped kernel test proves nothing.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,13 +23,11 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     hypothesis_settings.load_profile("ci")
 
 from netplane.store import EtcdConfig, EtcdStore, Keys
-from netplane.store.embedded import EmbeddedEtcd, EtcdSpec
+from netplane.store.embedded import EmbeddedEtcd, free_loopback_port
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_loopback_port()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -49,16 +46,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def start_etcd(d: Path, name: str) -> EmbeddedEtcd:
     """A real single-member etcd on free loopback ports, data and log under `d`."""
-    spec = EtcdSpec(
-        name=name,
-        data_dir=d / "data",
-        client_urls=(f"http://127.0.0.1:{free_port()}",),
-        peer_url=f"http://127.0.0.1:{free_port()}",
-        log_path=d / "etcd.log",
-    )
-    e = EmbeddedEtcd(spec)
-    e.start()
-    return e
+    return EmbeddedEtcd.on_loopback(d, name)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -75,12 +76,28 @@ def _tls_args(spec: EtcdSpec) -> list[str]:
     return args
 
 
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 just now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class EmbeddedEtcd:
     """One single-member etcd. `start()` blocks until it is healthy."""
 
     def __init__(self, spec: EtcdSpec) -> None:
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def on_loopback(cls, d: Path, name: str) -> EmbeddedEtcd:
+        """A throw-away etcd (tests, benchmarks) on free 127.0.0.1 ports, its data in `d/data`
+        and its log in `d/etcd.log`; started and healthy."""
+        e = cls(EtcdSpec(name=name, data_dir=d / "data", client_urls=(f"http://127.0.0.1:{free_loopback_port()}",),
+                         peer_url=f"http://127.0.0.1:{free_loopback_port()}", log_path=d / "etcd.log"))
+        e.start()
+        return e
 
     @property
     def endpoint(self) -> str:
