@@ -26,8 +26,9 @@
  *
  *   np-shim exec --ns-pidfd N [--cgroup DIR]... [--root DIR] [--cwd DIR] -- ARGV...
  *       Joins the cgroups, enters the net, ipc, uts and mount namespaces of the pidfd's process
- *       (the container), chroots/chdirs like the container, becomes a session leader and execs
- *       ARGV (its exit status is ARGV's; 126 = could not enter, 127 = could not exec).
+ *       (the container), chroots/chdirs like the container, becomes a session leader (with
+ *       a terminal as stdin, that terminal becomes its controlling one) and execs ARGV (its exit
+ *       status is ARGV's; 126 = could not enter, 127 = could not exec).
  *
  * Built statically by scripts/install.sh (gcc -static -O2) next to the pause binary.
  */
@@ -601,6 +602,8 @@ static int do_exec(struct opts *o) {
     return 126;
   }
   setsid(); /* a timeout kills the whole process group */
+  if (isatty(0))
+    ioctl(0, TIOCSCTTY, 0); /* an exec with a TTY: its controlling terminal (job control) */
   execvp(o->argv[0], o->argv);
   fprintf(stderr, "np-shim exec: %s: %s\n", o->argv[0], strerror(errno));
   return 127;

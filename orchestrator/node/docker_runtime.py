@@ -60,9 +60,12 @@ import errno
 import logging
 import math
 import os
+import selectors
 import signal
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -645,6 +648,33 @@ class DockerRuntime:
                 return -1, result.get("out") or b""
             time.sleep(0.01)
 
+    def exec_session(self, container_id: str, cmd: Sequence[str], *, stdin: bool, tty: bool,
+                     width: int = 0, height: int = 0) -> DockerExecSession:
+        """Docker's exec API with its hijacked connection kept: stdout and stderr in Docker's
+        multiplexed stream format (one raw stream with a TTY), stdin written to the same socket.
+        A container that is gone or not running is a `RuntimeError_`.
+
+        `width` x `height` is applied right after the start (Docker 20.10's API, 1.41, has no
+        console size at create or start): a command that asks for the size at once may see
+        Docker's default first."""
+        what = f"exec in {container_id[:12]}"
+        info = self._inspect(container_id)
+        if info is None:
+            raise RuntimeError_(f"{what}: no such container")
+        try:
+            exec_id = self.api.exec_create(info["Id"], list(cmd), stdin=stdin, tty=tty, stdout=True,
+                                           stderr=True)["Id"]
+            sock_io = self.api.exec_start(exec_id, socket=True, tty=tty)
+        except DockerException as e:
+            raise RuntimeError_(f"{what}: {_why(e)}") from e
+        session = DockerExecSession(self, exec_id, sock_io, tty=tty, stdin=stdin, what=what)
+        if tty and width > 0 and height > 0:
+            try:
+                session.resize(width, height)
+            except RuntimeError_ as e:  # it may have ended already: the session still has its output
+                log.debug("%s: first resize: %s", what, e)
+        return session
+
     def _kill_exec(self, exec_id: str) -> None:
         try:
             done = self.api.exec_inspect(exec_id)
@@ -674,6 +704,178 @@ class DockerRuntime:
     def close(self) -> None:
         if self._own_client:
             self.client.close()
+
+
+def _hijacked(sock_io: Any) -> tuple[socket.socket, bytes]:
+    """The socket under the docker SDK's `exec_start(socket=True)` result, and the bytes the HTTP
+    layer's buffered reader took past the 101 response's headers (the stream's first bytes, when
+    they came in the same read): read from its buffer with the socket non-blocking, so an empty
+    buffer costs one failed recv, never a wait."""
+    sock: socket.socket = getattr(sock_io, "_sock", sock_io)
+    early = b""
+    fp = getattr(getattr(getattr(getattr(sock_io, "_response", None), "raw", None), "_fp", None), "fp", None)
+    if fp is not None and hasattr(fp, "read1"):
+        sock.setblocking(False)
+        try:
+            early = fp.read1(1 << 16) or b""
+        except (BlockingIOError, InterruptedError):
+            pass
+        finally:
+            sock.setblocking(True)
+    return sock, early
+
+
+class DockerExecSession:
+    """`orchestrator.node.runtime.ExecSession` over a Docker exec's hijacked connection (see
+    `DockerRuntime.exec_session`). Without a TTY the stream is Docker's multiplexed format
+    (frames of an 8-byte header: stream 1 stdout / 2 stderr, 3 zero bytes, a big-endian 32-bit
+    length; then the data), parsed across reads; with one it is the terminal's raw output.
+    `close` shuts the socket down, which ends a `read` blocked in another thread."""
+
+    def __init__(self, runtime: DockerRuntime, exec_id: str, sock_io: Any, *, tty: bool, stdin: bool,
+                 what: str) -> None:
+        self.tty = tty
+        self._rt = runtime
+        self._api = runtime.api
+        self.exec_id = exec_id
+        self._what = what
+        self._sock_io = sock_io  # keeps the HTTP response (and so the connection) referenced
+        self._sock, early = _hijacked(sock_io)
+        self._buf = bytearray(early)  # received, not yet handed out
+        self._chunks: deque[tuple[int, bytes]] = deque()
+        self._eof = False
+        self._stdin = stdin
+        self._stdin_closed = not stdin
+        self._closed = False
+        self._exit: int | None = None
+        self._reading = threading.Lock()
+        self._writing = threading.Lock()
+        self._state = threading.Lock()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._sock, selectors.EVENT_READ)
+        self._parse()
+
+    def _parse(self) -> None:
+        if self.tty:
+            if self._buf:
+                self._chunks.append((1, bytes(self._buf)))
+                self._buf.clear()
+            return
+        while len(self._buf) >= 8:
+            stream, size = self._buf[0], int.from_bytes(self._buf[4:8], "big")
+            if len(self._buf) < 8 + size:
+                return
+            data = bytes(self._buf[8:8 + size])
+            del self._buf[:8 + size]
+            if data:  # 0 would be stdin written to stdout (Docker's docs): reported as stdout
+                self._chunks.append((2 if stream == 2 else 1, data))
+
+    def write_stdin(self, data: bytes) -> None:
+        with self._writing:
+            if not self._stdin or self._stdin_closed or self._closed:
+                raise RuntimeError_(f"{self._what}: stdin is " + ("not attached" if not self._stdin else "closed"))
+            try:
+                self._sock.sendall(data)
+            except OSError as e:
+                if self._closed:
+                    raise RuntimeError_(f"{self._what}: the session is closed") from e
+                raise RuntimeError_(f"{self._what}: writing stdin: {e.strerror or e}") from e
+
+    def close_stdin(self) -> None:
+        """Without a TTY a half-close (Docker then closes the process's stdin). With one, ^D:
+        Docker answers a half-close on a TTY exec by ending its output, not its input."""
+        with self._writing:
+            if self._stdin_closed or self._closed:
+                return
+            self._stdin_closed = True
+            try:
+                if self.tty:
+                    self._sock.sendall(b"\x04")
+                else:
+                    self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def read(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._reading:
+            while not self._chunks:
+                if self._eof or self._closed:
+                    return None
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._sel.select(left):
+                    return 0, b""
+                try:
+                    data = self._sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    if self._closed:
+                        return None
+                    raise RuntimeError_(f"{self._what}: reading output: {e.strerror or e}") from e
+                if not data:
+                    self._eof = True  # (an incomplete last frame is dropped)
+                    continue
+                self._buf += data
+                self._parse()
+            return self._chunks.popleft()
+
+    def resize(self, width: int, height: int) -> None:
+        if not self.tty or self._closed:
+            return
+        try:
+            self._api.exec_resize(self.exec_id, height=height, width=width)
+        except DockerException as e:
+            raise RuntimeError_(f"{self._what}: resize: {_why(e)}") from e
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Polls exec_inspect (every 10 ms, slowing to 100 ms) until it reports the exit."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        while self._exit is None:
+            try:
+                done = self._api.exec_inspect(self.exec_id)
+            except DockerException as e:
+                raise RuntimeError_(f"{self._what}: {_why(e)}") from e
+            if not done.get("Running") and done.get("ExitCode") is not None:
+                self._exit = int(done["ExitCode"])
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+        return self._exit
+
+    def kill(self) -> None:
+        """The exec'd process only (its host pid, while Docker reports it running): what it
+        started stays until it exits or the container stops, as for `exec`'s timeout."""
+        if self._exit is None:
+            self._rt._kill_exec(self.exec_id)
+
+    def close(self) -> None:
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self._exit is None and self.wait(0) is None:
+                self.kill()
+        except RuntimeError_ as e:  # dockerd gone: the socket is released all the same
+            log.warning("%s: %s", self._what, e)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # a read or write blocked in another thread returns
+        except OSError:
+            pass
+        with self._reading, self._writing:
+            self._sel.close()
+            # the HTTP response first: its buffered reader wraps the socket's file object
+            for thing in (getattr(self._sock_io, "_response", None), self._sock_io, self._sock):
+                close = getattr(thing, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except (OSError, ValueError):
+                        pass
 
 
 def _chunks(stream: Any) -> Iterator[bytes]:

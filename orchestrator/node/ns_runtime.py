@@ -72,14 +72,18 @@ cgroup or file.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import select
+import selectors
 import shutil
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -876,7 +880,12 @@ class NamespaceRuntime:
             raise RuntimeError_(f"container {rec['name']} of pod {rec['namespace']}/{rec['pod_name']} is not running")
         return rec, fd
 
-    def exec(self, container_id: str, cmd: Sequence[str], *, timeout: float) -> tuple[int, bytes]:
+    def _shim_exec(self, container_id: str, cmd: Sequence[str], *, tty: bool = False,
+                   **stdio: Any) -> subprocess.Popen[bytes]:
+        """`np-shim exec` of `cmd` in the running container with the container's environment
+        (plus TERM=xterm with a TTY unless it sets TERM, as Docker does) and the standard
+        streams `stdio` gives (Popen's stdin, stdout, stderr). The process is a session and
+        process group leader (np-shim's setsid)."""
         if not cmd:
             raise RuntimeError_("exec: no command")
         self._need_binaries(f"exec in {container_id}")
@@ -888,13 +897,19 @@ class NamespaceRuntime:
             argv += ["--root", rec["root"]]
         if rec.get("cwd"):
             argv += ["--cwd", rec["cwd"]]
+        env = dict(rec.get("env") or {})
+        if tty:
+            env.setdefault("TERM", "xterm")
         try:
-            p = subprocess.Popen([*argv, "--", *cmd], env=rec.get("env") or {}, cwd="/", stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(fd,))
+            return subprocess.Popen([*argv, "--", *cmd], env=env, cwd="/", pass_fds=(fd,), **stdio)
         except (OSError, ValueError) as e:
             raise RuntimeError_(f"exec in {container_id}: {e}") from e
         finally:
             os.close(fd)
+
+    def exec(self, container_id: str, cmd: Sequence[str], *, timeout: float) -> tuple[int, bytes]:
+        p = self._shim_exec(container_id, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
         try:
             out, _ = p.communicate(timeout=timeout)
             return p.returncode, out
@@ -909,6 +924,29 @@ class NamespaceRuntime:
             except subprocess.TimeoutExpired:
                 out = b""
             return -1, out
+
+    def exec_session(self, container_id: str, cmd: Sequence[str], *, stdin: bool, tty: bool,
+                     width: int = 0, height: int = 0) -> ShimExecSession:
+        """`np-shim exec` with its streams attached: two pipes (stdout, stderr) and a stdin pipe
+        when asked (else /dev/null); with a TTY one pty, whose slave is the process's stdin,
+        stdout, stderr and controlling terminal (np-shim's TIOCSCTTY: job control works) and
+        whose master the session keeps; TERM=xterm unless the container sets TERM, as Docker
+        does for an exec with a TTY."""
+        if not tty:
+            p = self._shim_exec(container_id, cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            return ShimExecSession(p, tty=False)
+        master, slave = os.openpty()  # both close-on-exec; Popen dup2s the slave onto 0, 1 and 2
+        try:
+            if width > 0 and height > 0:
+                _set_winsize(master, width, height)  # before the command can ask
+            p = self._shim_exec(container_id, cmd, tty=True, stdin=slave, stdout=slave, stderr=slave)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)  # the child's copies are the only ones: its exit is EOF (EIO) on the master
+        return ShimExecSession(p, tty=True, master=master, stdin=stdin)
 
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
         rec = self._container_rec(container_id)
@@ -1056,3 +1094,192 @@ def _tail_offset(f: Any, n: int) -> int:
             if count == n:
                 return pos + i + 1
     return 0
+
+
+def _set_winsize(fd: int, width: int, height: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", max(0, height), max(0, width), 0, 0))
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid`, each through a pidfd opened before its session
+    is checked (never a process that took a pid over); passes until none is left."""
+    for _ in range(5):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fd = os.pidfd_open(int(entry.name))
+            except OSError:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[-1].split()
+                if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+                    _signal(fd, signal.SIGKILL)
+                    found = True
+            except (OSError, IndexError, ValueError):
+                pass
+            finally:
+                os.close(fd)
+        if not found:
+            return
+
+
+def _exit_code(returncode: int) -> int:
+    """Popen's returncode (-N: killed by signal N) as kubelet reports it (128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class ShimExecSession:
+    """`orchestrator.node.runtime.ExecSession` over an `np-shim exec` child (see
+    `NamespaceRuntime.exec_session`). Output is read and stdin written non-blocking, each next
+    to a wake-up pipe that `close` makes readable: a read or write blocked in another thread
+    returns, and only then are the descriptors closed (never one a blocked call still uses).
+    The child is reaped only under `_reap`, so `kill` never signals a process group whose
+    leader's pid was already handed back to the kernel."""
+
+    def __init__(self, p: subprocess.Popen[bytes], *, tty: bool, master: int | None = None,
+                 stdin: bool = False) -> None:
+        self.tty = tty
+        self._p = p
+        self._pidfd = os.pidfd_open(p.pid)  # not reaped yet: the pid is the child's
+        self._master = master
+        self._stdin: int | None  # where write_stdin writes: the pipe, or the pty master
+        self._outs: dict[int, int] = {}  # fd -> stream (1 stdout, 2 stderr)
+        if master is not None:
+            self._stdin = master if stdin else None
+            self._outs[master] = 1
+        else:
+            self._stdin = p.stdin.fileno() if p.stdin is not None else None
+            for n, f in ((1, p.stdout), (2, p.stderr)):
+                if f is not None:
+                    self._outs[f.fileno()] = n
+        for fd in {*self._outs, *([self._stdin] if self._stdin is not None else [])}:
+            os.set_blocking(fd, False)
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._sel = selectors.DefaultSelector()
+        for fd in self._outs:
+            self._sel.register(fd, selectors.EVENT_READ)
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        self._reading = threading.Lock()
+        self._writing = threading.Lock()
+        self._resizing = threading.Lock()
+        self._reap = threading.Lock()
+        self._state = threading.Lock()
+        self._stdin_closed = self._stdin is None
+        self._closed = False
+
+    def _write(self, data: bytes) -> None:
+        assert self._stdin is not None
+        view = memoryview(data)
+        poll = select.poll()
+        poll.register(self._stdin, select.POLLOUT)
+        poll.register(self._wake_r, select.POLLIN)
+        while view:
+            if self._closed:
+                raise RuntimeError_("exec: the session is closed")
+            try:
+                view = view[os.write(self._stdin, view):]
+            except BlockingIOError:
+                poll.poll()
+            except OSError as e:  # EPIPE (EIO on a pty): the process closed its stdin, or exited
+                raise RuntimeError_(f"exec: writing stdin: {e.strerror or e}") from e
+
+    def write_stdin(self, data: bytes) -> None:
+        with self._writing:
+            if self._stdin is None or self._stdin_closed:
+                raise RuntimeError_("exec: stdin is " + ("not attached" if self._stdin is None else "closed"))
+            self._write(data)
+
+    def close_stdin(self) -> None:
+        with self._writing:
+            if self._stdin_closed or self._closed:
+                return
+            self._stdin_closed = True
+            if self._master is not None:
+                try:
+                    self._write(b"\x04")  # the terminal's end-of-file character (VEOF)
+                except RuntimeError_:
+                    pass
+            elif self._p.stdin is not None:
+                self._p.stdin.close()  # nothing is buffered there: writes go to the fd
+
+    def read(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._reading:
+            while self._outs and not self._closed:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                events = self._sel.select(left)
+                if not events:
+                    return 0, b""
+                for key, _ in events:
+                    fd = int(key.fd)
+                    if fd == self._wake_r:
+                        return None
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        if e.errno != errno.EIO:  # EIO: every copy of the pty's slave is closed
+                            raise RuntimeError_(f"exec: reading output: {e.strerror or e}") from e
+                        data = b""
+                    if data:
+                        return self._outs[fd], data
+                    self._sel.unregister(fd)
+                    n = self._outs.pop(fd)
+                    f = None if self._master is not None else (self._p.stdout if n == 1 else self._p.stderr)
+                    if f is not None:  # (the pty master stays open for resize until close())
+                        f.close()
+            return None
+
+    def resize(self, width: int, height: int) -> None:
+        with self._resizing:
+            if self._master is not None and not self._closed:
+                _set_winsize(self._master, width, height)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self._p.returncode is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._p.returncode is None and not _wait_exit(
+                    self._pidfd, 60.0 if deadline is None else deadline - time.monotonic()):
+                if deadline is not None:
+                    return None
+            with self._reap:
+                self._p.wait()
+        return _exit_code(self._p.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL to the process's group and to every process of its session (np-shim exec
+        made it the leader of both; an interactive shell puts each job in a group of its own).
+        Only while it is not reaped: until then its pid names no other group or session."""
+        with self._reap:
+            if self._p.returncode is None:
+                try:
+                    os.killpg(self._p.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                _kill_session(self._p.pid)
+
+    def close(self) -> None:
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        os.write(self._wake_w, b"x")  # never drained: wakes every blocked read and write from now on
+        if self.wait(0) is None:
+            self.kill()
+            if self.wait(5.0) is None:  # (its pidfd is kept for a later wait)
+                log.warning("exec: process %d still there 5 s after SIGKILL", self._p.pid)
+        with self._reading, self._writing, self._resizing:
+            self._sel.close()
+            for f in (self._p.stdin, self._p.stdout, self._p.stderr):
+                if f is not None:
+                    f.close()
+            for fd in (self._master, self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._outs.clear()
+        if self._p.returncode is not None:
+            os.close(self._pidfd)

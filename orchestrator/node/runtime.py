@@ -96,6 +96,51 @@ class ContainerInfo:
     message: str = ""
 
 
+class ExecSession(Protocol):
+    """A command running in a container with its standard streams attached (see
+    `Runtime.exec_session`): what `kubectl exec -i` / `-it` is relayed onto.
+
+    One thread may read while others write stdin, resize, wait or kill; `close` from any thread
+    ends a `read` blocked in another one (it returns None)."""
+
+    tty: bool
+
+    def write_stdin(self, data: bytes) -> None:
+        """Send `data` to the process's stdin (blocks while the pipe or terminal is full).
+        RuntimeError_ without stdin, after `close_stdin` or `close`, or once the process has
+        closed its stdin."""
+        ...
+
+    def close_stdin(self) -> None:
+        """EOF on the process's stdin; idempotent; a no-op without stdin. Without a TTY the
+        stream is closed; with one the terminal's end-of-file character (^D) is sent: what a
+        reader at the start of a line sees as EOF (the terminal stays open for output)."""
+        ...
+
+    def read(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        """The next output chunk as (1, data) for stdout or (2, data) for stderr (with a TTY
+        everything is (1, ...)); (0, b"") when `timeout` passed with nothing to read; None once
+        every output stream has reached EOF (or the session was closed)."""
+        ...
+
+    def resize(self, width: int, height: int) -> None:
+        """The terminal's window size (columns, rows); a no-op without a TTY or once closed."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code; None while it still runs after `timeout` seconds. Kubelet's
+        semantics: a process killed by a signal is 128 + signal (SIGKILL: 137)."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL the exec'd process (and what it started, where the runtime can); idempotent."""
+        ...
+
+    def close(self) -> None:
+        """Release descriptors and sockets; kills the process if it still runs; idempotent."""
+        ...
+
+
 class Runtime(Protocol):
     name: str  # "docker" or "namespaces": the containerID scheme ("docker://<id>")
 
@@ -136,6 +181,13 @@ class Runtime(Protocol):
     # what `netplane logs` / `netplane exec` and exec probes need
     def exec(self, container_id: str, cmd: Sequence[str], *, timeout: float) -> tuple[int, bytes]:
         """Run `cmd` in the container; (exit code, combined output). Timeout: exit code -1."""
+        ...
+
+    def exec_session(self, container_id: str, cmd: Sequence[str], *, stdin: bool, tty: bool,
+                     width: int = 0, height: int = 0) -> ExecSession:
+        """Start `cmd` in the running container with stdout and stderr piped (one stream with a
+        TTY), and stdin when asked; RuntimeError_ for a container that is gone or not running.
+        With a TTY, `width` x `height` (when both are given) is the terminal's first size."""
         ...
 
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
