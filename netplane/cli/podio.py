@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -124,23 +124,31 @@ def logs(ctx: click.Context, pod: str, container: str | None, follow: bool, tail
 @click.argument("pod")
 @click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARG...]")
 @click.option("-c", "--container", metavar="NAME", help="The container (default: the pod's only one).")
+@click.option("-i", "--stdin", "stdin", is_flag=True, help="Pass this terminal's stdin to the command.")
+@click.option("-t", "--tty", "tty", is_flag=True, help="Give the command a TTY (with -i: an interactive shell).")
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=300.0, show_default=True, metavar="SECONDS",
-              help="Seconds before the command is killed.")
+              help="Seconds before the command is killed (without -i and -t).")
 @namespace_option
 @click.pass_context
-def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: str | None, timeout: float,
-             namespace: str) -> None:
+def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: str | None, stdin: bool, tty: bool,
+             timeout: float, namespace: str) -> None:
     """Run COMMAND in a container of POD and exit with its exit code, like `kubectl exec POD
-    [-c C] -- COMMAND`.
+    [-c C] [-i] [-t] -- COMMAND`.
 
-    Not interactive: no stdin, no TTY; the command runs to its end (or --timeout) and its
-    stdout and stderr are printed together afterwards.
+    Without -i and -t the command runs to its end (or --timeout) and its stdout and stderr are
+    printed together afterwards. With -i (stdin passed on) or -t (a TTY; this terminal goes raw
+    while it runs, and its size follows) it streams both ways while it runs, stdout and stderr
+    apart, with no time limit: `netplane exec -it POD -- sh` is a shell in the pod.
     """
     from orchestrator.node.apiclient import container_of
 
     settings: Settings = ctx.obj
     target, client = _client(settings, namespace, pod)
     name = (target.pod.get("metadata") or {}).get("name") or pod
+    if stdin or tty:
+        sock, reader = client.exec_stream(namespace, name, container_of(target.pod, container), command,
+                                          stdin=stdin, tty=tty)
+        ctx.exit(_interactive(sock, reader, stdin=stdin, tty=tty))
     result = client.exec(namespace, name, container_of(target.pod, container), command, timeout=timeout)
     try:
         sys.stdout.write(result.output)
@@ -152,6 +160,78 @@ def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: 
     if result.exit_code < 0:
         raise NetplaneError(f"command ended without an exit code ({result.exit_code})")
     ctx.exit(result.exit_code)
+
+
+def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool) -> int:
+    """Relay this process's stdin and terminal size to an upgraded exec and its output here;
+    the command's exit code."""
+    import json
+    import os
+    import signal
+
+    from orchestrator.node import execstream
+
+    send_lock = threading.Lock()
+
+    def send(channel: int, data: bytes = b"") -> None:
+        with send_lock:
+            sock.sendall(execstream.frame(channel, data))
+
+    raw_tty = tty and stdin and os.isatty(0)
+    saved = None
+    if raw_tty:
+        import termios
+        import tty as ttymod
+
+        saved = termios.tcgetattr(0)
+        ttymod.setraw(0)
+
+        def resize(*_: object) -> None:
+            size = os.get_terminal_size(0)
+            try:
+                send(execstream.RESIZE, json.dumps({"Width": size.columns, "Height": size.lines}).encode())
+            except OSError:
+                pass
+
+        resize()
+        signal.signal(signal.SIGWINCH, resize)
+
+    def pump_stdin() -> None:
+        try:
+            while data := os.read(0, 4096):
+                send(execstream.STDIN, data)
+            send(execstream.CLOSE)
+        except OSError:
+            pass
+
+    if stdin:
+        threading.Thread(target=pump_stdin, name="exec-stdin", daemon=True).start()
+    else:
+        send(execstream.CLOSE)
+    code = None
+    try:
+        while (got := execstream.read_frame(reader)) is not None:
+            channel, data = got
+            if channel in (execstream.STDOUT, execstream.STDERR):
+                out = sys.stdout if channel == execstream.STDOUT else sys.stderr
+                out.buffer.write(data)
+                out.flush()
+            elif channel == execstream.STATUS:
+                code = int(json.loads(data).get("exitCode", -1))
+                break
+    except BrokenPipeError:
+        _quiet_stdout()
+    except (OSError, ValueError) as e:
+        raise NetplaneError(f"exec: the node's stream broke off: {e}") from e
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        sock.close()
+    if code is None:
+        raise NetplaneError("exec: the node's stream ended without the command's exit code")
+    return code
 
 
 def _quiet_stdout() -> None:

@@ -20,20 +20,20 @@ body streamed through as it comes.
 
 **pods/exec**: the WebSocket form kubectl (1.30 and later) and the Python client's `stream`
 speak (`v5.channel.k8s.io` or `v4.channel.k8s.io`: binary messages whose first byte is the
-channel, 1 stdout, 2 stderr, 3 the closing Status), over the node agent's `/exec`. That
-endpoint runs a command to completion without stdin or a TTY and returns stdout and stderr
-together (`orchestrator.node.server`), so here: the command's output comes on the stdout
-channel in one message when it has finished (or on stderr when only stderr was asked for),
-then the Status: Success, or Failure with reason `NonZeroExitCode` and the exit code as
-kubelet reports it (kubectl exits with it). A request with stdin or a TTY (`kubectl exec -i`,
-`-t`) is refused before the upgrade with a 400 saying so, and so is one that is not a WebSocket
-upgrade (SPDY, older kubectl's and kubectl's fallback: not served).
+channel: 0 stdin, 1 stdout, 2 stderr, 3 the closing Status, 4 resize, 255 stdin closed in v5),
+relayed onto the node agent's streaming exec (`orchestrator.node.execstream`: the same channel
+numbers in our own framing) while the command runs, with a TTY and stdin when asked. The end
+is a Status on channel 3: Success, or Failure with reason `NonZeroExitCode` and the exit code
+as kubelet reports it (kubectl exits with it). A request that is not a WebSocket upgrade
+(SPDY: older kubectl's, and kubectl's fallback) is refused with a 400 saying what is served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +43,15 @@ from aiohttp import web
 from netplane.store.etcd import Compacted
 from orchestrator.apiserver.status import APIError, bad_request, not_found, too_old
 from orchestrator.apiserver.watchcache import Change, DirectWatch, Watcher
+from orchestrator.node import execstream
 from orchestrator.objects import meta
 from orchestrator.objects import node as nodes
 from orchestrator.objects.meta import NODE, POD
 
 if TYPE_CHECKING:
     from orchestrator.apiserver.handlers import Context, Target
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 LOG_PARAMS = ("follow", "tailLines", "previous", "timestamps", "sinceSeconds", "limitBytes")
@@ -239,21 +242,45 @@ async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str)
 
 # --------------------------------------------------------------------------- pods/exec
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-STDOUT, STDERR, ERROR = 1, 2, 3
-EXEC_TIMEOUT = 3600  # the node API's longest; kubelet's exec has none
 
 
-def exec_status(exit_code: int, command: list[str], *, timed_out: bool = False) -> Obj:
+def exec_status(exit_code: int, command: list[str]) -> Obj:
     """The Status on the error channel, as kubelet's remotecommand writes it."""
     if exit_code == 0:
         return {"metadata": {}, "status": "Success"}
-    if timed_out:
-        return {"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": f"command {command} did not finish within {EXEC_TIMEOUT} s and was killed"}
     return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
             "message": f"command terminated with non-zero exit code: error executing command {command}, "
                        f"exit code {exit_code}",
             "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
+
+
+async def _node_exec(host: str, port: int, path: str, query: list[tuple[str, str]]
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The node agent's streaming exec, upgraded (`orchestrator.node.execstream`); the node's
+    refusal (a pod it does not run, a stopped container) as the APIError it answers."""
+    from urllib.parse import quote, urlencode
+
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), NODE_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as e:
+        raise APIError(500, f"the node agent at {host}:{port} does not answer: {e}") from None
+    target = quote(path) + "?" + urlencode(query)
+    writer.write((f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
+                  f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), NODE_CONNECT_TIMEOUT * 6)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        code = int(status_line.split()[1])
+        if code == 101:
+            return reader, writer
+        length = next((int(v) for k, _, v in (ln.partition(":") for ln in lines)
+                       if k.strip().lower() == "content-length"), 0)
+        text = (await reader.readexactly(length)).decode(errors="replace").strip() if length else ""
+    except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as e:
+        writer.close()
+        raise APIError(500, f"exec on the node agent at {host}:{port}: {e}") from None
+    writer.close()
+    raise APIError(code if code in (400, 404) else 500, text or f"the node answered {code}")
 
 
 async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
@@ -263,36 +290,63 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
     command = q.getall("command", [])
     if not command:
         raise bad_request("you must specify at least 1 command")
-    if _true(q.get("tty")) or _true(q.get("stdin")):
-        raise bad_request("this server runs exec without stdin or a TTY (its node agents run a command to "
-                          "completion): use kubectl exec without -i and -t")
-    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True)
+    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, max_msg_size=execstream.MAX_FRAME)
     if not ws.can_prepare(request).ok:
         raise bad_request("pods/exec is served as a WebSocket upgrade (v5.channel.k8s.io or "
                           "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
     container, host, port = await pod_on_node(ctx, namespace, name, q.get("container"))
-    url = f"http://{host}:{port}/exec/{namespace}/{name}/{container}"
-    timeout = aiohttp.ClientTimeout(total=EXEC_TIMEOUT + 30, connect=NODE_CONNECT_TIMEOUT,
-                                    sock_connect=NODE_CONNECT_TIMEOUT)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.post(url, params=[*(("command", c) for c in command), ("timeout", str(EXEC_TIMEOUT))]) as r:
-            if r.status != 200:
-                text = (await r.text(errors="replace")).strip()
-                raise APIError(r.status if r.status in (400, 404) else 500, text or f"the node answered {r.status}")
-            result = await r.json()
-    except aiohttp.ClientError as e:
-        raise APIError(500, f'Post "{url}": {e}') from None
+    stdin, tty = _true(q.get("stdin")), _true(q.get("tty"))
+    query = [*(("command", c) for c in command), ("stdin", str(stdin).lower()), ("tty", str(tty).lower())]
+    reader, writer = await _node_exec(host, port, f"/exec/{namespace}/{name}/{container}", query)
     await ws.prepare(request)
+    want = {execstream.STDOUT: _true(q.get("stdout")), execstream.STDERR: _true(q.get("stderr"))}
+
+    async def client_to_node() -> None:
+        async for msg in ws:
+            # binary, or text as the Python client sends a str (kube's server reads both alike)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                raw = msg.data.encode()
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                raw = msg.data
+            else:
+                continue
+            if not raw:
+                continue
+            channel, data = raw[0], raw[1:]
+            if channel == execstream.STDIN and stdin and data:
+                writer.write(execstream.frame(execstream.STDIN, data))
+            elif channel == execstream.RESIZE:
+                writer.write(execstream.frame(execstream.RESIZE, data))
+            elif channel == execstream.CLOSE and data[:1] == bytes([execstream.STDIN]):
+                writer.write(execstream.frame(execstream.CLOSE))
+            await writer.drain()
+        client_gone.set()
+        writer.close()  # the client left before the end: the node kills the command
+
+    client_gone = asyncio.Event()
+    inbound = asyncio.create_task(client_to_node())
     try:
-        out = str(result.get("output") or "").encode()
-        channel = STDOUT if _true(q.get("stdout")) or not _true(q.get("stderr")) else STDERR
-        if out and (_true(q.get("stdout")) or _true(q.get("stderr"))):
-            await ws.send_bytes(bytes([channel]) + out)
-        status = exec_status(int(result.get("exitCode", -1)), command, timed_out=bool(result.get("timedOut")))
-        await ws.send_bytes(bytes([ERROR]) + _dumps(status))
-    except ConnectionResetError:  # the client went away
-        pass
+        while True:
+            raw = await reader.readexactly(execstream.HEADER_SIZE)
+            channel, length = execstream.header(raw)
+            data = await reader.readexactly(length) if length else b""
+            if channel in (execstream.STDOUT, execstream.STDERR):
+                if want[channel] or (tty and channel == execstream.STDOUT):
+                    await ws.send_bytes(bytes([channel]) + data)
+            elif channel == execstream.STATUS:
+                code = int(json.loads(data).get("exitCode", -1))
+                await ws.send_bytes(bytes([execstream.STATUS]) + _dumps(exec_status(code, command)))
+                break
+    except (asyncio.IncompleteReadError, execstream.FrameError, ValueError, OSError) as e:
+        if client_gone.is_set() or ws.closed:
+            return ws
+        log.warning("exec in %s/%s: the node's stream ended early: %s", namespace, name, e)
+        with contextlib.suppress(ConnectionResetError):
+            await ws.send_bytes(bytes([execstream.STATUS]) + _dumps(
+                {"metadata": {}, "status": "Failure", "reason": "InternalError",
+                 "message": f"the node agent's exec stream ended before the command's exit: {e}"}))
     finally:
+        inbound.cancel()
+        writer.close()
         await ws.close()
     return ws

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from netplane.errors import NetplaneError, NotFoundError, UserError
+from orchestrator.node import execstream
 from orchestrator.objects import meta
 from orchestrator.objects import node as nodes
 from orchestrator.objects import pod as pods
@@ -107,13 +108,16 @@ class NodeClient:
                 text = []
             finally:
                 conn.close()
-            line = text[0] if text else resp.reason
-            if resp.status == 404:
-                raise NotFoundError(line)
-            if resp.status in (400, 405):
-                raise UserError(line)
-            raise NetplaneError(f"node {t.node}: {line} (HTTP {resp.status})")
+            raise self._refused(resp.status, text[0] if text else resp.reason)
         return conn, resp
+
+    def _refused(self, status: int, line: str) -> NetplaneError:
+        """The node's refusal as our one-line errors: 404 NotFound, 400/405 UserError."""
+        if status == 404:
+            return NotFoundError(line)
+        if status in (400, 405):
+            return UserError(line)
+        return NetplaneError(f"node {self.target.node}: {line} (HTTP {status})")
 
     def logs(self, namespace: str, pod: str, container: str, *, follow: bool = False, tail: int | None = None,
              previous: bool = False, read_timeout: float | None = 30.0) -> Iterator[bytes]:
@@ -157,6 +161,39 @@ class NodeClient:
             raise NetplaneError(f"node {self.target.node}: unreadable exec reply: {e}") from e
         finally:
             conn.close()
+
+
+    def exec_stream(self, namespace: str, pod: str, container: str, command: Sequence[str], *,
+                    stdin: bool, tty: bool) -> tuple[socket.socket, Any]:
+        """The streaming exec, upgraded (`orchestrator.node.execstream`): the socket and a
+        buffered reader of it for `execstream.read_frame`; the node's refusal as the usual
+        one-line errors."""
+        t = self.target
+        query = urlencode([("command", c) for c in command] + [("stdin", str(stdin).lower()), ("tty", str(tty).lower())])
+        path = f"/exec/{_seg(namespace)}/{_seg(pod)}/{_seg(container)}?{query}"
+        try:
+            sock = self.connect((t.address, t.port), CONNECT_TIMEOUT)
+        except OSError as e:
+            raise NetplaneError(f"cannot reach node {t.node}'s agent at {t.address}:{t.port}: "
+                                f"{e.strerror or e}") from e
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {t.address}:{t.port}\r\nConnection: Upgrade\r\n"
+                          f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode())
+            f = sock.makefile("rb")
+            resp = http.client.HTTPResponse(sock)  # only to parse the status line and headers
+            resp.fp = f
+            resp.begin()
+        except (OSError, http.client.HTTPException) as e:
+            sock.close()
+            raise NetplaneError(f"node {t.node}: exec: {e}") from e
+        if resp.status == 101:
+            resp.fp = None  # type: ignore[assignment]  # the reader is ours now: the response must not close it
+            sock.settimeout(None)
+            return sock, f
+        text = resp.read(4096).decode("utf-8", "replace").strip().splitlines()
+        sock.close()
+        raise self._refused(resp.status, text[0] if text else resp.reason)
 
 
 def _seg(text: str) -> str:

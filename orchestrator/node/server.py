@@ -11,6 +11,9 @@ announced in the Node's `status.daemonEndpoints.kubeletEndpoint.Port`, as kubele
          &previous=true the instance before the current one (after a restart)
     POST /exec/{namespace}/{pod}/{container}?command=a&command=b[&timeout=S]
                                                              JSON {"exitCode", "output", "timedOut"}
+    POST /exec/...?command=...[&stdin=true][&tty=true]       with `Upgrade: netplane-exec/1`: 101, then
+                                                             the command's streams as frames
+                                                             (`orchestrator.node.execstream`)
 
 kubelet's paths and query parameters. `{container}` may be left out when the pod has one
 container (kubelet requires it; our CLI fills it in). Errors are one line of text: 404 for a
@@ -18,11 +21,13 @@ pod this node does not run or a container the pod does not have, 400 for a bad r
 (including a container that has not started, or one not running for exec), 405 for a wrong
 method, 500 when the runtime fails.
 
-**Not kubelet's exec.** kubelet's exec is a SPDY/WebSocket upgrade carrying stdin, stdout,
-stderr and resizes of an interactive session. This one is not streaming: the command runs to
-completion (or `timeout`, default 300 s, at most 3600 s; then it is killed and `timedOut` is
-true), with no stdin and no TTY, and its stdout and stderr come back combined in one JSON
-reply, decoded as UTF-8 (invalid bytes replaced).
+**Two execs.** The plain POST runs the command to completion (or `timeout`, default 300 s, at
+most 3600 s; then it is killed and `timedOut` is true), with no stdin and no TTY, and its stdout
+and stderr come back combined in one JSON reply, decoded as UTF-8 (invalid bytes replaced):
+`netplane exec` and the probes' kind of exec. The upgraded one streams stdin, stdout, stderr,
+resizes and the exit code both ways while the command runs, with a TTY when asked (what the API
+server relays `kubectl exec -i/-t` onto); kubelet's is the same conversation over SPDY or a
+WebSocket, this one over our own framing (`orchestrator.node.execstream`), with no time limit.
 
 **No authentication.** Plain HTTP, and anyone who reaches the address may read logs and run
 commands in every pod of the node; kubelet serves HTTPS with authentication and authorization.
@@ -48,7 +53,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from netplane import netns
 from netplane.errors import ConfigError, NetplaneError
 from netplane.httpserver import HTTPServer
-from orchestrator.node.runtime import ContainerInfo, Runtime
+from orchestrator.node import execstream
+from orchestrator.node.runtime import ContainerInfo, ExecSession, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,8 @@ class ExecRequest:
     container: str | None
     command: tuple[str, ...]
     timeout: float = DEFAULT_EXEC_TIMEOUT
+    stdin: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,7 @@ def parse(method: str, target: str) -> Request:
                 raise APIError(400, f"timeout={text!r}: not a number of seconds") from None
             if not 0 < timeout <= MAX_EXEC_TIMEOUT:
                 raise APIError(400, f"timeout={text}: must be more than 0 and at most {MAX_EXEC_TIMEOUT:.0f} seconds")
-        return ExecRequest(ns, pod, container, command, timeout)
+        return ExecRequest(ns, pod, container, command, timeout, stdin=_bool(q, "stdin"), tty=_bool(q, "tty"))
     raise APIError(404, f"not found: {url.path}")
 
 
@@ -272,6 +280,13 @@ class NodeAPIServer:
         return 200, "application/json", json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {},
                                                     "items": items}).encode()
 
+    def exec_session(self, r: ExecRequest) -> ExecSession:
+        c = pick(self.node, r.namespace, r.pod, r.container, running=True)
+        try:
+            return self.node.runtime.exec_session(c.id, list(r.command), stdin=r.stdin, tty=r.tty)
+        except NetplaneError as e:
+            raise APIError(500, f"exec in container {c.name} of pod {r.pod}: {e}") from e
+
     def exec(self, r: ExecRequest) -> bytes:
         c = pick(self.node, r.namespace, r.pod, r.container, running=True)
         t0 = time.monotonic()
@@ -322,7 +337,11 @@ class _Handler(BaseHTTPRequestHandler):
             req = parse(self.command, self.path)
             if isinstance(req, InfoRequest):
                 self._send(*self.api.info(req.what))
+            elif isinstance(req, ExecRequest) and _upgrade(self.headers.get("Upgrade")):
+                self._exec_stream(req)
             elif isinstance(req, ExecRequest):
+                if req.stdin or req.tty:
+                    raise APIError(400, f"stdin and tty need the streaming exec (Upgrade: {execstream.UPGRADE})")
                 self._send(200, "application/json", self.api.exec(req))
             else:
                 self._stream(self.api.logs(req))
@@ -342,6 +361,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _exec_stream(self, req: ExecRequest) -> None:
+        """The upgraded exec: 101, then frames both ways until the command has exited (its
+        status frame sent) or the client has gone (the command killed)."""
+        session = self.api.exec_session(req)  # APIError before anything is upgraded
+        reader: threading.Thread | None = None
+        try:
+            self.send_response(101)
+            self.send_header("Upgrade", execstream.UPGRADE)
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.settimeout(None)
+            gone = threading.Event()
+            reader = threading.Thread(target=_exec_input, args=(self.rfile, session, gone), name="node-api-exec-in",
+                                      daemon=True)
+            reader.start()
+            code = _exec_output(self.wfile, session, gone, self.api._stop)
+            if code is not None:
+                self.wfile.write(execstream.frame(execstream.STATUS, json.dumps({"exitCode": code}).encode()))
+                self.wfile.flush()
+        except OSError:  # the client went while we wrote: its command goes too
+            session.kill()
+        finally:
+            session.close()
+            # the end for both sides: the input thread's read returns (so closing rfile, which
+            # it holds, cannot block) and the client reads EOF after the status
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            if reader is not None:
+                reader.join(timeout=2.0)
 
     def _stream(self, chunks: Iterator[bytes]) -> None:
         """Chunked, each piece as the runtime hands it over. The runtime's iterator runs on its
@@ -385,6 +437,56 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("node API: " + format, *args)
+
+
+def _upgrade(value: str | None) -> bool:
+    return value is not None and execstream.UPGRADE in [v.strip() for v in value.split(",")]
+
+
+def _exec_input(rfile: Any, session: ExecSession, gone: threading.Event) -> None:
+    """Client frames into the session: stdin, its close, resizes. EOF or a broken frame: the
+    client has gone, and the command is killed (as kubelet ends an exec whose stream closed)."""
+    try:
+        while True:
+            got = execstream.read_frame(rfile)
+            if got is None:
+                break
+            channel, data = got
+            if channel == execstream.STDIN and data:
+                session.write_stdin(data)
+            elif channel == execstream.CLOSE:
+                session.close_stdin()
+            elif channel == execstream.RESIZE:
+                size = execstream.resize_of(data)
+                if size is not None:
+                    session.resize(*size)
+    except (OSError, execstream.FrameError, NetplaneError) as e:
+        log.debug("node API: exec input ended: %s", e)
+    gone.set()
+    session.kill()
+
+
+def _exec_output(wfile: Any, session: ExecSession, gone: threading.Event, stop: threading.Event) -> int | None:
+    """The session's output as frames until every stream is at EOF, then its exit code (None
+    when the client went or the server stops first)."""
+    while True:
+        chunk = session.read(timeout=_IDLE_CHECK)
+        if chunk is None:
+            break
+        channel, data = chunk
+        if channel and data:
+            wfile.write(execstream.frame(channel, data))
+            wfile.flush()
+        elif stop.is_set():
+            session.kill()
+            return None
+    while True:  # outputs closed; the process may still be finishing
+        code = session.wait(timeout=_IDLE_CHECK)
+        if code is not None:
+            return code
+        if stop.is_set() or gone.is_set():
+            session.kill()
+            return None
 
 
 def _produce(chunks: Iterator[bytes], q: queue.Queue[object], gone: threading.Event) -> None:

@@ -600,34 +600,65 @@ def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) ->
 
 
 def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None:
-    """pods/exec as the official client streams it (v4.channel.k8s.io): the server runs the
-    command through the node agent's /exec (a stand-in) and sends the output on stdout and the
-    closing Status (exit code) on the error channel."""
+    """pods/exec as the official client streams it (v4.channel.k8s.io), relayed onto the node
+    agent's streaming exec (a stand-in speaking `orchestrator.node.execstream`): output on its
+    channels as it comes, stdin through, and the closing Status carrying the exit code."""
     from urllib.parse import parse_qs, urlsplit
 
     from kubernetes.stream import stream
 
-    asked: list[tuple[str, list[str]]] = []
+    from orchestrator.node import execstream
+
+    asked: list[tuple[str, list[str], str]] = []
 
     class Agent(QuietHandler):
         def do_POST(self) -> None:
             u = urlsplit(self.path)
-            cmd = parse_qs(u.query)["command"]
-            asked.append((u.path, cmd))
-            code = int(cmd[-1]) if cmd[0] == "exit" else 0
-            self.reply("application/json", json.dumps({"exitCode": code, "output": f"ran {' '.join(cmd)}\n",
-                                                       "timedOut": False}).encode())
+            q = parse_qs(u.query)
+            cmd = q["command"]
+            asked.append((u.path, cmd, q["stdin"][0]))
+            assert self.headers["Upgrade"] == execstream.UPGRADE
+            self.send_response(101)
+            self.send_header("Upgrade", execstream.UPGRADE)
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            code = 0
+            if cmd[0] == "exit":
+                self.wfile.write(execstream.frame(execstream.STDOUT, b"out\n"))
+                self.wfile.write(execstream.frame(execstream.STDERR, b"err\n"))
+                code = int(cmd[1])
+            elif cmd[0] == "cat":  # echo stdin until it closes
+                while (got := execstream.read_frame(self.rfile)) is not None and got[0] == execstream.STDIN:
+                    self.wfile.write(execstream.frame(execstream.STDOUT, got[1]))
+                    self.wfile.flush()
+                return
+            else:
+                self.wfile.write(execstream.frame(execstream.STDOUT, f"ran {' '.join(cmd)}\n".encode()))
+            self.wfile.write(execstream.frame(execstream.STATUS, json.dumps({"exitCode": code}).encode()))
+            self.wfile.flush()
+            self.close_connection = True
 
     with node_agent_stand_in(v1, Agent, "execd"):
         out = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["echo", "hi"],
                      stdout=True, stderr=True, stdin=False, tty=False)
         assert out == "ran echo hi\n"
-        assert asked == [("/exec/default/execd/c", ["echo", "hi"])]
+        assert asked == [("/exec/default/execd/c", ["echo", "hi"], "false")]
         ws = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["exit", "3"],
                     stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
         ws.run_forever(timeout=10)
+        assert (ws.read_stdout(), ws.read_stderr()) == ("out\n", "err\n")  # each on its own channel
         assert ws.returncode == 3  # from the Status on the error channel: NonZeroExitCode, ExitCode 3
-        assert not ws.is_open()
+        ws = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["cat"],
+                    stdout=True, stderr=True, stdin=True, tty=False, _preload_content=False)
+        ws.write_stdin("ping")
+        got = ""
+        deadline = time.monotonic() + 10
+        while got != "ping" and time.monotonic() < deadline:
+            ws.update(timeout=1)
+            got += ws.read_stdout(timeout=0.1) if ws.peek_stdout() else ""
+        assert got == "ping"
+        ws.close()
         token = kc.make(api.config.state_dir, user="tok", token=True)["users"][0]["user"]["token"]
         ro_token = kc.make(api.config.state_dir, user="viewer", groups=["readonly"],
                            token=True)["users"][0]["user"]["token"]
@@ -636,8 +667,6 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
         path = "/api/v1/namespaces/default/pods/execd/exec?command=ls"
         code, body = raw(api, path + "&stdout=true", token=token, method="POST")
         assert code == 400 and "WebSocket upgrade" in body["message"], body
-        code, body = raw(api, path + "&stdin=true", token=token, method="POST")
-        assert code == 400 and "without stdin or a TTY" in body["message"], body
         # a read-only user may not exec, even over a GET
         code, body = raw(api, path, token=ro_token)
         assert code == 403 and body["reason"] == "Forbidden", body

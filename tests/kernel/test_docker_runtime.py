@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
 from ipaddress import IPv4Address as IP
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,10 +38,16 @@ from orchestrator.node.docker_runtime import (
 from orchestrator.node.runtime import (
     ContainerConfig,
     ContainerInfo,
-    ExecSession,
     PodRef,
     RuntimeError_,
     SandboxConfig,
+)
+from tests.exec_sessions import (
+    check_close_ends_a_blocked_read,
+    check_kill,
+    check_resize_and_eof_on_a_tty,
+    check_streams,
+    read_until,
 )
 from tests.waiting import wait_for
 
@@ -311,53 +315,10 @@ def test_exec_and_logs(rt: DockerRuntime) -> None:
         rt.exec(c.id, ["true"], timeout=5)
 
 
-def drain(s: ExecSession, timeout: float = 15) -> dict[int, bytes]:
-    """Everything a session writes until EOF on every stream, by stream (1 stdout, 2 stderr)."""
-    out = {1: b"", 2: b""}
-    deadline = time.monotonic() + timeout
-    while (chunk := s.read(max(0.0, deadline - time.monotonic()))) is not None:
-        assert chunk[0] in (1, 2), f"no EOF within {timeout} s; so far {out}"
-        out[chunk[0]] += chunk[1]
-    return out
-
-
-def read_until(s: ExecSession, what: bytes, timeout: float = 15) -> bytes:
-    got = b""
-    deadline = time.monotonic() + timeout
-    while what not in got:
-        chunk = s.read(max(0.0, deadline - time.monotonic()))
-        assert chunk is not None and chunk[0] != 0, f"{what!r} not within {timeout} s; got {got!r}"
-        got += chunk[1]
-    return got
-
-
 def test_exec_session_stdin_and_separate_streams(rt: DockerRuntime) -> None:
     box = rt.run_sandbox(SandboxConfig(pod=pod()))
     c = rt.create_and_start(box, sh("app", "sleep 300"))
-    s = rt.exec_session(c.id, ["cat"], stdin=True, tty=False)
-    try:
-        assert s.tty is False and s.read(0.05) == (0, b"")  # nothing yet: cat waits for input
-        s.write_stdin(b"hello\n")
-        s.close_stdin()
-        s.close_stdin()  # idempotent
-        with pytest.raises(RuntimeError_, match="stdin is closed"):
-            s.write_stdin(b"more")
-        assert drain(s) == {1: b"hello\n", 2: b""}
-        assert s.wait(5) == 0 and s.read() is None
-    finally:
-        s.close()
-    s.close()  # idempotent
-    with closing(rt.exec_session(c.id, ["sh", "-c", "echo out; echo err >&2; exit 3"], stdin=False, tty=False)) as s:
-        assert drain(s) == {1: b"out\n", 2: b"err\n"}  # demultiplexed from Docker's frames
-        assert s.wait(5) == 3
-        with pytest.raises(RuntimeError_, match="not attached"):
-            s.write_stdin(b"x")
-        s.close_stdin()  # a no-op without stdin
-        s.resize(80, 24)  # a no-op without a TTY
-    # frames split across reads (and many frames in one read)
-    with closing(rt.exec_session(c.id, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; echo done >&2"],
-                                 stdin=False, tty=False)) as s:
-        assert drain(s) == {1: b"x" * 300000, 2: b"done\n"} and s.wait(5) == 0
+    check_streams(rt, c.id)  # stdout and stderr demultiplexed from Docker's frames
     rt.stop_container(c.id, 0)
     with pytest.raises(RuntimeError_, match="not running"):
         rt.exec_session(c.id, ["true"], stdin=True, tty=False)
@@ -369,45 +330,15 @@ def test_exec_session_with_a_tty(rt: DockerRuntime) -> None:
     # Docker 20.10 applies the first size just after the start: the command waits for a line first
     script = 'read go; tty; stty size; echo "TERM=$TERM"; echo ready; read x; stty size'
     s = rt.exec_session(c.id, ["sh", "-c", script], stdin=True, tty=True, width=100, height=30)
-    try:
-        assert s.tty is True
-        s.write_stdin(b"go\n")
-        first = read_until(s, b"ready")
-        assert b"/dev/pts/" in first and b"30 100" in first and b"TERM=xterm" in first
-        s.resize(120, 40)
-        s.write_stdin(b"\n")
-        rest = drain(s)
-        assert b"40 120" in rest[1] and rest[2] == b""  # one stream with a TTY
-        assert s.wait(5) == 0
-    finally:
-        s.close()
-    with closing(rt.exec_session(c.id, ["cat"], stdin=True, tty=True)) as s:
-        s.write_stdin(b"hi\n")
-        read_until(s, b"hi\r\nhi\r\n")  # the terminal's echo, then cat's
-        s.close_stdin()  # ^D: EOF for a reader at the start of a line
-        drain(s)
-        assert s.wait(5) == 0
+    s.write_stdin(b"go\n")
+    check_resize_and_eof_on_a_tty(s, read_until(s, b"ready"), rt, c.id)
 
 
 def test_exec_session_kill(rt: DockerRuntime) -> None:
     box = rt.run_sandbox(SandboxConfig(pod=pod()))
     c = rt.create_and_start(box, sh("app", "sleep 300"))
-    with closing(rt.exec_session(c.id, ["sleep", "100"], stdin=False, tty=False)) as s:
-        assert s.wait(0.1) is None
-        s.kill()
-        s.kill()  # idempotent
-        assert s.wait(5) == 137  # 128 + SIGKILL
-        assert drain(s) == {1: b"", 2: b""}
-    # close() kills what still runs, and ends a read blocked in another thread
-    s = rt.exec_session(c.id, ["sleep", "103"], stdin=True, tty=True)
-    got: list[object] = []
-    reader = threading.Thread(target=lambda: got.append(s.read()))
-    reader.start()
-    time.sleep(0.1)
-    s.close()
-    reader.join(5)
-    assert got == [None] and not reader.is_alive()
-    assert s.wait(5) == 137 and s.read() is None
+    check_kill(rt, c.id)
+    check_close_ends_a_blocked_read(rt.exec_session(c.id, ["sleep", "103"], stdin=True, tty=True))
     assert b"sleep 103" not in rt.exec(c.id, ["ps", "-o", "args"], timeout=5)[1]
 
 

@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +33,6 @@ from orchestrator.node.ns_runtime import SANDBOX_CGROUP, NamespaceRuntime, _proc
 from orchestrator.node.runtime import (
     ContainerConfig,
     ContainerInfo,
-    ExecSession,
     PodRef,
     RuntimeError_,
     SandboxConfig,
@@ -42,6 +40,14 @@ from orchestrator.node.runtime import (
 )
 from stats.cgroups.hierarchy import Hierarchy
 from tests.cgroup_trees import kill_and_rmdir
+from tests.exec_sessions import (
+    check_close_ends_a_blocked_read,
+    check_kill,
+    check_resize_and_eof_on_a_tty,
+    check_streams,
+    drain,
+    read_until,
+)
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,52 +343,10 @@ def test_exec_output_exit_code_and_timeout(env: Env) -> None:
         rt.exec(c.id, ["true"], timeout=1)
 
 
-def drain(s: ExecSession, timeout: float = 10) -> dict[int, bytes]:
-    """Everything a session writes until EOF on every stream, by stream (1 stdout, 2 stderr)."""
-    out = {1: b"", 2: b""}
-    deadline = time.monotonic() + timeout
-    while (chunk := s.read(max(0.0, deadline - time.monotonic()))) is not None:
-        assert chunk[0] in (1, 2), f"no EOF within {timeout} s; so far {out}"
-        out[chunk[0]] += chunk[1]
-    return out
-
-
-def read_until(s: ExecSession, what: bytes, timeout: float = 10) -> bytes:
-    got = b""
-    deadline = time.monotonic() + timeout
-    while what not in got:
-        chunk = s.read(max(0.0, deadline - time.monotonic()))
-        assert chunk is not None and chunk[0] != 0, f"{what!r} not within {timeout} s; got {got!r}"
-        got += chunk[1]
-    return got
-
-
 def test_exec_session_stdin_and_separate_streams(env: Env) -> None:
     rt = env.runtime()
     c = start(rt, sandbox(rt), "app", "sleep", "30")
-    s = rt.exec_session(c.id, ["cat"], stdin=True, tty=False)
-    try:
-        assert s.tty is False and s.read(0.05) == (0, b"")  # nothing yet: cat waits for input
-        s.write_stdin(b"hello\n")
-        s.close_stdin()
-        s.close_stdin()  # idempotent
-        with pytest.raises(RuntimeError_, match="stdin is closed"):
-            s.write_stdin(b"more")
-        assert drain(s) == {1: b"hello\n", 2: b""}
-        assert s.wait(5) == 0 and s.read() is None
-    finally:
-        s.close()
-    s.close()  # idempotent
-    with closing(rt.exec_session(c.id, ["sh", "-c", "echo out; echo err >&2; exit 3"], stdin=False, tty=False)) as s:
-        assert drain(s) == {1: b"out\n", 2: b"err\n"}
-        assert s.wait(5) == 3
-        with pytest.raises(RuntimeError_, match="not attached"):
-            s.write_stdin(b"x")
-        s.close_stdin()  # a no-op without stdin
-        s.resize(80, 24)  # a no-op without a TTY
-    with closing(rt.exec_session(c.id, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; echo done >&2"],
-                         stdin=False, tty=False)) as s:
-        assert drain(s) == {1: b"x" * 300000, 2: b"done\n"} and s.wait(5) == 0
+    check_streams(rt, c.id)
     rt.stop_container(c.id, grace=1)
     with pytest.raises(RuntimeError_, match="not running"):
         rt.exec_session(c.id, ["true"], stdin=True, tty=False)
@@ -393,35 +357,15 @@ def test_exec_session_with_a_tty(env: Env) -> None:
     c = start(rt, sandbox(rt), "app", "sleep", "30")
     script = 'tty; stty size; (: </dev/tty) 2>/dev/null && echo ctty; echo "TERM=$TERM"; echo ready; read x; stty size'
     s = rt.exec_session(c.id, ["sh", "-c", script], stdin=True, tty=True, width=100, height=30)
-    try:
-        assert s.tty is True
-        first = read_until(s, b"ready")
-        assert b"/dev/pts/" in first and b"30 100" in first  # the size given at the start
-        assert b"ctty" in first and b"TERM=xterm" in first  # its controlling terminal: job control works
-        s.resize(120, 40)
-        s.write_stdin(b"\n")
-        rest = drain(s)
-        assert b"40 120" in rest[1] and rest[2] == b""  # one stream with a TTY
-        assert s.wait(5) == 0
-    finally:
-        s.close()
-    with closing(rt.exec_session(c.id, ["cat"], stdin=True, tty=True)) as s:
-        s.write_stdin(b"hi\n")
-        read_until(s, b"hi\r\nhi\r\n")  # the terminal's echo, then cat's
-        s.close_stdin()  # ^D: EOF for a reader at the start of a line
-        drain(s)
-        assert s.wait(5) == 0
+    first = read_until(s, b"ready")  # the size given at the start, before the command ran
+    assert b"ctty" in first  # its controlling terminal: job control works
+    check_resize_and_eof_on_a_tty(s, first, rt, c.id)
 
 
 def test_exec_session_kill(env: Env) -> None:
     rt = env.runtime()
     c = start(rt, sandbox(rt), "app", "sleep", "30")
-    with closing(rt.exec_session(c.id, ["sleep", "100"], stdin=False, tty=False)) as s:
-        assert s.wait(0.1) is None
-        s.kill()
-        s.kill()  # idempotent
-        assert s.wait(5) == 137  # 128 + SIGKILL
-        assert drain(s) == {1: b"", 2: b""}
+    check_kill(rt, c.id)
     # an interactive shell on a TTY puts each job in a process group of its own: kill() gets them all
     procs = env.v2 / "podu1" / "app" / "cgroup.procs"
     main = record(rt.state_dir / "containers" / c.id / "pid")["pid"]
@@ -432,16 +376,7 @@ def test_exec_session_kill(env: Env) -> None:
         assert s.wait(5) == 137
         wait_for(lambda: procs.read_text().split() == [str(main)], 5, "the shell's jobs killed")
         drain(s)
-    # close() kills what still runs, and ends a read blocked in another thread
-    s = rt.exec_session(c.id, ["sh", "-c", "sleep 103"], stdin=True, tty=False)
-    got: list[object] = []
-    reader = threading.Thread(target=lambda: got.append(s.read()))
-    reader.start()
-    time.sleep(0.1)
-    s.close()
-    reader.join(5)
-    assert got == [None] and not reader.is_alive()
-    assert s.wait(0) == 137 and s.read() is None
+    check_close_ends_a_blocked_read(rt.exec_session(c.id, ["sh", "-c", "sleep 103"], stdin=True, tty=False))
     wait_for(lambda: procs.read_text().split() == [str(main)], 5, "the closed session's process killed")
 
 

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from netplane.lab import Lab
+from tests.ptyrun import interact
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,8 +182,12 @@ def kubectl_steps(api: Api) -> None:
     assert p.stdout.strip() == f"in {some}", p.stdout
     p = k("exec", some, "-c", "web", "--", "cat", "/etc/resolv.conf")
     assert "nameserver 10.96.0.10" in p.stdout, p.stdout
-    p = k("exec", "-i", some, "--", "cat", input="x", check=False)
-    assert p.returncode != 0 and "without stdin or a TTY" in p.stderr, p.stderr
+    p = k("exec", "-i", some, "--", "sh", "-c", "cat; echo done >&2", input="piped through\n")
+    assert (p.stdout, p.stderr) == ("piped through\n", "done\n"), p  # stdin closed: v5's close channel
+    # -it from a terminal: an interactive shell in the pod, of this terminal's size
+    code, out = interact([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "exec", "-it", some, "--", "sh"],
+                         [("# ", "stty size; tty; exit 6\r")], cols=93, rows=19)
+    assert code == 6 and "19 93" in out and "/dev/pts/" in out, out
 
     # ---- describe
     d = k("describe", "pod", some).stdout

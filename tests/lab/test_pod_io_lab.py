@@ -3,7 +3,8 @@ node runtime (Docker and plain namespaces): the CLI reads the pod's node from et
 that host's agent (the node API on the underlay, reached from inside the host's namespace).
 
 Covered: logs of a named container, `--tail 1`, `-f` that ends when the container exits,
-`exec` printing the command's output and exiting with its code, the Node's announced port,
+`exec` printing the command's output and exiting with its code (also `-i`, `-t` and `-it` from a
+terminal: stdin, a TTY and its size streamed), the Node's announced port,
 and one-line errors (exit 2) for an unknown pod, an unknown container and a missing `-c`.
 """
 
@@ -22,6 +23,7 @@ import pytest
 
 from netplane.lab import Lab
 from netplane.lab.builder import LAB_PREFIX
+from tests.ptyrun import interact
 from tests.waiting import wait_for
 
 NETPLANE = str(Path(sys.executable).parent / "netplane")
@@ -97,6 +99,17 @@ def test_logs_and_exec_through_the_node_agent(lab_factory: Callable[..., Lab], r
     # stdout and stderr are two streams (Docker multiplexes them): their order is not kept
     assert (p.returncode, sorted(p.stdout.splitlines())) == (3, ["err", "hi"]), p.stderr
     assert ok(lab, "exec", "io", "-c", "main", "--", "echo", "ok") == "ok\n"
+    # exec -i streams: stdin through, stdout and stderr apart, the exit code
+    p = np(lab, "exec", "-i", "io", "-c", "main", "--", "sh", "-c", "read x; echo got $x; echo e >&2; exit 4",
+           input="abc\n")
+    assert (p.returncode, p.stdout, p.stderr) == (4, "got abc\n", "e\n"), p
+    # -t: the command has a TTY
+    p = np(lab, "exec", "-t", "io", "-c", "main", "--", "sh", "-c", "tty")
+    assert p.returncode == 0 and p.stdout.startswith("/dev/pts/"), p
+    # -it from a terminal: an interactive shell of this terminal's size (typed at its prompt)
+    code, out = interact(np_argv(lab, "exec", "-it", "io", "-c", "main", "--", "sh"),
+                         [("# ", "stty size; echo $((6*7)); exit 5\r")], cols=91, rows=17)
+    assert code == 5 and "17 91" in out and "42" in out, out
 
     one_line_error(np(lab, "logs", "nope"), 2, 'pods "nope" not found')
     one_line_error(np(lab, "exec", "nope", "--", "true"), 2, 'pods "nope" not found')

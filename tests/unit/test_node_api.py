@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import queue
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from netplane.errors import ConfigError, NetplaneError, NotFoundError, UserError
+from orchestrator.node import execstream
 from orchestrator.node.apiclient import NodeClient, Target, container_of
 from orchestrator.node.runtime import ContainerInfo, PodRef
 from orchestrator.node.server import (
@@ -56,11 +58,55 @@ class FakeRuntime:
             return -1, b"partial"
         return 3, f"{container_id}: {' '.join(cmd)}\n".encode()
 
+    def exec_session(self, container_id: str, cmd: Sequence[str], *, stdin: bool, tty: bool) -> FakeSession:
+        self.session = FakeSession(tty)
+        self.session_asked = (container_id, list(cmd), stdin, tty)
+        return self.session
+
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
         self.logs_asked.append((container_id, tail, follow))
         if container_id in self.streams:
             return self.streams[container_id]
         return iter([b"one\n", b"two\n"])
+
+
+class FakeSession:
+    """`cat` with its exit code at the end: stdin comes back on stdout; "err" goes to stderr."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.out: queue.Queue[tuple[int, bytes] | None] = queue.Queue()
+        self.sizes: list[tuple[int, int]] = []
+        self.code: int | None = None
+        self.killed = threading.Event()
+
+    def write_stdin(self, data: bytes) -> None:
+        self.out.put((2 if data == b"err" and not self.tty else 1, data))
+
+    def close_stdin(self) -> None:
+        self.code = 7
+        self.out.put(None)
+
+    def read(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        try:
+            return self.out.get(timeout=timeout)
+        except queue.Empty:
+            return (0, b"")
+
+    def resize(self, width: int, height: int) -> None:
+        self.sizes.append((width, height))
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.code
+
+    def kill(self) -> None:
+        if self.code is None:
+            self.code = 137
+            self.killed.set()
+            self.out.put(None)
+
+    def close(self) -> None:
+        self.kill()
 
 
 class FakeNode:
@@ -221,3 +267,58 @@ def test_client_errors_are_one_line() -> None:
         container_of(_pod("p", "a", "b"), None)
     with pytest.raises(UserError, match="container z is not valid for pod p"):
         container_of(_pod("p", "a"), "z")
+
+
+def _upgraded(srv: NodeAPIServer, query: str) -> tuple[socket.socket, Any, bytes]:
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(f"POST /exec/default/solo/c?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+              f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n".encode())
+    f = s.makefile("rb")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += f.read(1)
+    return s, f, head
+
+
+def test_streaming_exec_relays_stdin_output_resizes_and_the_exit_code(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    node, srv = served
+    s, f, head = _upgraded(srv, "command=cat&stdin=true&tty=false")
+    try:
+        assert head.startswith(b"HTTP/1.1 101 ") and f"Upgrade: {execstream.UPGRADE}".encode() in head, head
+        assert node.runtime.session_asked == ("solo-c-1", ["cat"], True, False)
+        s.sendall(execstream.frame(execstream.STDIN, b"hello"))
+        assert execstream.read_frame(f) == (execstream.STDOUT, b"hello")
+        s.sendall(execstream.frame(execstream.STDIN, b"err"))
+        assert execstream.read_frame(f) == (execstream.STDERR, b"err")
+        s.sendall(execstream.frame(execstream.RESIZE, b'{"Width": 120, "Height": 40}'))
+        s.sendall(execstream.frame(execstream.RESIZE, b"not json"))  # ignored
+        s.sendall(execstream.frame(execstream.CLOSE))
+        assert execstream.read_frame(f) == (execstream.STATUS, b'{"exitCode": 7}')
+        assert execstream.read_frame(f) is None, "the node closes after the status"
+        assert node.runtime.session.sizes == [(120, 40)]
+    finally:
+        f.close()
+        s.close()
+
+
+def test_streaming_exec_kills_the_command_when_the_client_goes(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    node, srv = served
+    s, f, head = _upgraded(srv, "command=cat&stdin=true")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    f.close()
+    s.close()
+    assert node.runtime.session.killed.wait(5), "a client that left has its command killed"
+
+
+def test_streaming_exec_refusals_come_before_the_upgrade(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    _, srv = served
+    code, text = _raw(srv, "POST", "/exec/default/solo/c?command=cat&stdin=true")
+    assert code == 400 and "streaming exec" in text, text  # stdin without the upgrade
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    try:
+        sock.sendall(f"POST /exec/default/nope/c?command=cat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                     f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n".encode())
+        reply = sock.makefile("rb").read()
+        assert reply.startswith(b"HTTP/1.1 404 "), reply
+    finally:
+        sock.close()

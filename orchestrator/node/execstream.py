@@ -1,0 +1,68 @@
+"""The node API's streaming exec: the frames a command's standard streams travel in.
+
+`POST /exec/{namespace}/{pod}/{container}?command=...&stdin=true&tty=true` with
+`Connection: Upgrade` and `Upgrade: netplane-exec/1` is answered `101 Switching Protocols`
+(or an ordinary error reply before anything runs), and from then on both sides send frames:
+
+    1 byte channel | 4 bytes payload length (big-endian) | payload
+
+    client -> node   0 stdin data   4 resize: JSON {"Width": w, "Height": h}   255 stdin closed
+    node -> client   1 stdout       2 stderr (none with a TTY)   3 the end: JSON {"exitCode": n}
+
+The channel numbers are kube's remotecommand ones (v5.channel.k8s.io), so the API server relays
+kubectl's WebSocket messages by re-framing them; the framing is ours (kubelet upgrades to SPDY or
+a WebSocket). The node closes the connection after the status frame. A client that goes away
+before that (EOF on the socket) has its command killed.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import BinaryIO
+
+UPGRADE = "netplane-exec/1"
+STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+MAX_FRAME = 1 << 20
+_HEADER = struct.Struct(">BI")
+HEADER_SIZE = _HEADER.size
+
+
+class FrameError(ValueError):
+    """A frame that is not one (length over MAX_FRAME, a cut header)."""
+
+
+def frame(channel: int, data: bytes = b"") -> bytes:
+    return _HEADER.pack(channel, len(data)) + data
+
+
+def header(raw: bytes) -> tuple[int, int]:
+    """(channel, payload length) of a frame's first HEADER_SIZE bytes."""
+    channel, length = _HEADER.unpack(raw)
+    if length > MAX_FRAME:
+        raise FrameError(f"exec stream: a frame of {length} bytes (at most {MAX_FRAME})")
+    return channel, length
+
+
+def read_frame(f: BinaryIO) -> tuple[int, bytes] | None:
+    """The next frame from a blocking stream; None at a clean EOF between frames."""
+    raw = f.read(HEADER_SIZE)
+    if not raw:
+        return None
+    if len(raw) < HEADER_SIZE:
+        raise FrameError("exec stream: cut in a frame header")
+    channel, length = header(raw)
+    data = f.read(length) if length else b""
+    if len(data) < length:
+        raise FrameError("exec stream: cut in a frame")
+    return channel, data
+
+
+def resize_of(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) of a resize frame (kube's TerminalSize JSON); None when malformed."""
+    try:
+        size = json.loads(payload)
+        w, h = int(size["Width"]), int(size["Height"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return (w, h) if 0 < w < 65536 and 0 < h < 65536 else None
