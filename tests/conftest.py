@@ -25,9 +25,7 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
 from netplane.store import EtcdConfig, EtcdStore, Keys
 from netplane.store.embedded import EmbeddedEtcd, free_loopback_port
 
-
-def free_port() -> int:
-    return free_loopback_port()
+free_port = free_loopback_port  # what the tests import from here
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -254,19 +254,14 @@ def exec_status(exit_code: int, command: list[str]) -> Obj:
             "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
 
 
-async def _node_exec(host: str, port: int, path: str, query: list[tuple[str, str]]
-                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The node agent's streaming exec, upgraded (`orchestrator.node.execstream`); the node's
-    refusal (a pod it does not run, a stopped container) as the APIError it answers."""
-    from urllib.parse import quote, urlencode
-
+async def _node_exec(host: str, port: int, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The node agent's streaming exec, upgraded by `request` (`execstream.upgrade_request`);
+    the node's refusal (a pod it does not run, a stopped container) as the APIError it answers."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), NODE_CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as e:
         raise APIError(500, f"the node agent at {host}:{port} does not answer: {e}") from None
-    target = quote(path) + "?" + urlencode(query)
-    writer.write((f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
-                  f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode())
+    writer.write(request)
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), NODE_CONNECT_TIMEOUT * 6)
         status_line, *lines = head.decode("latin-1").split("\r\n")
@@ -296,8 +291,8 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
                           "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
     container, host, port = await pod_on_node(ctx, namespace, name, q.get("container"))
     stdin, tty = _true(q.get("stdin")), _true(q.get("tty"))
-    query = [*(("command", c) for c in command), ("stdin", str(stdin).lower()), ("tty", str(tty).lower())]
-    reader, writer = await _node_exec(host, port, f"/exec/{namespace}/{name}/{container}", query)
+    reader, writer = await _node_exec(host, port, execstream.upgrade_request(
+        f"{host}:{port}", namespace, name, container, command, stdin=stdin, tty=tty))
     await ws.prepare(request)
     want = {execstream.STDOUT: _true(q.get("stdout")), execstream.STDERR: _true(q.get("stderr"))}
 

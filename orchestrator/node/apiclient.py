@@ -162,15 +162,12 @@ class NodeClient:
         finally:
             conn.close()
 
-
     def exec_stream(self, namespace: str, pod: str, container: str, command: Sequence[str], *,
                     stdin: bool, tty: bool) -> tuple[socket.socket, Any]:
         """The streaming exec, upgraded (`orchestrator.node.execstream`): the socket and a
         buffered reader of it for `execstream.read_frame`; the node's refusal as the usual
         one-line errors."""
         t = self.target
-        query = urlencode([("command", c) for c in command] + [("stdin", str(stdin).lower()), ("tty", str(tty).lower())])
-        path = f"/exec/{_seg(namespace)}/{_seg(pod)}/{_seg(container)}?{query}"
         try:
             sock = self.connect((t.address, t.port), CONNECT_TIMEOUT)
         except OSError as e:
@@ -178,8 +175,8 @@ class NodeClient:
                                 f"{e.strerror or e}") from e
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {t.address}:{t.port}\r\nConnection: Upgrade\r\n"
-                          f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode())
+            sock.sendall(execstream.upgrade_request(f"{t.address}:{t.port}", namespace, pod, container, command,
+                                                    stdin=stdin, tty=tty))
             f = sock.makefile("rb")
             resp = http.client.HTTPResponse(sock)  # only to parse the status line and headers
             resp.fp = f

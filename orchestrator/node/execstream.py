@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from typing import BinaryIO
+from urllib.parse import quote, urlencode
 
 UPGRADE = "netplane-exec/1"
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -30,6 +32,15 @@ HEADER_SIZE = _HEADER.size
 
 class FrameError(ValueError):
     """A frame that is not one (length over MAX_FRAME, a cut header)."""
+
+
+def upgrade_request(authority: str, namespace: str, pod: str, container: str, command: Sequence[str], *,
+                    stdin: bool, tty: bool) -> bytes:
+    """The HTTP request that opens a streaming exec at the node agent `authority` (host:port)."""
+    path = "/".join(quote(p, safe="") for p in ("", "exec", namespace, pod, container))
+    query = urlencode([*(("command", c) for c in command), ("stdin", str(stdin).lower()), ("tty", str(tty).lower())])
+    return (f"POST {path}?{query} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n"
+            f"Upgrade: {UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode()
 
 
 def frame(channel: int, data: bytes = b"") -> bytes:

@@ -662,7 +662,8 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
         token = kc.make(api.config.state_dir, user="tok", token=True)["users"][0]["user"]["token"]
         ro_token = kc.make(api.config.state_dir, user="viewer", groups=["readonly"],
                            token=True)["users"][0]["user"]["token"]
-        time.sleep(1.1)  # the token file is re-read within a second
+        wait_for(lambda: raw(api, "/api/v1/namespaces/default/pods", token=ro_token)[0] == 200, 10,
+                 "the new tokens read from the token file")
         # not a WebSocket (what kubectl's SPDY fallback sends): a 400 naming what is served
         path = "/api/v1/namespaces/default/pods/execd/exec?command=ls"
         code, body = raw(api, path + "&stdout=true", token=token, method="POST")

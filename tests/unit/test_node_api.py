@@ -269,10 +269,10 @@ def test_client_errors_are_one_line() -> None:
         container_of(_pod("p", "a"), "z")
 
 
-def _upgraded(srv: NodeAPIServer, query: str) -> tuple[socket.socket, Any, bytes]:
+def _upgraded(srv: NodeAPIServer, *, pod: str = "solo", stdin: bool = True, tty: bool = False
+              ) -> tuple[socket.socket, Any, bytes]:
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-    s.sendall(f"POST /exec/default/solo/c?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-              f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n".encode())
+    s.sendall(execstream.upgrade_request("x", "default", pod, "c", ["cat"], stdin=stdin, tty=tty))
     f = s.makefile("rb")
     head = b""
     while not head.endswith(b"\r\n\r\n"):
@@ -282,7 +282,7 @@ def _upgraded(srv: NodeAPIServer, query: str) -> tuple[socket.socket, Any, bytes
 
 def test_streaming_exec_relays_stdin_output_resizes_and_the_exit_code(served: tuple[FakeNode, NodeAPIServer]) -> None:
     node, srv = served
-    s, f, head = _upgraded(srv, "command=cat&stdin=true&tty=false")
+    s, f, head = _upgraded(srv)
     try:
         assert head.startswith(b"HTTP/1.1 101 ") and f"Upgrade: {execstream.UPGRADE}".encode() in head, head
         assert node.runtime.session_asked == ("solo-c-1", ["cat"], True, False)
@@ -303,7 +303,7 @@ def test_streaming_exec_relays_stdin_output_resizes_and_the_exit_code(served: tu
 
 def test_streaming_exec_kills_the_command_when_the_client_goes(served: tuple[FakeNode, NodeAPIServer]) -> None:
     node, srv = served
-    s, f, head = _upgraded(srv, "command=cat&stdin=true")
+    s, f, head = _upgraded(srv)
     assert head.startswith(b"HTTP/1.1 101 ")
     f.close()
     s.close()
@@ -314,11 +314,7 @@ def test_streaming_exec_refusals_come_before_the_upgrade(served: tuple[FakeNode,
     _, srv = served
     code, text = _raw(srv, "POST", "/exec/default/solo/c?command=cat&stdin=true")
     assert code == 400 and "streaming exec" in text, text  # stdin without the upgrade
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-    try:
-        sock.sendall(f"POST /exec/default/nope/c?command=cat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-                     f"Upgrade: {execstream.UPGRADE}\r\nContent-Length: 0\r\n\r\n".encode())
-        reply = sock.makefile("rb").read()
-        assert reply.startswith(b"HTTP/1.1 404 "), reply
-    finally:
-        sock.close()
+    sock, f, head = _upgraded(srv, pod="nope", stdin=False)
+    f.close()
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 404 "), head  # a pod this node does not run: no upgrade
