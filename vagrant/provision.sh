@@ -38,4 +38,13 @@ if [ "$CONTROL_PLANE" = 1 ]; then
   fi
 fi
 "$NP" "${args[@]}" --start
+if [ "$CONTROL_PLANE" = 1 ] && [ ! -s /root/.kube/config ]; then
+  # root's kubeconfig on h1, with a client certificate of the cluster CA (kubeadm's admin.conf):
+  # what `netplane logs/exec` show node agents and what kubectl uses here. The CA appears at the
+  # master's first start.
+  ca_key=/var/lib/netplane/apiserver/ca.key
+  for _ in $(seq 60); do [ -s "$ca_key" ] && break; sleep 1; done
+  [ -s "$ca_key" ] || { journalctl -u netplane-master.service -n 20 --no-pager >&2 || true; log "no cluster CA after 60 s"; exit 1; }
+  "$NP" kubeconfig --server "https://${NODE_IP}:6443" -o /root/.kube/config
+fi
 systemctl --no-pager --lines=0 status 'netplane-*.service' || true

@@ -73,8 +73,11 @@ def _ip(text: str | None) -> IPv4Address | None:
 @click.option("--crashloop-backoff", metavar="INITIAL:CAP:RESET", default="10:300:600", show_default=True,
               help="Crash-loop back-off in seconds: first hold, cap of the doubling, run time that resets it.")
 @click.option("--node-api-listen", metavar="ADDR:PORT|none",
-              help="The node API (logs, exec; kubelet's paths; plain HTTP, no authentication) listens here "
-                   "[default: <node IP>:10250]; none: off.")
+              help="The node API (logs, exec; kubelet's paths; HTTPS, client certificates of the cluster's CA) "
+                   "listens here [default: <node IP>:10250]; none: off.")
+@click.option("--node-api-client-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="CA bundle whose client certificates the node API accepts (kubelet's --client-ca-file) "
+                   "[default: the CAs the cluster's API servers publish in etcd].")
 @click.pass_obj
 def agent(
     settings: Settings,
@@ -99,6 +102,7 @@ def agent(
     heartbeat: float,
     crashloop_backoff: str,
     node_api_listen: str | None,
+    node_api_client_ca: Path | None,
 ) -> None:
     """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
     opts = AgentOptions(
@@ -124,9 +128,12 @@ def agent(
         components.append(wiring.node_runtime(runtime=runtime, state_dir=runtime_dir, runtime_id=runtime_id,
                                               cgroup=proxy_cgroup, heartbeat=heartbeat,
                                               backoff=_backoff(crashloop_backoff),
-                                              options={"api_listen": api_listen}))
+                                              options={"api_listen": api_listen,
+                                                       "api_client_ca": node_api_client_ca}))
     elif node_api_listen is not None and api_listen is not None:
         raise ConfigError("--node-api-listen needs --runtime (the node API serves the node runtime's pods)")
+    elif node_api_client_ca is not None:
+        raise ConfigError("--node-api-client-ca needs --runtime (the node API serves the node runtime's pods)")
     if stats_listen:
         components.append(wiring.stats(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
     elif stats_sources or stats_cgroups:

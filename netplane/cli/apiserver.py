@@ -44,6 +44,10 @@ def apiserver_options(prefix: str = "", *, listen_default: str | None = "127.0.0
             click.option(f"{p}tls-key", f"{dest}tls_key", type=_FILE, help="Its private key."),
             click.option(f"{p}client-ca", f"{dest}client_ca", type=_FILE,
                          help="CA whose client certificates authenticate (default: the state dir's CA)."),
+            click.option(f"{p}kubelet-client-certificate", f"{dest}kubelet_client_certificate", type=_FILE,
+                         help="Client certificate for node agents' APIs (pods/log, pods/exec) "
+                              "[default: one the state dir's CA issues, CN kube-apiserver-kubelet-client]."),
+            click.option(f"{p}kubelet-client-key", f"{dest}kubelet_client_key", type=_FILE, help="Its private key."),
             click.option(f"{p}token-auth-file", f"{dest}token_auth_file", type=_FILE,
                          help='Bearer tokens, kube-apiserver\'s CSV: token,user,uid,"group1,group2" '
                               "(default: <state-dir>/tokens.csv; re-read when it changes)."),
@@ -74,7 +78,8 @@ def config_from(kw: dict[str, Any], prefix: str = "") -> APIServerConfig | None:
     state_dir = kw.pop(f"{d}state_dir")
     rest = {k: kw.pop(f"{d}{k}") for k in ("tls_cert", "tls_key", "client_ca", "token_auth_file",
                                             "read_only_group", "advertise_address", "tls_san",
-                                            "bookmark_interval")}
+                                            "bookmark_interval", "kubelet_client_certificate",
+                                            "kubelet_client_key")}
     if not listen:
         return None
     try:
@@ -83,11 +88,16 @@ def config_from(kw: dict[str, Any], prefix: str = "") -> APIServerConfig | None:
         raise click.BadParameter(str(e), param_hint=f"--{prefix}listen") from None
     if (rest["tls_cert"] is None) != (rest["tls_key"] is None):
         raise click.BadParameter("give --tls-cert and --tls-key together", param_hint=f"--{prefix}tls-cert")
+    if (rest["kubelet_client_certificate"] is None) != (rest["kubelet_client_key"] is None):
+        raise click.BadParameter("give --kubelet-client-certificate and --kubelet-client-key together",
+                                 param_hint=f"--{prefix}kubelet-client-certificate")
     return APIServerConfig(listen=addr, state_dir=state_dir, tls_cert=rest["tls_cert"],
                            tls_key=rest["tls_key"], client_ca=rest["client_ca"],
                            token_auth_file=rest["token_auth_file"],
                            read_only_group=rest["read_only_group"], advertise=rest["advertise_address"],
-                           tls_sans=tuple(rest["tls_san"]), bookmark_interval=rest["bookmark_interval"])
+                           tls_sans=tuple(rest["tls_san"]), bookmark_interval=rest["bookmark_interval"],
+                           kubelet_client_cert=rest["kubelet_client_certificate"],
+                           kubelet_client_key=rest["kubelet_client_key"])
 
 
 @click.command("apiserver")
@@ -144,7 +154,8 @@ def kubeconfig(user: str, groups: tuple[str, ...], server: str | None, use_token
 
     The credential is a client certificate signed by the cluster CA (CN=user, O=groups), or
     with --token a random token appended to the server's token file. kubectl and the
-    `kubernetes` Python client accept the result as it is:
+    `kubernetes` Python client accept the result as it is; a certificate one also lets
+    `netplane logs/exec --kubeconfig` past node agents (they accept the CA the server publishes):
 
         netplane kubeconfig -o ~/.kube/config && kubectl get pods
     """

@@ -3,7 +3,10 @@ agent (the node API, `orchestrator.node.server`), as kubectl goes through the ku
 
 The pod is read from etcd; its `spec.nodeName` names the Node, whose InternalIP and
 `status.daemonEndpoints.kubeletEndpoint.Port` say where that agent listens
-(`orchestrator.node.apiclient`). A lab's underlay exists only inside the lab's namespaces, so
+(`orchestrator.node.apiclient`), over TLS pinned to the certificate the Node announces. The
+agent wants a client certificate of the cluster's CA (`orchestrator.node.nodetls`): the one in
+`--kubeconfig` (or `$KUBECONFIG`), one made for the session from the lab's CA when the current
+context is a lab, else `~/.kube/config`'s. A lab's underlay exists only inside the lab's namespaces, so
 when the node is a host of the current lab (the context file names the lab), the connection is
 opened from inside that host's network namespace, on a thread of its own (setns(2) moves only
 the calling thread); the socket stays there and is used from here. So both work from the root
@@ -15,6 +18,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -24,6 +28,7 @@ from netplane.errors import LabError, NetplaneError, UserError
 
 if TYPE_CHECKING:
     from netplane.cli.main import Settings
+    from orchestrator.apiserver.certs import Pair
     from orchestrator.node.apiclient import Connect, NodeClient, Target
 
 
@@ -81,12 +86,48 @@ def lab_netns(settings: Settings, target: Target) -> str | None:
     return topo.netns(host.name)
 
 
-def _client(settings: Settings, namespace: str, pod: str) -> tuple[Target, NodeClient]:
+def credentials(settings: Settings, kubeconfig: Path | None) -> Pair:
+    """The client certificate to show node agents (see the module's note for the order)."""
+    import os
+
+    from orchestrator.apiserver import certs
+    from orchestrator.apiserver.kubeconfig import ADMIN_GROUPS, ADMIN_USER, client_credentials
+
+    if kubeconfig is None and os.environ.get("KUBECONFIG"):
+        kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+    if kubeconfig is not None:
+        return client_credentials(kubeconfig)
+    lab = settings.resolved().lab
+    if lab is not None:
+        from netplane.lab.state import pki_dir
+
+        pki = pki_dir(lab)
+        try:
+            ca = certs.Pair((pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes())
+        except OSError:
+            ca = None
+        if ca is not None:
+            return certs.client_cert(ca, ADMIN_USER, ADMIN_GROUPS, days=1)
+    home = Path.home() / ".kube" / "config"
+    if home.is_file():
+        return client_credentials(home)
+    raise UserError("node agents want a client certificate of the cluster's CA: give --kubeconfig FILE "
+                    "(`netplane kubeconfig` writes one) or set KUBECONFIG")
+
+
+def _client(settings: Settings, namespace: str, pod: str, kubeconfig: Path | None) -> tuple[Target, NodeClient]:
     from orchestrator.node.apiclient import NodeClient, default_connect, locate
 
+    creds = credentials(settings, kubeconfig)
     target = locate(objects_of(settings), namespace, _pod_name(pod))
     ns = lab_netns(settings, target)
-    return target, NodeClient(target, connect=connect_in_netns(ns) if ns else default_connect)
+    return target, NodeClient(target, creds, connect=connect_in_netns(ns) if ns else default_connect)
+
+
+kubeconfig_option = click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Whose client certificate to show the node's agent [default: $KUBECONFIG; in a lab, one from the "
+         "lab's CA; else ~/.kube/config].")
 
 
 @click.command("logs")
@@ -97,16 +138,17 @@ def _client(settings: Settings, namespace: str, pod: str) -> tuple[Target, NodeC
               help="Only the last N lines (-1: all).")
 @click.option("-p", "--previous", is_flag=True, help="The previous instance of the container (after a restart).")
 @namespace_option
+@kubeconfig_option
 @click.pass_context
 def logs(ctx: click.Context, pod: str, container: str | None, follow: bool, tail: int, previous: bool,
-         namespace: str) -> None:
+         namespace: str, kubeconfig: Path | None) -> None:
     """Print a container's output (stdout and stderr), like `kubectl logs POD [-c C] [-f]`."""
     from orchestrator.node.apiclient import container_of
 
     settings: Settings = ctx.obj
     if tail < -1:
         raise UserError(f"--tail {tail}: must be -1 (all) or a number of lines >= 0")
-    target, client = _client(settings, namespace, pod)
+    target, client = _client(settings, namespace, pod, kubeconfig)
     name = (target.pod.get("metadata") or {}).get("name") or pod
     out = sys.stdout.buffer
     try:
@@ -129,9 +171,10 @@ def logs(ctx: click.Context, pod: str, container: str | None, follow: bool, tail
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=300.0, show_default=True, metavar="SECONDS",
               help="Seconds before the command is killed (without -i and -t).")
 @namespace_option
+@kubeconfig_option
 @click.pass_context
 def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: str | None, stdin: bool, tty: bool,
-             timeout: float, namespace: str) -> None:
+             timeout: float, namespace: str, kubeconfig: Path | None) -> None:
     """Run COMMAND in a container of POD and exit with its exit code, like `kubectl exec POD
     [-c C] [-i] [-t] -- COMMAND`.
 
@@ -143,7 +186,7 @@ def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: 
     from orchestrator.node.apiclient import container_of
 
     settings: Settings = ctx.obj
-    target, client = _client(settings, namespace, pod)
+    target, client = _client(settings, namespace, pod, kubeconfig)
     name = (target.pod.get("metadata") or {}).get("name") or pod
     if stdin or tty:
         sock, reader = client.exec_stream(namespace, name, container_of(target.pod, container), command,

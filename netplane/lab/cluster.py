@@ -115,6 +115,17 @@ def ensure_network_config(lab: Lab, store: EtcdStore) -> str:
     return load_config(kv.value).device_name if kv is not None else cfg.device_name
 
 
+def publish_lab_ca(lab: Lab, store: EtcdStore) -> None:
+    """The lab's cluster CA (`pki_dir`), made if missing, published as a client CA node agents
+    accept (as an API server publishes its own): before the agents start, so they know it at once."""
+    from netplane.lab.state import pki_dir
+    from orchestrator.apiserver import certs
+    from orchestrator.node.nodetls import publish_client_cas
+
+    ca = certs.ensure_ca(pki_dir(lab.name))
+    publish_client_cas(store, Keys(LAB_PREFIX), ca.cert)
+
+
 def start_agent(lab: Lab, host: str) -> int:
     return lab.spawn_on(host, agent_argv(lab, host), role="agent", marker=str(lab.host_dir(host)), log_name="agent.log")
 
@@ -123,6 +134,8 @@ def start(lab: Lab, *, wait: float = 60.0) -> None:
     """Network config, then an agent on every host; waits until every host holds a subnet."""
     with store_for(lab) as s:
         device = ensure_network_config(lab, s)
+        if lab.topology.runtime != "none":
+            publish_lab_ca(lab, s)
     for h in lab.topology.hosts:
         if lab.topology.proxy == "ebpf":
             # recorded before the agent starts, so `lab down` (newest first) stops the agent,

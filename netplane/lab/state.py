@@ -26,6 +26,12 @@ def lab_dir(name: str) -> Path:
     return labs_dir() / name
 
 
+def pki_dir(name: str) -> Path:
+    """The lab's cluster CA (`ca.crt`, `ca.key`), made at `lab up` like kubeadm's: node agents
+    accept client certificates it signs, and the CLI makes its own from it (`netplane logs`)."""
+    return lab_dir(name) / "pki"
+
+
 @dataclass
 class LabState:
     topology: Topology

@@ -9,6 +9,7 @@ Every key netplane writes is built here, so the layout is visible in one place:
     <prefix>/nodes/<name>                         node registration / heartbeat
     <prefix>/pods/<name>                          Pod
     <prefix>/controllers/<name>                   ReplicationController
+    <prefix>/pki/client-ca/<sha256>               a CA whose client certificates node APIs accept
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ class Keys:
 
     def controller(self, name: str) -> str:
         return self.controllers + check_name("replication controller", name)
+
+    @property
+    def client_cas(self) -> str:
+        return f"{self.prefix}/pki/client-ca/"
+
+    def client_ca(self, fingerprint: str) -> str:
+        return self.client_cas + fingerprint
 
     @staticmethod
     def name_of(key: str, under: str) -> str:

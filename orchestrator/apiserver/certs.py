@@ -59,21 +59,37 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def new_ca(common_name: str = CA_NAME) -> Pair:
+    return _self_signed(common_name, days=CA_DAYS)
+
+
+def self_signed_server(common_name: str, sans: Iterable[str], *, days: int = CERT_DAYS) -> Pair:
+    """A serving certificate that is its own CA (path length 0), as kubelet makes when it is
+    given none: a client trusts exactly this certificate (it is pinned, not looked up)."""
+    return _self_signed(common_name, days=days, sans=sans, path_length=0)
+
+
+def _self_signed(common_name: str, *, days: int, sans: Iterable[str] | None = None,
+                 path_length: int | None = None) -> Pair:
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
-    cert = (
+    b = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                      content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False,
                                      encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if sans is not None:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        names = _general_names(sans)
+        if names:
+            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = b.sign(key, hashes.SHA256())
     return Pair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
@@ -197,6 +213,38 @@ def ensure_server_cert(state_dir: Path, ca: Pair, sans: Iterable[str]) -> Pair:
         pair = server_cert(ca, sorted(want | have))
         _write(state_dir / "server.key", pair.key, 0o600)
         _write(state_dir / "server.crt", pair.cert, 0o644)
+        return pair
+
+
+def ensure_self_signed(directory: Path, stem: str, common_name: str, sans: Iterable[str]) -> Pair:
+    """`<stem>.crt`/`<stem>.key` in `directory`: a self-signed serving certificate, kept while it
+    covers `sans` and has 30 days left (so what clients pinned stays valid across restarts),
+    else made anew."""
+    want = set(sans)
+    with locked(directory):
+        cur = _read_pair(directory / f"{stem}.crt", directory / f"{stem}.key")
+        if cur is not None:
+            try:
+                if want <= sans_of(cur.cert) and _valid_for(cur.cert, dt.timedelta(days=30)):
+                    return cur
+            except ValueError:  # not a certificate: make a new one
+                pass
+        pair = self_signed_server(common_name, sorted(want))
+        _write(directory / f"{stem}.key", pair.key, 0o600)
+        _write(directory / f"{stem}.crt", pair.cert, 0o644)
+        return pair
+
+
+def ensure_client_cert(state_dir: Path, ca: Pair, stem: str, user: str, groups: Iterable[str]) -> Pair:
+    """`<stem>.crt`/`<stem>.key` in `state_dir`: a client certificate for `user` in `groups`
+    signed by `ca`, (re)issued when missing, signed by another CA or within 30 days of expiry."""
+    with locked(state_dir):
+        cur = _read_pair(state_dir / f"{stem}.crt", state_dir / f"{stem}.key")
+        if cur is not None and _signed_by(cur.cert, ca.cert) and _valid_for(cur.cert, dt.timedelta(days=30)):
+            return cur
+        pair = client_cert(ca, user, groups)
+        _write(state_dir / f"{stem}.key", pair.key, 0o600)
+        _write(state_dir / f"{stem}.crt", pair.cert, 0o644)
         return pair
 
 

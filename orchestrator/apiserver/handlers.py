@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from aiohttp import web
@@ -38,6 +38,9 @@ from orchestrator.objects import meta
 from orchestrator.objects.meta import KINDS, POD, REPLICATION_CONTROLLER, SERVICE, Kind
 from orchestrator.objects.selector import Selector, SelectorError, parse
 from orchestrator.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.stream import NodeDialer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class Context:
     caches: WatchCaches | None = None
     bookmark_interval: float = 60.0
     server_address: str = ""
+    nodes: NodeDialer | None = None  # how pods/log and pods/exec reach node agents
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

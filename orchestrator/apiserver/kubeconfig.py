@@ -97,3 +97,51 @@ def write(path: Path, config: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(dump(config))
     tmp.replace(path)
+
+
+def client_credentials(path: Path, *, context: str | None = None) -> certs.Pair:
+    """The client certificate and key of a kubeconfig's user (its current context's, or
+    `context`'s): `client-certificate(-data)` and `client-key(-data)`, file paths relative to the
+    kubeconfig. A token-only user cannot authenticate to a node agent: `ConfigError` saying so."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"kubeconfig {path}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"kubeconfig {path}: not YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"kubeconfig {path}: not a kubeconfig")
+    name = context or doc.get("current-context")
+    ctx = next((c.get("context") or {} for c in doc.get("contexts") or [] if isinstance(c, dict)
+                and c.get("name") == name), None)
+    if not name or ctx is None:
+        raise ConfigError(f"kubeconfig {path}: no context {name!r}" if name else f"kubeconfig {path}: no current-context")
+    user_name = ctx.get("user")
+    user = next((u.get("user") or {} for u in doc.get("users") or [] if isinstance(u, dict)
+                 and u.get("name") == user_name), None)
+    if not isinstance(user, dict):
+        raise ConfigError(f"kubeconfig {path}: context {name!r} names user {user_name!r}, which it does not have")
+
+    def part(what: str) -> bytes | None:
+        data = user.get(f"{what}-data")
+        if data:
+            try:
+                return base64.b64decode(str(data), validate=True)
+            except ValueError:
+                raise ConfigError(f"kubeconfig {path}: user {user_name!r}: {what}-data is not base64") from None
+        file = user.get(what)
+        if file:
+            p = Path(str(file))
+            p = p if p.is_absolute() else path.parent / p
+            try:
+                return p.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"kubeconfig {path}: user {user_name!r}: {what} {p}: {e.strerror}") from e
+        return None
+
+    cert, key = part("client-certificate"), part("client-key")
+    if cert is None or key is None:
+        raise ConfigError(f"kubeconfig {path}: user {user_name!r} has no client certificate and key, which node "
+                          "agents need (a token works only with the API server): `netplane kubeconfig` "
+                          "without --token writes one")
+    return certs.Pair(cert, key)

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from netplane.errors import ConfigError, StoreError
+from netplane.errors import ConfigError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
 from orchestrator.apiserver import auth, certs, discovery
 from orchestrator.apiserver.handlers import (
@@ -48,6 +48,7 @@ from orchestrator.apiserver.handlers import (
 from orchestrator.apiserver.registry import Registry
 from orchestrator.apiserver.scale import Scales
 from orchestrator.apiserver.status import APIError, from_exception
+from orchestrator.apiserver.stream import NodeDialer
 from orchestrator.apiserver.watchcache import WINDOW, WatchCaches
 from orchestrator.objects.meta import KINDS, NAMESPACE
 from orchestrator.storage import AlreadyExists, ObjectStore
@@ -68,6 +69,10 @@ class APIServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
+    # what pods/log and pods/exec authenticate to node agents with (kube's --kubelet-client-*);
+    # default: a certificate the state dir's CA issues (nodetls.APISERVER_CLIENT_USER)
+    kubelet_client_cert: Path | None = None
+    kubelet_client_key: Path | None = None
     token_auth_file: Path | None = None
     read_only_group: str = auth.DEFAULT_READ_ONLY_GROUP
     advertise: str | None = None  # the host clients use (server URL, serving certificate)
@@ -108,6 +113,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 class TLS:
     context: ssl.SSLContext
     ca_file: Path | None  # what clients should trust (None: the caller knows)
+    client_ca: bytes = b""  # the CAs client certificates are verified against (published for nodes)
+    kubelet_client: certs.Pair | None = None  # our credential towards node agents
 
 
 def tls_setup(cfg: APIServerConfig) -> TLS:
@@ -129,12 +136,31 @@ def tls_setup(cfg: APIServerConfig) -> TLS:
             ctx.load_cert_chain(str(cfg.state_dir / "server.crt"), str(cfg.state_dir / "server.key"))
             ca_file = cfg.state_dir / "ca.crt"
         client_ca = cfg.client_ca or (cfg.state_dir / "ca.crt" if cfg.tls_cert is None else None)
+        client_ca_pem = b""
         if client_ca is not None:
             ctx.load_verify_locations(cafile=str(client_ca))
             ctx.verify_mode = ssl.CERT_OPTIONAL
+            client_ca_pem = client_ca.read_bytes()
+        kubelet_client = _kubelet_client(cfg)
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"TLS setup failed: {e}") from e
-    return TLS(ctx, ca_file)
+    return TLS(ctx, ca_file, client_ca_pem, kubelet_client)
+
+
+def _kubelet_client(cfg: APIServerConfig) -> certs.Pair | None:
+    """The given --kubelet-client-certificate/-key, or one the state dir's CA issues (when the
+    server has that CA: it made its own serving certificate); None when neither."""
+    from orchestrator.node import nodetls
+
+    if (cfg.kubelet_client_cert is None) != (cfg.kubelet_client_key is None):
+        raise ConfigError("--kubelet-client-certificate and --kubelet-client-key must be given together")
+    if cfg.kubelet_client_cert is not None and cfg.kubelet_client_key is not None:
+        return certs.Pair(cfg.kubelet_client_cert.read_bytes(), cfg.kubelet_client_key.read_bytes())
+    if cfg.tls_cert is not None:
+        return None
+    ca = certs.ensure_ca(cfg.state_dir)
+    return certs.ensure_client_cert(cfg.state_dir, ca, "kubelet-client", nodetls.APISERVER_CLIENT_USER,
+                                    nodetls.APISERVER_CLIENT_GROUPS)
 
 
 def token_file_of(cfg: APIServerConfig) -> Path:
@@ -297,7 +323,8 @@ class APIServer:
         ctx = Context(objects=self.objects,
                       registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached),
                       scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
-                      pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches)
+                      pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches,
+                      nodes=NodeDialer(tls.kubelet_client))
         for kind in KINDS:  # from now on, a watch from a revision read later is in a window
             self._caches.get(kind)
         app = build_app(ctx, tokens)
@@ -340,9 +367,25 @@ class APIServer:
         self.url = f"https://{host}:{self.address[1]}"
         ctx.server_address = f"{host.strip('[]')}:{self.address[1]}"
         write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path)
+        self._publish_client_ca(tls.client_ca)
         self._ensure_default_namespace()
         log.info("API server on %s", self.url)
         return self.address
+
+    def _publish_client_ca(self, bundle: bytes) -> None:
+        """Our client CA into etcd, where node agents take the CAs they accept from
+        (`orchestrator.node.nodetls`): a user this server authenticates by certificate is then
+        one the node APIs know too. Failing to publish is logged, not fatal (nodes may have
+        --node-api-client-ca)."""
+        if not bundle:
+            return
+        from orchestrator.node import nodetls
+
+        try:
+            for key in nodetls.publish_client_cas(self.objects.store, self.objects.keys, bundle):
+                log.info("published the client CA for node agents at %s", key)
+        except (NetplaneError, ConfigError) as e:
+            log.warning("cannot publish the client CA for node agents: %s", e)
 
     def _ensure_default_namespace(self) -> None:
         if self.objects.get(NAMESPACE, "default") is not None:

@@ -14,7 +14,9 @@ over a chunked 200 response, as kube-apiserver frames them for JSON clients.
   kube-apiserver's min-request-timeout spreads them), and the client watches again.
 
 **pods/log**: proxied to the agent of the pod's node, at its InternalIP and the port it
-announces in `status.daemonEndpoints.kubeletEndpoint.Port` (`orchestrator.node.server`):
+announces in `status.daemonEndpoints.kubeletEndpoint.Port` (`orchestrator.node.server`), over
+TLS that trusts exactly the certificate the Node announces and presents this server's kubelet
+client certificate (`NodeDialer`, `orchestrator.node.nodetls`):
 `/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `previous`, and the
 body streamed through as it comes.
 
@@ -32,18 +34,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
+import ssl
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from netplane.store.etcd import Compacted
+from orchestrator.apiserver import certs
 from orchestrator.apiserver.status import APIError, bad_request, not_found, too_old
 from orchestrator.apiserver.watchcache import Change, DirectWatch, Watcher
-from orchestrator.node import execstream
+from orchestrator.node import execstream, nodetls
 from orchestrator.objects import meta
 from orchestrator.objects import node as nodes
 from orchestrator.objects.meta import NODE, POD
@@ -183,6 +189,44 @@ def meta_at(obj: Obj, revision: int) -> Obj:
 
 
 # --------------------------------------------------------------------------- pods/log
+class NodeDialer:
+    """TLS towards node agents: per Node, a context that trusts the certificate it announces and
+    presents `credentials` (kept for the last 1,024 certificates seen)."""
+
+    def __init__(self, credentials: certs.Pair | None) -> None:
+        self.credentials = credentials
+        self._contexts: OrderedDict[bytes, ssl.SSLContext] = OrderedDict()
+
+    def context(self, node: Obj) -> ssl.SSLContext:
+        if self.credentials is None:
+            raise APIError(500, "this API server has no client certificate for node agents "
+                                "(--kubelet-client-certificate and --kubelet-client-key)")
+        pem = nodetls.node_certificate(node)
+        if pem is None:
+            raise APIError(500, f"node {meta.name(node)} announces no node API certificate "
+                                f"(annotation {nodetls.CERT_ANNOTATION})")
+        ctx = self._contexts.get(pem)
+        if ctx is None:
+            ctx = nodetls.client_context(pem, self.credentials)
+            self._contexts[pem] = ctx
+            while len(self._contexts) > 1024:
+                self._contexts.popitem(last=False)
+        else:
+            self._contexts.move_to_end(pem)
+        return ctx
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeTarget:
+    """Where a request for a pod's container goes: that container, its node's agent and TLS."""
+
+    container: str
+    node: str
+    host: str
+    port: int
+    tls: ssl.SSLContext
+
+
 def node_endpoint(node: Obj) -> tuple[str, int]:
     address, port = nodes.internal_ip(node), nodes.node_api_port(node)
     if not address or not port:
@@ -191,9 +235,9 @@ def node_endpoint(node: Obj) -> tuple[str, int]:
     return address, port
 
 
-async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | None) -> tuple[str, str, int]:
-    """(container, node API host, port) of a pod's container: the one named, or the pod's only
-    one; 400 when there is no such container or the pod has no node yet."""
+async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | None) -> NodeTarget:
+    """Where a pod's container is served: the one named, or the pod's only one; 400 when there
+    is no such container or the pod has no node yet."""
     pod = await ctx.run(ctx.registry.get, POD, namespace, name)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
@@ -210,17 +254,25 @@ async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | 
     if node is None:
         raise not_found("nodes", node_name)
     host, port = node_endpoint(node)
-    return container, host, port
+    dialer = ctx.nodes or NodeDialer(None)
+    return NodeTarget(container, node_name, host, port, dialer.context(node))
+
+
+def _tls_failure(t: NodeTarget, e: BaseException) -> APIError:
+    if isinstance(e, ssl.SSLError | ssl.CertificateError):
+        return APIError(500, nodetls.handshake_error(t.node, e))
+    return APIError(500, f"the node agent at {t.host}:{t.port} does not answer: {e}")
 
 
 async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
     q = request.query
-    container, host, port = await pod_on_node(ctx, namespace, name, q.get("container"))
+    t = await pod_on_node(ctx, namespace, name, q.get("container"))
     params = {k: q[k] for k in LOG_PARAMS if q.get(k)}
-    url = f"http://{host}:{port}/containerLogs/{namespace}/{name}/{container}"
+    url = f"https://{t.host}:{t.port}/containerLogs/{namespace}/{name}/{t.container}"
     timeout = aiohttp.ClientTimeout(total=None, connect=NODE_CONNECT_TIMEOUT, sock_connect=NODE_CONNECT_TIMEOUT)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, params=params) as r:
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.get(url, params=params, ssl=t.tls) as r:
             if r.status != 200:
                 text = (await r.text(errors="replace")).strip()
                 code = r.status if r.status in (400, 404) else 500
@@ -236,6 +288,8 @@ async def pod_log(request: web.Request, ctx: Context, namespace: str, name: str)
             except aiohttp.ClientError:  # the node went away mid-stream: end the body there
                 pass
             return resp
+    except aiohttp.ClientSSLError as e:
+        raise _tls_failure(t, getattr(e, "certificate_error", None) or getattr(e, "os_error", None) or e) from None
     except aiohttp.ClientError as e:
         raise APIError(500, f'Get "{url}": {e}') from None
 
@@ -254,13 +308,15 @@ def exec_status(exit_code: int, command: list[str]) -> Obj:
             "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
 
 
-async def _node_exec(host: str, port: int, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _node_exec(t: NodeTarget, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """The node agent's streaming exec, upgraded by `request` (`execstream.upgrade_request`);
     the node's refusal (a pod it does not run, a stopped container) as the APIError it answers."""
+    host, port = t.host, t.port
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), NODE_CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as e:
-        raise APIError(500, f"the node agent at {host}:{port} does not answer: {e}") from None
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=t.tls),
+                                                NODE_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+        raise _tls_failure(t, e) from None
     writer.write(request)
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), NODE_CONNECT_TIMEOUT * 6)
@@ -289,10 +345,10 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
     if not ws.can_prepare(request).ok:
         raise bad_request("pods/exec is served as a WebSocket upgrade (v5.channel.k8s.io or "
                           "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
-    container, host, port = await pod_on_node(ctx, namespace, name, q.get("container"))
+    t = await pod_on_node(ctx, namespace, name, q.get("container"))
     stdin, tty = _true(q.get("stdin")), _true(q.get("tty"))
-    reader, writer = await _node_exec(host, port, execstream.upgrade_request(
-        f"{host}:{port}", namespace, name, container, command, stdin=stdin, tty=tty))
+    reader, writer = await _node_exec(t, execstream.upgrade_request(
+        f"{t.host}:{t.port}", namespace, name, t.container, command, stdin=stdin, tty=tty))
     await ws.prepare(request)
     want = {execstream.STDOUT: _true(q.get("stdout")), execstream.STDERR: _true(q.get("stderr"))}
 

@@ -1,11 +1,13 @@
 """The client side of the node API (`orchestrator.node.server`): find the node a pod runs on
 and talk to its agent there, as the API server reaches kubelet for `pods/log` and `exec`.
 
-`locate` reads the pod (its `spec.nodeName`) and that Node (InternalIP, and the node API's port
-from `status.daemonEndpoints.kubeletEndpoint.Port`). `NodeClient` makes the requests over
-plain HTTP; how the socket is opened is injected (`Connect`), so a caller outside the node's
-network, like the root shell of a lab whose underlay lives only in its namespaces, connects
-from inside a network namespace (`netplane.cli.podio`).
+`locate` reads the pod (its `spec.nodeName`) and that Node (InternalIP, the node API's port
+from `status.daemonEndpoints.kubeletEndpoint.Port`, and the certificate it announces).
+`NodeClient` makes the requests over TLS that trusts exactly that certificate and presents a
+client certificate of the cluster's CA (`orchestrator.node.nodetls`); how the socket is opened
+is injected (`Connect`), so a caller outside the node's network, like the root shell of a lab
+whose underlay lives only in its namespaces, connects from inside a network namespace
+(`netplane.cli.podio`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from netplane.errors import NetplaneError, NotFoundError, UserError
-from orchestrator.node import execstream
+from orchestrator.apiserver import certs
+from orchestrator.node import execstream, nodetls
 from orchestrator.objects import meta
 from orchestrator.objects import node as nodes
 from orchestrator.objects import pod as pods
@@ -39,6 +43,7 @@ class Target:
     node: str
     address: str  # the Node's InternalIP
     port: int
+    certificate: bytes  # PEM: the one its node API serves, as the Node announces it
 
 
 def locate(objects: ObjectStore, namespace: str, name: str) -> Target:
@@ -57,7 +62,7 @@ def locate(objects: ObjectStore, namespace: str, name: str) -> Target:
     if not port:
         raise NetplaneError(f"node {node_name} announces no node API port (its agent runs with "
                             "--node-api-listen none, or predates it)")
-    return Target(pod=pod, node=node_name, address=address, port=port)
+    return Target(pod=pod, node=node_name, address=address, port=port, certificate=nodetls.pinned(node, node_name))
 
 
 def default_connect(addr: tuple[str, int], timeout: float) -> socket.socket:
@@ -72,31 +77,54 @@ class ExecResult:
 
 
 class _Conn(http.client.HTTPConnection):
-    def __init__(self, target: Target, connect: Connect, read_timeout: float | None) -> None:
-        super().__init__(target.address, target.port, timeout=CONNECT_TIMEOUT)
-        self._connect = connect
+    def __init__(self, client: NodeClient, read_timeout: float | None) -> None:
+        super().__init__(client.target.address, client.target.port, timeout=CONNECT_TIMEOUT)
+        self._client = client
         self._read_timeout = read_timeout
 
     def connect(self) -> None:
-        self.sock = self._connect((self.host, self.port), CONNECT_TIMEOUT)
+        self.sock = self._client.open()
         self.sock.settimeout(self._read_timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class NodeClient:
-    """Requests to one node's API. Errors: `NotFoundError` (404), `UserError` (400, 405), else
-    `NetplaneError`, each one line naming the node."""
+    """Requests to one node's API, as `credentials` (a client certificate and key; None: none,
+    which the node answers with 401). Errors: `NotFoundError` (404), `UserError` (400, 405),
+    else `NetplaneError`, each one line naming the node."""
 
-    def __init__(self, target: Target, *, connect: Connect = default_connect) -> None:
+    def __init__(self, target: Target, credentials: certs.Pair | None, *, connect: Connect = default_connect) -> None:
         self.target = target
         self.connect = connect
+        self.tls = nodetls.client_context(target.certificate, credentials)
+
+    def open(self) -> ssl.SSLSocket:
+        """A TLS connection to the node's agent; `NetplaneError` saying why there is none."""
+        t = self.target
+        try:
+            sock = self.connect((t.address, t.port), CONNECT_TIMEOUT)
+        except OSError as e:
+            raise NetplaneError(f"cannot reach node {t.node}'s agent at {t.address}:{t.port}: "
+                                f"{e.strerror or e}") from e
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(CONNECT_TIMEOUT)
+            return self.tls.wrap_socket(sock)
+        except ssl.SSLError as e:
+            sock.close()
+            raise NetplaneError(nodetls.handshake_error(t.node, e)) from None
+        except OSError as e:
+            sock.close()
+            raise NetplaneError(f"TLS with node {t.node}'s agent at {t.address}:{t.port}: {e.strerror or e}") from e
 
     def _request(self, method: str, path: str, *, read_timeout: float | None) -> tuple[_Conn, http.client.HTTPResponse]:
         t = self.target
-        conn = _Conn(t, self.connect, read_timeout)
+        conn = _Conn(self, read_timeout)
         try:
             conn.request(method, path, headers={"Accept": "*/*"})
             resp = conn.getresponse()
+        except ssl.SSLError as e:  # the node refused our certificate (TLS 1.3: told after the handshake)
+            conn.close()
+            raise NetplaneError(nodetls.handshake_error(t.node, e)) from None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
@@ -168,19 +196,17 @@ class NodeClient:
         buffered reader of it for `execstream.read_frame`; the node's refusal as the usual
         one-line errors."""
         t = self.target
+        sock = self.open()
         try:
-            sock = self.connect((t.address, t.port), CONNECT_TIMEOUT)
-        except OSError as e:
-            raise NetplaneError(f"cannot reach node {t.node}'s agent at {t.address}:{t.port}: "
-                                f"{e.strerror or e}") from e
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(execstream.upgrade_request(f"{t.address}:{t.port}", namespace, pod, container, command,
                                                     stdin=stdin, tty=tty))
             f = sock.makefile("rb")
             resp = http.client.HTTPResponse(sock)  # only to parse the status line and headers
             resp.fp = f
             resp.begin()
+        except ssl.SSLError as e:
+            sock.close()
+            raise NetplaneError(nodetls.handshake_error(t.node, e)) from None
         except (OSError, http.client.HTTPException) as e:
             sock.close()
             raise NetplaneError(f"node {t.node}: exec: {e}") from e

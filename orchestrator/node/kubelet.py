@@ -88,6 +88,9 @@ class NodeOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
     # the node API (`orchestrator.node.server`: logs, exec) listens here; host "" = the node IP
     api_listen: tuple[str, int] | None = None
+    # the CAs whose client certificates it accepts (kubelet's --client-ca-file); None: those the
+    # cluster's API servers publish in etcd (`orchestrator.node.nodetls.ClientCAs`)
+    api_client_ca: Path | None = None
 
 
 def machine_capacity() -> tuple[str, str]:
@@ -201,6 +204,7 @@ class NodeRuntime:
         self._net: dict[str, tuple[str, str]] = {}  # pod uid -> (sandbox id, IP) its network was attached to
         self._lease = 0
         self.api: NodeAPIServer | None = None
+        self._api_cert = ""  # the node API's certificate, announced in the Node (nodetls.CERT_ANNOTATION)
         self.syncs = 0
         self.errors = 0
         self.last_error = ""
@@ -209,11 +213,24 @@ class NodeRuntime:
     def start(self) -> None:
         self._stop.clear()
         if self.opts.api_listen is not None:  # first: a taken port fails the start; the Node names the port
+            from orchestrator.node import nodetls
             from orchestrator.node.server import NodeAPIServer
 
             host, port = self.opts.api_listen
-            self.api = NodeAPIServer((host or str(self.overlay.node_ip), port), self, netns_name=self.ctx.netns_name)
+            host = host or str(self.overlay.node_ip)
+            pair = nodetls.serving_pair(self.opts.state_dir, self.node, host if host not in ("0.0.0.0", "::")
+                                        else str(self.overlay.node_ip))
+            cas = nodetls.ClientCAs(self.ctx.store, self.ctx.keys, self.opts.api_client_ca)
+            if self.opts.api_client_ca is None:
+                try:
+                    cas.refresh()  # known at once when there are some; followed from here on
+                except NetplaneError as e:
+                    log.info("node API: reading the client CAs: %s (following them)", e)
+            self.api = NodeAPIServer((host, port), self, tls=nodetls.ServerTLS(pair, cas),
+                                     netns_name=self.ctx.netns_name)
             self.api.start()
+            self._api_cert = nodetls.announced(pair)
+            self._start_thread("node-api-cas", lambda: cas.run(self._stop))
         self.pods.add_handler(self._on_pod)
         self._register_node()
         self._start_thread("node-pods", lambda: self.pods.run(self._stop))
@@ -280,6 +297,7 @@ class NodeRuntime:
         md["name"] = self.node
         md["labels"] = {**(md.get("labels") or {}), "kubernetes.io/hostname": self.node,
                         "kubernetes.io/os": "linux", **self.opts.labels}
+        md["annotations"] = self._annotations(md.get("annotations"))
         spec = dict((current or {}).get("spec") or {})
         spec["podCIDR"] = str(self.overlay.subnet)
         spec["podCIDRs"] = [str(self.overlay.subnet)]
@@ -295,6 +313,14 @@ class NodeRuntime:
             },
         }
 
+    def _annotations(self, current: Mapping[str, str] | None) -> dict[str, str]:
+        from orchestrator.node.nodetls import CERT_ANNOTATION
+
+        out = {k: v for k, v in (current or {}).items() if k != CERT_ANNOTATION}
+        if self._api_cert:
+            out[CERT_ANNOTATION] = self._api_cert
+        return out
+
     def _register_node(self) -> None:
         current = self.objects.get(NODE, self.node)
         if current is None:
@@ -307,7 +333,8 @@ class NodeRuntime:
 
         def mutate(n: Obj) -> Obj:
             fresh = self._node_object(n)
-            n["metadata"] = {**n["metadata"], "labels": fresh["metadata"]["labels"]}
+            n["metadata"] = {**n["metadata"], "labels": fresh["metadata"]["labels"],
+                             "annotations": fresh["metadata"]["annotations"]}
             n["spec"] = fresh["spec"]
             n["status"] = fresh["status"]
             return n

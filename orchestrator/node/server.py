@@ -29,10 +29,12 @@ resizes and the exit code both ways while the command runs, with a TTY when aske
 server relays `kubectl exec -i/-t` onto); kubelet's is the same conversation over SPDY or a
 WebSocket, this one over our own framing (`orchestrator.node.execstream`), with no time limit.
 
-**No authentication.** Plain HTTP, and anyone who reaches the address may read logs and run
-commands in every pod of the node; kubelet serves HTTPS with authentication and authorization.
-Listen only on an address the cluster's own network reaches (the default, the node's underlay
-address), or `none`.
+**HTTPS, and only for the cluster's clients** (`orchestrator.node.nodetls`): the agent's
+self-signed certificate, announced in its Node (annotation `netplane.io/node-api-certificate`)
+and pinned by the API server and the CLI; a client certificate signed by a client CA of the
+cluster authenticates (CN user, O groups). Without one: 401; the read-only group may read
+(`/pods`, logs) but gets 403 on exec; `/healthz` answers anyone. Errors are one line of text,
+as above.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from netplane import netns
 from netplane.errors import ConfigError, NetplaneError
 from netplane.httpserver import HTTPServer
+from orchestrator.apiserver import auth
 from orchestrator.node import execstream
+from orchestrator.node.nodetls import ServerTLS
 from orchestrator.node.runtime import ContainerInfo, ExecSession, Runtime
 
 log = logging.getLogger(__name__)
@@ -238,12 +242,33 @@ def pick(node: Node, namespace: str, pod_name: str, container: str | None, *,
 
 
 # --------------------------------------------------------------------------- the server
-class NodeAPIServer:
-    """The HTTP server (one thread per request); `start()` binds (a taken port fails it)."""
+class TLSHTTPServer(HTTPServer):
+    """One thread per connection, whose TLS handshake runs on that thread (a slow client
+    holds up only itself)."""
 
-    def __init__(self, listen: tuple[str, int], node: Node, *, netns_name: str | None = None) -> None:
+    tls: ServerTLS
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            conn = self.tls.wrap(request)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            log.info("node API: TLS handshake with %s failed: %s", client_address[0], e)
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
+        finally:
+            conn.close()
+
+
+class NodeAPIServer:
+    """The HTTPS server (one thread per request); `start()` binds (a taken port fails it)."""
+
+    def __init__(self, listen: tuple[str, int], node: Node, *, tls: ServerTLS, netns_name: str | None = None,
+                 authorizer: auth.Authorizer | None = None) -> None:
         self.listen = listen
         self.node = node
+        self.tls = tls
+        self.authorizer = authorizer or auth.Authorizer()
         self.netns_name = netns_name
         self._server: HTTPServer | None = None
         self._stop = threading.Event()
@@ -256,13 +281,30 @@ class NodeAPIServer:
     def start(self) -> None:
         self._stop.clear()
         handler = type("Handler", (_Handler,), {"api": self})
+        server_class = type("Server", (TLSHTTPServer,), {"tls": self.tls})
         with netns.inside(self.netns_name):
             try:
-                self._server = HTTPServer(self.listen, handler)
+                self._server = server_class(self.listen, handler)
             except OSError as e:
                 raise ConfigError(f"node API: cannot listen on {self.listen[0]}:{self.listen[1]}: {e.strerror}") from e
         threading.Thread(target=self._server.serve_forever, name="node-api", daemon=True).start()
-        log.info("node API (logs, exec; plain HTTP, no authentication) on http://%s:%d", self.listen[0], self.port)
+        log.info("node API (logs, exec; client certificates of the cluster's CA) on https://%s:%d",
+                 self.listen[0], self.port)
+
+    def authorize(self, req: Request, peercert: Any) -> None:
+        """`APIError` 401 without a verified client certificate, 403 for what its user may not do."""
+        if isinstance(req, InfoRequest) and req.what == "healthz":
+            return
+        user = auth.user_from_peercert(peercert)
+        if user is None:
+            why = ("a client certificate signed by a client CA of the cluster is required" if self.tls.trusts_anyone()
+                   else "this node knows no client CA yet (none published in etcd by an API server, "
+                        "nor --node-api-client-ca)")
+            raise APIError(401, f"Unauthorized: {why}")
+        verb = "create" if isinstance(req, ExecRequest) else "get"
+        if not self.authorizer.allowed(user, verb):
+            raise APIError(403, f'Forbidden: user "{user.name}" may not {"exec" if verb == "create" else "read"} '
+                                f"on node {self.node.node}")
 
     def stop(self) -> None:
         self._stop.set()  # streams end (unterminated: a client sees they were cut)
@@ -335,6 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             req = parse(self.command, self.path)
+            self.api.authorize(req, self.connection.getpeercert())
             if isinstance(req, InfoRequest):
                 self._send(*self.api.info(req.what))
             elif isinstance(req, ExecRequest) and _upgrade(self.headers.get("Upgrade")):
@@ -520,11 +563,13 @@ def _close(chunks: Iterator[bytes]) -> None:
 
 
 def _peer_closed(sock: socket.socket) -> bool:
-    """The client closed its end (EOF readable) or reset it."""
+    """The client closed its end (EOF readable, or TLS's closing alert) or reset it. The TCP
+    bytes are peeked under TLS, not decrypted: a following client sends nothing else."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
         if not readable:
             return False
-        return sock.recv(1, socket.MSG_PEEK) == b""
+        peeked = socket.socket.recv(sock, 1, socket.MSG_PEEK)
+        return peeked in (b"", b"\x15")  # EOF, or a TLS alert record (close_notify)
     except OSError:
         return True

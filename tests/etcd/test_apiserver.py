@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -552,13 +552,24 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
 
 
 @contextlib.contextmanager
-def node_agent_stand_in(v1: client.CoreV1Api, handler: type[BaseHTTPRequestHandler], pod_name: str) -> Iterator[None]:
+def node_agent_stand_in(v1: client.CoreV1Api, api: APIServer, handler: type[BaseHTTPRequestHandler],
+                        pod_name: str) -> Iterator[None]:
     """`handler` serving as node n1's agent on loopback (the server finds it from the Node:
-    InternalIP + daemonEndpoints), and pod `pod_name` bound to n1."""
-    agent = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    InternalIP + daemonEndpoints), and pod `pod_name` bound to n1. Its TLS is the agent's own
+    (`nodetls`): a self-signed certificate announced in the Node, and client certificates checked
+    against the CAs published in etcd, where the API server put its own at start."""
+    from orchestrator.node import nodetls
+    from orchestrator.node.server import TLSHTTPServer
+
+    pair = nodetls.serving_pair(api.config.state_dir / "n1", "n1", "127.0.0.1")
+    cas = nodetls.ClientCAs(api.objects.store, api.objects.keys)
+    cas.refresh()
+    server_class = type("StandIn", (TLSHTTPServer,), {"tls": nodetls.ServerTLS(pair, cas)})
+    agent = server_class(("127.0.0.1", 0), handler)
     threading.Thread(target=agent.serve_forever, daemon=True).start()
     try:
-        v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        v1.create_node({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": "n1", "annotations": {nodetls.CERT_ANNOTATION: nodetls.announced(pair)}},
                         "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                                    "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.server_address[1]}}}})
         p = pod(pod_name)
@@ -567,9 +578,17 @@ def node_agent_stand_in(v1: client.CoreV1Api, handler: type[BaseHTTPRequestHandl
         yield
     finally:
         agent.shutdown()
+        agent.server_close()
 
 
 class QuietHandler(BaseHTTPRequestHandler):
+    def peer(self) -> str:
+        """The CN of the client certificate the connection was made with."""
+        from orchestrator.apiserver.auth import user_from_peercert
+
+        user = user_from_peercert(self.connection.getpeercert())  # type: ignore[attr-defined]
+        return user.name if user else ""
+
     def reply(self, ctype: str, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", ctype)
@@ -583,17 +602,29 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) -> None:
     """A stand-in for the node agent's log endpoint: the server streams its answer through."""
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
 
     class Agent(QuietHandler):
         def do_GET(self) -> None:
-            asked.append(self.path)
+            asked.append((self.path, self.peer()))
             self.reply("text/plain", b"line 1\nline 2\n")
 
-    with node_agent_stand_in(v1, Agent, "logger"):
+    with node_agent_stand_in(v1, api, Agent, "logger"):
         text = v1.read_namespaced_pod_log("logger", "default", tail_lines=2)
         assert text == "line 1\nline 2\n"
-        assert asked == ["/containerLogs/default/logger/c?tailLines=2"]
+        # over TLS, as the API server's kubelet client (its CA published for the node)
+        assert asked == [("/containerLogs/default/logger/c?tailLines=2", "kube-apiserver-kubelet-client")]
+        # a Node announcing another certificate than its agent serves: nothing is asked of it
+        from orchestrator.apiserver import certs
+        from orchestrator.node import nodetls
+
+        other = nodetls.announced(certs.self_signed_server("n1@netplane-node", ["127.0.0.1"]))
+        v1.patch_node("n1", {"metadata": {"annotations": {nodetls.CERT_ANNOTATION: other}}})
+        with pytest.raises(ApiException) as e:
+            v1.read_namespaced_pod_log("logger", "default")
+        assert e.value.status == 500 and "presented a certificate other than the one its Node announces" in \
+            json.loads(e.value.body)["message"], e.value.body
+        assert len(asked) == 1
     with pytest.raises(ApiException) as e:
         v1.read_namespaced_pod_log("logger", "default", container="nope")
     assert e.value.status == 400
@@ -617,6 +648,7 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
             q = parse_qs(u.query)
             cmd = q["command"]
             asked.append((u.path, cmd, q["stdin"][0]))
+            assert self.peer() == "kube-apiserver-kubelet-client"
             assert self.headers["Upgrade"] == execstream.UPGRADE
             self.send_response(101)
             self.send_header("Upgrade", execstream.UPGRADE)
@@ -639,7 +671,7 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
             self.wfile.flush()
             self.close_connection = True
 
-    with node_agent_stand_in(v1, Agent, "execd"):
+    with node_agent_stand_in(v1, api, Agent, "execd"):
         out = stream(v1.connect_get_namespaced_pod_exec, "execd", "default", command=["echo", "hi"],
                      stdout=True, stderr=True, stdin=False, tty=False)
         assert out == "ran echo hi\n"

@@ -4,8 +4,13 @@ that host's agent (the node API on the underlay, reached from inside the host's 
 
 Covered: logs of a named container, `--tail 1`, `-f` that ends when the container exits,
 `exec` printing the command's output and exiting with its code (also `-i`, `-t` and `-it` from a
-terminal: stdin, a TTY and its size streamed), the Node's announced port,
+terminal: stdin, a TTY and its size streamed), the Node's announced port and certificate,
 and one-line errors (exit 2) for an unknown pod, an unknown container and a missing `-c`.
+
+Who may ask (`orchestrator.node.nodetls`): the CLI shows a certificate of the lab's CA (made at
+`lab up`, published for the agents); a read-only user's kubeconfig reads logs but is refused
+exec; a certificate of another CA is refused; and a pod that calls its node's agent without a
+certificate gets 401, so it cannot reach into other pods.
 """
 
 from __future__ import annotations
@@ -111,7 +116,41 @@ def test_logs_and_exec_through_the_node_agent(lab_factory: Callable[..., Lab], r
                          [("# ", "stty size; echo $((6*7)); exit 5\r")], cols=91, rows=17)
     assert code == 5 and "17 91" in out and "42" in out, out
 
+    who_may_ask(lab, node, runtime, tmp_path)
+
     one_line_error(np(lab, "logs", "nope"), 2, 'pods "nope" not found')
     one_line_error(np(lab, "exec", "nope", "--", "true"), 2, 'pods "nope" not found')
     one_line_error(np(lab, "logs", "io"), 2, "a container name must be specified for pod io, choose one of: [main short]")
     one_line_error(np(lab, "exec", "io", "-c", "zzz", "--", "true"), 2, "container zzz is not valid for pod io")
+
+
+def who_may_ask(lab: Lab, node: dict[str, Any], runtime: str, tmp_path: Path) -> None:
+    from netplane.lab.state import pki_dir
+    from orchestrator.apiserver import certs
+    from orchestrator.node.nodetls import CERT_ANNOTATION
+
+    assert node["metadata"]["annotations"][CERT_ANNOTATION], "the Node announces its agent's certificate"
+    viewer = tmp_path / "viewer.kubeconfig"
+    p = subprocess.run([NETPLANE, "kubeconfig", "--state-dir", str(pki_dir(lab.name)), "--server", "https://unused:6443",
+                        "--user", "viewer", "--group", "readonly", "-o", str(viewer)], capture_output=True, text=True,
+                       check=False)
+    assert p.returncode == 0, p.stderr
+    assert ok(lab, "logs", "io", "-c", "main", "--tail", "1", "--kubeconfig", str(viewer)) == "three\n"
+    one_line_error(np(lab, "exec", "io", "-c", "main", "--kubeconfig", str(viewer), "--", "true"), 1,
+                   'Forbidden: user "viewer" may not exec on node h1')
+    stranger_ca = tmp_path / "stranger"
+    certs.ensure_ca(stranger_ca)
+    stranger = tmp_path / "stranger.kubeconfig"
+    p = subprocess.run([NETPLANE, "kubeconfig", "--state-dir", str(stranger_ca), "--server", "https://unused:6443",
+                        "-o", str(stranger)], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    one_line_error(np(lab, "logs", "io", "-c", "main", "--kubeconfig", str(stranger)), 1,
+                   "node h1's agent refused our client certificate")
+    if runtime == "namespaces":  # the pod runs host programs: this Python, from inside the pod
+        address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+        probe = ("import http.client, ssl; c = http.client.HTTPSConnection("
+                 f"'{address}', 10250, context=ssl._create_unverified_context(), timeout=5); "
+                 "c.request('POST', '/exec/default/io/main?command=true'); r = c.getresponse(); "
+                 "print(r.status, r.read().decode().strip())")
+        out = ok(lab, "exec", "io", "-c", "main", "--", sys.executable, "-c", probe)
+        assert out.startswith("401 Unauthorized: a client certificate"), out

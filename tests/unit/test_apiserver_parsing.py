@@ -3,11 +3,13 @@ users, request paths, Status shapes and the certificates the CA issues."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography import x509
 
 from netplane.errors import ConfigError
-from orchestrator.apiserver import auth, certs, fields, status
+from orchestrator.apiserver import auth, certs, fields, kubeconfig, status
 from orchestrator.apiserver.handlers import parse_path
 from orchestrator.apiserver.listing import decode_continue, encode_continue
 from orchestrator.objects.meta import EVENT, NAMESPACE, POD
@@ -66,6 +68,41 @@ def test_client_certificate_names_user_and_groups() -> None:
     assert auth.user_from_peercert(peer) == auth.User("alice", "", ("readonly", "dev"))
     server = certs.server_cert(ca, ["localhost", "127.0.0.1"])
     assert certs.sans_of(server.cert) == {"localhost", "127.0.0.1"}
+
+
+def test_kubelet_client_certificate_is_kept_until_its_ca_changes(tmp_path: Path) -> None:
+    ca = certs.ensure_ca(tmp_path)
+    a = certs.ensure_client_cert(tmp_path, ca, "kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"])
+    assert certs.ensure_client_cert(tmp_path, ca, "kubelet-client", "x", []) == a, "kept while valid"
+    other = certs.new_ca("other")
+    b = certs.ensure_client_cert(tmp_path, other, "kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"])
+    assert b != a and (tmp_path / "kubelet-client.crt").read_bytes() == b.cert
+    assert (tmp_path / "kubelet-client.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_kubeconfig_client_credentials(tmp_path: Path) -> None:
+    """What the CLI shows node agents: the current context's user's certificate, embedded or in
+    files beside the kubeconfig; a token-only user or a broken file is a one-line ConfigError."""
+    ca = certs.new_ca()
+    pair = certs.client_cert(ca, "admin", ["system:masters"])
+    doc = kubeconfig.build(server="https://127.0.0.1:6443", ca_pem=ca.cert, user="admin", cert=pair)
+    path = tmp_path / "kc"
+    kubeconfig.write(path, doc)
+    assert kubeconfig.client_credentials(path) == pair
+    (tmp_path / "u.crt").write_bytes(pair.cert)
+    (tmp_path / "u.key").write_bytes(pair.key)
+    doc["users"][0]["user"] = {"client-certificate": "u.crt", "client-key": str(tmp_path / "u.key")}
+    kubeconfig.write(path, doc)
+    assert kubeconfig.client_credentials(path) == pair
+    doc["users"][0]["user"] = {"token": "abc"}
+    kubeconfig.write(path, doc)
+    with pytest.raises(ConfigError, match="has no client certificate and key, which node agents need"):
+        kubeconfig.client_credentials(path)
+    with pytest.raises(ConfigError, match="no context 'nope'"):
+        kubeconfig.client_credentials(path, context="nope")
+    path.write_text("{not yaml")
+    with pytest.raises(ConfigError, match="not YAML"):
+        kubeconfig.client_credentials(path)
 
 
 def test_paths() -> None:

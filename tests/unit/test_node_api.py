@@ -2,8 +2,9 @@
 routing, kubelet's query parameters, the error codes and their one-line messages, chunked
 logs (following, and a client that leaves while the log is quiet), exec's JSON reply.
 
-The server and client are real, over loopback; only the container runtime under them is a
-stand-in (an adapter), which records what it was asked."""
+The server and client are real, over loopback and TLS with real certificates (the node's
+self-signed one, client certificates of a CA made here); only the container runtime under them
+is a stand-in (an adapter), which records what it was asked."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import http.client
 import json
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,8 @@ from typing import Any
 import pytest
 
 from netplane.errors import ConfigError, NetplaneError, NotFoundError, UserError
-from orchestrator.node import execstream
+from orchestrator.apiserver import certs
+from orchestrator.node import execstream, nodetls
 from orchestrator.node.apiclient import NodeClient, Target, container_of
 from orchestrator.node.runtime import ContainerInfo, PodRef
 from orchestrator.node.server import (
@@ -129,21 +132,46 @@ class FakeNode:
         return True, {}
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[FakeNode, NodeAPIServer]]:
-    node = FakeNode()
-    srv = NodeAPIServer(("127.0.0.1", 0), node)
+CA = certs.new_ca()
+ADMIN = certs.client_cert(CA, "admin", ["system:masters"])
+NODE_PAIR = certs.self_signed_server("n1@netplane-node", ["127.0.0.1", "n1"])
+
+
+def _serve(tmp_path: Any, node: Any, *, cas: Sequence[bytes] = (CA.cert,)) -> NodeAPIServer:
+    trusted = nodetls.ClientCAs(None, None)
+    if cas:
+        bundle = tmp_path / "client-ca.crt"
+        bundle.write_bytes(b"".join(cas))
+        trusted = nodetls.ClientCAs(None, None, bundle)
+    srv = NodeAPIServer(("127.0.0.1", 0), node, tls=nodetls.ServerTLS(NODE_PAIR, trusted))
     srv.start()
+    return srv
+
+
+@pytest.fixture
+def served(tmp_path: Any) -> Iterator[tuple[FakeNode, NodeAPIServer]]:
+    node = FakeNode()
+    srv = _serve(tmp_path, node)
     yield node, srv
     srv.stop()
 
 
-def _client(srv: NodeAPIServer) -> NodeClient:
-    return NodeClient(Target(pod={}, node="n1", address="127.0.0.1", port=srv.port))
+def _target(srv: NodeAPIServer, *, pinned: bytes = NODE_PAIR.cert) -> Target:
+    return Target(pod={}, node="n1", address="127.0.0.1", port=srv.port, certificate=pinned)
 
 
-def _raw(srv: NodeAPIServer, method: str, path: str) -> tuple[int, str]:
+def _client(srv: NodeAPIServer, creds: certs.Pair | None = ADMIN) -> NodeClient:
+    return NodeClient(_target(srv), creds)
+
+
+def _tls_socket(srv: NodeAPIServer, creds: certs.Pair | None = ADMIN) -> ssl.SSLSocket:
+    ctx = nodetls.client_context(NODE_PAIR.cert, creds)
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+
+
+def _raw(srv: NodeAPIServer, method: str, path: str, creds: certs.Pair | None = ADMIN) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.sock = _tls_socket(srv, creds)
     try:
         conn.request(method, path)
         r = conn.getresponse()
@@ -259,7 +287,7 @@ def test_client_errors_are_one_line() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nobody listens here once closed
-    client = NodeClient(Target(pod={}, node="n9", address="127.0.0.1", port=port))
+    client = NodeClient(Target(pod={}, node="n9", address="127.0.0.1", port=port, certificate=NODE_PAIR.cert), ADMIN)
     with pytest.raises(NetplaneError, match=r"cannot reach node n9's agent at 127.0.0.1:\d+: Connection refused"):
         client.exec("default", "p", "c", ["true"], timeout=1)
     assert container_of(_pod("p", "only"), None) == "only"
@@ -270,8 +298,8 @@ def test_client_errors_are_one_line() -> None:
 
 
 def _upgraded(srv: NodeAPIServer, *, pod: str = "solo", stdin: bool = True, tty: bool = False
-              ) -> tuple[socket.socket, Any, bytes]:
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+              ) -> tuple[ssl.SSLSocket, Any, bytes]:
+    s = _tls_socket(srv)
     s.sendall(execstream.upgrade_request("x", "default", pod, "c", ["cat"], stdin=stdin, tty=tty))
     f = s.makefile("rb")
     head = b""
@@ -318,3 +346,62 @@ def test_streaming_exec_refusals_come_before_the_upgrade(served: tuple[FakeNode,
     f.close()
     sock.close()
     assert head.startswith(b"HTTP/1.1 404 "), head  # a pod this node does not run: no upgrade
+
+
+# --------------------------------------------------------------------------- TLS and who may ask
+def test_who_may_ask(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    """No certificate: 401 (healthz answers anyone); the read-only group reads but may not exec;
+    a certificate no trusted CA signed does not get through the handshake."""
+    _, srv = served
+    assert _raw(srv, "GET", "/healthz", None) == (200, "ok")
+    for method, path in [("GET", "/pods"), ("GET", "/containerLogs/default/solo/c"),
+                         ("POST", "/exec/default/solo/c?command=ls")]:
+        code, text = _raw(srv, method, path, None)
+        assert code == 401 and text.startswith("Unauthorized: a client certificate signed by a client CA"), text
+    viewer = certs.client_cert(CA, "viewer", ["readonly"])
+    assert _raw(srv, "GET", "/pods", viewer)[0] == 200
+    assert b"".join(_client(srv, viewer).logs("default", "solo", "c")) == b"one\ntwo\n"
+    code, text = _raw(srv, "POST", "/exec/default/solo/c?command=ls", viewer)
+    assert code == 403 and text.strip() == 'Forbidden: user "viewer" may not exec on node n1', text
+    with pytest.raises(NetplaneError, match="node n1: Forbidden"):
+        _client(srv, viewer).exec("default", "solo", "c", ["ls"], timeout=5)
+    stranger = certs.client_cert(certs.new_ca("elsewhere"), "admin", ["system:masters"])
+    with pytest.raises(NetplaneError, match="node n1's agent refused our client certificate"):
+        _client(srv, stranger).exec("default", "solo", "c", ["ls"], timeout=5)
+    assert _raw(srv, "GET", "/healthz", None) == (200, "ok"), "a failed handshake harms no one else"
+
+
+def test_a_node_presenting_another_certificate_is_refused(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    """The client trusts exactly the certificate the Node announces: an agent (or anyone at its
+    address) with another one gets no request, and the error says so."""
+    _, srv = served
+    impostor_pin = certs.self_signed_server("n1@netplane-node", ["127.0.0.1", "n1"]).cert
+    client = NodeClient(_target(srv, pinned=impostor_pin), ADMIN)
+    with pytest.raises(NetplaneError, match="presented a certificate other than the one its Node announces"):
+        client.exec("default", "solo", "c", ["ls"], timeout=5)
+    with pytest.raises(NetplaneError, match="presented a certificate other than"):
+        client.exec_stream("default", "solo", "c", ["cat"], stdin=True, tty=False)
+
+
+def test_a_node_that_knows_no_client_ca_says_so(tmp_path: Any) -> None:
+    srv = _serve(tmp_path, FakeNode(), cas=())
+    try:
+        code, text = _raw(srv, "GET", "/pods", ADMIN)  # not asked for a certificate: anonymous
+        assert code == 401 and "knows no client CA yet" in text, text
+    finally:
+        srv.stop()
+
+
+def test_node_certificate_round_trip_and_reuse(tmp_path: Any) -> None:
+    """What the agent announces is what clients pin; a restart keeps the certificate (pins stay
+    valid), a new address makes a new one; a malformed annotation is no certificate."""
+    a = nodetls.serving_pair(tmp_path, "n1", "10.0.0.1")
+    node = {"metadata": {"name": "n1", "annotations": {nodetls.CERT_ANNOTATION: nodetls.announced(a)}}}
+    assert nodetls.node_certificate(node) == a.cert.replace(b"\r", b"")
+    assert nodetls.serving_pair(tmp_path, "n1", "10.0.0.1") == a
+    assert (tmp_path / "node-api.key").stat().st_mode & 0o777 == 0o600
+    b = nodetls.serving_pair(tmp_path, "n1", "10.0.0.2")
+    assert b != a and "10.0.0.2" in certs.sans_of(b.cert)
+    assert nodetls.node_certificate({"metadata": {"annotations": {nodetls.CERT_ANNOTATION: "bm90IGEgY2VydA=="}}}) is None
+    with pytest.raises(NetplaneError, match="node n1 announces no node API certificate"):
+        nodetls.pinned({"metadata": {}}, "n1")
