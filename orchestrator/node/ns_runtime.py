@@ -982,9 +982,12 @@ class NamespaceRuntime:
                 if not follow:
                     return
                 if self._finished(cid):
-                    data = f.read()  # what was written before the exit record
-                    if data:
-                        continue
+                    # what was written between the read above and the exit record: kept, not
+                    # read and dropped (the last line went missing when it came just then)
+                    pending += f.read()
+                    lines, _, pending = pending.rpartition(b"\n")
+                    if lines:
+                        yield b"".join(_cri_text(line) for line in lines.split(b"\n"))
                     return
                 time.sleep(0.1)
 
