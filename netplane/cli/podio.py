@@ -277,6 +277,111 @@ def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool) -> int:
     return code
 
 
+def parse_ports(specs: tuple[str, ...]) -> list[tuple[int, int]]:
+    """kubectl's port specs: `R` (local R), `L:R`, `:R` (any free local port)."""
+    out = []
+    for spec in specs:
+        local, sep, remote = spec.rpartition(":")
+        if not sep:
+            local = remote
+        try:
+            lp, rp = int(local or 0), int(remote)
+        except ValueError:
+            raise UserError(f"{spec!r}: expected [LOCAL:]REMOTE port numbers") from None
+        if not 0 <= lp < 65536 or not 0 < rp < 65536:
+            raise UserError(f"{spec!r}: ports go from 1 to 65535 (LOCAL 0: any free one)")
+        out.append((lp, rp))
+    return out
+
+
+@click.command("port-forward")
+@click.argument("pod")
+@click.argument("ports", nargs=-1, required=True, metavar="[LOCAL:]REMOTE...")
+@click.option("--address", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="The local address to listen on.")
+@namespace_option
+@kubeconfig_option
+@click.pass_context
+def port_forward(ctx: click.Context, pod: str, ports: tuple[str, ...], address: str, namespace: str,
+                 kubeconfig: Path | None) -> None:
+    """Forward local ports to POD's ports, like `kubectl port-forward POD [LOCAL:]REMOTE...`.
+
+    Every connection to LOCAL becomes one to localhost:REMOTE inside the pod's network namespace,
+    made by the agent of the pod's node (so ports the pod binds to 127.0.0.1 work too), with
+    half-closes passed on. `8080` forwards local 8080 to the pod's 8080, `:8080` a free local
+    port. Runs until Ctrl-C.
+    """
+    settings: Settings = ctx.obj
+    pairs = parse_ports(ports)
+    target, client = _client(settings, namespace, pod, kubeconfig)
+    name = (target.pod.get("metadata") or {}).get("name") or pod
+    listeners = []
+    for local, remote in pairs:
+        ls = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            ls.bind((address, local))
+        except OSError as e:
+            raise UserError(f"cannot listen on {address}:{local}: {e.strerror}") from None
+        ls.listen(64)
+        listeners.append(ls)
+        click.echo(f"Forwarding from {address}:{ls.getsockname()[1]} -> {remote}")
+        threading.Thread(target=_accept, args=(ls, client, namespace, name, remote), daemon=True).start()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        ctx.exit(0)
+    finally:
+        for ls in listeners:
+            ls.close()
+
+
+def _accept(ls: socket.socket, client: NodeClient, namespace: str, pod: str, remote: int) -> None:
+    while True:
+        try:
+            conn, _ = ls.accept()
+        except OSError:
+            return
+        click.echo(f"Handling connection for {ls.getsockname()[1]}")
+        threading.Thread(target=_forward_one, args=(conn, client, namespace, pod, remote), daemon=True).start()
+
+
+def _forward_one(conn: socket.socket, client: NodeClient, namespace: str, pod: str, remote: int) -> None:
+    """One local connection through the node's port-forward, half-closes both ways."""
+    from orchestrator.node import execstream
+
+    try:
+        sock, reader = client.port_forward(namespace, pod, remote)
+    except NetplaneError as e:
+        click.echo(f"error forwarding port {remote} to pod {pod}: {e}", err=True)
+        conn.close()
+        return
+
+    def up() -> None:
+        try:
+            while data := conn.recv(65536):
+                sock.sendall(execstream.frame(execstream.STDIN, data))
+            sock.sendall(execstream.frame(execstream.CLOSE))
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=up, name="forward-up", daemon=True)
+    sender.start()
+    try:
+        while (got := execstream.read_frame(reader)) is not None:
+            channel, data = got
+            if channel == execstream.STDOUT and data:
+                conn.sendall(data)
+            elif channel == execstream.CLOSE:
+                conn.shutdown(socket.SHUT_WR)
+                sender.join()  # the local side finishes; then the node closes, and so do we
+    except (OSError, execstream.FrameError):
+        pass
+    finally:
+        conn.close()
+        sock.close()
+
+
 def _quiet_stdout() -> None:
     """After EPIPE on stdout: point it at /dev/null so the interpreter's final flush is quiet."""
     import os

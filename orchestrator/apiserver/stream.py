@@ -235,15 +235,19 @@ def node_endpoint(node: Obj) -> tuple[str, int]:
     return address, port
 
 
-async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | None) -> NodeTarget:
-    """Where a pod's container is served: the one named, or the pod's only one; 400 when there
-    is no such container or the pod has no node yet."""
+async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | None, *,
+                      any_container: bool = False) -> NodeTarget:
+    """Where a pod's container is served: the one named, or the pod's only one (with
+    `any_container`, the pod as a whole: container ""); 400 when there is no such container or
+    the pod has no node yet."""
     pod = await ctx.run(ctx.registry.get, POD, namespace, name)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
         raise bad_request(f"pod {name} does not have a host assigned")
     containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
-    if not container:
+    if any_container:
+        container = ""
+    elif not container:
         if len(containers) != 1:
             raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
                               f"[{' '.join(str(c) for c in containers)}]")
@@ -308,9 +312,10 @@ def exec_status(exit_code: int, command: list[str]) -> Obj:
             "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
 
 
-async def _node_exec(t: NodeTarget, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The node agent's streaming exec, upgraded by `request` (`execstream.upgrade_request`);
-    the node's refusal (a pod it does not run, a stopped container) as the APIError it answers."""
+async def node_upgrade(t: NodeTarget, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A node agent's streaming exec or port-forward, upgraded by `request`
+    (`execstream.upgrade_request`, `portforward_request`); the node's refusal (a pod it does not
+    run, a stopped container, nothing listening) as the APIError it answers."""
     host, port = t.host, t.port
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=t.tls),
@@ -329,7 +334,7 @@ async def _node_exec(t: NodeTarget, request: bytes) -> tuple[asyncio.StreamReade
         text = (await reader.readexactly(length)).decode(errors="replace").strip() if length else ""
     except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as e:
         writer.close()
-        raise APIError(500, f"exec on the node agent at {host}:{port}: {e}") from None
+        raise APIError(500, f"upgrading at the node agent at {host}:{port}: {e}") from None
     writer.close()
     raise APIError(code if code in (400, 404) else 500, text or f"the node answered {code}")
 
@@ -347,7 +352,7 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
                           "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
     t = await pod_on_node(ctx, namespace, name, q.get("container"))
     stdin, tty = _true(q.get("stdin")), _true(q.get("tty"))
-    reader, writer = await _node_exec(t, execstream.upgrade_request(
+    reader, writer = await node_upgrade(t, execstream.upgrade_request(
         f"{t.host}:{t.port}", namespace, name, t.container, command, stdin=stdin, tty=tty))
     await ws.prepare(request)
     want = {execstream.STDOUT: _true(q.get("stdout")), execstream.STDERR: _true(q.get("stderr"))}
@@ -399,5 +404,34 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
     finally:
         inbound.cancel()
         writer.close()
+        await ws.close()
+    return ws
+
+
+# --------------------------------------------------------------------------- pods/portforward
+async def pod_portforward(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
+    """kubectl's port-forward: SPDY inside a WebSocket (`orchestrator.apiserver.portforward`),
+    each forwarded connection relayed onto the node agent's port-forward."""
+    from orchestrator.apiserver import portforward, spdy
+
+    ws = web.WebSocketResponse(protocols=(portforward.TUNNEL_PROTOCOL,), autoping=True, max_msg_size=1 << 24)
+    if ws.can_prepare(request).protocol != portforward.TUNNEL_PROTOCOL:
+        raise bad_request(f"pods/portforward is served as a WebSocket tunnel ({portforward.TUNNEL_PROTOCOL}), "
+                          "not a plain SPDY upgrade nor v4.channel.k8s.io: use kubectl 1.31 or later")
+    t = await pod_on_node(ctx, namespace, name, None, any_container=True)
+    await ws.prepare(request)
+
+    async def dial(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await node_upgrade(t, execstream.portforward_request(f"{t.host}:{t.port}", namespace, name, port))
+
+    session = portforward.Session(ws.send_bytes, dial, f"pod {name}")
+    try:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await session.feed(msg.data)
+    except spdy.ProtocolError as e:
+        log.info("port-forward to %s/%s: %s", namespace, name, e)
+    finally:
+        await session.close()
         await ws.close()
     return ws

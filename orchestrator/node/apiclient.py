@@ -196,10 +196,20 @@ class NodeClient:
         buffered reader of it for `execstream.read_frame`; the node's refusal as the usual
         one-line errors."""
         t = self.target
+        return self._upgraded(execstream.upgrade_request(f"{t.address}:{t.port}", namespace, pod, container, command,
+                                                         stdin=stdin, tty=tty))
+
+    def port_forward(self, namespace: str, pod: str, port: int) -> tuple[socket.socket, Any]:
+        """A connection to `port` of the pod (localhost in its network namespace), upgraded as
+        `exec_stream` is; the node's refusal (nothing listens there) as one-line errors."""
+        t = self.target
+        return self._upgraded(execstream.portforward_request(f"{t.address}:{t.port}", namespace, pod, port))
+
+    def _upgraded(self, request: bytes) -> tuple[socket.socket, Any]:
+        t = self.target
         sock = self.open()
         try:
-            sock.sendall(execstream.upgrade_request(f"{t.address}:{t.port}", namespace, pod, container, command,
-                                                    stdin=stdin, tty=tty))
+            sock.sendall(request)
             f = sock.makefile("rb")
             resp = http.client.HTTPResponse(sock)  # only to parse the status line and headers
             resp.fp = f
@@ -209,7 +219,7 @@ class NodeClient:
             raise NetplaneError(nodetls.handshake_error(t.node, e)) from None
         except (OSError, http.client.HTTPException) as e:
             sock.close()
-            raise NetplaneError(f"node {t.node}: exec: {e}") from e
+            raise NetplaneError(f"node {t.node}: upgrading: {e}") from e
         if resp.status == 101:
             resp.fp = None  # type: ignore[assignment]  # the reader is ours now: the response must not close it
             sock.settimeout(None)

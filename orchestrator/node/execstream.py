@@ -13,6 +13,17 @@ The channel numbers are kube's remotecommand ones (v5.channel.k8s.io), so the AP
 kubectl's WebSocket messages by re-framing them; the framing is ours (kubelet upgrades to SPDY or
 a WebSocket). The node closes the connection after the status frame. A client that goes away
 before that (EOF on the socket) has its command killed.
+
+**Port-forward** rides the same frames: `POST /portForward/{namespace}/{pod}?port=P` with
+`Upgrade: netplane-portforward/1`. The node first connects to `localhost:P` inside the pod's
+network namespace (as kubelet's runtimes do), and a failure there is the ordinary error
+reply. Then:
+
+    client -> node   0 bytes for the pod   255 no more (the pod's socket is shut for writing)
+    node -> client   1 bytes from the pod  255 the pod closed its side
+
+The node closes the connection once both sides have sent 255 (or the client went: EOF, and
+the pod's connection is closed too).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 UPGRADE = "netplane-exec/1"
+PORTFORWARD_UPGRADE = "netplane-portforward/1"
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 MAX_FRAME = 1 << 20
 _HEADER = struct.Struct(">BI")
@@ -41,6 +53,13 @@ def upgrade_request(authority: str, namespace: str, pod: str, container: str, co
     query = urlencode([*(("command", c) for c in command), ("stdin", str(stdin).lower()), ("tty", str(tty).lower())])
     return (f"POST {path}?{query} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n"
             f"Upgrade: {UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def portforward_request(authority: str, namespace: str, pod: str, port: int) -> bytes:
+    """The HTTP request that opens a port-forward to `port` of a pod at the node agent `authority`."""
+    path = "/".join(quote(p, safe="") for p in ("", "portForward", namespace, pod))
+    return (f"POST {path}?port={int(port)} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n"
+            f"Upgrade: {PORTFORWARD_UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode()
 
 
 def frame(channel: int, data: bytes = b"") -> bytes:

@@ -370,6 +370,15 @@ class NodeRuntime:
             return None
         return pod, sorted(self.runtime.list_containers(meta.uid(pod)), key=lambda c: c.attempt)
 
+    def pod_netns(self, namespace: str, name: str) -> str | None:
+        """The network namespace of a pod this node runs (its newest ready sandbox's; "" when
+        none is ready); None when this node runs no such pod (for the node API's port-forward)."""
+        pod = self._cached(f"{namespace}/{name}")
+        if pod is None or not self._mine(pod):
+            return None
+        ready = [s for s in self.runtime.list_sandboxes() if s.pod.uid == meta.uid(pod) and s.state == "ready"]
+        return max(ready, key=lambda s: s.created_at).netns_path if ready else ""
+
     # ------------------------------------------------------------------ triggers
     def _mine(self, p: Obj | None) -> bool:
         return p is not None and pods.node_name(p) == self.node

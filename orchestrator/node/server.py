@@ -14,6 +14,9 @@ announced in the Node's `status.daemonEndpoints.kubeletEndpoint.Port`, as kubele
     POST /exec/...?command=...[&stdin=true][&tty=true]       with `Upgrade: netplane-exec/1`: 101, then
                                                              the command's streams as frames
                                                              (`orchestrator.node.execstream`)
+    POST /portForward/{namespace}/{pod}?port=P               with `Upgrade: netplane-portforward/1`:
+                                                             101, then a connection to localhost:P in
+                                                             the pod's network namespace, as frames
 
 kubelet's paths and query parameters. `{container}` may be left out when the pod has one
 container (kubelet requires it; our CLI fills it in). Errors are one line of text: 404 for a
@@ -39,6 +42,7 @@ as above.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -110,11 +114,18 @@ class ExecRequest:
 
 
 @dataclass(frozen=True)
+class PortForwardRequest:
+    namespace: str
+    pod: str
+    port: int
+
+
+@dataclass(frozen=True)
 class InfoRequest:
     what: str  # "healthz" or "pods"
 
 
-Request = LogsRequest | ExecRequest | InfoRequest
+Request = LogsRequest | ExecRequest | PortForwardRequest | InfoRequest
 
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # Go's strconv.ParseBool, as kubelet reads them
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
@@ -181,6 +192,15 @@ def parse(method: str, target: str) -> Request:
             if not 0 < timeout <= MAX_EXEC_TIMEOUT:
                 raise APIError(400, f"timeout={text}: must be more than 0 and at most {MAX_EXEC_TIMEOUT:.0f} seconds")
         return ExecRequest(ns, pod, container, command, timeout, stdin=_bool(q, "stdin"), tty=_bool(q, "tty"))
+    if head == "portForward":
+        if len(rest) != 2 or not all(rest):
+            raise APIError(404, "not found: expected /portForward/{namespace}/{pod}")
+        if method not in ("GET", "POST"):
+            raise APIError(405, f"method {method} not allowed on /portForward")
+        text = (q.get("port") or [""])[-1]
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise APIError(400, f"port={text!r}: expected a port number from 1 to 65535")
+        return PortForwardRequest(rest[0], rest[1], int(text))
     raise APIError(404, f"not found: {url.path}")
 
 
@@ -204,6 +224,11 @@ class Node(Protocol):
         ...
 
     def pod_containers(self, namespace: str, name: str) -> tuple[Obj, list[ContainerInfo]] | None: ...
+
+    def pod_netns(self, namespace: str, name: str) -> str | None:
+        """The network namespace (a path) of a pod this node runs: "" while its sandbox is not
+        ready, None when this node runs no such pod."""
+        ...
 
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
@@ -272,6 +297,8 @@ class NodeAPIServer:
         self.netns_name = netns_name
         self._server: HTTPServer | None = None
         self._stop = threading.Event()
+        self._forwards: set[socket.socket] = set()  # pods' ends of port-forwards (shut at stop)
+        self._forwards_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -301,13 +328,17 @@ class NodeAPIServer:
                    else "this node knows no client CA yet (none published in etcd by an API server, "
                         "nor --node-api-client-ca)")
             raise APIError(401, f"Unauthorized: {why}")
-        verb = "create" if isinstance(req, ExecRequest) else "get"
+        verb = "create" if isinstance(req, ExecRequest | PortForwardRequest) else "get"
         if not self.authorizer.allowed(user, verb):
-            raise APIError(403, f'Forbidden: user "{user.name}" may not {"exec" if verb == "create" else "read"} '
-                                f"on node {self.node.node}")
+            what = "exec" if isinstance(req, ExecRequest) else "port-forward" if verb == "create" else "read"
+            raise APIError(403, f'Forbidden: user "{user.name}" may not {what} on node {self.node.node}')
 
     def stop(self) -> None:
         self._stop.set()  # streams end (unterminated: a client sees they were cut)
+        with self._forwards_lock:
+            for s in self._forwards:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -328,6 +359,37 @@ class NodeAPIServer:
             return self.node.runtime.exec_session(c.id, list(r.command), stdin=r.stdin, tty=r.tty)
         except NetplaneError as e:
             raise APIError(500, f"exec in container {c.name} of pod {r.pod}: {e}") from e
+
+    def connect_pod(self, r: PortForwardRequest) -> socket.socket:
+        """A connection to localhost:port inside the pod's network namespace (IPv4, then IPv6)."""
+        path = self.node.pod_netns(r.namespace, r.pod)
+        if path is None:
+            raise APIError(404, f'pod "{r.pod}" in namespace "{r.namespace}" is not running on node {self.node.node}')
+        if not path:
+            raise APIError(400, f'pod "{r.pod}" has no network namespace yet (its sandbox is not ready)')
+        first: OSError | None = None
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            try:
+                with netns.inside(path):
+                    s = socket.socket(family, socket.SOCK_STREAM)  # in the pod's namespace for good
+            except NetplaneError as e:
+                raise APIError(500, f"port-forward to pod {r.pod}: {e}") from e
+            try:
+                s.settimeout(5.0)
+                s.connect((host, r.port))
+                s.settimeout(None)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return s
+            except OSError as e:
+                s.close()
+                first = first or e
+        assert first is not None
+        raise APIError(500, f"connect to localhost:{r.port} in pod {r.pod}'s network namespace: "
+                            f"{first.strerror or first}")
+
+    def forwarding(self, s: socket.socket, on: bool) -> None:
+        with self._forwards_lock:
+            (self._forwards.add if on else self._forwards.discard)(s)
 
     def exec(self, r: ExecRequest) -> bytes:
         c = pick(self.node, r.namespace, r.pod, r.container, running=True)
@@ -380,6 +442,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.api.authorize(req, self.connection.getpeercert())
             if isinstance(req, InfoRequest):
                 self._send(*self.api.info(req.what))
+            elif isinstance(req, PortForwardRequest):
+                if not _upgrade(self.headers.get("Upgrade"), execstream.PORTFORWARD_UPGRADE):
+                    raise APIError(400, f"port-forward needs the upgrade (Upgrade: {execstream.PORTFORWARD_UPGRADE})")
+                self._port_forward(req)
             elif isinstance(req, ExecRequest) and _upgrade(self.headers.get("Upgrade")):
                 self._exec_stream(req)
             elif isinstance(req, ExecRequest):
@@ -438,6 +504,37 @@ class _Handler(BaseHTTPRequestHandler):
             if reader is not None:
                 reader.join(timeout=2.0)
 
+    def _port_forward(self, req: PortForwardRequest) -> None:
+        """101, then the pod's connection both ways as frames, half-closes included, until both
+        sides have closed or the client has gone."""
+        pod = self.api.connect_pod(req)  # APIError before anything is upgraded
+        self.api.forwarding(pod, True)
+        up: threading.Thread | None = None
+        try:
+            self.send_response(101)
+            self.send_header("Upgrade", execstream.PORTFORWARD_UPGRADE)
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.settimeout(None)
+            up = threading.Thread(target=_forward_up, args=(self.rfile, pod), name="node-api-forward-in", daemon=True)
+            up.start()
+            while data := pod.recv(65536):
+                self.wfile.write(execstream.frame(execstream.STDOUT, data))
+                self.wfile.flush()
+            self.wfile.write(execstream.frame(execstream.CLOSE))
+            self.wfile.flush()
+            up.join()  # until the client has closed its side too, or gone
+        except OSError:  # the client or the pod went
+            pass
+        finally:
+            self.api.forwarding(pod, False)
+            pod.close()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            if up is not None:
+                up.join(timeout=2.0)
+
     def _stream(self, chunks: Iterator[bytes]) -> None:
         """Chunked, each piece as the runtime hands it over. The runtime's iterator runs on its
         own thread, so a client that leaves while the log is quiet is noticed (its socket reads
@@ -482,8 +579,24 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("node API: " + format, *args)
 
 
-def _upgrade(value: str | None) -> bool:
-    return value is not None and execstream.UPGRADE in [v.strip() for v in value.split(",")]
+def _upgrade(value: str | None, protocol: str = execstream.UPGRADE) -> bool:
+    return value is not None and protocol in [v.strip() for v in value.split(",")]
+
+
+def _forward_up(rfile: Any, pod: socket.socket) -> None:
+    """A port-forward's client frames onto the pod's connection: bytes, then its half-close;
+    EOF or a broken frame (the client went) ends the pod's connection both ways."""
+    try:
+        while (got := execstream.read_frame(rfile)) is not None:
+            channel, data = got
+            if channel == execstream.STDIN and data:
+                pod.sendall(data)
+            elif channel == execstream.CLOSE:
+                pod.shutdown(socket.SHUT_WR)
+    except (OSError, execstream.FrameError) as e:
+        log.debug("node API: port-forward input ended: %s", e)
+    with contextlib.suppress(OSError):
+        pod.shutdown(socket.SHUT_RDWR)
 
 
 def _exec_input(rfile: Any, session: ExecSession, gone: threading.Event) -> None:

@@ -703,6 +703,12 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
         # a read-only user may not exec, even over a GET
         code, body = raw(api, path, token=ro_token)
         assert code == 403 and body["reason"] == "Forbidden", body
+        # pods/portforward: kubectl's WebSocket tunnel only (its SPDY fallback is told so); a write
+        forward = "/api/v1/namespaces/default/pods/execd/portforward"
+        code, body = raw(api, forward, token=token, method="POST")
+        assert code == 400 and "WebSocket tunnel (SPDY/3.1+portforward.k8s.io)" in body["message"], body
+        code, body = raw(api, forward, token=ro_token)
+        assert code == 403 and body["reason"] == "Forbidden", body
 
 
 def test_events_list_by_involved_object(v1: client.CoreV1Api) -> None:

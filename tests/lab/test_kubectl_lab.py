@@ -8,7 +8,9 @@ into the lab's switch namespace (where the master runs beside etcd), with kubeco
 by `netplane kubeconfig`.
 
 kubectl: apply (created, then configured), get (table, -o yaml, -w ended by its request
-timeout), a label selector, describe, scale, logs, cordon (new pods avoid the node), delete;
+timeout), a label selector, describe, scale, logs, exec (-i, -it), port-forward (to a server on
+the pod's localhost: a megabyte each way, half-closes, two connections at once, and the refusal
+for a port nothing listens on), cordon (new pods avoid the node), delete;
 a bad manifest is refused naming the field; an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 delete with Foreground propagation; no credentials at all is 401 Unauthorized.
@@ -18,10 +20,12 @@ One lab serves every step (starting one is most of the time).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +139,56 @@ def test_kubectl_and_python_client(api: Api) -> None:
     python_client_steps(api)
 
 
+def port_forward_steps(api: Api) -> None:
+    from tests.forwarding import ECHO_UNTIL_EOF, exchange, expected
+
+    fwd = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fwd", "labels": {"app": "fwd"}},
+           "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+               "name": "echo", "image": IMAGE, "command": [sys.executable, "-c", ECHO_UNTIL_EOF, "8080"]}]}}
+    api.kubectl("apply", "-f", "-", input=json.dumps(fwd))
+    wait_for(lambda: running(api, "app=fwd", 1) and "listening" in api.kubectl(
+        "logs", "fwd", check=False).stdout, 60, "pod fwd Running and listening")
+    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "pod/fwd", ":8080",
+                           "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
+            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
+        local = int(line.split("127.0.0.1:")[1].split()[0])
+        assert exchange(local, b"hello") == expected(b"hello")
+        big = bytes(range(97, 123)) * 40_000  # 1,040,000 bytes: many SPDY and WebSocket frames each way
+        assert exchange(local, big) == expected(big)
+        # two at once: each connection is its own pair of SPDY streams
+        got: list[bytes] = []
+        ts = [threading.Thread(target=lambda m=m: got.append(exchange(local, m))) for m in (b"one", b"two")]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        assert sorted(got) == [expected(b"one"), expected(b"two")]
+        assert pf.poll() is None, pf.stderr.read()  # type: ignore[union-attr]
+    finally:
+        pf.terminate()
+        pf.wait(10)
+    # nothing listens on 8081: kubectl prints the node's refusal (from the error stream) and ends
+    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "pod/fwd", ":8081",
+                           "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()  # type: ignore[union-attr]
+        local = int(line.split("127.0.0.1:")[1].split()[0])
+        with contextlib.suppress(OSError):
+            exchange(local, b"x", timeout=10)
+        assert pf.wait(20) != 0
+        err = pf.stderr.read()  # type: ignore[union-attr]
+        assert "error forwarding port 8081 to pod fwd: connect to localhost:8081 in pod fwd's network namespace: " \
+               "Connection refused" in err, err
+    finally:
+        if pf.poll() is None:
+            pf.kill()
+        pf.wait(10)
+    api.kubectl("delete", "pod", "fwd", "--wait=false")
+
+
 def kubectl_steps(api: Api) -> None:
     k = api.kubectl
     # ---- apply: created, then changed and applied again: configured
@@ -188,6 +242,10 @@ def kubectl_steps(api: Api) -> None:
     code, out = interact([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "exec", "-it", some, "--", "sh"],
                          [("# ", "stty size; tty; exit 6\r")], cols=93, rows=19)
     assert code == 6 and "19 93" in out and "/dev/pts/" in out, out
+
+    # ---- port-forward (SPDY inside a WebSocket, through the API server to the node agent, which
+    # connects to the pod's own localhost)
+    port_forward_steps(api)
 
     # ---- describe
     d = k("describe", "pod", some).stdout

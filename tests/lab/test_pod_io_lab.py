@@ -7,6 +7,9 @@ Covered: logs of a named container, `--tail 1`, `-f` that ends when the containe
 terminal: stdin, a TTY and its size streamed), the Node's announced port and certificate,
 and one-line errors (exit 2) for an unknown pod, an unknown container and a missing `-c`.
 
+`netplane port-forward` to busybox httpd on the pod's 127.0.0.1: a 2 MB file through it, with
+several connections.
+
 Who may ask (`orchestrator.node.nodetls`): the CLI shows a certificate of the lab's CA (made at
 `lab up`, published for the agents); a read-only user's kubeconfig reads logs but is refused
 exec; a certificate of another CA is refused; and a pod that calls its node's agent without a
@@ -117,6 +120,7 @@ def test_logs_and_exec_through_the_node_agent(lab_factory: Callable[..., Lab], r
     assert code == 5 and "17 91" in out and "42" in out, out
 
     who_may_ask(lab, node, runtime, tmp_path)
+    port_forward(lab)
 
     one_line_error(np(lab, "logs", "nope"), 2, 'pods "nope" not found')
     one_line_error(np(lab, "exec", "nope", "--", "true"), 2, 'pods "nope" not found')
@@ -154,3 +158,52 @@ def who_may_ask(lab: Lab, node: dict[str, Any], runtime: str, tmp_path: Path) ->
                  "print(r.status, r.read().decode().strip())")
         out = ok(lab, "exec", "io", "-c", "main", "--", sys.executable, "-c", probe)
         assert out.startswith("401 Unauthorized: a client certificate"), out
+
+
+def port_forward(lab: Lab) -> None:
+    """busybox httpd on the pod's localhost serves its own binary (/bin/busybox on the host and
+    in the image alike): the CLI's port-forward carries it whole."""
+    import signal
+    import socket
+
+    web = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+           "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+               "name": "httpd", "image": "netplane/busybox:latest",
+               "command": ["busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/bin"]}]}}
+    p = np(lab, "apply", "-f", "-", input=json.dumps(web))
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: (json.loads(ok(lab, "get", "pod", "web", "-o", "json")).get("status") or {}).get("phase")
+             == "Running", 90, "pod web Running")
+    pf = subprocess.Popen(np_argv(lab, "port-forward", "web", ":8080"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    try:
+        line = pf.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
+            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
+        local = int(line.split("127.0.0.1:")[1].split()[0])
+        want = Path("/bin/busybox").read_bytes()
+
+        def get() -> bytes:
+            with socket.create_connection(("127.0.0.1", local), timeout=30) as s:
+                s.sendall(b"GET /busybox HTTP/1.0\r\n\r\n")
+                got = b""
+                while chunk := s.recv(65536):
+                    got += chunk
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head
+            return body
+
+        def served() -> bool:
+            try:
+                return get() == want
+            except (OSError, AssertionError):
+                return False
+
+        wait_for(served, 30, "httpd answering through the port-forward")  # httpd may still be starting
+        assert get() == want and get() == want
+        pf.send_signal(signal.SIGINT)
+        assert pf.wait(10) == 0, pf.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if pf.poll() is None:
+            pf.kill()
+            pf.wait(10)

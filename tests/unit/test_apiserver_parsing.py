@@ -116,7 +116,8 @@ def test_paths() -> None:
     assert parse_path("watch/namespaces/default/pods").watch_path
     t = parse_path("namespaces/default/pods/web/exec")
     assert (t.kind, t.name, t.subresource) == (POD, "web", "exec")
-    for bad in ("frobs", "pods/web", "namespaces/default/pods/web/attach", "namespaces/default/pods/web/portforward",
+    assert parse_path("namespaces/default/pods/web/portforward").subresource == "portforward"
+    for bad in ("frobs", "pods/web", "namespaces/default/pods/web/attach", "namespaces/default/pods/web/proxy",
                 "namespaces/a/pods/b/c/d"):
         with pytest.raises(status.APIError) as e:
             parse_path(bad)
