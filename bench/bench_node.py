@@ -63,10 +63,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from netplane.errors import ConfigError
-from netplane.lab import Lab, cluster, default_topology
-from netplane.lab.builder import LAB_PREFIX
-from netplane.lab.state import LabState, list_labs
+from netplane.lab import Lab, cluster
+from netplane.lab.builder import LAB_PREFIX, up_on_free_underlay
 from netplane.store import Keys
 from orchestrator.applier import Applier
 from orchestrator.deletion import Deleter
@@ -164,29 +162,10 @@ def docker_burst(n: int, tag: str) -> list[float]:
 
 
 # --------------------------------------------------------------------------- lab
-def _underlays_in_use() -> set[IPv4Network]:
-    used = set()
-    for name in list_labs():
-        with suppress(Exception):
-            used.add(LabState.load(name).topology.underlay)
-    return used
-
-
 def lab_up(runtime: str, hosts: int, proxy: str) -> Lab:
     """A uniquely named lab on a free 10.98.200-249.0/24 (the tests use 100-199)."""
-    name = "nb" + uuid.uuid4().hex[:6]
-    for third in range(200, 250):
-        underlay = IPv4Network(f"10.98.{third}.0/24")
-        if underlay in _underlays_in_use():
-            continue
-        topo = default_topology(name, hosts=hosts, underlay=str(underlay), runtime=runtime, masters=1, proxy=proxy)
-        try:
-            return Lab.up(topo, start_timeout=START_TIMEOUT)
-        except ConfigError as e:
-            if "overlaps" in str(e):
-                continue
-            raise
-    raise RuntimeError("no free 10.98.200-249.0/24 underlay for the bench lab")
+    return up_on_free_underlay("nb" + uuid.uuid4().hex[:6], range(200, 250), start_timeout=START_TIMEOUT,
+                               hosts=hosts, runtime=runtime, masters=1, proxy=proxy)
 
 
 # --------------------------------------------------------------------------- observers

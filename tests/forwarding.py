@@ -1,6 +1,6 @@
 """What the port-forward tests send through: a pod's echo server that answers a connection once
-it has read it to its end (so a lost half-close hangs, and a lost byte shows), and the client's
-side of one such exchange."""
+it has read it to its end (so a lost half-close hangs, and a lost byte shows; a lone "ping" line
+is answered at once, for clients without half-close), and the client's side of one exchange."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def serve(c):
         data = b""
         while chunk := c.recv(65536):
             data += chunk
+            if data == b"ping\\n":  # for clients that cannot half-close: answered at once
+                c.sendall(b"pong\\n")
+                data = b""
         c.sendall(data.upper() + b" (%d bytes)" % len(data))
 while True:
     threading.Thread(target=serve, args=(ls.accept()[0],), daemon=True).start()

@@ -342,6 +342,7 @@ def _accept(ls: socket.socket, client: NodeClient, namespace: str, pod: str, rem
             conn, _ = ls.accept()
         except OSError:
             return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         click.echo(f"Handling connection for {ls.getsockname()[1]}")
         threading.Thread(target=_forward_one, args=(conn, client, namespace, pod, remote), daemon=True).start()
 

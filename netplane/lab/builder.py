@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from netplane import context, netns
 from netplane.cgroups import cgroup2_root
 from netplane.context import state_dir
 from netplane.errors import ConfigError, KernelError, LabError, NetplaneError, UserError
-from netplane.lab.state import LabState, list_labs
+from netplane.lab.state import LabState, list_labs, underlays_in_use
 from netplane.lab.topology import Topology
 from netplane.logtail import with_tail
 from netplane.store.embedded import EmbeddedEtcd, EtcdSpec, is_our_process, stop_pid
@@ -212,15 +213,7 @@ class Lab:
         # etcd, inside the switch namespace on the underlay
         self.start_etcd(start_timeout)
         # loopback relay so the root namespace reaches etcd
-        port = _free_port()
-        relay = self._spawn(
-            [sys.executable, "-m", "netplane.lab.relay", "--listen", f"127.0.0.1:{port}",
-             "--netns", t.switch_netns, "--target", f"{t.etcd_ip}:{ETCD_PORT}"],
-            log_path=self.dir / "relay.log",
-        )
-        st.relay_port = port
-        st.record("process", role="relay", pid=relay.pid, marker=f"--netns {t.switch_netns}")
-        self._wait_relay(relay, port, start_timeout)
+        st.relay_port = self.add_relay(f"{t.etcd_ip}:{ETCD_PORT}", "relay.log", timeout=start_timeout)
         context.save_context(lab=t.name, etcd=self.etcd_endpoint, prefix=LAB_PREFIX)
         st.record("context")
 
@@ -256,17 +249,30 @@ class Lab:
                 start_new_session=True,
             )
 
-    def _wait_relay(self, relay: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    def add_relay(self, target: str, log_name: str, *, timeout: float = 30.0) -> int:
+        """A relay from 127.0.0.1:<port> in the root namespace to `target` (host:port) inside
+        the switch namespace: the root shell's way to a lab service (etcd, an API server), as a
+        user's shell on a real machine would reach it. Recorded, so `lab down` stops it; waits
+        until it accepts. Its port."""
+        port = _free_port()
+        relay = self._spawn(
+            [sys.executable, "-m", "netplane.lab.relay", "--listen", f"127.0.0.1:{port}",
+             "--netns", self.topology.switch_netns, "--target", target],
+            log_path=self.dir / log_name,
+        )
+        self.state.record("process", role="relay", pid=relay.pid, marker=f"--target {target}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if relay.poll() is not None:
-                raise LabError(with_tail(f"etcd relay exited with code {relay.returncode} at start", self.dir / "relay.log"))
+                raise LabError(with_tail(f"relay to {target} exited with code {relay.returncode} at start",
+                                         self.dir / log_name))
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
+                    return port
             except OSError:
                 time.sleep(0.02)
-        raise LabError(with_tail(f"etcd relay on 127.0.0.1:{port} did not come up within {timeout:.0f}s", self.dir / "relay.log"))
+        raise LabError(with_tail(f"relay on 127.0.0.1:{port} to {target} did not come up within {timeout:.0f}s",
+                                 self.dir / log_name))
 
     # ------------------------------------------------------------------ processes
     def spawn_on(
@@ -481,3 +487,20 @@ def _cgroup_pids(path: Path) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def up_on_free_underlay(name: str, thirds: Iterable[int], *, start_timeout: float = 60.0, **topology: Any) -> Lab:
+    """Lab `name` on the first 10.98.<third>.0/24 of `thirds` that no lab that is up uses. A race
+    lost to another run (its `up` finds the underlay taken after all) moves on to the next one."""
+    from netplane.lab.topology import default_topology
+
+    for third in thirds:
+        underlay = IPv4Network(f"10.98.{third}.0/24")
+        if underlay in underlays_in_use():
+            continue
+        try:
+            return Lab.up(default_topology(name, underlay=str(underlay), **topology), start_timeout=start_timeout)
+        except ConfigError as e:
+            if "overlaps" not in str(e):
+                raise
+    raise LabError(f"no free 10.98.N.0/24 underlay for lab {name}")

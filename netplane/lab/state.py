@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,17 @@ class LabState:
 
     def remove_files(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def underlays_in_use() -> set[IPv4Network]:
+    """The underlays of the labs that are up (a half-written state file: that lab is not up yet)."""
+    used = set()
+    for name in list_labs():
+        try:
+            used.add(LabState.load(name).topology.underlay)
+        except LabError:
+            continue
+    return used
 
 
 def list_labs() -> list[str]:

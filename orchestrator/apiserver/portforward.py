@@ -16,7 +16,7 @@ listening) goes back on the error stream, in kubelet's words.
 As in kube, the requests are authorized as `create` on pods/portforward; stream pairing,
 PING echo and GOAWAY follow spdystream's server side. kube's plain SPDY upgrade (kubectl's
 fallback, and kubectl before 1.31) is refused with 400. The Python client's `portforward`
-(`v4.channel.k8s.io`) is not served either. Forwarded connections are not counted against a
+speaks kubelet's channel protocol instead (`stream.channel_portforward`). Forwarded connections are not counted against a
 limit: each is one relay task and one node connection, for as long as kubectl keeps it open.
 """
 

@@ -40,6 +40,7 @@ import logging
 import random
 import ssl
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -410,20 +411,34 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
 
 # --------------------------------------------------------------------------- pods/portforward
 async def pod_portforward(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
-    """kubectl's port-forward: SPDY inside a WebSocket (`orchestrator.apiserver.portforward`),
-    each forwarded connection relayed onto the node agent's port-forward."""
+    """kubectl's port-forward (SPDY inside a WebSocket, `orchestrator.apiserver.portforward`) or
+    the Python client's (`v4.channel.k8s.io` with `?ports=`, `channel_portforward`), each
+    forwarded connection relayed onto the node agent's port-forward."""
     from orchestrator.apiserver import portforward, spdy
 
-    ws = web.WebSocketResponse(protocols=(portforward.TUNNEL_PROTOCOL,), autoping=True, max_msg_size=1 << 24)
-    if ws.can_prepare(request).protocol != portforward.TUNNEL_PROTOCOL:
-        raise bad_request(f"pods/portforward is served as a WebSocket tunnel ({portforward.TUNNEL_PROTOCOL}), "
-                          "not a plain SPDY upgrade nor v4.channel.k8s.io: use kubectl 1.31 or later")
+    ws = web.WebSocketResponse(protocols=(portforward.TUNNEL_PROTOCOL, CHANNEL_PROTOCOL), autoping=True,
+                               max_msg_size=1 << 24)
+    protocol = ws.can_prepare(request).protocol
+    if protocol not in (portforward.TUNNEL_PROTOCOL, CHANNEL_PROTOCOL):
+        raise bad_request(f"pods/portforward is served as a WebSocket tunnel ({portforward.TUNNEL_PROTOCOL}, or "
+                          f"{CHANNEL_PROTOCOL} with ?ports=), not a plain SPDY upgrade: use kubectl 1.31 or later")
+    ports: list[int] = []
+    if protocol == CHANNEL_PROTOCOL:
+        for text in ",".join(request.query.getall("ports", [])).split(","):
+            if not text.strip().isdigit() or not 0 < int(text) < 65536:
+                raise bad_request(f"ports={text!r}: expected port numbers from 1 to 65535, comma-separated")
+            ports.append(int(text))
+        if not ports:
+            raise bad_request("at least one port must be given (?ports=)")
     t = await pod_on_node(ctx, namespace, name, None, any_container=True)
     await ws.prepare(request)
 
     async def dial(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await node_upgrade(t, execstream.portforward_request(f"{t.host}:{t.port}", namespace, name, port))
 
+    if protocol == CHANNEL_PROTOCOL:
+        await channel_portforward(ws, ports, dial, f"pod {name}")
+        return ws
     session = portforward.Session(ws.send_bytes, dial, f"pod {name}")
     try:
         async for msg in ws:
@@ -435,3 +450,69 @@ async def pod_portforward(request: web.Request, ctx: Context, namespace: str, na
         await session.close()
         await ws.close()
     return ws
+
+
+CHANNEL_PROTOCOL = "v4.channel.k8s.io"
+
+
+async def channel_portforward(ws: web.WebSocketResponse, ports: list[int],
+                              dial: Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
+                              describe: str) -> None:
+    """The channel protocol kubelet serves over WebSockets, as the Python client speaks it: one
+    connection per port for the WebSocket's life, the i-th port's bytes on channel 2i and its
+    errors on 2i+1, each channel opened by a frame holding the port (2 bytes, little-endian).
+    It has no half-close; the WebSocket closes once every port's connection has ended."""
+    import struct
+
+    for i, port in enumerate(ports):
+        for channel in (2 * i, 2 * i + 1):
+            await ws.send_bytes(bytes([channel]) + struct.pack("<H", port))
+    writers: dict[int, asyncio.StreamWriter] = {}
+    pending: dict[int, list[bytes]] = {i: [] for i in range(len(ports))}
+
+    async def pump(i: int, port: int) -> None:
+        try:
+            reader, writer = await dial(port)
+        except APIError as e:
+            await ws.send_bytes(bytes([2 * i + 1]) + f"error forwarding port {port} to {describe}: {e}".encode())
+            return
+        writers[i] = writer
+        for data in pending.pop(i, []):
+            writer.write(execstream.frame(execstream.STDIN, data))
+        try:
+            while True:
+                channel, length = execstream.header(await reader.readexactly(execstream.HEADER_SIZE))
+                data = await reader.readexactly(length) if length else b""
+                if channel == execstream.STDOUT and data:
+                    await ws.send_bytes(bytes([2 * i]) + data)
+                elif channel == execstream.CLOSE:
+                    return
+        except (OSError, asyncio.IncompleteReadError, execstream.FrameError) as e:
+            log.info("port-forward to %s, port %d: the node's stream broke off: %s", describe, port, e)
+        finally:
+            writer.close()
+
+    pumps: asyncio.Future[Any] = asyncio.gather(*(pump(i, p) for i, p in enumerate(ports)))
+
+    async def inbound() -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY or len(msg.data) < 2 or msg.data[0] % 2:
+                continue
+            i, data = msg.data[0] // 2, msg.data[1:]
+            if i in writers:
+                writers[i].write(execstream.frame(execstream.STDIN, data))
+                await writers[i].drain()
+            elif i in pending:
+                pending[i].append(data)
+
+    reading: asyncio.Future[Any] = asyncio.create_task(inbound())
+    try:
+        await asyncio.wait([pumps, reading], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        reading.cancel()
+        pumps.cancel()
+        for w in writers.values():
+            w.close()
+        with contextlib.suppress(Exception):
+            await pumps
+        await ws.close()

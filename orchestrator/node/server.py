@@ -274,6 +274,9 @@ class TLSHTTPServer(HTTPServer):
     tls: ServerTLS
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        # streams write small frames back to back (output then the end): with Nagle, the
+        # second waits for the client's delayed ACK, 40 ms a connection
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn = self.tls.wrap(request)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError

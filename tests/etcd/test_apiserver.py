@@ -703,10 +703,10 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
         # a read-only user may not exec, even over a GET
         code, body = raw(api, path, token=ro_token)
         assert code == 403 and body["reason"] == "Forbidden", body
-        # pods/portforward: kubectl's WebSocket tunnel only (its SPDY fallback is told so); a write
+        # pods/portforward: WebSocket tunnels only (kubectl's SPDY fallback is told so); a write
         forward = "/api/v1/namespaces/default/pods/execd/portforward"
         code, body = raw(api, forward, token=token, method="POST")
-        assert code == 400 and "WebSocket tunnel (SPDY/3.1+portforward.k8s.io)" in body["message"], body
+        assert code == 400 and "WebSocket tunnel (SPDY/3.1+portforward.k8s.io, or v4.channel.k8s.io" in body["message"], body
         code, body = raw(api, forward, token=ro_token)
         assert code == 403 and body["reason"] == "Forbidden", body
 

@@ -12,15 +12,12 @@ import itertools
 import os
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
-from netplane.errors import ConfigError, LabError
-from netplane.lab import Lab, default_topology
-from netplane.lab.state import LabState, list_labs
-from netplane.lab.topology import Topology
+from netplane.lab import Lab
+from netplane.lab.builder import up_on_free_underlay
 
 START_TIMEOUT = float(os.environ.get("NETPLANE_TEST_START_TIMEOUT", "60"))
 
@@ -30,16 +27,6 @@ _NEXT = itertools.cycle(range(100, 200))
 
 # what a test's lab_factory made, and where its logs go if it fails
 _LABS = pytest.StashKey[tuple[list[Lab], Path]]()
-
-
-def _underlays_in_use() -> set[IPv4Network]:
-    used = set()
-    for name in list_labs():
-        try:
-            used.add(LabState.load(name).topology.underlay)
-        except LabError:
-            continue  # a half-written state file: that lab is not up yet
-    return used
 
 
 @pytest.hookimpl(wrapper=True)
@@ -66,20 +53,8 @@ def lab_factory(state_dir: Path, tmp_path: Path, request: pytest.FixtureRequest)
 
     def make(hosts: int = 3, *, agents: bool = False, **kwargs: object) -> Lab:
         name = "t" + uuid.uuid4().hex[:8]
-        for _ in range(100):
-            underlay = IPv4Network(f"10.98.{next(_NEXT)}.0/24")
-            if underlay in _underlays_in_use():
-                continue
-            topo: Topology = default_topology(name, hosts=hosts, underlay=str(underlay), **kwargs)  # type: ignore[arg-type]
-            try:
-                lab = Lab.up(topo, start_timeout=START_TIMEOUT)
-            except ConfigError as e:
-                if "overlaps" in str(e):
-                    continue  # another run took it between our look and our up
-                raise
-            break
-        else:
-            raise AssertionError("no free 10.98.N.0/24 underlay for a test lab")
+        lab = up_on_free_underlay(name, (next(_NEXT) for _ in range(100)), start_timeout=START_TIMEOUT,
+                                  hosts=hosts, **kwargs)
         made.append(lab)
         if agents:
             from netplane.lab import cluster

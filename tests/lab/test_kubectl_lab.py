@@ -13,7 +13,8 @@ the pod's localhost: a megabyte each way, half-closes, two connections at once, 
 for a port nothing listens on), cordon (new pods avoid the node), delete;
 a bad manifest is refused naming the field; an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
-delete with Foreground propagation; no credentials at all is 401 Unauthorized.
+exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
+port's error), delete with Foreground propagation; no credentials at all is 401 Unauthorized.
 
 One lab serves every step (starting one is most of the time).
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -75,12 +75,6 @@ def kubectl_binary() -> str:
     return KUBECTL
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def api(kubectl_binary: str, lab_factory: Any, tmp_path: Path) -> Api:
     state = tmp_path / "apiserver"
@@ -91,13 +85,7 @@ def api(kubectl_binary: str, lab_factory: Any, tmp_path: Path) -> Api:
     wait_for(lambda: (state / "apiserver.json").exists(), 60, "the master's API server")
     # the user's way in: 127.0.0.1 in the root namespace, relayed inside the lab (the serving
     # certificate names 127.0.0.1). Recorded in the lab's state, so `lab down` stops it.
-    port = _free_port()
-    target = f"{lab.topology.etcd_ip}:{API_PORT}"
-    with (lab.dir / "api-relay.log").open("ab") as log:
-        relay = subprocess.Popen([sys.executable, "-m", "netplane.lab.relay", "--listen", f"127.0.0.1:{port}",
-                                  "--netns", lab.topology.switch_netns, "--target", target],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    lab.state.record("process", role="relay", pid=relay.pid, marker=f"--target {target}")
+    port = lab.add_relay(f"{lab.topology.etcd_ip}:{API_PORT}", "api-relay.log")
     url = f"https://127.0.0.1:{port}"
     kcs = {}
     for kind, extra in (("token", ["--token"]), ("cert", [])):
@@ -186,7 +174,7 @@ def port_forward_steps(api: Api) -> None:
         if pf.poll() is None:
             pf.kill()
         pf.wait(10)
-    api.kubectl("delete", "pod", "fwd", "--wait=false")
+    # (pod fwd stays for the Python client's port-forward)
 
 
 def kubectl_steps(api: Api) -> None:
@@ -353,6 +341,23 @@ def python_client_steps(api: Api) -> None:
         out = stream(v1.connect_get_namespaced_pod_exec, name, "default", command=["hostname"],
                      stdout=True, stderr=True, stdin=False, tty=False)
         assert out.strip() == name, out
+
+        # ---- port-forward through the client's WebSocket (v4.channel.k8s.io: a channel per port)
+        from kubernetes.stream import portforward
+
+        pf = portforward(v1.connect_get_namespaced_pod_portforward, "fwd", "default", ports="8080,8081")
+        sock = pf.socket(8080)
+        sock.setblocking(True)
+        sock.settimeout(30)
+        sock.sendall(b"ping\n")
+        assert sock.recv(16) == b"pong\n"  # from the pod's localhost:8080
+        wait_for(lambda: pf.error(8081), 30, "the refusal for port 8081 on its error channel")
+        assert pf.error(8081) == ("error forwarding port 8081 to pod fwd: connect to localhost:8081 in pod fwd's "
+                                  "network namespace: Connection refused"), pf.error(8081)
+        assert pf.error(8080) is None
+        sock.close()
+        pf.close()
+        v1.delete_namespaced_pod("fwd", "default")
 
         # ---- delete with propagation: Foreground takes the pods, then the RC
         v1.delete_namespaced_replication_controller("py", "default",
