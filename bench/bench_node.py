@@ -597,16 +597,8 @@ def cost_phases(lab: Lab, objects: ObjectStore, obs: Observer, n: int, window: f
 @contextmanager
 def lab_for(runtime: str, hosts: int, proxy: str) -> Iterator[Lab]:
     lab = lab_up(runtime, hosts, proxy)
-    try:
-        cluster.start(lab, wait=START_TIMEOUT)
+    with cluster.started(lab, keep_logs_in=Path("/tmp") / f"nodebench-logs-{lab.name}", wait=START_TIMEOUT):
         yield lab
-    except BaseException:
-        kept = lab.keep_logs(Path("/tmp") / f"nodebench-logs-{lab.name}") if lab.dir.is_dir() else None
-        if kept:
-            print(f"lab logs kept in {kept}", file=sys.stderr)
-        raise
-    finally:
-        lab.down()
 
 
 def run_runtime(runtime: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -187,35 +188,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               master_args=("--apiserver-listen", f"0.0.0.0:{API_PORT}",
                                            "--apiserver-state-dir", str(state)))
     try:
-        cluster.start(lab, wait=120)
-        wait(lambda: (state / "apiserver.json").exists(), 60, "the master's API server")
-        api_port = lab.add_relay(f"{lab.topology.etcd_ip}:{API_PORT}", "api-relay.log")
-        kubeconfig = state / "bench.kubeconfig"
-        subprocess.run([NETPLANE, "kubeconfig", "--state-dir", str(state), "--server", f"https://127.0.0.1:{api_port}",
-                        "-o", str(kubeconfig)], check=True, capture_output=True, timeout=60)
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sink"},
-               "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-                   "name": "sink", "image": "busybox", "command": [sys.executable, "-c", SERVER]}]}}
-        np("apply", "-f", "-", input=json.dumps(pod), lab=lab)
-        wait(lambda: "listening" in np("logs", "sink", lab=lab), 60, "pod sink listening")
-        ip = json.loads(np("get", "pod", "sink", "-o", "json", lab=lab))["status"]["podIP"]
-        host_ns = lab.netns(lab.topology.hosts[0].name)
-        results = [measure("direct (host netns → pod IP)", in_netns(host_ns, ip, 8080), args.samples, args.megabytes)]
-        with forwarder([NETPLANE, "--etcd", lab.etcd_endpoint, "--prefix", LAB_PREFIX, "port-forward", "sink",
-                        ":8080"]) as port:
-            results.append(measure("netplane port-forward", loopback(port), args.samples, args.megabytes))
-        with forwarder([KUBECTL, "--kubeconfig", str(kubeconfig), "port-forward", "pod/sink", ":8080",
-                        "--address", "127.0.0.1"]) as port:
-            results.append(measure("kubectl port-forward", loopback(port), args.samples, args.megabytes))
-        return {"results": results}
-    except BaseException:
-        kept = lab.keep_logs(Path("/tmp") / f"pfbench-logs-{lab.name}") if lab.dir.is_dir() else None
-        if kept:
-            print(f"lab logs kept in {kept}", file=sys.stderr)
-        raise
+        with cluster.started(lab, keep_logs_in=Path("/tmp") / f"pfbench-logs-{lab.name}", wait=120):
+            return measure_all(lab, state, args)
     finally:
-        lab.down()
-        subprocess.run(["rm", "-rf", str(state)], check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def measure_all(lab: Lab, state: Path, args: argparse.Namespace) -> dict[str, Any]:
+    wait(lambda: (state / "apiserver.json").exists(), 60, "the master's API server")
+    api_port = lab.add_relay(f"{lab.topology.etcd_ip}:{API_PORT}", "api-relay.log")
+    kubeconfig = state / "bench.kubeconfig"
+    subprocess.run([NETPLANE, "kubeconfig", "--state-dir", str(state), "--server", f"https://127.0.0.1:{api_port}",
+                    "-o", str(kubeconfig)], check=True, capture_output=True, timeout=60)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sink"},
+           "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+               "name": "sink", "image": "busybox", "command": [sys.executable, "-c", SERVER]}]}}
+    np("apply", "-f", "-", input=json.dumps(pod), lab=lab)
+    wait(lambda: "listening" in np("logs", "sink", lab=lab), 60, "pod sink listening")
+    ip = json.loads(np("get", "pod", "sink", "-o", "json", lab=lab))["status"]["podIP"]
+    host_ns = lab.netns(lab.topology.hosts[0].name)
+    results = [measure("direct (host netns → pod IP)", in_netns(host_ns, ip, 8080), args.samples, args.megabytes)]
+    with forwarder([NETPLANE, "--etcd", lab.etcd_endpoint, "--prefix", LAB_PREFIX, "port-forward", "sink",
+                    ":8080"]) as port:
+        results.append(measure("netplane port-forward", loopback(port), args.samples, args.megabytes))
+    with forwarder([KUBECTL, "--kubeconfig", str(kubeconfig), "port-forward", "pod/sink", ":8080",
+                    "--address", "127.0.0.1"]) as port:
+        results.append(measure("kubectl port-forward", loopback(port), args.samples, args.megabytes))
+    return {"results": results}
 
 
 def render(doc: dict[str, Any]) -> str:

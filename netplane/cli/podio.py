@@ -360,22 +360,14 @@ def _forward_one(conn: socket.socket, client: NodeClient, namespace: str, pod: s
 
     def up() -> None:
         try:
-            while data := conn.recv(65536):
-                sock.sendall(execstream.frame(execstream.STDIN, data))
-            sock.sendall(execstream.frame(execstream.CLOSE))
+            execstream.socket_to_frames(conn, sock.sendall, execstream.STDIN)
         except OSError:
             pass
 
     sender = threading.Thread(target=up, name="forward-up", daemon=True)
     sender.start()
-    try:
-        while (got := execstream.read_frame(reader)) is not None:
-            channel, data = got
-            if channel == execstream.STDOUT and data:
-                conn.sendall(data)
-            elif channel == execstream.CLOSE:
-                conn.shutdown(socket.SHUT_WR)
-                sender.join()  # the local side finishes; then the node closes, and so do we
+    try:  # until the node closes, once both sides have closed theirs
+        execstream.frames_to_socket(reader, conn, execstream.STDOUT)
     except (OSError, execstream.FrameError):
         pass
     finally:

@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,23 @@ def start(lab: Lab, *, wait: float = 60.0) -> None:
     for i in range(1, lab.topology.masters + 1):
         start_master(lab, i)
     wait_subnets(lab, timeout=wait)
+
+
+@contextmanager
+def started(lab: Lab, *, keep_logs_in: Path, wait: float = 60.0) -> Iterator[Lab]:
+    """netplane started on `lab` (`start`) for the body; the lab torn down afterwards, and when
+    the body (or the start) fails, its logs copied to `keep_logs_in` first. For scripts that own
+    a lab, such as the benches."""
+    try:
+        start(lab, wait=wait)
+        yield lab
+    except BaseException:
+        kept = lab.keep_logs(keep_logs_in) if lab.dir.is_dir() else None
+        if kept:
+            print(f"lab logs kept in {kept}", file=sys.stderr)
+        raise
+    finally:
+        lab.down()
 
 
 def wait_subnets(lab: Lab, *, timeout: float) -> dict[str, str]:

@@ -22,15 +22,16 @@ reply. Then:
     client -> node   0 bytes for the pod   255 no more (the pod's socket is shut for writing)
     node -> client   1 bytes from the pod  255 the pod closed its side
 
-The node closes the connection once both sides have sent 255 (or the client went: EOF, and
-the pod's connection is closed too).
+The node closes the connection once both sides have sent 255, and the client then reads EOF.
+A client that goes (EOF) has the pod's connection closed too.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
@@ -86,6 +87,31 @@ def read_frame(f: BinaryIO) -> tuple[int, bytes] | None:
     if len(data) < length:
         raise FrameError("exec stream: cut in a frame")
     return channel, data
+
+
+def socket_to_frames(src: socket.socket, write: Callable[[bytes], object], channel: int) -> None:
+    """A port-forward's one direction: what `src` reads, as frames on `channel` through `write`,
+    then CLOSE at its EOF. OSError (either side gone) is the caller's."""
+    while data := src.recv(65536):
+        write(frame(channel, data))
+    write(frame(CLOSE))
+
+
+def frames_to_socket(f: BinaryIO, dst: socket.socket, channel: int, on_close: Callable[[], object] | None = None) -> bool:
+    """A port-forward's other direction: the payloads on `channel` into `dst`, and CLOSE as a
+    shutdown of its writing side (then `on_close()`); True once that CLOSE came (False at EOF
+    first: the peer went). Reading goes on after CLOSE until the peer's EOF."""
+    closed = False
+    while (got := read_frame(f)) is not None:
+        ch, data = got
+        if ch == channel and data:
+            dst.sendall(data)
+        elif ch == CLOSE and not closed:
+            dst.shutdown(socket.SHUT_WR)
+            closed = True
+            if on_close is not None:
+                on_close()
+    return closed
 
 
 def resize_of(payload: bytes) -> tuple[int, int] | None:

@@ -520,14 +520,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
             self.connection.settimeout(None)
-            up = threading.Thread(target=_forward_up, args=(self.rfile, pod), name="node-api-forward-in", daemon=True)
+            client_closed = threading.Event()
+            up = threading.Thread(target=_forward_up, args=(self.rfile, pod, client_closed.set),
+                                  name="node-api-forward-in", daemon=True)
             up.start()
-            while data := pod.recv(65536):
-                self.wfile.write(execstream.frame(execstream.STDOUT, data))
-                self.wfile.flush()
-            self.wfile.write(execstream.frame(execstream.CLOSE))
-            self.wfile.flush()
-            up.join()  # until the client has closed its side too, or gone
+            execstream.socket_to_frames(pod, self.wfile.write, execstream.STDOUT)  # wfile is unbuffered
+            while not client_closed.wait(_IDLE_CHECK) and up.is_alive():
+                pass  # until the client has closed its side too (or gone); then the end
         except OSError:  # the client or the pod went
             pass
         finally:
@@ -586,16 +585,11 @@ def _upgrade(value: str | None, protocol: str = execstream.UPGRADE) -> bool:
     return value is not None and protocol in [v.strip() for v in value.split(",")]
 
 
-def _forward_up(rfile: Any, pod: socket.socket) -> None:
+def _forward_up(rfile: Any, pod: socket.socket, on_close: Any) -> None:
     """A port-forward's client frames onto the pod's connection: bytes, then its half-close;
     EOF or a broken frame (the client went) ends the pod's connection both ways."""
     try:
-        while (got := execstream.read_frame(rfile)) is not None:
-            channel, data = got
-            if channel == execstream.STDIN and data:
-                pod.sendall(data)
-            elif channel == execstream.CLOSE:
-                pod.shutdown(socket.SHUT_WR)
+        execstream.frames_to_socket(rfile, pod, execstream.STDIN, on_close)
     except (OSError, execstream.FrameError) as e:
         log.debug("node API: port-forward input ended: %s", e)
     with contextlib.suppress(OSError):

@@ -1,7 +1,7 @@
 """The node API's port-forward against the kernel: the agent connects to localhost:PORT inside
 the pod's own network namespace (a namespace this test makes, with a server bound to its
 127.0.0.1, which the root namespace cannot reach), relays bytes both ways in frames, passes
-half-closes on, and refuses before the upgrade when nothing listens, the pod is not here or
+half-closes on and ends the connection once both sides have closed, and refuses before the upgrade when nothing listens, the pod is not here or
 its sandbox has no namespace yet; a read-only user may not port-forward.
 
 The node API server and client are the real ones over TLS; only the node runtime under them is
@@ -78,12 +78,15 @@ def forward(srv: NodeAPIServer, port: int, payload: bytes, creds: certs.Pair | N
             sock.sendall(execstream.frame(execstream.STDIN, payload[at:at + 100_000]))
         sock.sendall(execstream.frame(execstream.CLOSE))
         got = b""
+        sock.settimeout(10)
         while (frame := execstream.read_frame(reader)) is not None:
             channel, data = frame
             if channel == execstream.CLOSE:
                 break
             assert channel == execstream.STDOUT
             got += data
+        # both sides have closed theirs: the node ends the connection (no thread or socket left over)
+        assert execstream.read_frame(reader) is None
         return got
     finally:
         sock.close()
