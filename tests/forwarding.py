@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import socket
 
-# bound to the pod's 127.0.0.1 (a port-forward reaches it; nothing outside the pod can)
+# argv: PORT [ADDRESS]; by default bound to the pod's 127.0.0.1 (a port-forward reaches it,
+# nothing outside the pod can)
 ECHO_UNTIL_EOF = """
 import socket, sys, threading
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.bind((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", int(sys.argv[1])))
 ls.listen(16)
 print("listening", flush=True)
 def serve(c):
@@ -28,9 +29,17 @@ while True:
 """
 
 
-def exchange(port: int, payload: bytes, *, timeout: float = 30.0) -> bytes:
-    """Connect to 127.0.0.1:`port`, send `payload`, half-close, read to the end."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def exchange(port: int, payload: bytes, *, address: str = "127.0.0.1", netns: str | None = None,
+             timeout: float = 30.0) -> bytes:
+    """Connect to `address`:`port` (from network namespace `netns`: the socket is made there),
+    send `payload`, half-close, read to the end."""
+    from netplane import netns as nsmod
+
+    with nsmod.inside(netns):
+        s = socket.socket()
+    with s:
+        s.settimeout(timeout)
+        s.connect((address, port))
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
         got = b""

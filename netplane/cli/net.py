@@ -235,15 +235,18 @@ def trace_cmd(settings: Settings, src: str, pod: str | None, dst: str, timeout: 
 @click.pass_obj
 def cleanup_cmd(settings: Settings, host: str | None, subnet_file: Path | None, release: bool, force: bool,
                 output: str) -> None:
-    """Remove this host's overlay: VXLAN device, pod bridge, iptables chains, subnet file.
+    """Remove this host's overlay: VXLAN device, pod bridge, iptables chains (the overlay's and
+    the node runtime's hostPort ones), subnet file.
 
     For a host leaving the cluster; stop its agent first (a running agent puts everything back).
     """
     from netplane.vxlan.cleanup import cleanup_host
+    from orchestrator.node.hostports import remove_rules
 
     if subnet_file is None and host is None:
         subnet_file = Path("/run/netplane/subnet.env")
     done = cleanup_host(netns_name=_host_netns(host), subnet_file=subnet_file, force=force)
+    done.removed += remove_rules(_host_netns(host))
     if release:
         done.removed.append(_release(settings, done.subnet, done.public_ip))
     emit({"removed": done.removed}, output, text="\n".join(done.removed or ["nothing to remove"]) + "\n")

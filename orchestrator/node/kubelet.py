@@ -36,6 +36,7 @@ from orchestrator import heartbeat
 from orchestrator.controllers.base import KeyLoop, Writer
 from orchestrator.informer import Informer
 from orchestrator.node import envvars, lifecycle
+from orchestrator.node.hostports import HostPorts, mappings_of
 from orchestrator.node.ipam import HostLocalIPAM
 from orchestrator.node.lifecycle import (
     Backoff,
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 VERSION = "netplane-node/0.1"
+HOSTPORTS_GRACE = 30.0  # seconds a restarted agent waits for its pods' networks before rewriting hostPort rules
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,9 @@ class NodeRuntime:
         self._backoff: dict[tuple[str, str], Backoff] = {}  # (uid, container) -> crash-loop state
         self._last_relist: dict[str, tuple[tuple[str, str, str], ...]] = {}
         self._net: dict[str, tuple[str, str]] = {}  # pod uid -> (sandbox id, IP) its network was attached to
+        self.hostports = HostPorts(self.overlay.subnet, self.overlay.bridge, netns_name=ctx.netns_name)
+        self._hostports_ready = False  # until every running sandbox is attached again (see _sync_hostports)
+        self._started_at = time.monotonic()
         self._lease = 0
         self.api: NodeAPIServer | None = None
         self._api_cert = ""  # the node API's certificate, announced in the Node (nodetls.CERT_ANNOTATION)
@@ -435,6 +440,13 @@ class NodeRuntime:
                         if key:
                             self.loop.queue.add(key)
                 self._last_relist = snapshot
+                if not self._hostports_ready:
+                    running = {s.pod.uid for s in self.runtime.list_sandboxes() if s.state == "ready"}
+                    with self._lock:
+                        attached = set(self._net)
+                    self._hostports_ready = running <= attached or \
+                        time.monotonic() - self._started_at > HOSTPORTS_GRACE
+                self._sync_hostports()
                 if time.monotonic() - last_resync >= self.opts.resync_interval:
                     last_resync = time.monotonic()
                     for p in self.pods.by_index("node", self.node):
@@ -503,6 +515,8 @@ class NodeRuntime:
         try:
             box = self._sandbox(pod)
             ip = self._attach(uid, box)
+            if mappings_of(pod, ip):
+                self._sync_hostports()
         except NetplaneError as e:
             self._write_status(pod, [ObservedContainer(str(c.get("name") or ""), Waiting("ContainerCreating", str(e)))
                                      for c in pods.spec(pod).get("containers") or []], pod_ip="", now=now)
@@ -593,6 +607,25 @@ class NodeRuntime:
             self._net[uid] = (box.id, ip)
         return ip
 
+    def _sync_hostports(self) -> None:
+        """The node's hostPort rules (`orchestrator.node.hostports`) for the pods attached now.
+        Not before every sandbox that was running at start is attached again: a restarted
+        agent must not drop the mappings of pods it is about to adopt (or HOSTPORTS_GRACE has
+        passed). A failure is logged; the relist loop tries again within a second."""
+        if not self._hostports_ready:
+            return
+        with self._lock:
+            net = dict(self._net)
+        wanted = []
+        for p in self.pods.by_index("node", self.node):
+            got = net.get(meta.uid(p))
+            if got is not None:
+                wanted += mappings_of(p, got[1])
+        try:
+            self.hostports.sync(wanted)
+        except NetplaneError as e:
+            log.warning("hostPort rules: %s", e)
+
     def _exec_fn(self, container_id: str) -> Any:
         def run(cmd: list[str], timeout: float) -> int:
             code, _out = self.runtime.exec(container_id, cmd, timeout=timeout)
@@ -646,7 +679,9 @@ class NodeRuntime:
             if s.pod.uid == uid:
                 self.runtime.stop_sandbox(s.id)
         with self._lock:
-            self._net.pop(uid, None)
+            had = self._net.pop(uid, None)
+        if had is not None:
+            self._sync_hostports()
         self.network.detach(uid)
         for s in self.runtime.list_sandboxes():
             if s.pod.uid == uid:

@@ -1,0 +1,90 @@
+"""hostPort on a 2-host lab (namespace runtime): a pod's container port reachable at its node's
+address, as the CNI portmap plugin makes it (`orchestrator.node.hostports`).
+
+A pod on h1 maps hostPort 18080 to its 8080. It answers from the other host (h2 → h1's
+underlay address), from h1 itself at its own address and on 127.0.0.1, and from another pod
+on h1 (the hairpin). h2, which runs no hostPort pod, has no hostPort chain at all. Once the
+pod is deleted, its rule goes and the port is closed again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netplane import ipt
+from netplane.lab import Lab
+from netplane.lab.builder import LAB_PREFIX
+from orchestrator.node.hostports import CHAIN
+from tests.forwarding import ECHO_UNTIL_EOF, exchange, expected
+from tests.waiting import wait_for
+
+NETPLANE = str(Path(sys.executable).parent / "netplane")
+
+
+def np(lab: Lab, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NETPLANE, "--etcd", lab.etcd_endpoint, "--prefix", LAB_PREFIX, *args], input=input,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def exchange_from(ns: str, address: str, port: int, payload: bytes) -> bytes:
+    return exchange(port, payload, address=address, netns=ns, timeout=10)
+
+
+def refused_from(ns: str, address: str, port: int) -> bool:
+    try:
+        exchange_from(ns, address, port, b"x")
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def pod_on(name: str, node: str, command: list[str], **port: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "busybox", "command": command,
+                                     **({"ports": [port]} if port else {})}]}}
+
+
+def test_host_port_reaches_the_pod_from_everywhere(lab_factory: Callable[..., Lab]) -> None:
+    lab = lab_factory(2, agents=True, runtime="namespaces", masters=1)
+    h1 = lab.topology.host("h1")
+    server = pod_on("hp", "h1", [sys.executable, "-c", ECHO_UNTIL_EOF, "8080", "0.0.0.0"],
+                    containerPort=8080, hostPort=18080)
+    client = pod_on("peer", "h1", ["sleep", "3600"])
+    for p in (server, client):
+        got = np(lab, "apply", "-f", "-", input=json.dumps(p))
+        assert got.returncode == 0, got.stderr
+
+    def running(name: str) -> bool:
+        got = np(lab, "get", "pod", name, "-o", "json")
+        return got.returncode == 0 and (json.loads(got.stdout).get("status") or {}).get("phase") == "Running"
+
+    wait_for(lambda: running("hp") and running("peer") and "listening" in np(lab, "logs", "hp").stdout, 60,
+             "pods hp and peer Running, hp listening")
+    node_ip = str(h1.underlay_ip)
+    # from the other host, at h1's address (PREROUTING)
+    wait_for(lambda: not refused_from(lab.netns("h2"), node_ip, 18080), 20, "hostPort 18080 mapped on h1")
+    assert exchange_from(lab.netns("h2"), node_ip, 18080, b"from h2") == expected(b"from h2")
+    # from h1 itself: its own address (OUTPUT) and localhost (route_localnet, masqueraded)
+    assert exchange_from(lab.netns("h1"), node_ip, 18080, b"from h1") == expected(b"from h1")
+    assert exchange_from(lab.netns("h1"), "127.0.0.1", 18080, b"localhost") == expected(b"localhost")
+    # from a pod on the same node (hairpin through the bridge, masqueraded)
+    probe = (f"import socket; s = socket.create_connection(('{node_ip}', 18080), timeout=10); "
+             "s.sendall(b'hairpin'); s.shutdown(socket.SHUT_WR); print(s.recv(100).decode())")
+    got = np(lab, "exec", "peer", "--", sys.executable, "-c", probe)
+    assert got.returncode == 0 and got.stdout.strip() == expected(b"hairpin").decode(), got
+    # a node without hostPort pods has no chain of ours
+    rules = ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h2")).stdout
+    assert CHAIN not in rules, rules
+    assert f"{CHAIN} " in ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h1")).stdout
+
+    # deleted: the rule goes, and the port is closed
+    assert np(lab, "delete", "pod", "hp").returncode == 0
+    wait_for(lambda: refused_from(lab.netns("h2"), node_ip, 18080), 30, "hostPort 18080 unmapped")
+    assert "--dport 18080" not in ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h1")).stdout
