@@ -3,14 +3,19 @@ address, as the CNI portmap plugin makes it (`orchestrator.node.hostports`).
 
 A pod on h1 maps hostPort 18080 to its 8080. It answers from the other host (h2 → h1's
 underlay address), from h1 itself at its own address and on 127.0.0.1, and from another pod
-on h1 (the hairpin). h2, which runs no hostPort pod, has no hostPort chain at all. Once the
-pod is deleted, its rule goes and the port is closed again."""
+on h1 (the hairpin). h2, which runs no hostPort pod, has no hostPort chain at all. h1's agent
+restarts without a single failed exchange meanwhile (with one pod the new agent adopts it before
+its first relist, so this does not tell whether the wait for adoption in `_sync_hostports` is
+what keeps it; a node with many pods needs that wait). Once the pod is deleted, its rule goes and the port is closed again."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from netplane.lab import Lab
 from netplane.lab.builder import LAB_PREFIX
 from orchestrator.node.hostports import CHAIN
 from tests.forwarding import ECHO_UNTIL_EOF, exchange, expected
+from tests.lab.test_overlay_lab import restart_agent, started_count
 from tests.waiting import wait_for
 
 NETPLANE = str(Path(sys.executable).parent / "netplane")
@@ -83,6 +89,34 @@ def test_host_port_reaches_the_pod_from_everywhere(lab_factory: Callable[..., La
     rules = ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h2")).stdout
     assert CHAIN not in rules, rules
     assert f"{CHAIN} " in ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h1")).stdout
+
+    # the agent restarts (SIGTERM, then a new one adopts the pods): the mapping holds all along,
+    # also while the new agent has not attached the pod's network again
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                if exchange_from(lab.netns("h2"), node_ip, 18080, b"%d" % n) != expected(b"%d" % n):
+                    failures.append(f"exchange {n}: a wrong answer")
+            except OSError as e:
+                failures.append(f"exchange {n}: {e}")
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=keep_asking, daemon=True)
+    asker.start()
+    try:
+        before = started_count(lab, "h1")
+        restart_agent(lab, "h1", sig=signal.SIGTERM)
+        wait_for(lambda: started_count(lab, "h1") == before + 1, 60, "h1's agent started again")
+        time.sleep(3)  # past the new agent's first relists and syncs
+    finally:
+        stop.set()
+        asker.join(15)
+    assert failures == [], failures[:5]
 
     # deleted: the rule goes, and the port is closed
     assert np(lab, "delete", "pod", "hp").returncode == 0
