@@ -294,6 +294,43 @@ def parse_ports(specs: tuple[str, ...]) -> list[tuple[int, int]]:
     return out
 
 
+def service_target(settings: Settings, namespace: str, name: str,
+                   pairs: list[tuple[int, int]]) -> tuple[str, list[tuple[int, int]]]:
+    """What kubectl does for `port-forward svc/NAME`: a running pod the Service selects (ready
+    ones first, then the oldest), and each service port turned into that pod's target port (a
+    named targetPort read from the pod's container ports)."""
+    from orchestrator import endpoints
+    from orchestrator.objects import meta
+    from orchestrator.objects import pod as pods
+    from orchestrator.objects.meta import POD, SERVICE
+    from orchestrator.objects.selector import from_set
+
+    objects = objects_of(settings)
+    svc = objects.get(SERVICE, name, namespace)
+    if svc is None:
+        raise UserError(f'services "{name}" not found')
+    selector = (svc.get("spec") or {}).get("selector")
+    if not selector:
+        raise UserError(f"service {name} has no selector: there is no pod to forward to")
+    items, _ = objects.list(POD, namespace, selector=from_set(selector))
+    live = [p for p in items if pods.phase(p) == "Running" and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if not live:
+        raise UserError(f"no running pod for service {name} (selector {from_set(selector)})")
+    pod = min(live, key=lambda p: (not pods.is_ready(p), str((p.get("metadata") or {}).get("creationTimestamp")),
+                                   meta.name(p)))
+    out = []
+    for local, port in pairs:
+        sp = next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == port), None)
+        if sp is None:
+            raise UserError(f"Service {name} does not have a service port {port}")
+        target = endpoints.resolve_port(pod, sp.get("targetPort") or port, str(sp.get("protocol") or "TCP"))
+        if target is None:
+            raise UserError(f"pod {meta.name(pod)} has no container port named {sp.get('targetPort')!r} "
+                            f"(service {name}'s port {port})")
+        out.append((local, target))
+    return meta.name(pod), out
+
+
 @click.command("port-forward")
 @click.argument("pod")
 @click.argument("ports", nargs=-1, required=True, metavar="[LOCAL:]REMOTE...")
@@ -309,10 +346,14 @@ def port_forward(ctx: click.Context, pod: str, ports: tuple[str, ...], address: 
     Every connection to LOCAL becomes one to localhost:REMOTE inside the pod's network namespace,
     made by the agent of the pod's node (so ports the pod binds to 127.0.0.1 work too), with
     half-closes passed on. `8080` forwards local 8080 to the pod's 8080, `:8080` a free local
-    port. Runs until Ctrl-C.
+    port. POD may be `svc/NAME`: then, as kubectl does, one running pod of the Service (ready
+    first) and REMOTE a service port, turned into its target port. Runs until Ctrl-C.
     """
     settings: Settings = ctx.obj
     pairs = parse_ports(ports)
+    kind, slash, svc = pod.partition("/")
+    if slash and kind in ("svc", "service", "services"):
+        pod, pairs = service_target(settings, namespace, svc, pairs)
     target, client = _client(settings, namespace, pod, kubeconfig)
     name = (target.pod.get("metadata") or {}).get("name") or pod
     listeners = []

@@ -9,8 +9,8 @@ by `netplane kubeconfig`.
 
 kubectl: apply (created, then configured), get (table, -o yaml, -w ended by its request
 timeout), a label selector, describe, scale, logs, exec (-i, -it), port-forward (to a server on
-the pod's localhost: a megabyte each way, half-closes, two connections at once, and the refusal
-for a port nothing listens on), cordon (new pods avoid the node), delete;
+the pod's localhost: a megabyte each way, half-closes, two connections at once, through a
+Service with a named targetPort, and the refusal for a port nothing listens on), cordon (new pods avoid the node), delete;
 a bad manifest is refused naming the field; an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
@@ -132,7 +132,8 @@ def port_forward_steps(api: Api) -> None:
 
     fwd = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fwd", "labels": {"app": "fwd"}},
            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-               "name": "echo", "image": IMAGE, "command": [sys.executable, "-c", ECHO_UNTIL_EOF, "8080"]}]}}
+               "name": "echo", "image": IMAGE, "command": [sys.executable, "-c", ECHO_UNTIL_EOF, "8080"],
+               "ports": [{"name": "echo", "containerPort": 8080}]}]}}
     api.kubectl("apply", "-f", "-", input=json.dumps(fwd))
     wait_for(lambda: running(api, "app=fwd", 1) and "listening" in api.kubectl(
         "logs", "fwd", check=False).stdout, 60, "pod fwd Running and listening")
@@ -158,6 +159,22 @@ def port_forward_steps(api: Api) -> None:
     finally:
         pf.terminate()
         pf.wait(10)
+    # through a Service: kubectl picks one of its pods and turns the service port into the
+    # container's (a named targetPort, read from the pod's ports)
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fwd"},
+           "spec": {"selector": {"app": "fwd"}, "ports": [{"port": 80, "targetPort": "echo"}]}}
+    api.kubectl("apply", "-f", "-", input=json.dumps(svc))
+    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "svc/fwd", ":80",
+                           "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
+            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
+        assert exchange(int(line.split("127.0.0.1:")[1].split()[0]), b"via svc") == expected(b"via svc")
+    finally:
+        pf.terminate()
+        pf.wait(10)
+    api.kubectl("delete", "svc", "fwd")
     # nothing listens on 8081: kubectl prints the node's refusal (from the error stream) and ends
     pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "pod/fwd", ":8081",
                            "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

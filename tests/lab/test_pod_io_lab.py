@@ -162,48 +162,56 @@ def who_may_ask(lab: Lab, node: dict[str, Any], runtime: str, tmp_path: Path) ->
 
 def port_forward(lab: Lab) -> None:
     """busybox httpd on the pod's localhost serves its own binary (/bin/busybox on the host and
-    in the image alike): the CLI's port-forward carries it whole."""
+    in the image alike): the CLI's port-forward carries it whole, to the pod and through a
+    Service (a named targetPort); a port the Service does not have is a one-line error."""
     import signal
     import socket
 
-    web = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+    web = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
                "name": "httpd", "image": "netplane/busybox:latest",
-               "command": ["busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/bin"]}]}}
-    p = np(lab, "apply", "-f", "-", input=json.dumps(web))
-    assert p.returncode == 0, p.stderr
+               "command": ["busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/bin"],
+               "ports": [{"name": "http", "containerPort": 8080}]}]}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}
+    for obj in (web, svc):
+        p = np(lab, "apply", "-f", "-", input=json.dumps(obj))
+        assert p.returncode == 0, p.stderr
     wait_for(lambda: (json.loads(ok(lab, "get", "pod", "web", "-o", "json")).get("status") or {}).get("phase")
              == "Running", 90, "pod web Running")
-    pf = subprocess.Popen(np_argv(lab, "port-forward", "web", ":8080"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
-    try:
-        line = pf.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
-            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
-        local = int(line.split("127.0.0.1:")[1].split()[0])
-        want = Path("/bin/busybox").read_bytes()
+    want = Path("/bin/busybox").read_bytes()
 
-        def get() -> bytes:
-            with socket.create_connection(("127.0.0.1", local), timeout=30) as s:
-                s.sendall(b"GET /busybox HTTP/1.0\r\n\r\n")
-                got = b""
-                while chunk := s.recv(65536):
-                    got += chunk
-            head, _, body = got.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head
-            return body
+    def get(local: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", local), timeout=30) as s:
+            s.sendall(b"GET /busybox HTTP/1.0\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head
+        return body
 
-        def served() -> bool:
-            try:
-                return get() == want
-            except (OSError, AssertionError):
-                return False
+    def served(local: int) -> bool:
+        try:
+            return get(local) == want
+        except (OSError, AssertionError):
+            return False
 
-        wait_for(served, 30, "httpd answering through the port-forward")  # httpd may still be starting
-        assert get() == want and get() == want
-        pf.send_signal(signal.SIGINT)
-        assert pf.wait(10) == 0, pf.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if pf.poll() is None:
-            pf.kill()
-            pf.wait(10)
+    for target, port in (("web", ":8080"), ("svc/web", ":80")):
+        pf = subprocess.Popen(np_argv(lab, "port-forward", target, port), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        try:
+            line = pf.stdout.readline()  # type: ignore[union-attr]
+            assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
+                (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
+            local = int(line.split("127.0.0.1:")[1].split()[0])
+            wait_for(lambda lp=local: served(lp), 30, f"httpd answering through {target}")  # httpd may still be starting
+            assert get(local) == want and get(local) == want
+            pf.send_signal(signal.SIGINT)
+            assert pf.wait(10) == 0, pf.stderr.read()  # type: ignore[union-attr]
+        finally:
+            if pf.poll() is None:
+                pf.kill()
+                pf.wait(10)
+    one_line_error(np(lab, "port-forward", "svc/web", "81"), 2, "Service web does not have a service port 81")
+    one_line_error(np(lab, "port-forward", "svc/nope", "80"), 2, 'services "nope" not found')
