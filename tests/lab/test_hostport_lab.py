@@ -3,7 +3,7 @@ address, as the CNI portmap plugin makes it (`orchestrator.node.hostports`).
 
 A pod on h1 maps hostPort 18080 to its 8080. It answers from the other host (h2 → h1's
 underlay address), from h1 itself at its own address and on 127.0.0.1, and from another pod
-on h1 (the hairpin). h2, which runs no hostPort pod, has no hostPort chain at all. h1's agent
+on h1 (the hairpin), and a UDP hostPort answers datagrams. h2, which runs no hostPort pod, has no hostPort chain at all. h1's agent
 restarts without a single failed exchange meanwhile (with one pod the new agent adopts it before
 its first relist, so this does not tell whether the wait for adoption in `_sync_hostports` is
 what keeps it; a node with many pods needs that wait). Once the pod is deleted, its rule goes and the port is closed again."""
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netplane import ipt
+from netplane import ipt, netns
 from netplane.lab import Lab
 from netplane.lab.builder import LAB_PREFIX
 from orchestrator.node.hostports import CHAIN
@@ -50,6 +51,28 @@ def refused_from(ns: str, address: str, port: int) -> bool:
     return False
 
 
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data.upper(), peer)
+"""
+
+
+def udp_ask(ns: str, address: str, port: int, payload: bytes) -> bytes | None:
+    with netns.inside(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.settimeout(1)
+        s.sendto(payload, (address, port))
+        try:
+            return s.recv(2048)
+        except OSError:
+            return None
+
+
 def pod_on(name: str, node: str, command: list[str], **port: Any) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "terminationGracePeriodSeconds": 1,
@@ -63,7 +86,8 @@ def test_host_port_reaches_the_pod_from_everywhere(lab_factory: Callable[..., La
     server = pod_on("hp", "h1", [sys.executable, "-c", ECHO_UNTIL_EOF, "8080", "0.0.0.0"],
                     containerPort=8080, hostPort=18080)
     client = pod_on("peer", "h1", ["sleep", "3600"])
-    for p in (server, client):
+    udp = pod_on("dns", "h1", [sys.executable, "-c", UDP_ECHO], containerPort=5353, hostPort=15353, protocol="UDP")
+    for p in (server, client, udp):
         got = np(lab, "apply", "-f", "-", input=json.dumps(p))
         assert got.returncode == 0, got.stderr
 
@@ -85,6 +109,9 @@ def test_host_port_reaches_the_pod_from_everywhere(lab_factory: Callable[..., La
              "s.sendall(b'hairpin'); s.shutdown(socket.SHUT_WR); print(s.recv(100).decode())")
     got = np(lab, "exec", "peer", "--", sys.executable, "-c", probe)
     assert got.returncode == 0 and got.stdout.strip() == expected(b"hairpin").decode(), got
+    # UDP: a datagram to h1's hostPort 15353 reaches the pod's 5353 and the answer comes back
+    wait_for(lambda: running("dns"), 60, "pod dns Running")
+    wait_for(lambda: udp_ask(lab.netns("h2"), node_ip, 15353, b"query") == b"QUERY", 20, "UDP hostPort 15353 answering")
     # a node without hostPort pods has no chain of ours
     rules = ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h2")).stdout
     assert CHAIN not in rules, rules
