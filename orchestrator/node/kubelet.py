@@ -206,6 +206,7 @@ class NodeRuntime:
         self._net: dict[str, tuple[str, str]] = {}  # pod uid -> (sandbox id, IP) its network was attached to
         self.hostports = HostPorts(self.overlay.subnet, self.overlay.bridge, netns_name=ctx.netns_name)
         self._hostports_ready = False  # until every running sandbox is attached again (see _sync_hostports)
+        self._hostports_lock = threading.Lock()
         self._started_at = time.monotonic()
         self._lease = 0
         self.api: NodeAPIServer | None = None
@@ -614,17 +615,18 @@ class NodeRuntime:
         passed). A failure is logged; the relist loop tries again within a second."""
         if not self._hostports_ready:
             return
-        with self._lock:
-            net = dict(self._net)
-        wanted = []
-        for p in self.pods.by_index("node", self.node):
-            got = net.get(meta.uid(p))
-            if got is not None:
-                wanted += mappings_of(p, got[1])
-        try:
-            self.hostports.sync(wanted)
-        except NetplaneError as e:
-            log.warning("hostPort rules: %s", e)
+        with self._hostports_lock:  # read and written as one: an older reading never lands after a newer one
+            with self._lock:
+                net = dict(self._net)
+            wanted = []
+            for p in self.pods.by_index("node", self.node):
+                got = net.get(meta.uid(p))
+                if got is not None:
+                    wanted += mappings_of(p, got[1])
+            try:
+                self.hostports.sync(wanted)
+            except NetplaneError as e:
+                log.warning("hostPort rules: %s", e)
 
     def _exec_fn(self, container_id: str) -> Any:
         def run(cmd: list[str], timeout: float) -> int:
