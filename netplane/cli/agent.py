@@ -134,6 +134,10 @@ def agent(
         raise ConfigError("--node-api-listen needs --runtime (the node API serves the node runtime's pods)")
     elif node_api_client_ca is not None:
         raise ConfigError("--node-api-client-ca needs --runtime (the node API serves the node runtime's pods)")
+    if node_api_client_ca is not None:  # a bad file fails now, not once the overlay is up
+        from orchestrator.node.nodetls import ClientCAs
+
+        ClientCAs(None, None, node_api_client_ca)
     if stats_listen:
         components.append(wiring.stats(listen=stats_listen, sources=stats_sources, cgroups=stats_cgroups))
     elif stats_sources or stats_cgroups:

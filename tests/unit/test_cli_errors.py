@@ -32,6 +32,9 @@ def _closed_port() -> int:
         ["svc", "create", "Web", "--port", "80"],
         ["svc", "create", "web", "--port", "80/sctp"],
         ["net", "config", "set", "--network", "10.0.0.0/33"],
+        ["port-forward", "web", "80:http"],
+        ["agent", "--node", "n1", "--runtime", "namespaces", "--node-api-client-ca", __file__],  # not PEM
+        ["logs", "web", "--kubeconfig", __file__],  # not a kubeconfig
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(args: list[str]) -> None:
