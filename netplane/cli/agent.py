@@ -78,6 +78,9 @@ def _ip(text: str | None) -> IPv4Address | None:
 @click.option("--node-api-client-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="CA bundle whose client certificates the node API accepts (kubelet's --client-ca-file) "
                    "[default: the CAs the cluster's API servers publish in etcd].")
+@click.option("--node-api-read-only-group", default="readonly", show_default=True, metavar="GROUP",
+              help="Members may read pods and logs on the node API, not exec or port-forward (as the API "
+                   "server's --read-only-group: give both the same).")
 @click.pass_obj
 def agent(
     settings: Settings,
@@ -103,6 +106,7 @@ def agent(
     crashloop_backoff: str,
     node_api_listen: str | None,
     node_api_client_ca: Path | None,
+    node_api_read_only_group: str,
 ) -> None:
     """Run this host's agent: lease a subnet, program the VXLAN overlay, follow etcd."""
     opts = AgentOptions(
@@ -129,7 +133,8 @@ def agent(
                                               cgroup=proxy_cgroup, heartbeat=heartbeat,
                                               backoff=_backoff(crashloop_backoff),
                                               options={"api_listen": api_listen,
-                                                       "api_client_ca": node_api_client_ca}))
+                                                       "api_client_ca": node_api_client_ca,
+                                                       "api_read_only_group": node_api_read_only_group}))
     elif node_api_listen is not None and api_listen is not None:
         raise ConfigError("--node-api-listen needs --runtime (the node API serves the node runtime's pods)")
     elif node_api_client_ca is not None:

@@ -93,6 +93,7 @@ class NodeOptions:
     # the CAs whose client certificates it accepts (kubelet's --client-ca-file); None: those the
     # cluster's API servers publish in etcd (`orchestrator.node.nodetls.ClientCAs`)
     api_client_ca: Path | None = None
+    api_read_only_group: str = "readonly"  # may read (pods, logs) but not exec or port-forward: the API server's rule
 
 
 def machine_capacity() -> tuple[str, str]:
@@ -219,6 +220,7 @@ class NodeRuntime:
     def start(self) -> None:
         self._stop.clear()
         if self.opts.api_listen is not None:  # first: a taken port fails the start; the Node names the port
+            from orchestrator.apiserver.auth import Authorizer
             from orchestrator.node import nodetls
             from orchestrator.node.server import NodeAPIServer
 
@@ -233,7 +235,8 @@ class NodeRuntime:
                 except NetplaneError as e:
                     log.info("node API: reading the client CAs: %s (following them)", e)
             self.api = NodeAPIServer((host, port), self, tls=nodetls.ServerTLS(pair, cas),
-                                     netns_name=self.ctx.netns_name)
+                                     netns_name=self.ctx.netns_name,
+                                     authorizer=Authorizer(self.opts.api_read_only_group))
             self.api.start()
             self._api_cert = nodetls.announced(pair)
             self._start_thread("node-api-cas", lambda: cas.run(self._stop))

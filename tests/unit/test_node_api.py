@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from netplane.errors import ConfigError, NetplaneError, NotFoundError, UserError
-from orchestrator.apiserver import certs
+from orchestrator.apiserver import auth, certs
 from orchestrator.node import execstream, nodetls
 from orchestrator.node.apiclient import NodeClient, Target, container_of
 from orchestrator.node.runtime import ContainerInfo, PodRef
@@ -137,13 +137,14 @@ ADMIN = certs.client_cert(CA, "admin", ["system:masters"])
 NODE_PAIR = certs.self_signed_server("n1@netplane-node", ["127.0.0.1", "n1"])
 
 
-def _serve(tmp_path: Any, node: Any, *, cas: Sequence[bytes] = (CA.cert,)) -> NodeAPIServer:
+def _serve(tmp_path: Any, node: Any, *, cas: Sequence[bytes] = (CA.cert,), read_only_group: str = "readonly") -> NodeAPIServer:
     trusted = nodetls.ClientCAs(None, None)
     if cas:
         bundle = tmp_path / "client-ca.crt"
         bundle.write_bytes(b"".join(cas))
         trusted = nodetls.ClientCAs(None, None, bundle)
-    srv = NodeAPIServer(("127.0.0.1", 0), node, tls=nodetls.ServerTLS(NODE_PAIR, trusted))
+    srv = NodeAPIServer(("127.0.0.1", 0), node, tls=nodetls.ServerTLS(NODE_PAIR, trusted),
+                        authorizer=auth.Authorizer(read_only_group))
     srv.start()
     return srv
 
@@ -405,3 +406,14 @@ def test_node_certificate_round_trip_and_reuse(tmp_path: Any) -> None:
     assert nodetls.node_certificate({"metadata": {"annotations": {nodetls.CERT_ANNOTATION: "bm90IGEgY2VydA=="}}}) is None
     with pytest.raises(NetplaneError, match="node n1 announces no node API certificate"):
         nodetls.pinned({"metadata": {}}, "n1")
+
+
+def test_the_read_only_group_is_the_one_configured(tmp_path: Any) -> None:
+    srv = _serve(tmp_path, FakeNode(), read_only_group="viewers")
+    try:
+        code, _ = _raw(srv, "POST", "/exec/default/solo/c?command=ls", certs.client_cert(CA, "v", ["viewers"]))
+        assert code == 403
+        code, _ = _raw(srv, "POST", "/exec/default/solo/c?command=ls", certs.client_cert(CA, "r", ["readonly"]))
+        assert code == 200, "readonly is an ordinary group here"
+    finally:
+        srv.stop()
