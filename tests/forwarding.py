@@ -5,6 +5,9 @@ is answered at once, for clients without half-close), and the client's side of o
 from __future__ import annotations
 
 import socket
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 # argv: PORT [ADDRESS]; by default bound to the pod's 127.0.0.1 (a port-forward reaches it,
 # nothing outside the pod can)
@@ -50,3 +53,23 @@ def exchange(port: int, payload: bytes, *, address: str = "127.0.0.1", netns: st
 
 def expected(payload: bytes) -> bytes:
     return payload.upper() + b" (%d bytes)" % len(payload)
+
+
+@contextmanager
+def forwarding(argv: Sequence[str], remote: int) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A port-forward process (kubectl's or ours: both print "Forwarding from 127.0.0.1:L -> R"
+    first): the local port it listens on and the process, stopped (SIGTERM, then SIGKILL) at the end."""
+    pf = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith(f"-> {remote}"), \
+            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
+        yield int(line.split("127.0.0.1:")[1].split()[0]), pf
+    finally:
+        if pf.poll() is None:
+            pf.terminate()
+            try:
+                pf.wait(10)
+            except subprocess.TimeoutExpired:
+                pf.kill()
+                pf.wait(10)

@@ -128,7 +128,7 @@ def test_kubectl_and_python_client(api: Api) -> None:
 
 
 def port_forward_steps(api: Api) -> None:
-    from tests.forwarding import ECHO_UNTIL_EOF, exchange, expected
+    from tests.forwarding import ECHO_UNTIL_EOF, exchange, expected, forwarding
 
     fwd = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fwd", "labels": {"app": "fwd"}},
            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
@@ -137,13 +137,11 @@ def port_forward_steps(api: Api) -> None:
     api.kubectl("apply", "-f", "-", input=json.dumps(fwd))
     wait_for(lambda: running(api, "app=fwd", 1) and "listening" in api.kubectl(
         "logs", "fwd", check=False).stdout, 60, "pod fwd Running and listening")
-    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "pod/fwd", ":8080",
-                           "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = pf.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
-            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
-        local = int(line.split("127.0.0.1:")[1].split()[0])
+    def kubectl_forward(target: str, port: str, remote: int) -> Any:
+        return forwarding([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", target, port,
+                           "--address", "127.0.0.1"], remote)
+
+    with kubectl_forward("pod/fwd", ":8080", 8080) as (local, pf):
         assert exchange(local, b"hello") == expected(b"hello")
         big = bytes(range(97, 123)) * 40_000  # 1,040,000 bytes: many SPDY and WebSocket frames each way
         assert exchange(local, big) == expected(big)
@@ -155,42 +153,23 @@ def port_forward_steps(api: Api) -> None:
         for t in ts:
             t.join(30)
         assert sorted(got) == [expected(b"one"), expected(b"two")]
-        assert pf.poll() is None, pf.stderr.read()  # type: ignore[union-attr]
-    finally:
-        pf.terminate()
-        pf.wait(10)
+        assert pf.poll() is None, pf.stderr.read()
     # through a Service: kubectl picks one of its pods and turns the service port into the
     # container's (a named targetPort, read from the pod's ports)
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fwd"},
            "spec": {"selector": {"app": "fwd"}, "ports": [{"port": 80, "targetPort": "echo"}]}}
     api.kubectl("apply", "-f", "-", input=json.dumps(svc))
-    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "svc/fwd", ":80",
-                           "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = pf.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
-            (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
-        assert exchange(int(line.split("127.0.0.1:")[1].split()[0]), b"via svc") == expected(b"via svc")
-    finally:
-        pf.terminate()
-        pf.wait(10)
+    with kubectl_forward("svc/fwd", ":80", 8080) as (local, _):
+        assert exchange(local, b"via svc") == expected(b"via svc")
     api.kubectl("delete", "svc", "fwd")
     # nothing listens on 8081: kubectl prints the node's refusal (from the error stream) and ends
-    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "port-forward", "pod/fwd", ":8081",
-                           "--address", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = pf.stdout.readline()  # type: ignore[union-attr]
-        local = int(line.split("127.0.0.1:")[1].split()[0])
+    with kubectl_forward("pod/fwd", ":8081", 8081) as (local, pf):
         with contextlib.suppress(OSError):
             exchange(local, b"x", timeout=10)
         assert pf.wait(20) != 0
-        err = pf.stderr.read()  # type: ignore[union-attr]
+        err = pf.stderr.read()
         assert "error forwarding port 8081 to pod fwd: connect to localhost:8081 in pod fwd's network namespace: " \
                "Connection refused" in err, err
-    finally:
-        if pf.poll() is None:
-            pf.kill()
-        pf.wait(10)
     # (pod fwd stays for the Python client's port-forward)
 
 

@@ -31,6 +31,7 @@ import pytest
 
 from netplane.lab import Lab
 from netplane.lab.builder import LAB_PREFIX
+from tests.forwarding import forwarding
 from tests.ptyrun import interact
 from tests.waiting import wait_for
 
@@ -198,20 +199,10 @@ def port_forward(lab: Lab) -> None:
             return False
 
     for target, port in (("web", ":8080"), ("svc/web", ":80")):
-        pf = subprocess.Popen(np_argv(lab, "port-forward", target, port), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-        try:
-            line = pf.stdout.readline()  # type: ignore[union-attr]
-            assert line.startswith("Forwarding from 127.0.0.1:") and line.rstrip().endswith("-> 8080"), \
-                (line, pf.poll(), pf.stderr.read() if pf.poll() is not None else "")  # type: ignore[union-attr]
-            local = int(line.split("127.0.0.1:")[1].split()[0])
+        with forwarding(np_argv(lab, "port-forward", target, port), 8080) as (local, pf):
             wait_for(lambda lp=local: served(lp), 30, f"httpd answering through {target}")  # httpd may still be starting
             assert get(local) == want and get(local) == want
             pf.send_signal(signal.SIGINT)
-            assert pf.wait(10) == 0, pf.stderr.read()  # type: ignore[union-attr]
-        finally:
-            if pf.poll() is None:
-                pf.kill()
-                pf.wait(10)
+            assert pf.wait(10) == 0, pf.stderr.read()
     one_line_error(np(lab, "port-forward", "svc/web", "81"), 2, "Service web does not have a service port 81")
     one_line_error(np(lab, "port-forward", "svc/nope", "80"), 2, 'services "nope" not found')
