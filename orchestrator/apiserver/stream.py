@@ -39,6 +39,7 @@ import json
 import logging
 import random
 import ssl
+import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -462,8 +463,6 @@ async def channel_portforward(ws: web.WebSocketResponse, ports: list[int],
     connection per port for the WebSocket's life, the i-th port's bytes on channel 2i and its
     errors on 2i+1, each channel opened by a frame holding the port (2 bytes, little-endian).
     It has no half-close; the WebSocket closes once every port's connection has ended."""
-    import struct
-
     for i, port in enumerate(ports):
         for channel in (2 * i, 2 * i + 1):
             await ws.send_bytes(bytes([channel]) + struct.pack("<H", port))

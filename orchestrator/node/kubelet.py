@@ -432,7 +432,8 @@ class NodeRuntime:
                 seen: dict[str, list[tuple[str, str, str]]] = {}
                 for c in self.runtime.list_containers():
                     seen.setdefault(c.pod.uid, []).append((c.name, c.id, c.state))
-                for s in self.runtime.list_sandboxes():
+                sandboxes = self.runtime.list_sandboxes()
+                for s in sandboxes:
                     seen.setdefault(s.pod.uid, []).append(("POD", s.id, s.state))
                     if self._key_of_uid(s.pod.uid) is None:
                         self._uids.setdefault(f"{s.pod.namespace}/{s.pod.name}", s.pod.uid)
@@ -445,7 +446,7 @@ class NodeRuntime:
                             self.loop.queue.add(key)
                 self._last_relist = snapshot
                 if not self._hostports_ready:
-                    running = {s.pod.uid for s in self.runtime.list_sandboxes() if s.state == "ready"}
+                    running = {s.pod.uid for s in sandboxes if s.state == "ready"}
                     with self._lock:
                         attached = set(self._net)
                     self._hostports_ready = running <= attached or \

@@ -474,18 +474,22 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _switch_protocols(self, protocol: str) -> None:
+        """101 to `protocol`; from here on the connection is the stream's, with no timeout."""
+        self.send_response(101)
+        self.send_header("Upgrade", protocol)
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        self.connection.settimeout(None)
+
     def _exec_stream(self, req: ExecRequest) -> None:
         """The upgraded exec: 101, then frames both ways until the command has exited (its
         status frame sent) or the client has gone (the command killed)."""
         session = self.api.exec_session(req)  # APIError before anything is upgraded
         reader: threading.Thread | None = None
         try:
-            self.send_response(101)
-            self.send_header("Upgrade", execstream.UPGRADE)
-            self.send_header("Connection", "Upgrade")
-            self.end_headers()
-            self.wfile.flush()
-            self.connection.settimeout(None)
+            self._switch_protocols(execstream.UPGRADE)
             gone = threading.Event()
             reader = threading.Thread(target=_exec_input, args=(self.rfile, session, gone), name="node-api-exec-in",
                                       daemon=True)
@@ -514,12 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.api.forwarding(pod, True)
         up: threading.Thread | None = None
         try:
-            self.send_response(101)
-            self.send_header("Upgrade", execstream.PORTFORWARD_UPGRADE)
-            self.send_header("Connection", "Upgrade")
-            self.end_headers()
-            self.wfile.flush()
-            self.connection.settimeout(None)
+            self._switch_protocols(execstream.PORTFORWARD_UPGRADE)
             client_closed = threading.Event()
             up = threading.Thread(target=_forward_up, args=(self.rfile, pod, client_closed.set),
                                   name="node-api-forward-in", daemon=True)
