@@ -10,7 +10,7 @@
  *       "error: ..." first.
  *
  *   np-shim run --status-fd N --dir D --ns-pidfd N --log FILE [--cgroup DIR]... [--resolv F]
- *               [--root DIR] [--cwd DIR] -- ARGV...
+ *               [--root DIR] [--cwd DIR] [--stdin open|once] [--tty on] [--attach NAME] -- ARGV...
  *       Daemonizes and stays as the supervisor S (recorded in D/shim); forks the container
  *       process C, which joins the cgroups and the namespaces of the pidfd's process (the
  *       sandbox's pause: net, ipc, uts) *before* exec, gets a private mount namespace with F
@@ -23,6 +23,19 @@
  *       and when C exits kills what C left in its cgroups (the container ends with its main
  *       process, as under Docker), then writes D/exit atomically (rename): "status= code=
  *       signal= finished_ns= oom_kill=" and exits. The exit status therefore survives the agent.
+ *       --stdin: C's stdin is a pipe S holds (else /dev/null), written by attach sessions; "once"
+ *       closes it for good when the first session that attached stdin leaves or closes it
+ *       (the pod spec's stdinOnce). --tty: C's stdin, stdout and stderr are the slave of a pty
+ *       whose master S holds; C is a session leader with it as its controlling terminal, and
+ *       its output is logged as stdout.
+ *       --attach NAME: S listens on the SOCK_SEQPACKET unix socket D/NAME (mode 0600) for attach
+ *       sessions, as conmon does (kubectl attach). Each packet's first byte is its channel:
+ *         session -> S   16 "I attach stdin"   0 stdin data   4 resize: uint16 cols, rows (big-
+ *                        endian)   255 stdin closed
+ *         S -> session   1 stdout   2 stderr (none with a TTY): what C writes from then on
+ *       S closes every session when C's output ends (EOF: the container exited). A session that
+ *       cannot take output for 5 s is dropped; while C's stdin is full, S reads no session's
+ *       packets (the backpressure reaches the writer), while output flows on.
  *
  *   np-shim exec --ns-pidfd N [--cgroup DIR]... [--root DIR] [--cwd DIR] -- ARGV...
  *       Joins the cgroups, enters the net, ipc, uts and mount namespaces of the pidfd's process
@@ -51,6 +64,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +85,9 @@ struct opts {
   const char *resolv;
   const char *root;
   const char *cwd;
+  const char *stdin_mode; /* NULL, "open" or "once" */
+  const char *tty;        /* NULL or "on" */
+  const char *attach;     /* the attach socket's name in dir */
   const char *cgroups[MAX_CGROUPS];
   int ncgroups;
   char **argv;
@@ -285,11 +302,18 @@ static void child_fail(int errfd, const char *what, const char *arg) {
   _exit(127);
 }
 
-static void container_child(struct opts *o, int out, int err, int errfd) {
+/* in: C's stdin (the stdin pipe's reading end, or the pty's slave with a TTY, then also out
+ * and err), or -1 for /dev/null */
+static void container_child(struct opts *o, int in, int out, int err, int errfd) {
   reset_signals();
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int devnull = in >= 0 ? in : open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0)
     child_fail(errfd, "open", "/dev/null");
+  if (o->tty) {
+    /* S is the session leader; C leads its own, with the pty as its controlling terminal */
+    if (setsid() < 0 || ioctl(in, TIOCSCTTY, 0) < 0)
+      child_fail(errfd, "make the pty the controlling terminal", NULL);
+  }
   /* cgroups first: from its first instruction after exec the process is in them */
   int bad = join_cgroups(o);
   if (bad)
@@ -323,12 +347,218 @@ static void container_child(struct opts *o, int out, int err, int errfd) {
 /* ------------------------------------------------------------------ run: the supervisor */
 struct stream {
   int fd;
+  int channel; /* the attach sessions' channel: 1 stdout, 2 stderr */
   const char *name;
   char buf[LINE_MAX_BYTES];
   size_t len;
 };
 
 static int logfd = -1;
+
+/* ------------------------------------------------------------------ run: attach sessions */
+#define MAX_SESSIONS 32
+#define PACKET_MAX 65536
+#define CH_STDIN 0
+#define CH_RESIZE 4
+#define CH_CLOSE 255
+#define CH_HELLO_STDIN 16
+
+static int sessions[MAX_SESSIONS];
+static int nsessions;
+static int stdin_sessions[MAX_SESSIONS]; /* 1: that session attached stdin */
+
+static void drop_session(int i) {
+  close(sessions[i]);
+  sessions[i] = sessions[nsessions - 1];
+  stdin_sessions[i] = stdin_sessions[nsessions - 1];
+  nsessions--;
+}
+
+/* C's output to every session: one packet each; `gone(i)` for a session that cannot take it
+ * for 5 s (or has gone), which drops it. */
+static void broadcast(int channel, const char *data, size_t n, void (*gone)(int)) {
+  unsigned char ch = (unsigned char)channel;
+  for (int i = 0; i < nsessions;) {
+    struct iovec iov[2] = {{&ch, 1}, {(void *)data, n}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    int sent = 0;
+    for (;;) {
+      if (sendmsg(sessions[i], &m, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+        sent = 1;
+        break;
+      }
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN)
+        break;
+      struct pollfd p = {sessions[i], POLLOUT, 0};
+      if (poll(&p, 1, 5000) <= 0 || !(p.revents & POLLOUT))
+        break;
+    }
+    if (!sent) {
+      gone(i);
+      continue;
+    }
+    i++;
+  }
+}
+
+/* C's stdin as the sessions write it: one packet pending at a time (none read while it is) */
+static int stdin_fd = -1;   /* the pipe's writing end, or the pty master; -1: none */
+static int stdin_is_tty;
+static int pty_fd = -1;     /* the pty master (resizes), -1 without a TTY */
+static int stdin_once;
+static int stdin_claimed;   /* once: a session has attached stdin (no other one will) */
+static int stdin_closing;   /* close once what is pending is written */
+static int stdin_closed;
+static char pending[PACKET_MAX];
+static size_t pending_len, pending_off;
+
+static void close_stdin(void) {
+  if (stdin_fd >= 0 && !stdin_closed)
+    stdin_closing = 1;
+}
+
+/* After the pending bytes: the close itself. A pty cannot be half-closed: the terminal's
+ * end-of-file character goes in instead (what a reader at a line's start takes as EOF). */
+static void finish_stdin(void) {
+  if (!stdin_closing || stdin_closed || pending_len)
+    return;
+  if (stdin_is_tty) {
+    ssize_t r = write(stdin_fd, "\x04", 1);
+    (void)r;
+  } else {
+    close(stdin_fd);
+  }
+  stdin_fd = stdin_is_tty ? stdin_fd : -1;
+  stdin_closed = 1;
+}
+
+static void write_stdin(void) {
+  while (pending_off < pending_len) {
+    ssize_t w = write(stdin_fd, pending + pending_off, pending_len - pending_off);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN)
+        return;
+      /* C closed its stdin (EPIPE): what is pending is lost, as with any reader gone */
+      pending_len = pending_off = 0;
+      if (!stdin_is_tty) {
+        close(stdin_fd);
+        stdin_fd = -1;
+      }
+      stdin_closed = 1;
+      return;
+    }
+    pending_off += (size_t)w;
+  }
+  pending_len = pending_off = 0;
+  finish_stdin();
+}
+
+static void session_gone(int i) {
+  if (stdin_sessions[i] && stdin_once)
+    close_stdin();
+  drop_session(i);
+  finish_stdin();
+}
+
+/* One packet of session i (0: it has gone and was dropped). */
+static int session_packet(int i) {
+  static unsigned char pkt[PACKET_MAX + 1];
+  ssize_t n = recv(sessions[i], pkt, sizeof pkt, MSG_DONTWAIT);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    return 1;
+  if (n <= 0) {
+    session_gone(i);
+    return 0;
+  }
+  switch (pkt[0]) {
+  case CH_HELLO_STDIN:
+    if (stdin_fd >= 0 && !stdin_closing && !stdin_closed && !(stdin_once && stdin_claimed)) {
+      stdin_sessions[i] = 1;
+      stdin_claimed = 1;
+    }
+    break;
+  case CH_STDIN:
+    if (stdin_sessions[i] && !stdin_closing && !stdin_closed && n > 1) {
+      memcpy(pending, pkt + 1, (size_t)n - 1);
+      pending_len = (size_t)n - 1;
+      pending_off = 0;
+      write_stdin();
+    }
+    break;
+  case CH_RESIZE:
+    if (pty_fd >= 0 && n >= 5) {
+      struct winsize ws = {.ws_col = (unsigned short)(pkt[1] << 8 | pkt[2]),
+                           .ws_row = (unsigned short)(pkt[3] << 8 | pkt[4])};
+      ioctl(pty_fd, TIOCSWINSZ, &ws);
+    }
+    break;
+  case CH_CLOSE:
+    if (stdin_sessions[i]) {
+      stdin_sessions[i] = 0;
+      if (stdin_once)
+        close_stdin();
+      finish_stdin();
+    }
+    break;
+  default:
+    break;
+  }
+  return 1;
+}
+
+static void accept_sessions(int lfd) {
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+      return;
+    if (nsessions == MAX_SESSIONS) {
+      close(fd);
+      continue;
+    }
+    int size = 1 << 18;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    sessions[nsessions] = fd;
+    stdin_sessions[nsessions] = 0;
+    nsessions++;
+  }
+}
+
+/* The attach socket D/NAME, bound relative to D (sun_path holds only 108 bytes). */
+static int attach_socket(const struct opts *o, int dirfd) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  if (strlen(o->attach) >= sizeof a.sun_path) {
+    errno = ENAMETOOLONG;
+    close(fd);
+    return -1;
+  }
+  strcpy(a.sun_path, o->attach);
+  unlinkat(dirfd, o->attach, 0);
+  mode_t old = umask(0177); /* the socket: 0600 */
+  int r = fchdir(dirfd) < 0 ? -1 : bind(fd, (struct sockaddr *)&a, sizeof a);
+  int saved = errno;
+  umask(old);
+  if (chdir("/") < 0 && r == 0) {
+    r = -1;
+    saved = errno;
+  }
+  if (r == 0 && listen(fd, 16) < 0) {
+    r = -1;
+    saved = errno;
+  }
+  if (r < 0) {
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
 
 static void emit(struct stream *s, const char *text, size_t n, char tag) {
   struct timespec ts;
@@ -344,11 +574,14 @@ static void emit(struct stream *s, const char *text, size_t n, char tag) {
   (void)r;
 }
 
-/* Read what is there; returns 0 at EOF. Whole lines become F records, a full buffer a P. */
-static int pump(struct stream *s) {
+/* Read what is there; returns 0 at EOF. Whole lines become F records, a full buffer a P; what
+ * was read also goes to the attach sessions. */
+static int pump(struct stream *s, void (*gone)(int)) {
   ssize_t n = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
   if (n < 0)
-    return errno == EINTR || errno == EAGAIN ? 1 : 0;
+    return errno == EINTR || errno == EAGAIN ? 1 : 0; /* EIO: a pty whose slave all closed */
+  if (n > 0 && nsessions)
+    broadcast(s->channel, s->buf + s->len, (size_t)n, gone);
   if (n == 0) {
     if (s->len)
       emit(s, s->buf, s->len, 'P');
@@ -461,10 +694,30 @@ static int do_run(struct opts *o) {
     status("error: record %s/shim: %s\n", o->dir, strerror(errno));
     _exit(1);
   }
-  int outp[2], errp[2], failp[2];
-  if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(failp, O_CLOEXEC) < 0) {
+  int outp[2] = {-1, -1}, errp[2] = {-1, -1}, failp[2], inp[2] = {-1, -1}, master = -1, slave = -1;
+  if (pipe2(failp, O_CLOEXEC) < 0) {
     status("error: pipe: %s\n", strerror(errno));
     _exit(1);
+  }
+  if (o->tty) {
+    master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    const char *name = master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 ? NULL : ptsname(master);
+    if (!name || (slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+      status("error: allocate a pty: %s\n", strerror(errno));
+      _exit(1);
+    }
+  } else if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+             (o->stdin_mode && pipe2(inp, O_CLOEXEC) < 0)) {
+    status("error: pipe: %s\n", strerror(errno));
+    _exit(1);
+  }
+  int lfd = -1, dirfd = -1;
+  if (o->attach) {
+    dirfd = open(o->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0 || (lfd = attach_socket(o, dirfd)) < 0) {
+      status("error: attach socket %s/%s: %s\n", o->dir, o->attach, strerror(errno));
+      _exit(1);
+    }
   }
   sigset_t mask;
   sigemptyset(&mask);
@@ -484,13 +737,26 @@ static int do_run(struct opts *o) {
     _exit(1);
   }
   if (child == 0) {
+    close(failp[0]);
+    if (o->tty)
+      container_child(o, slave, slave, slave, failp[1]);
     close(outp[0]);
     close(errp[0]);
-    close(failp[0]);
-    container_child(o, outp[1], errp[1], failp[1]);
+    if (inp[1] >= 0)
+      close(inp[1]);
+    container_child(o, inp[0], outp[1], errp[1], failp[1]);
   }
-  close(outp[1]);
-  close(errp[1]);
+  if (o->tty) {
+    close(slave); /* C's copies are the only ones: its exit (and its children's) is EIO here */
+    fcntl(master, F_SETFL, O_NONBLOCK);
+  } else {
+    close(outp[1]);
+    close(errp[1]);
+    if (inp[0] >= 0) {
+      close(inp[0]);
+      fcntl(inp[1], F_SETFL, O_NONBLOCK);
+    }
+  }
   close(failp[1]);
   close(o->ns_pidfd);
   char why[1024];
@@ -502,6 +768,8 @@ static int do_run(struct opts *o) {
   if (n > 0) {
     why[n] = 0;
     waitpid(child, NULL, 0);
+    if (lfd >= 0)
+      unlinkat(dirfd, o->attach, 0);
     status("error: %s\n", why);
     _exit(1);
   }
@@ -511,6 +779,8 @@ static int do_run(struct opts *o) {
     /* it runs but cannot be found again: end it rather than leave it unsupervised */
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
+    if (lfd >= 0)
+      unlinkat(dirfd, o->attach, 0);
     status("error: record %s/pid: %s\n", o->dir, strerror(errno));
     _exit(1);
   }
@@ -518,11 +788,25 @@ static int do_run(struct opts *o) {
   close(status_fd);
   status_fd = -1;
 
-  struct stream out = {.fd = outp[0], .name = "stdout"}, err = {.fd = errp[0], .name = "stderr"};
+  stdin_is_tty = o->tty != NULL;
+  pty_fd = master;
+  stdin_fd = o->tty ? (o->stdin_mode ? master : -1) : inp[1];
+  stdin_once = o->stdin_mode && strcmp(o->stdin_mode, "once") == 0;
+  struct stream out = {.fd = o->tty ? master : outp[0], .channel = 1, .name = "stdout"},
+                err = {.fd = o->tty ? -1 : errp[0], .channel = 2, .name = "stderr"};
   int wstatus = 0, done = 0;
   long long finished = 0, deadline = 0;
+  enum { P_SIG, P_OUT, P_ERR, P_LISTEN, P_STDIN, P_SESSIONS };
+  struct pollfd p[P_SESSIONS + MAX_SESSIONS];
   while (out.fd >= 0 || err.fd >= 0 || !done) {
-    struct pollfd p[3] = {{sfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {err.fd, POLLIN, 0}};
+    p[P_SIG] = (struct pollfd){sfd, POLLIN, 0};
+    p[P_OUT] = (struct pollfd){out.fd, POLLIN, 0};
+    p[P_ERR] = (struct pollfd){err.fd, POLLIN, 0};
+    p[P_LISTEN] = (struct pollfd){lfd, POLLIN, 0};
+    p[P_STDIN] = (struct pollfd){pending_len ? stdin_fd : -1, POLLOUT, 0};
+    int polled = nsessions; /* sessions are read only while nothing is pending for stdin */
+    for (int i = 0; i < polled; i++)
+      p[P_SESSIONS + i] = (struct pollfd){sessions[i], pending_len ? 0 : POLLIN, 0};
     int timeout = -1;
     if (done) {
       /* pipes held open by something outside the cgroups: give them 2 s, then stop */
@@ -531,12 +815,12 @@ static int do_run(struct opts *o) {
         break;
       timeout = (int)left;
     }
-    if (poll(p, 3, timeout) < 0) {
+    if (poll(p, (nfds_t)(P_SESSIONS + polled), timeout) < 0) {
       if (errno == EINTR)
         continue;
       break;
     }
-    if (p[0].revents & POLLIN) {
+    if (p[P_SIG].revents & POLLIN) {
       struct signalfd_siginfo si;
       if (read(sfd, &si, sizeof si) == sizeof si) {
         if (si.ssi_signo == SIGCHLD) {
@@ -553,13 +837,30 @@ static int do_run(struct opts *o) {
         }
       }
     }
+    if (p[P_STDIN].revents)
+      write_stdin();
+    /* sessions from the last to the first: dropping one moves the last into its place */
+    for (int i = polled - 1; i >= 0; i--)
+      if (i < nsessions && (p[P_SESSIONS + i].revents & (POLLIN | POLLHUP | POLLERR)) && !pending_len)
+        session_packet(i);
+    if (p[P_LISTEN].revents & POLLIN)
+      accept_sessions(lfd);
     struct stream *ss[2] = {&out, &err};
     for (int i = 0; i < 2; i++) {
-      if (ss[i]->fd >= 0 && (p[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) && !pump(ss[i])) {
+      if (ss[i]->fd >= 0 && (p[i + P_OUT].revents & (POLLIN | POLLHUP | POLLERR)) && !pump(ss[i], session_gone)) {
         close(ss[i]->fd);
+        if (ss[i]->fd == pty_fd)
+          stdin_fd = pty_fd = -1; /* the pty's master: stdin goes with it */
         ss[i]->fd = -1;
       }
     }
+  }
+  /* the end: every session reads EOF, and the socket goes */
+  while (nsessions)
+    drop_session(nsessions - 1);
+  if (lfd >= 0) {
+    unlinkat(dirfd, o->attach, 0);
+    close(lfd);
   }
   struct stream *ss[2] = {&out, &err};
   for (int i = 0; i < 2; i++)
@@ -641,6 +942,12 @@ static int parse(int argc, char **argv, struct opts *o) {
       o->root = v;
     else if (strcmp(a, "--cwd") == 0)
       o->cwd = v;
+    else if (strcmp(a, "--stdin") == 0 && (strcmp(v, "open") == 0 || strcmp(v, "once") == 0))
+      o->stdin_mode = v;
+    else if (strcmp(a, "--tty") == 0 && strcmp(v, "on") == 0)
+      o->tty = v;
+    else if (strcmp(a, "--attach") == 0 && *v && !strchr(v, '/'))
+      o->attach = v;
     else if (strcmp(a, "--cgroup") == 0) {
       if (o->ncgroups == MAX_CGROUPS)
         return -1;

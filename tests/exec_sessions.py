@@ -103,3 +103,76 @@ def check_close_ends_a_blocked_read(s: ExecSession) -> None:
     reader.join(5)
     assert got == [None] and not reader.is_alive()
     assert s.wait(5) == 137 and s.read() is None
+
+
+# ---------------------------------------------------------------------------- attach (`Runtime.attach`)
+def check_attach_stdin_once(rt: Any, cid: str) -> None:
+    """`cid` runs `sh -c 'cat; echo done'` with stdin and stdin_once and no TTY: what one
+    session writes comes back, its close of stdin is the process's EOF, and the session ends
+    with the container, whose exit code `wait` then gives."""
+    with closing(rt.attach(cid, stdin=True)) as s:
+        assert s.tty is False and s.read(0.05) == (0, b"")
+        s.write_stdin(b"hello\n")
+        assert read_until(s, b"hello\n") == b"hello\n"
+        assert s.wait(0.1) is None  # still running: cat waits for more
+        s.close_stdin()
+        with pytest.raises(RuntimeError_, match="stdin is closed"):
+            s.write_stdin(b"more")
+        assert drain(s) == {1: b"done\n", 2: b""}
+        assert s.wait(5) == 0 and s.read() is None
+
+
+def check_attach_tty_and_detach(rt: Any, cid: str) -> None:
+    """`cid` runs `sh` with stdin and a TTY (not stdin_once): a session resizes the terminal
+    and types; detaching (close) leaves the shell running for the next session, which the
+    shell's exit ends."""
+    s = rt.attach(cid, stdin=True)
+    try:
+        assert s.tty is True
+        s.resize(100, 30)
+        s.write_stdin(b"stty size\n")
+        read_until(s, b"30 100")
+        s.close_stdin()  # not stdin_once: a no-op for the process, which reads on
+    finally:
+        s.close()
+    s.close()  # idempotent
+    assert s.read() is None
+    with closing(rt.attach(cid, stdin=True)) as again:
+        again.write_stdin(b"echo again-$((40+2))\n")
+        read_until(again, b"again-42")
+        assert again.wait(0.1) is None
+        again.write_stdin(b"exit 3\n")
+        assert b"exit 3" in drain(again)[1]  # the terminal's echo
+        assert again.wait(5) == 3
+
+
+def check_attach_output_only(rt: Any, cid: str) -> None:
+    """`cid` prints `out<N>` on stdout and `err<N>` on stderr ten times a second: two sessions
+    at once each get both streams apart, without stdin; detaching leaves it running."""
+    a, b = rt.attach(cid, stdin=False), rt.attach(cid, stdin=True)  # b: the container has no stdin
+    try:
+        for s in (a, b):
+            got = {1: b"", 2: b""}
+            deadline = time.monotonic() + 10
+            while not (b"out" in got[1] and b"err" in got[2]) and time.monotonic() < deadline:
+                chunk = s.read(0.5)
+                assert chunk is not None
+                if chunk[0]:
+                    got[chunk[0]] += chunk[1]
+            assert b"out" in got[1] and b"err" not in got[1] and b"err" in got[2] and b"out" not in got[2], got
+            with pytest.raises(RuntimeError_, match="not attached"):
+                s.write_stdin(b"x")
+    finally:
+        a.close()
+        b.close()
+    assert a.wait(0.2) is None  # the container runs on
+
+
+def check_close_ends_a_blocked_attach_read(s: ExecSession) -> None:
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(s.read()))
+    reader.start()
+    time.sleep(0.1)
+    s.close()
+    reader.join(5)
+    assert got == [None] and not reader.is_alive()

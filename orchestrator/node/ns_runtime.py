@@ -71,6 +71,7 @@ cgroup or file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -81,6 +82,7 @@ import select
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -115,6 +117,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CFS_PERIOD_US = 100_000
 MIN_QUOTA_US = 1000  # kubelet's MinQuotaPeriod
 SPAWN_TIMEOUT = 10.0
+ATTACH_SOCKET = "attach"  # np-shim's attach socket, in the container's state directory
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$")  # no "_": it separates the parts of our ids
 
@@ -709,6 +712,8 @@ class NamespaceRuntime:
                 rec = {"id": cid, "uid": ref.uid, "pod_name": ref.name, "namespace": ref.namespace, "name": config.name,
                        "attempt": int(config.attempt), "sandbox": sandbox.id, "image": config.image, "argv": argv,
                        "env": env, "root": root, "cwd": config.working_dir, "created_at": time.time(),
+                       "stdin": bool(config.stdin), "stdin_once": bool(config.stdin and config.stdin_once),
+                       "tty": bool(config.tty),
                        "boot": self._boot, "cgroups": [str(p) for _, p in dirs]}
                 self._starting.add(cid)
                 d.mkdir(mode=0o700)
@@ -729,6 +734,11 @@ class NamespaceRuntime:
                     shim += ["--root", root]
                 if config.working_dir:
                     shim += ["--cwd", config.working_dir]
+                if config.stdin:
+                    shim += ["--stdin", "once" if config.stdin_once else "open"]
+                if config.tty:
+                    shim += ["--tty", "on"]
+                shim += ["--attach", ATTACH_SOCKET]
                 self._spawn([*shim, "--", *argv], env=env, fds=(pause_fd,), what=f"start {who}")
                 info = self._container_info(cid)
                 if info is None:
@@ -947,6 +957,33 @@ class NamespaceRuntime:
         finally:
             os.close(slave)  # the child's copies are the only ones: its exit is EOF (EIO) on the master
         return ShimExecSession(p, tty=True, master=master, stdin=stdin)
+
+    def attach(self, container_id: str, *, stdin: bool) -> ShimAttachSession:
+        """A session on np-shim's attach socket (`native/np-shim.c`, run --attach): the main
+        process's output from now on and, when asked and the container has stdin, its stdin."""
+        rec, fd = self._running(container_id)
+        os.close(fd)
+        who = f"container {rec['name']} of pod {rec['namespace']}/{rec['pod_name']}"
+        d = self._containers / container_id
+        try:
+            dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RuntimeError_(f"attach to {who}: {e.strerror or e}") from e
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # through the directory's descriptor: the socket's full path may not fit in sun_path
+            s.connect(f"/proc/self/fd/{dfd}/{ATTACH_SOCKET}")
+            want_stdin = stdin and bool(rec.get("stdin"))
+            if want_stdin:
+                s.send(bytes([ATTACH_HELLO_STDIN]))
+        except OSError as e:
+            s.close()
+            why = ("it was started by an np-shim without attach (before this version); restart it"
+                   if e.errno == errno.ENOENT else e.strerror or str(e))
+            raise RuntimeError_(f"attach to {who}: {why}") from e
+        finally:
+            os.close(dfd)
+        return ShimAttachSession(self, container_id, s, tty=bool(rec.get("tty")), stdin=want_stdin)
 
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
         rec = self._container_rec(container_id)
@@ -1286,3 +1323,91 @@ class ShimExecSession:
             self._outs.clear()
         if self._p.returncode is not None:
             os.close(self._pidfd)
+
+
+ATTACH_HELLO_STDIN, ATTACH_STDIN, ATTACH_RESIZE, ATTACH_CLOSE = 16, 0, 4, 255
+ATTACH_PACKET = 65536  # np-shim's PACKET_MAX: the most stdin one packet carries
+
+
+class ShimAttachSession:
+    """`orchestrator.node.runtime.ExecSession` for `Runtime.attach`: a SOCK_SEQPACKET connection
+    to the container's np-shim, one packet per chunk with its channel in the first byte
+    (`native/np-shim.c`). `kill` and `close` detach: the container runs on. `close` from any
+    thread shuts the socket down first, so a `read` blocked in another thread returns None."""
+
+    def __init__(self, runtime: NamespaceRuntime, container_id: str, sock: socket.socket, *, tty: bool,
+                 stdin: bool) -> None:
+        self.tty = tty
+        self._runtime = runtime
+        self._cid = container_id
+        self._sock = sock
+        self._stdin = stdin
+        self._stdin_closed = not stdin
+        self._writing = threading.Lock()
+        self._state = threading.Lock()
+        self._closed = False
+
+    def _send(self, packet: bytes) -> None:
+        try:
+            self._sock.send(packet)
+        except OSError as e:
+            raise RuntimeError_(f"attach: the container's shim is gone: {e.strerror or e}") from e
+
+    def write_stdin(self, data: bytes) -> None:
+        with self._writing:
+            if not self._stdin or self._stdin_closed or self._closed:
+                raise RuntimeError_("attach: stdin is " + ("not attached" if not self._stdin else "closed"))
+            view = memoryview(data)
+            for i in range(0, len(view), ATTACH_PACKET):
+                self._send(bytes([ATTACH_STDIN]) + view[i:i + ATTACH_PACKET])
+
+    def close_stdin(self) -> None:
+        with self._writing:
+            if self._stdin_closed or self._closed:
+                return
+            self._stdin_closed = True
+            with contextlib.suppress(RuntimeError_):
+                self._send(bytes([ATTACH_CLOSE]))
+
+    def read(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        if self._closed:
+            return None
+        try:
+            ready, _, _ = select.select([self._sock], [], [], timeout)
+            if not ready:
+                return (0, b"") if not self._closed else None
+            packet = self._sock.recv(ATTACH_PACKET + 1)
+        except (OSError, ValueError):  # closed under us
+            return None
+        if not packet or self._closed:
+            return None  # the container's output ended (it exited), or we detached
+        return (packet[0] if packet[0] in (1, 2) else 1), packet[1:]
+
+    def resize(self, width: int, height: int) -> None:
+        if self.tty and not self._closed and 0 < width < 65536 and 0 < height < 65536:
+            with contextlib.suppress(RuntimeError_):
+                self._send(bytes([ATTACH_RESIZE]) + struct.pack(">HH", width, height))
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The container's exit code once it has exited (its shim's record), else None."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self._runtime._container_info(self._cid)
+            if info is None or info.state == "exited":
+                return info.exit_code if info is not None and info.exit_code is not None else -1
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
+
+    def kill(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # a blocked select/recv returns
+        with self._writing:
+            self._sock.close()

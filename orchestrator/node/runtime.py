@@ -78,6 +78,12 @@ class ContainerConfig:
     cpu_shares: int = 0  # from requests.cpu (0 = runtime default)
     cpu_quota_us: int = 0  # from limits.cpu, per 100 ms period (0 = unlimited)
     memory_limit: int = 0  # bytes, from limits.memory (0 = unlimited)
+    # the pod spec's stdin / stdinOnce / tty: the main process's stdin is kept open for attach
+    # sessions (`Runtime.attach`; stdin_once: closed for good when the first one that attached
+    # stdin leaves) and, with tty, its stdin, stdout and stderr are one terminal
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,18 @@ class Runtime(Protocol):
         """Start `cmd` in the running container with stdout and stderr piped (one stream with a
         TTY), and stdin when asked; RuntimeError_ for a container that is gone or not running.
         With a TTY, `width` x `height` (when both are given) is the terminal's first size."""
+        ...
+
+    def attach(self, container_id: str, *, stdin: bool) -> ExecSession:
+        """Attach to the running container's main process (`kubectl attach`, `kubectl run -it`):
+        its output from now on (stdout and stderr apart; one stream with a TTY) and, when
+        `stdin` and the container was started with stdin, its stdin. The session's `tty` is
+        the container's (set at its start, not by the attach). Unlike an exec session, `kill`
+        and `close` only detach: the container runs on; `close_stdin` closes the process's
+        stdin only for a container with stdin_once (else it stays open for the next attach).
+        `read` returns None once the container has exited (or the session detached); `wait`
+        then gives the container's exit code, None while it still runs. RuntimeError_ for a
+        container that is gone or not running."""
         ...
 
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:

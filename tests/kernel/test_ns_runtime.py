@@ -41,6 +41,10 @@ from orchestrator.node.runtime import (
 from stats.cgroups.hierarchy import Hierarchy
 from tests.cgroup_trees import kill_and_rmdir
 from tests.exec_sessions import (
+    check_attach_output_only,
+    check_attach_stdin_once,
+    check_attach_tty_and_detach,
+    check_close_ends_a_blocked_attach_read,
     check_close_ends_a_blocked_read,
     check_kill,
     check_resize_and_eof_on_a_tty,
@@ -548,3 +552,29 @@ def test_start_up_is_fast(env: Env) -> None:
         took.append(time.perf_counter() - t0)
     print(f"sandbox + container: {[round(t * 1000, 1) for t in took]} ms")
     assert max(took) < 0.15, took
+
+
+# ---------------------------------------------------------------------------- attach
+def test_attach_stdin_once_tty_detach_and_output(env: Env) -> None:
+    rt = env.runtime()
+    box = sandbox(rt)
+    once = start(rt, box, "once", "sh", "-c", "cat; echo done", stdin=True, stdin_once=True)
+    check_attach_stdin_once(rt, once.id)
+    assert exited(rt, once.id).exit_code == 0
+    assert text(rt, once.id) == "hello\ndone\n"  # what attach sessions see is logged too
+    with pytest.raises(RuntimeError_, match="not running"):
+        rt.attach(once.id, stdin=True)
+    shell = start(rt, box, "shell", "sh", stdin=True, tty=True)
+    check_attach_tty_and_detach(rt, shell.id)
+    assert exited(rt, shell.id).exit_code == 3
+    assert "30 100" in text(rt, shell.id)  # a TTY's output is logged as stdout
+    loop = start(rt, box, "loop", "sh", "-c", "i=0; while :; do echo out$i; echo err$i >&2; i=$((i+1)); sleep 0.1; done")
+    check_attach_output_only(rt, loop.id)
+    quiet = start(rt, box, "quiet", "sleep", "30")
+    check_close_ends_a_blocked_attach_read(rt.attach(quiet.id, stdin=False))
+    assert info(rt, quiet.id).state == "running" and info(rt, loop.id).state == "running"
+    # the socket is the shim's: it goes with the container
+    sock = rt.state_dir / "containers" / loop.id / "attach"
+    assert sock.is_socket() and oct(sock.stat().st_mode & 0o777) == "0o600"
+    rt.stop_container(loop.id, grace=1)
+    wait_for(lambda: not sock.exists(), 5, "the attach socket to go with the container")
