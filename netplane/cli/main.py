@@ -85,6 +85,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "drain": ("nodes", "drain"),
     "logs": ("podio", "logs"),
     "exec": ("podio", "exec_cmd"),
+    "attach": ("podio", "attach"),
     "port-forward": ("podio", "port_forward"),
     "master": ("master", "master"),
     "node": ("nodeinstall", "node"),

@@ -1,5 +1,5 @@
-"""`netplane logs` and `netplane exec`: a pod's output and a command in it, through its node's
-agent (the node API, `orchestrator.node.server`), as kubectl goes through the kubelet.
+"""`netplane logs`, `exec`, `attach` and `port-forward`: a pod's output, a command in it, its
+main process and its ports, through its node's agent (the node API, `orchestrator.node.server`), as kubectl goes through the kubelet.
 
 The pod is read from etcd; its `spec.nodeName` names the Node, whose InternalIP and
 `status.daemonEndpoints.kubeletEndpoint.Port` say where that agent listens
@@ -205,9 +205,47 @@ def exec_cmd(ctx: click.Context, pod: str, command: tuple[str, ...], container: 
     ctx.exit(result.exit_code)
 
 
-def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool) -> int:
-    """Relay this process's stdin and terminal size to an upgraded exec and its output here;
-    the command's exit code."""
+@click.command("attach")
+@click.argument("pod")
+@click.option("-c", "--container", metavar="NAME", help="The container (default: the pod's only one).")
+@click.option("-i", "--stdin", "stdin", is_flag=True,
+              help="Pass this terminal's stdin to the container's process (the container must have stdin: true).")
+@click.option("-t", "--tty", "tty", is_flag=True,
+              help="This terminal goes raw while attached and its size follows (the container must have tty: true).")
+@namespace_option
+@kubeconfig_option
+@click.pass_context
+def attach(ctx: click.Context, pod: str, container: str | None, stdin: bool, tty: bool, namespace: str,
+           kubeconfig: Path | None) -> None:
+    """Attach to the main process of a running container, like `kubectl attach POD [-c C] [-i]
+    [-t]`: its output from now on (stdout and stderr apart, one stream with a TTY) and, with
+    -i, this terminal's input. Exits with the container's exit code when it ends. Leaving
+    (Ctrl-C without -t, or the end of piped stdin) detaches: the container runs on, except that
+    a container with stdinOnce has its stdin closed then.
+    """
+    from orchestrator.node.apiclient import container_of
+
+    settings: Settings = ctx.obj
+    target, client = _client(settings, namespace, pod, kubeconfig)
+    name = (target.pod.get("metadata") or {}).get("name") or pod
+    cname = container_of(target.pod, container)
+    spec = next((c for c in (target.pod.get("spec") or {}).get("containers") or [] if c.get("name") == cname), {})
+    if tty and not spec.get("tty"):
+        click.echo(f"Unable to use a TTY - container {cname} did not allocate one", err=True)
+        tty = False
+    if stdin and not spec.get("stdin"):
+        click.echo(f"Unable to use stdin - container {cname} does not have stdin: true", err=True)
+        stdin = False
+    sock, reader = client.attach_stream(namespace, name, cname, stdin=stdin)
+    try:
+        ctx.exit(_interactive(sock, reader, stdin=stdin, tty=tty, what="attach"))
+    except KeyboardInterrupt:
+        ctx.exit(130)
+
+
+def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool, what: str = "exec") -> int:
+    """Relay this process's stdin and terminal size to an upgraded exec (or attach) and its
+    output here; the command's (the container's) exit code."""
     import json
     import os
     import signal
@@ -265,7 +303,7 @@ def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool) -> int:
     except BrokenPipeError:
         _quiet_stdout()
     except (OSError, ValueError) as e:
-        raise NetplaneError(f"exec: the node's stream broke off: {e}") from e
+        raise NetplaneError(f"{what}: the node's stream broke off: {e}") from e
     finally:
         if saved is not None:
             import termios
@@ -273,7 +311,7 @@ def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool) -> int:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         sock.close()
     if code is None:
-        raise NetplaneError("exec: the node's stream ended without the command's exit code")
+        raise NetplaneError(f"{what}: the node's stream ended without the exit code")
     return code
 
 

@@ -38,6 +38,7 @@ SUBRESOURCES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, str, str] |
     "binding": (("pods",), ["create"], ("", "v1", "Binding")),
     "log": (("pods",), ["get"], ("", "v1", "Pod")),
     "exec": (("pods",), ["create", "get"], ("", "v1", "PodExecOptions")),
+    "attach": (("pods",), ["create", "get"], ("", "v1", "PodAttachOptions")),
     "portforward": (("pods",), ["create", "get"], ("", "v1", "PodPortForwardOptions")),
     "scale": (("replicationcontrollers",), ["get", "patch", "update"], ("autoscaling", "v1", "Scale")),
 }

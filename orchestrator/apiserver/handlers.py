@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 T = TypeVar("T")
 BY_RESOURCE = {k.resource: k for k in KINDS}
-SUBRESOURCES = {"status", "scale", "binding", "log", "exec", "portforward"}
+SUBRESOURCES = {"status", "scale", "binding", "log", "exec", "attach", "portforward"}
 RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
@@ -230,7 +230,7 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
     t = parse_path(request.match_info.get("tail", ""))
     q = request.query
     verb = verb_of(request.method, t, q)
-    if t.subresource in ("exec", "portforward"):
+    if t.subresource in ("exec", "attach", "portforward"):
         verb = "create"  # a command, a connection into the pod: writes, also over a WebSocket's GET (as kube has it)
     user = CURRENT_USER.get()
     if not ctx.authorizer.allowed(user, verb):
@@ -382,6 +382,11 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
 
         assert ns is not None
         return await pod_exec(request, ctx, ns, name)
+    elif sub == "attach" and kind == POD and request.method in ("GET", "POST"):
+        from orchestrator.apiserver.stream import pod_attach
+
+        assert ns is not None
+        return await pod_attach(request, ctx, ns, name)
     elif sub == "portforward" and kind == POD and request.method in ("GET", "POST"):
         from orchestrator.apiserver.stream import pod_portforward
 

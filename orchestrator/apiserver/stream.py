@@ -20,6 +20,9 @@ client certificate (`NodeDialer`, `orchestrator.node.nodetls`):
 `/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `previous`, and the
 body streamed through as it comes.
 
+**pods/attach** is relayed the same way onto the node agent's attach (the container's main
+process; its end is always Success, as kubelet's attach ends).
+
 **pods/exec**: the WebSocket form kubectl (1.30 and later) and the Python client's `stream`
 speak (`v5.channel.k8s.io` or `v4.channel.k8s.io`: binary messages whose first byte is the
 channel: 0 stdin, 1 stdout, 2 stderr, 3 the closing Status, 4 resize, 255 stdin closed in v5),
@@ -341,6 +344,14 @@ async def node_upgrade(t: NodeTarget, request: bytes) -> tuple[asyncio.StreamRea
     raise APIError(code if code in (400, 404) else 500, text or f"the node answered {code}")
 
 
+def _exec_socket(request: web.Request, what: str) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, max_msg_size=execstream.MAX_FRAME)
+    if not ws.can_prepare(request).ok:
+        raise bad_request(f"pods/{what} is served as a WebSocket upgrade (v5.channel.k8s.io or "
+                          "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
+    return ws
+
+
 async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
     from orchestrator.apiserver.handlers import _true
 
@@ -348,14 +359,39 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
     command = q.getall("command", [])
     if not command:
         raise bad_request("you must specify at least 1 command")
-    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, max_msg_size=execstream.MAX_FRAME)
-    if not ws.can_prepare(request).ok:
-        raise bad_request("pods/exec is served as a WebSocket upgrade (v5.channel.k8s.io or "
-                          "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
+    ws = _exec_socket(request, "exec")
     t = await pod_on_node(ctx, namespace, name, q.get("container"))
     stdin, tty = _true(q.get("stdin")), _true(q.get("tty"))
     reader, writer = await node_upgrade(t, execstream.upgrade_request(
         f"{t.host}:{t.port}", namespace, name, t.container, command, stdin=stdin, tty=tty))
+    return await _relay(request, ws, reader, writer, f"exec in {namespace}/{name}", stdin=stdin, tty=tty,
+                        status=lambda code: exec_status(code, command))
+
+
+async def pod_attach(request: web.Request, ctx: Context, namespace: str, name: str) -> web.StreamResponse:
+    """`kubectl attach` and `kubectl run -it`: the container's main process, relayed like an
+    exec onto the node agent's attach. The end is Success, whatever the container's exit code
+    (as kubelet's attach ends; kubectl run reads the code from the pod's status)."""
+    from orchestrator.apiserver.handlers import _true
+
+    q = request.query
+    ws = _exec_socket(request, "attach")
+    t = await pod_on_node(ctx, namespace, name, q.get("container"))
+    stdin, tty = _true(q.get("stdin")), _true(q.get("tty"))
+    reader, writer = await node_upgrade(t, execstream.attach_request(
+        f"{t.host}:{t.port}", namespace, name, t.container, stdin=stdin))
+    return await _relay(request, ws, reader, writer, f"attach to {namespace}/{name}", stdin=stdin, tty=tty,
+                        status=lambda code: {"metadata": {}, "status": "Success"})
+
+
+async def _relay(request: web.Request, ws: web.WebSocketResponse, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, what: str, *, stdin: bool, tty: bool,
+                 status: Callable[[int], Obj]) -> web.WebSocketResponse:
+    """kubectl's channel messages onto the node's frames and back, until the node's status
+    frame (then `status(exit code)` on channel 3) or either side's end."""
+    from orchestrator.apiserver.handlers import _true
+
+    q = request.query
     await ws.prepare(request)
     want = {execstream.STDOUT: _true(q.get("stdout")), execstream.STDERR: _true(q.get("stderr"))}
 
@@ -379,7 +415,7 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
                 writer.write(execstream.frame(execstream.CLOSE))
             await writer.drain()
         client_gone.set()
-        writer.close()  # the client left before the end: the node kills the command
+        writer.close()  # the client left before the end: the node kills the command (detaches)
 
     client_gone = asyncio.Event()
     inbound = asyncio.create_task(client_to_node())
@@ -393,16 +429,16 @@ async def pod_exec(request: web.Request, ctx: Context, namespace: str, name: str
                     await ws.send_bytes(bytes([channel]) + data)
             elif channel == execstream.STATUS:
                 code = int(json.loads(data).get("exitCode", -1))
-                await ws.send_bytes(bytes([execstream.STATUS]) + _dumps(exec_status(code, command)))
+                await ws.send_bytes(bytes([execstream.STATUS]) + _dumps(status(code)))
                 break
     except (asyncio.IncompleteReadError, execstream.FrameError, ValueError, OSError) as e:
         if client_gone.is_set() or ws.closed:
             return ws
-        log.warning("exec in %s/%s: the node's stream ended early: %s", namespace, name, e)
+        log.warning("%s: the node's stream ended early: %s", what, e)
         with contextlib.suppress(ConnectionResetError):
             await ws.send_bytes(bytes([execstream.STATUS]) + _dumps(
                 {"metadata": {}, "status": "Failure", "reason": "InternalError",
-                 "message": f"the node agent's exec stream ended before the command's exit: {e}"}))
+                 "message": f"the node agent's stream ended before the end: {e}"}))
     finally:
         inbound.cancel()
         writer.close()

@@ -199,6 +199,12 @@ class NodeClient:
         return self._upgraded(execstream.upgrade_request(f"{t.address}:{t.port}", namespace, pod, container, command,
                                                          stdin=stdin, tty=tty))
 
+    def attach_stream(self, namespace: str, pod: str, container: str, *, stdin: bool) -> tuple[socket.socket, Any]:
+        """An attach to the container's main process, upgraded as `exec_stream` is."""
+        t = self.target
+        return self._upgraded(execstream.attach_request(f"{t.address}:{t.port}", namespace, pod, container,
+                                                        stdin=stdin))
+
     def port_forward(self, namespace: str, pod: str, port: int) -> tuple[socket.socket, Any]:
         """A connection to `port` of the pod (localhost in its network namespace), upgraded as
         `exec_stream` is; the node's refusal (nothing listens there) as one-line errors."""

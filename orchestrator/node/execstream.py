@@ -14,6 +14,13 @@ kubectl's WebSocket messages by re-framing them; the framing is ours (kubelet up
 a WebSocket). The node closes the connection after the status frame. A client that goes away
 before that (EOF on the socket) has its command killed.
 
+**Attach** (`kubectl attach`, `kubectl run -it`) is the same conversation with the container's
+main process: `POST /attach/{namespace}/{pod}/{container}?stdin=true` with the same upgrade. Its
+output from then on comes as stdout and stderr frames (one stream when the container has a TTY,
+which is the container's own setting, fixed at its start), stdin and resizes go in, and the
+status frame carries the container's exit code once it has exited. A client that goes detaches:
+the container runs on (stdin_once closes its stdin then).
+
 **Port-forward** rides the same frames: `POST /portForward/{namespace}/{pod}?port=P` with
 `Upgrade: netplane-portforward/1`. The node first connects to `localhost:P` inside the pod's
 network namespace (as kubelet's runtimes do), and a failure there is the ordinary error
@@ -53,6 +60,13 @@ def upgrade_request(authority: str, namespace: str, pod: str, container: str, co
     path = "/".join(quote(p, safe="") for p in ("", "exec", namespace, pod, container))
     query = urlencode([*(("command", c) for c in command), ("stdin", str(stdin).lower()), ("tty", str(tty).lower())])
     return (f"POST {path}?{query} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n"
+            f"Upgrade: {UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def attach_request(authority: str, namespace: str, pod: str, container: str, *, stdin: bool) -> bytes:
+    """The HTTP request that attaches to a container's main process at the node agent `authority`."""
+    path = "/".join(quote(p, safe="") for p in ("", "attach", namespace, pod, container))
+    return (f"POST {path}?stdin={str(stdin).lower()} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n"
             f"Upgrade: {UPGRADE}\r\nContent-Length: 0\r\n\r\n").encode()
 
 

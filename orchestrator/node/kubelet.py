@@ -170,6 +170,9 @@ def container_config(container: Mapping[str, Any], env: Mapping[str, str], attem
         cpu_shares=cpu_shares(cpu_req) if cpu_req else 0,
         cpu_quota_us=cpu_lim * 100 if cpu_lim else 0,  # per 100 ms period: millicpu * 100 µs
         memory_limit=_bytes(lim.get("memory")),
+        stdin=bool(container.get("stdin")),
+        stdin_once=bool(container.get("stdinOnce")),
+        tty=bool(container.get("tty")),
     )
 
 

@@ -14,6 +14,8 @@ announced in the Node's `status.daemonEndpoints.kubeletEndpoint.Port`, as kubele
     POST /exec/...?command=...[&stdin=true][&tty=true]       with `Upgrade: netplane-exec/1`: 101, then
                                                              the command's streams as frames
                                                              (`orchestrator.node.execstream`)
+    POST /attach/{namespace}/{pod}/{container}[?stdin=true]  with `Upgrade: netplane-exec/1`: 101, then
+                                                             the main process's streams as frames
     POST /portForward/{namespace}/{pod}?port=P               with `Upgrade: netplane-portforward/1`:
                                                              101, then a connection to localhost:P in
                                                              the pod's network namespace, as frames
@@ -36,7 +38,7 @@ WebSocket, this one over our own framing (`orchestrator.node.execstream`), with 
 self-signed certificate, announced in its Node (annotation `netplane.io/node-api-certificate`)
 and pinned by the API server and the CLI; a client certificate signed by a client CA of the
 cluster authenticates (CN user, O groups). Without one: 401; the read-only group may read
-(`/pods`, logs) but gets 403 on exec; `/healthz` answers anyone. Errors are one line of text,
+(`/pods`, logs) but gets 403 on exec, attach and port-forward; `/healthz` answers anyone. Errors are one line of text,
 as above.
 """
 
@@ -114,6 +116,14 @@ class ExecRequest:
 
 
 @dataclass(frozen=True)
+class AttachRequest:
+    namespace: str
+    pod: str
+    container: str | None
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
 class PortForwardRequest:
     namespace: str
     pod: str
@@ -125,7 +135,7 @@ class InfoRequest:
     what: str  # "healthz" or "pods"
 
 
-Request = LogsRequest | ExecRequest | PortForwardRequest | InfoRequest
+Request = LogsRequest | ExecRequest | AttachRequest | PortForwardRequest | InfoRequest
 
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # Go's strconv.ParseBool, as kubelet reads them
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
@@ -192,6 +202,11 @@ def parse(method: str, target: str) -> Request:
             if not 0 < timeout <= MAX_EXEC_TIMEOUT:
                 raise APIError(400, f"timeout={text}: must be more than 0 and at most {MAX_EXEC_TIMEOUT:.0f} seconds")
         return ExecRequest(ns, pod, container, command, timeout, stdin=_bool(q, "stdin"), tty=_bool(q, "tty"))
+    if head == "attach":
+        ns, pod, container = _target(rest, head)
+        if method not in ("GET", "POST"):
+            raise APIError(405, f"method {method} not allowed on /attach")
+        return AttachRequest(ns, pod, container, stdin=_bool(q, "stdin"))
     if head == "portForward":
         if len(rest) != 2 or not all(rest):
             raise APIError(404, "not found: expected /portForward/{namespace}/{pod}")
@@ -331,9 +346,10 @@ class NodeAPIServer:
                    else "this node knows no client CA yet (none published in etcd by an API server, "
                         "nor --node-api-client-ca)")
             raise APIError(401, f"Unauthorized: {why}")
-        verb = "create" if isinstance(req, ExecRequest | PortForwardRequest) else "get"
+        verb = "create" if isinstance(req, ExecRequest | AttachRequest | PortForwardRequest) else "get"
         if not self.authorizer.allowed(user, verb):
-            what = "exec" if isinstance(req, ExecRequest) else "port-forward" if verb == "create" else "read"
+            what = ("exec" if isinstance(req, ExecRequest) else "attach" if isinstance(req, AttachRequest)
+                    else "port-forward" if verb == "create" else "read")
             raise APIError(403, f'Forbidden: user "{user.name}" may not {what} on node {self.node.node}')
 
     def stop(self) -> None:
@@ -362,6 +378,13 @@ class NodeAPIServer:
             return self.node.runtime.exec_session(c.id, list(r.command), stdin=r.stdin, tty=r.tty)
         except NetplaneError as e:
             raise APIError(500, f"exec in container {c.name} of pod {r.pod}: {e}") from e
+
+    def attach_session(self, r: AttachRequest) -> ExecSession:
+        c = pick(self.node, r.namespace, r.pod, r.container, running=True)
+        try:
+            return self.node.runtime.attach(c.id, stdin=r.stdin)
+        except NetplaneError as e:
+            raise APIError(500, f"attach to container {c.name} of pod {r.pod}: {e}") from e
 
     def connect_pod(self, r: PortForwardRequest) -> socket.socket:
         """A connection to localhost:port inside the pod's network namespace (IPv4, then IPv6)."""
@@ -450,7 +473,11 @@ class _Handler(BaseHTTPRequestHandler):
                     raise APIError(400, f"port-forward needs the upgrade (Upgrade: {execstream.PORTFORWARD_UPGRADE})")
                 self._port_forward(req)
             elif isinstance(req, ExecRequest) and _upgrade(self.headers.get("Upgrade")):
-                self._exec_stream(req)
+                self._exec_stream(self.api.exec_session(req))
+            elif isinstance(req, AttachRequest):
+                if not _upgrade(self.headers.get("Upgrade")):
+                    raise APIError(400, f"attach needs the upgrade (Upgrade: {execstream.UPGRADE})")
+                self._exec_stream(self.api.attach_session(req))
             elif isinstance(req, ExecRequest):
                 if req.stdin or req.tty:
                     raise APIError(400, f"stdin and tty need the streaming exec (Upgrade: {execstream.UPGRADE})")
@@ -483,10 +510,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.connection.settimeout(None)
 
-    def _exec_stream(self, req: ExecRequest) -> None:
-        """The upgraded exec: 101, then frames both ways until the command has exited (its
-        status frame sent) or the client has gone (the command killed)."""
-        session = self.api.exec_session(req)  # APIError before anything is upgraded
+    def _exec_stream(self, session: ExecSession) -> None:
+        """The upgraded exec or attach: 101, then frames both ways until the command (the
+        container) has exited (its status frame sent) or the client has gone (an exec's command
+        killed; an attach session detached)."""
         reader: threading.Thread | None = None
         try:
             self._switch_protocols(execstream.UPGRADE)

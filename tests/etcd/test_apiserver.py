@@ -711,6 +711,53 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
         assert code == 403 and body["reason"] == "Forbidden", body
 
 
+def test_pod_attach_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None:
+    """pods/attach as the official client streams it, relayed onto the node agent's attach (a
+    stand-in): stdin through, output back, and Success at the end whatever the container's exit
+    code (kubelet's attach; kubectl run reads the code from the pod's status)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from kubernetes.stream import stream
+
+    from orchestrator.node import execstream
+
+    asked: list[tuple[str, dict[str, list[str]]]] = []
+
+    class Agent(QuietHandler):
+        def do_POST(self) -> None:
+            u = urlsplit(self.path)
+            asked.append((u.path, parse_qs(u.query)))
+            assert self.headers["Upgrade"] == execstream.UPGRADE and self.peer() == "kube-apiserver-kubelet-client"
+            self.send_response(101)
+            self.send_header("Upgrade", execstream.UPGRADE)
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.write(execstream.frame(execstream.STDERR, b"attached\n"))
+            self.wfile.flush()
+            while (got := execstream.read_frame(self.rfile)) is not None and got[0] == execstream.STDIN:
+                self.wfile.write(execstream.frame(execstream.STDOUT, got[1]))
+                self.wfile.flush()
+                if got[1] == b"bye":  # the container exits 5
+                    self.wfile.write(execstream.frame(execstream.STATUS, b'{"exitCode": 5}'))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+
+    with node_agent_stand_in(v1, api, Agent, "attached"):
+        ws = stream(v1.connect_get_namespaced_pod_attach, "attached", "default", stdin=True, stdout=True,
+                    stderr=True, tty=False, _preload_content=False)
+        ws.write_stdin("bye")
+        ws.run_forever(timeout=10)
+        assert (ws.read_stdout(), ws.read_stderr()) == ("bye", "attached\n")
+        assert ws.returncode == 0  # Success: an attach does not end with the container's code
+        assert asked == [("/attach/default/attached/c", {"stdin": ["true"]})]
+        token = kc.make(api.config.state_dir, user="viewer", groups=["readonly"], token=True)["users"][0]["user"]["token"]
+        wait_for(lambda: raw(api, "/api/v1/namespaces/default/pods", token=token)[0] == 200, 10,
+                 "the new token read from the token file")
+        code, body = raw(api, "/api/v1/namespaces/default/pods/attached/attach?stdout=true", token=token)
+        assert code == 403 and body["reason"] == "Forbidden", body  # attach is a write, as exec is
+
+
 def test_events_list_by_involved_object(v1: client.CoreV1Api) -> None:
     ev = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.1"},
           "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web", "uid": "u1"},

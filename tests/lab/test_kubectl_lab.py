@@ -10,7 +10,9 @@ by `netplane kubeconfig`.
 kubectl: apply (created, then configured), get (table, -o yaml, -w ended by its request
 timeout), a label selector, describe, scale, logs, exec (-i, -it), port-forward (to a server on
 the pod's localhost: a megabyte each way, half-closes, two connections at once, through a
-Service with a named targetPort, and the refusal for a port nothing listens on), cordon (new pods avoid the node), delete;
+Service with a named targetPort, and the refusal for a port nothing listens on), attach (`run -it
+--rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), cordon
+(new pods avoid the node), delete;
 a bad manifest is refused naming the field; an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
@@ -173,6 +175,33 @@ def port_forward_steps(api: Api) -> None:
     # (pod fwd stays for the Python client's port-forward)
 
 
+def attach_steps(api: Api) -> None:
+    k = api.kubectl
+    # kubectl run -it --rm: a pod with stdin, stdinOnce and a TTY, attached once it runs, its
+    # exit code kubectl's, and the pod deleted after
+    code, out = interact([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "run", "-it", "--rm", "shell",
+                          f"--image={IMAGE}", "--restart=Never", "--", "sh"],
+                         [("try pressing enter", "\r"), ("# ", "stty size; echo in-$(hostname); exit 4\r")],
+                         cols=91, rows=17, timeout=90)
+    assert code == 4, (code, out)
+    assert "17 91" in out and "in-shell" in out and 'pod "shell" deleted' in out, out
+    assert "NotFound" in k("get", "pod", "shell", check=False).stderr
+    # -i without a TTY: piped stdin, closed at its end (stdinOnce), so cat ends
+    p = k("run", "-i", "--rm", "pipe", f"--image={IMAGE}", "--restart=Never", "--", "sh", "-c", "cat; echo done",
+          input="piped to the main process\n", check=False, timeout=90)
+    assert p.returncode == 0 and "piped to the main process\ndone\n" in p.stdout, p
+    # kubectl attach to a running pod: its output from then on, until it exits
+    ticker = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
+              "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+                  "name": "c", "image": IMAGE,
+                  "command": ["sh", "-c", "sleep 2; for i in 1 2 3; do echo tick $i; echo tock $i >&2; sleep 1; done"]}]}}
+    k("apply", "-f", "-", input=json.dumps(ticker))
+    wait_for(lambda: api.json("get", "pod", "ticker")["status"].get("phase") == "Running", 60, "the ticker running")
+    p = k("attach", "ticker", check=False, timeout=60)
+    assert p.returncode == 0 and "tick 3" in p.stdout and "tock 3" in p.stderr and "tock" not in p.stdout, p
+    k("delete", "pod", "ticker")
+
+
 def kubectl_steps(api: Api) -> None:
     k = api.kubectl
     # ---- apply: created, then changed and applied again: configured
@@ -230,6 +259,9 @@ def kubectl_steps(api: Api) -> None:
     # ---- port-forward (SPDY inside a WebSocket, through the API server to the node agent, which
     # connects to the pod's own localhost)
     port_forward_steps(api)
+
+    # ---- attach (the container's main process: np-shim holds its stdin and terminal)
+    attach_steps(api)
 
     # ---- describe
     d = k("describe", "pod", some).stdout

@@ -27,6 +27,7 @@ from orchestrator.node.apiclient import NodeClient, Target, container_of
 from orchestrator.node.runtime import ContainerInfo, PodRef
 from orchestrator.node.server import (
     APIError,
+    AttachRequest,
     ExecRequest,
     InfoRequest,
     LogsRequest,
@@ -64,6 +65,11 @@ class FakeRuntime:
     def exec_session(self, container_id: str, cmd: Sequence[str], *, stdin: bool, tty: bool) -> FakeSession:
         self.session = FakeSession(tty)
         self.session_asked = (container_id, list(cmd), stdin, tty)
+        return self.session
+
+    def attach(self, container_id: str, *, stdin: bool) -> FakeSession:
+        self.session = FakeSession(False)
+        self.session_asked = (container_id, ["<attach>"], stdin, False)
         return self.session
 
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
@@ -337,6 +343,37 @@ def test_streaming_exec_kills_the_command_when_the_client_goes(served: tuple[Fak
     f.close()
     s.close()
     assert node.runtime.session.killed.wait(5), "a client that left has its command killed"
+
+
+def test_attach_is_the_same_stream_onto_the_main_process(served: tuple[FakeNode, NodeAPIServer]) -> None:
+    node, srv = served
+    assert parse("POST", "/attach/ns/p/c?stdin=true") == AttachRequest("ns", "p", "c", stdin=True)
+    s = _tls_socket(srv)
+    s.sendall(execstream.attach_request("x", "default", "solo", "c", stdin=True))
+    f = s.makefile("rb")
+    try:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += f.read(1)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert node.runtime.session_asked == ("solo-c-1", ["<attach>"], True, False)
+        s.sendall(execstream.frame(execstream.STDIN, b"hello"))
+        assert execstream.read_frame(f) == (execstream.STDOUT, b"hello")
+    finally:
+        f.close()
+        s.close()
+    assert node.runtime.session.killed.wait(5), "a client that left is detached"
+    code, text = _raw(srv, "POST", "/attach/default/solo/c?stdin=true")
+    assert code == 400 and "attach needs the upgrade" in text, text
+    with _tls_socket(srv) as s2:  # a container that has not started: refused before any upgrade
+        s2.sendall(execstream.attach_request("x", "default", "new", "c", stdin=False))
+        head = b""
+        while chunk := s2.recv(4096):
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 400 ") and b"is waiting to start" in head, head
+    viewer = certs.client_cert(CA, "viewer", ["readonly"])
+    code, text = _raw(srv, "POST", "/attach/default/solo/c", viewer)
+    assert code == 403 and text.strip() == 'Forbidden: user "viewer" may not attach on node n1', text
 
 
 def test_streaming_exec_refusals_come_before_the_upgrade(served: tuple[FakeNode, NodeAPIServer]) -> None:
