@@ -228,6 +228,9 @@ def attach(ctx: click.Context, pod: str, container: str | None, stdin: bool, tty
     settings: Settings = ctx.obj
     target, client = _client(settings, namespace, pod, kubeconfig)
     name = (target.pod.get("metadata") or {}).get("name") or pod
+    phase = (target.pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):  # kubectl's words
+        raise UserError(f"cannot attach a container in a completed pod; current phase is {phase}")
     cname = container_of(target.pod, container)
     spec = next((c for c in (target.pod.get("spec") or {}).get("containers") or [] if c.get("name") == cname), {})
     if tty and not spec.get("tty"):
@@ -265,7 +268,9 @@ def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool, what: str = 
         import tty as ttymod
 
         saved = termios.tcgetattr(0)
-        ttymod.setraw(0)
+        if what == "attach":  # the process printed its prompt before we came (kubectl's words)
+            click.echo("If you don't see a command prompt, try pressing enter.", err=True)
+        ttymod.setraw(0, termios.TCSANOW)  # not TCSAFLUSH: what was typed ahead is kept
 
         def resize(*_: object) -> None:
             size = os.get_terminal_size(0)

@@ -7,6 +7,8 @@ Covered: logs of a named container, `--tail 1`, `-f` that ends when the containe
 terminal: stdin, a TTY and its size streamed), the Node's announced port and certificate,
 and one-line errors (exit 2) for an unknown pod, an unknown container and a missing `-c`.
 
+`netplane attach`: -it to a shell on the container's TTY, -i into a stdinOnce container.
+
 `netplane port-forward` to busybox httpd on the pod's 127.0.0.1: a 2 MB file through it, with
 several connections.
 
@@ -122,11 +124,38 @@ def test_logs_and_exec_through_the_node_agent(lab_factory: Callable[..., Lab], r
 
     who_may_ask(lab, node, runtime, tmp_path)
     port_forward(lab)
+    attach(lab, image)
 
     one_line_error(np(lab, "logs", "nope"), 2, 'pods "nope" not found')
     one_line_error(np(lab, "exec", "nope", "--", "true"), 2, 'pods "nope" not found')
     one_line_error(np(lab, "logs", "io"), 2, "a container name must be specified for pod io, choose one of: [main short]")
     one_line_error(np(lab, "exec", "io", "-c", "zzz", "--", "true"), 2, "container zzz is not valid for pod io")
+
+
+def attach(lab: Lab, image: str) -> None:
+    """`netplane attach`: -it to a shell on the container's own TTY (it exits with the shell's
+    code), and -i piping into a stdinOnce container, whose stdin closes at the pipe's end."""
+    containers = [{"name": "shell", "image": image, "command": ["sh"], "stdin": True, "tty": True},
+                  {"name": "cat", "image": image, "command": ["sh", "-c", "cat; echo done"], "stdin": True,
+                   "stdinOnce": True}]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "att"},
+           "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": containers}}
+    p = np(lab, "apply", "-f", "-", input=json.dumps(pod))
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: json.loads(ok(lab, "get", "pod", "att", "-o", "json")).get("status", {}).get("phase") == "Running",
+             60, "pod att Running")
+    # the shell printed its prompt before we came: Enter asks for a new one
+    code, out = interact(np_argv(lab, "attach", "-it", "att", "-c", "shell"),
+                         [("try pressing enter", "\r"), ("# ", "stty size; exit 6\r")], cols=83, rows=21)
+    assert code == 6 and "21 83" in out, out
+    p = np(lab, "attach", "-i", "att", "-c", "cat", input="to the main process\n")
+    assert (p.returncode, p.stdout) == (0, "to the main process\ndone\n"), p
+    wait_for(lambda: json.loads(ok(lab, "get", "pod", "att", "-o", "json"))["status"].get("phase") == "Failed", 30,
+             "pod att Failed (the shell exited 6)")
+    one_line_error(np(lab, "attach", "att", "-c", "cat"), 2,
+                   "cannot attach a container in a completed pod; current phase is Failed")
+    p = np(lab, "delete", "pod", "att")
+    assert p.returncode == 0, p.stderr
 
 
 def who_may_ask(lab: Lab, node: dict[str, Any], runtime: str, tmp_path: Path) -> None:
