@@ -13,7 +13,7 @@ the pod's localhost: a megabyte each way, half-closes, two connections at once, 
 Service with a named targetPort, and the refusal for a port nothing listens on), attach (`run -it
 --rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), cordon
 (new pods avoid the node), delete;
-a bad manifest is refused naming the field; an unknown token is Unauthorized. The Python
+a bad manifest is refused naming the field; explain; an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
 port's error), delete with Foreground propagation; no credentials at all is 401 Unauthorized.
@@ -315,6 +315,13 @@ def kubectl_steps(api: Api) -> None:
     assert p.returncode == 1, p
     assert 'unknown field "spec.restartPolicyy"' in p.stderr, p.stderr
     assert "NotFound" in k("get", "pod", "bad", check=False).stderr
+
+    # ---- explain: Kubernetes' own schemas from the server's OpenAPI v3 document
+    p = k("explain", "pods.spec.containers.ports")
+    assert "FIELD: ports <[]ContainerPort>" in p.stdout and "containerPort\t<integer> -required-" in p.stdout, p.stdout
+    assert "FIELD: targetPort <IntOrString>" in k("explain", "svc.spec.ports.targetPort").stdout
+    p = k("explain", "rc.spec.nope", check=False)
+    assert p.returncode == 1 and 'field "nope" does not exist' in p.stderr, p
 
     # ---- a token the server does not know: kubectl says Unauthorized
     cfg = yaml.safe_load(api.token_kubeconfig.read_text())
