@@ -232,7 +232,8 @@ def attach(ctx: click.Context, pod: str, container: str | None, stdin: bool, tty
     if phase in ("Succeeded", "Failed"):  # kubectl's words
         raise UserError(f"cannot attach a container in a completed pod; current phase is {phase}")
     cname = container_of(target.pod, container)
-    spec = next((c for c in (target.pod.get("spec") or {}).get("containers") or [] if c.get("name") == cname), {})
+    spec: dict[str, Any] = next(
+        (c for c in (target.pod.get("spec") or {}).get("containers") or [] if c.get("name") == cname), {})
     if tty and not spec.get("tty"):
         click.echo(f"Unable to use a TTY - container {cname} did not allocate one", err=True)
         tty = False
@@ -303,7 +304,13 @@ def _interactive(sock: Any, reader: Any, *, stdin: bool, tty: bool, what: str = 
                 out.buffer.write(data)
                 out.flush()
             elif channel == execstream.STATUS:
-                code = int(json.loads(data).get("exitCode", -1))
+                end = json.loads(data)
+                if "exitCode" not in end and what == "attach":
+                    click.echo("\r\ndetached: the container runs on" if raw_tty else "detached: the container runs on",
+                               err=True)
+                    code = 0
+                else:
+                    code = int(end.get("exitCode", -1))
                 break
     except BrokenPipeError:
         _quiet_stdout()

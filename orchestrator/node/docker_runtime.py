@@ -50,6 +50,11 @@ Cgroup parents are cgroupfs paths: dockerd must run with the cgroupfs driver (th
 accepts only `*.slice` parents); scripts/install.sh configures a systemd-managed dockerd so on
 CI runners and the Vagrant VMs.
 
+Interactive containers (the pod spec's stdin, stdinOnce, tty) are created with Docker's
+`OpenStdin`, `StdinOnce` and `Tty` as given (with stdin also `AttachStdin/Stdout/Stderr`, as
+`docker run -i` sets them); `attach` is Docker's attach API (`DockerAttachSession`: what Docker
+does with a half-close and a detach decides its stdin's semantics).
+
 Images are never pulled: there is no registry (`docker import` builds them); a missing image is
 a one-line `RuntimeError_` saying so.
 """
@@ -321,10 +326,19 @@ class DockerRuntime:
             raise RuntimeError_(f"writing {path}: {e.strerror}") from e
         return path
 
-    def _create(self, name: str, image: str, *, what: str, **kwargs: Any) -> tuple[dict[str, Any], bool]:
-        """create_container, or the existing container of that name (ours); (inspect, created)."""
+    def _create(self, name: str, image: str, *, what: str, stdio: Mapping[str, bool] | None = None,
+                **kwargs: Any) -> tuple[dict[str, Any], bool]:
+        """create_container, or the existing container of that name (ours); (inspect, created).
+        `stdio`: Docker's OpenStdin, StdinOnce, Tty and Attach* fields, set on the config as given
+        (the SDK's create_container ties StdinOnce and Attach* to `detach=False`, docker run's -i
+        without -d; the pod spec sets stdin and stdinOnce apart)."""
         try:
-            created = self.api.create_container(image, name=name, detach=True, **kwargs)
+            if stdio:
+                config = self.api.create_container_config(image, kwargs.pop("command", None), detach=True, **kwargs)
+                config.update(stdio)
+                created = self.api.create_container_from_config(config, name=name)
+            else:
+                created = self.api.create_container(image, name=name, detach=True, **kwargs)
             info = self._inspect(created["Id"])
             if info is None:
                 raise RuntimeError_(f"{what}: container {name} vanished right after it was created")
@@ -539,10 +553,15 @@ class DockerRuntime:
         labels = self._labels(pod, TYPE_CONTAINER, config.name, config.attempt)
         labels[SANDBOX_ID] = sandbox.id
         labels[RESTART_COUNT] = str(config.attempt)
+        stdio: dict[str, bool] = {}
+        if config.stdin or config.tty:  # the pod spec's stdin / stdinOnce / tty, as dockershim set them
+            stdio = {"OpenStdin": config.stdin, "StdinOnce": config.stdin and config.stdin_once, "Tty": config.tty}
+            if config.stdin:  # as docker run -i sets them
+                stdio.update(AttachStdin=True, AttachStdout=True, AttachStderr=True)
         info, _ = self._create(container_name(pod, config.name, config.attempt), config.image, what=what,
-                               entrypoint=list(config.command) or None, command=list(config.args) or None,
-                               environment=env or None, working_dir=config.working_dir or None, labels=labels,
-                               host_config=host_config)
+                               stdio=stdio, entrypoint=list(config.command) or None,
+                               command=list(config.args) or None, environment=env or None,
+                               working_dir=config.working_dir or None, labels=labels, host_config=host_config)
         return self._container_info(self._start(info, what))
 
     def _stop(self, cid: str, grace: float) -> None:
@@ -687,6 +706,29 @@ class DockerRuntime:
             except (ProcessLookupError, PermissionError):
                 pass
 
+    def attach(self, container_id: str, *, stdin: bool) -> DockerAttachSession:
+        """Docker's attach API (`POST /containers/{id}/attach?stream=1`) with its hijacked
+        connection kept: the main process's output from now on (multiplexed as an exec's, raw
+        with the container's TTY) and, when `stdin` and the container has OpenStdin, its stdin.
+        A container that is gone or not running is a `RuntimeError_` (Docker itself attaches to
+        a stopped container and never ends the stream)."""
+        what = f"attach to {container_id[:12]}"
+        info = self._inspect(container_id)
+        if info is None:
+            raise RuntimeError_(f"{what}: no such container")
+        state = info.get("State") or {}
+        if not state.get("Running"):
+            raise RuntimeError_(f"{what}: the container is not running ({state.get('Status') or 'unknown'})")
+        config = info.get("Config") or {}
+        want_stdin = stdin and bool(config.get("OpenStdin"))
+        try:
+            sock_io = self.api.attach_socket(info["Id"], params={"stream": 1, "stdin": int(want_stdin), "stdout": 1,
+                                                                 "stderr": 1})
+        except DockerException as e:
+            raise RuntimeError_(f"{what}: {_why(e)}") from e
+        return DockerAttachSession(self, info["Id"], sock_io, tty=bool(config.get("Tty")), stdin=want_stdin,
+                                   stdin_once=bool(config.get("StdinOnce")), what=what)
+
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
         """The container's stdout and stderr as Docker's json-file log has them, interleaved,
         in chunks; with `follow` until the container stops or the iterator is closed."""
@@ -725,19 +767,21 @@ def _hijacked(sock_io: Any) -> tuple[socket.socket, bytes]:
     return sock, early
 
 
-class DockerExecSession:
-    """`orchestrator.node.runtime.ExecSession` over a Docker exec's hijacked connection (see
-    `DockerRuntime.exec_session`). Without a TTY the stream is Docker's multiplexed format
-    (frames of an 8-byte header: stream 1 stdout / 2 stderr, 3 zero bytes, a big-endian 32-bit
-    length; then the data), parsed across reads; with one it is the terminal's raw output.
-    `close` shuts the socket down, which ends a `read` blocked in another thread."""
+class _HijackedStreams:
+    """A process's standard streams over a Docker hijacked connection (an exec's or an attach's),
+    the part `DockerExecSession` and `DockerAttachSession` share. Without a TTY the stream is
+    Docker's multiplexed format (frames of an 8-byte header: stream 1 stdout / 2 stderr, 3 zero
+    bytes, a big-endian 32-bit length; then the data), parsed across reads; with one it is the
+    terminal's raw output. Stdin is written to the same socket. `_release` shuts the socket down,
+    which ends a `read` blocked in another thread.
 
-    def __init__(self, runtime: DockerRuntime, exec_id: str, sock_io: Any, *, tty: bool, stdin: bool,
-                 what: str) -> None:
+    `_over_every`: when set, a `read` that has waited that long with nothing to read asks
+    `_over` whether the stream is done although Docker keeps the connection open."""
+
+    _over_every: float | None = None
+
+    def __init__(self, sock_io: Any, *, tty: bool, stdin: bool, what: str) -> None:
         self.tty = tty
-        self._rt = runtime
-        self._api = runtime.api
-        self.exec_id = exec_id
         self._what = what
         self._sock_io = sock_io  # keeps the HTTP response (and so the connection) referenced
         self._sock, early = _hijacked(sock_io)
@@ -747,7 +791,7 @@ class DockerExecSession:
         self._stdin = stdin
         self._stdin_closed = not stdin
         self._closed = False
-        self._exit: int | None = None
+        self._over_at = time.monotonic()  # when `_over` is asked next (with `_over_every`)
         self._reading = threading.Lock()
         self._writing = threading.Lock()
         self._state = threading.Lock()
@@ -781,9 +825,10 @@ class DockerExecSession:
                     raise RuntimeError_(f"{self._what}: the session is closed") from e
                 raise RuntimeError_(f"{self._what}: writing stdin: {e.strerror or e}") from e
 
-    def close_stdin(self) -> None:
-        """Without a TTY a half-close (Docker then closes the process's stdin). With one, ^D:
-        Docker answers a half-close on a TTY exec by ending its output, not its input."""
+    def _end_stdin(self) -> None:
+        """The process's EOF: without a TTY a half-close, with one ^D (what a reader at the
+        start of a line takes as EOF; Docker answers a half-close on a TTY by ending the output,
+        not the input). Idempotent; a no-op without stdin or once closed."""
         with self._writing:
             if self._stdin_closed or self._closed:
                 return
@@ -796,6 +841,16 @@ class DockerExecSession:
             except OSError:
                 pass
 
+    def _over(self) -> bool:
+        return False
+
+    def _look(self, every: float) -> None:
+        """An idle read's look (with `_over_every`): the stream is at its end when `_over` says
+        so and nothing has come meanwhile (output sent just before the exit is read first)."""
+        if self._over() and not self._sel.select(0.1):
+            self._eof = True
+        self._over_at = time.monotonic() + every
+
     def read(self, timeout: float | None = None) -> tuple[int, bytes] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._reading:
@@ -803,8 +858,17 @@ class DockerExecSession:
                 if self._eof or self._closed:
                     return None
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not self._sel.select(left):
-                    return 0, b""
+                wait = left
+                if self._over_every is not None:  # wake for the next look at the container
+                    due = max(0.0, self._over_at - time.monotonic())
+                    wait = due if left is None else min(left, due)
+                if not self._sel.select(wait):
+                    if self._over_every is not None and time.monotonic() >= self._over_at:
+                        self._look(self._over_every)
+                        continue
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return 0, b""
+                    continue
                 try:
                     data = self._sock.recv(65536)
                 except (BlockingIOError, InterruptedError):
@@ -816,9 +880,54 @@ class DockerExecSession:
                 if not data:
                     self._eof = True  # (an incomplete last frame is dropped)
                     continue
+                if self._over_every is not None:
+                    self._over_at = time.monotonic() + self._over_every
                 self._buf += data
                 self._parse()
             return self._chunks.popleft()
+
+    def _closing(self) -> bool:
+        """Mark the session closed; False when it already was (another caller releases it)."""
+        with self._state:
+            if self._closed:
+                return False
+            self._closed = True
+            return True
+
+    def _release(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # a read or write blocked in another thread returns
+        except OSError:
+            pass
+        with self._reading, self._writing:
+            self._sel.close()
+            # the HTTP response first: its buffered reader wraps the socket's file object
+            for thing in (getattr(self._sock_io, "_response", None), self._sock_io, self._sock):
+                close = getattr(thing, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except (OSError, ValueError):
+                        pass
+
+
+class DockerExecSession(_HijackedStreams):
+    """`orchestrator.node.runtime.ExecSession` over a Docker exec's hijacked connection (see
+    `DockerRuntime.exec_session` and `_HijackedStreams`). `close` kills the exec'd process if it
+    still runs, and shuts the socket down, which ends a `read` blocked in another thread."""
+
+    def __init__(self, runtime: DockerRuntime, exec_id: str, sock_io: Any, *, tty: bool, stdin: bool,
+                 what: str) -> None:
+        self._rt = runtime
+        self._api = runtime.api
+        self.exec_id = exec_id
+        self._exit: int | None = None
+        super().__init__(sock_io, tty=tty, stdin=stdin, what=what)
+
+    def close_stdin(self) -> None:
+        """Without a TTY a half-close (Docker then closes the process's stdin). With one, ^D:
+        Docker answers a half-close on a TTY exec by ending its output, not its input."""
+        self._end_stdin()
 
     def resize(self, width: int, height: int) -> None:
         if not self.tty or self._closed:
@@ -853,29 +962,113 @@ class DockerExecSession:
             self._rt._kill_exec(self.exec_id)
 
     def close(self) -> None:
-        with self._state:
-            if self._closed:
-                return
-            self._closed = True
+        if not self._closing():
+            return
         try:
             if self._exit is None and self.wait(0) is None:
                 self.kill()
         except RuntimeError_ as e:  # dockerd gone: the socket is released all the same
             log.warning("%s: %s", self._what, e)
+        self._release()
+
+
+class DockerAttachSession(_HijackedStreams):
+    """`orchestrator.node.runtime.ExecSession` for `Runtime.attach` over Docker's attach API
+    (see `DockerRuntime.attach` and `_HijackedStreams`). `kill` and `close` only detach: the
+    container runs on.
+
+    What Docker does with the connection decides the rest. A half-close closes the container's
+    stdin only with StdinOnce and no TTY; otherwise it ends this attach's output (the container
+    runs on). So `close_stdin` is the half-close (or ^D with a TTY) for a StdinOnce container
+    and, for any other one, only the end of this session's stdin (it stays open for the next
+    attach). Detaching from a StdinOnce container closes its stdin (Docker does it without a
+    TTY; with one, ^D is sent first, as np-shim does). The stream ends when the container
+    exits; Docker does not end it for a container that stopped before the attach took hold, so
+    a `read` idle for `OVER_EVERY` seconds looks at the container's state."""
+
+    OVER_EVERY = 1.0  # seconds
+
+    def __init__(self, runtime: DockerRuntime, container_id: str, sock_io: Any, *, tty: bool, stdin: bool,
+                 stdin_once: bool, what: str) -> None:
+        self._rt = runtime
+        self._api = runtime.api
+        self.container_id = container_id
+        self._once = stdin_once
+        self._exit: int | None = None
+        self._over_every = self.OVER_EVERY
+        super().__init__(sock_io, tty=tty, stdin=stdin, what=what)
+
+    def close_stdin(self) -> None:
+        if self._once:
+            self._end_stdin()
+            return
+        with self._writing:  # the session's stdin only: the process's stays open
+            self._stdin_closed = True
+
+    def _over(self) -> bool:
+        """Whether the container has stopped (or is gone)."""
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)  # a read or write blocked in another thread returns
-        except OSError:
-            pass
-        with self._reading, self._writing:
-            self._sel.close()
-            # the HTTP response first: its buffered reader wraps the socket's file object
-            for thing in (getattr(self._sock_io, "_response", None), self._sock_io, self._sock):
-                close = getattr(thing, "close", None)
-                if close is not None:
-                    try:
-                        close()
-                    except (OSError, ValueError):
-                        pass
+            info = self._api.inspect_container(self.container_id)
+        except NotFound:
+            return True
+        except DockerException:
+            return False  # dockerd unreachable: the connection's own end decides
+        return not (info.get("State") or {}).get("Running")
+
+    def resize(self, width: int, height: int) -> None:
+        """Docker's container resize (the terminal's size for every session of it)."""
+        if not self.tty or self._closed:
+            return
+        try:
+            self._api.resize(self.container_id, height=height, width=width)
+        except NotFound:
+            return  # gone: the output ends too
+        except APIError as e:
+            if e.status_code == 409:  # not running (any more): the output ends too
+                return
+            raise RuntimeError_(f"{self._what}: resize: {_why(e)}") from e
+        except DockerException as e:
+            raise RuntimeError_(f"{self._what}: resize: {_why(e)}") from e
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The container's exit code once it has exited (-1 when it is gone), polling its
+        inspect (every 10 ms, slowing to 100 ms); None while it runs after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        while self._exit is None:
+            try:
+                info = self._api.inspect_container(self.container_id)
+            except NotFound:
+                self._exit = -1
+                break
+            except DockerException as e:
+                raise RuntimeError_(f"{self._what}: {_why(e)}") from e
+            done = self._rt._container_info(info)
+            if done.state == "exited" and done.exit_code is not None:
+                self._exit = done.exit_code
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+        return self._exit
+
+    def kill(self) -> None:
+        """Detaches (as `close`): an attach never stops its container."""
+        self.close()
+
+    def close(self) -> None:
+        """Detach; with a TTY and StdinOnce, ^D first if this session's stdin is still open
+        (sent without waiting: a process that reads no stdin must not hold the detach up)."""
+        if not self._closing():
+            return
+        if self._once and self.tty and not self._stdin_closed:
+            self._stdin_closed = True
+            try:
+                self._sock.send(b"\x04", socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        self._release()
 
 
 def _chunks(stream: Any) -> Iterator[bytes]:

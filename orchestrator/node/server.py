@@ -477,7 +477,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif isinstance(req, AttachRequest):
                 if not _upgrade(self.headers.get("Upgrade")):
                     raise APIError(400, f"attach needs the upgrade (Upgrade: {execstream.UPGRADE})")
-                self._exec_stream(self.api.attach_session(req))
+                self._exec_stream(self.api.attach_session(req), attach=True)
             elif isinstance(req, ExecRequest):
                 if req.stdin or req.tty:
                     raise APIError(400, f"stdin and tty need the streaming exec (Upgrade: {execstream.UPGRADE})")
@@ -510,10 +510,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.connection.settimeout(None)
 
-    def _exec_stream(self, session: ExecSession) -> None:
+    def _exec_stream(self, session: ExecSession, *, attach: bool = False) -> None:
         """The upgraded exec or attach: 101, then frames both ways until the command (the
         container) has exited (its status frame sent) or the client has gone (an exec's command
-        killed; an attach session detached)."""
+        killed; an attach session detached). An attach whose output ends while the container
+        runs on (Docker's detach keys, a restarted dockerd) ends with a status frame without
+        an exit code."""
         reader: threading.Thread | None = None
         try:
             self._switch_protocols(execstream.UPGRADE)
@@ -521,9 +523,10 @@ class _Handler(BaseHTTPRequestHandler):
             reader = threading.Thread(target=_exec_input, args=(self.rfile, session, gone), name="node-api-exec-in",
                                       daemon=True)
             reader.start()
-            code = _exec_output(self.wfile, session, gone, self.api._stop)
+            code = _exec_output(self.wfile, session, gone, self.api._stop, settle=ATTACH_SETTLE if attach else None)
             if code is not None:
-                self.wfile.write(execstream.frame(execstream.STATUS, json.dumps({"exitCode": code}).encode()))
+                end = {} if code is DETACHED else {"exitCode": code}
+                self.wfile.write(execstream.frame(execstream.STATUS, json.dumps(end).encode()))
                 self.wfile.flush()
         except OSError:  # the client went while we wrote: its command goes too
             session.kill()
@@ -645,9 +648,15 @@ def _exec_input(rfile: Any, session: ExecSession, gone: threading.Event) -> None
     session.kill()
 
 
-def _exec_output(wfile: Any, session: ExecSession, gone: threading.Event, stop: threading.Event) -> int | None:
+DETACHED: Any = object()  # an attach's output ended while its container runs on
+ATTACH_SETTLE = 2.0  # seconds an attach waits, once the output ended, for the container's exit record
+
+
+def _exec_output(wfile: Any, session: ExecSession, gone: threading.Event, stop: threading.Event, *,
+                 settle: float | None = None) -> Any:
     """The session's output as frames until every stream is at EOF, then its exit code (None
-    when the client went or the server stops first)."""
+    when the client went or the server stops first). With `settle` (an attach), DETACHED when
+    the process still runs that long after its output ended."""
     while True:
         chunk = session.read(timeout=_IDLE_CHECK)
         if chunk is None:
@@ -659,6 +668,11 @@ def _exec_output(wfile: Any, session: ExecSession, gone: threading.Event, stop: 
         elif stop.is_set():
             session.kill()
             return None
+    if settle is not None:
+        if gone.is_set() or stop.is_set():
+            return None
+        code = session.wait(timeout=settle)
+        return DETACHED if code is None else code
     while True:  # outputs closed; the process may still be finishing
         code = session.wait(timeout=_IDLE_CHECK)
         if code is not None:

@@ -15,6 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from ipaddress import IPv4Address as IP
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,10 +44,15 @@ from orchestrator.node.runtime import (
     SandboxConfig,
 )
 from tests.exec_sessions import (
+    check_attach_output_only,
+    check_attach_stdin_once,
+    check_attach_tty_and_detach,
+    check_close_ends_a_blocked_attach_read,
     check_close_ends_a_blocked_read,
     check_kill,
     check_resize_and_eof_on_a_tty,
     check_streams,
+    drain,
     read_until,
 )
 from tests.waiting import wait_for
@@ -359,6 +365,113 @@ def test_stream_bytes_the_http_layer_read_with_the_headers_are_kept() -> None:
         empty.raw._response = SimpleNamespace(raw=SimpleNamespace(_fp=SimpleNamespace(fp=empty)))  # type: ignore[attr-defined]
         t = time.monotonic()
         assert _hijacked(empty.raw) == (a, b"") and time.monotonic() - t < 0.5  # nothing buffered: no wait
+
+
+def state(rt: DockerRuntime, cid: str) -> str:
+    return next(c.state for c in rt.list_containers() if c.id == cid)
+
+
+def test_attach_stdin_once_without_a_tty(rt: DockerRuntime, client: docker.DockerClient) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    once = rt.create_and_start(box, sh("once", "cat; echo done", stdin=True, stdin_once=True))
+    cfg = client.api.inspect_container(once.id)["Config"]
+    assert {k: cfg[k] for k in ("OpenStdin", "StdinOnce", "Tty", "AttachStdin", "AttachStdout", "AttachStderr")} == {
+        "OpenStdin": True, "StdinOnce": True, "Tty": False, "AttachStdin": True, "AttachStdout": True,
+        "AttachStderr": True}
+    check_attach_stdin_once(rt, once.id)  # close_stdin: Docker closes its stdin, cat ends, the stream too
+    assert exited(rt, once.id, 5).exit_code == 0
+    assert output(rt, once.id) == b"hello\ndone\n"  # what the session wrote went to the process
+    with pytest.raises(RuntimeError_, match=r"^attach to [0-9a-f]{12}: the container is not running \(exited\)$"):
+        rt.attach(once.id, stdin=True)
+    rt.remove_container(once.id)
+    with pytest.raises(RuntimeError_, match=r"^attach to [0-9a-f]{12}: no such container$"):
+        rt.attach(once.id, stdin=False)
+    plain = rt.create_and_start(box, sh("plain", "sleep 300"))  # no stdin, no tty: as before
+    pc = client.api.inspect_container(plain.id)["Config"]
+    assert [pc[k] for k in ("OpenStdin", "StdinOnce", "Tty", "AttachStdin", "AttachStdout", "AttachStderr")] == [
+        False] * 6
+
+
+def test_attach_with_a_tty_resizes_and_detaches(rt: DockerRuntime, client: docker.DockerClient) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    shell = rt.create_and_start(box, ContainerConfig(name="shell", image=BUSYBOX, command=("sh",), stdin=True,
+                                                     tty=True))
+    cfg = client.api.inspect_container(shell.id)["Config"]
+    assert (cfg["OpenStdin"], cfg["StdinOnce"], cfg["Tty"]) == (True, False, True)
+    check_attach_tty_and_detach(rt, shell.id)  # close_stdin sends no ^D: the shell reads on
+    assert exited(rt, shell.id, 5).exit_code == 3
+    assert b"30 100" in output(rt, shell.id)
+    # stdin_once with a TTY: close_stdin is ^D, and so is the detach of a session whose stdin is open
+    # (Docker closes nothing on a TTY: np-shim's stdin_once, the protocol's)
+    for n, end in enumerate(("close_stdin", "close")):
+        c = rt.create_and_start(box, sh(f"once{n}", "cat; echo done-$?", stdin=True, stdin_once=True, tty=True))
+        with closing(rt.attach(c.id, stdin=True)) as s:
+            s.write_stdin(b"hi\n")
+            read_until(s, b"hi\r\nhi\r\n")  # the terminal's echo, then cat's
+            getattr(s, end)()
+            assert s.wait(5) == 0, end
+        assert output(rt, c.id).endswith(b"done-0\r\n")
+
+
+def test_detaching_leaves_the_container_and_its_stdin_open(rt: DockerRuntime) -> None:
+    """stdin without stdin_once and no TTY: one session's close_stdin and close are not the
+    process's EOF (Docker would end that attach's output on a half-close: none is sent), a
+    second session's stdin gets through; the container's kill ends every session with 137."""
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    c = rt.create_and_start(box, ContainerConfig(name="cat", image=BUSYBOX, command=("cat",), stdin=True))
+    first = rt.attach(c.id, stdin=True)
+    try:
+        first.write_stdin(b"one\n")
+        assert read_until(first, b"one\n") == b"one\n"
+        first.close_stdin()
+        with pytest.raises(RuntimeError_, match="stdin is closed"):
+            first.write_stdin(b"more")
+        with closing(rt.attach(c.id, stdin=True)) as second:
+            second.write_stdin(b"two\n")
+            assert read_until(second, b"two\n") == b"two\n"
+            assert read_until(first, b"two\n") == b"two\n"  # still attached for output
+            first.kill()  # detaches only
+            assert first.read() is None and second.wait(0.2) is None and state(rt, c.id) == "running"
+            second.close()
+        with closing(rt.attach(c.id, stdin=True)) as third:
+            third.write_stdin(b"three\n")
+            assert read_until(third, b"three\n") == b"three\n"
+            rt.stop_container(c.id, 0)  # cat is pid 1: SIGTERM does nothing, SIGKILL
+            assert drain(third, 10) == {1: b"", 2: b""}
+            assert third.wait(5) == 137
+    finally:
+        first.close()
+    assert output(rt, c.id) == b"one\ntwo\nthree\n"
+
+
+def test_attach_output_only_gets_stdout_and_stderr_apart(rt: DockerRuntime) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    loop = rt.create_and_start(box, sh("loop", "i=0; while :; do echo out$i; echo err$i >&2; i=$((i+1)); "
+                                               "sleep 0.1; done"))
+    check_attach_output_only(rt, loop.id)
+    quiet = rt.create_and_start(box, sh("quiet", "sleep 300"))
+    check_close_ends_a_blocked_attach_read(rt.attach(quiet.id, stdin=False))
+    assert state(rt, quiet.id) == state(rt, loop.id) == "running"
+
+
+def test_an_attach_that_lost_the_race_with_the_exit_ends(rt: DockerRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Docker attaches to a stopped container and never ends that stream: a container that
+    exits between attach's check and the attach itself still ends the session (its read looks
+    at the container's state once idle), and wait gives the exit code."""
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    c = rt.create_and_start(box, sh("quick", "exit 4"))
+    assert exited(rt, c.id, 5).exit_code == 4
+    real = rt._inspect
+
+    def running(ref: str) -> dict[str, Any] | None:  # as the check saw it a moment before the exit
+        info = real(ref)
+        return None if info is None else {**info, "State": {**info["State"], "Running": True, "Status": "running"}}
+
+    monkeypatch.setattr(rt, "_inspect", running)
+    with closing(rt.attach(c.id, stdin=True)) as s:
+        t = time.monotonic()
+        assert s.read(5) is None and time.monotonic() - t < 3
+        assert s.wait(1) == 4
 
 
 def test_a_missing_image_is_one_clear_line(rt: DockerRuntime, node: str, client: docker.DockerClient,

@@ -68,7 +68,7 @@ class FakeRuntime:
         return self.session
 
     def attach(self, container_id: str, *, stdin: bool) -> FakeSession:
-        self.session = FakeSession(False)
+        self.session = FakeAttachSession(False)
         self.session_asked = (container_id, ["<attach>"], stdin, False)
         return self.session
 
@@ -116,6 +116,16 @@ class FakeSession:
 
     def close(self) -> None:
         self.kill()
+
+
+class FakeAttachSession(FakeSession):
+    """An attach: "detach" ends the output while the container runs on (Docker's detach keys)."""
+
+    def write_stdin(self, data: bytes) -> None:
+        if data == b"detach":
+            self.out.put(None)
+        else:
+            super().write_stdin(data)
 
 
 class FakeNode:
@@ -363,6 +373,17 @@ def test_attach_is_the_same_stream_onto_the_main_process(served: tuple[FakeNode,
         f.close()
         s.close()
     assert node.runtime.session.killed.wait(5), "a client that left is detached"
+    # the container ended: its exit code; the output ended while it runs on: an end without one
+    for typed, end in ((execstream.frame(execstream.CLOSE), b'{"exitCode": 7}'),
+                       (execstream.frame(execstream.STDIN, b"detach"), b"{}")):
+        with _tls_socket(srv) as s2:
+            s2.sendall(execstream.attach_request("x", "default", "solo", "c", stdin=True))
+            f2 = s2.makefile("rb")
+            while f2.readline() not in (b"\r\n", b""):
+                pass
+            s2.sendall(typed)
+            assert execstream.read_frame(f2) == (execstream.STATUS, end)
+            f2.close()
     code, text = _raw(srv, "POST", "/attach/default/solo/c?stdin=true")
     assert code == 400 and "attach needs the upgrade" in text, text
     with _tls_socket(srv) as s2:  # a container that has not started: refused before any upgrade
