@@ -113,6 +113,10 @@ _ROOTS = ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", "io.k8s.apimachinery.pk
 _REF = "#/$defs/"
 _COMPONENTS = "#/components/schemas/"
 _INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"  # kube-openapi gives it a format
+# the `+default` markers kube's own OpenAPI carries on list-map keys, which the JSON schemas lack:
+# server-side apply keys a container port without its protocol as the TCP one
+_DEFAULTS = {("io.k8s.api.core.v1.ContainerPort", "protocol"): "TCP",
+             ("io.k8s.api.core.v1.ServicePort", "protocol"): "TCP"}
 
 
 def _openapi3(node: Any, top: bool = False) -> Any:
@@ -177,6 +181,9 @@ def _component_schemas() -> Obj:
         out[name] = _openapi3(d, top=True)
         if name == _INT_OR_STRING:
             out[name]["format"] = "int-or-string"
+        for (schema, prop), value in _DEFAULTS.items():
+            if schema == name:
+                out[name]["properties"][prop]["default"] = value
         todo.extend(_refs(d))
     return dict(sorted(out.items()))
 

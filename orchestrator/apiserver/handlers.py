@@ -49,8 +49,9 @@ T = TypeVar("T")
 BY_RESOURCE = {k.resource: k for k in KINDS}
 SUBRESOURCES = {"status", "scale", "binding", "log", "exec", "attach", "portforward"}
 RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
+APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
-               "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+               "application/strategic-merge-patch+json", APPLY_PATCH)
 
 
 @dataclass
@@ -260,14 +261,21 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
         assert t.name is not None
         body = await read_body(request)
         obj, warns = await ctx.run(ctx.registry.update, t.kind, t.namespace, t.name, body,
-                                   dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
+                                   dry_run=_dry_run(q), field_validation=q.get("fieldValidation"),
+                                   manager=field_manager(request))
         return json_response(obj, warnings=warns)
     if verb == "patch":
         assert t.name is not None
         ctype = _patch_type(request)
         raw = await request.read()
+        if ctype == APPLY_PATCH:
+            obj, warns, created = await ctx.run(
+                ctx.registry.apply, t.kind, t.namespace, t.name, raw, manager=field_manager(request, apply=True),
+                force=_true(q.get("force")), dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
+            return json_response(obj, status=201 if created else 200, warnings=warns)
         obj, warns = await ctx.run(ctx.registry.patch, t.kind, t.namespace, t.name, raw, ctype,
-                                   dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
+                                   dry_run=_dry_run(q), field_validation=q.get("fieldValidation"),
+                                   manager=field_manager(request))
         return json_response(obj, warnings=warns)
     if verb == "delete":
         assert t.name is not None
@@ -280,6 +288,19 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
     if verb == "deletecollection":
         return await delete_collection(request, ctx, t)
     raise method_not_allowed(request.method, t.kind.resource)
+
+
+def field_manager(request: web.Request, *, apply: bool = False) -> str:
+    """Who a write's changed fields belong to: `fieldManager`, else (not for an apply, which
+    must name one) the User-Agent's product as kube-apiserver takes it ("kubectl" of
+    "kubectl/v1.33.9 (linux/amd64) ..."), else "unknown"."""
+    given = request.query.get("fieldManager")
+    if given or apply:
+        if given and len(given) > 128:
+            raise bad_request("fieldManager: Too long: may not be more than 128 bytes")
+        return given or ""
+    agent = request.headers.get("User-Agent") or ""
+    return agent.split("/", 1)[0][:128] or "unknown"
 
 
 def _patch_type(request: web.Request) -> str:
@@ -367,11 +388,11 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
             return json_response(await ctx.run(ctx.scales.get, ns, name))
         if verb == "update":
             body = await read_body(request)
-            return json_response(await ctx.run(ctx.scales.update, ns, name, body))
+            return json_response(await ctx.run(ctx.scales.update, ns, name, body, field_manager(request)))
         if verb == "patch":
             ctype = _patch_type(request)
             raw = await request.read()
-            return json_response(await ctx.run(ctx.scales.patch, ns, name, raw, ctype))
+            return json_response(await ctx.run(ctx.scales.patch, ns, name, raw, ctype, field_manager(request)))
     elif sub == "binding" and kind == POD and verb == "create":
         assert ns is not None
         body = await read_body(request)

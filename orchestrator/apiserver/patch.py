@@ -38,7 +38,7 @@ Errors are `PatchError`s carrying the HTTP status the API server answers with: 4
 for a body that is not a patch (bad JSON, bad directive), 422 Invalid for a patch that cannot
 be applied to this object (a failing `test`, a path that does not exist, a merged-list item
 without its key), 415 UnsupportedMediaType for another content type (server-side apply's
-`application/apply-patch+yaml` included). `apply_patch` never changes `current`; what it
+`application/apply-patch+yaml` is no patch of these: `orchestrator.apiserver.fieldmanager`). `apply_patch` never changes `current`; what it
 returns still has to pass the control plane's validation like any other write.
 """
 
@@ -56,7 +56,7 @@ from orchestrator.objects.meta import Kind
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply: not served
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply: registry.apply, not apply_patch
 CONTENT_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH)
 
 DIRECTIVE = "$patch"

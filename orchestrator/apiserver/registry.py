@@ -17,6 +17,13 @@ kube-apiserver's own on top of those:
 * **patch** reads, applies the patch (`orchestrator.apiserver.patch.apply_patch`, by content
   type), and writes at the revision read, retrying a lost race like GuaranteedUpdate — unless
   the patch itself names a resourceVersion, which is then a precondition.
+* **server-side apply** (`application/apply-patch+yaml`, `fieldManager` required, `force`):
+  `orchestrator.apiserver.fieldmanager` merges the configuration into the live object (or
+  creates it) and keeps `metadata.managedFields`; a conflict is 409 with a
+  `FieldManagerConflict` cause per field. Every other update and patch of an object that has
+  managedFields hands the fields it changed to its writer (`fieldManager`, else the
+  User-Agent's product, as kube-apiserver names it). A create records none: an object gets
+  managedFields at its first apply, its earlier fields owned by `before-first-apply`.
 * `fieldValidation` — `Strict`: unknown fields are a 400; `Warn` (the default): they come
   back as warnings (the `Warning` header) and are pruned; `Ignore`: pruned silently.
 * `dryRun=All`: everything but the write.
@@ -36,7 +43,7 @@ from orchestrator.applier import Applier, keep_allocated
 from orchestrator.deletion import Cascade, Deleter
 from orchestrator.objects import meta, tree
 from orchestrator.objects.meta import EVENT, NAMESPACE, POD, SERVICE, Kind
-from orchestrator.storage import Conflict, Obj, ObjectStore
+from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
 from orchestrator.validation import admit
 
 PATCH_RETRIES = 16
@@ -165,7 +172,7 @@ class Registry:
     # ------------------------------------------------------------------ update and patch
     def update(self, kind: Kind, namespace: str | None, name: str, body: Any, *,
                subresource: str | None = None, dry_run: bool = False,
-               field_validation: str | None = None) -> tuple[Obj, list[str]]:
+               field_validation: str | None = None, manager: str = "") -> tuple[Obj, list[str]]:
         obj = self.prepared(kind, namespace, body, name=name)
         want = meta.meta(obj).get("resourceVersion")
         current = self._cached_at(kind, namespace, name, want) if want else None
@@ -174,18 +181,23 @@ class Registry:
         if want and want != meta.meta(current).get("resourceVersion"):
             raise Conflict(kind, name)
         return self._replace(kind, current, obj, subresource=subresource, dry_run=dry_run,
-                             field_validation=field_validation, conditional=bool(want))
+                             field_validation=field_validation, conditional=bool(want), manager=manager)
 
     def patch(self, kind: Kind, namespace: str | None, name: str, patch: bytes, content_type: str, *,
               subresource: str | None = None, dry_run: bool = False,
-              field_validation: str | None = None) -> tuple[Obj, list[str]]:
+              field_validation: str | None = None, manager: str = "") -> tuple[Obj, list[str]]:
+        from orchestrator.apiserver.patch import APPLY_PATCH, media_type
+
+        if media_type(content_type) == APPLY_PATCH:  # (the handlers call `apply` for the main resource)
+            raise APIError(415, f"server-side apply is not served on {kind.resource}/{subresource or ''}",
+                           reason="UnsupportedMediaType")
         for attempt in range(PATCH_RETRIES):
             cached = self._cached_at(kind, namespace, name) if attempt == 0 else None
             try:
                 return self._patch_once(kind, namespace, name, patch, content_type,
                                         cached or self.get(kind, namespace, name),
                                         subresource=subresource, dry_run=dry_run,
-                                        field_validation=field_validation)
+                                        field_validation=field_validation, manager=manager)
             except _Pinned:
                 if cached is None:
                     raise Conflict(kind, name) from None
@@ -197,9 +209,53 @@ class Registry:
                 # judged against a cached copy that may be stale: again, from etcd
         raise Conflict(kind, name)
 
+    def apply(self, kind: Kind, namespace: str | None, name: str, raw: bytes, *, manager: str, force: bool,
+              dry_run: bool, field_validation: str | None) -> tuple[Obj, list[str], bool]:
+        """Server-side apply of configuration `raw` (YAML or JSON) by `manager`: the object
+        created from it, or the live one with it merged in (`fieldmanager.apply`), written at
+        the revision read (a lost race is read again); (object, warnings, created)."""
+        import yaml
+
+        from orchestrator.apiserver import fieldmanager
+
+        if not manager:
+            raise bad_request("PATCH, application/apply-patch+yaml: fieldManager is required for apply requests")
+        try:
+            body = yaml.safe_load(raw.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise bad_request(f"error decoding YAML: {str(e).splitlines()[0]}") from None
+        config = self.prepared(kind, namespace, body, name=name)
+        md = config["metadata"]
+        if md.get("managedFields"):
+            raise APIError(422, f'{kind.kind} "{name}" is invalid: metadata.managedFields: Invalid value: '
+                                "must be empty when applying", reason="Invalid")
+        md.pop("managedFields", None)
+        want = md.pop("resourceVersion", None)
+        for _ in range(PATCH_RETRIES):
+            current = self.objects.get(kind, name, namespace)
+            if want and (current is None or want != meta.meta(current).get("resourceVersion")):
+                raise Conflict(kind, name)
+            try:
+                merged = fieldmanager.apply(current, config, kind.kind, manager, force=force, now=self._clock())
+            except fieldmanager.ApplyConflict as e:
+                raise APIError(409, str(e), reason="Conflict", details={
+                    "name": name, "kind": kind.resource,
+                    "causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}" using v1',
+                                "field": fieldmanager.path_text(p)} for m, p in e.conflicts]}) from None
+            try:
+                if current is None:
+                    return (*self.create(kind, namespace, merged, dry_run=dry_run,
+                                         field_validation=field_validation), True)
+                merged["metadata"]["resourceVersion"] = meta.meta(current).get("resourceVersion")
+                return (*self._replace(kind, current, merged, subresource=None, dry_run=dry_run,
+                                       field_validation=field_validation, conditional=True), False)
+            except (Conflict, AlreadyExists):
+                continue  # lost a race: read again
+        raise Conflict(kind, name)
+
     def _patch_once(self, kind: Kind, namespace: str | None, name: str, patch: bytes, content_type: str,
                     current: Obj, *, subresource: str | None, dry_run: bool,
-                    field_validation: str | None) -> tuple[Obj, list[str]]:
+                    field_validation: str | None, manager: str = "") -> tuple[Obj, list[str]]:
         """`patch` applied to `current` and written at its revision (Conflict when it moved)."""
         rv = meta.meta(current).get("resourceVersion")
         new = patched(kind, current, patch, content_type)
@@ -211,10 +267,11 @@ class Registry:
         new = self.prepared(kind, namespace, new, name=name)
         new["metadata"]["resourceVersion"] = rv
         return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
-                             field_validation=field_validation, conditional=True)
+                             field_validation=field_validation, conditional=True, manager=manager)
 
     def _replace(self, kind: Kind, current: Obj, obj: Obj, *, subresource: str | None,
-                 dry_run: bool, field_validation: str | None, conditional: bool) -> tuple[Obj, list[str]]:
+                 dry_run: bool, field_validation: str | None, conditional: bool,
+                 manager: str = "") -> tuple[Obj, list[str]]:
         if subresource == "status":
             new = tree.copy(current)
             if "status" in obj:
@@ -236,6 +293,10 @@ class Registry:
                     new.pop("status", None)
             if kind == SERVICE:
                 keep_allocated(current, new)
+            if manager:
+                from orchestrator.apiserver import fieldmanager
+
+                fieldmanager.update(current, new, kind.kind, manager, now=self._clock())
         md = new.setdefault("metadata", {})
         if conditional:
             md["resourceVersion"] = meta.meta(obj).get("resourceVersion") or \

@@ -3,11 +3,14 @@
 GET shows `spec.replicas` (desired) and `status.replicas` (observed) with the RC's selector as
 a string; PUT and PATCH change only `spec.replicas` of the RC, through the same optimistic
 update as every other write (`orchestrator.workloads.scaled`, what `netplane scale` uses). A
-resourceVersion in the Scale is a precondition on the RC's, as in Kubernetes.
+resourceVersion in the Scale is a precondition on the RC's, as in Kubernetes. On an RC with
+managedFields, the writer takes `spec.replicas` over (`fieldmanager.update`; kube records it
+under the entry's `subresource: scale`, we under the writer's Update entry).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from orchestrator.apiserver.status import APIError, bad_request, not_found
@@ -60,12 +63,12 @@ class Scales:
             raise not_found("replicationcontrollers", name)
         return scale_of(rc)
 
-    def update(self, namespace: str, name: str, body: Any) -> Obj:
+    def update(self, namespace: str, name: str, body: Any, manager: str = "") -> Obj:
         replicas = _replicas(name, body)
         want = ((body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None)
-        return self._write(namespace, name, replicas, want)
+        return self._write(namespace, name, replicas, want, manager)
 
-    def patch(self, namespace: str, name: str, patch: bytes, content_type: str) -> Obj:
+    def patch(self, namespace: str, name: str, patch: bytes, content_type: str, manager: str = "") -> Obj:
         from orchestrator.apiserver.registry import patched
 
         current = self.get(namespace, name)
@@ -73,13 +76,20 @@ class Scales:
         replicas = _replicas(name, new)
         want = (new.get("metadata") or {}).get("resourceVersion") if isinstance(new, dict) else None
         pinned = want if want and want != current["metadata"].get("resourceVersion") else None
-        return self._write(namespace, name, replicas, pinned)
+        return self._write(namespace, name, replicas, pinned, manager)
 
-    def _write(self, namespace: str, name: str, replicas: int, want_rv: str | None) -> Obj:
+    def _write(self, namespace: str, name: str, replicas: int, want_rv: str | None, manager: str = "") -> Obj:
+        from orchestrator.apiserver import fieldmanager
+        from orchestrator.objects import tree
+
         def mutate(rc: Obj) -> Obj | None:
             if want_rv and meta.meta(rc).get("resourceVersion") != want_rv:
                 raise Conflict(REPLICATION_CONTROLLER, name)
-            return scaled(rc, replicas)
+            old = tree.copy(rc) if manager and meta.meta(rc).get("managedFields") else None
+            new = scaled(rc, replicas)
+            if new is not None and old is not None:
+                fieldmanager.update(old, new, "ReplicationController", manager, now=time.time())
+            return new
 
         rc = self.objects.guaranteed_update(REPLICATION_CONTROLLER, name, namespace, mutate,
                                             retries=PATCH_RETRIES)

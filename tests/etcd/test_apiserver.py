@@ -777,3 +777,45 @@ def test_a_write_through_the_api_is_the_clis_write(v1: client.CoreV1Api, api: AP
     stored = api.objects.get(REPLICATION_CONTROLLER, "web", "default")
     assert stored is not None and stored["spec"]["replicas"] == 3
     assert stored["spec"]["template"]["spec"]["restartPolicy"] == "Always"
+
+
+# --------------------------------------------------------------------------- server-side apply
+def test_server_side_apply_with_the_python_client(v1: client.CoreV1Api) -> None:
+    """application/apply-patch+yaml as the official client sends it: created with its managed
+    fields, merged on a second apply, a conflict (409, FieldManagerConflict per field) with a
+    field another writer took over, force, and what a manager stops applying removed."""
+    apply = "application/apply-patch+yaml"
+    cfg = rc("ssa", replicas=2)
+    cfg["metadata"]["labels"] = {"app": "ssa", "tier": "front"}
+    made = v1.patch_namespaced_replication_controller("ssa", "default", cfg, field_manager="ci", _content_type=apply)
+    assert made.spec.replicas == 2 and made.status.replicas == 0
+    (entry,) = made.metadata.managed_fields
+    assert (entry.manager, entry.operation, entry.fields_type) == ("ci", "Apply", "FieldsV1")
+    assert entry.fields_v1["f:spec"]["f:replicas"] == {}
+    # another writer (a merge patch naming its manager) takes replicas over
+    v1.patch_namespaced_replication_controller("ssa", "default", {"spec": {"replicas": 5}}, field_manager="hpa")
+    with pytest.raises(ApiException) as e:
+        v1.patch_namespaced_replication_controller("ssa", "default", cfg, field_manager="ci", _content_type=apply)
+    body = json.loads(e.value.body)
+    assert e.value.status == 409 and body["reason"] == "Conflict", body
+    assert body["message"] == 'Apply failed with 1 conflict: conflict with "hpa" using v1: .spec.replicas'
+    assert body["details"]["causes"] == [{"reason": "FieldManagerConflict", "message": 'conflict with "hpa" using v1',
+                                          "field": ".spec.replicas"}]
+    # the same value co-owns; force takes it; a label no longer applied goes
+    del cfg["metadata"]["labels"]["tier"]
+    cfg["spec"]["replicas"] = 3
+    got = v1.patch_namespaced_replication_controller("ssa", "default", cfg, field_manager="ci", force=True,
+                                                     _content_type=apply)
+    assert got.spec.replicas == 3 and got.metadata.labels == {"app": "ssa"}
+    assert {m.manager for m in got.metadata.managed_fields} == {"ci"}  # hpa owned nothing else
+    # an apply must name its manager
+    with pytest.raises(ApiException) as e:
+        v1.patch_namespaced_replication_controller("ssa", "default", cfg, _content_type=apply)
+    assert e.value.status == 400 and "fieldManager is required" in json.loads(e.value.body)["message"]
+    # a dry run changes nothing; an apply of a pod that is not there creates it, Pending
+    cfg["spec"]["replicas"] = 9
+    dry = v1.patch_namespaced_replication_controller("ssa", "default", cfg, field_manager="ci", dry_run="All",
+                                                     _content_type=apply)
+    assert dry.spec.replicas == 9 and v1.read_namespaced_replication_controller("ssa", "default").spec.replicas == 3
+    p = v1.patch_namespaced_pod("solo", "default", pod("solo"), field_manager="ci", _content_type=apply)
+    assert p.status.phase == "Pending" and p.metadata.managed_fields[0].manager == "ci"

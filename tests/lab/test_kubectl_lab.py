@@ -13,7 +13,8 @@ the pod's localhost: a megabyte each way, half-closes, two connections at once, 
 Service with a named targetPort, and the refusal for a port nothing listens on), attach (`run -it
 --rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), cordon
 (new pods avoid the node), delete;
-a bad manifest is refused naming the field; explain; an unknown token is Unauthorized. The Python
+a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
+and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
 port's error), delete with Foreground propagation; no credentials at all is 401 Unauthorized.
@@ -202,6 +203,31 @@ def attach_steps(api: Api) -> None:
     k("delete", "pod", "ticker")
 
 
+def server_side_apply_steps(api: Api) -> None:
+    k = api.kubectl
+
+    def svc(**labels: str) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ssa", "labels": labels},
+                           "spec": {"selector": {"app": "ssa"}, "ports": [{"name": "http", "port": 80}]}})
+
+    assert k("apply", "--server-side", "-f", "-", input=svc(app="ssa", tier="front")).stdout.strip() == \
+        "service/ssa serverside-applied"
+    live = api.json("get", "svc", "ssa", "--show-managed-fields")
+    (entry,) = live["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+    assert 'k:{"port":80,"protocol":"TCP"}' in entry["fieldsV1"]["f:spec"]["f:ports"]  # the key's default counts
+    k("label", "svc", "ssa", "tier=back", "--overwrite")
+    p = k("apply", "--server-side", "-f", "-", input=svc(app="ssa", tier="front"), check=False)
+    assert p.returncode == 1, p
+    assert 'Apply failed with 1 conflict: conflict with "kubectl-label" using v1: .metadata.labels.tier' in p.stderr, p.stderr
+    assert "--force-conflicts" in p.stderr  # kubectl's advice, from the FieldManagerConflict cause
+    k("apply", "--server-side", "--force-conflicts", "-f", "-", input=svc(app="ssa", tier="front"))
+    assert api.json("get", "svc", "ssa")["metadata"]["labels"] == {"app": "ssa", "tier": "front"}
+    k("apply", "--server-side", "-f", "-", input=svc(app="ssa"))  # no longer applied: removed
+    assert api.json("get", "svc", "ssa")["metadata"]["labels"] == {"app": "ssa"}
+    k("delete", "svc", "ssa")
+
+
 def kubectl_steps(api: Api) -> None:
     k = api.kubectl
     # ---- apply: created, then changed and applied again: configured
@@ -322,6 +348,9 @@ def kubectl_steps(api: Api) -> None:
     assert "FIELD: targetPort <IntOrString>" in k("explain", "svc.spec.ports.targetPort").stdout
     p = k("explain", "rc.spec.nope", check=False)
     assert p.returncode == 1 and 'field "nope" does not exist' in p.stderr, p
+
+    # ---- server-side apply: managed fields, a conflict with another writer, force, removal
+    server_side_apply_steps(api)
 
     # ---- a token the server does not know: kubectl says Unauthorized
     cfg = yaml.safe_load(api.token_kubeconfig.read_text())
