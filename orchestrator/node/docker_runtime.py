@@ -71,7 +71,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -886,6 +886,23 @@ class _HijackedStreams:
                 self._parse()
             return self._chunks.popleft()
 
+    _exit: int | None = None
+
+    def _poll_exit(self, probe: Callable[[], int | None], timeout: float | None) -> int | None:
+        """`probe()` every 10 ms, slowing to 100 ms, until it gives an exit code (kept); None
+        once `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        while self._exit is None:
+            self._exit = probe()
+            if self._exit is not None:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+        return self._exit
+
     def _closing(self) -> bool:
         """Mark the session closed; False when it already was (another caller releases it)."""
         with self._state:
@@ -938,22 +955,17 @@ class DockerExecSession(_HijackedStreams):
             raise RuntimeError_(f"{self._what}: resize: {_why(e)}") from e
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Polls exec_inspect (every 10 ms, slowing to 100 ms) until it reports the exit."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.01
-        while self._exit is None:
-            try:
-                done = self._api.exec_inspect(self.exec_id)
-            except DockerException as e:
-                raise RuntimeError_(f"{self._what}: {_why(e)}") from e
-            if not done.get("Running") and done.get("ExitCode") is not None:
-                self._exit = int(done["ExitCode"])
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.1)
-        return self._exit
+        """Polls exec_inspect until it reports the exit (`_poll_exit`)."""
+        return self._poll_exit(self._exec_exit, timeout)
+
+    def _exec_exit(self) -> int | None:
+        try:
+            done = self._api.exec_inspect(self.exec_id)
+        except DockerException as e:
+            raise RuntimeError_(f"{self._what}: {_why(e)}") from e
+        if not done.get("Running") and done.get("ExitCode") is not None:
+            return int(done["ExitCode"])
+        return None
 
     def kill(self) -> None:
         """The exec'd process only (its host pid, while Docker reports it running): what it
@@ -1032,26 +1044,18 @@ class DockerAttachSession(_HijackedStreams):
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The container's exit code once it has exited (-1 when it is gone), polling its
-        inspect (every 10 ms, slowing to 100 ms); None while it runs after `timeout`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.01
-        while self._exit is None:
-            try:
-                info = self._api.inspect_container(self.container_id)
-            except NotFound:
-                self._exit = -1
-                break
-            except DockerException as e:
-                raise RuntimeError_(f"{self._what}: {_why(e)}") from e
-            done = self._rt._container_info(info)
-            if done.state == "exited" and done.exit_code is not None:
-                self._exit = done.exit_code
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.1)
-        return self._exit
+        inspect (`_poll_exit`); None while it runs after `timeout`."""
+        return self._poll_exit(self._container_exit, timeout)
+
+    def _container_exit(self) -> int | None:
+        try:
+            info = self._api.inspect_container(self.container_id)
+        except NotFound:
+            return -1
+        except DockerException as e:
+            raise RuntimeError_(f"{self._what}: {_why(e)}") from e
+        done = self._rt._container_info(info)
+        return done.exit_code if done.state == "exited" and done.exit_code is not None else None
 
     def kill(self) -> None:
         """Detaches (as `close`): an attach never stops its container."""
