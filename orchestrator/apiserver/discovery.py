@@ -45,6 +45,7 @@ SUBRESOURCES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, str, str] |
     "log": (("pods",), ["get"], ("", "v1", "Pod")),
     "exec": (("pods",), ["create", "get"], ("", "v1", "PodExecOptions")),
     "attach": (("pods",), ["create", "get"], ("", "v1", "PodAttachOptions")),
+    "ephemeralcontainers": (("pods",), ["get", "patch", "update"], None),
     "portforward": (("pods",), ["create", "get"], ("", "v1", "PodPortForwardOptions")),
     "scale": (("replicationcontrollers",), ["get", "patch", "update"], ("autoscaling", "v1", "Scale")),
 }

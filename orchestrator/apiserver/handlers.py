@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 T = TypeVar("T")
 BY_RESOURCE = {k.resource: k for k in KINDS}
-SUBRESOURCES = {"status", "scale", "binding", "log", "exec", "attach", "portforward"}
+SUBRESOURCES = {"status", "scale", "binding", "log", "exec", "attach", "portforward", "ephemeralcontainers"}
 RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
 APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
@@ -380,6 +380,20 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
             ctype = _patch_type(request)
             raw = await request.read()
             obj, warns = await ctx.run(ctx.registry.patch, kind, ns, name, raw, ctype, subresource="status",
+                                       dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
+            return json_response(obj, warnings=warns)
+    elif sub == "ephemeralcontainers" and kind == POD:
+        if verb == "get":
+            return json_response(await ctx.run(ctx.registry.get, kind, ns, name))
+        if verb == "update":
+            body = await read_body(request)
+            obj, warns = await ctx.run(ctx.registry.update, kind, ns, name, body, subresource=sub,
+                                       dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
+            return json_response(obj, warnings=warns)
+        if verb == "patch":
+            ctype = _patch_type(request)
+            raw = await request.read()
+            obj, warns = await ctx.run(ctx.registry.patch, kind, ns, name, raw, ctype, subresource=sub,
                                        dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
             return json_response(obj, warnings=warns)
     elif sub == "scale" and kind == REPLICATION_CONTROLLER:

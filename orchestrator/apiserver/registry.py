@@ -11,7 +11,9 @@ kube-apiserver's own on top of those:
   counted, a Namespace `Active`; Events are stored on an etcd lease (`event_ttl`, like
   `--event-ttl`), one lease shared for a tenth of the TTL.
 * **update** (PUT) of a kind with a status subresource keeps the stored `status`, and the
-  `status` subresource changes only `status` (`ResetObjectMetaForStatus`); a Service update
+  `status` subresource changes only `status` (`ResetObjectMetaForStatus`); a pod's
+  `ephemeralcontainers` subresource changes only `spec.ephemeralContainers`, adding to them
+  (`kubectl debug`), and the main resource may not change them; a Service update
   keeps its allocated cluster IP and node ports when it leaves them out
   (`patchAllocatedValues`). A resourceVersion in the body is a precondition (409 Conflict).
 * **patch** reads, applies the patch (`orchestrator.apiserver.patch.apply_patch`, by content
@@ -278,6 +280,19 @@ class Registry:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
+        elif subresource == "ephemeralcontainers":
+            from orchestrator.validation import InvalidObject
+            from orchestrator.validation.pods import ephemeral_update_errors
+
+            new = tree.copy(current)
+            given = (obj.get("spec") or {}).get("ephemeralContainers")
+            if given:
+                new.setdefault("spec", {})["ephemeralContainers"] = given
+            else:
+                new.get("spec", {}).pop("ephemeralContainers", None)
+            errors = ephemeral_update_errors(current, new)
+            if errors:
+                raise InvalidObject(kind.kind, meta.name(current), errors)
         else:
             new = obj
             md = new.setdefault("metadata", {})
@@ -306,7 +321,8 @@ class Registry:
         admitted, warnings = self._admitted(new, field_validation)
         if dry_run:
             return admitted, warnings
-        return self.applier.update(admitted, current=current), warnings
+        # the pod's spec may change here only by the ephemeral containers checked above
+        return self.applier.update(admitted, current=current, check=subresource != "ephemeralcontainers"), warnings
 
     # ------------------------------------------------------------------ delete
     def delete(self, kind: Kind, namespace: str | None, name: str, options: Mapping[str, Any], *,

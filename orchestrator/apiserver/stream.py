@@ -250,6 +250,7 @@ async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | 
     if not node_name:
         raise bad_request(f"pod {name} does not have a host assigned")
     containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    ephemeral = [c.get("name") for c in (pod.get("spec") or {}).get("ephemeralContainers") or []]
     if any_container:
         container = ""
     elif not container:
@@ -257,7 +258,7 @@ async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | 
             raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
                               f"[{' '.join(str(c) for c in containers)}]")
         container = str(containers[0])
-    elif container not in containers:
+    elif container not in containers and container not in ephemeral:
         raise bad_request(f"container {container} is not valid for pod {name}")
     node = await ctx.run(ctx.objects.get, NODE, node_name)
     if node is None:

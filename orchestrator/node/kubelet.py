@@ -599,7 +599,38 @@ class NodeRuntime:
                     log.warning("pod %s: starting %s failed: %s", meta.name(pod), name, e)
                     observed.append(ObservedContainer(name, waiting, last, restarts))
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
+        observed += self._ephemeral(pod, box, instances, now)
         self._write_status(pod, observed, pod_ip=ip, now=now)
+
+    def _ephemeral(self, pod: Obj, box: SandboxInfo, instances: dict[str, list[ContainerInfo]],
+                   now: float) -> list[ObservedContainer]:
+        """`kubectl debug`'s containers: each started once in the pod's sandbox (its network,
+        IPC and UTS namespaces), never restarted, and reported in ephemeralContainerStatuses;
+        a failed start is tried again after the back-off's first step."""
+        out: list[ObservedContainer] = []
+        for spec in pods.spec(pod).get("ephemeralContainers") or []:
+            name = str(spec.get("name") or "")
+            history = sorted(instances.get(name, []), key=lambda c: c.attempt)
+            if history:
+                cur = history[-1]
+                state = Running(cur.started_at or now) if cur.state == "running" else _terminated(cur)
+                out.append(ObservedContainer(name, state, container_id=f"{self.runtime.name}://{cur.id}"))
+                continue
+            if meta.is_deleting(pod):
+                continue
+            services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
+            env = envvars.container_env(spec, services_env)
+            try:
+                info = self.runtime.create_and_start(box, container_config(spec, env, 0, services_env))
+            except RuntimeError_ as e:
+                log.warning("pod %s: starting ephemeral container %s failed: %s", meta.name(pod), name, e)
+                out.append(ObservedContainer(name, Waiting("RunContainerError", str(e))))
+                self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
+                continue
+            log.info("pod %s: ephemeral container %s started", meta.name(pod), name)
+            out.append(ObservedContainer(name, Running(info.started_at or now),
+                                         container_id=f"{self.runtime.name}://{info.id}"))
+        return out
 
     def _attach(self, uid: str, box: SandboxInfo) -> str:
         """The pod's network, attached once per sandbox, as kubelet calls CNI ADD only when it

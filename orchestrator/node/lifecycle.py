@@ -370,6 +370,12 @@ def pod_status(pod: Mapping[str, Any], observed: Sequence[ObservedContainer], *,
         out["podIPs"] = [{"ip": pod_ip}]
     out["startTime"] = current.get("startTime") or meta.from_epoch(now)
     out["containerStatuses"] = [statuses[n] for n in sorted(statuses)]
+    ephemeral = pods.spec(pod).get("ephemeralContainers") or []
+    if ephemeral:  # kubectl debug's containers: never ready, never in the phase
+        out["ephemeralContainerStatuses"] = sorted(
+            (container_status(c, replace(by_name.get(str(c.get("name") or "")) or ObservedContainer(str(c.get("name") or "")),
+                                         ready=False), deleting=deleting) for c in ephemeral),
+            key=lambda cs: str(cs["name"]))
     return out
 
 

@@ -89,6 +89,7 @@ class Toleration(TypedDict, total=False):
 
 class PodSpec(TypedDict, total=False):
     containers: list[Container]
+    ephemeralContainers: list[Container]  # kubectl debug's, added through pods/ephemeralcontainers
     tolerations: list[Toleration]
     restartPolicy: str
     nodeSelector: dict[str, str]

@@ -2,7 +2,7 @@
 
 Applied to a deep copy, never in place. Values follow Kubernetes' `SetDefaults_*` functions
 (pkg/apis/core/v1/defaults.go): namespace "default"; Pod restartPolicy Always,
-terminationGracePeriodSeconds 30, port protocol TCP, imagePullPolicy Always for `:latest` (or
+terminationGracePeriodSeconds 30, an empty securityContext, port protocol TCP, imagePullPolicy Always for `:latest` (or
 no tag) else IfNotPresent, requests copied from limits where only limits are given; probe
 initialDelaySeconds 0, periodSeconds 10, timeoutSeconds 1, successThreshold 1,
 failureThreshold 3, httpGet path "/" and scheme HTTP; RC replicas 1, selector and labels from
@@ -101,6 +101,7 @@ def pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
     spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})  # SetDefaults_PodSpec: clients (kubectl debug) dereference it
     for c in _dicts(spec.get("containers")):
         container(c)
 

@@ -12,6 +12,7 @@ from typing import Any
 from orchestrator.objects import names
 from orchestrator.objects.quantity import QuantityError, parse_quantity
 from orchestrator.validation.field import (
+    ROOT,
     FieldError,
     Path,
     duplicate,
@@ -73,6 +74,9 @@ def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None
     host_ports: set[tuple[str, str, int]] = set()
     for i, c in enumerate(containers):
         container(path.child("containers").index(i), c, seen_names, port_names, host_ports, out)
+    app_names = set(seen_names)
+    for i, c in enumerate(entries(spec.get("ephemeralContainers"))):
+        ephemeral_container(path.child("ephemeralContainers").index(i), c, seen_names, app_names, out)
     rp = spec.get("restartPolicy")
     if rp is not None and rp not in RESTART_POLICIES:
         out.append(not_supported(path.child("restartPolicy"), rp, RESTART_POLICIES))
@@ -83,6 +87,36 @@ def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None
     non_negative(path.child("terminationGracePeriodSeconds"),
                  spec.get("terminationGracePeriodSeconds"), out)
     non_negative(path.child("activeDeadlineSeconds"), spec.get("activeDeadlineSeconds"), out)
+
+
+EPHEMERAL_FORBIDDEN = ("ports", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "resources")
+
+
+def ephemeral_container(path: Path, c: Mapping[str, Any], seen_names: set[str], app_names: set[str],
+                        out: list[FieldError]) -> None:
+    """A debugging container (`kubectl debug`): a container without ports, probes, lifecycle
+    hooks or resources, whose targetContainerName, if any, is one of the pod's containers."""
+    container(path, {k: v for k, v in c.items() if k not in EPHEMERAL_FORBIDDEN}, seen_names, set(), set(), out)
+    for f in EPHEMERAL_FORBIDDEN:
+        if c.get(f):
+            out.append(forbidden(path.child(f), "cannot be set for an Ephemeral Container"))
+    target = c.get("targetContainerName")
+    if target and target not in app_names:
+        out.append(FieldError(str(path.child("targetContainerName")), "Not found", "", target))
+
+
+def ephemeral_update_errors(current: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldError]:
+    """pods/ephemeralcontainers may add ephemeral containers, never change or remove one."""
+    path = ROOT.child("spec").child("ephemeralContainers")
+    old = {c.get("name"): c for c in entries((current.get("spec") or {}).get("ephemeralContainers"))}
+    now = {c.get("name"): c for c in entries((new.get("spec") or {}).get("ephemeralContainers"))}
+    out = []
+    for name, c in old.items():
+        if name not in now:
+            out.append(forbidden(path, f'existing ephemeral containers "{name}" may not be removed'))
+        elif now[name] != c:
+            out.append(forbidden(path, f'existing ephemeral containers "{name}" may not be changed'))
+    return out
 
 
 def container(

@@ -819,3 +819,38 @@ def test_server_side_apply_with_the_python_client(v1: client.CoreV1Api) -> None:
     assert dry.spec.replicas == 9 and v1.read_namespaced_replication_controller("ssa", "default").spec.replicas == 3
     p = v1.patch_namespaced_pod("solo", "default", pod("solo"), field_manager="ci", _content_type=apply)
     assert p.status.phase == "Pending" and p.metadata.managed_fields[0].manager == "ci"
+
+
+def test_ephemeral_containers_are_added_through_their_subresource(v1: client.CoreV1Api) -> None:
+    """pods/ephemeralcontainers, as `kubectl debug` patches it: added (strategic merge by name),
+    never changed or removed; fields an ephemeral container may not have are refused; the main
+    resource may not touch them."""
+    v1.create_namespaced_pod("default", pod("dbg"))
+    debugger = {"name": "debugger", "image": "busybox", "command": ["sh"], "stdin": True, "tty": True,
+                "targetContainerName": "c"}
+    got = v1.patch_namespaced_pod_ephemeralcontainers("dbg", "default", {"spec": {"ephemeralContainers": [debugger]}})
+    assert [(c.name, c.target_container_name) for c in got.spec.ephemeral_containers] == [("debugger", "c")]
+    more = v1.patch_namespaced_pod_ephemeralcontainers(
+        "dbg", "default", {"spec": {"ephemeralContainers": [{"name": "second", "image": "busybox"}]}})
+    assert sorted(c.name for c in more.spec.ephemeral_containers) == ["debugger", "second"]  # merged by name
+
+    def refused(patch: Obj) -> str:
+        with pytest.raises(ApiException) as e:
+            v1.patch_namespaced_pod_ephemeralcontainers("dbg", "default", patch,
+                                                        _content_type="application/merge-patch+json")
+        assert e.value.status == 422, e.value.body
+        return str(json.loads(e.value.body)["message"])
+
+    cur = v1.read_namespaced_pod("dbg", "default").spec.ephemeral_containers
+    bad = [client.ApiClient().sanitize_for_serialization(c) for c in cur]
+    assert 'existing ephemeral containers "second" may not be removed' in refused(
+        {"spec": {"ephemeralContainers": [c for c in bad if c["name"] == "debugger"]}})
+    assert 'existing ephemeral containers "debugger" may not be changed' in refused(
+        {"spec": {"ephemeralContainers": [{**c, "image": "other"} if c["name"] == "debugger" else c for c in bad]}})
+    msg = refused({"spec": {"ephemeralContainers": [*bad, {"name": "p", "image": "x", "ports": [{"containerPort": 1}],
+                                                            "targetContainerName": "nope"}]}})
+    assert "spec.ephemeralContainers[2].ports: Forbidden: cannot be set for an Ephemeral Container" in msg, msg
+    assert 'spec.ephemeralContainers[2].targetContainerName: Not found: "nope"' in msg, msg
+    with pytest.raises(ApiException) as e:  # not through the pod itself
+        v1.patch_namespaced_pod("dbg", "default", {"spec": {"ephemeralContainers": [*bad, {"name": "z", "image": "x"}]}})
+    assert e.value.status == 422 and "pod updates may not change fields" in json.loads(e.value.body)["message"]

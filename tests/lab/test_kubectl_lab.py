@@ -11,7 +11,8 @@ kubectl: apply (created, then configured), get (table, -o yaml, -w ended by its 
 timeout), a label selector, describe, scale, logs, exec (-i, -it), port-forward (to a server on
 the pod's localhost: a megabyte each way, half-closes, two connections at once, through a
 Service with a named targetPort, and the refusal for a port nothing listens on), attach (`run -it
---rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), cordon
+--rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), debug (an
+ephemeral container in a pod's namespaces, attached), cordon
 (new pods avoid the node), delete;
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
@@ -201,6 +202,33 @@ def attach_steps(api: Api) -> None:
     p = k("attach", "ticker", check=False, timeout=60)
     assert p.returncode == 0 and "tick 3" in p.stdout and "tock 3" in p.stderr and "tock" not in p.stdout, p
     k("delete", "pod", "ticker")
+    # kubectl debug: an ephemeral container in a running pod's namespaces, attached at a terminal
+    target = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "target"},
+              "spec": {"terminationGracePeriodSeconds": 1,
+                       "containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "3600"]}]}}
+    k("apply", "-f", "-", input=json.dumps(target))
+    def target_running() -> dict[str, Any] | None:
+        p = api.json("get", "pod", "target")
+        return p if p["status"].get("phase") == "Running" else None
+
+    def debugger_ended() -> list[dict[str, Any]] | None:
+        st = api.json("get", "pod", "target")["status"].get("ephemeralContainerStatuses")
+        return st if st and st[0]["state"].get("terminated") else None
+
+    live = wait_for(target_running, 60, "the target running")
+    code, out = interact([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "debug", "-it", "target",
+                          f"--image={IMAGE}", "--target=app", "--", "sh"],
+                         [("try pressing enter", "\r"),
+                          ("# ", "echo host=$(hostname); ip -4 -o addr show eth0; exit 3\r")], timeout=90)
+    assert code == 0, (code, out)
+    assert "host=target" in out and f"inet {live['status']['podIP']}/" in out, out  # the pod's UTS and network
+    debugged = api.json("get", "pod", "target")
+    (ec,) = debugged["spec"]["ephemeralContainers"]
+    assert ec["name"].startswith("debugger-") and ec["targetContainerName"] == "app", ec
+    (st,) = wait_for(debugger_ended, 30, "the debugger's exit")
+    assert st["name"] == ec["name"] and st["state"]["terminated"]["exitCode"] == 3, st
+    assert debugged["status"]["phase"] == "Running"  # the pod itself runs on
+    k("delete", "pod", "target")
 
 
 def server_side_apply_steps(api: Api) -> None:

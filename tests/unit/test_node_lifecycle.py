@@ -355,3 +355,16 @@ def test_termination_plan_waits_at_most_until_the_deadline() -> None:
     short = termination_plan(mkpod(deleting_at=T0 + 600, spec_grace=3), now=T0)
     assert short.sigkill_at == T0 + 3
     assert termination_plan(mkpod(), now=T0).sigkill_at == T0 + 30
+
+
+def test_ephemeral_containers_have_their_own_statuses_and_leave_the_phase_alone() -> None:
+    pod = mkpod()
+    pod["spec"]["ephemeralContainers"] = [{"name": "debugger-a", "image": "busybox"},
+                                          {"name": "debugger-b", "image": "busybox"}]
+    st = pod_status(pod, [running(), running("debugger-a"), exited("debugger-b", 3)], now=T0)
+    assert st["phase"] == "Running" and [c["name"] for c in st["containerStatuses"]] == ["web"]
+    a, b = st["ephemeralContainerStatuses"]
+    assert (a["name"], a["ready"], "running" in a["state"]) == ("debugger-a", False, True)  # never ready
+    assert (b["name"], b["state"]["terminated"]["exitCode"]) == ("debugger-b", 3)
+    assert cond(st, "Ready")["status"] == "True"  # only the app containers count
+    assert "ephemeralContainerStatuses" not in pod_status(mkpod(), [running()], now=T0)
