@@ -3,11 +3,13 @@
  * (orchestrator/node/ns_runtime.py), in the role of conmon / containerd-shim, plus the two other
  * jobs that need a fresh single-threaded process: making a pod sandbox and entering a container.
  *
- *   np-shim sandbox --status-fd N --dir D --hostname H --pause PAUSE [--cgroup DIR]...
+ *   np-shim sandbox --status-fd N --dir D --hostname H --pause PAUSE [--cgroup DIR]... [--host-network on]
  *       Daemonizes (fork, setsid), joins the cgroups, unshares the network, IPC and UTS
  *       namespaces, sets the hostname, brings lo up, records "pid=/start=" in D/pause and execs
  *       PAUSE, which then holds the namespaces. STATUS_FD sees EOF once PAUSE runs, or one line
- *       "error: ..." first.
+ *       "error: ..." first. With --host-network (the pod's hostNetwork) only IPC is unshared:
+ *       the pod keeps the caller's network and UTS namespaces, as kubelet's host-network pods
+ *       do (the hostname is then the node's).
  *
  *   np-shim run --status-fd N --dir D --ns-pidfd N --log FILE [--cgroup DIR]... [--resolv F]
  *               [--root DIR] [--cwd DIR] [--stdin open|once] [--tty on] [--attach NAME] -- ARGV...
@@ -88,6 +90,7 @@ struct opts {
   const char *stdin_mode; /* NULL, "open" or "once" */
   const char *tty;        /* NULL or "on" */
   const char *attach;     /* the attach socket's name in dir */
+  const char *host_network; /* NULL or "on" */
   const char *cgroups[MAX_CGROUPS];
   int ncgroups;
   char **argv;
@@ -262,17 +265,24 @@ static int do_sandbox(struct opts *o) {
     status("error: join cgroup %s: %s\n", o->cgroups[bad - 1], strerror(errno));
     _exit(1);
   }
-  if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
-    status("error: unshare(net, ipc, uts): %s\n", strerror(errno));
-    _exit(1);
-  }
-  if (sethostname(o->hostname, strlen(o->hostname)) < 0) {
-    status("error: sethostname %s: %s\n", o->hostname, strerror(errno));
-    _exit(1);
-  }
-  if (lo_up() < 0) {
-    status("error: set lo up: %s\n", strerror(errno));
-    _exit(1);
+  if (o->host_network) {
+    if (unshare(CLONE_NEWIPC) < 0) {
+      status("error: unshare(ipc): %s\n", strerror(errno));
+      _exit(1);
+    }
+  } else {
+    if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
+      status("error: unshare(net, ipc, uts): %s\n", strerror(errno));
+      _exit(1);
+    }
+    if (sethostname(o->hostname, strlen(o->hostname)) < 0) {
+      status("error: sethostname %s: %s\n", o->hostname, strerror(errno));
+      _exit(1);
+    }
+    if (lo_up() < 0) {
+      status("error: set lo up: %s\n", strerror(errno));
+      _exit(1);
+    }
   }
   char rec[128];
   snprintf(rec, sizeof rec, "pid=%d\nstart=%llu\n", (int)getpid(), start_time(getpid()));
@@ -948,6 +958,8 @@ static int parse(int argc, char **argv, struct opts *o) {
       o->tty = v;
     else if (strcmp(a, "--attach") == 0 && *v && !strchr(v, '/'))
       o->attach = v;
+    else if (strcmp(a, "--host-network") == 0 && strcmp(v, "on") == 0)
+      o->host_network = v;
     else if (strcmp(a, "--cgroup") == 0) {
       if (o->ncgroups == MAX_CGROUPS)
         return -1;

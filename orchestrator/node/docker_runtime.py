@@ -68,6 +68,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -454,12 +455,41 @@ class DockerRuntime:
         env, runtime = self._placement_kwargs(pod.uid)
         labels = {str(k): str(v) for k, v in config.labels.items()}
         labels.update(self._labels(pod, TYPE_SANDBOX, SANDBOX_CONTAINER, config.attempt))
-        host_config = self.api.create_host_config(network_mode="none", ipc_mode="shareable", cgroup_parent=parent,
-                                                  runtime=runtime)
+        if config.host_network:
+            self._check_host_network(what)
+        host_config = self.api.create_host_config(network_mode="host" if config.host_network else "none",
+                                                  ipc_mode="shareable", cgroup_parent=parent, runtime=runtime)
         info, _ = self._create(sandbox_name(pod, config.attempt), self.pause_image, what=what,
-                               hostname=(config.hostname or pod.name)[:63], labels=labels,
-                               environment=[f"{k}={v}" for k, v in env.items()] or None, host_config=host_config)
+                               hostname=None if config.host_network else (config.hostname or pod.name)[:63],
+                               labels=labels, environment=[f"{k}={v}" for k, v in env.items()] or None,
+                               host_config=host_config)
         return self._sandbox_info(self._start(info, what))
+
+    def _check_host_network(self, what: str) -> None:
+        """Docker's host network is dockerd's network namespace: the node's only when this
+        agent runs in that namespace too. In a lab every host is a namespace of its own beside
+        one dockerd, so a hostNetwork pod would land in the machine's namespace: refused."""
+        daemon = self._daemon_netns()
+        ours = os.stat("/proc/thread-self/ns/net").st_ino  # (the agent: every thread in one)
+        if daemon is not None and daemon != ours:
+            raise RuntimeError_(f"{what}: hostNetwork needs the node agent in dockerd's network namespace; this one "
+                                "runs in another (a lab host?): use the namespace runtime for hostNetwork pods here")
+
+    def _daemon_netns(self) -> int | None:
+        """The inode of dockerd's network namespace (its pid from the socket's SO_PEERCRED), or
+        None when that cannot be told (a TCP daemon, no /proc access): then allowed."""
+        adapter = self.api.adapters.get("http+docker://")
+        path = getattr(adapter, "socket_path", None)
+        if not path:
+            return None
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect(path)
+                pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            return os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            return None
 
     def stop_sandbox(self, sandbox_id: str) -> None:
         info = self._inspect(sandbox_id)

@@ -79,10 +79,13 @@ class PortMapping:
 
 
 def mappings_of(pod: Mapping[str, Any], pod_ip: str) -> list[PortMapping]:
-    """The pod's hostPort mappings to `pod_ip` (IPv4 only, as the overlay is)."""
+    """The pod's hostPort mappings to `pod_ip` (IPv4 only, as the overlay is); none for a
+    hostNetwork pod."""
     md = pod.get("metadata") or {}
     who = f"{md.get('namespace') or 'default'}/{md.get('name') or ''}"
-    out = []
+    out: list[PortMapping] = []
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return out  # its ports are the node's own: nothing to forward
     for c in (pod.get("spec") or {}).get("containers") or []:
         for p in c.get("ports") or []:
             hp, cp = int(p.get("hostPort") or 0), int(p.get("containerPort") or 0)

@@ -512,9 +512,16 @@ class NodeRuntime:
             for c in self.runtime.list_containers(ref.uid):
                 self.runtime.remove_container(c.id)
             self.runtime.remove_sandbox(s.id)
-        cfg = SandboxConfig(pod=ref, attempt=attempt, hostname=meta.name(pod)[:63],
+        spec = pods.spec(pod)
+        host_network = bool(spec.get("hostNetwork"))
+        # dnsPolicy: a hostNetwork pod resolves as its node does unless ClusterFirstWithHostNet
+        # (kubelet's rule); Default is always the node's
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
+        cluster_dns = policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network)
+        cfg = SandboxConfig(pod=ref, attempt=attempt, hostname=meta.name(pod)[:63], host_network=host_network,
                             resolv_conf=envvars.resolv_conf(ref.namespace, nameserver=self.opts.cluster_dns,
-                                                            domain=self.opts.cluster_domain))  # cgroups: the runtime's own, per runtime id
+                                                            domain=self.opts.cluster_domain)
+                            if cluster_dns else "")  # cgroups: the runtime's own, per runtime id
         return self.runtime.run_sandbox(cfg)
 
     def _run(self, pod: Obj) -> None:
@@ -522,7 +529,7 @@ class NodeRuntime:
         uid = meta.uid(pod)
         try:
             box = self._sandbox(pod)
-            ip = self._attach(uid, box)
+            ip = self._attach(uid, box, host_network=bool(pods.spec(pod).get("hostNetwork")))
             if mappings_of(pod, ip):
                 self._sync_hostports()
         except NetplaneError as e:
@@ -632,16 +639,17 @@ class NodeRuntime:
                                          container_id=f"{self.runtime.name}://{info.id}"))
         return out
 
-    def _attach(self, uid: str, box: SandboxInfo) -> str:
+    def _attach(self, uid: str, box: SandboxInfo, *, host_network: bool = False) -> str:
         """The pod's network, attached once per sandbox, as kubelet calls CNI ADD only when it
         makes a sandbox: a sync of a running pod makes no netlink round trips (attach opened two
         rtnetlink sockets, one in the pod's netns, and dumped every bridge port: ~2/3 of the
-        agent's CPU at 30 pods)."""
+        agent's CPU at 30 pods). A hostNetwork pod has no network of its own: its IP is the
+        node's, as kubelet reports it."""
         with self._lock:
             known = self._net.get(uid)
         if known is not None and known[0] == box.id:
             return known[1]
-        ip = str(self.network.attach(uid, box.netns_path))
+        ip = str(self.overlay.node_ip) if host_network else str(self.network.attach(uid, box.netns_path))
         with self._lock:
             self._net[uid] = (box.id, ip)
         return ip

@@ -553,6 +553,8 @@ class NamespaceRuntime:
         _check_name("pod uid", ref.uid)
         sid = f"{ref.uid}_{int(config.attempt)}"
         hostname = (config.hostname or ref.name or ref.uid)[:63]
+        if config.host_network:
+            hostname = os.uname().nodename  # the node's UTS namespace
         with self._lock(ref.uid):
             d = self._sandboxes / sid
             if d.exists():
@@ -564,7 +566,7 @@ class NamespaceRuntime:
             rec = {"id": sid, "uid": ref.uid, "name": ref.name, "namespace": ref.namespace,
                    "attempt": int(config.attempt), "created_at": time.time(), "boot": self._boot,
                    "hostname": hostname, "node": self.node, "labels": dict(config.labels),
-                   "cgroups": [str(p) for _, p in pod_dirs]}
+                   "cgroups": [str(p) for _, p in pod_dirs], "host_network": bool(config.host_network)}
             try:
                 d.mkdir(mode=0o700)
                 if config.resolv_conf:
@@ -575,6 +577,8 @@ class NamespaceRuntime:
                         "--hostname", hostname, "--pause", str(self.pause_bin)]
                 for _, p in pod_dirs:
                     argv += ["--cgroup", str(p / SANDBOX_CGROUP)]
+                if config.host_network:  # the network namespace the runtime (the agent) runs in
+                    argv += ["--host-network", "on"]
                 self._spawn(argv, env={}, what=f"sandbox of pod {ref.namespace}/{ref.name}")
                 info = self._sandbox_info(sid)
                 if info is None or info.state != "ready":

@@ -51,6 +51,7 @@ class SandboxConfig:
     hostname: str = ""  # default: the pod's name
     resolv_conf: str = ""  # content for /etc/resolv.conf of every container ("" = the host's)
     cgroup_parent: str = ""  # e.g. "netplane/<node>/pod<uid>" (relative to each hierarchy's root)
+    host_network: bool = False  # the pod's hostNetwork: the node's network (and UTS) namespace, not its own
     labels: Mapping[str, str] = field(default_factory=dict)
 
 

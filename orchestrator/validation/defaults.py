@@ -2,7 +2,8 @@
 
 Applied to a deep copy, never in place. Values follow Kubernetes' `SetDefaults_*` functions
 (pkg/apis/core/v1/defaults.go): namespace "default"; Pod restartPolicy Always,
-terminationGracePeriodSeconds 30, an empty securityContext, port protocol TCP, imagePullPolicy Always for `:latest` (or
+terminationGracePeriodSeconds 30, an empty securityContext, port protocol TCP (and, with
+hostNetwork, hostPort = containerPort), imagePullPolicy Always for `:latest` (or
 no tag) else IfNotPresent, requests copied from limits where only limits are given; probe
 initialDelaySeconds 0, periodSeconds 10, timeoutSeconds 1, successThreshold 1,
 failureThreshold 3, httpGet path "/" and scheme HTTP; RC replicas 1, selector and labels from
@@ -104,6 +105,10 @@ def pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("securityContext", {})  # SetDefaults_PodSpec: clients (kubectl debug) dereference it
     for c in _dicts(spec.get("containers")):
         container(c)
+        if spec.get("hostNetwork") is True:  # SetDefaults_Pod: a host-network pod's ports are the node's
+            for p in _dicts(c.get("ports")):
+                if not p.get("hostPort") and p.get("containerPort"):
+                    p["hostPort"] = p["containerPort"]
 
 
 def _pull_policy(image: Any) -> str:

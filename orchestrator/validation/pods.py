@@ -74,6 +74,11 @@ def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None
     host_ports: set[tuple[str, str, int]] = set()
     for i, c in enumerate(containers):
         container(path.child("containers").index(i), c, seen_names, port_names, host_ports, out)
+        if spec.get("hostNetwork") is True:
+            for j, p in enumerate(entries(c.get("ports"))):
+                if p.get("hostPort") and p.get("containerPort") and p["hostPort"] != p["containerPort"]:
+                    out.append(invalid(path.child("containers").index(i).child("ports").index(j).child("hostPort"),
+                                       p["hostPort"], "must match `containerPort` when `hostNetwork` is true"))
     app_names = set(seen_names)
     for i, c in enumerate(entries(spec.get("ephemeralContainers"))):
         ephemeral_container(path.child("ephemeralContainers").index(i), c, seen_names, app_names, out)

@@ -677,3 +677,20 @@ def test_v2_only_host_runs_pods_unplaced_and_says_so(node: str, client: docker.D
         assert [p.name for p in v2.iterdir() if p.is_dir()] == []
     finally:
         rt.close()
+
+
+def test_host_network_is_dockerds_namespace_and_refused_from_another(rt: DockerRuntime, make_netns: Any) -> None:
+    """hostNetwork: an infra container in Docker's host network, which is dockerd's network
+    namespace, so only for an agent that runs there too; called from another namespace (a lab
+    host) it is refused with one line, before anything is made."""
+    from netplane import netns
+
+    box = rt.run_sandbox(SandboxConfig(pod=pod("hostnet"), host_network=True))
+    c = rt.create_and_start(box, sh("c", "stat -L -c %i /proc/self/ns/net"))
+    assert exited(rt, c.id).exit_code == 0
+    assert int(output(rt, c.id)) == os.stat("/proc/self/ns/net").st_ino  # this test runs in dockerd's
+    lab_host = make_netns("dhn")
+    before = {s.id for s in rt.list_sandboxes()}
+    with netns.inside(lab_host), pytest.raises(RuntimeError_, match="hostNetwork needs the node agent in dockerd's"):
+        rt.run_sandbox(SandboxConfig(pod=pod("elsewhere"), host_network=True))
+    assert {s.id for s in rt.list_sandboxes()} == before

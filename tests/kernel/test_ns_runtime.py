@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -409,6 +410,7 @@ def test_logs_tail_and_follow(env: Env) -> None:
 ADOPT = """
 import json, os, signal, sys
 from pathlib import Path
+from typing import Any
 from orchestrator.node.ns_runtime import NamespaceRuntime
 from orchestrator.node.runtime import ContainerConfig, PodRef, SandboxConfig
 from stats.cgroups.hierarchy import Hierarchy
@@ -578,3 +580,26 @@ def test_attach_stdin_once_tty_detach_and_output(env: Env) -> None:
     assert sock.is_socket() and oct(sock.stat().st_mode & 0o777) == "0o600"
     rt.stop_container(loop.id, grace=1)
     wait_for(lambda: not sock.exists(), 5, "the attach socket to go with the container")
+
+
+# ---------------------------------------------------------------------------- hostNetwork
+def test_a_host_network_sandbox_keeps_the_callers_network_and_uts(env: Env, make_netns: Any) -> None:
+    """hostNetwork: the pod's containers run in the network (and UTS) namespace the runtime is
+    called from (the node agent's), not one of their own; its IPC is still the pod's."""
+    from netplane import netns
+
+    node = make_netns("hn")
+    node_ino = os.stat(f"/run/netns/{node}").st_ino
+    rt = env.runtime()
+    with netns.inside(node):  # as an agent whose whole process is in the node's namespace
+        box = rt.run_sandbox(SandboxConfig(PodRef("u9", "hostnet", "default"), host_network=True))
+        own = sandbox(rt, uid="u8", name="own")
+    c = start(rt, box, "c", "sh", "-c", "stat -L -c %i /proc/self/ns/net; hostname; exec sleep 30")
+    o = start(rt, own, "c", "sh", "-c", "stat -L -c %i /proc/self/ns/net; exec sleep 30")
+    wait_for(lambda: len(text(rt, c.id).split()) == 2 and text(rt, o.id).strip(), 5, "both containers' lines")
+    ino, host = text(rt, c.id).split()
+    assert int(ino) == node_ino and host == os.uname().nodename
+    assert int(text(rt, o.id)) not in (node_ino, os.stat("/proc/self/ns/net").st_ino)  # a pod of its own
+    pause = record(rt.state_dir / "sandboxes" / box.id / "pause")["pid"]
+    assert os.stat(f"/proc/{pause}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
+    assert box.netns_path and os.stat(box.netns_path).st_ino == node_ino

@@ -149,3 +149,38 @@ def test_host_port_reaches_the_pod_from_everywhere(lab_factory: Callable[..., La
     assert np(lab, "delete", "pod", "hp").returncode == 0
     wait_for(lambda: refused_from(lab.netns("h2"), node_ip, 18080), 30, "hostPort 18080 unmapped")
     assert "--dport 18080" not in ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h1")).stdout
+
+
+def test_a_host_network_pod_is_the_node_on_the_network(lab_factory: Callable[..., Lab]) -> None:
+    """hostNetwork (namespace runtime): the pod's IP is its node's, a server in it listens on
+    the node's own addresses (reached from the other host with no rule of ours), it sees the
+    node's links (the overlay's VXLAN device), and it resolves as the node does."""
+    lab = lab_factory(2, agents=True, runtime="namespaces", masters=1)
+    h1 = lab.topology.host("h1")
+    pod = pod_on("hn", "h1", [sys.executable, "-c", ECHO_UNTIL_EOF, "18181", "0.0.0.0"], containerPort=18181)
+    pod["spec"]["hostNetwork"] = True
+    got = np(lab, "apply", "-f", "-", input=json.dumps(pod))
+    assert got.returncode == 0, got.stderr
+
+    def status() -> dict[str, Any] | None:
+        got = np(lab, "get", "pod", "hn", "-o", "json")
+        p = json.loads(got.stdout) if got.returncode == 0 else {}
+        return p if (p.get("status") or {}).get("phase") == "Running" else None
+
+    live = wait_for(status, 60, "pod hn Running")
+    node_ip = str(h1.underlay_ip)
+    assert live["status"]["podIP"] == live["status"]["hostIP"] == node_ip
+    assert live["spec"]["containers"][0]["ports"][0]["hostPort"] == 18181  # defaulted, as kube does
+    wait_for(lambda: not refused_from(lab.netns("h2"), node_ip, 18181), 20, "the pod listening on h1's address")
+    assert exchange_from(lab.netns("h2"), node_ip, 18181, b"to the node") == expected(b"to the node")
+    assert CHAIN not in ipt.run(["iptables-save", "-t", "nat"], netns=lab.netns("h1")).stdout  # no DNAT needed
+    links = np(lab, "exec", "hn", "--", "ip", "-o", "link", "show")
+    assert links.returncode == 0 and " vxlan" in ipt.run(["ip", "-d", "-o", "link", "show"], netns=lab.netns("h1")).stdout
+    node_links = {line.split(":")[1].strip().split("@")[0]
+                  for line in ipt.run(["ip", "-o", "link", "show"], netns=lab.netns("h1")).stdout.splitlines()}
+    pod_links = {line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()}
+    assert pod_links == node_links, (pod_links, node_links)
+    resolv = np(lab, "exec", "hn", "--", "cat", "/etc/resolv.conf")
+    assert "10.96.0.10" not in resolv.stdout, resolv.stdout  # dnsPolicy ClusterFirst on the host network: the node's
+    assert np(lab, "delete", "pod", "hn").returncode == 0
+    wait_for(lambda: refused_from(lab.netns("h2"), node_ip, 18181), 30, "the port closed with the pod")
