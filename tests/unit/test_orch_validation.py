@@ -379,3 +379,27 @@ def test_fast_enough_for_an_api_server() -> None:
             admit(d)
     per = (time.perf_counter() - t) / 200
     assert per < 0.005, f"{per * 1000:.2f} ms per manifest"
+
+
+def test_host_network_ports_are_the_nodes_and_pods_get_a_security_context() -> None:
+    hn = pod(hostNetwork=True)
+    hn["spec"]["containers"][0]["ports"] = [{"containerPort": 8080}, {"containerPort": 53, "protocol": "UDP"}]
+    out = admit(hn).object
+    assert [p["hostPort"] for p in out["spec"]["containers"][0]["ports"]] == [8080, 53]  # SetDefaults_Pod
+    assert out["spec"]["securityContext"] == {}
+    hn["spec"]["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": 9090}]
+    assert errors(hn) == [("spec.containers[0].ports[0].hostPort: Invalid value: 9090: must match `containerPort` "
+                           "when `hostNetwork` is true")]
+    plain = pod()
+    plain["spec"]["containers"][0]["ports"] = [{"containerPort": 8080}]
+    assert "hostPort" not in admit(plain).object["spec"]["containers"][0]["ports"][0]
+
+
+def test_ephemeral_containers_are_checked_as_debugging_containers() -> None:
+    p = pod(ephemeralContainers=[{"name": "c", "image": "busybox"},
+                                 {"name": "d", "image": "", "readinessProbe": {"exec": {"command": ["true"]}}},
+                                 {"name": "e", "image": "busybox", "targetContainerName": "zz"}])
+    assert errors(p) == ['spec.ephemeralContainers[0].name: Duplicate value: "c"',
+                         "spec.ephemeralContainers[1].image: Required value",
+                         "spec.ephemeralContainers[1].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+                         'spec.ephemeralContainers[2].targetContainerName: Not found: "zz"']
