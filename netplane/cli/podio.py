@@ -1,5 +1,6 @@
 """`netplane logs`, `exec`, `attach` and `port-forward`: a pod's output, a command in it, its
-main process and its ports, through its node's agent (the node API, `orchestrator.node.server`), as kubectl goes through the kubelet.
+main process and its ports, through its node's agent (the node API, `orchestrator.node.server`),
+as kubectl goes through the kubelet.
 
 The pod is read from etcd; its `spec.nodeName` names the Node, whose InternalIP and
 `status.daemonEndpoints.kubeletEndpoint.Port` say where that agent listens

@@ -368,21 +368,9 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
     sub, kind, ns, name = t.subresource, t.kind, t.namespace, t.name
     assert name is not None
     q = request.query
-    if sub == "status" and kind.kind in ("Pod", "ReplicationController", "Service", "Node", "Namespace"):
-        if verb == "get":
-            return json_response(await ctx.run(ctx.registry.get, kind, ns, name))
-        if verb == "update":
-            body = await read_body(request)
-            obj, warns = await ctx.run(ctx.registry.update, kind, ns, name, body, subresource="status",
-                                       dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
-            return json_response(obj, warnings=warns)
-        if verb == "patch":
-            ctype = _patch_type(request)
-            raw = await request.read()
-            obj, warns = await ctx.run(ctx.registry.patch, kind, ns, name, raw, ctype, subresource="status",
-                                       dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
-            return json_response(obj, warnings=warns)
-    elif sub == "ephemeralcontainers" and kind == POD:
+    # the parts of an object a subresource writes alone (the registry keeps the rest)
+    if (sub == "status" and kind.kind in ("Pod", "ReplicationController", "Service", "Node", "Namespace")) \
+            or (sub == "ephemeralcontainers" and kind == POD):
         if verb == "get":
             return json_response(await ctx.run(ctx.registry.get, kind, ns, name))
         if verb == "update":

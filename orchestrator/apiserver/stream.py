@@ -439,7 +439,7 @@ async def _relay(request: web.Request, ws: web.WebSocketResponse, reader: asynci
         with contextlib.suppress(ConnectionResetError):
             await ws.send_bytes(bytes([execstream.STATUS]) + _dumps(
                 {"metadata": {}, "status": "Failure", "reason": "InternalError",
-                 "message": f"the node agent's stream ended before the end: {e}"}))
+                 "message": f"the node agent's stream ended before its status: {e}"}))
     finally:
         inbound.cancel()
         writer.close()

@@ -810,8 +810,10 @@ class _HijackedStreams:
 
     _over_every: float | None = None
 
-    def __init__(self, sock_io: Any, *, tty: bool, stdin: bool, what: str) -> None:
+    def __init__(self, runtime: DockerRuntime, sock_io: Any, *, tty: bool, stdin: bool, what: str) -> None:
         self.tty = tty
+        self._rt = runtime
+        self._api = runtime.api
         self._what = what
         self._sock_io = sock_io  # keeps the HTTP response (and so the connection) referenced
         self._sock, early = _hijacked(sock_io)
@@ -916,7 +918,7 @@ class _HijackedStreams:
                 self._parse()
             return self._chunks.popleft()
 
-    _exit: int | None = None
+    _exit: int | None = None  # the process's exit code, once `_poll_exit` has seen it
 
     def _poll_exit(self, probe: Callable[[], int | None], timeout: float | None) -> int | None:
         """`probe()` every 10 ms, slowing to 100 ms, until it gives an exit code (kept); None
@@ -965,11 +967,8 @@ class DockerExecSession(_HijackedStreams):
 
     def __init__(self, runtime: DockerRuntime, exec_id: str, sock_io: Any, *, tty: bool, stdin: bool,
                  what: str) -> None:
-        self._rt = runtime
-        self._api = runtime.api
         self.exec_id = exec_id
-        self._exit: int | None = None
-        super().__init__(sock_io, tty=tty, stdin=stdin, what=what)
+        super().__init__(runtime, sock_io, tty=tty, stdin=stdin, what=what)
 
     def close_stdin(self) -> None:
         """Without a TTY a half-close (Docker then closes the process's stdin). With one, ^D:
@@ -1032,13 +1031,10 @@ class DockerAttachSession(_HijackedStreams):
 
     def __init__(self, runtime: DockerRuntime, container_id: str, sock_io: Any, *, tty: bool, stdin: bool,
                  stdin_once: bool, what: str) -> None:
-        self._rt = runtime
-        self._api = runtime.api
         self.container_id = container_id
         self._once = stdin_once
-        self._exit: int | None = None
         self._over_every = self.OVER_EVERY
-        super().__init__(sock_io, tty=tty, stdin=stdin, what=what)
+        super().__init__(runtime, sock_io, tty=tty, stdin=stdin, what=what)
 
     def close_stdin(self) -> None:
         if self._once:

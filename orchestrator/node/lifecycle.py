@@ -370,12 +370,13 @@ def pod_status(pod: Mapping[str, Any], observed: Sequence[ObservedContainer], *,
         out["podIPs"] = [{"ip": pod_ip}]
     out["startTime"] = current.get("startTime") or meta.from_epoch(now)
     out["containerStatuses"] = [statuses[n] for n in sorted(statuses)]
-    ephemeral = pods.spec(pod).get("ephemeralContainers") or []
-    if ephemeral:  # kubectl debug's containers: never ready, never in the phase
-        out["ephemeralContainerStatuses"] = sorted(
-            (container_status(c, replace(by_name.get(str(c.get("name") or "")) or ObservedContainer(str(c.get("name") or "")),
-                                         ready=False), deleting=deleting) for c in ephemeral),
-            key=lambda cs: str(cs["name"]))
+    ephemeral: dict[str, StatusDict] = {}
+    for ec in pods.spec(pod).get("ephemeralContainers") or []:  # kubectl debug's: never ready, not in the phase
+        name = str(ec.get("name") or "")
+        ephemeral[name] = container_status(ec, replace(by_name.get(name) or ObservedContainer(name), ready=False),
+                                           deleting=deleting)
+    if ephemeral:
+        out["ephemeralContainerStatuses"] = [ephemeral[n] for n in sorted(ephemeral)]
     return out
 
 

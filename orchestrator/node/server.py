@@ -248,12 +248,8 @@ class Node(Protocol):
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
-def _names(pod: Obj) -> list[str]:
-    return [str(c.get("name") or "") for c in (pod.get("spec") or {}).get("containers") or []]
-
-
-def _ephemeral_names(pod: Obj) -> list[str]:
-    return [str(c.get("name") or "") for c in (pod.get("spec") or {}).get("ephemeralContainers") or []]
+def _names(pod: Obj, field: str = "containers") -> list[str]:
+    return [str(c.get("name") or "") for c in (pod.get("spec") or {}).get(field) or []]
 
 
 def pick(node: Node, namespace: str, pod_name: str, container: str | None, *,
@@ -270,7 +266,7 @@ def pick(node: Node, namespace: str, pod_name: str, container: str | None, *,
             raise APIError(400, f"a container name must be specified for pod {pod_name}, "
                                 f"choose one of: [{' '.join(names)}]")
         container = names[0]
-    elif container not in names and container not in _ephemeral_names(pod):
+    elif container not in names and container not in _names(pod, "ephemeralContainers"):
         raise APIError(404, f"container {container} is not valid for pod {pod_name}")
     history = [c for c in instances if c.name == container]  # oldest attempt first
     if previous:
