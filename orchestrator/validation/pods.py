@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.objects import names
 from orchestrator.objects.quantity import QuantityError, parse_quantity
+from orchestrator.validation import volumes
 from orchestrator.validation.field import (
     ROOT,
     FieldError,
@@ -72,8 +73,11 @@ def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None
     seen_names: set[str] = set()
     port_names: set[str] = set()
     host_ports: set[tuple[str, str, int]] = set()
+    volume_names = volumes.volumes(path.child("volumes"), spec.get("volumes"), out)
     for i, c in enumerate(containers):
         container(path.child("containers").index(i), c, seen_names, port_names, host_ports, out)
+        volumes.volume_mounts(path.child("containers").index(i).child("volumeMounts"), c.get("volumeMounts"),
+                              volume_names, out)
         if spec.get("hostNetwork") is True:
             for j, p in enumerate(entries(c.get("ports"))):
                 if p.get("hostPort") and p.get("containerPort") and p["hostPort"] != p["containerPort"]:
@@ -82,6 +86,8 @@ def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None
     app_names = set(seen_names)
     for i, c in enumerate(entries(spec.get("ephemeralContainers"))):
         ephemeral_container(path.child("ephemeralContainers").index(i), c, seen_names, app_names, out)
+        volumes.volume_mounts(path.child("ephemeralContainers").index(i).child("volumeMounts"),
+                              c.get("volumeMounts"), volume_names, out)
     rp = spec.get("restartPolicy")
     if rp is not None and rp not in RESTART_POLICIES:
         out.append(not_supported(path.child("restartPolicy"), rp, RESTART_POLICIES))

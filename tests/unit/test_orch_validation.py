@@ -403,3 +403,60 @@ def test_ephemeral_containers_are_checked_as_debugging_containers() -> None:
                          "spec.ephemeralContainers[1].image: Required value",
                          "spec.ephemeralContainers[1].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
                          'spec.ephemeralContainers[2].targetContainerName: Not found: "zz"']
+
+
+def _mounts(*mounts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": "c", "image": "busybox", "volumeMounts": list(mounts)}]
+
+
+def test_volumes_and_mounts_that_the_kubelet_runs_are_admitted_and_kept() -> None:
+    vols = [{"name": "cache", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "host", "hostPath": {"path": "/var/log", "type": "Directory"}}]
+    mounts = [{"name": "cache", "mountPath": "/cache"}, {"name": "shm", "mountPath": "/dev/shm"},
+              {"name": "host", "mountPath": "/host/log", "readOnly": True, "subPath": "apt"}]
+    a = admit(pod(volumes=vols, containers=_mounts(*mounts)))
+    assert a.warnings == []
+    assert a.object["spec"]["volumes"] == vols
+    assert a.object["spec"]["containers"][0]["volumeMounts"] == mounts
+
+
+def test_volume_errors_have_kubernetes_paths_and_wording() -> None:
+    vols = [{"name": "a", "emptyDir": {"medium": "HugePages", "sizeLimit": "0"}},
+            {"name": "a", "hostPath": {"path": "/x/../etc", "type": "Dir"}},
+            {"name": "cm", "configMap": {"name": "settings"}},
+            {"name": "none"},
+            {"name": "two", "emptyDir": {}, "hostPath": {"path": "/tmp"}},
+            {"name": "rel", "hostPath": {"path": "tmp"}}]
+    mounts = [{"name": "missing", "mountPath": "/m"}, {"name": "a", "mountPath": "/m", "subPath": "/abs"},
+              {"name": "a", "mountPath": "rel", "subPath": "x/../../y", "mountPropagation": "Bidirectional"},
+              {"name": "a", "mountPath": "/e", "subPathExpr": "$(POD)", "recursiveReadOnly": "Enabled"}]
+    assert errors(pod(volumes=vols, containers=_mounts(*mounts))) == [
+        'spec.volumes[0].emptyDir.medium: Unsupported value: "HugePages": supported values: "", "Memory"',
+        'spec.volumes[0].emptyDir.sizeLimit: Invalid value: "0": must be greater than zero',
+        'spec.volumes[1].name: Duplicate value: "a"',
+        "spec.volumes[1].hostPath.path: Invalid value: \"/x/../etc\": must not contain '..'",
+        ('spec.volumes[1].hostPath.type: Unsupported value: "Dir": supported values: "", "BlockDevice", '
+        '"CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket"'),
+        'spec.volumes[2]: Unsupported value: "configMap": supported values: "emptyDir", "hostPath"',
+        "spec.volumes[3]: Required value: must specify a volume type",
+        "spec.volumes[4].hostPath: Forbidden: may not specify more than 1 volume type",
+        'spec.volumes[5].hostPath.path: Invalid value: "tmp": must be an absolute path',
+        'spec.containers[0].volumeMounts[0].name: Not found: "missing"',
+        'spec.containers[0].volumeMounts[1].mountPath: Invalid value: "/m": must be unique',
+        'spec.containers[0].volumeMounts[1].subPath: Invalid value: "/abs": must be a relative path',
+        'spec.containers[0].volumeMounts[2].mountPath: Invalid value: "rel": must be an absolute path',
+        "spec.containers[0].volumeMounts[2].subPath: Invalid value: \"x/../../y\": must not contain '..'",
+        ('spec.containers[0].volumeMounts[2].mountPropagation: Unsupported value: "Bidirectional": '
+        'supported values: "None"'),
+        ("spec.containers[0].volumeMounts[3].subPathExpr: Forbidden: is not supported by netplane's kubelet "
+        "(subPath is)"),
+        ('spec.containers[0].volumeMounts[3].recursiveReadOnly: Unsupported value: "Enabled": '
+        'supported values: "Disabled"'),
+    ]
+
+
+def test_ephemeral_containers_mount_the_pods_volumes_only() -> None:
+    p = pod(volumes=[{"name": "v", "emptyDir": {}}],
+            ephemeralContainers=[{"name": "d", "image": "busybox", "volumeMounts": [{"name": "v", "mountPath": "/v"},
+                                                                                     {"name": "w", "mountPath": "/w"}]}])
+    assert errors(p) == ['spec.ephemeralContainers[0].volumeMounts[1].name: Not found: "w"']

@@ -1,0 +1,137 @@
+"""Checks of a pod's volumes and its containers' volumeMounts (Kubernetes' validateVolumes and
+ValidateVolumeMounts, with their wording), plus what netplane's kubelet can run: the volume
+sources it has (`emptyDir`, `hostPath`; the others need objects this API does not serve, such
+as ConfigMaps, Secrets and PersistentVolumeClaims, and are refused here rather than ignored on
+the node) and absolute mount paths without propagation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.objects import names
+from orchestrator.objects.quantity import QuantityError, parse_quantity
+from orchestrator.validation.field import (
+    FieldError,
+    Path,
+    duplicate,
+    forbidden,
+    invalid,
+    not_supported,
+    required,
+)
+
+SOURCES = ("emptyDir", "hostPath")
+# every volume source of core/v1 Volume: more than one set is "more than 1 volume type"
+ALL_SOURCES = (
+    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi", "downwardAPI",
+    "emptyDir", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk", "gitRepo", "glusterfs",
+    "hostPath", "image", "iscsi", "nfs", "persistentVolumeClaim", "photonPersistentDisk", "portworxVolume",
+    "projected", "quobyte", "rbd", "scaleIO", "secret", "storageos", "vsphereVolume",
+)
+HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
+                   "BlockDevice")
+MEDIA = ("", "Memory")
+PROPAGATION = ("None",)  # HostToContainer and Bidirectional need mount propagation the runtimes do not set up
+RECURSIVE_READ_ONLY = ("Disabled",)
+
+
+def _entries(v: Any) -> list[Mapping[str, Any]]:
+    return [x if isinstance(x, Mapping) else {} for x in (v or [])]
+
+
+def no_backsteps(path: Path, value: str, out: list[FieldError]) -> None:
+    if ".." in value.split("/"):
+        out.append(invalid(path, value, "must not contain '..'"))
+
+
+def volumes(path: Path, vols: Any, out: list[FieldError]) -> set[str]:
+    """spec.volumes; returns the names, for the mounts to refer to."""
+    seen: set[str] = set()
+    for i, v in enumerate(_entries(vols)):
+        vp = path.index(i)
+        name = v.get("name")
+        if not name:
+            out.append(required(vp.child("name")))
+        else:
+            out.extend(invalid(vp.child("name"), name, e) for e in names.dns1123_label(name))
+            if name in seen:
+                out.append(duplicate(vp.child("name"), name))
+            seen.add(name)
+        given = [s for s in ALL_SOURCES if v.get(s) is not None]
+        if not given:
+            out.append(required(vp, "must specify a volume type"))
+            continue
+        if len(given) > 1:
+            out.append(forbidden(vp.child(given[1]), "may not specify more than 1 volume type"))
+            continue
+        source = given[0]
+        if source not in SOURCES:
+            out.append(not_supported(vp, source, SOURCES))
+        elif source == "hostPath":
+            host_path(vp.child("hostPath"), v["hostPath"], out)
+        else:
+            empty_dir(vp.child("emptyDir"), v["emptyDir"], out)
+    return seen
+
+
+def host_path(path: Path, hp: Mapping[str, Any], out: list[FieldError]) -> None:
+    p = hp.get("path")
+    if not p:
+        out.append(required(path.child("path")))
+    else:
+        no_backsteps(path.child("path"), p, out)
+        if not p.startswith("/"):
+            out.append(invalid(path.child("path"), p, "must be an absolute path"))
+    t = hp.get("type") or ""
+    if t not in HOST_PATH_TYPES:
+        out.append(not_supported(path.child("type"), t, HOST_PATH_TYPES))
+
+
+def empty_dir(path: Path, ed: Mapping[str, Any], out: list[FieldError]) -> None:
+    medium = ed.get("medium") or ""
+    if medium not in MEDIA:
+        out.append(not_supported(path.child("medium"), medium, MEDIA))
+    limit = ed.get("sizeLimit")
+    if limit is not None:
+        try:
+            if parse_quantity(limit).amount <= 0:
+                out.append(invalid(path.child("sizeLimit"), limit, "must be greater than zero"))
+        except QuantityError as e:
+            out.append(invalid(path.child("sizeLimit"), limit, str(e)))
+
+
+def volume_mounts(path: Path, mounts: Any, volume_names: set[str], out: list[FieldError]) -> None:
+    """A container's volumeMounts: each names a volume of the pod, at an absolute path that no
+    other mount of the container uses."""
+    at: set[str] = set()
+    for i, m in enumerate(_entries(mounts)):
+        mp = path.index(i)
+        name = m.get("name")
+        if not name:
+            out.append(required(mp.child("name")))
+        elif name not in volume_names:
+            out.append(FieldError(str(mp.child("name")), "Not found", "", name))
+        target = m.get("mountPath")
+        if not target:
+            out.append(required(mp.child("mountPath")))
+        else:
+            if target in at:
+                out.append(invalid(mp.child("mountPath"), target, "must be unique"))
+            at.add(target)
+            if not target.startswith("/"):
+                out.append(invalid(mp.child("mountPath"), target, "must be an absolute path"))
+        sub = m.get("subPath") or ""
+        if sub:
+            if sub.startswith("/"):
+                out.append(invalid(mp.child("subPath"), sub, "must be a relative path"))
+            no_backsteps(mp.child("subPath"), sub, out)
+        if m.get("subPathExpr"):
+            out.append(forbidden(mp.child("subPathExpr"), "is not supported by netplane's kubelet (subPath is)"))
+        prop = m.get("mountPropagation")
+        if prop is not None and prop not in PROPAGATION:
+            out.append(not_supported(mp.child("mountPropagation"), prop, PROPAGATION))
+        rro = m.get("recursiveReadOnly")
+        if rro is not None and rro not in RECURSIVE_READ_ONLY:
+            out.append(not_supported(mp.child("recursiveReadOnly"), rro, RECURSIVE_READ_ONLY))
