@@ -4,21 +4,26 @@
  * jobs that need a fresh single-threaded process: making a pod sandbox and entering a container.
  *
  *   np-shim sandbox --status-fd N --dir D --hostname H --pause PAUSE [--cgroup DIR]... [--host-network on]
+ *                   [--host-ipc on]
  *       Daemonizes (fork, setsid), joins the cgroups, unshares the network, IPC and UTS
  *       namespaces, sets the hostname, brings lo up, records "pid=/start=" in D/pause and execs
  *       PAUSE, which then holds the namespaces. STATUS_FD sees EOF once PAUSE runs, or one line
  *       "error: ..." first. With --host-network (the pod's hostNetwork) only IPC is unshared:
  *       the pod keeps the caller's network and UTS namespaces, as kubelet's host-network pods
- *       do (the hostname is then the node's).
+ *       do (the hostname is then the node's). With --host-ipc (hostIPC) IPC is not unshared.
  *
  *   np-shim run --status-fd N --dir D --ns-pidfd N --log FILE [--cgroup DIR]... [--resolv F]
- *               [--root DIR] [--cwd DIR] [--stdin open|once] [--tty on] [--attach NAME] -- ARGV...
+ *               [--root DIR] [--cwd DIR] [--stdin open|once] [--tty on] [--attach NAME]
+ *               [--bind SRC --bind-to DST --bind-mode ro|rw]... -- ARGV...
  *       Daemonizes and stays as the supervisor S (recorded in D/shim); forks the container
  *       process C, which joins the cgroups and the namespaces of the pidfd's process (the
  *       sandbox's pause: net, ipc, uts) *before* exec, gets a private mount namespace with F
  *       bind-mounted over /etc/resolv.conf, optionally chroots, and execs ARGV with S's own
  *       environment (the caller passes the container's). S records "pid=/start=/started_ns=" in
  *       D/pid, then writes "ok" to STATUS_FD and closes it; a failed start is "error: ...".
+ *       --bind/--bind-to/--bind-mode (one triple per volume mount, parents first): SRC is
+ *       rbind-mounted at DST inside the root, read-only (that mount only) with "ro". DST must
+ *       exist unless it lies below an earlier DST (then it is made there, beneath that volume).
  *       S relays C's stdout and stderr into FILE in the CRI log format kubelet reads
  *       ("<RFC3339Nano UTC> <stdout|stderr> <F|P> <text>", P = a partial line of 16 KiB or the
  *       unterminated end), forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to C,
@@ -72,6 +77,7 @@
 #include <unistd.h>
 
 #define MAX_CGROUPS 16
+#define MAX_MOUNTS 64
 #define LINE_MAX_BYTES 16384
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -91,6 +97,12 @@ struct opts {
   const char *tty;        /* NULL or "on" */
   const char *attach;     /* the attach socket's name in dir */
   const char *host_network; /* NULL or "on" */
+  const char *host_ipc;     /* NULL or "on" */
+  /* volume mounts, in order (parents first): source on the host, target in the container */
+  const char *bind_src[MAX_MOUNTS];
+  const char *bind_dst[MAX_MOUNTS];
+  int bind_ro[MAX_MOUNTS];
+  int nsrc, ndst, nmode;
   const char *cgroups[MAX_CGROUPS];
   int ncgroups;
   char **argv;
@@ -265,16 +277,13 @@ static int do_sandbox(struct opts *o) {
     status("error: join cgroup %s: %s\n", o->cgroups[bad - 1], strerror(errno));
     _exit(1);
   }
-  if (o->host_network) {
-    if (unshare(CLONE_NEWIPC) < 0) {
-      status("error: unshare(ipc): %s\n", strerror(errno));
-      _exit(1);
-    }
-  } else {
-    if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
-      status("error: unshare(net, ipc, uts): %s\n", strerror(errno));
-      _exit(1);
-    }
+  int flags = (o->host_network ? 0 : CLONE_NEWNET | CLONE_NEWUTS) | (o->host_ipc ? 0 : CLONE_NEWIPC);
+  if (flags && unshare(flags) < 0) {
+    status("error: unshare(%s%s): %s\n", o->host_network ? "" : "net, uts", o->host_ipc ? "" :
+           o->host_network ? "ipc" : ", ipc", strerror(errno));
+    _exit(1);
+  }
+  if (!o->host_network) {
     if (sethostname(o->hostname, strlen(o->hostname)) < 0) {
       status("error: sethostname %s: %s\n", o->hostname, strerror(errno));
       _exit(1);
@@ -302,14 +311,121 @@ static int do_sandbox(struct opts *o) {
 }
 
 /* ------------------------------------------------------------------ run: the container child */
-static void child_fail(int errfd, const char *what, const char *arg) {
+static void child_say(int errfd, const char *fmt, ...) {
   char buf[1024];
-  int n = snprintf(buf, sizeof buf, "%s%s%s: %s", what, arg ? " " : "", arg ? arg : "", strerror(errno));
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
   if (n > 0) {
     ssize_t r = write(errfd, buf, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf - 1));
     (void)r;
   }
   _exit(127);
+}
+
+static void child_fail(int errfd, const char *what, const char *arg) {
+  child_say(errfd, "%s%s%s: %s", what, arg ? " " : "", arg ? arg : "", strerror(errno));
+}
+
+/* ------------------------------------------------------------------ run: volume mounts */
+#ifndef RESOLVE_NO_XDEV
+struct open_how {
+  unsigned long long flags, mode, resolve;
+};
+#define RESOLVE_NO_XDEV 0x01
+#define RESOLVE_NO_MAGICLINKS 0x02
+#define RESOLVE_BENEATH 0x08
+#define RESOLVE_IN_ROOT 0x10
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+static int openat2_(int dirfd, const char *path, int flags, unsigned long long resolve) {
+  struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC), .mode = 0, .resolve = resolve};
+  return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/* Make the missing mount point `rel` below the directory `base` (a volume mounted before this
+ * one, never the host's own filesystem), component by component, each resolved beneath `base`
+ * and on its mount (a symlink in the volume pointing out is refused, never followed); the
+ * last component a file when the source is one. The mount point's O_PATH fd, or -1. */
+static int make_mount_point(int base, const char *rel, int file) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", rel);
+  int dir = dup(base);
+  char *save = NULL;
+  for (char *part = strtok_r(buf, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+    int last = save == NULL || *save == '\0';
+    int next = openat2_(dir, part, O_PATH, RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS);
+    if (next < 0 && errno == ENOENT) {
+      int made = last && file ? mknodat(dir, part, S_IFREG | 0644, 0) : mkdirat(dir, part, 0755);
+      if (made < 0 && errno != EEXIST) {
+        close(dir);
+        return -1;
+      }
+      next = openat2_(dir, part, O_PATH, RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS);
+    }
+    close(dir);
+    if (next < 0)
+      return -1;
+    dir = next;
+  }
+  return dir;
+}
+
+/* Bind every volume (rbind: with what is mounted below its source) at its target inside the
+ * container's root (resolved in that root: a symlink in an image directory never reaches the
+ * host's tree), read-only where asked (that mount only, as Kubernetes' readOnly). A target
+ * must exist, except below a volume mounted before it: the host's filesystem (or an image
+ * directory) is never written to. */
+static void volume_mounts(struct opts *o, int errfd) {
+  int root = open(o->root ? o->root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0)
+    child_fail(errfd, "open the container's root", o->root ? o->root : "/");
+  int done[MAX_MOUNTS];
+  for (int i = 0; i < o->nsrc; i++) {
+    const char *dst = o->bind_dst[i];
+    struct stat src;
+    if (stat(o->bind_src[i], &src) < 0)
+      child_fail(errfd, "volume source", o->bind_src[i]);
+    int at = openat2_(root, dst, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    if (at < 0 && errno == ENOENT) {
+      int parent = -1;
+      size_t plen = 0;
+      for (int j = 0; j < i; j++) { /* the deepest earlier mount that holds dst */
+        size_t n = strlen(o->bind_dst[j]);
+        if (n > plen && strncmp(dst, o->bind_dst[j], n) == 0 && (dst[n] == '/' || n == 1)) {
+          parent = done[j];
+          plen = n;
+        }
+      }
+      if (parent < 0)
+        child_say(errfd, "mount point %s does not exist in the container's filesystem (the namespace runtime "
+                  "runs containers in the host's or an image directory's filesystem and makes mount points "
+                  "only inside another volume)", dst);
+      at = make_mount_point(parent, dst + plen, !S_ISDIR(src.st_mode));
+    }
+    if (at < 0)
+      child_fail(errfd, "mount point", dst);
+    char target[64];
+    snprintf(target, sizeof target, "/proc/self/fd/%d", at);
+    if (mount(o->bind_src[i], target, NULL, MS_BIND | MS_REC, NULL) < 0)
+      child_fail(errfd, "bind mount a volume at", dst);
+    close(at);
+    /* the mount now at dst (the fd above still names the directory below it) */
+    at = openat2_(root, dst, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    if (at < 0)
+      child_fail(errfd, "open the mounted volume at", dst);
+    snprintf(target, sizeof target, "/proc/self/fd/%d", at);
+    if (o->bind_ro[i] && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+      child_fail(errfd, "make a volume read-only at", dst);
+    done[i] = at;
+  }
+  for (int i = 0; i < o->nsrc; i++)
+    close(done[i]);
+  close(root);
 }
 
 /* in: C's stdin (the stdin pipe's reading end, or the pty's slave with a TTY, then also out
@@ -331,17 +447,21 @@ static void container_child(struct opts *o, int in, int out, int err, int errfd)
   if (setns(o->ns_pidfd, CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
     child_fail(errfd, "enter the sandbox's namespaces (setns net, ipc, uts)", NULL);
   close(o->ns_pidfd);
-  if (o->resolv) {
+  if (o->resolv || o->nsrc) {
     if (unshare(CLONE_NEWNS) < 0)
       child_fail(errfd, "unshare(mount)", NULL);
     /* mounts of the host still propagate in; ours never propagate out */
     if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
       child_fail(errfd, "make / rslave", NULL);
+  }
+  if (o->resolv) {
     char target[4096];
     snprintf(target, sizeof target, "%s/etc/resolv.conf", o->root ? o->root : "");
     if (access(target, F_OK) == 0 && mount(o->resolv, target, NULL, MS_BIND, NULL) < 0)
       child_fail(errfd, "bind mount resolv.conf over", target);
   }
+  if (o->nsrc)
+    volume_mounts(o, errfd);
   if (o->root && (chroot(o->root) < 0 || chdir("/") < 0))
     child_fail(errfd, "chroot", o->root);
   const char *cwd = o->cwd && *o->cwd ? o->cwd : "/";
@@ -960,6 +1080,14 @@ static int parse(int argc, char **argv, struct opts *o) {
       o->attach = v;
     else if (strcmp(a, "--host-network") == 0 && strcmp(v, "on") == 0)
       o->host_network = v;
+    else if (strcmp(a, "--host-ipc") == 0 && strcmp(v, "on") == 0)
+      o->host_ipc = v;
+    else if (strcmp(a, "--bind") == 0 && o->nsrc < MAX_MOUNTS && *v == '/')
+      o->bind_src[o->nsrc++] = v;
+    else if (strcmp(a, "--bind-to") == 0 && o->ndst < MAX_MOUNTS && *v == '/')
+      o->bind_dst[o->ndst++] = v;
+    else if (strcmp(a, "--bind-mode") == 0 && o->nmode < MAX_MOUNTS && (strcmp(v, "ro") == 0 || strcmp(v, "rw") == 0))
+      o->bind_ro[o->nmode++] = strcmp(v, "ro") == 0;
     else if (strcmp(a, "--cgroup") == 0) {
       if (o->ncgroups == MAX_CGROUPS)
         return -1;
@@ -967,7 +1095,7 @@ static int parse(int argc, char **argv, struct opts *o) {
     } else
       return -1;
   }
-  return 0;
+  return o->nsrc == o->ndst && o->ndst == o->nmode ? 0 : -1;
 }
 
 int main(int argc, char **argv) {

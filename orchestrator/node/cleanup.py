@@ -3,7 +3,8 @@ agent was SIGKILLed mid-way, or an operator retiring a host.
 
 The runtime itself knows what is its own (Docker labels `netplane.io/node=<runtime id>`, the
 namespace runtime's state directory), so this only asks it to list and remove; pod addresses
-go with the state directory (their records), pod veths with the host's network namespace.
+go with the state directory (their records, and their volumes: the tmpfs of Memory emptyDirs
+unmounted first), pod veths with the host's network namespace.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from netplane.cgroups import CGROUP_FS, layout
 from orchestrator.node.runtime import Runtime
+from orchestrator.node.volumes import VolumeError, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ def remove_all(*, runtime: str, runtime_id: str, state_dir: Path, cgroup: Path |
         rt.close()
     if runtime == "docker":
         _rmdir_parents(runtime_id)
+    try:  # the tmpfs of Memory emptyDirs: unmounted before the directory goes
+        remove_tree(state_dir / "kubelet")
+    except VolumeError as e:
+        log.warning("node runtime %s: %s", runtime_id, e)
     if state_dir.is_dir():
         shutil.rmtree(state_dir, ignore_errors=True)
     if removed:

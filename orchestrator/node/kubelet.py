@@ -51,12 +51,14 @@ from orchestrator.node.probes import ProbeManager, Transition
 from orchestrator.node.runtime import (
     ContainerConfig,
     ContainerInfo,
+    Mount,
     PodRef,
     Runtime,
     RuntimeError_,
     SandboxConfig,
     SandboxInfo,
 )
+from orchestrator.node.volumes import VolumeError, Volumes
 from orchestrator.objects import meta
 from orchestrator.objects import pod as pods
 from orchestrator.objects.meta import NODE, POD, SERVICE
@@ -153,7 +155,7 @@ def _bytes(value: Any) -> int:
 
 
 def container_config(container: Mapping[str, Any], env: Mapping[str, str], attempt: int,
-                     services: Mapping[str, str]) -> ContainerConfig:
+                     services: Mapping[str, str], mounts: tuple[Mount, ...] = ()) -> ContainerConfig:
     res = container.get("resources") or {}
     req, lim = res.get("requests") or {}, res.get("limits") or {}
     cpu_req = _millicpu(req.get("cpu") or lim.get("cpu"))
@@ -173,6 +175,7 @@ def container_config(container: Mapping[str, Any], env: Mapping[str, str], attem
         stdin=bool(container.get("stdin")),
         stdin_once=bool(container.get("stdinOnce")),
         tty=bool(container.get("tty")),
+        mounts=mounts,
     )
 
 
@@ -195,6 +198,7 @@ class NodeRuntime:
             network = PodNetwork(bridge=self.overlay.bridge, subnet=self.overlay.subnet,
                                  gateway=self.overlay.gateway.ip, mtu=self.overlay.mtu, ipam=ipam)
         self.network = network
+        self.volumes = Volumes(options.state_dir / "kubelet")
         self.pods = Informer(self.objects, POD, indexers={"node": lambda p: (pods.node_name(p),)},
                              resync_period=options.resync_interval)
         self.services = Informer(self.objects, SERVICE)
@@ -430,6 +434,7 @@ class NodeRuntime:
         """PLEG: compare every container's (id, state) with the last relist; queue the pods that
         changed, and the pods of sandboxes no object of ours explains (orphans to tear down)."""
         last_resync = time.monotonic()
+        swept = False
         while not self._stop.wait(self.opts.relist_interval):
             try:
                 seen: dict[str, list[tuple[str, str, str]]] = {}
@@ -455,12 +460,28 @@ class NodeRuntime:
                     self._hostports_ready = running <= attached or \
                         time.monotonic() - self._started_at > HOSTPORTS_GRACE
                 self._sync_hostports()
+                if not swept and self.pods.synced:
+                    swept = True
+                    self._sweep_volumes(sandboxes)
                 if time.monotonic() - last_resync >= self.opts.resync_interval:
                     last_resync = time.monotonic()
+                    self._sweep_volumes(sandboxes)
                     for p in self.pods.by_index("node", self.node):
                         self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
             except NetplaneError as e:
                 log.warning("runtime relist failed: %s", e)
+
+    def _sweep_volumes(self, sandboxes: list[SandboxInfo]) -> None:
+        """Volumes of pods that are neither ours in the pod cache nor have a sandbox (deleted
+        while the agent was down, or a teardown that failed) go."""
+        def keep() -> set[str]:
+            with self._lock:
+                known = set(self._uids.values())
+            return known | {meta.uid(p) for p in self.pods.by_index("node", self.node)} | \
+                {s.pod.uid for s in sandboxes}
+
+        for uid in self.volumes.sweep(keep):
+            log.info("pod %s: removed the volumes it left", uid)
 
     # ------------------------------------------------------------------ the sync
     def sync_pod(self, key: str) -> None:
@@ -519,6 +540,7 @@ class NodeRuntime:
         policy = spec.get("dnsPolicy") or "ClusterFirst"
         cluster_dns = policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network)
         cfg = SandboxConfig(pod=ref, attempt=attempt, hostname=meta.name(pod)[:63], host_network=host_network,
+                            host_ipc=bool(spec.get("hostIPC")), host_pid=bool(spec.get("hostPID")),
                             resolv_conf=envvars.resolv_conf(ref.namespace, nameserver=self.opts.cluster_dns,
                                                             domain=self.opts.cluster_domain)
                             if cluster_dns else "")  # cgroups: the runtime's own, per runtime id
@@ -528,6 +550,7 @@ class NodeRuntime:
         now = time.time()
         uid = meta.uid(pod)
         try:
+            volumes = self.volumes.setup(pod)  # before the sandbox: a volume that cannot be made holds the pod
             box = self._sandbox(pod)
             ip = self._attach(uid, box, host_network=bool(pods.spec(pod).get("hostNetwork")))
             if mappings_of(pod, ip):
@@ -590,7 +613,8 @@ class NodeRuntime:
                 try:
                     for old in history[:-1]:  # keep only the last instance (lastState)
                         self.runtime.remove_container(old.id)
-                    info = self.runtime.create_and_start(box, container_config(spec, env, start_attempt, services_env))
+                    info = self.runtime.create_and_start(box, container_config(
+                        spec, env, start_attempt, services_env, self.volumes.mounts(spec, volumes)))
                     observed.append(ObservedContainer(name, Running(info.started_at or now),
                                                       _terminated(cur) if cur else None, start_attempt,
                                                       ready=not spec.get("readinessProbe"),
@@ -601,16 +625,17 @@ class NodeRuntime:
                         observed[-1] = ObservedContainer(name, Running(info.started_at or now),
                                                          _terminated(cur) if cur else None, start_attempt,
                                                          ready=False, container_id=f"{self.runtime.name}://{info.id}")
-                except RuntimeError_ as e:
-                    waiting = Waiting("RunContainerError", str(e))
+                except (RuntimeError_, VolumeError) as e:  # a subPath that cannot be made: kubelet's config error
+                    waiting = Waiting("RunContainerError" if isinstance(e, RuntimeError_) else
+                                      "CreateContainerConfigError", str(e))
                     log.warning("pod %s: starting %s failed: %s", meta.name(pod), name, e)
                     observed.append(ObservedContainer(name, waiting, last, restarts))
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
-        observed += self._ephemeral(pod, box, instances, now)
+        observed += self._ephemeral(pod, box, instances, volumes, now)
         self._write_status(pod, observed, pod_ip=ip, now=now)
 
     def _ephemeral(self, pod: Obj, box: SandboxInfo, instances: dict[str, list[ContainerInfo]],
-                   now: float) -> list[ObservedContainer]:
+                   volumes: Mapping[str, str], now: float) -> list[ObservedContainer]:
         """`kubectl debug`'s containers: each started once in the pod's sandbox (its network,
         IPC and UTS namespaces), never restarted, and reported in ephemeralContainerStatuses;
         a failed start is tried again after the back-off's first step."""
@@ -628,8 +653,9 @@ class NodeRuntime:
             services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
             env = envvars.container_env(spec, services_env)
             try:
-                info = self.runtime.create_and_start(box, container_config(spec, env, 0, services_env))
-            except RuntimeError_ as e:
+                info = self.runtime.create_and_start(box, container_config(spec, env, 0, services_env,
+                                                                           self.volumes.mounts(spec, volumes)))
+            except (RuntimeError_, VolumeError) as e:
                 log.warning("pod %s: starting ephemeral container %s failed: %s", meta.name(pod), name, e)
                 out.append(ObservedContainer(name, Waiting("RunContainerError", str(e))))
                 self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
@@ -736,6 +762,10 @@ class NodeRuntime:
                 self.runtime.remove_sandbox(s.id)
         for k in [k for k in self._backoff if k[0] == uid]:
             self._backoff.pop(k, None)
+        try:
+            self.volumes.teardown(uid)  # no container of the pod is left to use them
+        except VolumeError as e:
+            log.warning("pod %s: %s (the sweep tries again)", uid, e)
         if not keep_status:
             log.info("pod %s torn down", uid)
 

@@ -17,11 +17,16 @@ per container, ~1 MB resident, no Python) daemonizes, forks the container proces
 its cgroups and the sandbox's network, IPC and UTS namespaces (`setns` on the pause process's
 pidfd) *before* exec, so with the eBPF proxy socket LB sees the entrypoint's very first connect;
 a private mount namespace (`/` made rslave) gets the pod's resolv.conf bind-mounted over
-/etc/resolv.conf. The shim relays stdout/stderr into the log file, forwards SIGTERM (and INT,
+/etc/resolv.conf and the container's volume mounts (`ContainerConfig.mounts`: rbind, read-only
+where asked). A volume's mount point is resolved inside the container's root (openat2
+RESOLVE_IN_ROOT) and must exist there: the runtime never makes a directory in the host's (or an
+image directory's) filesystem, except below another volume mounted before it, so `mountPath:
+/data` needs a /data on the host, and /mnt or /srv do. The shim relays stdout/stderr into the log file, forwards SIGTERM (and INT,
 HUP, QUIT, USR1, USR2), kills what the main process left in its cgroups when it exits (the
 container ends with its main process, as under Docker), writes the exit status atomically and
 exits: supervision and exit codes survive an agent SIGKILL. There is no PID namespace (the
-container sees the host's processes, as with hostPID) and processes run as root.
+container sees the host's processes, as with hostPID, whatever the pod says) and processes run
+as root. `host_ipc` (hostIPC) leaves the sandbox in the agent's IPC namespace.
 
 **What `image` means.** There are no images. An `image` that is an absolute path names a
 directory to chroot into (a root filesystem already on the host; nothing is mounted into it, and
@@ -566,7 +571,8 @@ class NamespaceRuntime:
             rec = {"id": sid, "uid": ref.uid, "name": ref.name, "namespace": ref.namespace,
                    "attempt": int(config.attempt), "created_at": time.time(), "boot": self._boot,
                    "hostname": hostname, "node": self.node, "labels": dict(config.labels),
-                   "cgroups": [str(p) for _, p in pod_dirs], "host_network": bool(config.host_network)}
+                   "cgroups": [str(p) for _, p in pod_dirs], "host_network": bool(config.host_network),
+                   "host_ipc": bool(config.host_ipc)}
             try:
                 d.mkdir(mode=0o700)
                 if config.resolv_conf:
@@ -579,6 +585,8 @@ class NamespaceRuntime:
                     argv += ["--cgroup", str(p / SANDBOX_CGROUP)]
                 if config.host_network:  # the network namespace the runtime (the agent) runs in
                     argv += ["--host-network", "on"]
+                if config.host_ipc:  # likewise its IPC namespace
+                    argv += ["--host-ipc", "on"]
                 self._spawn(argv, env={}, what=f"sandbox of pod {ref.namespace}/{ref.name}")
                 info = self._sandbox_info(sid)
                 if info is None or info.state != "ready":
@@ -718,6 +726,7 @@ class NamespaceRuntime:
                        "env": env, "root": root, "cwd": config.working_dir, "created_at": time.time(),
                        "stdin": bool(config.stdin), "stdin_once": bool(config.stdin and config.stdin_once),
                        "tty": bool(config.tty),
+                       "mounts": [[m.host_path, m.container_path, m.read_only] for m in config.mounts],
                        "boot": self._boot, "cgroups": [str(p) for _, p in dirs]}
                 self._starting.add(cid)
                 d.mkdir(mode=0o700)
@@ -742,6 +751,9 @@ class NamespaceRuntime:
                     shim += ["--stdin", "once" if config.stdin_once else "open"]
                 if config.tty:
                     shim += ["--tty", "on"]
+                for m in config.mounts:
+                    shim += ["--bind", m.host_path, "--bind-to", m.container_path,
+                             "--bind-mode", "ro" if m.read_only else "rw"]
                 shim += ["--attach", ATTACH_SOCKET]
                 self._spawn([*shim, "--", *argv], env=env, fds=(pause_fd,), what=f"start {who}")
                 info = self._container_info(cid)

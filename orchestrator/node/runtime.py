@@ -52,6 +52,8 @@ class SandboxConfig:
     resolv_conf: str = ""  # content for /etc/resolv.conf of every container ("" = the host's)
     cgroup_parent: str = ""  # e.g. "netplane/<node>/pod<uid>" (relative to each hierarchy's root)
     host_network: bool = False  # the pod's hostNetwork: the node's network (and UTS) namespace, not its own
+    host_ipc: bool = False  # the pod's hostIPC: the node's IPC namespace, not its own
+    host_pid: bool = False  # the pod's hostPID: its containers see the node's processes
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -63,6 +65,19 @@ class SandboxInfo:
     state: Literal["ready", "notready"]
     netns_path: str  # e.g. /proc/<pid>/ns/net of the infra process; "" when not ready
     created_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume mount as the CRI passes it: a file or directory of the node (`host_path`, which
+    exists: the kubelet made or checked it) bind-mounted, with what lies below it (rbind), at
+    `container_path` (absolute) in the container. `read_only` applies to that mount itself, not
+    to mounts below it (Kubernetes' readOnly without recursiveReadOnly). The kubelet orders a
+    container's mounts parents first (by container path depth)."""
+
+    container_path: str
+    host_path: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,7 @@ class ContainerConfig:
     stdin: bool = False
     stdin_once: bool = False
     tty: bool = False
+    mounts: Sequence[Mount] = ()  # the pod's volumes as this container's volumeMounts name them
 
 
 @dataclass(frozen=True)

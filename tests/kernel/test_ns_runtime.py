@@ -603,3 +603,96 @@ def test_a_host_network_sandbox_keeps_the_callers_network_and_uts(env: Env, make
     pause = record(rt.state_dir / "sandboxes" / box.id / "pause")["pid"]
     assert os.stat(f"/proc/{pause}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
     assert box.netns_path and os.stat(box.netns_path).st_ino == node_ino
+
+
+def test_a_host_ipc_sandbox_keeps_the_callers_ipc(env: Env) -> None:
+    rt = env.runtime()
+    box = rt.run_sandbox(SandboxConfig(PodRef("u7", "hostipc", "default"), host_ipc=True))
+    c = start(rt, box, "c", "sh", "-c", "stat -L -c %i /proc/self/ns/ipc /proc/self/ns/net")
+    exited(rt, c.id)
+    ipc, net = (int(x) for x in text(rt, c.id).split())
+    assert ipc == os.stat("/proc/self/ns/ipc").st_ino
+    assert net != os.stat("/proc/self/ns/net").st_ino  # only IPC is the host's
+
+
+def _host_view(path: str) -> tuple[bool, list[str]]:
+    return os.path.ismount(path), sorted(os.listdir(path))
+
+
+def test_volume_mounts_read_write_read_only_nested_and_shared(env: Env, tmp_path: Path) -> None:
+    """Two containers of a pod share a directory of the node; a read-only volume refuses
+    writes; a mount point missing below another volume is made inside that volume; the host's
+    own /mnt and /srv (the mount points) are neither mounted nor written on the host."""
+    shared, ro = tmp_path / "shared", tmp_path / "ro"
+    shared.mkdir()
+    ro.mkdir()
+    (ro / "given").write_text("from the host\n")
+    before = _host_view("/mnt"), _host_view("/srv")
+    rt = env.runtime()
+    box = sandbox(rt)
+    from orchestrator.node.runtime import Mount
+
+    w = start(rt, box, "writer", "sh", "-c",
+              "echo hi > /mnt/hello && cat /mnt/ro/given && "
+              "(echo x > /mnt/ro/x && echo WROTE) 2>&1 | grep -o -e 'Read-only file system' -e WROTE; "
+              "grep -c ' /mnt/ro ' /proc/self/mounts; exec sleep 30",
+              mounts=(Mount("/mnt", str(shared)), Mount("/mnt/ro", str(ro), read_only=True)))
+    wait_for(lambda: len(text(rt, w.id).splitlines()) >= 3 or info(rt, w.id).state == "exited", 5,
+             "the writer's lines")
+    assert text(rt, w.id) == "from the host\nRead-only file system\n1\n", text(rt, w.id)
+    assert (shared / "hello").read_text() == "hi\n"  # the node sees the container's write
+    assert (shared / "ro").is_dir()  # the nested mount point was made inside the volume
+    assert sorted(os.listdir(ro)) == ["given"]
+    r = start(rt, box, "reader", "sh", "-c", "cat /srv/hello; ls /srv", mounts=(Mount("/srv", str(shared)),))
+    exited(rt, r.id)
+    assert text(rt, r.id) == "hi\nhello\nro\n"
+    assert rt.exec(w.id, ["cat", "/mnt/hello"], timeout=5) == (0, b"hi\n")  # exec sees the container's mounts
+    assert (_host_view("/mnt"), _host_view("/srv")) == before
+
+
+def test_a_missing_mount_point_or_a_symlink_out_of_a_volume_is_refused(env: Env, tmp_path: Path) -> None:
+    vol, outside = tmp_path / "vol", tmp_path / "outside"
+    vol.mkdir()
+    outside.mkdir()
+    (vol / "out").symlink_to(outside)
+    rt = env.runtime()
+    box = sandbox(rt)
+    from orchestrator.node.runtime import Mount
+
+    missing = f"/npt-no-such-{env.tag}"
+    with pytest.raises(RuntimeError_, match="mount point") as e:
+        start(rt, box, "a", "true", mounts=(Mount(missing, str(vol)),))
+    assert "\n" not in str(e.value) and missing in str(e.value)
+    assert not os.path.lexists(missing)  # nothing made on the host's filesystem
+    with pytest.raises(RuntimeError_, match="mount point"):
+        start(rt, box, "b", "true", mounts=(Mount("/mnt", str(vol)), Mount("/mnt/out/made", str(vol))))
+    assert os.listdir(outside) == []  # the symlink was not followed to make a directory there
+    with pytest.raises(RuntimeError_, match="volume source"):
+        start(rt, box, "c", "true", mounts=(Mount("/mnt", str(tmp_path / "gone")),))
+
+
+def test_a_volume_inside_a_chroot_image(env: Env, tmp_path: Path) -> None:
+    rootfs, data = tmp_path / "rootfs", tmp_path / "data"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "data").mkdir()
+    (rootfs / "etc").mkdir()
+    (rootfs / "lnk").symlink_to("/etc")  # an absolute symlink in the image resolves inside the image
+    data.mkdir()
+    (data / "f").write_text("data\n")
+    subprocess.run(["cp", "/usr/bin/busybox", str(rootfs / "bin" / "busybox")], check=True)
+    rt = env.runtime()
+    box = sandbox(rt)
+    from orchestrator.node.runtime import Mount
+
+    c = rt.create_and_start(box, ContainerConfig("img", str(rootfs), command=["/bin/busybox", "cat", "/data/f"],
+                                                 mounts=(Mount("/data", str(data), read_only=True),)))
+    exited(rt, c.id)
+    assert text(rt, c.id) == "data\n"
+    assert not os.path.lexists("/etc/hostname-npt")
+    with pytest.raises(RuntimeError_, match="mount point /lnk/hostname-npt"):  # the image's /etc has none
+        rt.create_and_start(box, ContainerConfig("esc", str(rootfs), command=["/bin/busybox", "true"],
+                                                 mounts=(Mount("/lnk/hostname-npt", str(data)),)))
+    esc = rt.create_and_start(box, ContainerConfig("esc2", str(rootfs), command=["/bin/busybox", "ls", "/lnk/"],
+                                                   mounts=(Mount("/lnk", str(data)),)))
+    exited(rt, esc.id)  # mounted over the image's /etc, not the host's
+    assert text(rt, esc.id) == "f\n" and os.listdir(rootfs / "etc") == []

@@ -1,0 +1,241 @@
+"""A pod's volumes on its node (kubelet's volume manager, for the sources netplane has):
+directories of the node that the runtimes bind-mount into containers (`runtime.Mount`).
+
+* **emptyDir**: `<root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>` (kubelet's layout,
+  below the agent's state directory), mode 0777 as kubelet makes it. It lives as long as the
+  pod on this node: it outlasts container restarts and a new sandbox, and goes when the pod
+  is torn down (deleted, replaced, or finished: no container can use it then). `medium:
+  Memory` mounts a tmpfs there (size = `sizeLimit`, else the kernel's default of half the RAM);
+  on disk `sizeLimit` is not enforced (kubelet evicts the pod; this one does not).
+* **hostPath**: the node's own path, checked by `type` as kubelet does (`Directory`, `File`,
+  `Socket`, `CharDevice`, `BlockDevice` must exist as that; `DirectoryOrCreate` makes a
+  directory 0755 with its parents, `FileOrCreate` an empty file 0644; `""` checks nothing and
+  makes a missing path a directory, as containerd and dockershim do). Nothing of it is ever
+  removed.
+* **subPath**: a path below the volume, made as a directory when missing (kubelet's rule);
+  refused when it resolves outside the volume (a symlink pointing out).
+
+A failure is one line (`VolumeError`) that the kubelet reports as the pod's ContainerCreating
+message and retries. Teardown unmounts what it mounted (only tmpfs mounts below the pod's own
+directory) and removes the directory without crossing into any mount still there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from netplane.errors import NetplaneError
+from orchestrator.node.runtime import Mount
+from orchestrator.objects.quantity import parse_quantity
+
+log = logging.getLogger(__name__)
+
+EMPTY_DIR = "kubernetes.io~empty-dir"
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class VolumeError(NetplaneError):
+    """A volume cannot be set up (one line: which volume, which path, why)."""
+
+
+def _mount_tmpfs(path: Path, size: int) -> None:
+    opts = f"mode=0777,size={size}" if size else "mode=0777"
+    if _libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", 0, opts.encode()) != 0:
+        e = ctypes.get_errno()
+        raise VolumeError(f"mounting a tmpfs at {path}: {os.strerror(e)}")
+
+
+def _umount(path: str) -> None:
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+        e = ctypes.get_errno()
+        if e not in (errno.EINVAL, errno.ENOENT):  # not a mount (any more)
+            raise VolumeError(f"unmounting {path}: {os.strerror(e)}")
+
+
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (space, tab, newline, backslash)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_below(path: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    base = os.path.realpath(path)
+    found = []
+    with open(mountinfo) as f:
+        for line in f:
+            point = _unescape(line.split()[4])
+            if point == base or point.startswith(base.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: -p.count("/"))
+
+
+def remove_tree(path: Path) -> None:
+    """Unmount what is mounted below `path` (ours: the tmpfs of Memory emptyDirs), then remove
+    it. The removal never follows a symlink nor enters a directory that is still a mount."""
+    if not os.path.lexists(path):
+        return
+    for point in mounts_below(path):
+        _umount(point)
+    left = mounts_below(path)
+    if left:
+        raise VolumeError(f"{left[0]} is still mounted; not removing {path}")
+    shutil.rmtree(path)  # rmtree does not follow symlinks; nothing below is mounted now
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "something else"
+
+
+_MUST_BE = {"Directory": "a directory", "File": "a file", "Socket": "a socket", "CharDevice": "a character device",
+            "BlockDevice": "a block device"}
+
+
+def host_path(name: str, source: Mapping[str, Any]) -> str:
+    """Check (or make) a hostPath volume's path by its type; the path."""
+    path = str(source.get("path") or "")
+    kind = str(source.get("type") or "")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise VolumeError(f'volume "{name}": hostPath {path}: {e.strerror}') from e
+    if st is not None:
+        want = _MUST_BE.get(kind) or {"DirectoryOrCreate": "a directory", "FileOrCreate": "a file"}.get(kind)
+        if want and _kind(st.st_mode) != want:
+            raise VolumeError(f'volume "{name}": hostPath type check failed: {path} is not {want} '
+                              f"(it is {_kind(st.st_mode)})")
+        return path
+    if kind in _MUST_BE:
+        raise VolumeError(f'volume "{name}": hostPath type check failed: {path} does not exist (type {kind})')
+    try:
+        if kind == "FileOrCreate":
+            os.makedirs(os.path.dirname(path) or "/", mode=0o755, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        else:  # DirectoryOrCreate, and "" (what containerd and dockershim do with a missing path)
+            os.makedirs(path, mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise VolumeError(f'volume "{name}": making hostPath {path}: {e.strerror}') from e
+    return path
+
+
+class Volumes:
+    """The volumes of the pods on one node, below `root` (`<agent state dir>/kubelet`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def pod_dir(self, uid: str) -> Path:
+        if not uid or "/" in uid or uid in (".", ".."):
+            raise VolumeError(f"pod uid {uid!r} cannot name a directory")
+        return self.root / "pods" / uid
+
+    def setup(self, pod: Mapping[str, Any]) -> dict[str, str]:
+        """Every volume of the pod, made or checked; volume name -> the node's path. Idempotent
+        (each sync calls it): what exists is kept, a tmpfs already mounted is not mounted again."""
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        paths: dict[str, str] = {}
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            name = str(v.get("name") or "")
+            if v.get("hostPath") is not None:
+                paths[name] = host_path(name, v["hostPath"])
+            elif v.get("emptyDir") is not None:
+                paths[name] = self._empty_dir(uid, name, v["emptyDir"])
+            else:  # validation admits no other source; an object stored before it is reported
+                raise VolumeError(f'volume "{name}": netplane supports emptyDir and hostPath volumes only')
+        return paths
+
+    def _empty_dir(self, uid: str, name: str, source: Mapping[str, Any]) -> str:
+        path = self.pod_dir(uid) / "volumes" / EMPTY_DIR / name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if source.get("medium") == "Memory":
+                if not os.path.ismount(path):
+                    limit = source.get("sizeLimit")
+                    _mount_tmpfs(path, parse_quantity(limit).value if limit is not None else 0)
+            else:
+                os.chmod(path, 0o777)
+        except OSError as e:
+            raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e
+        return str(path)
+
+    def mounts(self, container: Mapping[str, Any], paths: Mapping[str, str]) -> tuple[Mount, ...]:
+        """The container's volumeMounts as runtime mounts, parents first."""
+        out = []
+        for m in container.get("volumeMounts") or []:
+            name = str(m.get("name") or "")
+            if name not in paths:
+                raise VolumeError(f'volumeMount {m.get("mountPath")}: the pod has no volume "{name}"')
+            source = paths[name]
+            sub = str(m.get("subPath") or "")
+            if sub:
+                source = _sub_path(name, source, sub)
+            out.append(Mount(container_path=os.path.normpath(str(m.get("mountPath"))), host_path=source,
+                             read_only=bool(m.get("readOnly"))))
+        return tuple(sorted(out, key=lambda x: x.container_path.rstrip("/").count("/")))
+
+    def teardown(self, uid: str) -> None:
+        """The pod's volumes (its emptyDirs' data) gone; idempotent."""
+        d = self.pod_dir(uid)
+        if os.path.lexists(d):
+            remove_tree(d)
+            log.info("pod %s: volumes removed", uid)
+
+    def pods(self) -> list[str]:
+        """The uids that have a volume directory here."""
+        try:
+            return [e.name for e in os.scandir(self.root / "pods") if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+
+    def sweep(self, keep: Callable[[], set[str]]) -> list[str]:
+        """Remove the volumes of pods not in `keep()` (deleted while the agent was down); their
+        uids. The directories are listed first: a pod whose directory is seen was known before
+        it was made, so one made meanwhile is never taken for a leftover."""
+        found = self.pods()
+        wanted = keep()
+        gone = []
+        for uid in found:
+            if uid not in wanted:
+                try:
+                    self.teardown(uid)
+                    gone.append(uid)
+                except VolumeError as e:
+                    log.warning("pod %s: removing its volumes: %s", uid, e)
+        return gone
+
+
+def _sub_path(name: str, volume: str, sub: str) -> str:
+    """`volume/sub`, its missing directories made, refused when it resolves outside the volume
+    (checked at every step, before anything is made: a symlink in the volume pointing out is
+    never followed to make a directory elsewhere)."""
+    base = os.path.realpath(volume)
+    cur = base
+    for part in [p for p in sub.split("/") if p not in ("", ".")]:
+        nxt = os.path.join(cur, part)
+        if not os.path.lexists(nxt):
+            try:
+                os.mkdir(nxt, 0o755)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise VolumeError(f'volume "{name}": subPath {sub}: {e.strerror}') from e
+        real = os.path.realpath(nxt)
+        if real != base and not real.startswith(base.rstrip("/") + "/"):
+            raise VolumeError(f'volume "{name}": subPath {sub} resolves to {real}, outside the volume')
+        cur = real
+    return cur

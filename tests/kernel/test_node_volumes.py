@@ -1,0 +1,50 @@
+"""Memory emptyDirs on the real kernel (orchestrator.node.volumes): a tmpfs of the sizeLimit,
+mounted once however often the pod syncs, and unmounted before its directory goes (by the
+kubelet's teardown and by `cleanup.remove_all`, the lab's way after an agent died). Each
+test mounts only below its own tmp_path and unmounts what is left there, also on failure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.node.cleanup import remove_all
+from orchestrator.node.volumes import Volumes, _umount, mounts_below
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    for point in mounts_below(tmp_path):
+        _umount(point)
+
+
+def pod(uid: str, size: str | None) -> dict[str, object]:
+    src = {"medium": "Memory", **({"sizeLimit": size} if size else {})}
+    return {"metadata": {"uid": uid}, "spec": {"volumes": [{"name": "shm", "emptyDir": src}]}}
+
+
+def test_a_memory_empty_dir_is_a_tmpfs_of_its_size_limit(root: Path) -> None:
+    v = Volumes(root / "kubelet")
+    path = v.setup(pod("u1", "8Mi"))["shm"]
+    v.setup(pod("u1", "8Mi"))  # a second sync mounts nothing more
+    assert mounts_below(root) == [path]
+    st = os.statvfs(path)
+    assert st.f_blocks * st.f_frsize == 8 << 20
+    line = next(ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if ln.split()[4] == path)
+    assert " - tmpfs " in line
+    Path(path, "f").write_text("in memory")
+    v.teardown("u1")
+    assert mounts_below(root) == [] and not os.path.lexists(path)
+
+
+def test_remove_all_unmounts_what_a_dead_agent_left(root: Path) -> None:
+    state = root / "agent"
+    v = Volumes(state / "kubelet")
+    path = v.setup(pod("u2", None))["shm"]
+    assert mounts_below(root) == [path]
+    remove_all(runtime="namespaces", runtime_id="npt-vol-gone", state_dir=state)
+    assert mounts_below(root) == [] and not state.exists()

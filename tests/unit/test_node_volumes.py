@@ -1,0 +1,96 @@
+"""The kubelet's volumes on disk (orchestrator.node.volumes), in a temporary directory:
+emptyDir's lifetime and layout, hostPath's type checks and creation, subPath, the sweep of
+what deleted pods left. The tmpfs of Memory emptyDirs: tests/kernel/test_node_volumes.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.node.runtime import Mount
+from orchestrator.node.volumes import EMPTY_DIR, VolumeError, Volumes
+
+
+def pod(uid: str, *volumes: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"uid": uid, "name": "p", "namespace": "default"},
+            "spec": {"volumes": list(volumes), "containers": [{"name": "c"}]}}
+
+
+def test_an_empty_dir_lives_with_the_pod_and_is_world_writable(tmp_path: Path) -> None:
+    v = Volumes(tmp_path / "kubelet")
+    paths = v.setup(pod("u1", {"name": "cache", "emptyDir": {}}))
+    d = tmp_path / "kubelet" / "pods" / "u1" / "volumes" / EMPTY_DIR / "cache"
+    assert paths == {"cache": str(d)}
+    assert stat.S_IMODE(d.stat().st_mode) == 0o777
+    (d / "data").write_text("kept")
+    assert v.setup(pod("u1", {"name": "cache", "emptyDir": {}})) == paths  # a later sync keeps the data
+    assert (d / "data").read_text() == "kept"
+    v.teardown("u1")
+    assert not (tmp_path / "kubelet" / "pods" / "u1").exists()
+    v.teardown("u1")  # idempotent
+
+
+def test_host_path_types_are_checked_or_made(tmp_path: Path) -> None:
+    v = Volumes(tmp_path / "kubelet")
+    f = tmp_path / "file"
+    f.write_text("")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+
+    def one(path: Path, kind: str) -> str:
+        return v.setup(pod("u", {"name": "h", "hostPath": {"path": str(path), "type": kind}}))["h"]
+
+    assert one(tmp_path, "Directory") == str(tmp_path)
+    assert one(f, "File") == str(f)
+    assert one(tmp_path / "sock", "Socket") == str(tmp_path / "sock")
+    assert one(Path("/dev/null"), "CharDevice") == "/dev/null"
+    with pytest.raises(VolumeError, match=r'volume "h": hostPath type check failed: .*/file is not a directory '
+                                          r"\(it is a file\)"):
+        one(f, "Directory")
+    with pytest.raises(VolumeError, match="does not exist"):
+        one(tmp_path / "nope", "File")
+    with pytest.raises(VolumeError, match="is not a block device"):
+        one(Path("/dev/null"), "BlockDevice")
+    made = one(tmp_path / "a" / "b", "DirectoryOrCreate")
+    assert Path(made).is_dir() and stat.S_IMODE(Path(made).stat().st_mode) == 0o755
+    made = one(tmp_path / "c" / "f.conf", "FileOrCreate")
+    assert Path(made).is_file() and Path(made).read_text() == ""
+    assert Path(one(tmp_path / "d", "")).is_dir()  # "" makes a missing path a directory, as containerd does
+    assert one(f, "") == str(f)  # and checks nothing of what exists
+    v.teardown("u")
+    assert f.exists() and (tmp_path / "a" / "b").is_dir()  # a hostPath is never removed
+    sock.close()
+
+
+def test_mounts_resolve_sub_paths_inside_the_volume_and_order_parents_first(tmp_path: Path) -> None:
+    v = Volumes(tmp_path / "kubelet")
+    out = tmp_path / "outside"
+    out.mkdir()
+    paths = v.setup(pod("u2", {"name": "e", "emptyDir": {}}, {"name": "h", "hostPath": {"path": str(out)}}))
+    (Path(paths["e"]) / "link").symlink_to(out)
+    container = {"volumeMounts": [{"name": "e", "mountPath": "/a/b/c", "subPath": "x/y"},
+                                  {"name": "h", "mountPath": "/a", "readOnly": True},
+                                  {"name": "e", "mountPath": "/a/b/"}]}
+    mounts = v.mounts(container, paths)
+    assert mounts == (Mount("/a", str(out), True), Mount("/a/b", paths["e"]), Mount("/a/b/c", paths["e"] + "/x/y"))
+    assert (Path(paths["e"]) / "x" / "y").is_dir()  # a missing subPath is made, as kubelet does
+    with pytest.raises(VolumeError, match=r'volume "e": subPath link/z resolves to .*/outside, outside the volume'):
+        v.mounts({"volumeMounts": [{"name": "e", "mountPath": "/z", "subPath": "link/z"}]}, paths)
+    assert os.listdir(out) == []  # refused before anything was made through the link
+    with pytest.raises(VolumeError, match='no volume "q"'):
+        v.mounts({"volumeMounts": [{"name": "q", "mountPath": "/q"}]}, paths)
+
+
+def test_the_sweep_removes_only_pods_not_kept(tmp_path: Path) -> None:
+    v = Volumes(tmp_path / "kubelet")
+    for uid in ("keep", "gone"):
+        v.setup(pod(uid, {"name": "e", "emptyDir": {}}))
+    assert v.sweep(lambda: {"keep"}) == ["gone"]
+    assert v.pods() == ["keep"]
+    with pytest.raises(VolumeError, match="cannot name a directory"):
+        v.teardown("..")
