@@ -6,6 +6,20 @@ attaches the pod's network to its namespace, `/proc/<pid>/ns/net`, with its own 
 `container:<infra id>`: they share the pod's network namespace (and so its hostname, which
 Docker copies from the infra container; it refuses a hostname of its own in that mode).
 
+hostIPC: the infra container gets `IpcMode: host`, and so do the app containers, as dockershim
+set them (Docker would also let them join the infra container's, then the host's namespace, but
+their HostConfig would not say so). hostPID: the infra container and the app containers get
+`PidMode: host` (without it each container has a pid namespace of its own, as in Kubernetes
+without shareProcessNamespace). An app container takes both from its infra container's
+HostConfig, Docker's state, so a pod adopted after an agent restart keeps them.
+
+Volumes (`ContainerConfig.mounts`) are `HostConfig.Mounts` of type `bind`: rbind and rprivate,
+Docker's defaults; a missing source is Docker's refusal, a one-line `RuntimeError_` (`Binds`
+would make a directory). `read_only` is the mount's own: mounts below it stay writable
+(Kubernetes' readOnly without recursiveReadOnly). Docker does that for API versions before 1.44
+(Docker 20.10 knows nothing else); from 1.44 on, Docker 25+ makes a read-only bind recursively
+read-only on kernels >= 5.12 unless `BindOptions.ReadOnlyNonRecursive`, which is then set.
+
 Names and labels are dockershim's: `k8s_POD_<pod>_<ns>_<uid>_<attempt>` and
 `k8s_<container>_<pod>_<ns>_<uid>_<attempt>`; labels `io.kubernetes.pod.{name,namespace,uid}`,
 `io.kubernetes.container.name` (`POD` for the sandbox), `io.kubernetes.docker.type`
@@ -91,6 +105,7 @@ from orchestrator.node.runtime import (
     SandboxConfig,
     SandboxInfo,
 )
+from orchestrator.node.runtime import Mount as VolumeMount
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +128,7 @@ ATTEMPT_LABEL = "netplane.io/attempt"
 WRAPPER_RUNTIME = "netplane-runc"
 CGROUP2_ENV = "NETPLANE_CGROUP2"
 CPU_PERIOD_US = 100_000
+RECURSIVE_RO_API = "1.44"  # Docker API version from which read-only binds may be recursively read-only
 SANDBOX_STOP_GRACE = 2  # seconds: the pause process exits on SIGTERM at once
 DEFAULT_STATE_ROOT = Path("/run/netplane/docker-runtime")
 NO_IMAGE = "image {image} not found on this host (no registry: build it with docker import)"
@@ -457,8 +473,11 @@ class DockerRuntime:
         labels.update(self._labels(pod, TYPE_SANDBOX, SANDBOX_CONTAINER, config.attempt))
         if config.host_network:
             self._check_host_network(what)
+        # hostIPC / hostPID live in the infra container's HostConfig: app containers take them from there
         host_config = self.api.create_host_config(network_mode="host" if config.host_network else "none",
-                                                  ipc_mode="shareable", cgroup_parent=parent, runtime=runtime)
+                                                  ipc_mode="host" if config.host_ipc else "shareable",
+                                                  pid_mode="host" if config.host_pid else None,
+                                                  cgroup_parent=parent, runtime=runtime)
         info, _ = self._create(sandbox_name(pod, config.attempt), self.pause_image, what=what,
                                hostname=None if config.host_network else (config.hostname or pod.name)[:63],
                                labels=labels, environment=[f"{k}={v}" for k, v in env.items()] or None,
@@ -566,10 +585,11 @@ class DockerRuntime:
         parent = str((box.get("HostConfig") or {}).get("CgroupParent") or "") or None
         extra_env, runtime = self._placement_kwargs(pod.uid)
         env = [f"{k}={v}" for k, v in config.env.items()] + [f"{k}={v}" for k, v in extra_env.items()]
-        mounts = []
+        mounts = self._bind_mounts(config.mounts)
         resolv = self._resolv_path(pod.uid, sandbox.attempt)
-        if resolv.exists():
-            mounts.append(Mount("/etc/resolv.conf", str(resolv), type="bind", read_only=True))
+        if resolv.exists() and not any(m.container_path.rstrip("/") == "/etc/resolv.conf" for m in config.mounts):
+            # (a volume the pod mounts there wins: Docker refuses two mounts at one path)
+            mounts.append(self._bind("/etc/resolv.conf", str(resolv), read_only=True))
         limits: dict[str, Any] = {}
         if config.memory_limit > 0:
             limits.update(mem_limit=config.memory_limit, memswap_limit=config.memory_limit)
@@ -577,9 +597,9 @@ class DockerRuntime:
             limits["cpu_shares"] = config.cpu_shares
         if config.cpu_quota_us > 0:
             limits.update(cpu_quota=config.cpu_quota_us, cpu_period=CPU_PERIOD_US)
-        host_config = self.api.create_host_config(network_mode=f"container:{sandbox.id}",
-                                                  ipc_mode=f"container:{sandbox.id}", cgroup_parent=parent,
-                                                  mounts=mounts or None, runtime=runtime, **limits)
+        host_config = self.api.create_host_config(network_mode=f"container:{sandbox.id}", cgroup_parent=parent,
+                                                  mounts=mounts or None, runtime=runtime,
+                                                  **self._pod_namespaces(box), **limits)
         labels = self._labels(pod, TYPE_CONTAINER, config.name, config.attempt)
         labels[SANDBOX_ID] = sandbox.id
         labels[RESTART_COUNT] = str(config.attempt)
@@ -593,6 +613,29 @@ class DockerRuntime:
                                command=list(config.args) or None, environment=env or None,
                                working_dir=config.working_dir or None, labels=labels, host_config=host_config)
         return self._container_info(self._start(info, what))
+
+    @staticmethod
+    def _pod_namespaces(box: dict[str, Any]) -> dict[str, str]:
+        """An app container's `ipc_mode` and `pid_mode`, from its infra container's HostConfig
+        (Docker's state, not this agent's memory: an adopted pod keeps them). hostIPC: `host`
+        itself (see the module doc), else the infra container's shareable namespace; hostPID:
+        `host`, else Docker's default, a pid namespace of the container's own."""
+        hc = box.get("HostConfig") or {}
+        modes = {"ipc_mode": "host" if hc.get("IpcMode") == "host" else f"container:{box['Id']}"}
+        if hc.get("PidMode") == "host":
+            modes["pid_mode"] = "host"
+        return modes
+
+    def _bind_mounts(self, mounts: Sequence[VolumeMount]) -> list[Mount]:
+        return [self._bind(m.container_path, m.host_path, read_only=m.read_only) for m in mounts]
+
+    def _bind(self, target: str, source: str, *, read_only: bool) -> Mount:
+        """A `bind` mount (rbind, Docker's default), read-only only on the mount itself: from API
+        1.44 Docker 25+ would make it recursively read-only unless told otherwise."""
+        mount = Mount(target, source, type="bind", read_only=read_only)
+        if read_only and docker.utils.version_gte(self.api.api_version, RECURSIVE_RO_API):
+            mount["BindOptions"] = {**(mount.get("BindOptions") or {}), "ReadOnlyNonRecursive": True}
+        return mount
 
     def _stop(self, cid: str, grace: float) -> None:
         try:

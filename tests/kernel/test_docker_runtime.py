@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from orchestrator.node.docker_runtime import (
 from orchestrator.node.runtime import (
     ContainerConfig,
     ContainerInfo,
+    Mount,
     PodRef,
     RuntimeError_,
     SandboxConfig,
@@ -694,3 +696,133 @@ def test_host_network_is_dockerds_namespace_and_refused_from_another(rt: DockerR
     with netns.inside(lab_host), pytest.raises(RuntimeError_, match="hostNetwork needs the node agent in dockerd's"):
         rt.run_sandbox(SandboxConfig(pod=pod("elsewhere"), host_network=True))
     assert {s.id for s in rt.list_sandboxes()} == before
+
+
+# --------------------------------------------------------------------------- volumes, hostIPC, hostPID
+def ns_of(rt: DockerRuntime, cid: str, ns: str) -> str:
+    """`readlink /proc/self/ns/<ns>` exec'd in the container (in all of its namespaces). Not
+    /proc/1: with hostPID that is the host's init, which may not be ours to look into."""
+    code, out = rt.exec(cid, ["readlink", f"/proc/self/ns/{ns}"], timeout=5)
+    assert code == 0, out
+    return out.decode().strip()
+
+
+def test_volumes_read_write_read_only_and_shared_by_a_pods_containers(rt: DockerRuntime,
+                                                                       client: docker.DockerClient,
+                                                                       tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "from-host").write_text("host\n")
+    box = rt.run_sandbox(SandboxConfig(pod=pod(), resolv_conf="nameserver 10.96.0.10\n"))
+    a = rt.create_and_start(box, sh("a", "sleep 300", mounts=(Mount("/rw", str(vol)),
+                                                                Mount("/ro", str(vol), read_only=True))))
+    assert rt.exec(a.id, ["sh", "-c", "echo container > /rw/from-a"], timeout=5) == (0, b"")
+    assert (vol / "from-a").read_text() == "container\n"  # the node sees the container's write
+    assert rt.exec(a.id, ["cat", "/rw/from-host", "/ro/from-a"], timeout=5) == (0, b"host\ncontainer\n")
+    code, out = rt.exec(a.id, ["sh", "-c", "echo x > /ro/nope"], timeout=5)
+    assert code != 0 and b"Read-only file system" in out, out
+    assert not (vol / "nope").exists()
+    (vol / "later").write_text("after the start\n")
+    assert rt.exec(a.id, ["cat", "/ro/later"], timeout=5) == (0, b"after the start\n")
+    mounts = {m["Destination"]: m for m in client.api.inspect_container(a.id)["Mounts"]}
+    assert {d: (m["Type"], m["Source"], m["RW"]) for d, m in mounts.items()} == {
+        "/rw": ("bind", str(vol), True), "/ro": ("bind", str(vol), False),
+        "/etc/resolv.conf": ("bind", str(tmp_path / "state" / box.pod.uid / "0" / "resolv.conf"), False)}
+
+    b = rt.create_and_start(box, sh("b", "cat /data/from-a; echo b > /data/from-b; sleep 300",
+                                    mounts=(Mount("/data", str(vol)),)))
+    wait_for(lambda: (vol / "from-b").exists(), 5, "b's file")
+    assert output(rt, b.id) == b"container\n"  # b sees a's file ...
+    assert rt.exec(a.id, ["cat", "/rw/from-b"], timeout=5) == (0, b"b\n")  # ... and a sees b's
+
+
+def test_a_read_only_volume_is_read_only_itself_not_below(rt: DockerRuntime, tmp_path: Path) -> None:
+    """rbind: a mount below the volume's directory on the node is in the container too; and
+    read-only is the volume's mount only, that mount below stays writable (Kubernetes' readOnly
+    without recursiveReadOnly; Docker 25+ with API >= 1.44 would make it read-only too unless
+    told not to)."""
+    vol = tmp_path / "vol"
+    below = vol / "below"
+    below.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "npt-drt-below", str(below)], check=True)
+    try:
+        box = rt.run_sandbox(SandboxConfig(pod=pod()))
+        c = rt.create_and_start(box, sh("c", "sleep 300", mounts=(Mount("/ro", str(vol), read_only=True),)))
+        code, out = rt.exec(c.id, ["sh", "-c", "echo x > /ro/top"], timeout=5)
+        assert code != 0 and b"Read-only file system" in out, out
+        assert rt.exec(c.id, ["sh", "-c", "echo x > /ro/below/f"], timeout=5) == (0, b"")
+        assert (below / "f").read_text() == "x\n"  # on the node's tmpfs: the rbind's submount
+        rt.remove_container(c.id)
+    finally:
+        subprocess.run(["umount", str(below)], check=False)
+
+
+def test_a_missing_volume_source_is_one_clear_line(rt: DockerRuntime, tmp_path: Path) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod()))
+    gone = tmp_path / "gone"
+    with pytest.raises(RuntimeError_) as e:
+        rt.create_and_start(box, sh("app", "true", mounts=(Mount("/data", str(gone)),)))
+    msg = str(e.value)
+    assert msg.startswith("pod default/web: container app: docker create: ") and "\n" not in msg, msg
+    assert str(gone) in msg and "does not exist" in msg, msg
+    assert not gone.exists()  # Docker made no directory on the node (as `Binds` would)
+    assert rt.list_containers() == []
+
+
+def test_host_ipc_is_the_hosts_ipc_namespace(rt: DockerRuntime, client: docker.DockerClient) -> None:
+    host = os.readlink("/proc/self/ns/ipc")  # the test runs in the root IPC namespace, as dockerd
+    box = rt.run_sandbox(SandboxConfig(pod=pod("hostipc"), host_ipc=True))
+    c = rt.create_and_start(box, sh("c", "sleep 300"))
+    assert ns_of(rt, c.id, "ipc") == host
+    assert client.api.inspect_container(box.id)["HostConfig"]["IpcMode"] == "host"
+    assert client.api.inspect_container(c.id)["HostConfig"]["IpcMode"] == "host"
+    assert ns_of(rt, c.id, "net") != os.readlink("/proc/self/ns/net")  # only IPC is the host's
+    assert ns_of(rt, c.id, "pid") != os.readlink("/proc/self/ns/pid")
+
+    plain = rt.run_sandbox(SandboxConfig(pod=pod("own")))
+    p1 = rt.create_and_start(plain, sh("p1", "sleep 300"))
+    p2 = rt.create_and_start(plain, sh("p2", "sleep 300"))
+    assert ns_of(rt, p1.id, "ipc") == ns_of(rt, p2.id, "ipc") != host  # the pod's own, shared
+
+
+def test_host_pid_is_the_hosts_pid_namespace(rt: DockerRuntime, client: docker.DockerClient) -> None:
+    host = os.readlink("/proc/self/ns/pid")  # the test runs in the root pid namespace, as dockerd
+    me = f"/proc/{os.getpid()}/comm"  # this test's process, by its pid on the host
+    box = rt.run_sandbox(SandboxConfig(pod=pod("hostpid"), host_pid=True))
+    c = rt.create_and_start(box, sh("c", "sleep 300"))
+    assert ns_of(rt, c.id, "pid") == host
+    assert rt.exec(c.id, ["cat", me], timeout=5) == (0, Path(me).read_bytes())  # it sees the node's processes
+    assert client.api.inspect_container(c.id)["HostConfig"]["PidMode"] == "host"
+    assert ns_of(rt, c.id, "ipc") != os.readlink("/proc/self/ns/ipc")  # only the pid namespace is the host's
+
+    plain = rt.run_sandbox(SandboxConfig(pod=pod("own")))
+    p = rt.create_and_start(plain, sh("p", "sleep 300"))
+    assert ns_of(rt, p.id, "pid") != host
+    assert rt.exec(p.id, ["test", "-e", me], timeout=5)[0] != 0
+    assert rt.exec(p.id, ["cat", "/proc/1/comm"], timeout=5) == (0, b"sleep\n")  # its own pid 1
+
+
+def test_an_adopted_pod_keeps_host_ipc_and_host_pid(rt: DockerRuntime, client: docker.DockerClient, node: str,
+                                                    tmp_path: Path) -> None:
+    box = rt.run_sandbox(SandboxConfig(pod=pod("hostns"), host_ipc=True, host_pid=True))
+    rt.create_and_start(box, sh("first", "sleep 300"))
+    again = DockerRuntime(node, client=client, cgroup_parent_root=node, state_dir=tmp_path / "state")
+    try:  # as after an agent restart: nothing but Docker's state says the pod is hostIPC / hostPID
+        adopted = next(s for s in again.list_sandboxes() if s.id == box.id)
+        c = again.create_and_start(adopted, sh("second", "sleep 300"))
+        assert ns_of(again, c.id, "ipc") == os.readlink("/proc/self/ns/ipc")
+        assert ns_of(again, c.id, "pid") == os.readlink("/proc/self/ns/pid")
+        hc = client.api.inspect_container(c.id)["HostConfig"]
+        assert (hc["IpcMode"], hc["PidMode"]) == ("host", "host")
+    finally:
+        again.close()
+
+
+def test_read_only_binds_ask_newer_dockers_for_non_recursive(rt: DockerRuntime,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """What this dockerd (API 1.41) cannot show: from API 1.44 a read-only bind says
+    ReadOnlyNonRecursive (Docker 25+ would make it recursively read-only); before, it must not."""
+    assert "BindOptions" not in rt._bind("/ro", "/srv", read_only=True)  # this dockerd's API
+    monkeypatch.setattr(rt.api, "_version", "1.44")
+    assert rt._bind("/ro", "/srv", read_only=True)["BindOptions"] == {"ReadOnlyNonRecursive": True}
+    assert "BindOptions" not in rt._bind("/rw", "/srv", read_only=False)
