@@ -117,6 +117,30 @@ def _container(c: Mapping[str, Any], status: Mapping[str, Any] | None, indent: i
     env = c.get("env") or []
     lines.append((i, "Environment", "" if env else NONE))
     lines += [(i + 2, e.get("name", ""), str(e.get("value", ""))) for e in env]
+    mounts = c.get("volumeMounts") or []
+    lines.append((i, "Mounts", "" if mounts else NONE))
+    for m in mounts:  # kubectl's wording: "/cache from cache (rw)", with the subPath as path="..."
+        flags = "ro" if m.get("readOnly") else "rw"
+        if m.get("subPath"):
+            flags += f',path="{m["subPath"]}"'
+        lines.append((i + 2, "", f"{m.get('mountPath')} from {m.get('name')} ({flags})"))
+    return lines
+
+
+def _volumes(spec: Mapping[str, Any]) -> list[Line]:
+    vols = spec.get("volumes") or []
+    lines: list[Line] = [(0, "Volumes", "" if vols else NONE)]
+    for v in vols:
+        lines.append((2, str(v.get("name") or ""), ""))
+        if v.get("emptyDir") is not None:
+            ed = v["emptyDir"] or {}
+            lines += [(4, "Type", "EmptyDir (a temporary directory that shares a pod's lifetime)"),
+                      (4, "Medium", str(ed.get("medium") or "")),
+                      (4, "SizeLimit", str(ed.get("sizeLimit") or "<unset>"))]
+        elif v.get("hostPath") is not None:
+            hp = v["hostPath"] or {}
+            lines += [(4, "Type", "HostPath (bare host directory volume)"), (4, "Path", str(hp.get("path") or "")),
+                      (4, "HostPathType", str(hp.get("type") or ""))]
     return lines
 
 
@@ -147,6 +171,7 @@ def _pod(pod: Obj, now: datetime) -> list[Line]:
     if conds:
         rows: list[tuple[str, ...]] = [("Type", "Status"), *((str(c.get("type")), str(c.get("status"))) for c in conds)]
         lines += _table(rows)
+    lines += _volumes(pods.spec(pod))
     lines.append((0, "Node-Selectors", ",".join(f"{k}={v}" for k, v in sorted(
         (pods.spec(pod).get("nodeSelector") or {}).items())) or NONE))
     return lines

@@ -124,3 +124,24 @@ def test_describe_rc_with_events_and_without_last_applied() -> None:
                           "  Normal  SuccessfulCreate  5s    replication-controller  Created pod: web-abcde"]
     assert lines[-4] == "Events:"
     assert describe.describe(meta.REPLICATION_CONTROLLER, rc, events=[], now=NOW).splitlines()[-1] == "Events:       <none>"
+
+
+def test_describe_pod_shows_mounts_and_volumes_in_kubectls_words() -> None:
+    p = pod(phase="Running")
+    p["spec"] = {"nodeName": "h1", "containers": [
+        {"name": "a", "image": "x", "volumeMounts": [{"name": "cache", "mountPath": "/cache"},
+                                                     {"name": "logs", "mountPath": "/logs", "readOnly": True,
+                                                      "subPath": "apt"}]},
+        {"name": "b", "image": "y"}],
+        "volumes": [{"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+                    {"name": "logs", "hostPath": {"path": "/var/log", "type": "Directory"}}]}
+    lines = describe.describe(meta.POD, p, events=[], now=NOW).splitlines()
+    i = lines.index("    Mounts:")
+    assert lines[i + 1:i + 3] == ["      /cache from cache (rw)", '      /logs from logs (ro,path="apt")']
+    assert lines.count("    Mounts:       <none>") == 1  # container b
+    i = lines.index("Volumes:")
+    assert lines[i + 1:i + 9] == [
+        "  cache:", "    Type:       EmptyDir (a temporary directory that shares a pod's lifetime)",
+        "    Medium:     Memory", "    SizeLimit:  8Mi",
+        "  logs:", "    Type:          HostPath (bare host directory volume)", "    Path:          /var/log",
+        "    HostPathType:  Directory"]

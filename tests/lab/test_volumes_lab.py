@@ -1,0 +1,104 @@
+"""Volumes for real, on both runtimes: a 1-host lab (master and node runtime) runs a pod whose
+two containers share an emptyDir that outlives a container restart, with a Memory emptyDir (a
+tmpfs), a hostPath the kubelet makes (DirectoryOrCreate) and a read-only mount; a pod whose
+hostPath check fails waits in ContainerCreating, saying why; deleting the pods removes their
+emptyDirs (the tmpfs unmounted) and leaves the hostPath's data.
+
+The mount points are /mnt and /srv, which exist on the host (the namespace runtime runs
+containers in the host's filesystem and never makes a directory there) and nested ones made
+inside the emptyDir mounted at /mnt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netplane.lab import Lab, cluster
+from orchestrator.node.volumes import EMPTY_DIR, mounts_below
+from tests.lab.test_pods_lab import apply, get, np
+from tests.waiting import wait_for
+
+IMAGE = "netplane/busybox:latest"
+# first run: record it and fail; the restart sees the first run's line (the emptyDir outlived
+# the container) and stays
+WRITER = ("echo run >> /mnt/runs; wc -l < /mnt/runs > /mnt/host/count; "
+          "[ $(wc -l < /mnt/runs) -ge 2 ] || exit 1; grep ' /mnt/shm ' /proc/mounts > /mnt/shm-mount; "
+          "exec sleep 3600")
+
+
+def pod(name: str, host_dir: Path, *, host_type: str = "DirectoryOrCreate") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "cache", "emptyDir": {}},
+                        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+                        {"name": "host", "hostPath": {"path": str(host_dir), "type": host_type}}],
+            "containers": [
+                {"name": "writer", "image": IMAGE, "command": ["sh", "-c", WRITER],
+                 "volumeMounts": [{"name": "cache", "mountPath": "/mnt"}, {"name": "host", "mountPath": "/mnt/host"},
+                                  {"name": "shm", "mountPath": "/mnt/shm"}]},
+                {"name": "reader", "image": IMAGE, "command": ["sleep", "3600"],
+                 "volumeMounts": [{"name": "cache", "mountPath": "/srv", "readOnly": True}]},
+            ],
+        },
+    }
+
+
+def status(lab: Lab, name: str) -> dict[str, Any]:
+    return get(lab, f"pod/{name}").get("status") or {}
+
+
+def restarts(lab: Lab, name: str, container: str) -> int | None:
+    for cs in status(lab, name).get("containerStatuses") or []:
+        if cs["name"] == container and "running" in (cs.get("state") or {}):
+            return int(cs.get("restartCount") or 0)
+    return None
+
+
+def pod_exec(lab: Lab, name: str, container: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return np(lab, "exec", name, "-c", container, "--timeout", "20", "--", *argv, check=False)
+
+
+@pytest.mark.parametrize("runtime", ["namespaces", "docker"])
+def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
+        runtime: str, lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
+    lab = lab_factory(1, agents=True, runtime=runtime, masters=1, agent_args=("--crashloop-backoff", "1:4:600"))
+    assert cluster.resolved_runtime(lab) == runtime
+    host_dir = tmp_path / "node-data" / "made"  # made by the kubelet (DirectoryOrCreate), parents too
+    apply(lab, pod("vol", host_dir))
+    wait_for(lambda: restarts(lab, "vol", "writer") == 1 and restarts(lab, "vol", "reader") == 0, 90,
+             "the writer restarted once and running, the reader running")
+    assert (host_dir / "count").read_text().strip() == "2"  # the emptyDir kept the first run's line
+
+    r = pod_exec(lab, "vol", "reader", "cat", "/srv/runs")
+    assert (r.returncode, r.stdout) == (0, "run\nrun\n"), r.stderr
+    r = pod_exec(lab, "vol", "reader", "touch", "/srv/x")
+    assert r.returncode != 0 and "Read-only file system" in r.stdout + r.stderr, r
+    r = pod_exec(lab, "vol", "writer", "cat", "/mnt/shm-mount")
+    assert r.returncode == 0 and r.stdout.split()[2] == "tmpfs" and "size=8192k" in r.stdout, r.stdout
+    uid = get(lab, "pod/vol")["metadata"]["uid"]
+    node_dir = cluster.runtime_dir(lab, "h1")
+    pod_dir = node_dir / "kubelet" / "pods" / uid
+    assert (pod_dir / "volumes" / EMPTY_DIR / "cache" / "runs").read_text() == "run\nrun\n"
+    assert mounts_below(node_dir) == [str(pod_dir / "volumes" / EMPTY_DIR / "shm")]
+
+    # a hostPath that must be a file and is a directory: the pod waits, saying so
+    apply(lab, pod("bad", host_dir, host_type="File"))
+    wait_for(lambda: any("hostPath type check failed" in ((cs.get("state") or {}).get("waiting") or {})
+                         .get("message", "") for cs in status(lab, "bad").get("containerStatuses") or []),
+             30, "the bad pod's ContainerCreating message")
+    assert status(lab, "bad")["phase"] == "Pending"
+    waiting = status(lab, "bad")["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "ContainerCreating" and str(host_dir) in waiting["message"], waiting
+
+    np(lab, "delete", "pod", "vol", "bad")
+    wait_for(lambda: np(lab, "get", "pods", "-o", "name").stdout.strip() == "", 60, "both pods gone")
+    wait_for(lambda: not pod_dir.exists(), 10, "the pod's volumes removed")
+    assert mounts_below(node_dir) == []  # the tmpfs went with it
+    assert (host_dir / "count").read_text().strip() == "2"  # a hostPath keeps its data
