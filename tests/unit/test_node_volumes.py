@@ -1,6 +1,6 @@
 """The kubelet's volumes on disk (orchestrator.node.volumes), in a temporary directory:
 emptyDir's lifetime and layout, hostPath's type checks and creation, subPath, the sweep of
-what deleted pods left. The tmpfs of Memory emptyDirs: tests/kernel/test_node_volumes.py."""
+what deleted pods left. The tmpfs of Memory emptyDirs: tests/kernel/test_node_volumes_tmpfs.py."""
 
 from __future__ import annotations
 
