@@ -10,8 +10,12 @@ hostIPC: the infra container gets `IpcMode: host`, and so do the app containers,
 set them (Docker would also let them join the infra container's, then the host's namespace, but
 their HostConfig would not say so). hostPID: the infra container and the app containers get
 `PidMode: host` (without it each container has a pid namespace of its own, as in Kubernetes
-without shareProcessNamespace). An app container takes both from its infra container's
-HostConfig, Docker's state, so a pod adopted after an agent restart keeps them.
+without shareProcessNamespace). shareProcessNamespace: a label on the infra container, and app
+containers get `PidMode: container:<infra id>` (pause is their PID 1, as under dockershim). An
+ephemeral container with a target (`kubectl debug --target`, `ContainerConfig.pid_target`)
+joins that container's PID namespace. An app container takes all of these from its infra
+container's HostConfig and labels, Docker's state, so a pod adopted after an agent restart
+keeps them.
 
 Volumes (`ContainerConfig.mounts`) are `HostConfig.Mounts` of type `bind`: rbind and rprivate,
 Docker's defaults; a missing source is Docker's refusal, a one-line `RuntimeError_` (`Binds`
@@ -128,6 +132,7 @@ ATTEMPT_LABEL = "netplane.io/attempt"
 WRAPPER_RUNTIME = "netplane-runc"
 CGROUP2_ENV = "NETPLANE_CGROUP2"
 CPU_PERIOD_US = 100_000
+SHARE_PID_LABEL = "netplane.io/share-process-namespace"  # on the infra container of such a pod
 RECURSIVE_RO_API = "1.44"  # Docker API version from which read-only binds may be recursively read-only
 SANDBOX_STOP_GRACE = 2  # seconds: the pause process exits on SIGTERM at once
 DEFAULT_STATE_ROOT = Path("/run/netplane/docker-runtime")
@@ -473,7 +478,10 @@ class DockerRuntime:
         labels.update(self._labels(pod, TYPE_SANDBOX, SANDBOX_CONTAINER, config.attempt))
         if config.host_network:
             self._check_host_network(what)
-        # hostIPC / hostPID live in the infra container's HostConfig: app containers take them from there
+        if config.share_pid and not config.host_pid:
+            labels[SHARE_PID_LABEL] = "true"
+        # hostIPC / hostPID live in the infra container's HostConfig (shareProcessNamespace in its
+        # label): app containers take them from there
         host_config = self.api.create_host_config(network_mode="host" if config.host_network else "none",
                                                   ipc_mode="host" if config.host_ipc else "shareable",
                                                   pid_mode="host" if config.host_pid else None,
@@ -599,7 +607,7 @@ class DockerRuntime:
             limits.update(cpu_quota=config.cpu_quota_us, cpu_period=CPU_PERIOD_US)
         host_config = self.api.create_host_config(network_mode=f"container:{sandbox.id}", cgroup_parent=parent,
                                                   mounts=mounts or None, runtime=runtime,
-                                                  **self._pod_namespaces(box), **limits)
+                                                  **self._pod_namespaces(box, config.pid_target), **limits)
         labels = self._labels(pod, TYPE_CONTAINER, config.name, config.attempt)
         labels[SANDBOX_ID] = sandbox.id
         labels[RESTART_COUNT] = str(config.attempt)
@@ -615,15 +623,21 @@ class DockerRuntime:
         return self._container_info(self._start(info, what))
 
     @staticmethod
-    def _pod_namespaces(box: dict[str, Any]) -> dict[str, str]:
+    def _pod_namespaces(box: dict[str, Any], pid_target: str = "") -> dict[str, str]:
         """An app container's `ipc_mode` and `pid_mode`, from its infra container's HostConfig
-        (Docker's state, not this agent's memory: an adopted pod keeps them). hostIPC: `host`
-        itself (see the module doc), else the infra container's shareable namespace; hostPID:
-        `host`, else Docker's default, a pid namespace of the container's own."""
+        and labels (Docker's state, not this agent's memory: an adopted pod keeps them). hostIPC:
+        `host` itself (see the module doc), else the infra container's shareable namespace;
+        hostPID: `host`; else a target's (`pid_target`: kubectl debug --target), else with
+        shareProcessNamespace the infra container's (pause is PID 1, as under dockershim), else
+        Docker's default, a pid namespace of the container's own."""
         hc = box.get("HostConfig") or {}
         modes = {"ipc_mode": "host" if hc.get("IpcMode") == "host" else f"container:{box['Id']}"}
         if hc.get("PidMode") == "host":
             modes["pid_mode"] = "host"
+        elif pid_target:
+            modes["pid_mode"] = f"container:{pid_target}"
+        elif ((box.get("Config") or {}).get("Labels") or {}).get(SHARE_PID_LABEL) == "true":
+            modes["pid_mode"] = f"container:{box['Id']}"
         return modes
 
     def _bind_mounts(self, mounts: Sequence[VolumeMount]) -> list[Mount]:

@@ -20,6 +20,7 @@ found by the runtime's labels or state, addresses by the IPAM's records; nothing
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -541,6 +542,7 @@ class NodeRuntime:
         cluster_dns = policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network)
         cfg = SandboxConfig(pod=ref, attempt=attempt, hostname=meta.name(pod)[:63], host_network=host_network,
                             host_ipc=bool(spec.get("hostIPC")), host_pid=bool(spec.get("hostPID")),
+                            share_pid=bool(spec.get("shareProcessNamespace")),
                             resolv_conf=envvars.resolv_conf(ref.namespace, nameserver=self.opts.cluster_dns,
                                                             domain=self.opts.cluster_domain)
                             if cluster_dns else "")  # cgroups: the runtime's own, per runtime id
@@ -652,9 +654,12 @@ class NodeRuntime:
                 continue
             services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
             env = envvars.container_env(spec, services_env)
+            target = [c for c in instances.get(str(spec.get("targetContainerName") or ""), []) if c.state == "running"]
             try:
-                info = self.runtime.create_and_start(box, container_config(spec, env, 0, services_env,
-                                                                           self.volumes.mounts(spec, volumes)))
+                config = container_config(spec, env, 0, services_env, self.volumes.mounts(spec, volumes))
+                if target:  # its processes are the debugger's to see (a runtime without PID namespaces shows all)
+                    config = dataclasses.replace(config, pid_target=target[-1].id)
+                info = self.runtime.create_and_start(box, config)
             except (RuntimeError_, VolumeError) as e:
                 log.warning("pod %s: starting ephemeral container %s failed: %s", meta.name(pod), name, e)
                 out.append(ObservedContainer(name, Waiting("RunContainerError", str(e))))

@@ -54,6 +54,7 @@ class SandboxConfig:
     host_network: bool = False  # the pod's hostNetwork: the node's network (and UTS) namespace, not its own
     host_ipc: bool = False  # the pod's hostIPC: the node's IPC namespace, not its own
     host_pid: bool = False  # the pod's hostPID: its containers see the node's processes
+    share_pid: bool = False  # the pod's shareProcessNamespace: its containers share one PID namespace
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -101,6 +102,7 @@ class ContainerConfig:
     stdin_once: bool = False
     tty: bool = False
     mounts: Sequence[Mount] = ()  # the pod's volumes as this container's volumeMounts name them
+    pid_target: str = ""  # a container (runtime id) whose PID namespace this one joins (kubectl debug --target)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ def pod_spec(path: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None
     rp = spec.get("restartPolicy")
     if rp is not None and rp not in RESTART_POLICIES:
         out.append(not_supported(path.child("restartPolicy"), rp, RESTART_POLICIES))
+    if spec.get("shareProcessNamespace") is True and spec.get("hostPID") is True:
+        out.append(invalid(path.child("securityContext").child("shareProcessNamespace"), True,
+                           "ShareProcessNamespace and HostPID cannot both be enabled"))
     label_set(path.child("nodeSelector"), spec.get("nodeSelector"), out)
     nn = spec.get("nodeName")
     if nn:

@@ -826,3 +826,26 @@ def test_read_only_binds_ask_newer_dockers_for_non_recursive(rt: DockerRuntime,
     monkeypatch.setattr(rt.api, "_version", "1.44")
     assert rt._bind("/ro", "/srv", read_only=True)["BindOptions"] == {"ReadOnlyNonRecursive": True}
     assert "BindOptions" not in rt._bind("/rw", "/srv", read_only=False)
+
+
+def test_share_process_namespace_and_a_debug_target(rt: DockerRuntime, client: docker.DockerClient) -> None:
+    """shareProcessNamespace: the pod's containers see each other's processes, with pause as PID
+    1; an ephemeral container with a target (`kubectl debug --target`) joins that container's
+    PID namespace and no other."""
+    import dataclasses
+
+    box = rt.run_sandbox(SandboxConfig(pod=pod("shared"), share_pid=True))
+    a = rt.create_and_start(box, sh("a", "sleep 301"))
+    b = rt.create_and_start(box, sh("b", "sleep 302"))
+    assert ns_of(rt, a.id, "pid") == ns_of(rt, b.id, "pid") != os.readlink("/proc/self/ns/pid")
+    assert rt.exec(b.id, ["cat", "/proc/1/comm"], timeout=5) == (0, b"pause\n")
+    code, out = rt.exec(b.id, ["ps", "-o", "args"], timeout=5)
+    assert code == 0 and b"sleep 301" in out, out
+
+    plain = rt.run_sandbox(SandboxConfig(pod=pod("own")))
+    app = rt.create_and_start(plain, sh("app", "sleep 303"))
+    other = rt.create_and_start(plain, sh("other", "sleep 304"))
+    dbg = rt.create_and_start(plain, dataclasses.replace(sh("debugger", "sleep 305"), pid_target=app.id))
+    assert ns_of(rt, dbg.id, "pid") == ns_of(rt, app.id, "pid") != ns_of(rt, other.id, "pid")
+    code, out = rt.exec(dbg.id, ["ps", "-o", "args"], timeout=5)
+    assert code == 0 and b"sleep 303" in out and b"sleep 304" not in out, out

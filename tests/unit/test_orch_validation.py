@@ -203,6 +203,8 @@ def test_node_allocatable_defaults_to_capacity() -> None:
         (pod(terminationGracePeriodSeconds=-5),
          "spec.terminationGracePeriodSeconds: Invalid value: -5: must be greater than or equal to 0"),
         (pod(containers=[]), "spec.containers: Required value"),
+        (pod(shareProcessNamespace=True, hostPID=True),
+         "spec.securityContext.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
         (pod(nodeSelector={"disk": "s s d"}),
          "spec.nodeSelector[disk]: Invalid value: \"s s d\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
     ],
