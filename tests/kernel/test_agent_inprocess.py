@@ -145,7 +145,10 @@ def test_deleted_own_lease_is_reacquired_and_malformed_leases_are_skipped(
     a1, a2 = start(h1, "h1"), start(h2, "h2")
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
     s1 = a1.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
-    store.put(keys.subnets + "10.244.250.0-24", "{garbage")
+    s2 = a2.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
+    # a key no host holds (leases are random: a fixed one may be a real lease)
+    garbage = next(n for n in IPv4Network(str(CONFIG["Network"])).subnets(new_prefix=24) if n not in (s1, s2))
+    store.put(keys.subnet(garbage), "{garbage")
     store.delete(keys.subnet(s1))
     # a1 notices its key is gone and takes its subnet back (remembered in its subnet file)
     wait_for(lambda: any(l.subnet == s1 for l in list_leases(store, keys)))
@@ -154,7 +157,7 @@ def test_deleted_own_lease_is_reacquired_and_malformed_leases_are_skipped(
     # the watchers have met the garbage, then check it left no trace
     wait_for(lambda: any("skipping malformed value" in r.getMessage() for r in caplog.records))
     wait_for(lambda: any(lease.subnet == s1 for lease in a2.agent.overlay.state.leases.values()))
-    assert "10.244.250.0/24" not in routes_on(h2) and str(s1) in routes_on(h2)
+    assert str(garbage) not in routes_on(h2) and str(s1) in routes_on(h2)
     assert a1.thread.is_alive() and a2.thread.is_alive()
 
 
@@ -169,7 +172,10 @@ def test_net_show_marks_drift_and_restart_or_resync_repairs_it(
     a1, a2 = start(h1, "h1"), start(h2, "h2")
     wait_for(lambda: a1.agent.ready.is_set() and a2.agent.ready.is_set())
     wait_for(lambda: inspect_host(store, keys, netns_name=h1, host_label="h1")["in_sync"])
+    s1 = a1.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
     s2 = a2.agent.overlay.state.lease.subnet  # type: ignore[union-attr]
+    # a subnet of the network that neither host leased (leases are random: a fixed one collides)
+    stale = next(n for n in IPv4Network(str(CONFIG["Network"])).subnets(new_prefix=24) if n not in (s1, s2))
     a1_stop = a1.stop
     a1_stop.set()  # stop h1's agent so nothing repairs behind our back
     a1.thread.join(timeout=15)
@@ -177,11 +183,11 @@ def test_net_show_marks_drift_and_restart_or_resync_repairs_it(
         nl.route_del(Route(s2, s2.network_address, "np.3", onlink=True))
         idx = nl.index("np.3")
         assert idx is not None
-        nl.route_replace(Route(IPv4Network("10.244.99.0/24"), IPv4Address("10.244.99.0"), "np.3", onlink=True), oif=idx)
+        nl.route_replace(Route(stale, stale.network_address, "np.3", onlink=True), oif=idx)
     st = inspect_host(store, keys, netns_name=h1, host_label="h1")
     status = {e["entry"]: e["status"] for e in st["entries"] if e["kind"] == "route"}
     assert status == {f"{s2} via {s2.network_address} dev np.3 onlink": "missing",
-                      "10.244.99.0/24 via 10.244.99.0 dev np.3 onlink": "stale"}
+                      f"{stale} via {stale.network_address} dev np.3 onlink": "stale"}
     assert st["in_sync"] is False and st["drift"] == 2
     b = start(h1, "h1")  # a restart removes the stale route and restores the missing one
     wait_for(b.agent.ready.is_set)

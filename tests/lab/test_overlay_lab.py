@@ -62,6 +62,14 @@ def leases_by_host(lab: Lab) -> dict[str, IPv4Network]:
         return {by_ip[str(l.public_ip)]: l.subnet for l in list_leases(s, KEYS, with_ttl=False) if str(l.public_ip) in by_ip}
 
 
+def unleased(lab: Lab, n: int) -> list[str]:
+    """n subnets of the lab's network that no host holds: leases are random, a fixed one collides."""
+    with cluster.store_for(lab) as s:
+        held = {l.subnet for l in list_leases(s, KEYS, with_ttl=False)}
+    free = (str(net) for net in lab.topology.overlay_network.subnets(new_prefix=24) if net not in held)
+    return [next(free) for _ in range(n)]
+
+
 def state(lab: Lab, host: str) -> dict[str, Any]:
     with cluster.store_for(lab) as s:
         return inspect_host(s, KEYS, netns_name=lab.netns(host), host_label=host)
@@ -235,15 +243,16 @@ def test_racing_agents_end_with_distinct_subnets(lab_factory: Callable[..., Lab]
 def test_malformed_lease_is_skipped_and_logged(lab_factory: Callable[..., Lab]) -> None:
     lab = lab_factory(2, agents=True)
     wait_for(lambda: in_sync_everywhere(lab, 1), 10, "overlay in sync")
+    garbage, partial, valid = unleased(lab, 3)
     with cluster.store_for(lab) as s:
-        s.put(KEYS.subnets + "10.244.200.0-24", "{this is not json")
-        s.put(KEYS.subnets + "10.244.201.0-24", json.dumps({"PublicIP": "10.1.1.1"}))
-    fake_lease(lab, "10.244.202.0/24", "10.98.250.9")
-    wait_for(lambda: all("10.244.202.0/24" in peer_subnets(lab, h) for h in ("h1", "h2")), 5, "valid lease programmed")
+        s.put(KEYS.subnets + garbage.replace("/", "-"), "{this is not json")
+        s.put(KEYS.subnets + partial.replace("/", "-"), json.dumps({"PublicIP": "10.1.1.1"}))
+    fake_lease(lab, valid, "10.98.250.9")
+    wait_for(lambda: all(valid in peer_subnets(lab, h) for h in ("h1", "h2")), 5, "valid lease programmed")
     for h in ("h1", "h2"):
-        assert not {"10.244.200.0/24", "10.244.201.0/24"} & peer_subnets(lab, h)
+        assert not {garbage, partial} & peer_subnets(lab, h)
         log = (lab.host_dir(h) / "agent.log").read_text()
-        assert "skipping malformed value" in log and "10.244.200.0-24" in log
+        assert "skipping malformed value" in log and garbage.replace("/", "-") in log
         assert cluster.agent_running(lab, h), log
 
 
@@ -266,8 +275,9 @@ def test_pods_keep_pinging_while_etcd_is_stopped_and_agents_resync(lab_factory: 
         os.kill(etcd["pid"], signal.SIGCONT)
     assert failures == 0
     # the agents are still alive and follow etcd again
-    fake_lease(lab, "10.244.203.0/24", "10.98.250.10")
-    wait_for(lambda: all("10.244.203.0/24" in peer_subnets(lab, h) for h in ("h1", "h2")), 20, "resync after etcd returned")
+    (late,) = unleased(lab, 1)
+    fake_lease(lab, late, "10.98.250.10")
+    wait_for(lambda: all(late in peer_subnets(lab, h) for h in ("h1", "h2")), 20, "resync after etcd returned")
     for h in ("h1", "h2"):
         log = (lab.host_dir(h) / "agent.log").read_text()
         assert cluster.agent_running(lab, h), log
