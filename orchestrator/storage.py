@@ -40,7 +40,7 @@ from typing import Any
 
 from netplane.errors import ConfigError, DecodeError, NetplaneError, NotFoundError, UserError
 from netplane.store import EtcdStore, Keys, codec
-from netplane.store.etcd import KeyValue
+from netplane.store.etcd import AsyncReader, KeyValue
 from netplane.store.txn import Absent, Delete, Guard, ModRevisionIs, Op, Put
 from netplane.store.watch import Resync, list_watch
 from orchestrator.objects import meta, names, tree
@@ -165,6 +165,14 @@ class ObjectStore:
     # ------------------------------------------------------------------ reads
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
         kv = self.store.get(self.key(kind, name, namespace))
+        if kv is None:
+            return None
+        return self._decode_kv(kind, kv)
+
+    async def get_async(self, reader: AsyncReader, kind: Kind, name: str,
+                        namespace: str | None = None) -> Obj | None:
+        """`get` awaited on an event loop through `reader` (the API server's GETs)."""
+        kv = await reader.get(self.key(kind, name, namespace))
         if kv is None:
             return None
         return self._decode_kv(kind, kv)

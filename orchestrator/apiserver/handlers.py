@@ -7,7 +7,8 @@ Paths are kube's:
     /api/v1/namespaces/<ns>/<resource>[/<name>[/<subresource>]]        namespaced
     /api/v1/watch/...                                                  the old watch form
 
-The verbs run in a thread pool (`Context.run`): the object store is blocking gRPC. Responses
+The verbs run in a thread pool (`Context.run`): the object store is blocking gRPC; a single
+GET awaits its one etcd read on the loop instead (`Context.get`, `AsyncReader`). Responses
 are JSON; `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` gets a `meta.k8s.io/v1`
 Table (`orchestrator.apiserver.tables`, what `kubectl get` prints), for lists, single objects
 and watch events alike. Watches and `pods/log` stream (`stream.py`).
@@ -27,12 +28,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from aiohttp import web
 
+from netplane.store.etcd import AsyncReader
 from orchestrator.apiserver import fields as fieldsel
 from orchestrator.apiserver.auth import Authorizer, User
 from orchestrator.apiserver.listing import ListOptions, list_kind
 from orchestrator.apiserver.registry import Registry
 from orchestrator.apiserver.scale import Scales
-from orchestrator.apiserver.status import APIError, bad_request, method_not_allowed, success
+from orchestrator.apiserver.status import (
+    APIError,
+    bad_request,
+    method_not_allowed,
+    not_found,
+    success,
+)
 from orchestrator.apiserver.watchcache import WatchCaches
 from orchestrator.objects import meta
 from orchestrator.objects.meta import KINDS, POD, REPLICATION_CONTROLLER, SERVICE, Kind
@@ -67,10 +75,22 @@ class Context:
     bookmark_interval: float = 60.0
     server_address: str = ""
     nodes: NodeDialer | None = None  # how pods/log and pods/exec reach node agents
+    reader: AsyncReader | None = None  # etcd reads awaited on the loop (else GETs take the pool)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
+        """`Registry.get`, its etcd read awaited on the loop when there is a reader: a GET is
+        one Range and a decode, and the thread hop and blocking gRPC call cost about three
+        times the CPU of the Range itself (bench/results/api.md)."""
+        if self.reader is None:
+            return await self.run(self.registry.get, kind, namespace, name)
+        obj = await self.objects.get_async(self.reader, kind, name, namespace)
+        if obj is None:
+            raise not_found(kind.resource, name)
+        return obj
 
 
 CONTEXT: web.AppKey[Context] = web.AppKey("context", Context)
@@ -246,7 +266,7 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
         return await list_objects(request, ctx, t)
     if verb == "get":
         assert t.name is not None
-        obj = await ctx.run(ctx.registry.get, t.kind, t.namespace, t.name)
+        obj = await ctx.get(t.kind, t.namespace, t.name)
         if wants_table(request):
             return json_response(table_of(t.kind, [obj], include_object=q.get("includeObject")))
         return json_response(obj)
@@ -372,7 +392,7 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
     if (sub == "status" and kind.kind in ("Pod", "ReplicationController", "Service", "Node", "Namespace")) \
             or (sub == "ephemeralcontainers" and kind == POD):
         if verb == "get":
-            return json_response(await ctx.run(ctx.registry.get, kind, ns, name))
+            return json_response(await ctx.get(kind, ns, name))
         if verb == "update":
             body = await read_body(request)
             obj, warns = await ctx.run(ctx.registry.update, kind, ns, name, body, subresource=sub,

@@ -13,7 +13,8 @@ state directory, where the cluster CA and a serving certificate are made at firs
 should trust, the token file), which `netplane kubeconfig` reads, and `tokens.csv`, the
 default token file.
 
-The event loop only parses, streams and encodes; every store call runs in a thread pool.
+The event loop parses, streams and encodes, and awaits a single GET's etcd read
+(`AsyncReader`, a grpc.aio channel of its own); every other store call runs in a thread pool.
 A handler error that is not one of ours is logged once with its traceback and answered with
 a 500 InternalError Status; the server never sends a traceback.
 """
@@ -36,6 +37,7 @@ from aiohttp import web
 
 from netplane.errors import ConfigError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
+from netplane.store.etcd import AsyncReader, LoopBridgedStore
 from orchestrator.apiserver import auth, certs, discovery
 from orchestrator.apiserver.handlers import (
     CONTEXT,
@@ -304,6 +306,7 @@ class APIServer:
         self._stop = threading.Event()
         self._caches: WatchCaches | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._reader: AsyncReader | None = None
         self.address: tuple[str, int] | None = None
         self.url = ""
         self.ca_file: Path | None = None
@@ -332,6 +335,10 @@ class APIServer:
         failure: list[BaseException] = []
 
         async def setup() -> None:
+            # on the loop: a grpc.aio channel belongs to the loop it was made on
+            ctx.reader = self._reader = AsyncReader(self.objects.store.config)
+            # the registry's blocking writes, in the pool, do their etcd round trips here too
+            self.objects.store = LoopBridgedStore(self.objects.store, self._reader, loop, threading.get_ident())
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
             await runner.setup()
             site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], ssl_context=tls.context,
@@ -401,6 +408,8 @@ class APIServer:
     async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._reader is not None:
+            await self._reader.close()
 
     def stop(self) -> None:
         self._stop.set()

@@ -245,7 +245,7 @@ async def pod_on_node(ctx: Context, namespace: str, name: str, container: str | 
     """Where a pod's container is served: the one named, or the pod's only one (with
     `any_container`, the pod as a whole: container ""); 400 when there is no such container or
     the pod has no node yet."""
-    pod = await ctx.run(ctx.registry.get, POD, namespace, name)
+    pod = await ctx.get(POD, namespace, name)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
         raise bad_request(f"pod {name} does not have a host assigned")

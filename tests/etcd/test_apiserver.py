@@ -127,6 +127,27 @@ def test_create_get_list_update_patch_delete_pod(v1: client.CoreV1Api) -> None:
     assert body["message"] == 'pods "web" not found'
 
 
+def test_a_get_reads_etcd_on_the_loop(v1: client.CoreV1Api, store: EtcdStore, keys: Keys) -> None:
+    """A single GET awaits its etcd read on the server's loop (`AsyncReader`): what etcd
+    holds at that moment, at its mod revision, for the object and its status; a malformed
+    value is a 500 Status and the server goes on serving."""
+    v1.create_namespaced_pod("default", pod("web"))
+    objects = ObjectStore(store, keys)
+    stored = json.loads(store.get(objects.key(POD, "web", "default")).value)  # type: ignore[union-attr]
+    stored["metadata"]["labels"]["written"] = "behind-the-api"
+    rev = store.put(objects.key(POD, "web", "default"), json.dumps(stored))
+    got = v1.read_namespaced_pod("web", "default")
+    assert got.metadata.labels["written"] == "behind-the-api" and got.metadata.resource_version == str(rev)
+    assert v1.read_namespaced_pod_status("web", "default").metadata.resource_version == str(rev)
+    store.put(objects.key(POD, "broken", "default"), "{not json")
+    for name, code, reason in (("broken", 500, "InternalError"), ("absent", 404, "NotFound")):
+        with pytest.raises(ApiException) as e:
+            v1.read_namespaced_pod(name, "default")
+        body = json.loads(e.value.body)
+        assert (e.value.status, body["kind"], body["reason"]) == (code, "Status", reason)
+    assert v1.read_namespaced_pod("web", "default").metadata.name == "web"
+
+
 def test_conflict_on_stale_update(v1: client.CoreV1Api) -> None:
     v1.create_namespaced_pod("default", pod("web"))
     a = v1.read_namespaced_pod("web", "default")

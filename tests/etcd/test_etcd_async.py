@@ -1,0 +1,127 @@
+"""`AsyncReader` and `LoopBridgedStore` (the API server's etcd calls on its event loop)
+against a real etcd: the same answers and errors as the blocking channel, from the loop and
+from worker threads, and no hang once the loop is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import pytest
+
+from netplane.errors import StoreError
+from netplane.store import EtcdStore, Keys
+from netplane.store.etcd import AsyncReader, LoopBridgedStore
+from netplane.store.txn import Absent, ModRevisionIs, Put
+
+
+@dataclass
+class LoopThread:
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    ident: int
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    idents: list[int] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        idents.append(threading.get_ident())
+        loop.call_soon(started.set)
+        loop.run_forever()
+
+    t = threading.Thread(target=run, name="test-loop", daemon=True)
+    t.start()
+    assert started.wait(5)
+    lt = LoopThread(loop, t, idents[0])
+    yield lt
+    if loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+    loop.close()
+
+
+def on_loop(lt: LoopThread, coro: object) -> object:
+    return asyncio.run_coroutine_threadsafe(coro, lt.loop).result(10)  # type: ignore[arg-type]
+
+
+def make_reader(lt: LoopThread, store: EtcdStore) -> AsyncReader:
+    async def make() -> AsyncReader:
+        return AsyncReader(store.config)
+
+    r = on_loop(lt, make())
+    assert isinstance(r, AsyncReader)
+    return r
+
+
+def test_reader_gets_what_the_blocking_channel_gets(store: EtcdStore, keys: Keys, loop_thread: LoopThread) -> None:
+    reader = make_reader(loop_thread, store)
+    key = keys.prefix + "/async/a"
+    rev = store.put(key, b"one")
+    kv = on_loop(loop_thread, reader.get(key))
+    assert kv == store.get(key) and kv.mod_revision == rev  # type: ignore[union-attr]
+    assert on_loop(loop_thread, reader.get(key + "-absent")) is None
+    on_loop(loop_thread, reader.close())
+
+
+def test_bridged_store_from_threads_the_loop_and_after_it(store: EtcdStore, keys: Keys,
+                                                          loop_thread: LoopThread) -> None:
+    reader = make_reader(loop_thread, store)
+    bridged = LoopBridgedStore(store, reader, loop_thread.loop, loop_thread.ident)
+    base = keys.prefix + "/bridged/"
+
+    def create(i: int) -> int:
+        r = bridged.txn([Absent(f"{base}{i}")], [Put(f"{base}{i}", f"v{i}")])
+        assert r.succeeded
+        return r.revision
+
+    with ThreadPoolExecutor(8) as pool:  # worker threads: awaited on the loop
+        revs = list(pool.map(create, range(40)))
+    assert len(set(revs)) == 40
+    got = bridged.get(f"{base}7")
+    assert got is not None and got.value == b"v7" and got.mod_revision == revs[7]
+    assert not bridged.txn([ModRevisionIs(f"{base}7", revs[7] - 1)], [Put(f"{base}7", "x")]).succeeded
+    assert bridged.create(f"{base}new", "n") and not bridged.create(f"{base}new", "n")  # cas: a txn
+    assert [kv.value for kv in bridged.list(base)[0]][:2] == [b"v0", b"v1"]  # the rest: base's channel
+
+    async def from_the_loop() -> bytes | None:  # on the loop's own thread: blocking, no deadlock
+        kv = bridged.get(f"{base}3")
+        return kv.value if kv else None
+
+    assert on_loop(loop_thread, from_the_loop()) == b"v3"
+    on_loop(loop_thread, reader.close())
+    loop_thread.loop.call_soon_threadsafe(loop_thread.loop.stop)
+    loop_thread.thread.join(5)
+    got = bridged.get(f"{base}9")  # the loop is gone: the blocking channel answers
+    assert got is not None and got.value == b"v9"
+    bridged.close()  # not its channel: the base store still works
+    assert store.get(f"{base}9") is not None
+    store.delete_prefix(base)
+
+
+def test_unreachable_etcd_is_a_store_error(store: EtcdStore, loop_thread: LoopThread) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = replace(store.config, endpoints=(f"http://127.0.0.1:{port}",), timeout=0.5)
+    dead = EtcdStore(cfg)
+    try:
+        reader = make_reader(loop_thread, dead)
+        bridged = LoopBridgedStore(dead, reader, loop_thread.loop, loop_thread.ident)
+        with ThreadPoolExecutor(1) as pool:
+            with pytest.raises(StoreError, match="cannot reach etcd") as e:
+                pool.submit(bridged.txn, [Absent("/x")], [Put("/x", "1")]).result(10)
+            assert "txn /x" in str(e.value)
+            with pytest.raises(StoreError, match="cannot reach etcd"):
+                pool.submit(bridged.get, "/x").result(10)
+        on_loop(loop_thread, reader.close())
+    finally:
+        dead.close()
