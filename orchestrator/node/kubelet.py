@@ -574,6 +574,13 @@ class NodeRuntime:
             prev = history[-2] if len(history) > 1 else None
             last = _terminated(prev) if prev else None
             restarts = cur.attempt if cur else 0
+            # kubelet's "definition changed": a pod update may change a container's image (the
+            # one field of a container that is not immutable); the running instance is stopped
+            # and a new one started whatever the restartPolicy (also for an adopted instance)
+            changed = cur is not None and cur.state == "running" and cur.image != str(spec.get("image") or "")
+            if changed:
+                assert cur is not None
+                cur = self._stop_changed(pod, cur, str(spec.get("image") or ""))
             if cur is not None and cur.state == "running":
                 cid = f"{self.runtime.name}://{cur.id}"
                 # an adopted instance (agent restarted) keeps the readiness it had until probed
@@ -591,6 +598,8 @@ class NodeRuntime:
             waiting: Waiting | None = None
             if cur is None:
                 start_attempt = 0
+            elif changed:
+                start_attempt = cur.attempt + 1
             elif cur.state in ("exited", "unknown", "created"):
                 self.probes.container_stopped(uid, name)
                 ended = _terminated(cur)
@@ -635,6 +644,15 @@ class NodeRuntime:
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
         observed += self._ephemeral(pod, box, instances, volumes, now)
         self._write_status(pod, observed, pod_ip=ip, now=now)
+
+    def _stop_changed(self, pod: Obj, cur: ContainerInfo, image: str) -> ContainerInfo | None:
+        """Stop a running container whose definition changed (its pod's grace period, as
+        kubelet's killContainer); the stopped instance, or None if it is gone."""
+        log.info("pod %s/%s: container %s definition changed (image %s -> %s), will be restarted",
+                 meta.namespace(pod), meta.name(pod), cur.name, cur.image, image)
+        self.probes.container_stopped(meta.uid(pod), cur.name)
+        self.runtime.stop_container(cur.id, float(lifecycle.grace_period(pod)))
+        return next((c for c in self.runtime.list_containers(meta.uid(pod)) if c.id == cur.id), None)
 
     def _ephemeral(self, pod: Obj, box: SandboxInfo, instances: dict[str, list[ContainerInfo]],
                    volumes: Mapping[str, str], now: float) -> list[ObservedContainer]:

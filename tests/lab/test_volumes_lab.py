@@ -1,5 +1,6 @@
 """Volumes for real, on both runtimes: a 1-host lab (master and node runtime) runs a pod whose
-two containers share an emptyDir that outlives a container restart, with a Memory emptyDir (a
+two containers share an emptyDir that outlives a container restart (a crash, and a changed
+image), with a Memory emptyDir (a
 tmpfs), a hostPath the kubelet makes (DirectoryOrCreate) and a read-only mount; a pod whose
 hostPath check fails waits in ContainerCreating, saying why; deleting the pods removes their
 emptyDirs (the tmpfs unmounted) and leaves the hostPath's data.
@@ -82,6 +83,17 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     assert r.returncode != 0 and "Read-only file system" in r.stdout + r.stderr, r
     r = pod_exec(lab, "vol", "writer", "cat", "/mnt/shm-mount")
     assert r.returncode == 0 and r.stdout.split()[2] == "tmpfs" and "size=8192k" in r.stdout, r.stdout
+    # a new image for the reader (the same image, named in full): kubelet's "definition changed"
+    # restart of that container alone, and the emptyDir is still there for the new instance
+    changed = pod("vol", host_dir)
+    changed["spec"]["containers"][1]["image"] = "docker.io/" + IMAGE
+    apply(lab, changed)
+    wait_for(lambda: restarts(lab, "vol", "reader") == 1, 60, "the reader restarted for its new image")
+    assert restarts(lab, "vol", "writer") == 1
+    (reader,) = [cs for cs in status(lab, "vol")["containerStatuses"] if cs["name"] == "reader"]
+    assert reader["image"] == "docker.io/" + IMAGE and "terminated" in reader["lastState"], reader
+    r = pod_exec(lab, "vol", "reader", "cat", "/srv/runs")
+    assert (r.returncode, r.stdout) == (0, "run\nrun\n"), r.stderr
     uid = get(lab, "pod/vol")["metadata"]["uid"]
     node_dir = cluster.runtime_dir(lab, "h1")
     pod_dir = node_dir / "kubelet" / "pods" / uid
