@@ -42,6 +42,7 @@ SUBRESOURCES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, str, str] |
     "status": (("pods", "replicationcontrollers", "services", "nodes", "namespaces"),
                ["get", "patch", "update"], None),
     "binding": (("pods",), ["create"], ("", "v1", "Binding")),
+    "eviction": (("pods",), ["create"], ("policy", "v1", "Eviction")),
     "log": (("pods",), ["get"], ("", "v1", "Pod")),
     "exec": (("pods",), ["create", "get"], ("", "v1", "PodExecOptions")),
     "attach": (("pods",), ["create", "get"], ("", "v1", "PodAttachOptions")),

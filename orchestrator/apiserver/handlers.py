@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 T = TypeVar("T")
 BY_RESOURCE = {k.resource: k for k in KINDS}
-SUBRESOURCES = {"status", "scale", "binding", "log", "exec", "attach", "portforward", "ephemeralcontainers"}
+SUBRESOURCES = {"status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward",
+                "ephemeralcontainers"}
 RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
 APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
@@ -419,6 +420,11 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
         assert ns is not None
         body = await read_body(request)
         await ctx.run(ctx.registry.bind, ns, name, body)
+        return json_response(success(code=201), status=201)
+    elif sub == "eviction" and kind == POD and verb == "create":
+        assert ns is not None
+        body = await read_body(request)
+        await ctx.run(ctx.registry.evict, ns, name, body, dry_run=_dry_run(q))
         return json_response(success(code=201), status=201)
     elif sub == "exec" and kind == POD and request.method in ("GET", "POST"):
         from orchestrator.apiserver.stream import pod_exec

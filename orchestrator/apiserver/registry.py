@@ -387,6 +387,28 @@ class Registry:
         return rc
 
     # ------------------------------------------------------------------ subresources
+    def evict(self, namespace: str, name: str, body: Any, *, dry_run: bool = False) -> None:
+        """pods/eviction (a policy/v1 or v1beta1 Eviction, what `kubectl drain` sends): the
+        pod's deletion with the Eviction's deleteOptions. kube-apiserver first checks the
+        PodDisruptionBudgets that cover the pod (429 when one would be broken); none are served
+        here, so none can refuse."""
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was in an unknown format")
+        if body.get("kind") not in (None, "Eviction") or \
+                body.get("apiVersion") not in (None, "policy/v1", "policy/v1beta1"):
+            raise bad_request(f'the body is a {body.get("apiVersion")}, Kind={body.get("kind")}, '
+                              "not a policy/v1 Eviction")
+        md = body.get("metadata") or {}
+        if not isinstance(md, dict) or (md.get("name") and md["name"] != name):
+            raise bad_request("name in URL does not match name in Eviction object")
+        options = body.get("deleteOptions") or {}
+        if not isinstance(options, dict):
+            raise bad_request("deleteOptions must be an object")
+        dry = options.get("dryRun") or []
+        if not isinstance(dry, list) or any(v not in ("All", "") for v in dry):
+            raise bad_request(f'dryRun: Unsupported value: "{dry}": supported values: "All"')
+        self.delete(POD, namespace, name, options, dry_run=dry_run or "All" in dry)
+
     def bind(self, namespace: str, name: str, body: Any) -> None:
         """pods/binding: set spec.nodeName with the scheduler's compare-and-swap; 409 when the
         pod is already bound or being deleted."""

@@ -550,15 +550,47 @@ def test_kubeconfig_command_writes_a_working_config(api: APIServer, tmp_path: Pa
     c.close()
 
 
+def test_eviction_deletes_the_pod_with_its_delete_options(v1: client.CoreV1Api) -> None:
+    """pods/eviction as `kubectl drain` and the Python client send it (policy/v1): no
+    PodDisruptionBudget can refuse, so it is the pod's deletion, graceful for a bound pod."""
+    def eviction(name: str, **opts: Any) -> client.V1Eviction:
+        return client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace="default"),
+                                 delete_options=client.V1DeleteOptions(**opts) if opts else None)
+
+    v1.create_namespaced_pod("default", pod("ev"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "ev"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}
+    v1.create_namespaced_pod_binding("ev", "default", binding, _preload_content=False)
+    v1.create_namespaced_pod_eviction("ev", "default", eviction("ev", dry_run=["All"]))
+    assert v1.read_namespaced_pod("ev", "default").metadata.deletion_timestamp is None  # a dry run
+    _, code, _ = v1.create_namespaced_pod_eviction_with_http_info("ev", "default", eviction("ev", grace_period_seconds=7))
+    assert code == 201
+    marked = v1.read_namespaced_pod("ev", "default")  # bound: the node stops it, then removes it
+    assert marked.metadata.deletion_timestamp is not None and marked.metadata.deletion_grace_period_seconds == 7
+
+    v1.create_namespaced_pod("default", pod("loose"))  # unbound: gone at once
+    v1.create_namespaced_pod_eviction("loose", "default", eviction("loose"))
+    with pytest.raises(ApiException) as e:
+        v1.read_namespaced_pod("loose", "default")
+    assert e.value.status == 404
+    for name, body, code in (("loose", eviction("loose"), 404), ("ev", eviction("other"), 400)):
+        with pytest.raises(ApiException) as e:
+            v1.create_namespaced_pod_eviction(name, "default", body)
+        assert e.value.status == code, e.value.body
+    assert json.loads(e.value.body)["message"] == "name in URL does not match name in Eviction object"
+
+
 # --------------------------------------------------------------------------- discovery and errors
 def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     res = v1.get_api_resources()
     by_name = {r.name: r for r in res.resources}
     assert by_name["pods"].short_names == ["po"] and by_name["pods"].namespaced
     assert by_name["nodes"].short_names == ["no"] and not by_name["nodes"].namespaced
-    assert {"pods/status", "pods/log", "pods/binding", "replicationcontrollers/scale",
+    assert {"pods/status", "pods/log", "pods/binding", "pods/eviction", "replicationcontrollers/scale",
             "replicationcontrollers/status"} <= set(by_name)
     assert by_name["replicationcontrollers/scale"].group == "autoscaling"
+    assert (by_name["pods/eviction"].group, by_name["pods/eviction"].version,
+            by_name["pods/eviction"].kind, by_name["pods/eviction"].verbs) == ("policy", "v1", "Eviction", ["create"])
     assert set(by_name["pods"].verbs) >= {"create", "delete", "deletecollection", "get", "list", "patch",
                                           "update", "watch"}
     token = add_token(api.config.state_dir / "tokens.csv", "alice")

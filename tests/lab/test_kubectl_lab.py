@@ -352,6 +352,17 @@ def kubectl_steps(api: Api) -> None:
     assert all(x["spec"]["nodeName"] != node for x in new), [(x["metadata"]["name"], x["spec"]["nodeName"]) for x in new]
     assert k("uncordon", node).stdout.strip() == f"node/{node} uncordoned"
 
+    # ---- drain: cordoned, its pods evicted (pods/eviction) and made again elsewhere by the RC
+    on_node = [x["metadata"]["name"] for x in pods if x["spec"]["nodeName"] == node]
+    assert on_node, "a web pod on the node to drain"
+    p = k("drain", node, "--pod-selector=app=web", "--ignore-daemonsets", "--timeout=60s", timeout=90)
+    for name in on_node:
+        assert f"evicting pod default/{name}" in p.stdout + p.stderr and f"pod/{name} evicted" in p.stdout, p
+    assert p.stdout.strip().endswith(f"node/{node} drained"), p.stdout
+    pods = wait_for(lambda: running(api, "app=web", 3), 60, "3 web pods Running after the drain")
+    assert all(x["spec"]["nodeName"] != node for x in pods) and not set(on_node) & {x["metadata"]["name"] for x in pods}
+    assert k("uncordon", node).stdout.strip() == f"node/{node} uncordoned"
+
     # ---- delete: the RC (kubectl waits until it is gone), its pods follow; a pod
     assert k("delete", "rc", "web").stdout.strip() == 'replicationcontroller "web" deleted'
     assert "NotFound" in k("get", "rc", "web", check=False).stderr

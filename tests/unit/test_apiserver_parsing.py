@@ -118,7 +118,8 @@ def test_paths() -> None:
     assert (t.kind, t.name, t.subresource) == (POD, "web", "exec")
     assert parse_path("namespaces/default/pods/web/portforward").subresource == "portforward"
     assert parse_path("namespaces/default/pods/web/attach").subresource == "attach"
-    for bad in ("frobs", "pods/web", "namespaces/default/pods/web/eviction", "namespaces/default/pods/web/proxy",
+    assert parse_path("namespaces/default/pods/web/eviction").subresource == "eviction"
+    for bad in ("frobs", "pods/web", "namespaces/default/pods/web/proxy",
                 "namespaces/a/pods/b/c/d"):
         with pytest.raises(status.APIError) as e:
             parse_path(bad)
