@@ -72,6 +72,9 @@ def _ip(text: str | None) -> IPv4Address | None:
               help="Seconds between node heartbeats (the node lease lasts 40 s).")
 @click.option("--crashloop-backoff", metavar="INITIAL:CAP:RESET", default="10:300:600", show_default=True,
               help="Crash-loop back-off in seconds: first hold, cap of the doubling, run time that resets it.")
+@click.option("--housekeeping-interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              metavar="SECONDS", help="How often pods' on-disk emptyDirs are measured; one past its sizeLimit "
+                                      "gets its pod evicted (kubelet's local-storage eviction).")
 @click.option("--node-api-listen", metavar="ADDR:PORT|none",
               help="The node API (logs, exec; kubelet's paths; HTTPS, client certificates of the cluster's CA) "
                    "listens here [default: <node IP>:10250]; none: off.")
@@ -104,6 +107,7 @@ def agent(
     runtime_id: str | None,
     heartbeat: float,
     crashloop_backoff: str,
+    housekeeping_interval: float,
     node_api_listen: str | None,
     node_api_client_ca: Path | None,
     node_api_read_only_group: str,
@@ -133,6 +137,7 @@ def agent(
                                               cgroup=proxy_cgroup, heartbeat=heartbeat,
                                               backoff=_backoff(crashloop_backoff),
                                               options={"api_listen": api_listen,
+                                                       "housekeeping_interval": housekeeping_interval,
                                                        "api_client_ca": node_api_client_ca,
                                                        "api_read_only_group": node_api_read_only_group}))
     elif node_api_listen is not None and api_listen is not None:

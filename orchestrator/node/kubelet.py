@@ -3,11 +3,13 @@
     etcd (pods bound here, services) -> informers -> queue of pod keys -> sync_pod(key)
     runtime relist every second (PLEG)  ->  pods whose containers changed  -> queue
     probes (one scheduler thread)       ->  pods whose readiness changed   -> queue
+    housekeeping every 10 s             ->  pods past an emptyDir sizeLimit -> queue (evicted)
 
 `sync_pod` reads the pod from the cache and the runtime's containers of it, decides with the
 pure rules of `orchestrator.node.lifecycle` and acts: it makes the sandbox, attaches it to the
 host's pod bridge (`PodNetwork`, address from the host's subnet), starts, restarts (crash-loop
-back-off) or stops containers, and writes the pod's status only when it changed. A pod being
+back-off) or stops containers (also one whose image the pod's spec changed, as kubelet's
+"definition changed"), and writes the pod's status only when it changed. A pod being
 deleted is stopped (SIGTERM, its grace period, SIGKILL), its network released, and then its
 object removed from etcd: the node confirms the pod is gone, as kubelet does. A pod whose object
 is gone (or moved off this node) is torn down the same way.
@@ -83,6 +85,7 @@ class NodeOptions:
     lease_ttl: int = 40  # the node lease's duration (kubelet: 40 s)
     relist_interval: float = 1.0  # PLEG: how often the runtime's containers are compared
     resync_interval: float = 60.0  # every pod synced at least this often (kubelet: 1 min; PLEG and probes trigger the rest)
+    housekeeping_interval: float = 10.0  # how often emptyDirs are measured against their sizeLimit (kubelet: 10 s)
     max_pods: int = 110
     cpu: str = ""  # capacity; default: this machine's CPUs
     memory: str = ""  # capacity; default: MemTotal
@@ -213,6 +216,7 @@ class NodeRuntime:
         self._backoff: dict[tuple[str, str], Backoff] = {}  # (uid, container) -> crash-loop state
         self._last_relist: dict[str, tuple[tuple[str, str, str], ...]] = {}
         self._net: dict[str, tuple[str, str]] = {}  # pod uid -> (sandbox id, IP) its network was attached to
+        self._evict: dict[str, str] = {}  # pod uid -> why housekeeping evicts it (carried out by its sync)
         self.hostports = HostPorts(self.overlay.subnet, self.overlay.bridge, netns_name=ctx.netns_name)
         self._hostports_ready = False  # until every running sandbox is attached again (see _sync_hostports)
         self._hostports_lock = threading.Lock()
@@ -258,6 +262,7 @@ class NodeRuntime:
         self.services.wait_synced(30)
         self._start_thread("node-workers", lambda: self.loop.run(self._stop))
         self._start_thread("node-relist", self._relist_loop)
+        self._start_thread("node-housekeeping", self._housekeeping_loop)
         log.info("node runtime %s (%s) started on %s", self.node, self.runtime.name, self.overlay.subnet)
 
     def _start_thread(self, name: str, fn: Any) -> None:
@@ -472,6 +477,43 @@ class NodeRuntime:
             except NetplaneError as e:
                 log.warning("runtime relist failed: %s", e)
 
+    def _housekeeping_loop(self) -> None:
+        """kubelet's local-storage eviction: a pod whose on-disk emptyDir takes more than its
+        sizeLimit is evicted (its sync stops it at once and marks it Failed, reason Evicted;
+        its controller makes another). Memory emptyDirs need no check: tmpfs has the size."""
+        while not self._stop.wait(self.opts.housekeeping_interval):
+            for p in self.pods.by_index("node", self.node):
+                if pods.phase(p) in ("Succeeded", "Failed") or meta.is_deleting(p):
+                    continue
+                try:
+                    hit = self.volumes.over_limit(p)
+                except (OSError, VolumeError, ValueError) as e:
+                    log.warning("pod %s: measuring its volumes: %s", meta.name(p), e)
+                    continue
+                if hit is not None:
+                    with self._lock:
+                        self._evict[meta.uid(p)] = f'Usage of EmptyDir volume "{hit[0]}" exceeds the limit "{hit[1]}". '
+                    self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
+
+    def _evicted(self, pod: Obj, message: str) -> None:
+        """Stop the pod's containers without a grace period (kubelet's eviction for local
+        storage), write it Failed with reason Evicted and the message, and tear it down. Until
+        the pod cache shows it Failed, its syncs come here again (never to `_run`, which would
+        start it anew from a stale copy)."""
+        uid = meta.uid(pod)
+        log.warning("pod %s/%s evicted: %s", meta.namespace(pod), meta.name(pod), message.strip())
+        self.probes.remove_pod(uid)
+        self._stop_containers(uid, 0)
+        last: dict[str, ContainerInfo] = {}
+        for c in self.runtime.list_containers(uid):
+            if c.name not in last or c.attempt > last[c.name].attempt:
+                last[c.name] = c
+        observed = [ObservedContainer(c.name, _terminated(c), restart_count=c.attempt,
+                                      container_id=f"{self.runtime.name}://{c.id}") for c in last.values()]
+        self._write_status(pod, observed, pod_ip="", now=time.time(), terminal=True,
+                           override={"phase": "Failed", "reason": "Evicted", "message": message})
+        self._teardown(uid, grace=0, keep_status=True)
+
     def _sweep_volumes(self, sandboxes: list[SandboxInfo]) -> None:
         """Volumes of pods that are neither ours in the pod cache nor have a sandbox (deleted
         while the agent was down, or a teardown that failed) go."""
@@ -517,6 +559,13 @@ class NodeRuntime:
             return
         if pods.phase(pod) in ("Succeeded", "Failed"):
             self._teardown(uid, grace=0, keep_status=True)
+            with self._lock:
+                self._evict.pop(uid, None)
+            return
+        with self._lock:
+            eviction = self._evict.get(uid)
+        if eviction is not None:
+            self._evicted(pod, eviction)
             return
         self._run(pod)
 
@@ -731,9 +780,9 @@ class NodeRuntime:
         return run
 
     def _write_status(self, pod: Obj, observed: list[ObservedContainer], *, pod_ip: str, now: float,
-                      terminal: bool | None = None) -> None:
-        status = lifecycle.pod_status(pod, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
-                                      terminal=terminal)
+                      terminal: bool | None = None, override: Mapping[str, str] | None = None) -> None:
+        status = {**lifecycle.pod_status(pod, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
+                                         terminal=terminal), **(override or {})}
         if not lifecycle.status_changed(pods.status(pod), status):
             return
         uid = meta.uid(pod)
@@ -741,8 +790,8 @@ class NodeRuntime:
         def mutate(p: Obj) -> Obj | None:
             if meta.uid(p) != uid or pods.node_name(p) != self.node:
                 return None
-            fresh = lifecycle.pod_status(p, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
-                                         terminal=terminal)
+            fresh = {**lifecycle.pod_status(p, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
+                                            terminal=terminal), **(override or {})}
             if not lifecycle.status_changed(pods.status(p), fresh):
                 return None
             p["status"] = fresh
@@ -785,6 +834,9 @@ class NodeRuntime:
                 self.runtime.remove_sandbox(s.id)
         for k in [k for k in self._backoff if k[0] == uid]:
             self._backoff.pop(k, None)
+        if not keep_status:  # gone; an evicted pod's entry stays until the cache sees it Failed
+            with self._lock:
+                self._evict.pop(uid, None)
         try:
             self.volumes.teardown(uid)  # no container of the pod is left to use them
         except VolumeError as e:

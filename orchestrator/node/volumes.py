@@ -5,8 +5,10 @@ directories of the node that the runtimes bind-mount into containers (`runtime.M
   below the agent's state directory), mode 0777 as kubelet makes it. It lives as long as the
   pod on this node: it outlasts container restarts and a new sandbox, and goes when the pod
   is torn down (deleted, replaced, or finished: no container can use it then). `medium:
-  Memory` mounts a tmpfs there (size = `sizeLimit`, else the kernel's default of half the RAM);
-  on disk `sizeLimit` is not enforced (kubelet evicts the pod; this one does not).
+  Memory` mounts a tmpfs there (size = `sizeLimit`, else the kernel's default of half the RAM:
+  a write beyond it fails with ENOSPC); on disk, `sizeLimit` is kubelet's eviction threshold:
+  `over_limit` counts what the directory takes (du's count) for the kubelet's housekeeping,
+  which evicts the pod past it.
 * **hostPath**: the node's own path, checked by `type` as kubelet does (`Directory`, `File`,
   `Socket`, `CharDevice`, `BlockDevice` must exist as that; `DirectoryOrCreate` makes a
   directory 0755 with its parents, `FileOrCreate` an empty file 0644; `""` checks nothing and
@@ -173,6 +175,20 @@ class Volumes:
             raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e
         return str(path)
 
+    def over_limit(self, pod: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The first on-disk emptyDir of the pod that takes more than its `sizeLimit`: (volume
+        name, the limit as the spec writes it); None when all are within theirs."""
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            source = v.get("emptyDir")
+            if not isinstance(source, Mapping) or source.get("medium") == "Memory" or source.get("sizeLimit") is None:
+                continue
+            name = str(v.get("name") or "")
+            path = self.pod_dir(uid) / "volumes" / EMPTY_DIR / name
+            if path.is_dir() and disk_usage(path) > parse_quantity(source["sizeLimit"]).value:
+                return name, str(source["sizeLimit"])
+        return None
+
     def mounts(self, container: Mapping[str, Any], paths: Mapping[str, str]) -> tuple[Mount, ...]:
         """The container's volumeMounts as runtime mounts, parents first."""
         out = []
@@ -217,6 +233,38 @@ class Volumes:
                 except VolumeError as e:
                     log.warning("pod %s: removing its volumes: %s", uid, e)
         return gone
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes the tree at `path` takes on its filesystem, as `du` counts them (allocated blocks,
+    a hard-linked inode once), without following symlinks or entering other filesystems (a
+    mount below it). What vanishes during the walk is not counted."""
+    try:
+        top = os.lstat(path)
+    except OSError:
+        return 0
+    total, seen, stack = top.st_blocks * 512, set(), [str(path)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev != top.st_dev:
+                    continue
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    if st.st_ino in seen:
+                        continue
+                    seen.add(st.st_ino)
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(e.path)
+    return total
 
 
 def _sub_path(name: str, volume: str, sub: str) -> str:

@@ -37,7 +37,7 @@ def pod(name: str, host_dir: Path, *, host_type: str = "DirectoryOrCreate") -> d
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
             "terminationGracePeriodSeconds": 1,
-            "volumes": [{"name": "cache", "emptyDir": {}},
+            "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "64Mi"}},  # kept: never evicted
                         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
                         {"name": "host", "hostPath": {"path": str(host_dir), "type": host_type}}],
             "containers": [
@@ -49,6 +49,16 @@ def pod(name: str, host_dir: Path, *, host_type: str = "DirectoryOrCreate") -> d
             ],
         },
     }
+
+
+def filler(name: str) -> dict[str, Any]:
+    """Writes 2 MiB into an emptyDir of 1 MiB, then waits."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 30,
+                     "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "1Mi"}}],
+                     "containers": [{"name": "fill", "image": IMAGE,
+                                     "command": ["sh", "-c", "head -c 2097152 /dev/zero > /mnt/fill; exec sleep 3600"],
+                                     "volumeMounts": [{"name": "data", "mountPath": "/mnt"}]}]}}
 
 
 def status(lab: Lab, name: str) -> dict[str, Any]:
@@ -69,7 +79,8 @@ def pod_exec(lab: Lab, name: str, container: str, *argv: str) -> subprocess.Comp
 @pytest.mark.parametrize("runtime", ["namespaces", "docker"])
 def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
         runtime: str, lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
-    lab = lab_factory(1, agents=True, runtime=runtime, masters=1, agent_args=("--crashloop-backoff", "1:4:600"))
+    lab = lab_factory(1, agents=True, runtime=runtime, masters=1,
+                      agent_args=("--crashloop-backoff", "1:4:600", "--housekeeping-interval", "1"))
     assert cluster.resolved_runtime(lab) == runtime
     host_dir = tmp_path / "node-data" / "made"  # made by the kubelet (DirectoryOrCreate), parents too
     apply(lab, pod("vol", host_dir))
@@ -109,7 +120,18 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     waiting = status(lab, "bad")["containerStatuses"][0]["state"]["waiting"]
     assert waiting["reason"] == "ContainerCreating" and str(host_dir) in waiting["message"], waiting
 
-    np(lab, "delete", "pod", "vol", "bad")
+    # an emptyDir past its sizeLimit: the pod is evicted (kubelet's local-storage eviction), at
+    # once and not after its 30 s grace period; it stays as Failed/Evicted, its volume gone
+    apply(lab, filler("fill"))
+    wait_for(lambda: status(lab, "fill").get("phase") == "Failed", 20, "the filler evicted")  # < its grace period
+    st = status(lab, "fill")
+    assert (st["reason"], st["message"]) == ("Evicted", 'Usage of EmptyDir volume "data" exceeds the limit "1Mi". '), st
+    assert "terminated" in st["containerStatuses"][0]["state"], st
+    fill_dir = cluster.runtime_dir(lab, "h1") / "kubelet" / "pods" / get(lab, "pod/fill")["metadata"]["uid"]
+    wait_for(lambda: not fill_dir.exists(), 10, "the evicted pod's volumes removed")
+    assert restarts(lab, "vol", "writer") == 1  # within its limit: running on
+
+    np(lab, "delete", "pod", "vol", "bad", "fill")
     wait_for(lambda: np(lab, "get", "pods", "-o", "name").stdout.strip() == "", 60, "both pods gone")
     wait_for(lambda: not pod_dir.exists(), 10, "the pod's volumes removed")
     assert mounts_below(node_dir) == []  # the tmpfs went with it

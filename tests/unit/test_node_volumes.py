@@ -94,3 +94,24 @@ def test_the_sweep_removes_only_pods_not_kept(tmp_path: Path) -> None:
     assert v.pods() == ["keep"]
     with pytest.raises(VolumeError, match="cannot name a directory"):
         v.teardown("..")
+
+
+def test_over_limit_counts_what_an_on_disk_empty_dir_takes(tmp_path: Path) -> None:
+    v = Volumes(tmp_path / "kubelet")
+    p = pod("u4", {"name": "small", "emptyDir": {"sizeLimit": "1Mi"}}, {"name": "free", "emptyDir": {}},
+            {"name": "big", "emptyDir": {"sizeLimit": "1Gi"}})
+    paths = v.setup(p)
+    assert v.over_limit(p) is None
+    outside = tmp_path / "outside"
+    outside.write_bytes(os.urandom(3 << 20))
+    Path(paths["small"], "link").symlink_to(outside)  # not followed: not the volume's
+    (Path(paths["free"]) / "x").write_bytes(os.urandom(3 << 20))  # no limit: never over
+    (Path(paths["big"]) / "x").write_bytes(os.urandom(3 << 20))
+    assert v.over_limit(p) is None
+    half = Path(paths["small"], "half")
+    half.write_bytes(os.urandom(600 << 10))
+    os.link(half, Path(paths["small"], "again"))  # one inode, counted once (du's rule)
+    assert v.over_limit(p) is None
+    Path(paths["small"], "sub").mkdir()
+    Path(paths["small"], "sub", "more").write_bytes(os.urandom(600 << 10))
+    assert v.over_limit(p) == ("small", "1Mi")
