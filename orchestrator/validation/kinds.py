@@ -140,7 +140,8 @@ def service(svc: Mapping[str, Any], out: list[FieldError]) -> None:
         if len(ports) > 1 and not name:
             out.append(required(pp.child("name")))
         if name:
-            out.extend(invalid(pp.child("name"), name, e) for e in names.iana_svc_name(name))
+            # a DNS-1123 label (kube's ValidateService): the IANA rule is containers' ports'
+            out.extend(invalid(pp.child("name"), name, e) for e in names.dns1123_label(name))
             if name in seen_names:
                 out.append(duplicate(pp.child("name"), name))
             seen_names.add(name)

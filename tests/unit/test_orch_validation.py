@@ -275,6 +275,11 @@ def test_service_rules() -> None:
     assert errors(svc()) == ["spec.ports: Required value"]
     assert errors(svc(ports=[{"port": 80}, {"port": 81}])) == ["spec.ports[0].name: Required value", "spec.ports[1].name: Required value"]
     assert errors(svc(ports=[{"port": 80, "targetPort": "http-web"}])) == []
+    # a Service port's name is a DNS-1123 label (`kubectl create service --tcp=81:8080` names it
+    # "81-8080"); the IANA rule (a letter, 15 characters) is for containers' ports
+    assert errors(svc(ports=[{"name": "81-8080", "port": 81}, {"name": "a-long-name-over-15", "port": 82}])) == []
+    assert errors(svc(ports=[{"name": "Web", "port": 80}]))[0].startswith(
+        'spec.ports[0].name: Invalid value: "Web": a lowercase RFC 1123 label must consist of')
     assert errors(svc(ports=[{"port": 80, "targetPort": 0}])) == ["spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive"]
     assert errors(svc(ports=[{"port": 80, "nodePort": 30080}])) == ["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
     assert errors(svc(type="LoadBalancer", ports=[{"port": 80}])) == ['spec.type: Unsupported value: "LoadBalancer": supported values: "ClusterIP", "NodePort"']
