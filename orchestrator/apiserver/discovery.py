@@ -37,6 +37,8 @@ GIT_VERSION = "v{}.{}.{}-netplane".format(*KUBE_VERSION)
 READ = ["get", "list", "watch"]
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 _SINGULAR = {"endpoints": "endpoints"}
+# `kubectl get all`: the kinds kube puts in the "all" category that are served here
+ALL_CATEGORY = frozenset({"pods", "replicationcontrollers", "services"})
 # subresource -> (kinds it belongs to, verbs, (group, version, kind) when not the parent's)
 SUBRESOURCES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, str, str] | None]] = {
     "status": (("pods", "replicationcontrollers", "services", "nodes", "namespaces"),
@@ -85,6 +87,7 @@ def resource_list() -> Obj:
             "kind": k.kind, "verbs": ALL_VERBS if k.resource != "namespaces" else
             ["create", "delete", "get", "list", "patch", "update", "watch"],
             "shortNames": list(k.short_names),
+            **({"categories": ["all"]} if k.resource in ALL_CATEGORY else {}),
             "storageVersionHash": hashlib.sha256(k.kind.encode()).hexdigest()[:12],
         })
         for sub, (parents, verbs, gvk) in SUBRESOURCES.items():

@@ -8,7 +8,8 @@ Paths are kube's:
     /api/v1/watch/...                                                  the old watch form
 
 The verbs run in a thread pool (`Context.run`): the object store is blocking gRPC; a single
-GET awaits its one etcd read on the loop instead (`Context.get`, `AsyncReader`). Responses
+GET awaits its one etcd read on the loop instead (`Context.get`, `AsyncReader`). Request bodies are JSON,
+YAML or Kubernetes protobuf (`protobuf.py`, what client-go's typed clients send). Responses
 are JSON; `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` gets a `meta.k8s.io/v1`
 Table (`orchestrator.apiserver.tables`, what `kubectl get` prints), for lists, single objects
 and watch events alike. Watches and `pods/log` stream (`stream.py`).
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from netplane.store.etcd import AsyncReader
 from orchestrator.apiserver import fields as fieldsel
+from orchestrator.apiserver import protobuf
 from orchestrator.apiserver.auth import Authorizer, User
 from orchestrator.apiserver.listing import ListOptions, list_kind
 from orchestrator.apiserver.registry import Registry
@@ -59,6 +61,9 @@ SUBRESOURCES = {"status", "scale", "binding", "eviction", "log", "exec", "attach
                 "ephemeralcontainers"}
 RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
 APPLY_PATCH = "application/apply-patch+yaml"
+# what a POST/PUT/DELETE body may be besides protobuf (aiohttp says application/octet-stream
+# when none is given)
+BODY_TYPES = ("application/json", "application/yaml", "application/x-yaml", "application/octet-stream")
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/strategic-merge-patch+json", APPLY_PATCH)
 
@@ -208,6 +213,15 @@ async def read_body(request: web.Request) -> Any:
     if not raw.strip():
         return None
     ctype = request.content_type
+    if ctype == protobuf.MEDIA_TYPE:  # client-go's typed clients
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as e:
+            raise bad_request(f"the body of the request could not be decoded: {e}") from None
+    if ctype not in BODY_TYPES:  # kube's NewUnsupportedMediaTypeError, naming what is read here
+        raise APIError(415, "the body of the request was in an unknown format - accepted media types "
+                            "include: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                       reason="UnsupportedMediaType")
     try:
         if ctype in ("application/yaml", "application/x-yaml"):
             return yaml.safe_load(raw)

@@ -483,6 +483,26 @@ def test_service_gets_a_cluster_ip(v1: client.CoreV1Api) -> None:
 
 
 # --------------------------------------------------------------------------- auth
+def test_bodies_it_cannot_read(api: APIServer) -> None:
+    """A body type the server does not read is kube's 415; protobuf it cannot decode is a 400
+    saying why (kubectl's own protobuf bodies: tests/lab/test_kubectl_lab.py)."""
+    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    time.sleep(1.1)
+    ctx = ssl.create_default_context(cafile=str(api.config.state_dir / "ca.crt"))
+    for ctype, body, code, reason, says in (
+            ("application/cbor", b"\xa1", 415, "UnsupportedMediaType",
+             ("the body of the request was in an unknown format - accepted media types include: "
+              "application/json, application/yaml, application/vnd.kubernetes.protobuf")),
+            ("application/vnd.kubernetes.protobuf", b"k8s\x00\n\x0f\n\x02v1", 400, "BadRequest",
+             "the body of the request could not be decoded: truncated field")):
+        req = urllib.request.Request(api.url + "/api/v1/namespaces", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, context=ctx, timeout=10)
+        status = json.loads(e.value.read())
+        assert (e.value.code, status["reason"], status["message"]) == (code, reason, says)
+
+
 def test_no_credentials_is_401_with_a_status(api: APIServer) -> None:
     code, body = raw(api, "/api/v1/namespaces/default/pods")
     assert code == 401
@@ -589,6 +609,7 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     assert {"pods/status", "pods/log", "pods/binding", "pods/eviction", "replicationcontrollers/scale",
             "replicationcontrollers/status"} <= set(by_name)
     assert by_name["replicationcontrollers/scale"].group == "autoscaling"
+    assert [n for n, r in by_name.items() if r.categories == ["all"]] == ["pods", "replicationcontrollers", "services"]
     assert (by_name["pods/eviction"].group, by_name["pods/eviction"].version,
             by_name["pods/eviction"].kind, by_name["pods/eviction"].verbs) == ("policy", "v1", "Eviction", ["create"])
     assert set(by_name["pods"].verbs) >= {"create", "delete", "deletecollection", "get", "list", "patch",

@@ -13,7 +13,9 @@ the pod's localhost: a megabyte each way, half-closes, two connections at once, 
 Service with a named targetPort, and the refusal for a port nothing listens on), attach (`run -it
 --rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), debug (an
 ephemeral container in a pod's namespaces, attached), cordon
-(new pods avoid the node), delete;
+(new pods avoid the node), drain (pods/eviction: its pods evicted and made again elsewhere), delete;
+what kubectl's typed clients send as protobuf (create namespace, create service, debug node/,
+drain --disable-eviction);
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
@@ -231,6 +233,38 @@ def attach_steps(api: Api) -> None:
     k("delete", "pod", "target")
 
 
+def typed_client_steps(api: Api) -> None:
+    """What kubectl sends through client-go's typed clients is protobuf, not JSON: `create
+    namespace`, `create service`, `debug node/` (a whole Pod), `drain --disable-eviction` (a
+    DeleteOptions with each delete)."""
+    k = api.kubectl
+    assert k("create", "namespace", "team").stdout.strip() == "namespace/team created"
+    assert api.json("get", "ns", "team")["status"]["phase"] == "Active"
+    assert k("create", "service", "clusterip", "plain", "-n", "team", "--tcp=81:8080").stdout.strip() == \
+        "service/plain created"
+    spec = api.json("get", "svc", "plain", "-n", "team")["spec"]
+    assert spec["ports"] == [{"name": "81-8080", "port": 81, "protocol": "TCP", "targetPort": 8080}], spec
+    assert (spec["selector"], spec["type"]) == ({"app": "plain"}, "ClusterIP") and spec["clusterIP"], spec
+
+    node = api.json("get", "nodes")["items"][0]["metadata"]["name"]
+    p = k("debug", f"node/{node}", f"--image={IMAGE}", "--", "sleep", "3600")
+    name = next(w for w in (p.stdout + p.stderr).split() if w.startswith(f"node-debugger-{node}-"))
+    pod = api.json("get", "pod", name)
+    spec, (c,) = pod["spec"], pod["spec"]["containers"]
+    assert (spec["nodeName"], spec.get("hostNetwork"), spec.get("hostPID"), spec.get("hostIPC"),
+            spec["restartPolicy"]) == (node, True, True, True, "Never"), spec
+    assert [v["hostPath"]["path"] for v in spec["volumes"] if v["name"] == "host-root"] == ["/"], spec["volumes"]
+    assert (c["image"], c.get("command") or c.get("args")) == (IMAGE, ["sleep", "3600"]), c
+    assert {"mountPath": "/host", "name": "host-root"} in c["volumeMounts"], c
+    assert pod["metadata"].get("creationTimestamp") and pod["status"]["phase"] in ("Pending", "Running", "Failed")
+    k("label", "pod", name, "debugger=yes")  # drain that pod alone: later steps use others on the node
+    p = k("drain", node, "--pod-selector=debugger=yes", "--disable-eviction", "--force", "--timeout=60s", timeout=90)
+    assert f"pod/{name} deleted" in p.stdout and p.stdout.strip().endswith(f"node/{node} drained"), p
+    assert "NotFound" in k("get", "pod", name, check=False).stderr
+    k("uncordon", node)
+    k("delete", "namespace", "team", timeout=90)
+
+
 def server_side_apply_steps(api: Api) -> None:
     k = api.kubectl
 
@@ -281,6 +315,8 @@ def kubectl_steps(api: Api) -> None:
     for n in names:
         assert rows[n][1:3] == ["1/1", "Running"], rows[n]
     assert k("get", "rc", "web").stdout.splitlines()[1].split()[:4] == ["web", "3", "3", "3"]
+    every = k("get", "all", "-o", "name").stdout.split()  # the "all" category of discovery
+    assert {f"pod/{n}" for n in names} | {"replicationcontroller/web"} <= set(every), every
 
     # ---- a label selector: a pod outside the RC is listed by its own label only
     solo = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo", "labels": {"app": "solo"}},
@@ -390,6 +426,9 @@ def kubectl_steps(api: Api) -> None:
 
     # ---- server-side apply: managed fields, a conflict with another writer, force, removal
     server_side_apply_steps(api)
+
+    # ---- kubectl's typed clients: protobuf bodies
+    typed_client_steps(api)
 
     # ---- a token the server does not know: kubectl says Unauthorized
     cfg = yaml.safe_load(api.token_kubeconfig.read_text())
