@@ -31,6 +31,7 @@ from netplane.store import codec
 from netplane.store.txn import Absent, Put
 from orchestrator.controllers.base import Writer
 from orchestrator.objects import event as ev
+from orchestrator.objects import meta
 from orchestrator.objects.meta import EVENT
 from orchestrator.storage import Fenced, ObjectStore
 
@@ -130,6 +131,10 @@ class Recorder:
 
     def _create(self, fresh: list[ev.Event]) -> None:
         lease = self._lease_id()
+        for e in fresh:  # what ObjectStore.create (and kube-apiserver) gives every object
+            md = e["metadata"]
+            md.setdefault("uid", meta.new_uid())
+            md.setdefault("creationTimestamp", e["firstTimestamp"])
         keys = [self.objects.key(EVENT, e["metadata"]["name"], e["metadata"]["namespace"]) for e in fresh]
         guards = [Absent(k) for k in keys]
         ops = [Put(k, codec.dumps(e), lease) for k, e in zip(keys, fresh, strict=True)]

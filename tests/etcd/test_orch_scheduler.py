@@ -94,6 +94,8 @@ def test_unschedulable_pod_gets_condition_event_and_is_retried(objects: ObjectSt
                   10, "FailedScheduling event")
     assert ev[0]["message"] == msg and ev[0]["type"] == "Warning"
     assert ev[0]["involvedObject"]["name"] == "big"
+    # as every created object: a uid and a creationTimestamp (kubectl get events --sort-by them)
+    assert ev[0]["metadata"]["uid"] and ev[0]["metadata"]["creationTimestamp"] == ev[0]["firstTimestamp"]
     kv = objects.store.get(objects.key(EVENT, meta.name(ev[0]), "default"))
     assert kv is not None and kv.lease != 0 and 0 < objects.store.time_to_live(kv.lease) <= 66  # on a TTL lease
 
