@@ -37,6 +37,7 @@ from netplane.agent.component import AgentContext, HostOverlay
 from netplane.errors import NetplaneError
 from orchestrator import heartbeat
 from orchestrator.controllers.base import KeyLoop, Writer
+from orchestrator.controllers.events import Recorder
 from orchestrator.informer import Informer
 from orchestrator.node import envvars, lifecycle
 from orchestrator.node.hostports import HostPorts, mappings_of
@@ -209,6 +210,8 @@ class NodeRuntime:
         self.loop = KeyLoop("node", self.sync_pod, writer=Writer(), workers=options.workers,
                             max_retries=1_000_000)
         self.probes = ProbeManager(self._on_probe)
+        # kubelet's events (reasons and messages as kubelet writes them), off the sync path
+        self.events = Recorder(self.objects, "kubelet", writer=Writer(), host=self.node)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -263,6 +266,7 @@ class NodeRuntime:
         self._start_thread("node-workers", lambda: self.loop.run(self._stop))
         self._start_thread("node-relist", self._relist_loop)
         self._start_thread("node-housekeeping", self._housekeeping_loop)
+        self._start_thread("node-events", lambda: self.events.run(self._stop))
         log.info("node runtime %s (%s) started on %s", self.node, self.runtime.name, self.overlay.subnet)
 
     def _start_thread(self, name: str, fn: Any) -> None:
@@ -415,9 +419,14 @@ class NodeRuntime:
         key = self._key_of_uid(t.key.pod_uid)
         if key is None:
             return
+        pod = self._cached(key)
+        if not t.success and t.probed and pod is not None:
+            self.events.record(pod, "Unhealthy", f"{t.key.kind.capitalize()} probe failed: {t.message}".rstrip(": "),
+                               type="Warning")
         if t.key.kind == "liveness" and not t.success:
             log.info("pod %s container %s failed its liveness probe (%s): restarting it", key, t.key.container, t.message)
-            pod = self._cached(key)
+            if pod is not None:
+                self.events.record(pod, "Killing", f"Container {t.key.container} failed liveness probe, will be restarted")
             grace = lifecycle.grace_period(pod) if pod else lifecycle.DEFAULT_GRACE_PERIOD
             try:
                 self.runtime.stop_container(t.container_id, grace)
@@ -502,6 +511,7 @@ class NodeRuntime:
         start it anew from a stale copy)."""
         uid = meta.uid(pod)
         log.warning("pod %s/%s evicted: %s", meta.namespace(pod), meta.name(pod), message.strip())
+        self.events.record(pod, "Evicted", message.strip(), type="Warning")
         self.probes.remove_pod(uid)
         self._stop_containers(uid, 0)
         last: dict[str, ContainerInfo] = {}
@@ -607,6 +617,10 @@ class NodeRuntime:
             if mappings_of(pod, ip):
                 self._sync_hostports()
         except NetplaneError as e:
+            if isinstance(e, VolumeError):
+                self.events.record(pod, "FailedMount", f"MountVolume.SetUp failed: {e}", type="Warning")
+            else:
+                self.events.record(pod, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", type="Warning")
             self._write_status(pod, [ObservedContainer(str(c.get("name") or ""), Waiting("ContainerCreating", str(e)))
                                      for c in pods.spec(pod).get("containers") or []], pod_ip="", now=now)
             raise
@@ -659,6 +673,9 @@ class NodeRuntime:
                     if decision.backoff is not None:
                         self._backoff[(uid, name)] = decision.backoff
                 else:
+                    if decision.waiting is not None and decision.waiting.reason == "CrashLoopBackOff":
+                        self.events.record(pod, "BackOff", f"Back-off restarting failed container {name} in pod "
+                                                           f"{meta.name(pod)}_{meta.namespace(pod)}({uid})", type="Warning")
                     observed.append(ObservedContainer(name, decision.waiting or ended, last, restarts,
                                                       container_id=f"{self.runtime.name}://{cur.id}")
                                     if decision.waiting is None else
@@ -675,6 +692,8 @@ class NodeRuntime:
                         self.runtime.remove_container(old.id)
                     info = self.runtime.create_and_start(box, container_config(
                         spec, env, start_attempt, services_env, self.volumes.mounts(spec, volumes)))
+                    self.events.record(pod, "Created", f"Created container: {name}")
+                    self.events.record(pod, "Started", f"Started container {name}")
                     observed.append(ObservedContainer(name, Running(info.started_at or now),
                                                       _terminated(cur) if cur else None, start_attempt,
                                                       ready=not spec.get("readinessProbe"),
@@ -689,6 +708,7 @@ class NodeRuntime:
                     waiting = Waiting("RunContainerError" if isinstance(e, RuntimeError_) else
                                       "CreateContainerConfigError", str(e))
                     log.warning("pod %s: starting %s failed: %s", meta.name(pod), name, e)
+                    self.events.record(pod, "Failed", f"Error: {e}", type="Warning")
                     observed.append(ObservedContainer(name, waiting, last, restarts))
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
         observed += self._ephemeral(pod, box, instances, volumes, now)
@@ -699,6 +719,7 @@ class NodeRuntime:
         kubelet's killContainer); the stopped instance, or None if it is gone."""
         log.info("pod %s/%s: container %s definition changed (image %s -> %s), will be restarted",
                  meta.namespace(pod), meta.name(pod), cur.name, cur.image, image)
+        self.events.record(pod, "Killing", f"Container {cur.name} definition changed, will be restarted")
         self.probes.container_stopped(meta.uid(pod), cur.name)
         self.runtime.stop_container(cur.id, float(lifecycle.grace_period(pod)))
         return next((c for c in self.runtime.list_containers(meta.uid(pod)) if c.id == cur.id), None)
@@ -849,6 +870,9 @@ class NodeRuntime:
         remove the object from etcd: the node confirms the pod is gone."""
         plan = lifecycle.termination_plan(pod, now=time.time())
         uid = meta.uid(pod)
+        for c in self.runtime.list_containers(uid):
+            if c.state == "running":
+                self.events.record(pod, "Killing", f"Stopping container {c.name}")
         observed = [ObservedContainer(str(c.get("name") or ""), Waiting("Terminating", ""))
                     for c in pods.spec(pod).get("containers") or []]
         try:

@@ -314,6 +314,7 @@ class Transition:
     success: bool
     container_id: str
     message: str = ""
+    probed: bool = True  # a probe's result; False: the container stopped or restarted (no probe ran)
 
 
 @dataclass(eq=False)
@@ -418,7 +419,7 @@ class ProbeManager:
                 assume = assume_ready if kind == "readiness" else None
                 w.counter = Counter(kind, w.spec, assume=assume)
                 if kind == "readiness" and was and not w.counter.result:
-                    changes.append(Transition(w.key, False, container_id, "container restarted"))
+                    changes.append(Transition(w.key, False, container_id, "container restarted", probed=False))
                 w.container_id = container_id
                 w.generation += 1
                 due = now - running_for + w.spec.initial_delay
@@ -437,7 +438,7 @@ class ProbeManager:
                 if w is None or not w.container_id:
                     continue
                 if kind == "readiness" and w.counter.result:
-                    changes.append(Transition(w.key, False, w.container_id, "container stopped"))
+                    changes.append(Transition(w.key, False, w.container_id, "container stopped", probed=False))
                 w.counter = Counter(kind, w.spec, assume=False if kind == "readiness" else None)
                 w.container_id = ""
                 w.generation += 1  # its queued probe is skipped: no container_id

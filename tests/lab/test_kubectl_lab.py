@@ -356,8 +356,16 @@ def kubectl_steps(api: Api) -> None:
     # ---- describe
     d = k("describe", "pod", some).stdout
     for want in (f"Name:         {some}", "Controlled By:  ReplicationController/web", "Status:       Running",
-                 "tier=front", "Events:", "Scheduled"):
+                 "tier=front", "Events:", "Scheduled", f"Successfully assigned default/{some} to",
+                 # the node's own: kubelet's reasons, from kubelet
+                 "Created", "Started", "kubelet"):
         assert want in d, d
+    events = api.json("get", "events", "--field-selector", f"involvedObject.name={some}")["items"]
+    assert {"Scheduled", "Created", "Started"} <= {e["reason"] for e in events}, events
+    assert all(e["metadata"].get("uid") and e["metadata"].get("creationTimestamp") for e in events), events
+    started = next(e for e in events if e["reason"] == "Started")
+    assert (started["message"], started["source"]) == ("Started container web", {"component": "kubelet", "host":
+                                                       api.json("get", "pod", some)["spec"]["nodeName"]}), started
     d = k("describe", "rc", "web").stdout
     assert "Replicas:" in d and "3 current / 3 desired" in d, d
 

@@ -291,6 +291,19 @@ def test_probes_drive_endpoints_and_restarts(lab_factory: Callable[..., Lab]) ->
         seen_backoff = (cs.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
         time.sleep(0.1)
     assert seen_backoff, "CrashLoopBackOff reported between restarts"
+    # kubelet's events about it: the failed probe, the restart it causes, the back-off (counted)
+    sick = pods_of(lab, "sick")[0]["metadata"]["name"]
+
+    def sick_events() -> dict[str, dict[str, Any]] | None:
+        got = {e["reason"] + (e["message"].split()[0] if e["reason"] == "Unhealthy" else ""): e
+               for e in get(lab, "events")["items"] if e["involvedObject"]["name"] == sick}
+        return got if {"UnhealthyLiveness", "Killing", "BackOff", "Started"} <= set(got) else None
+
+    evs = wait_for(sick_events, 10, "kubelet's probe, restart and back-off events")
+    assert evs["UnhealthyLiveness"]["type"] == "Warning" and evs["UnhealthyLiveness"]["message"].startswith(
+        "Liveness probe failed"), evs
+    assert evs["Killing"]["message"] == "Container web failed liveness probe, will be restarted"
+    assert evs["Started"]["count"] >= 3 and evs["BackOff"]["message"].startswith("Back-off restarting failed container web")
 
 
 def test_agent_sigkill_adopts_pods_and_a_lost_host_is_replaced(lab_factory: Callable[..., Lab]) -> None:

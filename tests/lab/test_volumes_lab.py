@@ -72,6 +72,12 @@ def restarts(lab: Lab, name: str, container: str) -> int | None:
     return None
 
 
+def events_of(lab: Lab, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the events about pod `name`."""
+    return [(e["type"], e["reason"], e["message"]) for e in get(lab, "events").get("items") or []
+            if e["involvedObject"]["name"] == name]
+
+
 def pod_exec(lab: Lab, name: str, container: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return np(lab, "exec", name, "-c", container, "--timeout", "20", "--", *argv, check=False)
 
@@ -101,6 +107,8 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     apply(lab, changed)
     wait_for(lambda: restarts(lab, "vol", "reader") == 1, 60, "the reader restarted for its new image")
     assert restarts(lab, "vol", "writer") == 1
+    wait_for(lambda: ("Normal", "Killing", "Container reader definition changed, will be restarted")
+             in events_of(lab, "vol"), 10, "kubelet's Killing event")
     (reader,) = [cs for cs in status(lab, "vol")["containerStatuses"] if cs["name"] == "reader"]
     assert reader["image"] == "docker.io/" + IMAGE and "terminated" in reader["lastState"], reader
     r = pod_exec(lab, "vol", "reader", "cat", "/srv/runs")
@@ -119,6 +127,8 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     assert status(lab, "bad")["phase"] == "Pending"
     waiting = status(lab, "bad")["containerStatuses"][0]["state"]["waiting"]
     assert waiting["reason"] == "ContainerCreating" and str(host_dir) in waiting["message"], waiting
+    wait_for(lambda: any(t == "Warning" and r == "FailedMount" and "hostPath type check failed" in m
+                         for t, r, m in events_of(lab, "bad")), 10, "kubelet's FailedMount event")
 
     # an emptyDir past its sizeLimit: the pod is evicted (kubelet's local-storage eviction), at
     # once and not after its 30 s grace period; it stays as Failed/Evicted, its volume gone
@@ -127,6 +137,8 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     st = status(lab, "fill")
     assert (st["reason"], st["message"]) == ("Evicted", 'Usage of EmptyDir volume "data" exceeds the limit "1Mi". '), st
     assert "terminated" in st["containerStatuses"][0]["state"], st
+    wait_for(lambda: ("Warning", "Evicted", 'Usage of EmptyDir volume "data" exceeds the limit "1Mi".')
+             in events_of(lab, "fill"), 10, "kubelet's Evicted event")
     fill_dir = cluster.runtime_dir(lab, "h1") / "kubelet" / "pods" / get(lab, "pod/fill")["metadata"]["uid"]
     wait_for(lambda: not fill_dir.exists(), 10, "the evicted pod's volumes removed")
     assert restarts(lab, "vol", "writer") == 1  # within its limit: running on

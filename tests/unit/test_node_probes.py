@@ -222,7 +222,7 @@ def test_a_new_instance_or_a_stop_makes_the_container_unready(env: Any) -> None:
     assert len(seen) == 1  # the same instance: nothing starts over
     m.container_started("u1", "web", container_id="docker://b", pod_ip="10.0.0.5", exec_fn=ex)
     assert seen[-1] == Transition(ProbeKey("u1", "web", "readiness"), False, "docker://b",
-                                  "container restarted")
+                                  "container restarted", probed=False)  # no probe failed: no Unhealthy event
     m.run_due()
     assert seen[-1].success is True and seen[-1].container_id == "docker://b"
     # the old instance's schedule is dropped: one probe per period for the new one
@@ -230,7 +230,7 @@ def test_a_new_instance_or_a_stop_makes_the_container_unready(env: Any) -> None:
     advance(m, clock, clock.t + 3)
     assert len(ex.calls) == n + 2 * 3  # readiness and liveness, every second
     m.container_stopped("u1", "web")
-    assert seen[-1].success is False and m.ready("u1", "web") is False
+    assert seen[-1].success is False and not seen[-1].probed and m.ready("u1", "web") is False
     n = len(ex.calls)
     advance(m, clock, clock.t + 5)
     assert len(ex.calls) == n  # no probes of a stopped container
