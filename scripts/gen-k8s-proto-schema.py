@@ -12,7 +12,8 @@ Kubernetes: field numbers never change, new fields are added.
 
 The output maps "<package>.<Type>" to {field number: [JSON name, type, flags]} where type is
 "string" | "int" | "uint" | "bool" | "float" | "bytes" | a special ("Time", "MicroTime",
-"Duration", "Quantity", "IntOrString", "RawExtension", "FieldsV1") | "map:<value type>" |
+"Duration", "Quantity", "IntOrString", "RawExtension", "FieldsV1") | "map:<value type>"
+("map:list:<type>": values that are a named slice, a message {1: repeated <type>}) |
 another "<package>.<Type>", and flags is a string of: p (a pointer: present means set, even
 when zero), r (repeated), i (inline in JSON: its fields are the parent's).
 """
@@ -29,6 +30,8 @@ SOURCES = {  # package -> (repository, path of the Go types)
     "core/v1": ("api", "core/v1/types.go"),
     "policy/v1": ("api", "policy/v1/types.go"),
     "autoscaling/v1": ("api", "autoscaling/v1/types.go"),
+    "authorization/v1": ("api", "authorization/v1/types.go"),
+    "authentication/v1": ("api", "authentication/v1/types.go"),
     "meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go"),
 }
 IMPORTS = {"metav1": "meta/v1", "corev1": "core/v1", "v1": "core/v1"}
@@ -75,6 +78,8 @@ def main() -> None:
         if go.startswith("map["):
             value = go[go.index("]") + 1:]
             vtype, vflags = resolve(pkg, value.lstrip("*"))
+            if vflags == "r":  # a named slice as a map value is a message {1: repeated} on the wire
+                return f"map:list:{vtype}", ""
             if vflags:
                 raise SystemExit(f"map of {value} not handled")
             return f"map:{vtype}", ""

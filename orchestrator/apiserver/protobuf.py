@@ -34,7 +34,8 @@ _SCHEMA = Path(__file__).with_name("k8s-proto-schema.json")
 # (apiVersion, kind) of a request body -> its message; every other kind of core/v1 by name
 _META_KINDS = {"DeleteOptions": "meta/v1.DeleteOptions"}
 _GROUPS = {"v1": "core/v1", "policy/v1": "policy/v1", "policy/v1beta1": "policy/v1",
-           "autoscaling/v1": "autoscaling/v1", "meta.k8s.io/v1": "meta/v1"}
+           "autoscaling/v1": "autoscaling/v1", "meta.k8s.io/v1": "meta/v1",
+           "authorization.k8s.io/v1": "authorization/v1", "authentication.k8s.io/v1": "authentication/v1"}
 
 
 class ProtobufError(ValueError):
@@ -240,6 +241,10 @@ def _special(typ: str, raw: int | bytes) -> Any:
 
 
 def _value(typ: str, wire: int, raw: int | bytes) -> Any:
+    if typ.startswith("list:"):  # a named slice as a map value: {1: repeated}
+        if not isinstance(raw, bytes):
+            raise ProtobufError("a list value is not length-delimited")
+        return [_value(typ[5:], w, v) for n, w, v in _fields(raw) if n == 1]
     if "/" in typ:
         if not isinstance(raw, bytes):
             raise ProtobufError(f"a {typ} is not length-delimited")

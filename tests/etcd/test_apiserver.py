@@ -483,6 +483,31 @@ def test_service_gets_a_cluster_ip(v1: client.CoreV1Api) -> None:
 
 
 # --------------------------------------------------------------------------- auth
+def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api, api: APIServer,
+                                                          tmp_path: Path) -> None:
+    """kubectl auth can-i / whoami: SelfSubjectAccessReview and SelfSubjectReview, for the admin and a
+    read-only user, through the official client; both groups are in /apis."""
+    groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(v1.api_client).get_api_versions().groups}
+    assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1"}
+    viewer = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
+    time.sleep(1.1)
+
+    def can(c: client.ApiClient, verb: str, resource: str = "pods") -> bool:
+        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(verb=verb, resource=resource, namespace="default")))
+        return bool(client.AuthorizationV1Api(c).create_self_subject_access_review(review).status.allowed)
+
+    assert can(v1.api_client, "create") and can(v1.api_client, "delete", "nodes")
+    assert can(viewer, "list") and not can(viewer, "create") and not can(viewer, "escalate")
+    who = client.AuthenticationV1Api(viewer).create_self_subject_review(client.V1SelfSubjectReview())
+    assert (who.status.user_info.username, who.status.user_info.groups) == ("viewer", ["readonly", "system:authenticated"])
+    with pytest.raises(ApiException) as e:
+        client.AuthorizationV1Api(viewer).create_self_subject_access_review(
+            client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec()))
+    assert e.value.status == 422
+    viewer.close()
+
+
 def test_bodies_it_cannot_read(api: APIServer) -> None:
     """A body type the server does not read is kube's 415; protobuf it cannot decode is a 400
     saying why (kubectl's own protobuf bodies: tests/lab/test_kubectl_lab.py)."""
@@ -616,7 +641,8 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
                                           "update", "watch"}
     token = add_token(api.config.state_dir / "tokens.csv", "alice")
     time.sleep(1.1)
-    assert raw(api, "/apis", token=token) == (200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+    code, groups = raw(api, "/apis", token=token)  # only the self reviews' groups (kubectl auth)
+    assert (code, [g["name"] for g in groups["groups"]]) == (200, ["authorization.k8s.io", "authentication.k8s.io"])
     code, body = raw(api, "/api/v1/frobs", token=token)
     assert code == 404 and body["reason"] == "NotFound"
     code, body = raw(api, "/api/v1/namespaces/default/pods", token=token, method="PUT", body={})

@@ -15,7 +15,7 @@ Service with a named targetPort, and the refusal for a port nothing listens on),
 ephemeral container in a pod's namespaces, attached), cordon
 (new pods avoid the node), drain (pods/eviction: its pods evicted and made again elsewhere), delete;
 what kubectl's typed clients send as protobuf (create namespace, create service, debug node/,
-drain --disable-eviction);
+drain --disable-eviction, auth can-i, auth whoami);
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
@@ -263,6 +263,20 @@ def typed_client_steps(api: Api) -> None:
     assert "NotFound" in k("get", "pod", name, check=False).stderr
     k("uncordon", node)
     k("delete", "namespace", "team", timeout=90)
+
+    # auth can-i / whoami (SelfSubjectAccessReview, SelfSubjectReview), for the admin and a viewer
+    assert k("auth", "can-i", "create", "pods").stdout.strip() == "yes"
+    viewer = api.tmp / "kubeconfig-viewer"
+    p = subprocess.run([NETPLANE, "kubeconfig", "--state-dir", str(api.state_dir), "--server", api.url, "--token",
+                        "--user", "viewer", "--group", "readonly", "-o", str(viewer)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: k("get", "pods", kubeconfig=viewer, check=False).returncode == 0, 10, "the viewer's token read")
+    p = k("auth", "can-i", "delete", "pods", kubeconfig=viewer, check=False)
+    assert (p.returncode, p.stdout.strip()) == (1, "no"), p
+    assert k("auth", "can-i", "watch", "pods", kubeconfig=viewer).stdout.strip() == "yes"
+    who = k("auth", "whoami", kubeconfig=viewer).stdout
+    assert "viewer" in who and "[readonly system:authenticated]" in who, who
 
 
 def server_side_apply_steps(api: Api) -> None:
