@@ -103,6 +103,9 @@ def pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("terminationGracePeriodSeconds", TERMINATION_GRACE_SECONDS)
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})  # SetDefaults_PodSpec: clients (kubectl debug) dereference it
+    for v in _dicts(spec.get("volumes")):
+        if isinstance(v.get("hostPath"), dict):
+            v["hostPath"].setdefault("type", "")  # SetDefaults_HostPathVolumeSource: HostPathUnset
     for c in _dicts(spec.get("containers")):
         container(c)
         if spec.get("hostNetwork") is True:  # SetDefaults_Pod: a host-network pod's ports are the node's

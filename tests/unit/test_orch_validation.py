@@ -394,6 +394,9 @@ def test_host_network_ports_are_the_nodes_and_pods_get_a_security_context() -> N
     out = admit(hn).object
     assert [p["hostPort"] for p in out["spec"]["containers"][0]["ports"]] == [8080, 53]  # SetDefaults_Pod
     assert out["spec"]["securityContext"] == {}
+    hp = pod(volumes=[{"name": "h", "hostPath": {"path": "/var/log"}}, {"name": "d", "hostPath": {"path": "/d", "type": "Directory"}}])
+    assert [v["hostPath"] for v in admit(hp).object["spec"]["volumes"]] == [  # SetDefaults_HostPathVolumeSource
+        {"path": "/var/log", "type": ""}, {"path": "/d", "type": "Directory"}]
     hn["spec"]["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": 9090}]
     assert errors(hn) == [("spec.containers[0].ports[0].hostPort: Invalid value: 9090: must match `containerPort` "
                            "when `hostNetwork` is true")]
