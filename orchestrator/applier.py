@@ -72,6 +72,11 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
         new_ip = (new.get("spec") or {}).get("clusterIP")
         if old_ip and new_ip != old_ip:
             return [invalid(ROOT.child("spec").child("clusterIP"), new_ip or "", "field is immutable")]
+        old_ips = (current.get("spec") or {}).get("clusterIPs")
+        new_ips = (new.get("spec") or {}).get("clusterIPs")
+        if old_ips and new_ips and new_ips != old_ips:
+            return [invalid(ROOT.child("spec").child("clusterIPs").index(0), str(new_ips[0]),
+                            "may not change once set")]
     elif kind.kind == "Pod":
         def without_images(spec: Any) -> Any:
             s = tree.copy(spec or {})
@@ -87,6 +92,18 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
     return []
 
 
+def normalize_cluster_ips(current: Mapping[str, Any], new: Obj) -> None:
+    """kube's normalizeClusterIPs: an update that changes clusterIP and leaves the stored
+    clusterIPs as they were (a 3-way merge keeps them) is judged as that change, so its error
+    is "clusterIP: field is immutable" rather than a mismatch of the two."""
+    if new.get("kind") != "Service":
+        return
+    spec, cur = new.get("spec") or {}, current.get("spec") or {}
+    ips = spec.get("clusterIPs")
+    if spec.get("clusterIP") and ips and ips == cur.get("clusterIPs") and ips[0] != spec["clusterIP"]:
+        spec["clusterIPs"] = [spec["clusterIP"], *ips[1:]]
+
+
 def keep_allocated(current: Mapping[str, Any], new: Obj) -> Obj:
     """A Service update that leaves out what was allocated keeps it (kube's
     patchAllocatedValues): the cluster IP, and the node port of a port that is still there."""
@@ -96,6 +113,8 @@ def keep_allocated(current: Mapping[str, Any], new: Obj) -> Obj:
     spec = new.setdefault("spec", {})
     if cur_spec.get("clusterIP") and not spec.get("clusterIP"):
         spec["clusterIP"] = cur_spec["clusterIP"]
+    if cur_spec.get("clusterIPs") and not spec.get("clusterIPs") and spec.get("clusterIP") == cur_spec.get("clusterIP"):
+        spec["clusterIPs"] = list(cur_spec["clusterIPs"])  # only while the primary is the same (kube's rule)
     if spec.get("type") == "NodePort":
         had = {(q.get("port"), q.get("protocol", "TCP")): q.get("nodePort")
                for q in cur_spec.get("ports") or [] if q.get("nodePort")}
@@ -103,6 +122,7 @@ def keep_allocated(current: Mapping[str, Any], new: Obj) -> Obj:
             np = had.get((q.get("port"), q.get("protocol", "TCP")))
             if np and not q.get("nodePort"):
                 q["nodePort"] = np
+    normalize_cluster_ips(current, new)
     return new
 
 
@@ -163,6 +183,7 @@ class Applier:
             outcome: Outcome = "created"
         else:
             merged = apply.merge(apply.last_applied(current), modified, current)
+            normalize_cluster_ips(current, merged)
             new = self._admitted(merged, where)
             self._check_update(kind, current, new, where)
             outcome = ("unchanged" if apply.comparable(new) == apply.comparable(current)
@@ -319,6 +340,7 @@ class Applier:
                 ip = self._services.allocate_ip(owner, want)
                 claimed.append(clusterip_key(keys, ip))
             spec["clusterIP"] = str(ip)
+            spec["clusterIPs"] = [str(ip)]
         if spec.get("type") != "NodePort":
             for q in spec.get("ports") or []:
                 q.pop("nodePort", None)

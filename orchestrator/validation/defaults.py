@@ -158,6 +158,16 @@ def probe(pr: dict[str, Any]) -> None:
 def service_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
+    # kube-apiserver's single-stack IPv4 service (1.20+): the families it gives every Service,
+    # a clusterIP taken from clusterIPs when only they are given (the allocator fills both)
+    ips = spec.get("clusterIPs")
+    if isinstance(ips, list) and ips and not spec.get("clusterIP"):
+        spec["clusterIP"] = ips[0]
+    elif spec.get("clusterIP") and not ips:  # normalizeClusterIPs
+        spec["clusterIPs"] = [spec["clusterIP"]]
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
     if spec["sessionAffinity"] == "ClientIP":
         cfg = _obj(_obj(spec, "sessionAffinityConfig"), "clientIP")
         cfg.setdefault("timeoutSeconds", AFFINITY_TIMEOUT_SECONDS)

@@ -28,6 +28,8 @@ ANNOTATIONS_MAX_BYTES = 256 * 1024
 METADATA = ROOT.child("metadata")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
 AFFINITIES = ("None", "ClientIP")
+IP_FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
+TRAFFIC_POLICIES = ("Cluster",)  # Local would need the proxies to send only to this node's endpoints: they do not
 MAX_AFFINITY_TIMEOUT = 86400
 
 # names of pods, RCs, nodes and endpoints are DNS-1123 subdomains; namespaces and services
@@ -173,6 +175,32 @@ def service(svc: Mapping[str, Any], out: list[FieldError]) -> None:
     tpath = sp.child("sessionAffinityConfig").child("clientIP").child("timeoutSeconds")
     if t is not None and not 0 < t <= MAX_AFFINITY_TIMEOUT:
         out.append(invalid(tpath, t, f"must be greater than 0 and less than {MAX_AFFINITY_TIMEOUT}"))
+    _ip_families(sp, spec, out)
+
+
+def _ip_families(sp: Path, spec: Mapping[str, Any], out: list[FieldError]) -> None:
+    """A single-stack IPv4 cluster's rules for clusterIPs, ipFamilies, ipFamilyPolicy and
+    internalTrafficPolicy (kube-apiserver's, without an IPv6 service range)."""
+    ips = spec.get("clusterIPs")
+    if isinstance(ips, list) and ips:
+        if len(ips) > 1:
+            out.append(invalid(sp.child("clusterIPs"), ips, "may specify no more than one IP for each IP family"))
+        elif spec.get("clusterIP") and ips[0] != spec.get("clusterIP"):
+            out.append(invalid(sp.child("clusterIPs").index(0), ips[0], "must match `clusterIP` value"))
+    fams = spec.get("ipFamilies")
+    if isinstance(fams, list):
+        for i, f in enumerate(fams):
+            if f != "IPv4":
+                out.append(invalid(sp.child("ipFamilies").index(i), f, "not configured on this cluster"
+                                   if f == "IPv6" else 'must be "IPv4"'))
+    policy = spec.get("ipFamilyPolicy")
+    if policy is not None and policy not in IP_FAMILY_POLICIES:
+        out.append(not_supported(sp.child("ipFamilyPolicy"), policy, IP_FAMILY_POLICIES))
+    elif policy == "RequireDualStack":
+        out.append(invalid(sp.child("ipFamilyPolicy"), policy, "this cluster is not configured for dual-stack services"))
+    itp = spec.get("internalTrafficPolicy")
+    if itp is not None and itp not in TRAFFIC_POLICIES:
+        out.append(not_supported(sp.child("internalTrafficPolicy"), itp, TRAFFIC_POLICIES))
 
 
 def endpoints(ep: Mapping[str, Any], out: list[FieldError]) -> None:

@@ -99,8 +99,9 @@ def test_deleting_a_namespace_empties_it_then_removes_it(store: EtcdStore, keys:
     assert lone is not None and lone["metadata"].get("deletionTimestamp"), "the bound pod waits for its node"
     assert objects.get(NAMESPACE, "shop") is not None, "not removed while a pod is still stopping"
     objects.delete(POD, "lone", "shop")  # what the node does once the pod is stopped
-    wait_for(lambda: objects.get(NAMESPACE, "shop") is None, what="the empty namespace removed")
-    assert controller.removed == ["shop"]
+    # the controller notes the removal just after its delete: wait for both
+    wait_for(lambda: objects.get(NAMESPACE, "shop") is None and controller.removed == ["shop"],
+             what="the empty namespace removed")
     assert store.list(f"{keys.prefix}/registry/pods/shop/")[0] == []
 
 

@@ -245,6 +245,10 @@ def typed_client_steps(api: Api) -> None:
     spec = api.json("get", "svc", "plain", "-n", "team")["spec"]
     assert spec["ports"] == [{"name": "81-8080", "port": 81, "protocol": "TCP", "targetPort": 8080}], spec
     assert (spec["selector"], spec["type"]) == ({"app": "plain"}, "ClusterIP") and spec["clusterIP"], spec
+    assert (spec["clusterIPs"], spec["ipFamilies"], spec["ipFamilyPolicy"]) == ([spec["clusterIP"]], ["IPv4"], "SingleStack")
+    d = k("describe", "svc", "plain", "-n", "team").stdout
+    lines = {ln.split(":", 1)[0]: ln.split(":", 1)[1].strip() for ln in d.splitlines() if ":" in ln}
+    assert (lines["IP Family Policy"], lines["IP Families"], lines["IPs"]) == ("SingleStack", "IPv4", spec["clusterIP"]), d
 
     node = api.json("get", "nodes")["items"][0]["metadata"]["name"]
     p = k("debug", f"node/{node}", f"--image={IMAGE}", "--", "sleep", "3600")

@@ -278,6 +278,16 @@ def test_service_rules() -> None:
     # a Service port's name is a DNS-1123 label (`kubectl create service --tcp=81:8080` names it
     # "81-8080"); the IANA rule (a letter, 15 characters) is for containers' ports
     assert errors(svc(ports=[{"name": "81-8080", "port": 81}, {"name": "a-long-name-over-15", "port": 82}])) == []
+    # single-stack IPv4: the families kube-apiserver gives every Service, and what it refuses here
+    out = admit(svc(ports=[{"port": 80}], clusterIPs=["10.96.0.9"])).object["spec"]
+    assert (out["clusterIP"], out["ipFamilies"], out["ipFamilyPolicy"], out["internalTrafficPolicy"]) == \
+        ("10.96.0.9", ["IPv4"], "SingleStack", "Cluster")
+    assert errors(svc(ports=[{"port": 80}], clusterIP="10.96.0.9", clusterIPs=["10.96.0.8"], ipFamilies=["IPv6"],
+                      ipFamilyPolicy="RequireDualStack", internalTrafficPolicy="Local")) == [
+        'spec.clusterIPs[0]: Invalid value: "10.96.0.8": must match `clusterIP` value',
+        'spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster',
+        'spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services',
+        'spec.internalTrafficPolicy: Unsupported value: "Local": supported values: "Cluster"']
     assert errors(svc(ports=[{"name": "Web", "port": 80}]))[0].startswith(
         'spec.ports[0].name: Invalid value: "Web": a lowercase RFC 1123 label must consist of')
     assert errors(svc(ports=[{"port": 80, "targetPort": 0}])) == ["spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive"]
