@@ -328,7 +328,12 @@ class Registry:
     def delete(self, kind: Kind, namespace: str | None, name: str, options: Mapping[str, Any], *,
                dry_run: bool = False) -> tuple[Obj, bool]:
         """Delete one object as DeleteOptions say; the object (still there, being deleted, or
-        its last state) and whether it is gone."""
+        its last state) and whether it is gone. DeleteOptions' own `dryRun` counts as the
+        query's does (client-go puts it there: `kubectl delete --dry-run=server`)."""
+        dry = options.get("dryRun") or []
+        if not isinstance(dry, list) or any(v not in ("All", "") for v in dry):
+            raise bad_request(f'dryRun: Unsupported value: "{dry}": supported values: "All"')
+        dry_run = dry_run or "All" in dry
         current = self.get(kind, namespace, name)
         pre = options.get("preconditions") or {}
         if not isinstance(pre, dict):
@@ -404,10 +409,7 @@ class Registry:
         options = body.get("deleteOptions") or {}
         if not isinstance(options, dict):
             raise bad_request("deleteOptions must be an object")
-        dry = options.get("dryRun") or []
-        if not isinstance(dry, list) or any(v not in ("All", "") for v in dry):
-            raise bad_request(f'dryRun: Unsupported value: "{dry}": supported values: "All"')
-        self.delete(POD, namespace, name, options, dry_run=dry_run or "All" in dry)
+        self.delete(POD, namespace, name, options, dry_run=dry_run)
 
     def bind(self, namespace: str, name: str, body: Any) -> None:
         """pods/binding: set spec.nodeName with the scheduler's compare-and-swap; 409 when the

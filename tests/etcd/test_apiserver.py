@@ -595,6 +595,21 @@ def test_kubeconfig_command_writes_a_working_config(api: APIServer, tmp_path: Pa
     c.close()
 
 
+def test_a_dry_run_in_the_delete_options_deletes_nothing(v1: client.CoreV1Api) -> None:
+    """DeleteOptions' own dryRun (where client-go puts it: `kubectl delete --dry-run=server`)
+    is a dry run, as the query parameter is; a bad value is a 400."""
+    v1.create_namespaced_pod("default", pod("kept"))
+    v1.delete_namespaced_pod("kept", "default", body=client.V1DeleteOptions(dry_run=["All"]))
+    assert v1.read_namespaced_pod("kept", "default").metadata.deletion_timestamp is None
+    with pytest.raises(ApiException) as e:
+        v1.delete_namespaced_pod("kept", "default", body=client.V1DeleteOptions(dry_run=["Some"]))
+    assert e.value.status == 400 and "dryRun: Unsupported value" in json.loads(e.value.body)["message"]
+    v1.delete_namespaced_pod("kept", "default", body=client.V1DeleteOptions())
+    with pytest.raises(ApiException) as e:
+        v1.read_namespaced_pod("kept", "default")
+    assert e.value.status == 404
+
+
 def test_eviction_deletes_the_pod_with_its_delete_options(v1: client.CoreV1Api) -> None:
     """pods/eviction as `kubectl drain` and the Python client send it (policy/v1): no
     PodDisruptionBudget can refuse, so it is the pod's deletion, graceful for a bound pod."""

@@ -429,6 +429,8 @@ def kubectl_steps(api: Api) -> None:
     assert k("delete", "rc", "web").stdout.strip() == 'replicationcontroller "web" deleted'
     assert "NotFound" in k("get", "rc", "web", check=False).stderr
     wait_for(lambda: not api.json("get", "pods", "-l", "app=web")["items"], 60, "the RC's pods deleted")
+    assert k("delete", "pod", "solo", "--dry-run=server").stdout.strip() == 'pod "solo" deleted (server dry run)'
+    assert not api.json("get", "pod", "solo")["metadata"].get("deletionTimestamp")  # dryRun in DeleteOptions
     assert k("delete", "pod", "solo").stdout.strip() == 'pod "solo" deleted'
 
     # ---- a bad manifest: refused, and kubectl's message names the field
