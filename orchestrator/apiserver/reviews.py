@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.apiserver.auth import Authorizer, User
+from orchestrator.apiserver.handlers import CURRENT_USER, json_response, read_body
 from orchestrator.apiserver.status import APIError, bad_request
 
 Obj = dict[str, Any]
@@ -84,8 +85,7 @@ def subject_review(body: Any, user: User) -> Obj:
     return {**review, "status": {"userInfo": info}}
 
 
-def add_routes(app: web.Application, json_response: Any, read_body: Any, current_user: Any,
-               authorizer: Authorizer) -> None:
+def add_routes(app: web.Application, authorizer: Authorizer) -> None:
     async def authorization_v1(request: web.Request) -> web.Response:
         return json_response(resource_list(AUTHORIZATION))
 
@@ -93,10 +93,10 @@ def add_routes(app: web.Application, json_response: Any, read_body: Any, current
         return json_response(resource_list(AUTHENTICATION))
 
     async def access(request: web.Request) -> web.Response:
-        return json_response(access_review(await read_body(request), current_user.get(), authorizer), status=201)
+        return json_response(access_review(await read_body(request), CURRENT_USER.get(), authorizer), status=201)
 
     async def subject(request: web.Request) -> web.Response:
-        return json_response(subject_review(await read_body(request), current_user.get()), status=201)
+        return json_response(subject_review(await read_body(request), CURRENT_USER.get()), status=201)
 
     r = app.router
     for group, handler in ((AUTHORIZATION, authorization_v1), (AUTHENTICATION, authentication_v1)):

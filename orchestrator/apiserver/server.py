@@ -45,7 +45,6 @@ from orchestrator.apiserver.handlers import (
     Context,
     api_v1,
     json_response,
-    read_body,
     status_response,
 )
 from orchestrator.apiserver.registry import Registry
@@ -290,7 +289,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
     r.add_get("/openapi/v3/", openapi_index)
     r.add_get("/openapi/v3/api/v1", openapi_v1)
     r.add_route("*", "/api/v1/{tail:.+}", api_v1)
-    reviews.add_routes(app, json_response, read_body, CURRENT_USER, ctx.authorizer)  # kubectl auth can-i, whoami
+    reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami
     r.add_route("*", "/{tail:.*}", not_found)
     return app
 

@@ -421,8 +421,8 @@ class NodeRuntime:
             return
         pod = self._cached(key)
         if not t.success and t.probed and pod is not None:
-            self.events.record(pod, "Unhealthy", f"{t.key.kind.capitalize()} probe failed: {t.message}".rstrip(": "),
-                               type="Warning")
+            said = f": {t.message}" if t.message else ""
+            self.events.record(pod, "Unhealthy", f"{t.key.kind.capitalize()} probe failed{said}", type="Warning")
         if t.key.kind == "liveness" and not t.success:
             log.info("pod %s container %s failed its liveness probe (%s): restarting it", key, t.key.container, t.message)
             if pod is not None:
@@ -802,17 +802,18 @@ class NodeRuntime:
 
     def _write_status(self, pod: Obj, observed: list[ObservedContainer], *, pod_ip: str, now: float,
                       terminal: bool | None = None, override: Mapping[str, str] | None = None) -> None:
-        status = {**lifecycle.pod_status(pod, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
-                                         terminal=terminal), **(override or {})}
-        if not lifecycle.status_changed(pods.status(pod), status):
+        def status_of(p: Obj) -> dict[str, Any]:
+            return {**lifecycle.pod_status(p, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
+                                           terminal=terminal), **(override or {})}
+
+        if not lifecycle.status_changed(pods.status(pod), status_of(pod)):
             return
         uid = meta.uid(pod)
 
         def mutate(p: Obj) -> Obj | None:
             if meta.uid(p) != uid or pods.node_name(p) != self.node:
                 return None
-            fresh = {**lifecycle.pod_status(p, observed, now=now, pod_ip=pod_ip, host_ip=str(self.overlay.node_ip),
-                                            terminal=terminal), **(override or {})}
+            fresh = status_of(p)
             if not lifecycle.status_changed(pods.status(p), fresh):
                 return None
             p["status"] = fresh
