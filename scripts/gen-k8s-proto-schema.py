@@ -12,7 +12,8 @@ Kubernetes: field numbers never change, new fields are added.
 
 The output maps "<package>.<Type>" to {field number: [JSON name, type, flags]} where type is
 "string" | "int" | "uint" | "bool" | "float" | "bytes" | a special ("Time", "MicroTime",
-"Duration", "Quantity", "IntOrString", "RawExtension", "FieldsV1") | "map:<value type>"
+"Quantity", "IntOrString", "RawExtension", "FieldsV1"; a metav1.Duration is an unknown Go type
+here: the reader has none) | "map:<value type>"
 ("map:list:<type>": values that are a named slice, a message {1: repeated <type>}) |
 another "<package>.<Type>", and flags is a string of: p (a pointer: present means set, even
 when zero), r (repeated), i (inline in JSON: its fields are the parent's).
@@ -37,7 +38,7 @@ SOURCES = {  # package -> (repository, path of the Go types)
 IMPORTS = {"metav1": "meta/v1", "corev1": "core/v1", "v1": "core/v1"}
 SPECIALS = {
     "metav1.Time": "Time", "Time": "Time", "metav1.MicroTime": "MicroTime", "MicroTime": "MicroTime",
-    "metav1.Duration": "Duration", "Duration": "Duration", "resource.Quantity": "Quantity",
+    "resource.Quantity": "Quantity",
     "intstr.IntOrString": "IntOrString", "runtime.RawExtension": "RawExtension", "FieldsV1": "FieldsV1",
     "types.UID": "string", "types.NodeName": "string",
 }

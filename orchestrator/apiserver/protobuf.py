@@ -202,21 +202,6 @@ def _time(raw: bytes, micro: bool) -> str | None:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _duration(ns: int) -> str:
-    """Go's time.Duration.String()."""
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + f"{ns / size:.9f}".rstrip("0").rstrip(".") + unit
-    h, rest = divmod(ns, 3_600_000_000_000)
-    m, rest = divmod(rest, 60_000_000_000)
-    s = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-    return sign + (f"{h}h{m}m{s}" if h else f"{m}m{s}" if m else s)
-
-
 def _special(typ: str, raw: int | bytes) -> Any:
     if not isinstance(raw, bytes):
         raise ProtobufError(f"a {typ} is not length-delimited")
@@ -229,8 +214,6 @@ def _special(typ: str, raw: int | bytes) -> Any:
         if _num(f, 1) == 1:
             return _text(_only(f, 3, b""))
         return _signed(_num(f, 2))
-    if typ == "Duration":
-        return _duration(_signed(_num(f, 1)))
     if typ in ("RawExtension", "FieldsV1"):
         inner = _only(f, 1, b"")
         try:
