@@ -31,6 +31,7 @@ import grpc
 from pyetcd import etcdrpc as _etcdrpc
 
 from netplane.errors import ConfigError, StoreError
+from netplane.store import greenbridge
 from netplane.store.txn import Absent, Guard, LeaseIs, ModRevisionIs, Op, Put, TxnResult
 
 log = logging.getLogger(__name__)
@@ -573,10 +574,12 @@ class AsyncReader:
 
 
 class LoopBridgedStore(EtcdStore):
-    """`base` (sharing its channel for everything else) whose `get` and transactions, called
-    from worker threads, are awaited on `loop` through `reader`: blocking code keeps its
-    shape, and its etcd round trips skip the sync channel's hand-off. Called on the loop's
-    own thread, or once the loop is gone, they take the blocking channel."""
+    """`base` (sharing its channel for everything else) whose `get` and transactions are
+    awaited on `loop` through `reader`: blocking code keeps its shape, and its etcd round
+    trips skip the sync channel's hand-off. From a worker thread the call is handed to the
+    loop and waited for; on the loop's own thread, under `greenbridge.run`, it is awaited
+    there (no thread at all). Anywhere else on the loop's thread, or once the loop is gone,
+    they take the blocking channel."""
 
     def __init__(self, base: EtcdStore, reader: AsyncReader, loop: asyncio.AbstractEventLoop,
                  loop_thread: int) -> None:
@@ -586,9 +589,13 @@ class LoopBridgedStore(EtcdStore):
         self._reader, self._loop, self._loop_thread = reader, loop, loop_thread
 
     def _bridged(self) -> bool:
-        return threading.get_ident() != self._loop_thread and self._loop.is_running()
+        if threading.get_ident() == self._loop_thread:
+            return greenbridge.inside()
+        return self._loop.is_running()
 
     def _on_loop(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.get_ident() == self._loop_thread:  # under greenbridge.run: awaited right here
+            return greenbridge.wait(coro)
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             # the call has its own deadline; this one only ends a wait on a loop that stopped
