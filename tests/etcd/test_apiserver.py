@@ -27,7 +27,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from netplane.store import EtcdStore, Keys
+from netplane.store import EtcdConfig, EtcdStore, Keys
 from orchestrator.apiserver import kubeconfig as kc
 from orchestrator.apiserver.auth import add_token
 from orchestrator.apiserver.server import APIServer, APIServerConfig
@@ -394,6 +394,51 @@ def test_watchers_share_one_cache(api: APIServer, v1: client.CoreV1Api) -> None:
         t.join(15)
     assert got == ["shared"] * 10
     assert cache.direct_watches == 0  # all ten were served from the one etcd watch
+
+
+def test_watch_cache_relists_after_etcd_restarts(etcd_factory: Any, tmp_path: Path) -> None:
+    """etcd goes away under the server: its watch caches re-list when it is back, close the
+    watches they served (continuity is lost: kube's cacher does the same), and serve new
+    watches and cached writes from the new list."""
+    etcd = etcd_factory()
+    store = EtcdStore(EtcdConfig(endpoints=(etcd.endpoint,), timeout=2.0))
+    keys = Keys("/restart")
+    api = APIServer(store, keys, APIServerConfig(listen=("127.0.0.1", 0), state_dir=tmp_path / "state"))
+    api.start()
+    c = client_for(kubeconfig_file(api, tmp_path))
+    try:
+        v1 = client.CoreV1Api(c)
+        v1.create_namespaced_pod("default", pod("before"))
+        ended = threading.Event()
+        seen: list[str] = []
+
+        def follow() -> None:
+            for ev in watch.Watch().stream(v1.list_namespaced_pod, "default", timeout_seconds=60):
+                seen.append(ev["object"].metadata.name)
+            ended.set()
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        wait_for(lambda: seen == ["before"], timeout=10)
+        etcd.stop()
+        etcd.start()
+        assert ended.wait(30), "the watch served before the restart was not closed"
+        v1.create_namespaced_pod("default", pod("after"))
+        names: list[str] = []
+        w = watch.Watch()
+        for ev in w.stream(v1.list_namespaced_pod, "default", timeout_seconds=10):
+            names.append(ev["object"].metadata.name)
+            if len(names) == 2:
+                w.stop()
+        assert sorted(names) == ["after", "before"]
+        patched = v1.patch_namespaced_pod("after", "default", {"metadata": {"labels": {"x": "1"}}},
+                                          _content_type="application/merge-patch+json")
+        assert patched.metadata.labels["x"] == "1"
+    finally:
+        c.close()
+        api.stop()
+        store.delete_prefix("/restart/")
+        store.close()
 
 
 # --------------------------------------------------------------------------- subresources
