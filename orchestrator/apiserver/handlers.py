@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from aiohttp import web
 
-from netplane.store import greenbridge
+from netplane.store import codec, greenbridge
 from netplane.store.etcd import AsyncReader
 from orchestrator.apiserver import fields as fieldsel
 from orchestrator.apiserver import protobuf
@@ -194,7 +194,7 @@ def wants_table(request: web.Request) -> bool:
 
 
 def json_response(body: Any, *, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    resp = web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+    resp = web.Response(body=codec.dump_bytes(body), status=status,
                         content_type="application/json")
     for w in warnings or ():
         resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')

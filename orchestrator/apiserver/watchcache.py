@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections import deque
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netplane.errors import StoreError
+from netplane.store import codec
 from netplane.store.etcd import AsyncReader, Compacted, KeyValue, WatchEvent
 from netplane.store.watch import Resync, list_watch_async
 from orchestrator.objects.meta import Kind
@@ -48,7 +48,7 @@ MAX_QUEUE = 50_000  # undelivered events before a watcher is closed as too slow
 
 
 def _dumps(obj: Obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return codec.dump_bytes(obj)
 
 
 def _at_revision(obj: Obj, revision: int) -> Obj:
