@@ -542,9 +542,10 @@ def test_service_gets_a_cluster_ip(v1: client.CoreV1Api) -> None:
 def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api, api: APIServer,
                                                           tmp_path: Path) -> None:
     """kubectl auth can-i / whoami: SelfSubjectAccessReview and SelfSubjectReview, for the admin and a
-    read-only user, through the official client; both groups are in /apis."""
+    read-only user, through the official client; both groups are in /apis (with kubectl top's)."""
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(v1.api_client).get_api_versions().groups}
-    assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1"}
+    assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1",
+                      "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
     viewer = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
     wait_for(lambda: accepted(lambda: client.CoreV1Api(viewer).list_namespaced_pod("default")),
              what="the viewer's token read")  # the token file is re-read at most once a second
@@ -713,8 +714,12 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
                                           "update", "watch"}
     token = add_token(api.config.state_dir / "tokens.csv", "alice")
     time.sleep(1.1)
-    code, groups = raw(api, "/apis", token=token)  # only the self reviews' groups (kubectl auth)
-    assert (code, [g["name"] for g in groups["groups"]]) == (200, ["authorization.k8s.io", "authentication.k8s.io"])
+    code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth) and kubectl top's
+    assert (code, [g["name"] for g in groups["groups"]]) == \
+        (200, ["authorization.k8s.io", "authentication.k8s.io", "metrics.k8s.io"])
+    code, metrics = raw(api, "/apis/metrics.k8s.io/v1beta1", token=token)
+    assert code == 200 and {r["name"]: r["kind"] for r in metrics["resources"]} == \
+        {"nodes": "NodeMetrics", "pods": "PodMetrics"}
     code, body = raw(api, "/api/v1/frobs", token=token)
     assert code == 404 and body["reason"] == "NotFound"
     code, body = raw(api, "/api/v1/namespaces/default/pods", token=token, method="PUT", body={})
@@ -800,6 +805,49 @@ def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) ->
     with pytest.raises(ApiException) as e:
         v1.read_namespaced_pod_log("logger", "default", container="nope")
     assert e.value.status == 400
+
+
+def test_metrics_api_reads_the_nodes_summaries(v1: client.CoreV1Api, api: APIServer) -> None:
+    """kubectl top's metrics.k8s.io: the server asks the node's /stats/summary (a stand-in
+    agent here; the lab's kubectl top reads real ones) and answers NodeMetrics and PodMetrics
+    in metrics-server's quantities, through the official client's custom-objects API."""
+    summary = {"node": {"nodeName": "n1", "cpu": {"time": "2026-12-03T08:00:00Z", "usageNanoCores": 250_000_000,
+                                                 "windowSeconds": 1.5},
+                        "memory": {"time": "2026-12-03T08:00:00Z", "workingSetBytes": 3 << 20}},
+               "pods": [{"podRef": {"name": "topped", "namespace": "default", "uid": "u"},
+                         "containers": [{"name": "c", "cpu": {"time": "2026-12-03T08:00:00Z",
+                                                              "usageNanoCores": 1_234_567, "windowSeconds": 1.0},
+                                         "memory": {"workingSetBytes": 12345}}]},
+                        {"podRef": {"name": "elsewhere", "namespace": "default", "uid": "v"},
+                         "containers": [{"name": "c", "cpu": {"usageNanoCores": 1}, "memory": {"workingSetBytes": 1}}]}]}
+    asked: list[str] = []
+
+    class Agent(QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.reply("application/json", json.dumps(summary).encode())
+
+    with node_agent_stand_in(v1, api, Agent, "topped"):
+        m = client.CustomObjectsApi(v1.api_client)
+        nodes = m.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
+        assert [(n["metadata"]["name"], n["usage"], n["window"]) for n in nodes["items"]] == \
+            [("n1", {"cpu": "250m", "memory": "3Mi"}, "1.5s")]
+        pods = m.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods")
+        # "elsewhere" is in n1's summary but no such pod is bound to n1: not served
+        assert [(p["metadata"]["name"], p["metadata"]["labels"], p["containers"]) for p in pods["items"]] == \
+            [("topped", {"app": "web"}, [{"name": "c", "usage": {"cpu": "1234567n", "memory": "12345"}}])]
+        assert m.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods",
+                                               label_selector="app=db")["items"] == []
+        one = m.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "topped")
+        assert one["kind"] == "PodMetrics" and one["window"] == "1s"
+        assert set(asked) == {"/stats/summary"}
+        v1.create_namespaced_pod("default", pod("unbound"))  # no node yet: no metrics
+        with pytest.raises(ApiException) as e:
+            m.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "unbound")
+        assert e.value.status == 404 and json.loads(e.value.body)["message"] == \
+            'podmetrics.metrics.k8s.io "default/unbound" not found'
+    # the agent is gone: the node is left out, as metrics-server leaves out a node it cannot scrape
+    assert m.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")["items"] == []
 
 
 def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None:

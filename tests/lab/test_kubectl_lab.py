@@ -308,6 +308,41 @@ def server_side_apply_steps(api: Api) -> None:
     k("delete", "svc", "ssa")
 
 
+def top_steps(api: Api, names: set[str]) -> None:
+    """kubectl top: metrics.k8s.io from the node agents' /stats/summary, their collectors
+    reading the pods' cgroups. A busy loop held to 200m by its CPU limit (cpu.max) shows as
+    about that; the sleeping web pods as next to nothing; every node has a row."""
+    k = api.kubectl
+    burn = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "burn", "labels": {"app": "burn"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "spin", "image": IMAGE, "command": ["sh", "-c", "while :; do :; done"],
+                "resources": {"limits": {"cpu": "200m", "memory": "64Mi"}}}]}}
+    k("apply", "-f", "-", input=json.dumps(burn))
+    wait_for(lambda: running(api, "app=burn", 1), 60, "pod burn Running")
+
+    def top(*args: str) -> dict[str, list[str]] | None:
+        p = k("top", *args, "--no-headers", check=False)
+        rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.strip()}
+        return rows if p.returncode == 0 and rows else None
+
+    def burning() -> list[str] | None:  # a rate over the collector's last two samples, once it has them
+        row = (top("pod", "burn") or {}).get("burn")
+        return row if row and row[0].endswith("m") and int(row[0][:-1]) >= 120 else None
+
+    cpu, mem = wait_for(burning, 60, "kubectl top pod burn showing its CPU")
+    assert 120 <= int(cpu[:-1]) <= 260 and mem.endswith("Mi"), (cpu, mem)
+    rows = wait_for(lambda: (r := top("pod", "-l", "app=web")) and set(r) == names and r, 30, "kubectl top of the web pods")
+    for n, (c, m) in rows.items():
+        assert c.endswith("m") and int(c[:-1]) < 100 and m.endswith("Mi"), (n, c, m)
+    nodes = {n["metadata"]["name"] for n in api.json("get", "nodes")["items"]}
+    per_node = wait_for(lambda: (r := top("node")) and set(r) == nodes and r, 30, "kubectl top node")
+    for n, row in per_node.items():  # NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
+        assert row[0].endswith("m") and row[1].endswith("%") and row[2].endswith("Mi"), (n, row)
+    p = k("top", "pod", "nosuch", check=False)  # what metrics-server answers: the pod's own 404
+    assert p.returncode != 0 and 'pods "nosuch" not found' in p.stderr, p.stderr
+    k("delete", "pod", "burn")
+
+
 def kubectl_steps(api: Api) -> None:
     k = api.kubectl
     # ---- apply: created, then changed and applied again: configured
@@ -350,6 +385,8 @@ def kubectl_steps(api: Api) -> None:
     some = min(names)
     log = wait_for(lambda: k("logs", some, check=False).stdout, 30, "the pod's log")
     assert f"web says hello from {some}" in log, log
+
+    top_steps(api, names)
 
     # ---- exec (WebSocket, v5.channel.k8s.io, through the API server to the pod's node agent)
     p = k("exec", some, "--", "sh", "-c", "echo in $(hostname); exit 3", check=False)
