@@ -557,6 +557,20 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
 
     assert can(v1.api_client, "create") and can(v1.api_client, "delete", "nodes")
     assert can(viewer, "list") and not can(viewer, "create") and not can(viewer, "escalate")
+    def rules(c: client.ApiClient) -> list[tuple[list[str], list[str], list[str]]]:
+        review = client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace="default"))
+        st = client.AuthorizationV1Api(c).create_self_subject_rules_review(review).status
+        assert st.incomplete is False
+        return [(r.verbs, r.api_groups, r.resources) for r in st.resource_rules]
+
+    assert rules(v1.api_client)[0] == (["*"], ["*"], ["*"])  # kubectl auth can-i --list
+    assert rules(viewer)[0] == (["get", "list", "watch"], ["*"], ["*"])
+    assert (["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]) \
+        in rules(viewer)
+    with pytest.raises(ApiException) as e:
+        client.AuthorizationV1Api(viewer).create_self_subject_rules_review(
+            client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec()))
+    assert e.value.status == 400 and json.loads(e.value.body)["message"] == "no namespace on request"
     who = client.AuthenticationV1Api(viewer).create_self_subject_review(client.V1SelfSubjectReview())
     assert (who.status.user_info.username, who.status.user_info.groups) == ("viewer", ["readonly", "system:authenticated"])
     with pytest.raises(ApiException) as e:

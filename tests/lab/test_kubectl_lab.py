@@ -15,7 +15,8 @@ Service with a named targetPort, and the refusal for a port nothing listens on),
 ephemeral container in a pod's namespaces, attached), cordon
 (new pods avoid the node), drain (pods/eviction: its pods evicted and made again elsewhere), delete;
 what kubectl's typed clients send as protobuf (create namespace, create service, debug node/,
-drain --disable-eviction, auth can-i, auth whoami);
+drain --disable-eviction, auth can-i (and --list), auth whoami); top pod and top node (a CPU
+limit seen in the measured rate);
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
@@ -279,6 +280,11 @@ def typed_client_steps(api: Api) -> None:
     p = k("auth", "can-i", "delete", "pods", kubeconfig=viewer, check=False)
     assert (p.returncode, p.stdout.strip()) == (1, "no"), p
     assert k("auth", "can-i", "watch", "pods", kubeconfig=viewer).stdout.strip() == "yes"
+    # can-i --list (SelfSubjectRulesReview): what each may do, as kubectl tabulates RBAC's rules
+    rows = [line.split() for line in k("auth", "can-i", "--list").stdout.splitlines()]
+    assert ["*.*", "[]", "[]", "[*]"] in rows, rows
+    rows = [line.split() for line in k("auth", "can-i", "--list", kubeconfig=viewer).stdout.splitlines()]
+    assert ["*.*", "[]", "[]", "[get", "list", "watch]"] in rows and ["*.*", "[]", "[]", "[*]"] not in rows, rows
     who = k("auth", "whoami", kubeconfig=viewer).stdout
     assert "viewer" in who and "[readonly system:authenticated]" in who, who
 
