@@ -124,7 +124,8 @@ async def _summary(ctx: Context, session: aiohttp.ClientSession, node: Obj) -> O
 
     name = meta.name(node)
     try:
-        assert ctx.nodes is not None
+        if ctx.nodes is None:
+            raise APIError(500, "this API server does not reach node agents")
         host, port = node_endpoint(node)
         tls = ctx.nodes.context(node)
         async with session.get(f"https://{host}:{port}/stats/summary", ssl=tls) as r:
@@ -200,7 +201,10 @@ async def pods_metrics(request: web.Request) -> web.Response:
     for p in pods:
         key = (str((p.get("spec") or {}).get("nodeName") or ""), meta.namespace(p), meta.name(p))
         entry = by_pod.get(key)
-        if entry is not None and (m := pod_metrics(p, entry)) is not None:
+        uid = str(((entry or {}).get("podRef") or {}).get("uid") or "")
+        if entry is None or (uid and meta.uid(p) and uid != meta.uid(p)):
+            continue  # not measured, or an earlier pod of that name
+        if (m := pod_metrics(p, entry)) is not None:
             items.append(m)
     if name:
         if not items:

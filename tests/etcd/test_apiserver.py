@@ -869,6 +869,7 @@ def test_metrics_api_reads_the_nodes_summaries(v1: client.CoreV1Api, api: APISer
             self.reply("application/json", json.dumps(summary).encode())
 
     with node_agent_stand_in(v1, api, Agent, "topped"):
+        summary["pods"][0]["podRef"]["uid"] = v1.read_namespaced_pod("topped", "default").metadata.uid
         m = client.CustomObjectsApi(v1.api_client)
         nodes = m.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
         assert [(n["metadata"]["name"], n["usage"], n["window"]) for n in nodes["items"]] == \
@@ -882,6 +883,8 @@ def test_metrics_api_reads_the_nodes_summaries(v1: client.CoreV1Api, api: APISer
         one = m.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "topped")
         assert one["kind"] == "PodMetrics" and one["window"] == "1s"
         assert set(asked) == {"/stats/summary"}
+        summary["pods"][0]["podRef"]["uid"] = "an-earlier-pod"  # the node measured another pod of that name
+        assert m.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods")["items"] == []
         v1.create_namespaced_pod("default", pod("unbound"))  # no node yet: no metrics
         with pytest.raises(ApiException) as e:
             m.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "unbound")
