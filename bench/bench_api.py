@@ -724,6 +724,8 @@ def write_md(out: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    # a SIGTERM (a run stopped from outside) unwinds like Ctrl-C: etcd and the server are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--clients", type=int, default=50)

@@ -36,7 +36,9 @@ from netplane.errors import ConfigError
 from netplane.proxy.backend import Placement, ProxyBackend
 
 if TYPE_CHECKING:
+    from stats.collector import Collector as StatsCollector
     from stats.discovery import Discovery
+    from stats.service import StatsService
 
 
 def placement(view: HostOverlay, *, netns: str | None, cgroup: str | None) -> Placement:
@@ -93,7 +95,9 @@ def stats(*, listen: str, sources: Sequence[str] = (), cgroups: Sequence[str] = 
 
     def make(ctx: AgentContext) -> Component:
         service = StatsService(listen=listen, sources=sources, cgroups=cgroups)  # this agent's own
-        _pod_stats(ctx).take(service.add_source)
+        link = _pod_stats(ctx)
+        link.take(service.add_source)
+        link.service = service  # the node runtime's /stats/summary reads its collector
         return service
 
     return make
@@ -102,12 +106,18 @@ def stats(*, listen: str, sources: Sequence[str] = (), cgroups: Sequence[str] = 
 class _PodStats:
     """How a node runtime hands its pods to the stats collector of the same agent: a stats
     discovery source (`stats.discovery.Discovery`) the runtime's factory offers and the stats
-    factory takes, whichever of the two is made first. One per `AgentContext`, so two agents
+    factory takes, whichever of the two is made first; and back, the collector, which the node
+    API's `/stats/summary` reads when asked. One per `AgentContext`, so two agents
     in one process (tests) never see each other's pods."""
 
     def __init__(self) -> None:
         self.sources: list[Discovery] = []
         self.sinks: list[Callable[[Discovery], None]] = []
+        self.service: StatsService | None = None  # the other way: the node API's summaries
+
+    def collector(self) -> StatsCollector | None:
+        """The stats collector of this agent while it runs (None without one)."""
+        return self.service.collector if self.service is not None else None
 
     def offer(self, source: Discovery) -> None:
         self.sources.append(source)
@@ -222,6 +232,8 @@ def node_runtime(*, runtime: str, state_dir: str, runtime_id: str | None = None,
         extra: dict[str, object] = dict(options or {})
         if backoff is not None:
             extra["backoff"] = BackoffPolicy(*backoff)
+        extra.setdefault("stats", _pod_stats(ctx).collector)
+        extra.setdefault("stats_cgroup", cgroup)
         opts = NodeOptions(state_dir=root, heartbeat_interval=heartbeat, **extra)  # type: ignore[arg-type]
         comp = NodeRuntime(ctx, rt, opts)
         source = pod_stats_source(rt, owner)

@@ -11,13 +11,24 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import orjson
+
 from netplane.errors import DecodeError
 
 T = TypeVar("T")
 
 
 def loads(raw: bytes | str) -> Any:
-    """Parse JSON, turning every parse failure (bad UTF-8, syntax, NaN) into DecodeError."""
+    """Parse JSON, turning every parse failure (bad UTF-8, syntax, NaN) into DecodeError.
+    orjson parses (2-3x the stdlib's speed on a pod), and reads an integer beyond 64 bits as
+    the nearest float, where the stdlib is exact: such an integer can only come from another
+    writer (admission refuses them where Kubernetes has int64 fields, and prunes unknown
+    fields), and a decoder that wants an int then calls the value malformed. What orjson
+    refuses (a lone surrogate escape) the stdlib reads."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         return json.loads(text, parse_constant=_reject_constant)
@@ -31,7 +42,17 @@ def _reject_constant(name: str) -> Any:
 
 def dumps(obj: Any) -> str:
     """Canonical JSON for etcd: stable key order, no spaces, so equal objects are equal bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return dump_bytes(obj, sort_keys=True).decode()
+
+
+def dump_bytes(obj: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact JSON as UTF-8 bytes: orjson (~8x the stdlib's speed), or the stdlib for what
+    orjson refuses (integers beyond 64 bits, keys that are not strings), which raises
+    TypeError or ValueError for what neither can encode."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+    except TypeError:
+        return json.dumps(obj, sort_keys=sort_keys, separators=(",", ":"), allow_nan=False).encode()
 
 
 def obj(value: Any, what: str = "value") -> Mapping[str, Any]:

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -31,6 +31,7 @@ import grpc
 from pyetcd import etcdrpc as _etcdrpc
 
 from netplane.errors import ConfigError, StoreError
+from netplane.store import greenbridge
 from netplane.store.txn import Absent, Guard, LeaseIs, ModRevisionIs, Op, Put, TxnResult
 
 log = logging.getLogger(__name__)
@@ -468,17 +469,7 @@ class EtcdStore:
         (etcd restarted, network lost); the caller re-lists in both cases.
         """
         requests: queue.Queue[object] = queue.Queue()
-        requests.put(
-            etcdrpc.WatchRequest(
-                create_request=etcdrpc.WatchCreateRequest(
-                    key=_b(prefix),
-                    range_end=prefix_range_end(_b(prefix)),
-                    start_revision=start_revision,
-                    progress_notify=True,
-                    prev_kv=prev_kv,
-                )
-            )
-        )
+        requests.put(_watch_request(prefix, start_revision, prev_kv))
 
         def request_iter() -> Iterator[object]:
             while True:
@@ -507,22 +498,8 @@ class EtcdStore:
                         f"watch on {prefix} canceled: {resp.cancel_reason or 'by server'}",
                         endpoint=self.config.label,
                     )
-                if not resp.events:
-                    continue
-                batch: builtins.list[WatchEvent] = []
-                for ev in resp.events:
-                    kind: Literal["put", "delete"] = "delete" if ev.type == 1 else "put"
-                    batch.append(
-                        WatchEvent(
-                            kind=kind,
-                            key=ev.kv.key.decode(errors="replace"),
-                            value=bytes(ev.kv.value) if kind == "put" else None,
-                            mod_revision=ev.kv.mod_revision,
-                            create_revision=ev.kv.create_revision,
-                            prev_value=bytes(ev.prev_kv.value) if ev.HasField("prev_kv") else None,
-                        )
-                    )
-                yield batch
+                if resp.events:
+                    yield _batch(resp.events)
         except grpc.RpcError as e:
             if stop.is_set():
                 return
@@ -568,15 +545,40 @@ class AsyncReader:
             raise rpc_error(self.config, what, e) from e
         return bool(r.succeeded), int(r.header.revision)
 
+    async def watch(self, prefix: str, *, start_revision: int,
+                    prev_kv: bool = False) -> AsyncIterator[builtins.list[WatchEvent]]:
+        """`EtcdStore.watch` awaited on the loop: batches of events under `prefix` from
+        `start_revision` on; `Compacted` when that revision is gone, `StoreError` when the
+        stream breaks or ends. Cancelling the consumer (or closing the generator) ends the
+        stream."""
+        call = etcdrpc.WatchStub(self._channel).Watch()
+        try:
+            await call.write(_watch_request(prefix, start_revision, prev_kv))
+            async for resp in call:
+                if resp.compact_revision:
+                    raise Compacted(int(resp.compact_revision))
+                if resp.canceled:
+                    raise StoreError(f"watch on {prefix} canceled: {resp.cancel_reason or 'by server'}",
+                                     endpoint=self.config.label)
+                if resp.events:
+                    yield _batch(resp.events)
+        except grpc.RpcError as e:
+            raise rpc_error(self.config, "watch " + prefix, e) from e
+        finally:
+            call.cancel()
+        raise StoreError(f"watch on {prefix} ended", endpoint=self.config.label)
+
     async def close(self) -> None:
         await self._channel.close()
 
 
 class LoopBridgedStore(EtcdStore):
-    """`base` (sharing its channel for everything else) whose `get` and transactions, called
-    from worker threads, are awaited on `loop` through `reader`: blocking code keeps its
-    shape, and its etcd round trips skip the sync channel's hand-off. Called on the loop's
-    own thread, or once the loop is gone, they take the blocking channel."""
+    """`base` (sharing its channel for everything else) whose `get` and transactions are
+    awaited on `loop` through `reader`: blocking code keeps its shape, and its etcd round
+    trips skip the sync channel's hand-off. From a worker thread the call is handed to the
+    loop and waited for; on the loop's own thread, under `greenbridge.run`, it is awaited
+    there (no thread at all). Anywhere else on the loop's thread, or once the loop is gone,
+    they take the blocking channel."""
 
     def __init__(self, base: EtcdStore, reader: AsyncReader, loop: asyncio.AbstractEventLoop,
                  loop_thread: int) -> None:
@@ -586,9 +588,13 @@ class LoopBridgedStore(EtcdStore):
         self._reader, self._loop, self._loop_thread = reader, loop, loop_thread
 
     def _bridged(self) -> bool:
-        return threading.get_ident() != self._loop_thread and self._loop.is_running()
+        if threading.get_ident() == self._loop_thread:
+            return greenbridge.inside()
+        return self._loop.is_running()
 
     def _on_loop(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.get_ident() == self._loop_thread:  # under greenbridge.run: awaited right here
+            return greenbridge.wait(coro)
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             # the call has its own deadline; this one only ends a wait on a loop that stopped
@@ -609,6 +615,27 @@ class LoopBridgedStore(EtcdStore):
 
     def close(self) -> None:
         """The channel is `base`'s: its owner closes it."""
+
+
+def _watch_request(prefix: str, start_revision: int, prev_kv: bool) -> Any:
+    return etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
+        key=_b(prefix), range_end=prefix_range_end(_b(prefix)), start_revision=start_revision,
+        progress_notify=True, prev_kv=prev_kv))
+
+
+def _batch(events: Any) -> builtins.list[WatchEvent]:
+    batch: builtins.list[WatchEvent] = []
+    for ev in events:
+        kind: Literal["put", "delete"] = "delete" if ev.type == 1 else "put"
+        batch.append(WatchEvent(
+            kind=kind,
+            key=ev.kv.key.decode(errors="replace"),
+            value=bytes(ev.kv.value) if kind == "put" else None,
+            mod_revision=ev.kv.mod_revision,
+            create_revision=ev.kv.create_revision,
+            prev_value=bytes(ev.prev_kv.value) if ev.HasField("prev_kv") else None,
+        ))
+    return batch
 
 
 def _compare(g: Guard) -> Any:

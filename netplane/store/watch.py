@@ -3,7 +3,8 @@
 `list_watch` snapshots a prefix at revision R (a `Resync`), then streams changes from R+1. When
 the watch breaks (etcd restarted, connection lost) or its revision was compacted, it waits,
 re-lists and resyncs — consumers simply replace their view on every `Resync`. It ends when the
-stop event is set.
+stop event is set. `list_watch_async` is the same on an event loop (the API server's watch
+caches), its stream awaited there.
 
 `reflect` builds on it for the common case: a decoded dict of objects under a prefix, yielded
 after every change batch. Values that fail to decode are logged and left out, never raised.
@@ -14,14 +15,15 @@ endpoint change at 10,000 services, for nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from netplane.errors import DecodeError, StoreError
-from netplane.store.etcd import Compacted, EtcdStore, KeyValue, WatchEvent
+from netplane.store.etcd import AsyncReader, Compacted, EtcdStore, KeyValue, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,35 @@ def list_watch(
             log.warning("watch %s: %s; re-listing in %.1fs", prefix, e, delay)
             if stop.wait(delay):
                 return
+            delay = min(delay * 2, max_retry_interval)
+
+
+async def list_watch_async(
+    store: EtcdStore,
+    reader: AsyncReader,
+    prefix: str,
+    *,
+    retry_interval: float = 0.5,
+    max_retry_interval: float = 5.0,
+) -> AsyncGenerator[Resync | list[WatchEvent], None]:
+    """`list_watch` on an event loop: the list by `store`'s blocking channel in the loop's
+    default executor (a large prefix would hold the loop), the watch streamed by `reader`
+    on the loop itself. It ends when the consumer is cancelled or closes it."""
+    loop = asyncio.get_running_loop()
+    delay = retry_interval
+    while True:
+        try:
+            items, rev = await loop.run_in_executor(None, lambda: store.list(prefix))
+            yield Resync(items, rev)
+            delay = retry_interval
+            async for batch in reader.watch(prefix, start_revision=rev + 1):
+                yield batch
+        except Compacted as e:
+            log.info("watch %s: compacted at %d, re-listing", prefix, e.compact_revision)
+            continue
+        except StoreError as e:
+            log.warning("watch %s: %s; re-listing in %.1fs", prefix, e, delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, max_retry_interval)
 
 

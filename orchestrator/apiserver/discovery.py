@@ -72,9 +72,9 @@ def api_versions(server_address: str) -> Obj:
 
 
 def api_groups() -> Obj:
-    from orchestrator.apiserver import reviews
+    from orchestrator.apiserver import metrics, reviews
 
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": reviews.api_groups()}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [*reviews.api_groups(), metrics.api_group()]}
 
 
 def singular(kind: Kind) -> str:

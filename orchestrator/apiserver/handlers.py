@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from aiohttp import web
 
+from netplane.store import codec, greenbridge
 from netplane.store.etcd import AsyncReader
 from orchestrator.apiserver import fields as fieldsel
 from orchestrator.apiserver import protobuf
@@ -59,7 +60,10 @@ T = TypeVar("T")
 BY_RESOURCE = {k.resource: k for k in KINDS}
 SUBRESOURCES = {"status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward",
                 "ephemeralcontainers"}
-RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
+RETURNS_DELETED = (POD, SERVICE)
+# kinds whose create, update and patch wait only on etcd gets and transactions (a Service's
+# allocations and an Event's lease take other calls): `Context.write` runs them on the loop
+LOOP_WRITES = frozenset({"Pod", "ReplicationController", "Node", "Namespace", "Endpoints"})  # kube's stores with ReturnDeletedObject
 APPLY_PATCH = "application/apply-patch+yaml"
 # what a POST/PUT/DELETE body may be besides protobuf (aiohttp says application/octet-stream
 # when none is given)
@@ -86,6 +90,16 @@ class Context:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    async def write(self, kind: Kind, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A registry create, update or patch of `kind`. With a reader, and for the kinds whose
+        writes wait on nothing but etcd gets and transactions, it runs on the loop itself
+        (`greenbridge`: its etcd calls awaited here, no thread hop); else in the pool. A
+        request cancelled meanwhile (its client gone) does not stop the write halfway, as it
+        would not in the pool."""
+        if self.reader is None or kind.kind not in LOOP_WRITES:
+            return await self.run(fn, *args, **kwargs)
+        return await asyncio.shield(greenbridge.run(fn, *args, **kwargs))
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
         """`Registry.get`, its etcd read awaited on the loop when there is a reader: a GET is
@@ -180,7 +194,7 @@ def wants_table(request: web.Request) -> bool:
 
 
 def json_response(body: Any, *, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    resp = web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+    resp = web.Response(body=codec.dump_bytes(body), status=status,
                         content_type="application/json")
     for w in warnings or ():
         resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
@@ -289,13 +303,13 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
         if t.name is not None:
             raise method_not_allowed("POST", f"{t.kind.resource}/{t.name}")
         body = await read_body(request)
-        obj, warns = await ctx.run(ctx.registry.create, t.kind, t.namespace, body,
+        obj, warns = await ctx.write(t.kind, ctx.registry.create, t.kind, t.namespace, body,
                                    dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
         return json_response(obj, status=201, warnings=warns)
     if verb == "update":
         assert t.name is not None
         body = await read_body(request)
-        obj, warns = await ctx.run(ctx.registry.update, t.kind, t.namespace, t.name, body,
+        obj, warns = await ctx.write(t.kind, ctx.registry.update, t.kind, t.namespace, t.name, body,
                                    dry_run=_dry_run(q), field_validation=q.get("fieldValidation"),
                                    manager=field_manager(request))
         return json_response(obj, warnings=warns)
@@ -308,7 +322,7 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
                 ctx.registry.apply, t.kind, t.namespace, t.name, raw, manager=field_manager(request, apply=True),
                 force=_true(q.get("force")), dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
             return json_response(obj, status=201 if created else 200, warnings=warns)
-        obj, warns = await ctx.run(ctx.registry.patch, t.kind, t.namespace, t.name, raw, ctype,
+        obj, warns = await ctx.write(t.kind, ctx.registry.patch, t.kind, t.namespace, t.name, raw, ctype,
                                    dry_run=_dry_run(q), field_validation=q.get("fieldValidation"),
                                    manager=field_manager(request))
         return json_response(obj, warnings=warns)
@@ -410,13 +424,13 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
             return json_response(await ctx.get(kind, ns, name))
         if verb == "update":
             body = await read_body(request)
-            obj, warns = await ctx.run(ctx.registry.update, kind, ns, name, body, subresource=sub,
+            obj, warns = await ctx.write(kind, ctx.registry.update, kind, ns, name, body, subresource=sub,
                                        dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
             return json_response(obj, warnings=warns)
         if verb == "patch":
             ctype = _patch_type(request)
             raw = await request.read()
-            obj, warns = await ctx.run(ctx.registry.patch, kind, ns, name, raw, ctype, subresource=sub,
+            obj, warns = await ctx.write(kind, ctx.registry.patch, kind, ns, name, raw, ctype, subresource=sub,
                                        dry_run=_dry_run(q), field_validation=q.get("fieldValidation"))
             return json_response(obj, warnings=warns)
     elif sub == "scale" and kind == REPLICATION_CONTROLLER:

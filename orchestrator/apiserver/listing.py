@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from netplane.errors import ConfigError
 from netplane.store.etcd import Compacted, KeyValue
 from orchestrator.apiserver.fields import FieldSelector
@@ -163,13 +165,13 @@ def list_kind(objects: ObjectStore, kind: Kind, namespace: str | None, opts: Lis
 
 
 def decode_page(objects: ObjectStore, kind: Kind, kvs: Sequence[KeyValue]) -> list[Obj | None]:
-    """Every value of a page decoded, None for a malformed one (logged). One `json.loads`
-    of all values joined (a third cheaper than one per value at 10,000 pods), checked as
-    `ObjectStore.decode` checks each; a page with a value that is not JSON falls back to
-    decoding them one by one."""
+    """Every value of a page decoded, None for a malformed one (logged). One orjson parse
+    of all values joined (with the stdlib's `json.loads`, one parse was a third cheaper than
+    one per value at 10,000 pods), checked as `ObjectStore.decode` checks each; a page with
+    a value that orjson refuses falls back to decoding them one by one."""
     try:
-        values = json.loads(b"[" + b",".join(kv.value for kv in kvs) + b"]")
-    except ValueError:
+        values = orjson.loads(b"[" + b",".join(kv.value for kv in kvs) + b"]")
+    except orjson.JSONDecodeError:
         return [objects.decode_or_log(kind, kv.key, kv.value, kv.mod_revision) for kv in kvs]
     out: list[Obj | None] = []
     for kv, v in zip(kvs, values, strict=True):

@@ -1,13 +1,17 @@
-"""`kubectl auth can-i` and `kubectl auth whoami`: the two "self" reviews of kube-apiserver.
+"""`kubectl auth can-i` (also `--list`) and `kubectl auth whoami`: kube-apiserver's "self" reviews.
 
 * `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`: may the requesting user do
   `spec.resourceAttributes` (verb, resource, namespace, ...) or `spec.nonResourceAttributes`
   (verb, path)? Answered by the server's own authorizer (`auth.Authorizer`: the read-only
   group may get, list and watch; everyone else everything), in `status.allowed`.
+* `POST /apis/authorization.k8s.io/v1/selfsubjectrulesreviews` (`can-i --list`): everything
+  the user may do in `spec.namespace`, as rules: for the read-only group get, list and watch
+  of every resource and the non-resource URLs; for everyone else `*` on `*`, as RBAC lists
+  cluster-admin's.
 * `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`: who the server takes the caller
   for, in `status.userInfo` (username, uid, groups).
 
-Both groups are listed in `/apis`, each with its one resource, as kube-apiserver lists them.
+Both groups are listed in `/apis` with these resources, as kube-apiserver lists them.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from orchestrator.apiserver.status import APIError, bad_request
 Obj = dict[str, Any]
 AUTHORIZATION = "authorization.k8s.io"
 AUTHENTICATION = "authentication.k8s.io"
-RESOURCES = {  # group -> (resource, singular, kind)
-    AUTHORIZATION: ("selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview"),
-    AUTHENTICATION: ("selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview"),
+ACCESS = ("selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview")
+RULES = ("selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview")
+SUBJECT = ("selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview")
+RESOURCES = {  # group -> its (resource, singular, kind)s
+    AUTHORIZATION: (ACCESS, RULES),
+    AUTHENTICATION: (SUBJECT,),
 }
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "*")
 
@@ -39,10 +46,9 @@ def api_groups() -> list[Obj]:
 
 
 def resource_list(group: str) -> Obj:
-    name, singular, kind = RESOURCES[group]
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/v1",
             "resources": [{"name": name, "singularName": singular, "namespaced": False, "kind": kind,
-                           "verbs": ["create"]}]}
+                           "verbs": ["create"]} for name, singular, kind in RESOURCES[group]]}
 
 
 def _review(body: Any, kind: str, group: str) -> Obj:
@@ -60,7 +66,7 @@ def _review(body: Any, kind: str, group: str) -> Obj:
 
 def access_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
     """The SelfSubjectAccessReview answered for `user` (kube's 201 body)."""
-    review = _review(body, RESOURCES[AUTHORIZATION][2], AUTHORIZATION)
+    review = _review(body, ACCESS[2], AUTHORIZATION)
     spec = review.get("spec")
     attrs = (spec.get("resourceAttributes") or spec.get("nonResourceAttributes")) if isinstance(spec, dict) else None
     if not isinstance(attrs, dict):
@@ -77,8 +83,27 @@ def access_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
     return {**review, "status": status}
 
 
+def rules_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
+    """The SelfSubjectRulesReview for `user` in `spec.namespace` (kube's 201 body)."""
+    review = _review(body, RULES[2], AUTHORIZATION)
+    spec = review.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("namespace"), str) or not spec["namespace"]:
+        raise APIError(400, "no namespace on request", reason="BadRequest")
+    if authorizer.allowed(user, "create"):
+        rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
+        urls = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+    else:
+        rules = [{"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}]
+        urls = [{"verbs": ["get"], "nonResourceURLs": ["*"]}]
+    # the self reviews every authenticated user may create (kube's system:basic-user)
+    rules.append({"verbs": ["create"], "apiGroups": [AUTHORIZATION],
+                  "resources": [ACCESS[0], RULES[0]]})
+    rules.append({"verbs": ["create"], "apiGroups": [AUTHENTICATION], "resources": [SUBJECT[0]]})
+    return {**review, "status": {"resourceRules": rules, "nonResourceRules": urls, "incomplete": False}}
+
+
 def subject_review(body: Any, user: User) -> Obj:
-    review = _review(body if body is not None else {}, RESOURCES[AUTHENTICATION][2], AUTHENTICATION)
+    review = _review(body if body is not None else {}, SUBJECT[2], AUTHENTICATION)
     info: Obj = {"username": user.name, "groups": [*user.groups, "system:authenticated"]}
     if user.uid:
         info["uid"] = user.uid
@@ -95,6 +120,9 @@ def add_routes(app: web.Application, authorizer: Authorizer) -> None:
     async def access(request: web.Request) -> web.Response:
         return json_response(access_review(await read_body(request), CURRENT_USER.get(), authorizer), status=201)
 
+    async def rules(request: web.Request) -> web.Response:
+        return json_response(rules_review(await read_body(request), CURRENT_USER.get(), authorizer), status=201)
+
     async def subject(request: web.Request) -> web.Response:
         return json_response(subject_review(await read_body(request), CURRENT_USER.get()), status=201)
 
@@ -102,5 +130,6 @@ def add_routes(app: web.Application, authorizer: Authorizer) -> None:
     for group, handler in ((AUTHORIZATION, authorization_v1), (AUTHENTICATION, authentication_v1)):
         r.add_get(f"/apis/{group}/v1", handler)
         r.add_get(f"/apis/{group}/v1/", handler)
-    r.add_post(f"/apis/{AUTHORIZATION}/v1/{RESOURCES[AUTHORIZATION][0]}", access)
-    r.add_post(f"/apis/{AUTHENTICATION}/v1/{RESOURCES[AUTHENTICATION][0]}", subject)
+    r.add_post(f"/apis/{AUTHORIZATION}/v1/{ACCESS[0]}", access)
+    r.add_post(f"/apis/{AUTHORIZATION}/v1/{RULES[0]}", rules)
+    r.add_post(f"/apis/{AUTHENTICATION}/v1/{SUBJECT[0]}", subject)

@@ -38,7 +38,7 @@ from aiohttp import web
 from netplane.errors import ConfigError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
 from netplane.store.etcd import AsyncReader, LoopBridgedStore
-from orchestrator.apiserver import auth, certs, discovery, reviews
+from orchestrator.apiserver import auth, certs, discovery, metrics, reviews
 from orchestrator.apiserver.handlers import (
     CONTEXT,
     CURRENT_USER,
@@ -290,6 +290,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
     r.add_get("/openapi/v3/api/v1", openapi_v1)
     r.add_route("*", "/api/v1/{tail:.+}", api_v1)
     reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami
+    metrics.add_routes(app)  # kubectl top
     r.add_route("*", "/{tail:.*}", not_found)
     return app
 
@@ -304,7 +305,6 @@ class APIServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._stop = threading.Event()
         self._caches: WatchCaches | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._reader: AsyncReader | None = None
@@ -323,15 +323,14 @@ class APIServer:
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="apiserver")
         loop = asyncio.new_event_loop()
         self._loop = loop
-        self._caches = WatchCaches(self.objects, loop, self._stop, window=cfg.watch_window)
+        self._caches = WatchCaches(self.objects, loop, window=cfg.watch_window)
         ctx = Context(objects=self.objects,
                       registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached),
                       scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
                       pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches,
                       nodes=NodeDialer(tls.kubelet_client))
-        for kind in KINDS:  # from now on, a watch from a revision read later is in a window
-            self._caches.get(kind)
         app = build_app(ctx, tokens)
+        caches = self._caches
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -340,6 +339,9 @@ class APIServer:
             ctx.reader = self._reader = AsyncReader(self.objects.store.config)
             # the registry's blocking writes, in the pool, do their etcd round trips here too
             self.objects.store = LoopBridgedStore(self.objects.store, self._reader, loop, threading.get_ident())
+            caches.start(self._reader)
+            for kind in KINDS:  # from now on, a watch from a revision read later is in a window
+                caches.get(kind)
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
             await runner.setup()
             site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], ssl_context=tls.context,
@@ -409,15 +411,14 @@ class APIServer:
     async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._caches is not None:
+            await self._caches.stop()
         if self._reader is not None:
             await self._reader.close()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=15)
-        if self._caches is not None:
-            self._caches.join(5)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,13 +1,15 @@
 """Watch fan-out: one etcd watch per kind, shared by every API watcher of that kind.
 
 kube-apiserver's watch cache in small. A `KindCache` follows one kind's prefix with
-`netplane.store.watch.list_watch` on a thread of its own (started by the first watch of the
-kind): it keeps the current objects (so a delete carries the object's last state, and a watch
-without a resourceVersion starts with synthetic ADDED events) and a window of recent changes
-(`Change`, decoded once, JSON-encoded once for every watcher). Each batch is handed to the
-event loop with one `call_soon_threadsafe`, where every `Watcher` filters it (namespace, label
-and field selectors) into its own queue. A watcher is registered and replayed under the
-cache's lock, in the loop thread that also dispatches, so no change is missed or sent twice.
+`netplane.store.watch.list_watch_async`, a task on the server's event loop whose etcd watch
+stream is awaited there (a blocking stream on a thread of its own cost the server ~12 % of
+its CPU under writes, in thread wake-ups: bench/results/api.md). It keeps the current objects
+(so a delete carries the object's last state, and a watch without a resourceVersion starts
+with synthetic ADDED events) and a window of recent changes (`Change`, decoded once,
+JSON-encoded once for every watcher). Every `Watcher` filters each batch (namespace, label
+and field selectors) into its own queue. Registering and replaying a watcher and dispatching
+a batch all happen on the loop's thread, so no change is missed or sent twice; the cache's
+lock is for `cached`, which the pool's threads call.
 
 * A watch from revision R inside the window replays the window's changes after R; one from
   before the window falls back to its own etcd watch from R+1 (`DirectWatch`, with previous
@@ -23,7 +25,7 @@ cache's lock, in the loop thread that also dispatches, so no change is missed or
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -32,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netplane.errors import StoreError
-from netplane.store.etcd import Compacted
-from netplane.store.watch import Resync, list_watch
+from netplane.store import codec
+from netplane.store.etcd import AsyncReader, Compacted, KeyValue, WatchEvent
+from netplane.store.watch import Resync, list_watch_async
 from orchestrator.objects.meta import Kind
 from orchestrator.storage import ObjectStore
 
@@ -45,7 +48,7 @@ MAX_QUEUE = 50_000  # undelivered events before a watcher is closed as too slow
 
 
 def _dumps(obj: Obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return codec.dump_bytes(obj)
 
 
 def _at_revision(obj: Obj, revision: int) -> Obj:
@@ -146,16 +149,17 @@ class KindCache:
         self._watchers: set[Watcher] = set()  # loop thread only
         self.dispatched = 0  # newest revision handed to the watchers (loop thread only)
         self.direct_watches = 0  # watches that started before the window (their own etcd watch)
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def start(self, stop: threading.Event) -> None:
-        self._thread = threading.Thread(target=self._run, args=(stop,), name=f"watchcache-{self.kind.resource}",
-                                        daemon=True)
-        self._thread.start()
+    def start(self, reader: AsyncReader) -> None:
+        """Follow the kind from now on (on the loop's thread)."""
+        self._task = self.loop.create_task(self._run(reader), name=f"watchcache-{self.kind.resource}")
 
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     def cached(self, key: str) -> Obj | None:
         """The object at `key` as the cache has it now (any thread; None when absent or the
@@ -173,15 +177,11 @@ class KindCache:
             return True
         return await self.loop.run_in_executor(None, self._ready.wait, timeout)
 
-    # ------------------------------------------------------------------ the cache's thread
-    def _run(self, stop: threading.Event) -> None:
-        for item in list_watch(self.objects.store, self.prefix, stop=stop):
-            if isinstance(item, Resync):
-                current = {}
-                for kv in item.items:
-                    o = self.objects.decode_or_log(self.kind, kv.key, kv.value, kv.mod_revision)
-                    if o is not None:
-                        current[kv.key] = o
+    # ------------------------------------------------------------------ following etcd
+    async def _run(self, reader: AsyncReader) -> None:
+        async for item in list_watch_async(self.objects.store, reader, self.prefix):
+            if isinstance(item, Resync):  # decoded in the executor: 10,000 pods take ~0.3 s
+                current = await self.loop.run_in_executor(None, self._decode_all, item.items)
                 with self._lock:
                     self._current = current
                     self._buffer.clear()
@@ -189,38 +189,45 @@ class KindCache:
                     self._generation += 1
                     gen = self._generation
                 if gen > 1:
-                    self._post(self._reset, gen)
+                    self._reset(gen)
                 self._ready.set()
                 continue
-            changes = []
-            with self._lock:
-                for ev in item:
-                    prev = self._current.get(ev.key)
-                    new = None
-                    if ev.kind == "put" and ev.value is not None:
-                        new = self.objects.decode_or_log(self.kind, ev.key, ev.value, ev.mod_revision)
-                    if new is None:
-                        if prev is None:
-                            continue
-                        del self._current[ev.key]
-                        changes.append(Change(ev.mod_revision, "DELETED", ev.key,
-                                              _at_revision(prev, ev.mod_revision), prev))
-                    else:
-                        self._current[ev.key] = new
-                        changes.append(Change(ev.mod_revision, "MODIFIED" if prev is not None else "ADDED",
-                                              ev.key, new, prev))
-                self._buffer.extend(changes)
-                while len(self._buffer) > self.window:
-                    self._covered_from = self._buffer.popleft().revision
-                self._revision = item[-1].mod_revision
+            changes = self._apply(item)
             if changes:
-                self._post(self._fanout, changes)
+                self._fanout(changes)
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed: the server stopped
-            pass
+    def _decode_all(self, items: list[KeyValue]) -> dict[str, Obj]:
+        current = {}
+        for kv in items:
+            o = self.objects.decode_or_log(self.kind, kv.key, kv.value, kv.mod_revision)
+            if o is not None:
+                current[kv.key] = o
+        return current
+
+    def _apply(self, batch: list[WatchEvent]) -> list[Change]:
+        """One batch of etcd events into the current objects and the window, as Changes."""
+        changes = []
+        with self._lock:
+            for ev in batch:
+                prev = self._current.get(ev.key)
+                new = None
+                if ev.kind == "put" and ev.value is not None:
+                    new = self.objects.decode_or_log(self.kind, ev.key, ev.value, ev.mod_revision)
+                if new is None:
+                    if prev is None:
+                        continue
+                    del self._current[ev.key]
+                    changes.append(Change(ev.mod_revision, "DELETED", ev.key,
+                                          _at_revision(prev, ev.mod_revision), prev))
+                else:
+                    self._current[ev.key] = new
+                    changes.append(Change(ev.mod_revision, "MODIFIED" if prev is not None else "ADDED",
+                                          ev.key, new, prev))
+            self._buffer.extend(changes)
+            while len(self._buffer) > self.window:
+                self._covered_from = self._buffer.popleft().revision
+            self._revision = batch[-1].mod_revision
+        return changes
 
     # ------------------------------------------------------------------ the loop's side
     def _fanout(self, changes: list[Change]) -> None:
@@ -333,21 +340,27 @@ class DirectWatch:
 
 
 class WatchCaches:
-    """The caches of every kind watched so far (created on first use, in the loop thread)."""
+    """The caches of every kind watched so far (created on first use, on the loop's thread,
+    after `start`)."""
 
-    def __init__(self, objects: ObjectStore, loop: asyncio.AbstractEventLoop, stop: threading.Event, *,
+    def __init__(self, objects: ObjectStore, loop: asyncio.AbstractEventLoop, *,
                  window: int = WINDOW) -> None:
         self.objects = objects
         self.loop = loop
-        self.stop = stop
         self.window = window
+        self._reader: AsyncReader | None = None
         self._caches: dict[str, KindCache] = {}
+
+    def start(self, reader: AsyncReader) -> None:
+        """From now on caches follow etcd through `reader` (the loop's own channel)."""
+        self._reader = reader
 
     def get(self, kind: Kind) -> KindCache:
         c = self._caches.get(kind.resource)
         if c is None:
+            assert self._reader is not None, "WatchCaches.start first"
             c = self._caches[kind.resource] = KindCache(self.objects, kind, self.loop, window=self.window)
-            c.start(self.stop)
+            c.start(self._reader)
         return c
 
     def cached(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
@@ -357,6 +370,6 @@ class WatchCaches:
             return None
         return c.cached(self.objects.key(kind, name, namespace if kind.namespaced else None))
 
-    def join(self, timeout: float) -> None:
-        for c in self._caches.values():
-            c.join(timeout)
+    async def stop(self) -> None:
+        for c in list(self._caches.values()):
+            await c.stop()

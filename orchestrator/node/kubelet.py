@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,7 @@ from orchestrator.storage import Conflict, ObjectStore
 
 if TYPE_CHECKING:
     from orchestrator.node.server import NodeAPIServer
+    from stats.collector import Collector
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ class NodeOptions:
     # cluster's API servers publish in etcd (`orchestrator.node.nodetls.ClientCAs`)
     api_client_ca: Path | None = None
     api_read_only_group: str = "readonly"  # may read (pods, logs) but not exec or port-forward: the API server's rule
+    # this agent's stats collector, when it runs one (`/stats/summary`, what `kubectl top` reads),
+    # and the cgroup that stands for the node in it (default: the root cgroup)
+    stats: Callable[[], Collector | None] | None = None
+    stats_cgroup: str | None = None
 
 
 def machine_capacity() -> tuple[str, str]:
@@ -306,6 +311,16 @@ class NodeRuntime:
             running = len(self._uids)
         return self.pods.synced, {"runtime": self.runtime.name, "pods": running, "syncs": self.syncs,
                                   "errors": self.errors, "last_error": self.last_error}
+
+    def stats_summary(self) -> Obj | None:
+        """kubelet's Summary of this node from the agent's stats collector (None without one)."""
+        collector = self.opts.stats() if self.opts.stats is not None else None
+        if collector is None:
+            return None
+        from stats.summary import summary
+
+        return summary(self.node, collector.latest(), node_cgroup=self.opts.stats_cgroup,
+                       start_time=time.time() - (time.monotonic() - self._started_at))
 
     # ------------------------------------------------------------------ node object
     def _node_object(self, current: Obj | None) -> Obj:

@@ -5,6 +5,9 @@ announced in the Node's `status.daemonEndpoints.kubeletEndpoint.Port`, as kubele
 
     GET  /healthz                                            "ok" (503 until the pod cache is synced)
     GET  /pods                                               PodList: the pods bound to this node
+    GET  /stats/summary                                      kubelet's Summary: node, pod and container
+                                                             CPU and memory (`stats.summary`; 404
+                                                             without the agent's stats collector)
     GET  /containerLogs/{namespace}/{pod}/{container}        the container's output, chunked
          ?follow=true   until the container exits (or the client goes)
          &tailLines=N   the last N lines (records) only
@@ -132,7 +135,7 @@ class PortForwardRequest:
 
 @dataclass(frozen=True)
 class InfoRequest:
-    what: str  # "healthz" or "pods"
+    what: str  # "healthz", "pods" or "stats/summary"
 
 
 Request = LogsRequest | ExecRequest | AttachRequest | PortForwardRequest | InfoRequest
@@ -171,6 +174,10 @@ def parse(method: str, target: str) -> Request:
         if method not in ("GET", "HEAD"):
             raise APIError(405, f"method {method} not allowed on /{head}")
         return InfoRequest(head)
+    if head == "stats" and rest == ["summary"]:
+        if method not in ("GET", "HEAD"):
+            raise APIError(405, f"method {method} not allowed on /stats/summary")
+        return InfoRequest("stats/summary")
     if head == "containerLogs":
         ns, pod, container = _target(rest, head)
         if method not in ("GET", "HEAD"):
@@ -246,6 +253,10 @@ class Node(Protocol):
         ...
 
     def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def stats_summary(self) -> Obj | None:
+        """kubelet's Summary (`stats.summary`), None when this agent runs no stats collector."""
+        ...
 
 
 def _names(pod: Obj, field: str = "containers") -> list[str]:
@@ -368,6 +379,11 @@ class NodeAPIServer:
         if what == "healthz":
             ok, _ = self.node.health()
             return (200, "text/plain", b"ok") if ok else (503, "text/plain", b"node runtime not synced yet\n")
+        if what == "stats/summary":
+            summary = self.node.stats_summary()
+            if summary is None:
+                raise APIError(404, f"node {self.node.node} runs no stats collector (netplane agent --stats-listen)")
+            return 200, "application/json", json.dumps(summary).encode()
         items = self.node.pods.by_index("node", self.node.node)
         return 200, "application/json", json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {},
                                                     "items": items}).encode()

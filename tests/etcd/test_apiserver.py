@@ -27,7 +27,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from netplane.store import EtcdStore, Keys
+from netplane.store import EtcdConfig, EtcdStore, Keys
 from orchestrator.apiserver import kubeconfig as kc
 from orchestrator.apiserver.auth import add_token
 from orchestrator.apiserver.server import APIServer, APIServerConfig
@@ -157,6 +157,33 @@ def test_a_get_reads_etcd_on_the_loop(v1: client.CoreV1Api, store: EtcdStore, ke
         body = json.loads(e.value.body)
         assert (e.value.status, body["kind"], body["reason"]) == (code, "Status", reason)
     assert v1.read_namespaced_pod("web", "default").metadata.name == "web"
+
+
+def test_pod_writes_do_not_take_the_pool(v1: client.CoreV1Api, api: APIServer) -> None:
+    """Creates, patches and updates of pods run on the loop (greenbridge), their etcd calls
+    awaited there: with every worker thread of the pool held, they are still answered, while
+    a write that does take the pool (a Service's, for its allocations) waits for a worker."""
+    assert api._pool is not None
+    release = threading.Event()
+    held = [api._pool.submit(release.wait, 30) for _ in range(api.config.workers)]
+    try:
+        v1.create_namespaced_pod("default", pod("busy-pool"), _request_timeout=5)
+        got = v1.patch_namespaced_pod("busy-pool", "default", {"metadata": {"labels": {"x": "1"}}},
+                                      _content_type="application/merge-patch+json", _request_timeout=5)
+        assert got.metadata.labels["x"] == "1"
+        got.metadata.labels["y"] = "2"
+        assert v1.replace_namespaced_pod("busy-pool", "default", got, _request_timeout=5).metadata.labels["y"] == "2"
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "waits"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+        with pytest.raises(Exception):  # noqa: B017 - urllib3's read timeout, whatever its class
+            v1.create_namespaced_service("default", svc, _request_timeout=1)
+    finally:
+        release.set()
+        for f in held:
+            f.result(10)
+    wait_for(lambda: [x for x in v1.list_namespaced_service("default").items
+                      if x.metadata.name == "waits" and x.spec.cluster_ip], 10,
+             "the Service's create, once a worker was free")
 
 
 def test_conflict_on_stale_update(v1: client.CoreV1Api) -> None:
@@ -396,6 +423,51 @@ def test_watchers_share_one_cache(api: APIServer, v1: client.CoreV1Api) -> None:
     assert cache.direct_watches == 0  # all ten were served from the one etcd watch
 
 
+def test_watch_cache_relists_after_etcd_restarts(etcd_factory: Any, tmp_path: Path) -> None:
+    """etcd goes away under the server: its watch caches re-list when it is back, close the
+    watches they served (continuity is lost: kube's cacher does the same), and serve new
+    watches and cached writes from the new list."""
+    etcd = etcd_factory()
+    store = EtcdStore(EtcdConfig(endpoints=(etcd.endpoint,), timeout=2.0))
+    keys = Keys("/restart")
+    api = APIServer(store, keys, APIServerConfig(listen=("127.0.0.1", 0), state_dir=tmp_path / "state"))
+    api.start()
+    c = client_for(kubeconfig_file(api, tmp_path))
+    try:
+        v1 = client.CoreV1Api(c)
+        v1.create_namespaced_pod("default", pod("before"))
+        ended = threading.Event()
+        seen: list[str] = []
+
+        def follow() -> None:
+            for ev in watch.Watch().stream(v1.list_namespaced_pod, "default", timeout_seconds=60):
+                seen.append(ev["object"].metadata.name)
+            ended.set()
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        wait_for(lambda: seen == ["before"], timeout=10)
+        etcd.stop()
+        etcd.start()
+        assert ended.wait(30), "the watch served before the restart was not closed"
+        v1.create_namespaced_pod("default", pod("after"))
+        names: list[str] = []
+        w = watch.Watch()
+        for ev in w.stream(v1.list_namespaced_pod, "default", timeout_seconds=10):
+            names.append(ev["object"].metadata.name)
+            if len(names) == 2:
+                w.stop()
+        assert sorted(names) == ["after", "before"]
+        patched = v1.patch_namespaced_pod("after", "default", {"metadata": {"labels": {"x": "1"}}},
+                                          _content_type="application/merge-patch+json")
+        assert patched.metadata.labels["x"] == "1"
+    finally:
+        c.close()
+        api.stop()
+        store.delete_prefix("/restart/")
+        store.close()
+
+
 # --------------------------------------------------------------------------- subresources
 def test_scale_subresource(v1: client.CoreV1Api) -> None:
     v1.create_namespaced_replication_controller("default", rc("web", 2))
@@ -497,9 +569,10 @@ def test_service_gets_a_cluster_ip(v1: client.CoreV1Api) -> None:
 def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api, api: APIServer,
                                                           tmp_path: Path) -> None:
     """kubectl auth can-i / whoami: SelfSubjectAccessReview and SelfSubjectReview, for the admin and a
-    read-only user, through the official client; both groups are in /apis."""
+    read-only user, through the official client; both groups are in /apis (with kubectl top's)."""
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(v1.api_client).get_api_versions().groups}
-    assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1"}
+    assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1",
+                      "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
     viewer = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
     wait_for(lambda: accepted(lambda: client.CoreV1Api(viewer).list_namespaced_pod("default")),
              what="the viewer's token read")  # the token file is re-read at most once a second
@@ -511,6 +584,20 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
 
     assert can(v1.api_client, "create") and can(v1.api_client, "delete", "nodes")
     assert can(viewer, "list") and not can(viewer, "create") and not can(viewer, "escalate")
+    def rules(c: client.ApiClient) -> list[tuple[list[str], list[str], list[str]]]:
+        review = client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace="default"))
+        st = client.AuthorizationV1Api(c).create_self_subject_rules_review(review).status
+        assert st.incomplete is False
+        return [(r.verbs, r.api_groups, r.resources) for r in st.resource_rules]
+
+    assert rules(v1.api_client)[0] == (["*"], ["*"], ["*"])  # kubectl auth can-i --list
+    assert rules(viewer)[0] == (["get", "list", "watch"], ["*"], ["*"])
+    assert (["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]) \
+        in rules(viewer)
+    with pytest.raises(ApiException) as e:
+        client.AuthorizationV1Api(viewer).create_self_subject_rules_review(
+            client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec()))
+    assert e.value.status == 400 and json.loads(e.value.body)["message"] == "no namespace on request"
     who = client.AuthenticationV1Api(viewer).create_self_subject_review(client.V1SelfSubjectReview())
     assert (who.status.user_info.username, who.status.user_info.groups) == ("viewer", ["readonly", "system:authenticated"])
     with pytest.raises(ApiException) as e:
@@ -668,8 +755,12 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
                                           "update", "watch"}
     token = add_token(api.config.state_dir / "tokens.csv", "alice")
     time.sleep(1.1)
-    code, groups = raw(api, "/apis", token=token)  # only the self reviews' groups (kubectl auth)
-    assert (code, [g["name"] for g in groups["groups"]]) == (200, ["authorization.k8s.io", "authentication.k8s.io"])
+    code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth) and kubectl top's
+    assert (code, [g["name"] for g in groups["groups"]]) == \
+        (200, ["authorization.k8s.io", "authentication.k8s.io", "metrics.k8s.io"])
+    code, metrics = raw(api, "/apis/metrics.k8s.io/v1beta1", token=token)
+    assert code == 200 and {r["name"]: r["kind"] for r in metrics["resources"]} == \
+        {"nodes": "NodeMetrics", "pods": "PodMetrics"}
     code, body = raw(api, "/api/v1/frobs", token=token)
     assert code == 404 and body["reason"] == "NotFound"
     code, body = raw(api, "/api/v1/namespaces/default/pods", token=token, method="PUT", body={})
@@ -755,6 +846,52 @@ def test_pod_log_is_proxied_to_the_node(v1: client.CoreV1Api, api: APIServer) ->
     with pytest.raises(ApiException) as e:
         v1.read_namespaced_pod_log("logger", "default", container="nope")
     assert e.value.status == 400
+
+
+def test_metrics_api_reads_the_nodes_summaries(v1: client.CoreV1Api, api: APIServer) -> None:
+    """kubectl top's metrics.k8s.io: the server asks the node's /stats/summary (a stand-in
+    agent here; the lab's kubectl top reads real ones) and answers NodeMetrics and PodMetrics
+    in metrics-server's quantities, through the official client's custom-objects API."""
+    summary = {"node": {"nodeName": "n1", "cpu": {"time": "2026-12-03T08:00:00Z", "usageNanoCores": 250_000_000,
+                                                 "windowSeconds": 1.5},
+                        "memory": {"time": "2026-12-03T08:00:00Z", "workingSetBytes": 3 << 20}},
+               "pods": [{"podRef": {"name": "topped", "namespace": "default", "uid": "u"},
+                         "containers": [{"name": "c", "cpu": {"time": "2026-12-03T08:00:00Z",
+                                                              "usageNanoCores": 1_234_567, "windowSeconds": 1.0},
+                                         "memory": {"workingSetBytes": 12345}}]},
+                        {"podRef": {"name": "elsewhere", "namespace": "default", "uid": "v"},
+                         "containers": [{"name": "c", "cpu": {"usageNanoCores": 1}, "memory": {"workingSetBytes": 1}}]}]}
+    asked: list[str] = []
+
+    class Agent(QuietHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.reply("application/json", json.dumps(summary).encode())
+
+    with node_agent_stand_in(v1, api, Agent, "topped"):
+        summary["pods"][0]["podRef"]["uid"] = v1.read_namespaced_pod("topped", "default").metadata.uid
+        m = client.CustomObjectsApi(v1.api_client)
+        nodes = m.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
+        assert [(n["metadata"]["name"], n["usage"], n["window"]) for n in nodes["items"]] == \
+            [("n1", {"cpu": "250m", "memory": "3Mi"}, "1.5s")]
+        pods = m.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods")
+        # "elsewhere" is in n1's summary but no such pod is bound to n1: not served
+        assert [(p["metadata"]["name"], p["metadata"]["labels"], p["containers"]) for p in pods["items"]] == \
+            [("topped", {"app": "web"}, [{"name": "c", "usage": {"cpu": "1234567n", "memory": "12345"}}])]
+        assert m.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods",
+                                               label_selector="app=db")["items"] == []
+        one = m.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "topped")
+        assert one["kind"] == "PodMetrics" and one["window"] == "1s"
+        assert set(asked) == {"/stats/summary"}
+        summary["pods"][0]["podRef"]["uid"] = "an-earlier-pod"  # the node measured another pod of that name
+        assert m.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods")["items"] == []
+        v1.create_namespaced_pod("default", pod("unbound"))  # no node yet: no metrics
+        with pytest.raises(ApiException) as e:
+            m.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "unbound")
+        assert e.value.status == 404 and json.loads(e.value.body)["message"] == \
+            'podmetrics.metrics.k8s.io "default/unbound" not found'
+    # the agent is gone: the node is left out, as metrics-server leaves out a node it cannot scrape
+    assert m.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")["items"] == []
 
 
 def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None:

@@ -125,3 +125,35 @@ def test_unreachable_etcd_is_a_store_error(store: EtcdStore, loop_thread: LoopTh
         on_loop(loop_thread, reader.close())
     finally:
         dead.close()
+
+
+def test_bridged_store_under_greenbridge_awaits_on_the_loop(store: EtcdStore, keys: Keys,
+                                                             loop_thread: LoopThread) -> None:
+    """Under `greenbridge.run` (the API server's writes) gets and transactions are awaited on
+    the loop's own channel: with the blocking channel closed they still work, concurrently."""
+    from netplane.store import greenbridge
+
+    own = EtcdStore(store.config)
+    reader = make_reader(loop_thread, store)
+    bridged = LoopBridgedStore(own, reader, loop_thread.loop, loop_thread.ident)
+    own.close()  # only the loop's channel can answer now
+    base = keys.prefix + "/green/"
+
+    def write(i: int) -> bytes:
+        assert bridged.txn([Absent(f"{base}{i}")], [Put(f"{base}{i}", f"g{i}")]).succeeded
+        kv = bridged.get(f"{base}{i}")
+        assert kv is not None
+        return kv.value
+
+    async def main() -> list[bytes]:
+        return list(await asyncio.gather(*(greenbridge.run(write, i) for i in range(20))))
+
+    assert on_loop(loop_thread, main()) == [f"g{i}".encode() for i in range(20)]
+
+    async def outside() -> object:  # the loop's thread, not under run: the (closed) blocking channel
+        return bridged.get(f"{base}1")
+
+    with pytest.raises(ValueError, match="closed channel"):
+        on_loop(loop_thread, outside())
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)

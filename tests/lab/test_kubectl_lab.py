@@ -15,7 +15,8 @@ Service with a named targetPort, and the refusal for a port nothing listens on),
 ephemeral container in a pod's namespaces, attached), cordon
 (new pods avoid the node), drain (pods/eviction: its pods evicted and made again elsewhere), delete;
 what kubectl's typed clients send as protobuf (create namespace, create service, debug node/,
-drain --disable-eviction, auth can-i, auth whoami);
+drain --disable-eviction, auth can-i (and --list), auth whoami); top pod and top node (a CPU
+limit seen in the measured rate);
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
@@ -279,6 +280,11 @@ def typed_client_steps(api: Api) -> None:
     p = k("auth", "can-i", "delete", "pods", kubeconfig=viewer, check=False)
     assert (p.returncode, p.stdout.strip()) == (1, "no"), p
     assert k("auth", "can-i", "watch", "pods", kubeconfig=viewer).stdout.strip() == "yes"
+    # can-i --list (SelfSubjectRulesReview): what each may do, as kubectl tabulates RBAC's rules
+    rows = [line.split() for line in k("auth", "can-i", "--list").stdout.splitlines()]
+    assert ["*.*", "[]", "[]", "[*]"] in rows, rows
+    rows = [line.split() for line in k("auth", "can-i", "--list", kubeconfig=viewer).stdout.splitlines()]
+    assert ["*.*", "[]", "[]", "[get", "list", "watch]"] in rows and ["*.*", "[]", "[]", "[*]"] not in rows, rows
     who = k("auth", "whoami", kubeconfig=viewer).stdout
     assert "viewer" in who and "[readonly system:authenticated]" in who, who
 
@@ -306,6 +312,41 @@ def server_side_apply_steps(api: Api) -> None:
     k("apply", "--server-side", "-f", "-", input=svc(app="ssa"))  # no longer applied: removed
     assert api.json("get", "svc", "ssa")["metadata"]["labels"] == {"app": "ssa"}
     k("delete", "svc", "ssa")
+
+
+def top_steps(api: Api, names: set[str]) -> None:
+    """kubectl top: metrics.k8s.io from the node agents' /stats/summary, their collectors
+    reading the pods' cgroups. A busy loop held to 200m by its CPU limit (cpu.max) shows as
+    about that; the sleeping web pods as next to nothing; every node has a row."""
+    k = api.kubectl
+    burn = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "burn", "labels": {"app": "burn"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "spin", "image": IMAGE, "command": ["sh", "-c", "while :; do :; done"],
+                "resources": {"limits": {"cpu": "200m", "memory": "64Mi"}}}]}}
+    k("apply", "-f", "-", input=json.dumps(burn))
+    wait_for(lambda: running(api, "app=burn", 1), 60, "pod burn Running")
+
+    def top(*args: str) -> dict[str, list[str]] | None:
+        p = k("top", *args, "--no-headers", check=False)
+        rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.strip()}
+        return rows if p.returncode == 0 and rows else None
+
+    def burning() -> list[str] | None:  # a rate over the collector's last two samples, once it has them
+        row = (top("pod", "burn") or {}).get("burn")
+        return row if row and row[0].endswith("m") and int(row[0][:-1]) >= 120 else None
+
+    cpu, mem = wait_for(burning, 60, "kubectl top pod burn showing its CPU")
+    assert 120 <= int(cpu[:-1]) <= 260 and mem.endswith("Mi"), (cpu, mem)
+    rows = wait_for(lambda: (r := top("pod", "-l", "app=web")) and set(r) == names and r, 30, "kubectl top of the web pods")
+    for n, (c, m) in rows.items():
+        assert c.endswith("m") and int(c[:-1]) < 100 and m.endswith("Mi"), (n, c, m)
+    nodes = {n["metadata"]["name"] for n in api.json("get", "nodes")["items"]}
+    per_node = wait_for(lambda: (r := top("node")) and set(r) == nodes and r, 30, "kubectl top node")
+    for n, row in per_node.items():  # NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
+        assert row[0].endswith("m") and row[1].endswith("%") and row[2].endswith("Mi"), (n, row)
+    p = k("top", "pod", "nosuch", check=False)  # what metrics-server answers: the pod's own 404
+    assert p.returncode != 0 and 'pods "nosuch" not found' in p.stderr, p.stderr
+    k("delete", "pod", "burn")
 
 
 def kubectl_steps(api: Api) -> None:
@@ -350,6 +391,8 @@ def kubectl_steps(api: Api) -> None:
     some = min(names)
     log = wait_for(lambda: k("logs", some, check=False).stdout, 30, "the pod's log")
     assert f"web says hello from {some}" in log, log
+
+    top_steps(api, names)
 
     # ---- exec (WebSocket, v5.channel.k8s.io, through the API server to the pod's node agent)
     p = k("exec", some, "--", "sh", "-c", "echo in $(hostname); exit 3", check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Network
 
 import pytest
@@ -90,8 +91,8 @@ def test_loads_never_raises_anything_but_decode_error(raw: bytes) -> None:
         pass
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
+json_values = st.recursive(  # integers: what orjson reads exactly (see the next test but one)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=20,
 )
@@ -111,3 +112,24 @@ def test_etcd_config_parsing() -> None:
             EtcdConfig.parse(bad)
     with pytest.raises(ConfigError):
         EtcdConfig.parse("https://a:1", cert="c")
+
+
+@given(json_values)
+def test_dumps_is_canonical_and_the_stdlib_reads_it(value: object) -> None:
+    """orjson writes the values (the stdlib what orjson refuses): sorted keys and no spaces,
+    so equal objects are equal bytes, and any JSON reader gets the same value back."""
+    text = codec.dumps(value)
+    assert json.loads(text) == value
+    assert text == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) \
+        or "\\u" in text  # only a lone surrogate, which UTF-8 cannot carry, is escaped
+
+
+def test_what_orjson_refuses_the_stdlib_does() -> None:
+    big = {"n": 2**70 + 1, "m": -(2**64) - 1}
+    text = codec.dumps(big)
+    assert text == '{"m":-18446744073709551617,"n":1180591620717411303425}'  # written exactly
+    assert codec.loads(text) == {"m": float(-(2**64) - 1), "n": float(2**70 + 1)}  # read as floats
+    assert codec.loads('"\\ud800"') == "\ud800"  # a lone surrogate: the stdlib reads it
+    assert codec.dump_bytes({"a": [1, "é"]}) == '{"a":[1,"é"]}'.encode()
+    with pytest.raises(TypeError):
+        codec.dump_bytes({"a": object()})

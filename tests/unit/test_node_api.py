@@ -147,6 +147,11 @@ class FakeNode:
     def health(self) -> tuple[bool, dict[str, Any]]:
         return True, {}
 
+    summary: Obj | None = None
+
+    def stats_summary(self) -> Obj | None:
+        return self.summary
+
 
 CA = certs.new_ca()
 ADMIN = certs.client_cert(CA, "admin", ["system:masters"])
@@ -227,7 +232,7 @@ def test_parse_listen() -> None:
 
 
 def test_info_and_error_codes(served: tuple[FakeNode, NodeAPIServer]) -> None:
-    _, srv = served
+    node, srv = served
     assert _raw(srv, "GET", "/healthz") == (200, "ok")
     code, body = _raw(srv, "GET", "/pods")
     assert code == 200 and {p["metadata"]["name"] for p in json.loads(body)["items"]} == {"solo", "duo", "new"}
@@ -244,6 +249,10 @@ def test_info_and_error_codes(served: tuple[FakeNode, NodeAPIServer]) -> None:
         assert _raw(srv, "GET", path) == (code, line + "\n"), path
     code, body = _raw(srv, "POST", "/exec/default/duo/a?command=ls")
     assert (code, body) == (400, 'container "a" in pod "duo" is not running (exited)\n')
+    assert _raw(srv, "GET", "/stats/summary") == (404, "node n1 runs no stats collector (netplane agent --stats-listen)\n")
+    node.summary = {"node": {"nodeName": "n1"}, "pods": []}
+    assert _raw(srv, "GET", "/stats/summary") == (200, json.dumps(node.summary))
+    assert _raw(srv, "POST", "/stats/summary")[0] == 405
 
 
 def test_logs_pick_the_instance_and_pass_the_query(served: tuple[FakeNode, NodeAPIServer]) -> None:
