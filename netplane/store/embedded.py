@@ -9,6 +9,8 @@ then SIGKILL). The process can outlive the Python object (the lab records its pi
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from netplane import netns
 from netplane.errors import StoreError
@@ -131,21 +134,46 @@ class EmbeddedEtcd:
         return self.proc.pid
 
     def wait_healthy(self, timeout: float, *, client: EtcdConfig | None = None) -> None:
-        """Poll until etcd answers; `client` gives the TLS files when clients need them."""
+        """Poll until etcd answers; `client` gives the TLS files when clients need them.
+
+        In a namespace, the probe is etcd's HTTP `/health` over a socket this thread opens
+        inside it. A blocking gRPC channel made there is no probe: while a grpc.aio channel is
+        open in the process (an API server's watch caches), gRPC connects it from its own
+        threads, in the root namespace (tests/kernel/test_embedded_etcd_netns.py)."""
         deadline = time.monotonic() + timeout
         cfg = client or EtcdConfig(endpoints=(self.endpoint,), timeout=1.0)
-        with netns.inside(self.spec.netns):
-            store = EtcdStore(cfg)
+        store = None if self.spec.netns else EtcdStore(cfg)
         try:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise StoreError(self._explain(f"etcd ({self.endpoint}) exited with code {self.proc.returncode} at start"))
-                if store.healthy():
+                if store.healthy() if store is not None else self._healthy_in_netns(cfg):
                     return
                 time.sleep(0.05)
             raise StoreError(self._explain(f"etcd ({self.endpoint}) not healthy after {timeout:.0f}s"))
         finally:
-            store.close()
+            if store is not None:
+                store.close()
+
+    def _healthy_in_netns(self, cfg: EtcdConfig) -> bool:
+        url = urlsplit(self.endpoint)
+        if url.scheme != "http":  # the lab's etcd is plain http on its underlay
+            raise StoreError(f"etcd ({self.endpoint}): only http:// is probed inside a namespace")
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 2379, timeout=cfg.timeout)
+        try:
+            with netns.inside(self.spec.netns):
+                conn.connect()
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+        try:
+            return resp.status == 200 and json.loads(body).get("health") == "true"
+        except (ValueError, AttributeError):
+            return False
 
     def _explain(self, message: str) -> str:
         return with_tail(message, self.spec.log_path) if self.spec.log_path else message
