@@ -72,9 +72,10 @@ def api_versions(server_address: str) -> Obj:
 
 
 def api_groups() -> Obj:
-    from orchestrator.apiserver import metrics, reviews
+    from orchestrator.apiserver import leases, metrics, reviews
 
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [*reviews.api_groups(), metrics.api_group()]}
+    return {"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [*reviews.api_groups(), leases.api_group(), metrics.api_group()]}
 
 
 def singular(kind: Kind) -> str:

@@ -38,7 +38,7 @@ from aiohttp import web
 from netplane.errors import ConfigError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
 from netplane.store.etcd import AsyncReader, LoopBridgedStore
-from orchestrator.apiserver import auth, certs, discovery, metrics, reviews
+from orchestrator.apiserver import auth, certs, discovery, leases, metrics, reviews
 from orchestrator.apiserver.handlers import (
     CONTEXT,
     CURRENT_USER,
@@ -290,6 +290,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
     r.add_get("/openapi/v3/api/v1", openapi_v1)
     r.add_route("*", "/api/v1/{tail:.+}", api_v1)
     reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami
+    leases.add_routes(app)  # the node Leases kubectl describe node shows
     metrics.add_routes(app)  # kubectl top
     r.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -230,6 +230,7 @@ class NodeRuntime:
         self._hostports_lock = threading.Lock()
         self._started_at = time.monotonic()
         self._lease = 0
+        self._lease_since: datetime | None = None  # when self._lease was granted (the Lease object's creation)
         self.api: NodeAPIServer | None = None
         self._api_cert = ""  # the node API's certificate, announced in the Node (nodetls.CERT_ANNOTATION)
         self.syncs = 0
@@ -388,9 +389,11 @@ class NodeRuntime:
             try:
                 if not self._lease:
                     self._lease = self.ctx.store.grant(self.opts.lease_ttl)
+                    self._lease_since = datetime.now(UTC)
                 else:
                     self.ctx.store.keepalive(self._lease)
-                heartbeat.renew(self.ctx.store, self.ctx.keys, self.node, lease=self._lease, now=datetime.now(UTC))
+                heartbeat.renew(self.ctx.store, self.ctx.keys, self.node, lease=self._lease, now=datetime.now(UTC),
+                                duration=self.opts.lease_ttl, since=self._lease_since)
                 beats += 1
                 node = self.objects.get(NODE, self.node)
                 # the Ready condition is ours: the lifecycle controller sets it Unknown while we are

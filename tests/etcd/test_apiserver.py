@@ -569,10 +569,11 @@ def test_service_gets_a_cluster_ip(v1: client.CoreV1Api) -> None:
 def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api, api: APIServer,
                                                           tmp_path: Path) -> None:
     """kubectl auth can-i / whoami: SelfSubjectAccessReview and SelfSubjectReview, for the admin and a
-    read-only user, through the official client; both groups are in /apis (with kubectl top's)."""
+    read-only user, through the official client; both groups are in /apis (with the node
+    Leases' and kubectl top's)."""
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(v1.api_client).get_api_versions().groups}
     assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1",
-                      "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
+                      "coordination.k8s.io": "coordination.k8s.io/v1", "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
     viewer = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
     wait_for(lambda: accepted(lambda: client.CoreV1Api(viewer).list_namespaced_pod("default")),
              what="the viewer's token read")  # the token file is re-read at most once a second
@@ -755,9 +756,9 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
                                           "update", "watch"}
     token = add_token(api.config.state_dir / "tokens.csv", "alice")
     time.sleep(1.1)
-    code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth) and kubectl top's
+    code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth), the node Leases' and kubectl top's
     assert (code, [g["name"] for g in groups["groups"]]) == \
-        (200, ["authorization.k8s.io", "authentication.k8s.io", "metrics.k8s.io"])
+        (200, ["authorization.k8s.io", "authentication.k8s.io", "coordination.k8s.io", "metrics.k8s.io"])
     code, metrics = raw(api, "/apis/metrics.k8s.io/v1beta1", token=token)
     assert code == 200 and {r["name"]: r["kind"] for r in metrics["resources"]} == \
         {"nodes": "NodeMetrics", "pods": "PodMetrics"}
@@ -1118,3 +1119,46 @@ def test_ephemeral_containers_are_added_through_their_subresource(v1: client.Cor
     with pytest.raises(ApiException) as e:  # not through the pod itself
         v1.patch_namespaced_pod("dbg", "default", {"spec": {"ephemeralContainers": [*bad, {"name": "z", "image": "x"}]}})
     assert e.value.status == 422 and "pod updates may not change fields" in json.loads(e.value.body)["message"]
+
+
+def test_node_leases_are_the_agents_heartbeats(v1: client.CoreV1Api, api: APIServer, store: EtcdStore,
+                                               keys: Keys) -> None:
+    """coordination.k8s.io/v1 Leases in kube-node-lease: each node agent's heartbeat key, read
+    through the official client's CoordinationV1Api (kubectl describe node reads the same)."""
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator import heartbeat
+
+    lease_id = store.grant(40)
+    try:
+        since = datetime(2026, 12, 3, 8, 0, 0, 123456, UTC)
+        heartbeat.renew(store, keys, "n1", lease=lease_id, now=since + timedelta(seconds=5), duration=40, since=since)
+        store.put(keys.node("n0"), heartbeat.encode(since), lease=lease_id)  # an older agent's value
+        store.put(keys.nodes + "n2", b"{not json", lease=lease_id)  # logged and left out
+        co = client.CoordinationV1Api(v1.api_client)
+        le = co.read_namespaced_lease("n1", "kube-node-lease")
+        assert (le.spec.holder_identity, le.spec.lease_duration_seconds, le.spec.renew_time) == \
+            ("n1", 40, since + timedelta(seconds=5))
+        assert le.metadata.creation_timestamp == since.replace(microsecond=0)
+        kv = store.get(keys.node("n1"))
+        assert kv is not None and le.metadata.resource_version == str(kv.mod_revision)
+        assert [(x.metadata.name, x.spec.lease_duration_seconds) for x in co.list_namespaced_lease("kube-node-lease").items] \
+            == [("n0", None), ("n1", 40)]
+        assert [x.metadata.name for x in co.list_lease_for_all_namespaces().items] == ["n0", "n1"]
+        assert co.list_namespaced_lease("default").items == []
+        # a renewal is the same Lease, renewed
+        heartbeat.renew(store, keys, "n1", lease=lease_id, now=since + timedelta(seconds=15), duration=40, since=since)
+        again = co.read_namespaced_lease("n1", "kube-node-lease")
+        assert again.spec.renew_time == since + timedelta(seconds=15) and again.metadata.uid == le.metadata.uid
+        assert int(again.metadata.resource_version) > int(le.metadata.resource_version)
+        for ns, name in (("kube-node-lease", "n2"), ("kube-node-lease", "nope"), ("default", "n1")):
+            with pytest.raises(ApiException) as e:
+                co.read_namespaced_lease(name, ns)
+            assert e.value.status == 404 and f'leases.coordination.k8s.io \\"{name}\\" not found' in e.value.body
+        with pytest.raises(ApiException) as e:
+            co.create_namespaced_lease("kube-node-lease", {"metadata": {"name": "x"}, "spec": {}})
+        assert e.value.status == 405
+        group = client.CoordinationV1Api(v1.api_client).get_api_resources()
+        assert [(r.name, r.namespaced, sorted(r.verbs)) for r in group.resources] == [("leases", True, ["get", "list"])]
+    finally:
+        store.revoke(lease_id)

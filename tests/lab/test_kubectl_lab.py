@@ -429,6 +429,15 @@ def kubectl_steps(api: Api) -> None:
                                                        api.json("get", "pod", some)["spec"]["nodeName"]}), started
     d = k("describe", "rc", "web").stdout
     assert "Replicas:" in d and "3 current / 3 desired" in d, d
+    # a node's Lease: its agent's heartbeat (coordination.k8s.io, read-only)
+    node = api.json("get", "pod", some)["spec"]["nodeName"]
+    d = k("describe", "node", node).stdout
+    assert f"HolderIdentity:  {node}" in d and "Failed to get lease" not in d, d
+    assert "RenewTime:" in d and "RenewTime:       <unset>" not in d, d
+    lines = k("get", "leases", "-n", "kube-node-lease").stdout.splitlines()
+    nodes = {n["metadata"]["name"] for n in api.json("get", "nodes")["items"]}
+    assert lines[0].split() == ["NAME", "HOLDER", "AGE"] and \
+        {tuple(line.split()[:2]) for line in lines[1:]} == {(n, n) for n in nodes}, lines
 
     # ---- get -w: the list, then the changes a scale-down makes, until the request timeout ends it
     watch = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "get", "pods", "-l", "app=web",
