@@ -38,7 +38,7 @@ from aiohttp import web
 from netplane.errors import ConfigError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
 from netplane.store.etcd import AsyncReader, LoopBridgedStore
-from orchestrator.apiserver import auth, certs, discovery, leases, metrics, reviews
+from orchestrator.apiserver import auth, certs, discovery, leases, metrics, requestmetrics, reviews
 from orchestrator.apiserver.handlers import (
     CONTEXT,
     CURRENT_USER,
@@ -200,7 +200,10 @@ def _unauthorized() -> web.Response:
     return status_response(APIError(401, "Unauthorized"))
 
 
-def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
+def build_app(ctx: Context, tokens: auth.TokenFile,
+              request_metrics: requestmetrics.RequestMetrics | None = None) -> web.Application:
+    measured = request_metrics or requestmetrics.RequestMetrics()
+
     @web.middleware
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
@@ -247,7 +250,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
         resp = await handler(request)
         return resp
 
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[measured.middleware(), errors, authenticate], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
 
     async def version(request: web.Request) -> web.Response:
@@ -288,6 +291,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile) -> web.Application:
     r.add_get("/openapi/v3", openapi_index)
     r.add_get("/openapi/v3/", openapi_index)
     r.add_get("/openapi/v3/api/v1", openapi_v1)
+    r.add_get("/metrics", measured.serve)
     r.add_route("*", "/api/v1/{tail:.+}", api_v1)
     reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami
     leases.add_routes(app)  # the node Leases kubectl describe node shows

@@ -1162,3 +1162,52 @@ def test_node_leases_are_the_agents_heartbeats(v1: client.CoreV1Api, api: APISer
         assert [(r.name, r.namespaced, sorted(r.verbs)) for r in group.resources] == [("leases", True, ["get", "list"])]
     finally:
         store.revoke(lease_id)
+
+
+def test_request_metrics_count_what_clients_did(v1: client.CoreV1Api, api: APIServer) -> None:
+    """/metrics: kube-apiserver's request counters, latency histogram and long-running gauge,
+    after requests made with the official client, read with prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        c = v1.api_client
+        r = c.call_api(*c.param_serialize("GET", "/metrics", auth_settings=["BearerToken"]))
+        r.read()
+        assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+        return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k in ("verb", "resource", "scope", "code",
+                                                                                  "subresource", "request_kind")))): s.value
+                for fam in text_string_to_metric_families(r.data.decode()) for s in fam.samples}
+
+    v1.create_namespaced_pod("default", pod("metered"))
+    v1.read_namespaced_pod("metered", "default")
+    v1.patch_namespaced_pod("metered", "default", {"metadata": {"labels": {"m": "1"}}},
+                            _content_type="application/merge-patch+json")
+    with pytest.raises(ApiException):
+        v1.read_namespaced_pod("nosuch", "default")
+    v1.list_namespaced_pod("default")
+    ended = threading.Event()
+
+    def follow() -> None:
+        for _ in watch.Watch().stream(v1.list_namespaced_pod, "default", timeout_seconds=3):
+            pass
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    watching = (("resource", "pods"), ("scope", "namespace"), ("subresource", ""), ("verb", "WATCH"))
+    m = wait_for(lambda: (s := scrape()).get(("apiserver_longrunning_requests", watching)) == 1 and s,
+                 what="the open watch in apiserver_longrunning_requests")
+    total = "apiserver_request_total"
+    for verb, scope, code in (("POST", "namespace", "201"), ("GET", "resource", "200"), ("PATCH", "resource", "200"),
+                              ("GET", "resource", "404"), ("LIST", "namespace", "200")):
+        key = (total, (("code", code), ("resource", "pods"), ("scope", scope), ("subresource", ""), ("verb", verb)))
+        assert m.get(key) == 1, (key, sorted(k for k in m if k[0] == total))
+    gets = (("resource", "pods"), ("scope", "resource"), ("subresource", ""), ("verb", "GET"))
+    assert m[("apiserver_request_duration_seconds_count", gets)] == 2
+    assert m[("apiserver_current_inflight_requests", (("request_kind", "readOnly"),))] == 1  # this scrape
+    assert m[("process_cpu_seconds_total", ())] > 0
+    assert ended.wait(10)
+    after = scrape()
+    assert after[("apiserver_longrunning_requests", watching)] == 0
+    assert after[(total, (("code", "200"), *watching))] == 1
+    code, _ = raw(api, "/metrics")  # no credentials: like every path but /healthz and /version
+    assert code == 401
