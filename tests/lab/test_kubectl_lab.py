@@ -40,6 +40,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from netplane.lab import Lab
 from tests.ptyrun import interact
@@ -434,6 +435,12 @@ def kubectl_steps(api: Api) -> None:
     d = k("describe", "node", node).stdout
     assert f"HolderIdentity:  {node}" in d and "Failed to get lease" not in d, d
     assert "RenewTime:" in d and "RenewTime:       <unset>" not in d, d
+    # the API server's own metrics, as kubectl reads them
+    scraped = k("get", "--raw", "/metrics").stdout
+    node_gets = [s.value for f in text_string_to_metric_families(scraped) for s in f.samples
+                 if s.name == "apiserver_request_total" and s.labels["verb"] == "GET"
+                 and s.labels["resource"] == "nodes" and s.labels["code"] == "200"]
+    assert node_gets and node_gets[0] >= 1, scraped[:2000]  # describe node's GET, at least
     lines = k("get", "leases", "-n", "kube-node-lease").stdout.splitlines()
     nodes = {n["metadata"]["name"] for n in api.json("get", "nodes")["items"]}
     assert lines[0].split() == ["NAME", "HOLDER", "AGE"] and \
