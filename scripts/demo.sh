@@ -130,6 +130,21 @@ wait_ready 3
 step "how h3's proxy implements it (netplane proxy dump --host h3 web)"
 "$NP" proxy dump --host h3 web
 
+KUBECTL=/usr/local/lib/netplane/kubectl  # the real kubectl v1.33 (scripts/install-kubectl.sh)
+KUBECONFIG=$("$NP" lab status --name demo -o json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["api"]["kubeconfig"])')
+export KUBECONFIG
+step "the same cluster through its Kubernetes API: the real kubectl (KUBECONFIG=$KUBECONFIG)"
+# the restarted master's API server answers within a few seconds
+for _ in $(seq 1 100); do "$KUBECTL" get nodes >/dev/null 2>&1 && break; sleep 0.2; done
+"$KUBECTL" get nodes -o wide
+"$KUBECTL" get rc,pods,svc,endpoints -o wide
+echo "+ kubectl describe node h1 (its Lease: the agent's heartbeat)"
+"$KUBECTL" describe node h1 | sed -n '/^Lease:/,/^Conditions:/p' | head -4
+echo "+ kubectl top nodes (each node agent's stats collector)"
+for _ in $(seq 1 50); do "$KUBECTL" top nodes 2>/dev/null && break; sleep 0.2; done
+echo "+ kubectl get --raw /metrics (the API server's request counters, a few)"
+"$KUBECTL" get --raw /metrics | grep '^apiserver_request_total' | grep 'resource="pods"' | head -4
+
 cat <<'TXT'
 
 The demo lab stays up. Things to try:
@@ -140,5 +155,6 @@ The demo lab stays up. Things to try:
   .venv/bin/netplane logs <pod> / exec <pod> -- busybox env
   .venv/bin/netplane svc list / svc show web / proxy dump --host h1 web
   .venv/bin/netplane stats --host h1 / top --host h2    per-host resource usage
+  KUBECONFIG=/run/netplane/labs/demo/kubeconfig /usr/local/lib/netplane/kubectl get pods -o wide
   make demo-down                                 remove the lab (nothing is left behind)
 TXT

@@ -78,15 +78,19 @@ def lab() -> None:
               help="The hosts' node runtime (auto: Docker when dockerd answers, else plain namespaces); none runs no pods.")
 @click.option("--masters", type=click.IntRange(0, 3), default=1, show_default=True,
               help="netplane master processes (leader election among them), beside etcd.")
+@click.option("--api/--no-api", default=None,
+              help="The first master serves the Kubernetes API, relayed to 127.0.0.1 with an admin kubeconfig "
+                   "in the lab's directory (kubectl --kubeconfig ...). Default: on when a master runs.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for etcd and for every agent to be ready.")
 @output_option
 def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: int, proxy: str, agents: bool,
-       runtime: str, masters: int, timeout: float, output: str) -> None:
+       runtime: str, masters: int, api: bool | None, timeout: float, output: str) -> None:
     """Create a lab: namespaces, underlay, etcd, agents with their node runtime, masters."""
+    masters = masters if agents else 0
     topo = default_topology(
         name, hosts=hosts, underlay=underlay or _pick_underlay(), mtu=mtu, proxy=proxy, overlay_network=overlay_network,
-        runtime=runtime if agents else "none", masters=masters if agents else 0,
+        runtime=runtime if agents else "none", masters=masters, api=masters > 0 if api is None else api,
     )
     t0 = time.monotonic()
     lab_ = Lab.up(topo, start_timeout=timeout)
@@ -98,10 +102,12 @@ def up(name: str, hosts: int, underlay: str | None, overlay_network: str, mtu: i
     st["up_seconds"] = round(time.monotonic() - t0, 2)
     _show(st, output)
     if output == "table":
+        kubectl = f"  kubectl --kubeconfig {st['api']['kubeconfig']} get nodes\n" if st.get("api") else ""
         click.echo(
             f"\nlab {name} is up in {st['up_seconds']} s. Try:\n"
             f"  netplane lab status\n"
             f"  netplane lab exec h1 -- ip -br addr\n"
+            f"{kubectl}"
             f"  netplane lab down --name {name}"
         )
 
@@ -237,6 +243,8 @@ def _show(st: dict[str, Any], output: str) -> None:
         for h in st["hosts"]
     ]
     head = f"lab {st['name']}  etcd {st['etcd']['endpoint']} ({'healthy' if st['etcd']['healthy'] else 'UNHEALTHY'})  underlay {st['underlay']}  proxy {st['proxy']}\n"
+    if st.get("api"):
+        head += f"API {st['api']['url']}  kubeconfig {st['api']['kubeconfig']}\n"
     emit(st, output, text=head + _table(rows))
 
 

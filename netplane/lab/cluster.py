@@ -6,6 +6,7 @@ testable on its own (`lab up --no-agents`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -77,17 +78,60 @@ def resolved_runtime(lab: Lab) -> str:
 
 
 MASTER_DNS_PORT = 10053  # master i (from 1) serves DNS on the etcd address, port 10052 + i
+API_PORT = 6443  # the first master's API server, on every address of the switch namespace
 
 
 def master_argv(lab: Lab, index: int) -> list[str]:
     t = lab.topology
+    api = ["--apiserver-listen", f"0.0.0.0:{API_PORT}", "--apiserver-state-dir", str(api_state_dir(lab))] \
+        if t.api and index == 1 else []
     return [
         sys.executable, "-m", "netplane", "--log-level", "info",
         "--etcd", lab.etcd_endpoint_underlay, "--prefix", LAB_PREFIX,
         "master", "--id", master_id(lab, index),
         "--dns-listen", f"{t.etcd_ip}:{MASTER_DNS_PORT + index - 1}",
-        *t.master_args,
+        *api, *t.master_args,
     ]
+
+
+def api_state_dir(lab: Lab) -> Path:
+    """The lab API server's state: its CA, serving certificate, token file, apiserver.json."""
+    return lab.dir / "apiserver"
+
+
+def kubeconfig_path(lab: Lab) -> Path:
+    return lab.dir / "kubeconfig"
+
+
+def open_api(lab: Lab, *, wait: float = 60.0) -> dict[str, str]:
+    """The first master's API server reachable from the root namespace: waits until it is up,
+    relays 127.0.0.1:<port> to it (the serving certificate names 127.0.0.1) and writes an
+    admin kubeconfig (a client certificate the lab's API CA signs) for kubectl and the Python
+    client. Recorded in `<lab>/api.json`; the relay is a recorded process, `lab down` stops it."""
+    from orchestrator.apiserver import kubeconfig as kc
+
+    state = api_state_dir(lab)
+    deadline = time.monotonic() + wait
+    while not (state / "apiserver.json").exists():
+        masters = [p for p in lab.state.find("process", role="master") if p.get("host") == "m1"]
+        if not masters or not _alive(masters[0]) or time.monotonic() > deadline:
+            raise LabError(with_tail("the lab's API server (master m1) did not start", lab.dir / "master-m1.log"))
+        time.sleep(0.1)
+    port = lab.add_relay(f"{lab.topology.etcd_ip}:{API_PORT}", "api-relay.log")
+    url = f"https://127.0.0.1:{port}"
+    path = kubeconfig_path(lab)
+    kc.write(path, kc.make(state, server=url))
+    info = {"url": url, "kubeconfig": str(path)}
+    (lab.dir / "api.json").write_text(json.dumps(info) + "\n")
+    return info
+
+
+def api_info(lab: Lab) -> dict[str, str] | None:
+    try:
+        v = json.loads((lab.dir / "api.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return v if isinstance(v, dict) else None
 
 
 def master_id(lab: Lab, index: int) -> str:
@@ -157,6 +201,8 @@ def start(lab: Lab, *, wait: float = 60.0) -> None:
     for i in range(1, lab.topology.masters + 1):
         start_master(lab, i)
     wait_subnets(lab, timeout=wait)
+    if lab.topology.api:
+        open_api(lab, wait=wait)
 
 
 @contextmanager
@@ -246,6 +292,7 @@ def enrich_status(lab: Lab, st: dict[str, Any]) -> dict[str, Any]:
     for h in st["hosts"]:
         h["subnet"] = subnets.get(h["name"])
     st["pods"] = pods.listing(lab)
+    st["api"] = api_info(lab)
     return st
 
 

@@ -44,6 +44,7 @@ class Topology:
     masters: int = 0  # `netplane master` processes, in the switch namespace beside etcd
     agent_args: tuple[str, ...] = ()  # extra `netplane agent` flags (tests: short back-off, heartbeat)
     master_args: tuple[str, ...] = ()  # extra `netplane master` flags (tests: short node grace periods)
+    api: bool = False  # the first master serves the Kubernetes API (relayed to 127.0.0.1, kubeconfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -73,6 +74,7 @@ class Topology:
             "masters": self.masters,
             "agent_args": list(self.agent_args),
             "master_args": list(self.master_args),
+            "api": self.api,
             "hosts": [{"name": h.name, "underlay_ip": str(h.underlay_ip)} for h in self.hosts],
         }
 
@@ -91,6 +93,7 @@ class Topology:
             masters=int(str(d.get("masters", 0))),
             agent_args=tuple(str(a) for a in d.get("agent_args", ()) or ()),  # type: ignore[attr-defined]
             master_args=tuple(str(a) for a in d.get("master_args", ()) or ()),  # type: ignore[attr-defined]
+            api=bool(d.get("api", False)),
             hosts=tuple(HostSpec(str(h["name"]), IPv4Address(str(h["underlay_ip"]))) for h in hosts),
         )
 
@@ -107,6 +110,7 @@ def default_topology(
     masters: int = 0,
     agent_args: tuple[str, ...] = (),
     master_args: tuple[str, ...] = (),
+    api: bool = False,
 ) -> Topology:
     """h1..hN at .11, .12, ... of the underlay; etcd at .2."""
     if not 1 <= hosts <= MAX_HOSTS:
@@ -131,6 +135,7 @@ def default_topology(
         masters=masters,
         agent_args=tuple(agent_args),
         master_args=tuple(master_args),
+        api=api,
     )
 
 
@@ -151,6 +156,8 @@ def validate(t: Topology) -> None:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {t.runtime!r}")
     if not 0 <= t.masters <= MAX_MASTERS:
         raise ConfigError(f"--masters must be between 0 and {MAX_MASTERS}, got {t.masters}")
+    if t.api and t.masters < 1:
+        raise ConfigError("--api needs a master (--masters 1 or more, with agents): the first master serves it")
     names = [h.name for h in t.hosts]
     if len(set(names)) != len(names):
         raise ConfigError("host names must be unique")

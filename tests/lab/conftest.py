@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -70,3 +71,16 @@ def lab_factory(state_dir: Path, tmp_path: Path, request: pytest.FixtureRequest)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
     assert not errors, errors
+
+
+KUBECTL = "/usr/local/lib/netplane/kubectl"
+
+
+@pytest.fixture(scope="session")
+def kubectl_binary() -> str:
+    """The real kubectl: the test setup installs it (scripts/install-kubectl.sh, a no-op that
+    only checks the version when it is there)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install-kubectl.sh"
+    p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, f"scripts/install-kubectl.sh: {p.stderr}"
+    return KUBECTL

@@ -43,12 +43,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from netplane.lab import Lab
+from tests.lab.conftest import KUBECTL  # what the kubectl_binary fixture installs
 from tests.ptyrun import interact
 from tests.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 NETPLANE = str(Path(sys.executable).parent / "netplane")
-KUBECTL = "/usr/local/lib/netplane/kubectl"
 API_PORT = 6443  # inside the lab's switch namespace
 IMAGE = "netplane/busybox:latest"
 
@@ -72,15 +71,6 @@ class Api:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
-
-
-@pytest.fixture(scope="module")
-def kubectl_binary() -> str:
-    """The test setup installs kubectl (a no-op that only checks the version when it is there)."""
-    p = subprocess.run(["bash", str(ROOT / "scripts" / "install-kubectl.sh")], capture_output=True, text=True,
-                       timeout=600, check=False)
-    assert p.returncode == 0, f"scripts/install-kubectl.sh: {p.stderr}"
-    return KUBECTL
 
 
 @pytest.fixture

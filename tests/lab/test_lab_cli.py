@@ -1,7 +1,7 @@
 """The lab as a user drives it: the installed `netplane` command, run as a subprocess.
 
-Covers the README's claims about `lab up` with agents, `lab status`, `lab down` leaving
-nothing behind, the automatic `10.99.N.0/24` underlay, `lab pod add|del|list`,
+Covers the README's claims about `lab up` with agents (and the first master's Kubernetes
+API, reached with the real kubectl), `lab status`, `lab down` leaving nothing behind, the automatic `10.99.N.0/24` underlay, `lab pod add|del|list`,
 `stats --host`/`top --host` with a lab host name, `-o yaml`, and the agent's `--public-ip`.
 Every lab is torn down by `netplane lab down --name X`, also when a test fails midway.
 """
@@ -107,7 +107,7 @@ def _netns_inode(name: str) -> int:
     return os.stat(f"/run/netns/{name}").st_ino
 
 
-def test_up_with_agents_status_and_down_through_the_cli(state_dir: Path, labs: list[str]) -> None:
+def test_up_with_agents_status_and_down_through_the_cli(state_dir: Path, labs: list[str], kubectl_binary: str) -> None:
     a, b, c = new_name(), new_name(), new_name()
     labs += [a, b, c]
     st = yaml_out("lab", "up", "--name", a, "--hosts", "2")
@@ -130,7 +130,13 @@ def test_up_with_agents_status_and_down_through_the_cli(state_dir: Path, labs: l
     assert [h["subnet"] for h in st2["hosts"]] == [str(s) for s in subnets] and st2["etcd"]["healthy"] is True
     table = cli("lab", "status").stdout.splitlines()
     assert table[0].startswith(f"lab {a}  etcd ") and "(healthy)" in table[0]
-    assert [line.split()[0::4] for line in table[2:]] == [["h1", "running"], ["h2", "running"]]
+    assert table[1] == f"API {st['api']['url']}  kubeconfig {st['api']['kubeconfig']}", table
+    assert [line.split()[0::4] for line in table[3:]] == [["h1", "running"], ["h2", "running"]]
+    # the first master serves the Kubernetes API: the real kubectl, with the lab's kubeconfig
+    assert st["api"]["url"].startswith("https://127.0.0.1:") and Path(st["api"]["kubeconfig"]).is_file()
+    nodes = subprocess.run([kubectl_binary, "--kubeconfig", st["api"]["kubeconfig"], "get", "nodes", "--no-headers"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    assert sorted(line.split()[:2] for line in nodes) == [["h1", "Ready"], ["h2", "Ready"]], nodes
 
     # a second lab at the same time picks the next free /24 by itself
     st_b = json.loads(cli("lab", "up", "--name", b, "--hosts", "1", "--no-agents", "-o", "json").stdout)
@@ -138,6 +144,9 @@ def test_up_with_agents_status_and_down_through_the_cli(state_dir: Path, labs: l
     # an explicit --underlay overlapping a running lab is refused, in one line, building nothing
     r = cli("lab", "up", "--name", c, "--underlay", "10.99.1.0/25", "--no-agents", check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "overlaps lab" in r.stderr, r.stderr
+    assert leftovers(c, state_dir) == NOTHING
+    r = cli("lab", "up", "--name", c, "--masters", "0", "--api", check=False)  # no master to serve it
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--api needs a master" in r.stderr, r.stderr
     assert leftovers(c, state_dir) == NOTHING
     assert yaml_out("lab", "list") == [
         {"name": n, "current": n == b} for n in sorted([a, b])]

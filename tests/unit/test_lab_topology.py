@@ -18,6 +18,9 @@ def test_default_topology() -> None:
     assert t.netns("h2") == "np-demo-h2"
     assert t.switch_netns == "np-demo-sw"
     assert Topology.from_json(t.to_json()) == t
+    with_api = default_topology("demo", masters=1, api=True)
+    assert with_api.api and Topology.from_json(with_api.to_json()) == with_api
+    assert Topology.from_json({k: v for k, v in with_api.to_json().items() if k != "api"}).api is False  # older state
 
 
 @pytest.mark.parametrize(
@@ -34,6 +37,7 @@ def test_default_topology() -> None:
         {"mtu": 100},
         {"proxy": "ipvs"},
         {"underlay": "10.244.0.0/24"},
+        {"api": True},  # no master to serve it
     ],
 )
 def test_invalid_topologies(kwargs: dict) -> None:
