@@ -32,7 +32,7 @@ from orchestrator.manifests import Manifest
 from orchestrator.objects import meta, tree
 from orchestrator.objects.meta import Kind
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore, not_found
-from orchestrator.validation import FieldError, InvalidObject, admit
+from orchestrator.validation import FieldError, InvalidObject, admit, configdata
 from orchestrator.validation.field import ROOT, forbidden, invalid
 
 WRITE_RETRIES = 5
@@ -89,6 +89,8 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
 
         if without_images(current.get("spec")) != without_images(new.get("spec")):
             return [forbidden(ROOT.child("spec"), POD_UPDATE_FORBIDDEN)]
+    elif kind.kind in ("ConfigMap", "Secret"):
+        return configdata.update_errors(kind.kind, current, new)
     return []
 
 

@@ -81,6 +81,8 @@ PATCH_TYPES: dict[str, dict[str, PatchField]] = {
     "Namespace": {"metadata": "ObjectMeta", "status": "NamespaceStatus"},
     "NamespaceStatus": {"conditions": MergeList("type")},
     "Event": {"metadata": "ObjectMeta"},
+    "ConfigMap": {"metadata": "ObjectMeta"},  # data and binaryData: maps, merged key by key
+    "Secret": {"metadata": "ObjectMeta"},
 }
 # An object without a known `kind`: lists are matched by field name alone, with every key
 # that field name has anywhere above (container ports by containerPort, service ports by port)

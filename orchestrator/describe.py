@@ -8,6 +8,7 @@ of the events whose involvedObject is the object, oldest first.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -228,6 +229,26 @@ def _endpoints(ep: Obj) -> list[Line]:
     return lines
 
 
+def _config_map(cm: Obj) -> list[Line]:
+    """kubectl's ConfigMapDescriber: each key, a dashed rule, its value; binary keys by size."""
+    lines = _header(cm, meta.CONFIG_MAP) + [(0, "", ""), (0, "", "Data"), (0, "", "====")]
+    for k, v in sorted((cm.get("data") or {}).items()):
+        lines += [(0, "", f"{k}:"), (0, "", "----"), (0, "", str(v)), (0, "", "")]
+    lines += [(0, "", ""), (0, "", "BinaryData"), (0, "", "====")]
+    for k, v in sorted((cm.get("binaryData") or {}).items()):
+        lines.append((0, "", f"{k}: {len(base64.b64decode(str(v)))} bytes"))
+    return lines + [(0, "", "")]
+
+
+def _secret(sec: Obj) -> list[Line]:
+    """kubectl's SecretDescriber: the type and each key's size, never a value."""
+    lines = _header(sec, meta.SECRET) + [(0, "", ""), (0, "Type", str(sec.get("type") or "Opaque")),
+                                         (0, "", ""), (0, "", "Data"), (0, "", "====")]
+    for k, v in sorted((sec.get("data") or {}).items()):
+        lines.append((0, "", f"{k}:  {len(base64.b64decode(str(v)))} bytes"))
+    return lines
+
+
 def _node(node: Obj, related: Sequence[Obj], now: datetime) -> list[Line]:
     st, spec = node.get("status") or {}, node.get("spec") or {}
     lines = _header(node, meta.NODE)
@@ -275,6 +296,10 @@ def describe(kind: Kind, obj: Obj, *, events: Iterable[Obj], now: datetime,
         lines = _node(obj, related, now)
     elif kind == meta.NAMESPACE:
         lines = _header(obj, kind) + [(0, "Status", (obj.get("status") or {}).get("phase") or "Active")]
+    elif kind == meta.CONFIG_MAP:
+        lines = _config_map(obj)
+    elif kind == meta.SECRET:
+        lines = _secret(obj)
     else:
         lines = _header(obj, kind)
         for k in ("type", "reason", "message", "count", "firstTimestamp", "lastTimestamp"):

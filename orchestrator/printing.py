@@ -425,6 +425,18 @@ def _node_cells(node: Obj, now: datetime) -> tuple[Cell, ...]:
             info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>")
 
 
+def _data_count(obj: Obj) -> int:
+    return sum(len(v) for f in ("data", "binaryData") if isinstance(v := obj.get(f), dict))
+
+
+def _cm_cells(cm: Obj, now: datetime) -> tuple[Cell, ...]:
+    return (meta.name(cm), _data_count(cm), age(cm, now))
+
+
+def _secret_cells(s: Obj, now: datetime) -> tuple[Cell, ...]:
+    return (meta.name(s), str(s.get("type") or "Opaque"), _data_count(s), age(s, now))
+
+
 def _ns_cells(ns: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(ns), (ns.get("status") or {}).get("phase") or "Active", age(ns, now))
 
@@ -527,6 +539,17 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Status", "The status of the namespace"),
         Column("Age", _AGE),
     ),
+    "ConfigMap": (
+        Column("Name", _NAME, format="name"),
+        Column("Data", "The number of keys (data and binaryData).", type="integer"),
+        Column("Age", _AGE),
+    ),
+    "Secret": (
+        Column("Name", _NAME, format="name"),
+        Column("Type", "The type of the secret"),
+        Column("Data", "The number of keys (data).", type="integer"),
+        Column("Age", _AGE),
+    ),
     "Event": (
         Column("Last Seen", "When the event was last seen (lastTimestamp)."),
         Column("Type", "Normal or Warning."),
@@ -548,6 +571,8 @@ _CELLS = {
     "Node": _node_cells,
     "Namespace": _ns_cells,
     "Event": _event_cells,
+    "ConfigMap": _cm_cells,
+    "Secret": _secret_cells,
 }
 
 

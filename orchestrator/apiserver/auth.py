@@ -37,6 +37,7 @@ from netplane.errors import ConfigError
 log = logging.getLogger(__name__)
 
 READ_VERBS = frozenset({"get", "list", "watch"})
+HIDDEN_FROM_READERS = frozenset({"secrets"})
 DEFAULT_READ_ONLY_GROUP = "readonly"
 AUTHENTICATED = "system:authenticated"
 RELOAD_INTERVAL = 1.0
@@ -148,5 +149,10 @@ class Authorizer:
     def __init__(self, read_only_group: str = DEFAULT_READ_ONLY_GROUP) -> None:
         self.read_only_group = read_only_group
 
-    def allowed(self, user: User, verb: str) -> bool:
-        return verb in READ_VERBS or self.read_only_group not in user.groups
+    def allowed(self, user: User, verb: str, resource: str = "") -> bool:
+        """Everyone may do anything but members of the read-only group, who may get, list and
+        watch everything but Secrets (as kube's `view` role: reading one would hand them its
+        credentials, which may allow more than reading)."""
+        if self.read_only_group not in user.groups:
+            return True
+        return verb in READ_VERBS and resource not in HIDDEN_FROM_READERS

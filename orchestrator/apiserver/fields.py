@@ -63,6 +63,8 @@ FIELDS: dict[str, dict[str, Callable[[Obj], str]]] = {
     },
     "Service": {"spec.clusterIP": _get("spec", "clusterIP"), "spec.type": _get("spec", "type")},
     "Endpoints": {},
+    "ConfigMap": {},
+    "Secret": {"type": _get("type")},
 }
 
 

@@ -283,7 +283,7 @@ async def api_v1(request: web.Request) -> web.StreamResponse:
     if t.subresource in ("exec", "attach", "portforward"):
         verb = "create"  # a command, a connection into the pod: writes, also over a WebSocket's GET (as kube has it)
     user = CURRENT_USER.get()
-    if not ctx.authorizer.allowed(user, verb):
+    if not ctx.authorizer.allowed(user, verb, t.kind.resource):
         raise forbidden(user, verb, t)
     if t.subresource is not None:
         return await subresource(request, ctx, t, verb)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.apiserver.auth import Authorizer, User
+from orchestrator.apiserver.auth import HIDDEN_FROM_READERS, Authorizer, User
 from orchestrator.apiserver.handlers import CURRENT_USER, json_response, read_body
 from orchestrator.apiserver.status import APIError, bad_request
 
@@ -76,10 +76,12 @@ def access_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
     verb = str(attrs.get("verb") or "")
     if verb not in VERBS:  # a verb no rule names: what kube's RBAC answers for it
         return {**review, "status": {"allowed": False}}
-    allowed = authorizer.allowed(user, verb) if verb != "*" else authorizer.allowed(user, "create")
+    resource = str(attrs.get("resource") or "")
+    allowed = authorizer.allowed(user, verb if verb != "*" else "create", resource)
     status: Obj = {"allowed": allowed}
     if allowed:
-        status["reason"] = "netplane: the read-only group may get, list and watch; every other user anything"
+        status["reason"] = ("netplane: the read-only group may get, list and watch (but not Secrets); "
+                            "every other user anything")
     return {**review, "status": status}
 
 
@@ -92,8 +94,16 @@ def rules_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
     if authorizer.allowed(user, "create"):
         rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
         urls = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
-    else:
-        rules = [{"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}]
+    else:  # kube's view role: every resource but Secrets, by name
+        from orchestrator.apiserver.discovery import SUBRESOURCES
+        from orchestrator.objects.meta import KINDS
+
+        core = sorted({k.resource for k in KINDS} - HIDDEN_FROM_READERS)
+        subs = sorted(f"{p}/{sub}" for sub, (parents, verbs, _) in SUBRESOURCES.items() if "get" in verbs
+                      for p in parents)
+        rules = [{"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": [*core, *subs]},
+                 {"verbs": ["get", "list", "watch"], "apiGroups": ["coordination.k8s.io"], "resources": ["leases"]},
+                 {"verbs": ["get", "list"], "apiGroups": ["metrics.k8s.io"], "resources": ["nodes", "pods"]}]
         urls = [{"verbs": ["get"], "nonResourceURLs": ["*"]}]
     # the self reviews every authenticated user may create (kube's system:basic-user)
     rules.append({"verbs": ["create"], "apiGroups": [AUTHORIZATION],

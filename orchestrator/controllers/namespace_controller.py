@@ -20,11 +20,13 @@ from orchestrator.deletion import Deleter
 from orchestrator.informer import Informer
 from orchestrator.objects import meta
 from orchestrator.objects.meta import (
+    CONFIG_MAP,
     ENDPOINTS,
     EVENT,
     NAMESPACE,
     POD,
     REPLICATION_CONTROLLER,
+    SECRET,
     SERVICE,
 )
 from orchestrator.storage import Conflict, ObjectStore
@@ -32,7 +34,8 @@ from orchestrator.storage import Conflict, ObjectStore
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT)  # in the order they are deleted
+# in the order they are deleted: the pods before the ConfigMaps and Secrets they may mount
+CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET)
 RECHECK = 1.0  # seconds between looks at a namespace that still holds something
 
 

@@ -22,17 +22,29 @@ A pod learns about Services two ways (kubelet `pkg/kubelet/envvars`, `kubelet_po
 * **resolv.conf** pointing at the cluster DNS Service, with kubelet's search path
   `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`.
 
-The container's own `env` wins over service variables. `$(VAR)` references in `env[].value`,
-`command` and `args` are expanded as kubelet does (its forked `expansion` package): a
-reference resolves to a variable declared earlier in the same container, else a service
-variable; an unknown reference is left as written; `$$` is a literal `$`. `valueFrom`
-(downward API, secrets, config maps) is not supported: such a variable is set to "".
+The container's own variables come from `envFrom` (every key of a ConfigMap's `data` or a
+Secret's, with the source's `prefix`; keys that are no valid variable name are skipped, as
+kubelet skips them), then `env` in the order declared, whose `valueFrom` reads a ConfigMap key
+(`configMapKeyRef`), a Secret key (`secretKeyRef`, decoded) or a field of the pod
+(`fieldRef`: metadata.name, .namespace, .uid, labels and annotations by key, spec.nodeName,
+spec.serviceAccountName, status.podIP(s), status.hostIP(s)). A missing ConfigMap, Secret or
+key is `EnvError` (the container waits in CreateContainerConfigError, as kubelet's does)
+unless the reference is `optional`, which leaves the variable out. `resourceFieldRef` is not
+supported: such a variable is set to "". The container's own variables win over service
+variables. `$(VAR)` references in `env[].value`, `command` and `args` are expanded as kubelet
+does (its forked `expansion` package): a reference resolves to a variable declared earlier in
+the same container, else a service variable; an unknown reference is left as written; `$$` is
+a literal `$`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from orchestrator.objects.names import env_var_name
 
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
@@ -142,15 +154,89 @@ def expand(text: str, mapping: Callable[[str], str]) -> str:
     return "".join(out)
 
 
-def container_env(container: Mapping[str, Any], services: Mapping[str, str]) -> dict[str, str]:
-    """The container's final environment: its own variables in the order declared (values
-    expanded against earlier ones, then service variables; a repeated name keeps its first
-    place and its last value), then the service variables it did not set."""
+class EnvError(Exception):
+    """A container's environment that cannot be made (kubelet's CreateContainerConfigError)."""
+
+
+Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (kind "ConfigMap"|"Secret", name) -> object
+
+
+def _decoded(value: Any) -> str:
+    try:
+        return base64.b64decode(str(value)).decode(errors="replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _source_data(kind: str, obj: Mapping[str, Any]) -> dict[str, str]:
+    data = obj.get("data") or {}
+    if not isinstance(data, dict):
+        return {}
+    if kind == "Secret":
+        return {str(k): _decoded(v) for k, v in data.items()}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _field(pod: Mapping[str, Any], path: str) -> str:
+    md, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    for prefix, where in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
+        if path.startswith(prefix + "['") and path.endswith("']"):
+            return str((md.get(where) or {}).get(path[len(prefix) + 2:-2], ""))
+    simple = {"metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
+              "metadata.uid": md.get("uid"), "spec.nodeName": spec.get("nodeName"),
+              "spec.serviceAccountName": spec.get("serviceAccountName"), "status.podIP": status.get("podIP"),
+              "status.hostIP": status.get("hostIP"),
+              "status.podIPs": ",".join(str(i.get("ip")) for i in status.get("podIPs") or [] if isinstance(i, dict)),
+              "status.hostIPs": ",".join(str(i.get("ip")) for i in status.get("hostIPs") or [] if isinstance(i, dict))}
+    return str(simple.get(path) or "")
+
+
+class _Sources:
+    """The ConfigMaps and Secrets one container reads, each fetched once."""
+
+    def __init__(self, lookup: Lookup | None, namespace: str) -> None:
+        self.lookup, self.namespace = lookup, namespace
+        self._got: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+    def get(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
+        if (kind, name) not in self._got:
+            self._got[(kind, name)] = self.lookup(kind, name) if self.lookup is not None else None
+        obj = self._got[(kind, name)]
+        if obj is None:
+            if optional:
+                return None
+            raise EnvError(f'{"configmap" if kind == "ConfigMap" else "secret"} "{name}" not found')
+        return _source_data(kind, obj)
+
+
+def container_env(container: Mapping[str, Any], services: Mapping[str, str], *,
+                  lookup: Lookup | None = None, pod: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The container's final environment: `envFrom`'s variables, then its own `env` in the
+    order declared (values expanded against earlier ones, then service variables; a repeated
+    name keeps its first place and its last value), then the service variables it did not set.
+    `lookup` finds the pod's ConfigMaps and Secrets; `pod` is what `fieldRef` reads."""
+    namespace = str(((pod or {}).get("metadata") or {}).get("namespace") or "default")
+    sources = _Sources(lookup, namespace)
     own: dict[str, str] = {}
+    for src in container.get("envFrom") or []:
+        ref, kind = (src.get("configMapRef"), "ConfigMap") if src.get("configMapRef") else (src.get("secretRef"), "Secret")
+        if not isinstance(ref, dict):
+            continue
+        data = sources.get(kind, str(ref.get("name") or ""), bool(ref.get("optional")))
+        for k, v in sorted((data or {}).items()):
+            name = str(src.get("prefix") or "") + k
+            if not env_var_name(name):
+                own[name] = v
     look = mapping_for(own, services)
     for var in container.get("env") or []:
         name = var.get("name") or ""
         if not name:
+            continue
+        value_from = var.get("valueFrom")
+        if isinstance(value_from, dict):
+            resolved = _value_from(value_from, sources, pod or {})
+            if resolved is not None:
+                own[name] = resolved
             continue
         value = var.get("value") or ""
         own[name] = expand(value, look) if value else ""
@@ -159,6 +245,26 @@ def container_env(container: Mapping[str, Any], services: Mapping[str, str]) -> 
         if k not in own:
             out[k] = v
     return out
+
+
+def _value_from(value_from: Mapping[str, Any], sources: _Sources, pod: Mapping[str, Any]) -> str | None:
+    """One `valueFrom`; None when an optional source or key is missing (no variable)."""
+    for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+        ref = value_from.get(field)
+        if isinstance(ref, dict):
+            name, key, optional = str(ref.get("name") or ""), str(ref.get("key") or ""), bool(ref.get("optional"))
+            data = sources.get(kind, name, optional)
+            if data is None:
+                return None
+            if key not in data:
+                if optional:
+                    return None
+                raise EnvError(f"couldn't find key {key} in {kind} {sources.namespace}/{name}")
+            return data[key]
+    ref = value_from.get("fieldRef")
+    if isinstance(ref, dict):
+        return _field(pod, str(ref.get("fieldPath") or ""))
+    return ""  # resourceFieldRef: not supported
 
 
 def expand_command(container: Mapping[str, Any],

@@ -65,7 +65,7 @@ from orchestrator.node.runtime import (
 from orchestrator.node.volumes import VolumeError, Volumes
 from orchestrator.objects import meta
 from orchestrator.objects import pod as pods
-from orchestrator.objects.meta import NODE, POD, SERVICE
+from orchestrator.objects.meta import CONFIG_MAP, NODE, POD, SECRET, SERVICE
 from orchestrator.objects.quantity import cpu_millis, memory_bytes
 from orchestrator.storage import Conflict, ObjectStore
 
@@ -212,6 +212,10 @@ class NodeRuntime:
         self.pods = Informer(self.objects, POD, indexers={"node": lambda p: (pods.node_name(p),)},
                              resync_period=options.resync_interval)
         self.services = Informer(self.objects, SERVICE)
+        # a change of a ConfigMap or Secret syncs the pods here that use it (their volumes follow
+        # at once; a container waiting for a missing one starts)
+        self.config_maps = Informer(self.objects, CONFIG_MAP)
+        self.secrets = Informer(self.objects, SECRET)
         self.loop = KeyLoop("node", self.sync_pod, writer=Writer(), workers=options.workers,
                             max_retries=1_000_000)
         self.probes = ProbeManager(self._on_probe)
@@ -262,9 +266,13 @@ class NodeRuntime:
             self._api_cert = nodetls.announced(pair)
             self._start_thread("node-api-cas", lambda: cas.run(self._stop))
         self.pods.add_handler(self._on_pod)
+        self.config_maps.add_handler(lambda old, new: self._on_config("ConfigMap", old, new))
+        self.secrets.add_handler(lambda old, new: self._on_config("Secret", old, new))
         self._register_node()
         self._start_thread("node-pods", lambda: self.pods.run(self._stop))
         self._start_thread("node-services", lambda: self.services.run(self._stop))
+        self._start_thread("node-configmaps", lambda: self.config_maps.run(self._stop))
+        self._start_thread("node-secrets", lambda: self.secrets.run(self._stop))
         self._start_thread("node-heartbeat", self._heartbeat_loop)
         self.probes.start()
         self.pods.wait_synced(30)
@@ -432,6 +440,17 @@ class NodeRuntime:
             if self._mine(p):
                 assert p is not None
                 self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
+
+    def _on_config(self, kind: str, old: Obj | None, new: Obj | None) -> None:
+        obj = new or old
+        if obj is None or (old is not None and new is not None and
+                           {k: v for k, v in old.items() if k != "metadata"} ==
+                           {k: v for k, v in new.items() if k != "metadata"}):
+            return  # only its metadata changed: nothing a pod sees
+        ns, name = meta.namespace(obj), meta.name(obj)
+        for p in self.pods.by_index("node", self.node):
+            if meta.namespace(p) == ns and (kind, name) in pods.config_refs(p):
+                self.loop.queue.add(f"{ns}/{meta.name(p)}")
 
     def _on_probe(self, t: Transition) -> None:
         key = self._key_of_uid(t.key.pod_uid)
@@ -629,7 +648,7 @@ class NodeRuntime:
         now = time.time()
         uid = meta.uid(pod)
         try:
-            volumes = self.volumes.setup(pod)  # before the sandbox: a volume that cannot be made holds the pod
+            volumes = self.volumes.setup(pod, self._config_lookup(pod))  # before the sandbox: a volume that cannot be made holds the pod
             box = self._sandbox(pod)
             ip = self._attach(uid, box, host_network=bool(pods.spec(pod).get("hostNetwork")))
             if mappings_of(pod, ip):
@@ -704,8 +723,9 @@ class NodeRuntime:
             if start_attempt is not None:
                 if services_env is None:
                     services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
-                env = envvars.container_env(spec, services_env)
                 try:
+                    env = envvars.container_env(spec, services_env, lookup=self._config_lookup(pod),
+                                                pod=self._env_pod(pod, ip))
                     for old in history[:-1]:  # keep only the last instance (lastState)
                         self.runtime.remove_container(old.id)
                     info = self.runtime.create_and_start(box, container_config(
@@ -722,7 +742,7 @@ class NodeRuntime:
                         observed[-1] = ObservedContainer(name, Running(info.started_at or now),
                                                          _terminated(cur) if cur else None, start_attempt,
                                                          ready=False, container_id=f"{self.runtime.name}://{info.id}")
-                except (RuntimeError_, VolumeError) as e:  # a subPath that cannot be made: kubelet's config error
+                except (RuntimeError_, VolumeError, envvars.EnvError) as e:  # a subPath, a ConfigMap: config errors
                     waiting = Waiting("RunContainerError" if isinstance(e, RuntimeError_) else
                                       "CreateContainerConfigError", str(e))
                     log.warning("pod %s: starting %s failed: %s", meta.name(pod), name, e)
@@ -731,6 +751,25 @@ class NodeRuntime:
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
         observed += self._ephemeral(pod, box, instances, volumes, now)
         self._write_status(pod, observed, pod_ip=ip, now=now)
+
+    def _env_pod(self, pod: Obj, ip: str) -> Obj:
+        """The pod as `fieldRef` reads it when a container starts: its addresses are this
+        start's, which its status may not carry yet."""
+        host = str(self.overlay.node_ip)
+        return {**pod, "status": {**(pod.get("status") or {}), "podIP": ip, "podIPs": [{"ip": ip}],
+                                  "hostIP": host, "hostIPs": [{"ip": host}]}}
+
+    def _config_lookup(self, pod: Obj) -> envvars.Lookup:
+        """The pod's ConfigMaps and Secrets, read from etcd when a container starts (kubelet's
+        Get strategy: a container sees the data of its start)."""
+        namespace = meta.namespace(pod)
+
+        def lookup(kind: str, name: str) -> Obj | None:
+            if not name:
+                return None
+            return self.objects.get(CONFIG_MAP if kind == "ConfigMap" else SECRET, name, namespace)
+
+        return lookup
 
     def _stop_changed(self, pod: Obj, cur: ContainerInfo, image: str) -> ContainerInfo | None:
         """Stop a running container whose definition changed (its pod's grace period, as
@@ -759,14 +798,14 @@ class NodeRuntime:
             if meta.is_deleting(pod):
                 continue
             services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
-            env = envvars.container_env(spec, services_env)
             target = [c for c in instances.get(str(spec.get("targetContainerName") or ""), []) if c.state == "running"]
             try:
+                env = envvars.container_env(spec, services_env, lookup=self._config_lookup(pod), pod=pod)
                 config = container_config(spec, env, 0, services_env, self.volumes.mounts(spec, volumes))
                 if target:  # its processes are the debugger's to see (a runtime without PID namespaces shows all)
                     config = dataclasses.replace(config, pid_target=target[-1].id)
                 info = self.runtime.create_and_start(box, config)
-            except (RuntimeError_, VolumeError) as e:
+            except (RuntimeError_, VolumeError, envvars.EnvError) as e:
                 log.warning("pod %s: starting ephemeral container %s failed: %s", meta.name(pod), name, e)
                 out.append(ObservedContainer(name, Waiting("RunContainerError", str(e))))
                 self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)

@@ -14,6 +14,16 @@ directories of the node that the runtimes bind-mount into containers (`runtime.M
   directory 0755 with its parents, `FileOrCreate` an empty file 0644; `""` checks nothing and
   makes a missing path a directory, as containerd and dockershim do). Nothing of it is ever
   removed.
+* **configMap** and **secret**: the object's keys as files in
+  `<root>/pods/<uid>/volumes/kubernetes.io~configmap|secret/<name>` (a Secret's on a tmpfs,
+  so its data never reaches the disk), written as kubelet's AtomicWriter does: the files in a
+  timestamped `..<time>` directory, `..data` a symlink to it swapped by rename, and each
+  top-level path a symlink through `..data`, so a reader sees the old set or the new one, never
+  a mix. `items` picks keys and their paths (a missing key is an error unless `optional`),
+  `defaultMode` (0644) and each item's `mode` set the files' modes. A missing object is an
+  error unless `optional` (then the directory is empty). Every sync rewrites the set when the
+  object changed (kubelet: within its sync period, about a minute); a subPath mount of a key
+  keeps the file of its container's start, as in Kubernetes.
 * **subPath**: a path below the volume, made as a directory when missing (kubelet's rule);
   refused when it resolves outside the volume (a symlink pointing out).
 
@@ -24,6 +34,8 @@ directory) and removes the directory without crossing into any mount still there
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ctypes
 import errno
 import logging
@@ -31,6 +43,8 @@ import os
 import re
 import shutil
 import stat
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +56,11 @@ from orchestrator.objects.quantity import parse_quantity
 log = logging.getLogger(__name__)
 
 EMPTY_DIR = "kubernetes.io~empty-dir"
+CONFIG_MAP_DIR = "kubernetes.io~configmap"
+SECRET_DIR = "kubernetes.io~secret"
+DEFAULT_MODE = 0o644
+DATA_LINK = "..data"
+Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (kind "ConfigMap"|"Secret", name) -> object
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -146,9 +165,11 @@ class Volumes:
             raise VolumeError(f"pod uid {uid!r} cannot name a directory")
         return self.root / "pods" / uid
 
-    def setup(self, pod: Mapping[str, Any]) -> dict[str, str]:
+    def setup(self, pod: Mapping[str, Any], lookup: Lookup | None = None) -> dict[str, str]:
         """Every volume of the pod, made or checked; volume name -> the node's path. Idempotent
-        (each sync calls it): what exists is kept, a tmpfs already mounted is not mounted again."""
+        (each sync calls it): what exists is kept, a tmpfs already mounted is not mounted again,
+        a ConfigMap's or Secret's files are rewritten only when they changed. `lookup` finds
+        the pod's ConfigMaps and Secrets."""
         uid = str((pod.get("metadata") or {}).get("uid") or "")
         paths: dict[str, str] = {}
         for v in (pod.get("spec") or {}).get("volumes") or []:
@@ -157,9 +178,31 @@ class Volumes:
                 paths[name] = host_path(name, v["hostPath"])
             elif v.get("emptyDir") is not None:
                 paths[name] = self._empty_dir(uid, name, v["emptyDir"])
+            elif v.get("configMap") is not None or v.get("secret") is not None:
+                paths[name] = self._config(uid, name, v, lookup)
             else:  # validation admits no other source; an object stored before it is reported
-                raise VolumeError(f'volume "{name}": netplane supports emptyDir and hostPath volumes only')
+                raise VolumeError(f'volume "{name}": netplane supports emptyDir, hostPath, configMap and secret '
+                                  f"volumes only")
         return paths
+
+    def _config(self, uid: str, name: str, v: Mapping[str, Any], lookup: Lookup | None) -> str:
+        secret = v.get("secret") is not None
+        source = v["secret"] if secret else v["configMap"]
+        kind, obj_name = ("Secret", str(source.get("secretName") or "")) if secret else \
+            ("ConfigMap", str(source.get("name") or ""))
+        path = self.pod_dir(uid) / "volumes" / (SECRET_DIR if secret else CONFIG_MAP_DIR) / name
+        obj = lookup(kind, obj_name) if lookup is not None and obj_name else None
+        if obj is None and not source.get("optional"):
+            raise VolumeError(f'volume "{name}": {kind.lower()} "{obj_name}" not found')
+        files = projected_files(name, kind, obj, source) if obj is not None else {}
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if secret and not os.path.ismount(path):
+                _mount_tmpfs(path, 0)
+            write_atomically(path, files)
+        except OSError as e:
+            raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e
+        return str(path)
 
     def _empty_dir(self, uid: str, name: str, source: Mapping[str, Any]) -> str:
         path = self.pod_dir(uid) / "volumes" / EMPTY_DIR / name
@@ -265,6 +308,88 @@ def disk_usage(path: Path) -> int:
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(e.path)
     return total
+
+
+def projected_files(volume: str, kind: str, obj: Mapping[str, Any],
+                    source: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
+    """The files a ConfigMap or Secret volume holds: relative path -> (content, mode)."""
+    data: dict[str, bytes] = {}
+    for field, encoded in (("data", kind == "Secret"), ("binaryData", True)):
+        if field == "binaryData" and kind == "Secret":
+            continue
+        for k, val in (obj.get(field) or {}).items():
+            try:
+                data[str(k)] = base64.b64decode(str(val)) if encoded else str(val).encode()
+            except (binascii.Error, ValueError) as e:
+                raise VolumeError(f'volume "{volume}": key {k} of {kind.lower()} is not base64') from e
+    mode = source.get("defaultMode")
+    default = int(mode) if isinstance(mode, int) else DEFAULT_MODE
+    items = source.get("items")
+    if not items:
+        return {k: (v, default) for k, v in data.items()}
+    out: dict[str, tuple[bytes, int]] = {}
+    for item in items:
+        key, rel = str(item.get("key") or ""), str(item.get("path") or "")
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):  # validation refuses these
+            raise VolumeError(f'volume "{volume}": item path {rel!r} is not a relative path inside the volume')
+        if key not in data:
+            if source.get("optional"):
+                continue
+            raise VolumeError(f'volume "{volume}": {kind.lower()} references non-existent key: {key}')
+        m = item.get("mode")
+        out[rel] = (data[key], int(m) if isinstance(m, int) else default)
+    return out
+
+
+def _current(path: Path) -> dict[str, tuple[bytes, int]] | None:
+    """What `path/..data` holds now (None when there is no such set)."""
+    target = path / DATA_LINK
+    if not target.is_symlink():
+        return None
+    base = path / os.readlink(target)
+    out: dict[str, tuple[bytes, int]] = {}
+    for dirpath, _dirs, names in os.walk(base):
+        for n in names:
+            f = Path(dirpath) / n
+            out[str(f.relative_to(base))] = (f.read_bytes(), stat.S_IMODE(f.lstat().st_mode))
+    return out
+
+
+def write_atomically(path: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
+    """kubelet's AtomicWriter: `files` become the set at `path` in one rename; False when
+    they were that set already."""
+    if _current(path) == dict(files):
+        return False
+    stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + uuid.uuid4().hex[:8]
+    new = path / stamp
+    new.mkdir(mode=0o755)
+    for rel, (content, mode) in files.items():
+        f = new / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.chmod(f, mode)
+    tmp = path / (DATA_LINK + "_tmp")
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(stamp, tmp)
+    os.rename(tmp, path / DATA_LINK)  # the switch: atomic
+    tops = {rel.split("/", 1)[0] for rel in files}
+    for top in tops:
+        link = path / top
+        if not link.is_symlink():
+            os.symlink(f"{DATA_LINK}/{top}", link)
+    for entry in os.scandir(path):
+        if entry.name.startswith("..") or entry.name in tops:
+            continue
+        if entry.is_symlink():  # a key no longer there
+            os.unlink(entry.path)
+    for entry in os.scandir(path):  # the previous set, and any a crash left behind
+        if entry.name.startswith("..") and entry.name not in (DATA_LINK, stamp) and not entry.is_symlink() \
+                and entry.is_dir():
+            shutil.rmtree(entry.path)
+    return True
 
 
 def _sub_path(name: str, volume: str, sub: str) -> str:

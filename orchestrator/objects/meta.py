@@ -60,7 +60,9 @@ REPLICATION_CONTROLLER = Kind("ReplicationController", "replicationcontrollers",
 SERVICE = Kind("Service", "services", True, ("svc",))
 ENDPOINTS = Kind("Endpoints", "endpoints", True, ("ep",))
 EVENT = Kind("Event", "events", True, ("ev",))
-KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT)
+CONFIG_MAP = Kind("ConfigMap", "configmaps", True, ("cm",))
+SECRET = Kind("Secret", "secrets", True)
+KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT, CONFIG_MAP, SECRET)
 _BY_KIND = {k.kind: k for k in KINDS}
 
 

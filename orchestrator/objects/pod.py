@@ -256,3 +256,26 @@ def container_port_by_name(pod: Mapping[str, Any], port_name: str, protocol: str
             if p.get("name") == port_name and (p.get("protocol") or "TCP") == protocol:
                 return p.get("containerPort")
     return None
+
+
+def config_refs(pod: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The ConfigMaps and Secrets the pod reads: ("ConfigMap"|"Secret", name), from its volumes,
+    and every container's envFrom and env valueFrom."""
+    s: Mapping[str, Any] = spec(pod)
+    refs: set[tuple[str, str]] = set()
+    for v in s.get("volumes") or []:
+        if isinstance(v.get("configMap"), dict) and v["configMap"].get("name"):
+            refs.add(("ConfigMap", str(v["configMap"]["name"])))
+        if isinstance(v.get("secret"), dict) and v["secret"].get("secretName"):
+            refs.add(("Secret", str(v["secret"]["secretName"])))
+    for c in [*(s.get("initContainers") or []), *(s.get("containers") or []), *(s.get("ephemeralContainers") or [])]:
+        for src in c.get("envFrom") or []:
+            for field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if isinstance(src.get(field), dict) and src[field].get("name"):
+                    refs.add((kind, str(src[field]["name"])))
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom") if isinstance(e, dict) else None
+            for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if isinstance(vf, dict) and isinstance(vf.get(field), dict) and vf[field].get("name"):
+                    refs.add((kind, str(vf[field]["name"])))
+    return refs

@@ -18,7 +18,7 @@ from typing import Any
 
 from netplane.errors import UserError
 from orchestrator.objects.meta import KINDS, Kind, kind_named
-from orchestrator.validation import defaults, kinds, pods, schema
+from orchestrator.validation import configdata, defaults, kinds, pods, schema
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported, required
 
 __all__ = ["Admitted", "FieldError", "InvalidObject", "admit", "validate"]
@@ -92,6 +92,10 @@ def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], li
         kinds.node(out, errors)
     elif kind.kind == "Event":
         kinds.event(out, errors)
+    elif kind.kind == "ConfigMap":
+        configdata.config_map(out, errors)
+    elif kind.kind == "Secret":
+        configdata.secret(out, errors)
     return out, errors, warnings
 
 

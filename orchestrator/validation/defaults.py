@@ -19,6 +19,7 @@ import copy
 from typing import Any
 
 from orchestrator.objects.meta import DEFAULT_NAMESPACE, kind_named
+from orchestrator.validation import configdata
 
 PROBE_DEFAULTS = {
     "initialDelaySeconds": 0,
@@ -74,6 +75,8 @@ def apply(obj: dict[str, Any]) -> dict[str, Any]:
         for s in _dicts(out.get("subsets")):
             for p in _dicts(s.get("ports")):
                 p.setdefault("protocol", "TCP")
+    elif kind.kind == "Secret":
+        configdata.secret_defaults(out)
     elif kind.kind == "Node":
         st = out.get("status")
         if isinstance(st, dict) and "allocatable" not in st and isinstance(st.get("capacity"), dict):

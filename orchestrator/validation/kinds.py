@@ -42,6 +42,8 @@ _NAME_RULE = {
     "Namespace": names.dns1123_label,
     "Service": names.dns1123_label,
     "Event": names.dns1123_subdomain,
+    "ConfigMap": names.dns1123_subdomain,
+    "Secret": names.dns1123_subdomain,
 }
 EVENT_TYPES = ("Normal", "Warning")
 

@@ -159,6 +159,19 @@ def container(
             out.append(required(ep.child("name")))
         else:
             _name_errors(ep.child("name"), e["name"], names.env_var_name(e["name"]), out)
+        if isinstance(e.get("valueFrom"), dict):
+            _value_from(ep, e, out)
+    for i, src in enumerate(entries(c.get("envFrom"))):
+        sp = path.child("envFrom").index(i)
+        refs = [f for f in ("configMapRef", "secretRef") if isinstance(src.get(f), dict)]
+        if len(refs) != 1:
+            out.append(invalid(sp, "", "may not have more than one field specified at a time") if refs else
+                       required(sp, "must specify one of: `configMapRef` or `secretRef`"))
+        for f in refs:
+            if not src[f].get("name"):
+                out.append(required(sp.child(f).child("name")))
+        if src.get("prefix"):
+            _name_errors(sp.child("prefix"), src["prefix"], names.env_var_name(str(src["prefix"])), out)
     resources(path.child("resources"), c.get("resources") or {}, out)
     for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
         pr = c.get(probe_name)
@@ -249,3 +262,36 @@ def probe(path: Path, pr: Mapping[str, Any], *, liveness: bool, out: list[FieldE
         non_negative(path.child(k), pr.get(k), out)
     if liveness and pr.get("successThreshold", 1) != 1:
         out.append(invalid(path.child("successThreshold"), pr["successThreshold"], "must be 1"))
+
+
+FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName",
+               "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs")
+
+
+def _value_from(path: Path, e: Mapping[str, Any], out: list[FieldError]) -> None:
+    """kube's validateEnvVarValueFrom: one source, no `value` beside it, references complete."""
+    vf = e["valueFrom"]
+    vp = path.child("valueFrom")
+    sources = [f for f in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef") if vf.get(f) is not None]
+    if e.get("value"):
+        out.append(invalid(vp, "", "may not be specified when `value` is not empty"))
+    if not sources:
+        out.append(invalid(vp, "", "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or "
+                                   "`secretKeyRef`"))
+    elif len(sources) > 1:
+        out.append(invalid(vp, "", "may not have more than one field specified at a time"))
+    for f in ("configMapKeyRef", "secretKeyRef"):
+        ref = vf.get(f)
+        if isinstance(ref, dict):
+            for need in ("name", "key"):
+                if not ref.get(need):
+                    out.append(required(vp.child(f).child(need)))
+    ref = vf.get("fieldRef")
+    if isinstance(ref, dict):
+        fp = str(ref.get("fieldPath") or "")
+        if not fp:
+            out.append(required(vp.child("fieldRef").child("fieldPath")))
+        elif fp not in FIELD_PATHS and not any(fp.startswith(f"metadata.{m}['") and fp.endswith("']")
+                                               for m in ("labels", "annotations")):
+            out.append(not_supported(vp.child("fieldRef").child("fieldPath"), fp,
+                                     ("metadata.annotations", "metadata.labels", *FIELD_PATHS)))

@@ -162,9 +162,17 @@ def _endpoints(obj: Mapping[str, Any]) -> None:
             _typed(p, "port", int, f"subsets[{i}].ports[{j}]")
 
 
+def _config_data(obj: Mapping[str, Any]) -> None:
+    for field in ("data", "binaryData", "stringData"):
+        v = obj.get(field)
+        if v is not None and not (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())):
+            raise ValueError(f"{field} is not a map of strings")
+
+
 _BY_KIND: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "Pod": _pod, "Node": _node, "ReplicationController": _rc, "Service": _service,
     "Endpoints": _endpoints, "Namespace": lambda _o: None, "Event": lambda _o: None,
+    "ConfigMap": _config_data, "Secret": _config_data,
 }
 
 

@@ -1,8 +1,8 @@
 """Checks of a pod's volumes and its containers' volumeMounts (Kubernetes' validateVolumes and
 ValidateVolumeMounts, with their wording), plus what netplane's kubelet can run: the volume
-sources it has (`emptyDir`, `hostPath`; the others need objects this API does not serve, such
-as ConfigMaps, Secrets and PersistentVolumeClaims, and are refused here rather than ignored on
-the node) and absolute mount paths without propagation.
+sources it has (`emptyDir`, `hostPath`, `configMap`, `secret`; the others need what this
+cluster does not have, such as PersistentVolumeClaims or cloud disks, and are refused here
+rather than ignored on the node) and absolute mount paths without propagation.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from orchestrator.validation.field import (
     required,
 )
 
-SOURCES = ("emptyDir", "hostPath")
+SOURCES = ("configMap", "emptyDir", "hostPath", "secret")
+MAX_MODE = 0o777
 # every volume source of core/v1 Volume: more than one set is "more than 1 volume type"
 ALL_SOURCES = (
     "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi", "downwardAPI",
@@ -71,9 +72,45 @@ def volumes(path: Path, vols: Any, out: list[FieldError]) -> set[str]:
             out.append(not_supported(vp, source, SOURCES))
         elif source == "hostPath":
             host_path(vp.child("hostPath"), v["hostPath"], out)
-        else:
+        elif source == "emptyDir":
             empty_dir(vp.child("emptyDir"), v["emptyDir"], out)
+        else:
+            config_source(vp.child(source), v[source], "secretName" if source == "secret" else "name", out)
     return seen
+
+
+def _mode(path: Path, value: Any, out: list[FieldError]) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MODE):
+        out.append(invalid(path, value, "must be a number between 0 and 0777 (octal), both inclusive"))
+
+
+def config_source(path: Path, src: Any, name_field: str, out: list[FieldError]) -> None:
+    """A configMap or secret volume (kube's validateConfigMapVolumeSource and
+    validateSecretVolumeSource): the object's name, modes, items with relative paths."""
+    if not isinstance(src, Mapping):
+        return
+    if not src.get(name_field):
+        out.append(required(path.child(name_field)))
+    _mode(path.child("defaultMode"), src.get("defaultMode"), out)
+    seen: set[str] = set()
+    for i, item in enumerate(_entries(src.get("items"))):
+        ip = path.child("items").index(i)
+        if not item.get("key"):
+            out.append(required(ip.child("key")))
+        rel = str(item.get("path") or "")
+        if not rel:
+            out.append(required(ip.child("path")))
+        else:
+            if rel.startswith("/"):
+                out.append(invalid(ip.child("path"), rel, "must be a relative path"))
+            if ".." in rel.split("/"):
+                out.append(invalid(ip.child("path"), rel, "must not contain '..'"))
+            elif rel.startswith(".."):
+                out.append(invalid(ip.child("path"), rel, "must not start with '..'"))
+            if rel in seen:
+                out.append(duplicate(ip.child("path"), rel))
+            seen.add(rel)
+        _mode(ip.child("mode"), item.get("mode"), out)
 
 
 def host_path(path: Path, hp: Mapping[str, Any], out: list[FieldError]) -> None:

@@ -585,6 +585,10 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
 
     assert can(v1.api_client, "create") and can(v1.api_client, "delete", "nodes")
     assert can(viewer, "list") and not can(viewer, "create") and not can(viewer, "escalate")
+    assert can(v1.api_client, "get", "secrets") and not can(viewer, "get", "secrets")  # kube's view role
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(viewer).list_namespaced_secret("default")
+    assert denied.value.status == 403
     def rules(c: client.ApiClient) -> list[tuple[list[str], list[str], list[str]]]:
         review = client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace="default"))
         st = client.AuthorizationV1Api(c).create_self_subject_rules_review(review).status
@@ -592,7 +596,9 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
         return [(r.verbs, r.api_groups, r.resources) for r in st.resource_rules]
 
     assert rules(v1.api_client)[0] == (["*"], ["*"], ["*"])  # kubectl auth can-i --list
-    assert rules(viewer)[0] == (["get", "list", "watch"], ["*"], ["*"])
+    verbs, groups, resources = rules(viewer)[0]
+    assert (verbs, groups) == (["get", "list", "watch"], [""]) and "secrets" not in resources
+    assert {"pods", "pods/log", "configmaps", "events", "replicationcontrollers/scale"} <= set(resources)
     assert (["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]) \
         in rules(viewer)
     with pytest.raises(ApiException) as e:

@@ -1,4 +1,4 @@
-"""Memory emptyDirs on the real kernel (orchestrator.node.volumes): a tmpfs of the sizeLimit,
+"""Memory emptyDirs and Secret volumes on the real kernel (orchestrator.node.volumes): a tmpfs of the sizeLimit,
 mounted once however often the pod syncs, and unmounted before its directory goes (by the
 kubelet's teardown and by `cleanup.remove_all`, the lab's way after an agent died). Each
 test mounts only below its own tmp_path and unmounts what is left there, also on failure."""
@@ -48,3 +48,24 @@ def test_remove_all_unmounts_what_a_dead_agent_left(root: Path) -> None:
     assert mounts_below(root) == [path]
     remove_all(runtime="namespaces", runtime_id="npt-vol-gone", state_dir=state)
     assert mounts_below(root) == [] and not state.exists()
+
+
+def test_a_secret_volume_is_a_tmpfs_with_the_decoded_keys(root: Path) -> None:
+    """A Secret's files never reach the disk: a tmpfs, mounted once, gone with the pod."""
+    import base64
+
+    secret = {"data": {"password": base64.b64encode(b"s3cr3t").decode()}}
+
+    def lookup(kind: str, name: str) -> dict[str, object] | None:
+        return secret if (kind, name) == ("Secret", "creds") else None
+
+    v = Volumes(root / "kubelet")
+    p = {"metadata": {"uid": "u1"}, "spec": {"volumes": [{"name": "creds", "secret": {"secretName": "creds"}}]}}
+    path = v.setup(p, lookup)["creds"]
+    v.setup(p, lookup)
+    assert mounts_below(root) == [path]
+    line = next(ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if ln.split()[4] == path)
+    assert " - tmpfs " in line
+    assert Path(path, "password").read_bytes() == b"s3cr3t"
+    v.teardown("u1")
+    assert mounts_below(root) == [] and not os.path.lexists(path)

@@ -275,7 +275,13 @@ def typed_client_steps(api: Api) -> None:
     rows = [line.split() for line in k("auth", "can-i", "--list").stdout.splitlines()]
     assert ["*.*", "[]", "[]", "[*]"] in rows, rows
     rows = [line.split() for line in k("auth", "can-i", "--list", kubeconfig=viewer).stdout.splitlines()]
-    assert ["*.*", "[]", "[]", "[get", "list", "watch]"] in rows and ["*.*", "[]", "[]", "[*]"] not in rows, rows
+    reads = ["[]", "[]", "[get", "list", "watch]"]
+    assert ["pods", *reads] in rows and ["leases.coordination.k8s.io", *reads] in rows, rows
+    assert not any(r[0] in ("*.*", "secrets") for r in rows), rows  # kube's view role: no Secrets
+    p = k("auth", "can-i", "get", "secrets", kubeconfig=viewer, check=False)
+    assert (p.returncode, p.stdout.strip()) == (1, "no"), p
+    p = k("get", "secrets", kubeconfig=viewer, check=False)
+    assert p.returncode != 0 and 'secrets is forbidden: User "viewer" cannot list resource "secrets"' in p.stderr, p
     who = k("auth", "whoami", kubeconfig=viewer).stdout
     assert "viewer" in who and "[readonly system:authenticated]" in who, who
 
@@ -338,6 +344,74 @@ def top_steps(api: Api, names: set[str]) -> None:
     p = k("top", "pod", "nosuch", check=False)  # what metrics-server answers: the pod's own 404
     assert p.returncode != 0 and 'pods "nosuch" not found' in p.stderr, p.stderr
     k("delete", "pod", "burn")
+
+
+CONFIG_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: configured}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: netplane/busybox:latest
+    command: [sh, -c, 'echo "level=$LEVEL user=$DB_user pw=$PW pod=$POD"; exec sleep 3600']
+    envFrom: [{secretRef: {name: creds}, prefix: DB_}]
+    env:
+    - {name: LEVEL, valueFrom: {configMapKeyRef: {name: conf, key: level}}}
+    - {name: PW, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    # the namespace runtime makes mount points only inside another volume (it runs containers
+    # in the host's filesystem): an emptyDir at /mnt holds them
+    volumeMounts:
+    - {name: scratch, mountPath: /mnt}
+    - {name: cfg, mountPath: /mnt/app}
+    - {name: creds, mountPath: /mnt/creds, readOnly: true}
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: cfg, configMap: {name: conf}}
+  - {name: creds, secret: {secretName: creds, defaultMode: 0400}}
+"""
+
+
+def config_steps(api: Api) -> None:
+    """ConfigMaps and Secrets made by kubectl (protobuf bodies from its typed client), read by a
+    pod as variables and as files; a change reaches the files of the running pod."""
+    k = api.kubectl
+    # the pod first: its ConfigMap is missing, so its container waits in CreateContainerConfigError
+    k("apply", "-f", "-", input=CONFIG_POD)
+    waiting = wait_for(lambda: next((s["state"]["waiting"] for s in api.json("get", "pod", "configured")
+                                     .get("status", {}).get("containerStatuses") or []
+                                     if (s.get("state") or {}).get("waiting", {}).get("reason")
+                                     in ("CreateContainerConfigError", "ContainerCreating")), None),
+                       30, "the pod held for its missing ConfigMap and Secret")
+    assert "not found" in waiting.get("message", ""), waiting
+    assert k("create", "secret", "generic", "creds", "--from-literal=user=admin",
+             "--from-literal=password=s3cr3t").stdout.strip() == "secret/creds created"
+    assert k("create", "configmap", "conf", "--from-literal=level=debug",
+             "--from-literal=app.conf=x=1").stdout.strip() == "configmap/conf created"
+    assert k("get", "cm", "conf", "--no-headers").stdout.split()[:2] == ["conf", "2"]  # NAME DATA AGE
+    assert k("get", "secret", "creds", "--no-headers").stdout.split()[:3] == ["creds", "Opaque", "2"]
+    sec = api.json("get", "secret", "creds")
+    assert sec["type"] == "Opaque" and sec["data"]["password"] == "czNjcjN0", sec  # base64 of s3cr3t
+    # created now: the pod starts without waiting for a resync
+    wait_for(lambda: (api.json("get", "pod", "configured").get("status") or {}).get("phase") == "Running", 30,
+             "the configured pod Running once its ConfigMap and Secret exist")
+    log = wait_for(lambda: k("logs", "configured", check=False).stdout.strip(), 20, "the configured pod's log")
+    assert log == "level=debug user=admin pw=s3cr3t pod=configured", log
+    assert k("exec", "configured", "--", "cat", "/mnt/app/app.conf").stdout == "x=1"
+    assert k("exec", "configured", "--", "cat", "/mnt/creds/password").stdout == "s3cr3t"
+    mode = k("exec", "configured", "--", "stat", "-L", "-c", "%a", "/mnt/creds/password").stdout.strip()
+    assert mode == "400", mode
+    # a change of the ConfigMap reaches the running pod's files (its variables stay those of its start)
+    k("patch", "configmap", "conf", "--type=merge", "-p", '{"data": {"app.conf": "x=2"}}')
+    wait_for(lambda: k("exec", "configured", "--", "cat", "/mnt/app/app.conf", check=False).stdout == "x=2", 30,
+             "the ConfigMap's change in the pod's volume")
+    p = k("create", "configmap", "bad", "--from-literal=bad key=1", check=False)
+    assert p.returncode != 0 and "a valid config key must consist of alphanumeric characters" in p.stderr, p.stderr
+    k("delete", "pod", "configured", "--wait=false")
+    k("delete", "configmap", "conf")
+    k("delete", "secret", "creds")
 
 
 def kubectl_steps(api: Api) -> None:
@@ -404,6 +478,9 @@ def kubectl_steps(api: Api) -> None:
 
     # ---- attach (the container's main process: np-shim holds its stdin and terminal)
     attach_steps(api)
+
+    # ---- ConfigMaps and Secrets: kubectl create, a pod's env and volumes
+    config_steps(api)
 
     # ---- describe
     d = k("describe", "pod", some).stdout

@@ -3,7 +3,8 @@ two containers share an emptyDir that outlives a container restart (a crash, and
 image), with a Memory emptyDir (a
 tmpfs), a hostPath the kubelet makes (DirectoryOrCreate) and a read-only mount; a pod whose
 hostPath check fails waits in ContainerCreating, saying why; deleting the pods removes their
-emptyDirs (the tmpfs unmounted) and leaves the hostPath's data.
+emptyDirs (the tmpfs unmounted) and leaves the hostPath's data. ConfigMap and Secret volumes
+on both runtimes: their files in the running pod, a change of the ConfigMap reaching them.
 
 The mount points are /mnt and /srv, which exist on the host (the namespace runtime runs
 containers in the host's filesystem and never makes a directory there) and nested ones made
@@ -148,3 +149,37 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     wait_for(lambda: not pod_dir.exists(), 10, "the pod's volumes removed")
     assert mounts_below(node_dir) == []  # the tmpfs went with it
     assert (host_dir / "count").read_text().strip() == "2"  # a hostPath keeps its data
+
+
+@pytest.mark.parametrize("runtime", ["namespaces", "docker"])
+def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_factory: Callable[..., Lab]) -> None:
+    """A ConfigMap's and a Secret's keys as files in a running pod, on both runtimes: a change
+    of the ConfigMap reaches the files; the Secret is a tmpfs, unmounted with the pod."""
+    import base64
+
+    lab = lab_factory(1, agents=True, runtime=runtime, masters=1)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "conf"}, "data": {"app.conf": "x=1"}}
+    apply(lab, cm)
+    apply(lab, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                "data": {"token": base64.b64encode(b"t0k3n").decode()}})
+    apply(lab, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reads"}, "spec": {
+        "terminationGracePeriodSeconds": 1,
+        "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "conf"}},
+                    {"name": "creds", "secret": {"secretName": "creds"}}],
+        "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"], "volumeMounts": [
+            {"name": "scratch", "mountPath": "/mnt"}, {"name": "conf", "mountPath": "/mnt/conf"},
+            {"name": "creds", "mountPath": "/mnt/creds", "readOnly": True}]}]}})
+    wait_for(lambda: status(lab, "reads").get("phase") == "Running", 60, "the pod Running")
+    r = pod_exec(lab, "reads", "c", "cat", "/mnt/conf/app.conf", "/mnt/creds/token")
+    assert (r.returncode, r.stdout) == (0, "x=1t0k3n"), r.stderr
+    apply(lab, {**cm, "data": {"app.conf": "x=2"}})
+    wait_for(lambda: pod_exec(lab, "reads", "c", "cat", "/mnt/conf/app.conf").stdout == "x=2", 20,
+             "the ConfigMap's change in the running pod")
+    r = pod_exec(lab, "reads", "c", "touch", "/mnt/creds/x")
+    assert r.returncode != 0, r
+    node_dir = cluster.runtime_dir(lab, "h1")
+    uid = get(lab, "pod/reads")["metadata"]["uid"]
+    assert mounts_below(node_dir) == [str(node_dir / "kubelet" / "pods" / uid / "volumes" / "kubernetes.io~secret" / "creds")]
+    np(lab, "delete", "pod", "reads")
+    wait_for(lambda: not (node_dir / "kubelet" / "pods" / uid).exists(), 60, "the pod's volumes removed")
+    assert mounts_below(node_dir) == []

@@ -1,13 +1,15 @@
 """Service discovery for containers: Kubernetes 1.0's service variables, the pod's own env and
-$(VAR) expansion, resolv.conf."""
+$(VAR) expansion, envFrom and valueFrom (ConfigMaps, Secrets, the pod's fields), resolv.conf."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from orchestrator.node.envvars import (
+    EnvError,
     container_env,
     expand,
     expand_command,
@@ -148,3 +150,61 @@ def test_resolv_conf() -> None:
     assert resolv_conf("default", nameserver="10.100.0.10", domain="lab.local") == (
         "nameserver 10.100.0.10\nsearch default.svc.lab.local svc.lab.local lab.local\n"
         "options ndots:5\n")
+
+
+# --------------------------------------------------------------------------- ConfigMaps, Secrets, fieldRef
+CONFIG = {"kind": "ConfigMap", "metadata": {"name": "conf", "namespace": "team"},
+          "data": {"LEVEL": "debug", "app.conf": "x=1", "1BAD": "skipped"}, "binaryData": {"BIN": "AAE="}}
+CREDS = {"kind": "Secret", "metadata": {"name": "creds", "namespace": "team"}, "type": "Opaque",
+         "data": {"USER": "YWRtaW4=", "PASSWORD": "czNjcjN0"}}
+POD = {"metadata": {"name": "web-1", "namespace": "team", "uid": "u-1", "labels": {"app": "web"},
+                    "annotations": {"team.io/owner": "ops"}},
+       "spec": {"nodeName": "h1", "serviceAccountName": "default"},
+       "status": {"podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}], "hostIP": "10.99.0.11"}}
+
+
+def lookup(kind: str, name: str) -> dict[str, Any] | None:
+    return {("ConfigMap", "conf"): CONFIG, ("Secret", "creds"): CREDS}.get((kind, name))
+
+
+def test_env_from_config_maps_and_secrets_with_prefixes() -> None:
+    c = {"envFrom": [{"configMapRef": {"name": "conf"}}, {"secretRef": {"name": "creds"}, "prefix": "DB_"},
+                     {"configMapRef": {"name": "absent", "optional": True}}],
+         "env": [{"name": "LEVEL", "value": "info"}, {"name": "URL", "value": "$(DB_USER)@db"}]}
+    env = container_env(c, {}, lookup=lookup, pod=POD)
+    # binaryData and keys that are no variable names are left out (kubelet skips them)
+    assert env == {"LEVEL": "info", "app.conf": "x=1", "DB_PASSWORD": "s3cr3t", "DB_USER": "admin", "URL": "admin@db"}
+
+
+def test_value_from_keys_and_fields() -> None:
+    c = {"env": [
+        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "conf", "key": "LEVEL"}}},
+        {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "PASSWORD"}}},
+        {"name": "GONE", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "nope", "optional": True}}},
+        {"name": "ALSO_GONE", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k", "optional": True}}},
+        {"name": "NOT_EXPANDED", "valueFrom": {"configMapKeyRef": {"name": "conf", "key": "app.conf"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        {"name": "OWNER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['team.io/owner']"}}},
+        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+    ]}
+    env = container_env(c, {}, lookup=lookup, pod=POD)
+    assert env == {"LEVEL": "debug", "PW": "s3cr3t", "NOT_EXPANDED": "x=1", "POD": "web-1", "NS": "team",
+                   "APP": "web", "OWNER": "ops", "IP": "10.244.1.5", "NODE": "h1", "HOST": "10.99.0.11", "CPU": ""}
+
+
+@pytest.mark.parametrize(("var", "says"), [
+    ({"configMapKeyRef": {"name": "absent", "key": "k"}}, 'configmap "absent" not found'),
+    ({"secretKeyRef": {"name": "absent", "key": "k"}}, 'secret "absent" not found'),
+    ({"configMapKeyRef": {"name": "conf", "key": "BIN"}}, "couldn't find key BIN in ConfigMap team/conf"),
+    ({"secretKeyRef": {"name": "creds", "key": "k"}}, "couldn't find key k in Secret team/creds"),
+])
+def test_a_missing_source_or_key_is_a_config_error(var: dict[str, Any], says: str) -> None:
+    with pytest.raises(EnvError, match=re.escape(says)):
+        container_env({"env": [{"name": "X", "valueFrom": var}]}, {}, lookup=lookup, pod=POD)
+    with pytest.raises(EnvError, match='configmap "absent" not found'):
+        container_env({"envFrom": [{"configMapRef": {"name": "absent"}}]}, {}, lookup=lookup, pod=POD)

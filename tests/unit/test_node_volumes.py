@@ -115,3 +115,48 @@ def test_over_limit_counts_what_an_on_disk_empty_dir_takes(tmp_path: Path) -> No
     Path(paths["small"], "sub").mkdir()
     Path(paths["small"], "sub", "more").write_bytes(os.urandom(600 << 10))
     assert v.over_limit(p) == ("small", "1Mi")
+
+
+def test_a_config_map_volume_is_written_atomically_and_follows_changes(tmp_path: Path) -> None:
+    """kubelet's AtomicWriter layout: the files in a ..<time> directory, ..data a symlink to
+    it, each key a symlink through ..data; a change switches the whole set at once."""
+    import base64
+
+    from orchestrator.node.volumes import CONFIG_MAP_DIR
+
+    store = {("ConfigMap", "conf"): {"data": {"app.conf": "x=1\n", "LEVEL": "debug"},
+                                     "binaryData": {"blob": base64.b64encode(b"\x00\x01").decode()}}}
+    v = Volumes(tmp_path / "kubelet")
+
+    def lookup(kind: str, name: str) -> dict[str, Any] | None:
+        return store.get((kind, name))
+
+    vol = {"name": "cfg", "configMap": {"name": "conf"}}
+    d = Path(v.setup(pod("u1", vol), lookup)["cfg"])
+    assert d == tmp_path / "kubelet" / "pods" / "u1" / "volumes" / CONFIG_MAP_DIR / "cfg"
+    assert (d / "app.conf").read_text() == "x=1\n" and (d / "blob").read_bytes() == b"\x00\x01"
+    assert os.readlink(d / "app.conf") == "..data/app.conf" and (d / "..data").is_symlink()
+    assert stat.S_IMODE((d / "app.conf").stat().st_mode) == 0o644
+    first = os.readlink(d / "..data")
+    v.setup(pod("u1", vol), lookup)
+    assert os.readlink(d / "..data") == first  # unchanged: not rewritten
+    store[("ConfigMap", "conf")] = {"data": {"app.conf": "x=2\n"}}
+    v.setup(pod("u1", vol), lookup)
+    assert (d / "app.conf").read_text() == "x=2\n"
+    assert set(os.listdir(d)) == {"..data", os.readlink(d / "..data"), "app.conf"}  # old set and keys gone
+    # items pick keys and paths, with their modes
+    picked = {"name": "cfg", "configMap": {"name": "conf", "defaultMode": 0o400,
+                                           "items": [{"key": "app.conf", "path": "etc/app.conf", "mode": 0o440}]}}
+    d2 = Path(v.setup(pod("u2", picked), lookup)["cfg"])
+    assert os.listdir(d2 / "etc") == ["app.conf"] and os.readlink(d2 / "etc") == "..data/etc"
+    assert stat.S_IMODE((d2 / "etc" / "app.conf").stat().st_mode) == 0o440
+    with pytest.raises(VolumeError, match='volume "cfg": configmap "absent" not found'):
+        v.setup(pod("u3", {"name": "cfg", "configMap": {"name": "absent"}}), lookup)
+    empty = v.setup(pod("u4", {"name": "cfg", "configMap": {"name": "absent", "optional": True}}), lookup)["cfg"]
+    assert [n for n in os.listdir(empty) if not n.startswith("..")] == []
+    with pytest.raises(VolumeError, match="configmap references non-existent key: nope"):
+        v.setup(pod("u5", {"name": "cfg", "configMap": {"name": "conf", "items": [{"key": "nope", "path": "n"}]}}),
+                lookup)
+    for uid in ("u1", "u2", "u3", "u4", "u5"):
+        v.teardown(uid)
+    assert os.listdir(tmp_path / "kubelet" / "pods") == []

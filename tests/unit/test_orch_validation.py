@@ -373,7 +373,7 @@ def test_nulls_are_absent() -> None:
 def test_kind_and_api_version() -> None:
     assert errors({"kind": "Pod"}) == ["apiVersion: Required value"]
     assert errors({"apiVersion": "apps/v1", "kind": "Pod"}) == ['apiVersion: Unsupported value: "apps/v1": supported values: "v1"']
-    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "Endpoints", "Event", "Namespace", "Node"')
+    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "ConfigMap", "Endpoints", "Event", "Namespace", "Node"')
 
 
 def test_invalid_object_message_and_class() -> None:
@@ -443,7 +443,7 @@ def test_volumes_and_mounts_that_the_kubelet_runs_are_admitted_and_kept() -> Non
 def test_volume_errors_have_kubernetes_paths_and_wording() -> None:
     vols = [{"name": "a", "emptyDir": {"medium": "HugePages", "sizeLimit": "0"}},
             {"name": "a", "hostPath": {"path": "/x/../etc", "type": "Dir"}},
-            {"name": "cm", "configMap": {"name": "settings"}},
+            {"name": "pvc", "persistentVolumeClaim": {"claimName": "data"}},
             {"name": "none"},
             {"name": "two", "emptyDir": {}, "hostPath": {"path": "/tmp"}},
             {"name": "rel", "hostPath": {"path": "tmp"}}]
@@ -457,7 +457,8 @@ def test_volume_errors_have_kubernetes_paths_and_wording() -> None:
         "spec.volumes[1].hostPath.path: Invalid value: \"/x/../etc\": must not contain '..'",
         ('spec.volumes[1].hostPath.type: Unsupported value: "Dir": supported values: "", "BlockDevice", '
         '"CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket"'),
-        'spec.volumes[2]: Unsupported value: "configMap": supported values: "emptyDir", "hostPath"',
+        ('spec.volumes[2]: Unsupported value: "persistentVolumeClaim": supported values: "configMap", "emptyDir", '
+         '"hostPath", "secret"'),
         "spec.volumes[3]: Required value: must specify a volume type",
         "spec.volumes[4].hostPath: Forbidden: may not specify more than 1 volume type",
         'spec.volumes[5].hostPath.path: Invalid value: "tmp": must be an absolute path',
@@ -472,6 +473,25 @@ def test_volume_errors_have_kubernetes_paths_and_wording() -> None:
         "(subPath is)"),
         ('spec.containers[0].volumeMounts[3].recursiveReadOnly: Unsupported value: "Enabled": '
         'supported values: "Disabled"'),
+    ]
+
+
+def test_config_map_and_secret_volumes() -> None:
+    vols = [{"name": "cm", "configMap": {"defaultMode": 0o1000, "items": [
+                {"key": "k", "path": "../x"}, {"key": "", "path": "/abs", "mode": -1}, {"key": "j", "path": "..y"}]}},
+            {"name": "s", "secret": {"secretName": "creds", "items": [{"key": "a", "path": "p"}, {"key": "b", "path": "p"}]}},
+            {"name": "ok", "configMap": {"name": "conf", "optional": True, "defaultMode": 0o400}}]
+    assert errors(pod(volumes=vols)) == [
+        "spec.volumes[0].configMap.name: Required value",
+        ("spec.volumes[0].configMap.defaultMode: Invalid value: 512: must be a number between 0 and 0777 (octal), "
+        "both inclusive"),
+        "spec.volumes[0].configMap.items[0].path: Invalid value: \"../x\": must not contain '..'",
+        "spec.volumes[0].configMap.items[1].key: Required value",
+        'spec.volumes[0].configMap.items[1].path: Invalid value: "/abs": must be a relative path',
+        ("spec.volumes[0].configMap.items[1].mode: Invalid value: -1: must be a number between 0 and 0777 (octal), "
+        "both inclusive"),
+        "spec.volumes[0].configMap.items[2].path: Invalid value: \"..y\": must not start with '..'",
+        'spec.volumes[1].secret.items[1].path: Duplicate value: "p"',
     ]
 
 
