@@ -1217,3 +1217,27 @@ def test_request_metrics_count_what_clients_did(v1: client.CoreV1Api, api: APISe
     assert after[(total, (("code", "200"), *watching))] == 1
     code, _ = raw(api, "/metrics")  # no credentials: like every path but /healthz and /version
     assert code == 401
+
+
+def test_config_maps_and_secrets_through_the_client(v1: client.CoreV1Api) -> None:
+    """ConfigMaps and Secrets with the official client: stringData stored as data, the
+    `type` field selector, and `immutable` refusing a later change with kube's 422."""
+    made = v1.create_namespaced_secret("default", client.V1Secret(
+        metadata=client.V1ObjectMeta(name="creds"), string_data={"password": "s3cr3t"}))
+    assert made.type == "Opaque" and made.data == {"password": "czNjcjN0"} and not made.string_data
+    v1.create_namespaced_secret("default", {"metadata": {"name": "tls"}, "type": "kubernetes.io/tls",
+                                            "stringData": {"tls.crt": "c", "tls.key": "k"}})
+    assert [s.metadata.name for s in v1.list_namespaced_secret("default", field_selector="type=Opaque").items] == ["creds"]
+    cm = v1.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="frozen"), data={"a": "1"}, immutable=True))
+    assert cm.immutable is True and cm.data == {"a": "1"}
+    with pytest.raises(ApiException) as e:
+        v1.patch_namespaced_config_map("frozen", "default", {"data": {"a": "2"}})
+    assert e.value.status == 422 and "field is immutable when `immutable` is set" in e.value.body
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_config_map("default", {"metadata": {"name": "bad"}, "data": {"bad key": "1"}})
+    assert e.value.status == 422 and "a valid config key must consist of alphanumeric characters" in e.value.body
+    v1.patch_namespaced_config_map("frozen", "default", {"metadata": {"labels": {"ok": "yes"}}})  # metadata may change
+    v1.delete_namespaced_config_map("frozen", "default")
+    for name in ("creds", "tls"):
+        v1.delete_namespaced_secret(name, "default")
