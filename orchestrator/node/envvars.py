@@ -27,10 +27,12 @@ Secret's, with the source's `prefix`; keys that are no valid variable name are s
 kubelet skips them), then `env` in the order declared, whose `valueFrom` reads a ConfigMap key
 (`configMapKeyRef`), a Secret key (`secretKeyRef`, decoded) or a field of the pod
 (`fieldRef`: metadata.name, .namespace, .uid, labels and annotations by key, spec.nodeName,
-spec.serviceAccountName, status.podIP(s), status.hostIP(s)). A missing ConfigMap, Secret or
-key is `EnvError` (the container waits in CreateContainerConfigError, as kubelet's does)
-unless the reference is `optional`, which leaves the variable out. `resourceFieldRef` is not
-supported: such a variable is set to "". The container's own variables win over service
+spec.serviceAccountName, status.podIP(s), status.hostIP(s)) or one of its containers'
+resources (`resourceFieldRef`: limits.cpu / .memory / .ephemeral-storage and requests.*, in
+units of `divisor`, rounded up as kubelet does; an unset limit is the node's allocatable). A
+missing ConfigMap, Secret or key is `EnvError` (the container waits in
+CreateContainerConfigError, as kubelet's does) unless the reference is `optional`, which leaves
+the variable out. The container's own variables win over service
 variables. `$(VAR)` references in `env[].value`, `command` and `args` are expanded as kubelet
 does (its forked `expansion` package): a reference resolves to a variable declared earlier in
 the same container, else a service variable; an unknown reference is left as written; `$$` is
@@ -41,10 +43,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 from orchestrator.objects.names import env_var_name
+from orchestrator.objects.quantity import QuantityError, parse_quantity
 
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
@@ -177,8 +183,41 @@ def _source_data(kind: str, obj: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _field(pod: Mapping[str, Any], path: str) -> str:
+RESOURCES = ("limits.cpu", "limits.memory", "limits.ephemeral-storage",
+             "requests.cpu", "requests.memory", "requests.ephemeral-storage")
+
+
+def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any],
+                   allocatable: Mapping[str, str] | None) -> str:
+    """kubelet's ExtractResourceValueByContainerName: a container's limit or request in units
+    of `divisor` (default 1), rounded up; an unset limit is the node's allocatable, an unset
+    request the limit (the API's defaulting), else 0."""
+    resource = str(ref.get("resource") or "")
+    if resource not in RESOURCES:
+        return ""
+    which, name = resource.split(".", 1)
+    res = container.get("resources") or {}
+    raw = (res.get(which) or {}).get(name)
+    if raw is None and which == "requests":
+        raw = (res.get("limits") or {}).get(name)
+    if raw is None and which == "limits":
+        raw = (allocatable or {}).get(name)
+    try:
+        amount = parse_quantity(raw).amount if raw is not None else Fraction(0)
+        divisor = parse_quantity(ref.get("divisor") or "1").amount
+    except QuantityError:
+        return ""
+    if divisor <= 0:
+        return ""
+    return str(math.ceil(amount / divisor))
+
+
+def field_value(pod: Mapping[str, Any], path: str) -> str:
+    """A pod field as the downward API gives it (`fieldRef.fieldPath`)."""
     md, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    if path in ("metadata.labels", "metadata.annotations"):  # a downwardAPI volume's whole map
+        pairs = md.get(path.split(".", 1)[1]) or {}
+        return "\n".join(f"{k}={json.dumps(str(v))}" for k, v in sorted(pairs.items()))
     for prefix, where in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
         if path.startswith(prefix + "['") and path.endswith("']"):
             return str((md.get(where) or {}).get(path[len(prefix) + 2:-2], ""))
@@ -210,11 +249,13 @@ class _Sources:
 
 
 def container_env(container: Mapping[str, Any], services: Mapping[str, str], *,
-                  lookup: Lookup | None = None, pod: Mapping[str, Any] | None = None) -> dict[str, str]:
+                  lookup: Lookup | None = None, pod: Mapping[str, Any] | None = None,
+                  allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
     """The container's final environment: `envFrom`'s variables, then its own `env` in the
     order declared (values expanded against earlier ones, then service variables; a repeated
     name keeps its first place and its last value), then the service variables it did not set.
-    `lookup` finds the pod's ConfigMaps and Secrets; `pod` is what `fieldRef` reads."""
+    `lookup` finds the pod's ConfigMaps and Secrets; `pod` is what `fieldRef` reads and
+    `allocatable` the node's (cpu, memory), what `resourceFieldRef` gives for an unset limit."""
     namespace = str(((pod or {}).get("metadata") or {}).get("namespace") or "default")
     sources = _Sources(lookup, namespace)
     own: dict[str, str] = {}
@@ -234,7 +275,7 @@ def container_env(container: Mapping[str, Any], services: Mapping[str, str], *,
             continue
         value_from = var.get("valueFrom")
         if isinstance(value_from, dict):
-            resolved = _value_from(value_from, sources, pod or {})
+            resolved = _value_from(value_from, sources, pod or {}, container, allocatable)
             if resolved is not None:
                 own[name] = resolved
             continue
@@ -247,7 +288,8 @@ def container_env(container: Mapping[str, Any], services: Mapping[str, str], *,
     return out
 
 
-def _value_from(value_from: Mapping[str, Any], sources: _Sources, pod: Mapping[str, Any]) -> str | None:
+def _value_from(value_from: Mapping[str, Any], sources: _Sources, pod: Mapping[str, Any],
+                container: Mapping[str, Any], allocatable: Mapping[str, str] | None) -> str | None:
     """One `valueFrom`; None when an optional source or key is missing (no variable)."""
     for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
         ref = value_from.get(field)
@@ -263,8 +305,17 @@ def _value_from(value_from: Mapping[str, Any], sources: _Sources, pod: Mapping[s
             return data[key]
     ref = value_from.get("fieldRef")
     if isinstance(ref, dict):
-        return _field(pod, str(ref.get("fieldPath") or ""))
-    return ""  # resourceFieldRef: not supported
+        return field_value(pod, str(ref.get("fieldPath") or ""))
+    ref = value_from.get("resourceFieldRef")
+    if isinstance(ref, dict):
+        named = ref.get("containerName")
+        if named and named != container.get("name"):
+            spec = pod.get("spec") or {}
+            others = [c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+                      if c.get("name") == named]
+            container = others[0] if others else {}
+        return resource_value(container, ref, allocatable)
+    return ""
 
 
 def expand_command(container: Mapping[str, Any],

@@ -648,7 +648,8 @@ class NodeRuntime:
         now = time.time()
         uid = meta.uid(pod)
         try:
-            volumes = self.volumes.setup(pod, self._config_lookup(pod))  # before the sandbox: a volume that cannot be made holds the pod
+            # before the sandbox: a volume that cannot be made holds the pod
+            volumes = self.volumes.setup(pod, self._config_lookup(pod), allocatable=self._allocatable())
             box = self._sandbox(pod)
             ip = self._attach(uid, box, host_network=bool(pods.spec(pod).get("hostNetwork")))
             if mappings_of(pod, ip):
@@ -725,7 +726,7 @@ class NodeRuntime:
                     services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
                 try:
                     env = envvars.container_env(spec, services_env, lookup=self._config_lookup(pod),
-                                                pod=self._env_pod(pod, ip))
+                                                pod=self._env_pod(pod, ip), allocatable=self._allocatable())
                     for old in history[:-1]:  # keep only the last instance (lastState)
                         self.runtime.remove_container(old.id)
                     info = self.runtime.create_and_start(box, container_config(
@@ -751,6 +752,11 @@ class NodeRuntime:
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
         observed += self._ephemeral(pod, box, instances, volumes, now)
         self._write_status(pod, observed, pod_ip=ip, now=now)
+
+    def _allocatable(self) -> dict[str, str]:
+        """The node's cpu and memory as its Node says them (allocatable = capacity here)."""
+        cpu, mem = machine_capacity()
+        return {"cpu": self.opts.cpu or cpu, "memory": self.opts.memory or mem}
 
     def _env_pod(self, pod: Obj, ip: str) -> Obj:
         """The pod as `fieldRef` reads it when a container starts: its addresses are this
@@ -800,7 +806,8 @@ class NodeRuntime:
             services_env = envvars.service_env(self.services.list(), meta.namespace(pod))
             target = [c for c in instances.get(str(spec.get("targetContainerName") or ""), []) if c.state == "running"]
             try:
-                env = envvars.container_env(spec, services_env, lookup=self._config_lookup(pod), pod=pod)
+                env = envvars.container_env(spec, services_env, lookup=self._config_lookup(pod), pod=pod,
+                                            allocatable=self._allocatable())
                 config = container_config(spec, env, 0, services_env, self.volumes.mounts(spec, volumes))
                 if target:  # its processes are the debugger's to see (a runtime without PID namespaces shows all)
                     config = dataclasses.replace(config, pid_target=target[-1].id)

@@ -24,6 +24,9 @@ directories of the node that the runtimes bind-mount into containers (`runtime.M
   error unless `optional` (then the directory is empty). Every sync rewrites the set when the
   object changed (kubelet: within its sync period, about a minute); a subPath mount of a key
   keeps the file of its container's start, as in Kubernetes.
+* **downwardAPI**: the pod's own fields (`fieldRef`: metadata.name, .namespace, .uid, labels
+  and annotations, one key or all as `key="value"` lines) and its containers' resources
+  (`resourceFieldRef`) as files, in the same layout, rewritten at each sync when they changed.
 * **subPath**: a path below the volume, made as a directory when missing (kubelet's rule);
   refused when it resolves outside the volume (a symlink pointing out).
 
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 EMPTY_DIR = "kubernetes.io~empty-dir"
 CONFIG_MAP_DIR = "kubernetes.io~configmap"
 SECRET_DIR = "kubernetes.io~secret"
+DOWNWARD_API_DIR = "kubernetes.io~downward-api"
 DEFAULT_MODE = 0o644
 DATA_LINK = "..data"
 Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (kind "ConfigMap"|"Secret", name) -> object
@@ -165,7 +169,8 @@ class Volumes:
             raise VolumeError(f"pod uid {uid!r} cannot name a directory")
         return self.root / "pods" / uid
 
-    def setup(self, pod: Mapping[str, Any], lookup: Lookup | None = None) -> dict[str, str]:
+    def setup(self, pod: Mapping[str, Any], lookup: Lookup | None = None, *,
+              allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
         """Every volume of the pod, made or checked; volume name -> the node's path. Idempotent
         (each sync calls it): what exists is kept, a tmpfs already mounted is not mounted again,
         a ConfigMap's or Secret's files are rewritten only when they changed. `lookup` finds
@@ -180,9 +185,11 @@ class Volumes:
                 paths[name] = self._empty_dir(uid, name, v["emptyDir"])
             elif v.get("configMap") is not None or v.get("secret") is not None:
                 paths[name] = self._config(uid, name, v, lookup)
+            elif v.get("downwardAPI") is not None:
+                paths[name] = self._downward(uid, name, pod, v["downwardAPI"], allocatable)
             else:  # validation admits no other source; an object stored before it is reported
-                raise VolumeError(f'volume "{name}": netplane supports emptyDir, hostPath, configMap and secret '
-                                  f"volumes only")
+                raise VolumeError(f'volume "{name}": netplane supports emptyDir, hostPath, configMap, secret and '
+                                  f"downwardAPI volumes only")
         return paths
 
     def _config(self, uid: str, name: str, v: Mapping[str, Any], lookup: Lookup | None) -> str:
@@ -199,6 +206,39 @@ class Volumes:
             path.mkdir(parents=True, exist_ok=True)
             if secret and not os.path.ismount(path):
                 _mount_tmpfs(path, 0)
+            write_atomically(path, files)
+        except OSError as e:
+            raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e
+        return str(path)
+
+    def _downward(self, uid: str, name: str, pod: Mapping[str, Any], source: Mapping[str, Any],
+                  allocatable: Mapping[str, str] | None) -> str:
+        """The pod's own fields and its containers' resources as files, rewritten (atomically)
+        at each sync when they changed: a label's change reaches the running pod."""
+        from orchestrator.node.envvars import field_value, resource_value
+
+        mode = source.get("defaultMode")
+        default = int(mode) if isinstance(mode, int) else DEFAULT_MODE
+        spec = pod.get("spec") or {}
+        containers = {str(c.get("name")): c for c in [*(spec.get("initContainers") or []),
+                                                      *(spec.get("containers") or [])]}
+        files: dict[str, tuple[bytes, int]] = {}
+        for item in source.get("items") or []:
+            rel = str(item.get("path") or "")
+            if not rel or rel.startswith("/") or ".." in rel.split("/"):  # validation refuses these
+                raise VolumeError(f'volume "{name}": item path {rel!r} is not a relative path inside the volume')
+            if isinstance(item.get("fieldRef"), Mapping):
+                text = field_value(pod, str(item["fieldRef"].get("fieldPath") or ""))
+            elif isinstance(item.get("resourceFieldRef"), Mapping):
+                ref = item["resourceFieldRef"]
+                text = resource_value(containers.get(str(ref.get("containerName") or ""), {}), ref, allocatable)
+            else:
+                continue
+            m = item.get("mode")
+            files[rel] = (text.encode(), int(m) if isinstance(m, int) else default)
+        path = self.pod_dir(uid) / "volumes" / DOWNWARD_API_DIR / name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
             write_atomically(path, files)
         except OSError as e:
             raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e

@@ -286,6 +286,9 @@ def _value_from(path: Path, e: Mapping[str, Any], out: list[FieldError]) -> None
             for need in ("name", "key"):
                 if not ref.get(need):
                     out.append(required(vp.child(f).child(need)))
+    ref = vf.get("resourceFieldRef")
+    if isinstance(ref, dict):
+        resource_field_ref(vp.child("resourceFieldRef"), ref, out, container_required=False)
     ref = vf.get("fieldRef")
     if isinstance(ref, dict):
         fp = str(ref.get("fieldPath") or "")
@@ -295,3 +298,36 @@ def _value_from(path: Path, e: Mapping[str, Any], out: list[FieldError]) -> None
                                                for m in ("labels", "annotations")):
             out.append(not_supported(vp.child("fieldRef").child("fieldPath"), fp,
                                      ("metadata.annotations", "metadata.labels", *FIELD_PATHS)))
+
+
+RESOURCE_FIELDS = ("limits.cpu", "limits.ephemeral-storage", "limits.memory",
+                   "requests.cpu", "requests.ephemeral-storage", "requests.memory")
+CPU_DIVISORS = ("1m", "1")
+MEMORY_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
+
+
+def resource_field_ref(path: Path, ref: Mapping[str, Any], out: list[FieldError], *, container_required: bool) -> None:
+    """kube's validateContainerResourceFieldSelector: a known resource, a divisor of its unit
+    (cpu: 1m or 1; memory and storage: 1 or a power of 1000 or 1024), a container in volumes."""
+    if container_required and not ref.get("containerName"):
+        out.append(required(path.child("containerName")))
+    resource = str(ref.get("resource") or "")
+    if not resource:
+        out.append(required(path.child("resource")))
+        return
+    if resource not in RESOURCE_FIELDS:
+        out.append(not_supported(path.child("resource"), resource, RESOURCE_FIELDS))
+        return
+    divisor = ref.get("divisor")
+    if divisor is None:
+        return
+    try:
+        amount = parse_quantity(divisor).amount
+    except QuantityError:
+        out.append(invalid(path.child("divisor"), divisor, "must be a valid quantity"))
+        return
+    allowed = CPU_DIVISORS if resource.endswith(".cpu") else MEMORY_DIVISORS
+    if amount not in {parse_quantity(d).amount for d in allowed}:
+        unit = "cpu" if resource.endswith(".cpu") else "memory"
+        out.append(invalid(path.child("divisor"), divisor,
+                           f"only divisor's values {', '.join(allowed)} are supported with the {unit} resource"))

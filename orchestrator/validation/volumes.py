@@ -1,6 +1,6 @@
 """Checks of a pod's volumes and its containers' volumeMounts (Kubernetes' validateVolumes and
 ValidateVolumeMounts, with their wording), plus what netplane's kubelet can run: the volume
-sources it has (`emptyDir`, `hostPath`, `configMap`, `secret`; the others need what this
+sources it has (`emptyDir`, `hostPath`, `configMap`, `secret`, `downwardAPI`; the others need what this
 cluster does not have, such as PersistentVolumeClaims or cloud disks, and are refused here
 rather than ignored on the node) and absolute mount paths without propagation.
 """
@@ -22,7 +22,7 @@ from orchestrator.validation.field import (
     required,
 )
 
-SOURCES = ("configMap", "emptyDir", "hostPath", "secret")
+SOURCES = ("configMap", "downwardAPI", "emptyDir", "hostPath", "secret")
 MAX_MODE = 0o777
 # every volume source of core/v1 Volume: more than one set is "more than 1 volume type"
 ALL_SOURCES = (
@@ -74,6 +74,8 @@ def volumes(path: Path, vols: Any, out: list[FieldError]) -> set[str]:
             host_path(vp.child("hostPath"), v["hostPath"], out)
         elif source == "emptyDir":
             empty_dir(vp.child("emptyDir"), v["emptyDir"], out)
+        elif source == "downwardAPI":
+            downward_api(vp.child("downwardAPI"), v["downwardAPI"], out)
         else:
             config_source(vp.child(source), v[source], "secretName" if source == "secret" else "name", out)
     return seen
@@ -82,6 +84,54 @@ def volumes(path: Path, vols: Any, out: list[FieldError]) -> set[str]:
 def _mode(path: Path, value: Any, out: list[FieldError]) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MODE):
         out.append(invalid(path, value, "must be a number between 0 and 0777 (octal), both inclusive"))
+
+
+VOLUME_FIELD_PATHS = ("metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace",
+                      "metadata.uid")
+
+
+def _item_path(ip: Path, rel: str, seen: set[str], out: list[FieldError]) -> None:
+    if not rel:
+        out.append(required(ip.child("path")))
+        return
+    if rel.startswith("/"):
+        out.append(invalid(ip.child("path"), rel, "must be a relative path"))
+    if ".." in rel.split("/"):
+        out.append(invalid(ip.child("path"), rel, "must not contain '..'"))
+    elif rel.startswith(".."):
+        out.append(invalid(ip.child("path"), rel, "must not start with '..'"))
+    if rel in seen:
+        out.append(duplicate(ip.child("path"), rel))
+    seen.add(rel)
+
+
+def downward_api(path: Path, src: Any, out: list[FieldError]) -> None:
+    """kube's validateDownwardAPIVolumeSource: items of one field or one resource each."""
+    from orchestrator.validation.pods import resource_field_ref
+
+    if not isinstance(src, Mapping):
+        return
+    _mode(path.child("defaultMode"), src.get("defaultMode"), out)
+    seen: set[str] = set()
+    for i, item in enumerate(_entries(src.get("items"))):
+        ip = path.child("items").index(i)
+        _item_path(ip, str(item.get("path") or ""), seen, out)
+        _mode(ip.child("mode"), item.get("mode"), out)
+        field, res = item.get("fieldRef"), item.get("resourceFieldRef")
+        if (field is None) == (res is None):
+            out.append(required(ip, "one of fieldRef and resourceFieldRef") if field is None else
+                       invalid(ip, "resource", "fieldRef and resourceFieldRef can not be specified simultaneously"))
+            continue
+        if isinstance(field, Mapping):
+            fp = str(field.get("fieldPath") or "")
+            ok = fp in VOLUME_FIELD_PATHS or any(fp.startswith(f"metadata.{m}['") and fp.endswith("']")
+                                                 for m in ("labels", "annotations"))
+            if not fp:
+                out.append(required(ip.child("fieldRef").child("fieldPath")))
+            elif not ok:
+                out.append(not_supported(ip.child("fieldRef").child("fieldPath"), fp, VOLUME_FIELD_PATHS))
+        elif isinstance(res, Mapping):
+            resource_field_ref(ip.child("resourceFieldRef"), res, out, container_required=True)
 
 
 def config_source(path: Path, src: Any, name_field: str, out: list[FieldError]) -> None:
@@ -97,19 +147,7 @@ def config_source(path: Path, src: Any, name_field: str, out: list[FieldError]) 
         ip = path.child("items").index(i)
         if not item.get("key"):
             out.append(required(ip.child("key")))
-        rel = str(item.get("path") or "")
-        if not rel:
-            out.append(required(ip.child("path")))
-        else:
-            if rel.startswith("/"):
-                out.append(invalid(ip.child("path"), rel, "must be a relative path"))
-            if ".." in rel.split("/"):
-                out.append(invalid(ip.child("path"), rel, "must not contain '..'"))
-            elif rel.startswith(".."):
-                out.append(invalid(ip.child("path"), rel, "must not start with '..'"))
-            if rel in seen:
-                out.append(duplicate(ip.child("path"), rel))
-            seen.add(rel)
+        _item_path(ip, str(item.get("path") or ""), seen, out)
         _mode(ip.child("mode"), item.get("mode"), out)
 
 

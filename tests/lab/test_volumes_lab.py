@@ -153,8 +153,9 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
 
 @pytest.mark.parametrize("runtime", ["namespaces", "docker"])
 def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_factory: Callable[..., Lab]) -> None:
-    """A ConfigMap's and a Secret's keys as files in a running pod, on both runtimes: a change
-    of the ConfigMap reaches the files; the Secret is a tmpfs, unmounted with the pod."""
+    """A ConfigMap's and a Secret's keys and the pod's own fields (downwardAPI) as files in a
+    running pod, on both runtimes: a change of the ConfigMap, or of the pod's labels, reaches
+    the files; the Secret is a tmpfs, unmounted with the pod."""
     import base64
 
     lab = lab_factory(1, agents=True, runtime=runtime, masters=1)
@@ -162,16 +163,30 @@ def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_fa
     apply(lab, cm)
     apply(lab, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
                 "data": {"token": base64.b64encode(b"t0k3n").decode()}})
-    apply(lab, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reads"}, "spec": {
+    reads = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reads", "labels": {"tier": "web"}}, "spec": {
         "terminationGracePeriodSeconds": 1,
         "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "conf"}},
-                    {"name": "creds", "secret": {"secretName": "creds"}}],
-        "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"], "volumeMounts": [
+                    {"name": "creds", "secret": {"secretName": "creds"}},
+                    {"name": "info", "downwardAPI": {"items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory",
+                                                             "divisor": "1Mi"}}]}}],
+        "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"],
+                        "resources": {"limits": {"memory": "64Mi"}},
+                        "env": [{"name": "CPU_REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu",
+                                                                                       "divisor": "1m"}}}],
+                        "volumeMounts": [
             {"name": "scratch", "mountPath": "/mnt"}, {"name": "conf", "mountPath": "/mnt/conf"},
-            {"name": "creds", "mountPath": "/mnt/creds", "readOnly": True}]}]}})
+            {"name": "creds", "mountPath": "/mnt/creds", "readOnly": True}, {"name": "info", "mountPath": "/mnt/info"}]}]}}
+    apply(lab, reads)
     wait_for(lambda: status(lab, "reads").get("phase") == "Running", 60, "the pod Running")
     r = pod_exec(lab, "reads", "c", "cat", "/mnt/conf/app.conf", "/mnt/creds/token")
     assert (r.returncode, r.stdout) == (0, "x=1t0k3n"), r.stderr
+    r = pod_exec(lab, "reads", "c", "sh", "-c", "cat /mnt/info/labels; echo; cat /mnt/info/mem; echo; echo $CPU_REQ")
+    assert (r.returncode, r.stdout) == (0, 'tier="web"\n64\n0\n'), (r.stdout, r.stderr)
+    apply(lab, {**reads, "metadata": {"name": "reads", "labels": {"tier": "db"}}})  # a label change: the file follows
+    wait_for(lambda: pod_exec(lab, "reads", "c", "cat", "/mnt/info/labels").stdout == 'tier="db"', 20,
+             "the pod's new label in its downwardAPI volume")
     apply(lab, {**cm, "data": {"app.conf": "x=2"}})
     wait_for(lambda: pod_exec(lab, "reads", "c", "cat", "/mnt/conf/app.conf").stdout == "x=2", 20,
              "the ConfigMap's change in the running pod")

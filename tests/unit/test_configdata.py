@@ -138,3 +138,30 @@ def test_describe_shows_config_values_and_only_secret_sizes() -> None:
     assert "Data\n====\nLEVEL:\n----\ndebug\n" in c and "BinaryData\n====\nb: 2 bytes" in c, c
     s = describe.describe(SECRET, admit(secret(stringData={"password": "s3cr3t"})).object, events=[], now=now)
     assert "Type:         Opaque" in s and "password:  6 bytes" in s and "s3cr3t" not in s, s
+
+
+def test_downward_api_references_are_validated() -> None:
+    prefix = "spec.containers[0]."
+    assert messages(pod_with(env=[{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.gpu"}}}]))[0] \
+        .startswith(f'{prefix}env[0].valueFrom.resourceFieldRef.resource: Unsupported value: "limits.gpu"')
+    assert messages(pod_with(env=[{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu",
+                                                                                   "divisor": "1Mi"}}}])) == [
+        (f'{prefix}env[0].valueFrom.resourceFieldRef.divisor: Invalid value: "1Mi": only divisor\'s values 1m, 1 '
+        "are supported with the cpu resource")]
+    ok = pod_with()
+    ok["spec"]["volumes"] = [{"name": "info", "downwardAPI": {"items": [
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+        {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}}]}}]
+    assert messages(ok) == []
+    bad = pod_with()
+    bad["spec"]["volumes"] = [{"name": "info", "downwardAPI": {"items": [
+        {"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}},
+        {"path": "mem", "resourceFieldRef": {"resource": "limits.memory"}},
+        {"path": "../x", "fieldRef": {"fieldPath": "metadata.name"}},
+        {"path": "none"}]}}]
+    got = messages(bad)
+    assert got[0].startswith('spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath: Unsupported value: '
+                             '"status.podIP"'), got
+    assert got[1:] == ["spec.volumes[0].downwardAPI.items[1].resourceFieldRef.containerName: Required value",
+                       "spec.volumes[0].downwardAPI.items[2].path: Invalid value: \"../x\": must not contain '..'",
+                       "spec.volumes[0].downwardAPI.items[3]: Required value: one of fieldRef and resourceFieldRef"]

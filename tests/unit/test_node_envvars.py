@@ -190,11 +190,30 @@ def test_value_from_keys_and_fields() -> None:
         {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
-        {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
     ]}
     env = container_env(c, {}, lookup=lookup, pod=POD)
     assert env == {"LEVEL": "debug", "PW": "s3cr3t", "NOT_EXPANDED": "x=1", "POD": "web-1", "NS": "team",
-                   "APP": "web", "OWNER": "ops", "IP": "10.244.1.5", "NODE": "h1", "HOST": "10.99.0.11", "CPU": ""}
+                   "APP": "web", "OWNER": "ops", "IP": "10.244.1.5", "NODE": "h1", "HOST": "10.99.0.11"}
+
+
+def test_resource_field_refs_round_up_in_their_divisor() -> None:
+    def res(resource: str, divisor: str | None = None, container: str | None = None) -> dict[str, Any]:
+        ref: dict[str, Any] = {"resource": resource, **({"divisor": divisor} if divisor else {}),
+                               **({"containerName": container} if container else {})}
+        return {"resourceFieldRef": ref}
+
+    c = {"name": "app", "resources": {"limits": {"cpu": "1500m", "memory": "128Mi"}, "requests": {"cpu": "250m"}},
+         "env": [{"name": "CPU_LIMIT", "valueFrom": res("limits.cpu")},  # 1.5 cores -> 2 (rounded up)
+                 {"name": "CPU_LIMIT_M", "valueFrom": res("limits.cpu", "1m")},
+                 {"name": "CPU_REQ_M", "valueFrom": res("requests.cpu", "1m")},
+                 {"name": "MEM_MI", "valueFrom": res("limits.memory", "1Mi")},
+                 {"name": "MEM_REQ", "valueFrom": res("requests.memory")},  # unset: the limit
+                 {"name": "SIDE_MEM", "valueFrom": res("limits.memory", "1Mi", "side")},  # unset: the node's
+                 {"name": "STORAGE", "valueFrom": res("requests.ephemeral-storage")}]}
+    pod = {**POD, "spec": {**POD["spec"], "containers": [c, {"name": "side"}]}}
+    env = container_env(c, {}, pod=pod, allocatable={"cpu": "4", "memory": "2Gi"})
+    assert env == {"CPU_LIMIT": "2", "CPU_LIMIT_M": "1500", "CPU_REQ_M": "250", "MEM_MI": "128",
+                   "MEM_REQ": str(128 << 20), "SIDE_MEM": "2048", "STORAGE": "0"}
 
 
 @pytest.mark.parametrize(("var", "says"), [

@@ -160,3 +160,24 @@ def test_a_config_map_volume_is_written_atomically_and_follows_changes(tmp_path:
     for uid in ("u1", "u2", "u3", "u4", "u5"):
         v.teardown(uid)
     assert os.listdir(tmp_path / "kubelet" / "pods") == []
+
+
+def test_a_downward_api_volume_holds_the_pods_fields_and_follows_its_labels(tmp_path: Path) -> None:
+    from orchestrator.node.volumes import DOWNWARD_API_DIR
+
+    v = Volumes(tmp_path / "kubelet")
+    p = pod("u1", {"name": "info", "downwardAPI": {"items": [
+        {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+        {"path": "limits/mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory",
+                                                    "divisor": "1Mi"}, "mode": 0o400}]}})
+    p["metadata"]["labels"] = {"tier": "web", "app": "shop"}
+    d = Path(v.setup(p, allocatable={"cpu": "2", "memory": "1Gi"})["info"])
+    assert d == tmp_path / "kubelet" / "pods" / "u1" / "volumes" / DOWNWARD_API_DIR / "info"
+    assert (d / "name").read_text() == "p" and (d / "labels").read_text() == 'app="shop"\ntier="web"'
+    assert (d / "limits" / "mem").read_text() == "1024"  # no limit: the node's memory
+    assert stat.S_IMODE((d / "limits" / "mem").stat().st_mode) == 0o400
+    p["metadata"]["labels"]["tier"] = "db"
+    v.setup(p, allocatable={"cpu": "2", "memory": "1Gi"})
+    assert (d / "labels").read_text() == 'app="shop"\ntier="db"'
+    v.teardown("u1")
