@@ -24,6 +24,8 @@ directories of the node that the runtimes bind-mount into containers (`runtime.M
   error unless `optional` (then the directory is empty). Every sync rewrites the set when the
   object changed (kubelet: within its sync period, about a minute); a subPath mount of a key
   keeps the file of its container's start, as in Kubernetes.
+* **projected**: configMap, secret and downwardAPI sources in one directory, on a tmpfs (as
+  kubelet keeps it: it may hold secrets); a Secret source names its object `name`.
 * **downwardAPI**: the pod's own fields (`fieldRef`: metadata.name, .namespace, .uid, labels
   and annotations, one key or all as `key="value"` lines) and its containers' resources
   (`resourceFieldRef`) as files, in the same layout, rewritten at each sync when they changed.
@@ -62,6 +64,7 @@ EMPTY_DIR = "kubernetes.io~empty-dir"
 CONFIG_MAP_DIR = "kubernetes.io~configmap"
 SECRET_DIR = "kubernetes.io~secret"
 DOWNWARD_API_DIR = "kubernetes.io~downward-api"
+PROJECTED_DIR = "kubernetes.io~projected"
 DEFAULT_MODE = 0o644
 DATA_LINK = "..data"
 Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (kind "ConfigMap"|"Secret", name) -> object
@@ -187,58 +190,54 @@ class Volumes:
                 paths[name] = self._config(uid, name, v, lookup)
             elif v.get("downwardAPI") is not None:
                 paths[name] = self._downward(uid, name, pod, v["downwardAPI"], allocatable)
+            elif v.get("projected") is not None:
+                paths[name] = self._projected(uid, name, pod, v["projected"], lookup, allocatable)
             else:  # validation admits no other source; an object stored before it is reported
-                raise VolumeError(f'volume "{name}": netplane supports emptyDir, hostPath, configMap, secret and '
-                                  f"downwardAPI volumes only")
+                raise VolumeError(f'volume "{name}": netplane supports emptyDir, hostPath, configMap, secret, '
+                                  f"downwardAPI and projected volumes only")
         return paths
 
     def _config(self, uid: str, name: str, v: Mapping[str, Any], lookup: Lookup | None) -> str:
         secret = v.get("secret") is not None
         source = v["secret"] if secret else v["configMap"]
-        kind, obj_name = ("Secret", str(source.get("secretName") or "")) if secret else \
-            ("ConfigMap", str(source.get("name") or ""))
-        path = self.pod_dir(uid) / "volumes" / (SECRET_DIR if secret else CONFIG_MAP_DIR) / name
-        obj = lookup(kind, obj_name) if lookup is not None and obj_name else None
-        if obj is None and not source.get("optional"):
-            raise VolumeError(f'volume "{name}": {kind.lower()} "{obj_name}" not found')
-        files = projected_files(name, kind, obj, source) if obj is not None else {}
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if secret and not os.path.ismount(path):
-                _mount_tmpfs(path, 0)
-            write_atomically(path, files)
-        except OSError as e:
-            raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e
-        return str(path)
+        kind = "Secret" if secret else "ConfigMap"
+        files = _object_files(name, kind, str(source.get("secretName" if secret else "name") or ""), source,
+                              lookup, _default_mode(source))
+        return self._write(uid, name, SECRET_DIR if secret else CONFIG_MAP_DIR, files, tmpfs=secret)
 
     def _downward(self, uid: str, name: str, pod: Mapping[str, Any], source: Mapping[str, Any],
                   allocatable: Mapping[str, str] | None) -> str:
         """The pod's own fields and its containers' resources as files, rewritten (atomically)
         at each sync when they changed: a label's change reaches the running pod."""
-        from orchestrator.node.envvars import field_value, resource_value
+        files = _downward_files(name, pod, source.get("items") or [], _default_mode(source), allocatable)
+        return self._write(uid, name, DOWNWARD_API_DIR, files, tmpfs=False)
 
-        mode = source.get("defaultMode")
-        default = int(mode) if isinstance(mode, int) else DEFAULT_MODE
-        spec = pod.get("spec") or {}
-        containers = {str(c.get("name")): c for c in [*(spec.get("initContainers") or []),
-                                                      *(spec.get("containers") or [])]}
+    def _projected(self, uid: str, name: str, pod: Mapping[str, Any], source: Mapping[str, Any],
+                   lookup: Lookup | None, allocatable: Mapping[str, str] | None) -> str:
+        """ConfigMaps, Secrets and downward API items in one directory (on a tmpfs, as kubelet
+        keeps projected volumes: they may hold secrets)."""
+        default = _default_mode(source)
         files: dict[str, tuple[bytes, int]] = {}
-        for item in source.get("items") or []:
-            rel = str(item.get("path") or "")
-            if not rel or rel.startswith("/") or ".." in rel.split("/"):  # validation refuses these
-                raise VolumeError(f'volume "{name}": item path {rel!r} is not a relative path inside the volume')
-            if isinstance(item.get("fieldRef"), Mapping):
-                text = field_value(pod, str(item["fieldRef"].get("fieldPath") or ""))
-            elif isinstance(item.get("resourceFieldRef"), Mapping):
-                ref = item["resourceFieldRef"]
-                text = resource_value(containers.get(str(ref.get("containerName") or ""), {}), ref, allocatable)
-            else:
-                continue
-            m = item.get("mode")
-            files[rel] = (text.encode(), int(m) if isinstance(m, int) else default)
-        path = self.pod_dir(uid) / "volumes" / DOWNWARD_API_DIR / name
+        for src in source.get("sources") or []:
+            if isinstance(src.get("configMap"), Mapping):
+                files.update(_object_files(name, "ConfigMap", str(src["configMap"].get("name") or ""),
+                                           src["configMap"], lookup, default))
+            elif isinstance(src.get("secret"), Mapping):
+                files.update(_object_files(name, "Secret", str(src["secret"].get("name") or ""), src["secret"],
+                                           lookup, default))
+            elif isinstance(src.get("downwardAPI"), Mapping):
+                files.update(_downward_files(name, pod, src["downwardAPI"].get("items") or [], default, allocatable))
+            else:  # validation admits no other source
+                raise VolumeError(f'volume "{name}": projected sources other than configMap, secret and '
+                                  f"downwardAPI are not supported")
+        return self._write(uid, name, PROJECTED_DIR, files, tmpfs=True)
+
+    def _write(self, uid: str, name: str, plugin: str, files: Mapping[str, tuple[bytes, int]], *, tmpfs: bool) -> str:
+        path = self.pod_dir(uid) / "volumes" / plugin / name
         try:
             path.mkdir(parents=True, exist_ok=True)
+            if tmpfs and not os.path.ismount(path):
+                _mount_tmpfs(path, 0)
             write_atomically(path, files)
         except OSError as e:
             raise VolumeError(f'volume "{name}": {path}: {e.strerror}') from e
@@ -350,8 +349,51 @@ def disk_usage(path: Path) -> int:
     return total
 
 
+def _default_mode(source: Mapping[str, Any]) -> int:
+    mode = source.get("defaultMode")
+    return int(mode) if isinstance(mode, int) else DEFAULT_MODE
+
+
+def _relative(volume: str, rel: str) -> str:
+    if not rel or rel.startswith("/") or ".." in rel.split("/"):  # validation refuses these
+        raise VolumeError(f'volume "{volume}": item path {rel!r} is not a relative path inside the volume')
+    return rel
+
+
+def _object_files(volume: str, kind: str, obj_name: str, source: Mapping[str, Any], lookup: Lookup | None,
+                  default: int) -> dict[str, tuple[bytes, int]]:
+    """A ConfigMap's or Secret's files; none when it is missing and `optional`."""
+    obj = lookup(kind, obj_name) if lookup is not None and obj_name else None
+    if obj is None:
+        if source.get("optional"):
+            return {}
+        raise VolumeError(f'volume "{volume}": {kind.lower()} "{obj_name}" not found')
+    return projected_files(volume, kind, obj, source, default)
+
+
+def _downward_files(volume: str, pod: Mapping[str, Any], items: Any, default: int,
+                    allocatable: Mapping[str, str] | None) -> dict[str, tuple[bytes, int]]:
+    from orchestrator.node.envvars import field_value, resource_value
+
+    spec = pod.get("spec") or {}
+    containers = {str(c.get("name")): c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]}
+    files: dict[str, tuple[bytes, int]] = {}
+    for item in items:
+        rel = _relative(volume, str(item.get("path") or ""))
+        if isinstance(item.get("fieldRef"), Mapping):
+            text = field_value(pod, str(item["fieldRef"].get("fieldPath") or ""))
+        elif isinstance(item.get("resourceFieldRef"), Mapping):
+            ref = item["resourceFieldRef"]
+            text = resource_value(containers.get(str(ref.get("containerName") or ""), {}), ref, allocatable)
+        else:
+            continue
+        m = item.get("mode")
+        files[rel] = (text.encode(), int(m) if isinstance(m, int) else default)
+    return files
+
+
 def projected_files(volume: str, kind: str, obj: Mapping[str, Any],
-                    source: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
+                    source: Mapping[str, Any], default: int | None = None) -> dict[str, tuple[bytes, int]]:
     """The files a ConfigMap or Secret volume holds: relative path -> (content, mode)."""
     data: dict[str, bytes] = {}
     for field, encoded in (("data", kind == "Secret"), ("binaryData", True)):
@@ -362,16 +404,14 @@ def projected_files(volume: str, kind: str, obj: Mapping[str, Any],
                 data[str(k)] = base64.b64decode(str(val)) if encoded else str(val).encode()
             except (binascii.Error, ValueError) as e:
                 raise VolumeError(f'volume "{volume}": key {k} of {kind.lower()} is not base64') from e
-    mode = source.get("defaultMode")
-    default = int(mode) if isinstance(mode, int) else DEFAULT_MODE
+    if default is None:
+        default = _default_mode(source)
     items = source.get("items")
     if not items:
         return {k: (v, default) for k, v in data.items()}
     out: dict[str, tuple[bytes, int]] = {}
     for item in items:
-        key, rel = str(item.get("key") or ""), str(item.get("path") or "")
-        if not rel or rel.startswith("/") or ".." in rel.split("/"):  # validation refuses these
-            raise VolumeError(f'volume "{volume}": item path {rel!r} is not a relative path inside the volume')
+        key, rel = str(item.get("key") or ""), _relative(volume, str(item.get("path") or ""))
         if key not in data:
             if source.get("optional"):
                 continue

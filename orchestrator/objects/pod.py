@@ -268,6 +268,10 @@ def config_refs(pod: Mapping[str, Any]) -> set[tuple[str, str]]:
             refs.add(("ConfigMap", str(v["configMap"]["name"])))
         if isinstance(v.get("secret"), dict) and v["secret"].get("secretName"):
             refs.add(("Secret", str(v["secret"]["secretName"])))
+        for src in (v.get("projected") or {}).get("sources") or [] if isinstance(v.get("projected"), dict) else []:
+            for field, kind in (("configMap", "ConfigMap"), ("secret", "Secret")):
+                if isinstance(src.get(field), dict) and src[field].get("name"):
+                    refs.add((kind, str(src[field]["name"])))
     for c in [*(s.get("initContainers") or []), *(s.get("containers") or []), *(s.get("ephemeralContainers") or [])]:
         for src in c.get("envFrom") or []:
             for field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):

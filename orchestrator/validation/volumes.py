@@ -1,6 +1,7 @@
 """Checks of a pod's volumes and its containers' volumeMounts (Kubernetes' validateVolumes and
 ValidateVolumeMounts, with their wording), plus what netplane's kubelet can run: the volume
-sources it has (`emptyDir`, `hostPath`, `configMap`, `secret`, `downwardAPI`; the others need what this
+sources it has (`emptyDir`, `hostPath`, `configMap`, `secret`, `downwardAPI`, `projected`
+of the last three; the others need what this
 cluster does not have, such as PersistentVolumeClaims or cloud disks, and are refused here
 rather than ignored on the node) and absolute mount paths without propagation.
 """
@@ -22,7 +23,10 @@ from orchestrator.validation.field import (
     required,
 )
 
-SOURCES = ("configMap", "downwardAPI", "emptyDir", "hostPath", "secret")
+SOURCES = ("configMap", "downwardAPI", "emptyDir", "hostPath", "projected", "secret")
+PROJECTED_SOURCES = ("configMap", "downwardAPI", "secret")
+ALL_PROJECTED_SOURCES = ("clusterTrustBundle", "configMap", "downwardAPI", "podCertificate", "secret",
+                         "serviceAccountToken")
 MAX_MODE = 0o777
 # every volume source of core/v1 Volume: more than one set is "more than 1 volume type"
 ALL_SOURCES = (
@@ -76,6 +80,8 @@ def volumes(path: Path, vols: Any, out: list[FieldError]) -> set[str]:
             empty_dir(vp.child("emptyDir"), v["emptyDir"], out)
         elif source == "downwardAPI":
             downward_api(vp.child("downwardAPI"), v["downwardAPI"], out)
+        elif source == "projected":
+            projected(vp.child("projected"), v["projected"], out)
         else:
             config_source(vp.child(source), v[source], "secretName" if source == "secret" else "name", out)
     return seen
@@ -132,6 +138,37 @@ def downward_api(path: Path, src: Any, out: list[FieldError]) -> None:
                 out.append(not_supported(ip.child("fieldRef").child("fieldPath"), fp, VOLUME_FIELD_PATHS))
         elif isinstance(res, Mapping):
             resource_field_ref(ip.child("resourceFieldRef"), res, out, container_required=True)
+
+
+def projected(path: Path, src: Any, out: list[FieldError]) -> None:
+    """kube's validateProjectedVolumeSource, for the sources this kubelet projects: each entry
+    one source, every file path once across them ("conflicting duplicate paths")."""
+    if not isinstance(src, Mapping):
+        return
+    _mode(path.child("defaultMode"), src.get("defaultMode"), out)
+    seen: set[str] = set()
+    for i, entry in enumerate(_entries(src.get("sources"))):
+        sp = path.child("sources").index(i)
+        given = [k for k in ALL_PROJECTED_SOURCES if entry.get(k) is not None]
+        if len(given) != 1:
+            out.append(forbidden(sp, "may not specify more than 1 volume type") if given else
+                       required(sp, "must specify exactly one source"))
+            continue
+        kind = given[0]
+        if kind not in PROJECTED_SOURCES:
+            out.append(not_supported(sp, kind, PROJECTED_SOURCES))
+            continue
+        body = entry[kind]
+        if kind == "downwardAPI":
+            downward_api(sp.child(kind), body, out)
+        else:
+            config_source(sp.child(kind), body, "name", out)
+        for j, item in enumerate(_entries(body.get("items") if isinstance(body, Mapping) else None)):
+            rel = str(item.get("path") or "")
+            if rel and rel in seen:
+                out.append(invalid(sp.child(kind).child("items").index(j).child("path"), rel,
+                                   "conflicting duplicate paths"))
+            seen.add(rel)
 
 
 def config_source(path: Path, src: Any, name_field: str, out: list[FieldError]) -> None:

@@ -69,3 +69,25 @@ def test_a_secret_volume_is_a_tmpfs_with_the_decoded_keys(root: Path) -> None:
     assert Path(path, "password").read_bytes() == b"s3cr3t"
     v.teardown("u1")
     assert mounts_below(root) == [] and not os.path.lexists(path)
+
+
+def test_a_projected_volume_merges_its_sources_on_a_tmpfs(root: Path) -> None:
+    import base64
+
+    objects = {("ConfigMap", "conf"): {"data": {"app.conf": "x=1", "other": "o"}},
+               ("Secret", "creds"): {"data": {"token": base64.b64encode(b"t0k3n").decode()}}}
+    v = Volumes(root / "kubelet")
+    p = {"metadata": {"uid": "u1", "name": "web", "labels": {"app": "web"}},
+         "spec": {"volumes": [{"name": "all", "projected": {"defaultMode": 0o440, "sources": [
+             {"configMap": {"name": "conf", "items": [{"key": "app.conf", "path": "conf/app.conf"}]}},
+             {"secret": {"name": "creds"}},
+             {"configMap": {"name": "absent", "optional": True}},
+             {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}],
+                  "containers": [{"name": "c"}]}}
+    path = Path(v.setup(p, lambda kind, name: objects.get((kind, name)))["all"])
+    assert mounts_below(root) == [str(path)]
+    assert (path / "conf" / "app.conf").read_text() == "x=1" and not (path / "other").exists()
+    assert (path / "token").read_bytes() == b"t0k3n" and (path / "labels").read_text() == 'app="web"'
+    assert oct(os.stat(path / "token").st_mode & 0o777) == "0o440"
+    v.teardown("u1")
+    assert mounts_below(root) == [] and not os.path.lexists(path)

@@ -167,6 +167,9 @@ def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_fa
         "terminationGracePeriodSeconds": 1,
         "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "conf"}},
                     {"name": "creds", "secret": {"secretName": "creds"}},
+                    {"name": "both", "projected": {"sources": [
+                        {"configMap": {"name": "conf", "items": [{"key": "app.conf", "path": "conf"}]}},
+                        {"secret": {"name": "creds"}}]}},
                     {"name": "info", "downwardAPI": {"items": [
                         {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
                         {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory",
@@ -177,11 +180,12 @@ def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_fa
                                                                                        "divisor": "1m"}}}],
                         "volumeMounts": [
             {"name": "scratch", "mountPath": "/mnt"}, {"name": "conf", "mountPath": "/mnt/conf"},
-            {"name": "creds", "mountPath": "/mnt/creds", "readOnly": True}, {"name": "info", "mountPath": "/mnt/info"}]}]}}
+            {"name": "creds", "mountPath": "/mnt/creds", "readOnly": True}, {"name": "info", "mountPath": "/mnt/info"},
+            {"name": "both", "mountPath": "/mnt/both"}]}]}}
     apply(lab, reads)
     wait_for(lambda: status(lab, "reads").get("phase") == "Running", 60, "the pod Running")
-    r = pod_exec(lab, "reads", "c", "cat", "/mnt/conf/app.conf", "/mnt/creds/token")
-    assert (r.returncode, r.stdout) == (0, "x=1t0k3n"), r.stderr
+    r = pod_exec(lab, "reads", "c", "cat", "/mnt/conf/app.conf", "/mnt/creds/token", "/mnt/both/conf", "/mnt/both/token")
+    assert (r.returncode, r.stdout) == (0, "x=1t0k3nx=1t0k3n"), r.stderr
     r = pod_exec(lab, "reads", "c", "sh", "-c", "cat /mnt/info/labels; echo; cat /mnt/info/mem; echo; echo $CPU_REQ")
     assert (r.returncode, r.stdout) == (0, 'tier="web"\n64\n0\n'), (r.stdout, r.stderr)
     apply(lab, {**reads, "metadata": {"name": "reads", "labels": {"tier": "db"}}})  # a label change: the file follows
@@ -194,7 +198,9 @@ def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_fa
     assert r.returncode != 0, r
     node_dir = cluster.runtime_dir(lab, "h1")
     uid = get(lab, "pod/reads")["metadata"]["uid"]
-    assert mounts_below(node_dir) == [str(node_dir / "kubelet" / "pods" / uid / "volumes" / "kubernetes.io~secret" / "creds")]
+    volumes = node_dir / "kubelet" / "pods" / uid / "volumes"
+    assert sorted(mounts_below(node_dir)) == sorted([str(volumes / "kubernetes.io~secret" / "creds"),
+                                                     str(volumes / "kubernetes.io~projected" / "both")])
     np(lab, "delete", "pod", "reads")
     wait_for(lambda: not (node_dir / "kubelet" / "pods" / uid).exists(), 60, "the pod's volumes removed")
     assert mounts_below(node_dir) == []

@@ -165,3 +165,18 @@ def test_downward_api_references_are_validated() -> None:
     assert got[1:] == ["spec.volumes[0].downwardAPI.items[1].resourceFieldRef.containerName: Required value",
                        "spec.volumes[0].downwardAPI.items[2].path: Invalid value: \"../x\": must not contain '..'",
                        "spec.volumes[0].downwardAPI.items[3]: Required value: one of fieldRef and resourceFieldRef"]
+
+
+def test_projected_volumes_are_validated() -> None:
+    p = pod_with()
+    p["spec"]["volumes"] = [{"name": "all", "projected": {"sources": [
+        {"configMap": {"name": "conf", "items": [{"key": "a", "path": "x"}]}},
+        {"secret": {"items": [{"key": "b", "path": "x"}]}},
+        {"serviceAccountToken": {"path": "token"}},
+        {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}}]
+    got = messages(p)
+    assert got[:2] == ["spec.volumes[0].projected.sources[1].secret.name: Required value",
+                       ('spec.volumes[0].projected.sources[1].secret.items[0].path: Invalid value: "x": '
+                       "conflicting duplicate paths")], got
+    assert got[2].startswith('spec.volumes[0].projected.sources[2]: Unsupported value: "serviceAccountToken"'), got
+    assert len(got) == 3, got

@@ -458,7 +458,7 @@ def test_volume_errors_have_kubernetes_paths_and_wording() -> None:
         ('spec.volumes[1].hostPath.type: Unsupported value: "Dir": supported values: "", "BlockDevice", '
         '"CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket"'),
         ('spec.volumes[2]: Unsupported value: "persistentVolumeClaim": supported values: "configMap", '
-         '"downwardAPI", "emptyDir", "hostPath", "secret"'),
+         '"downwardAPI", "emptyDir", "hostPath", "projected", "secret"'),
         "spec.volumes[3]: Required value: must specify a volume type",
         "spec.volumes[4].hostPath: Forbidden: may not specify more than 1 volume type",
         'spec.volumes[5].hostPath.path: Invalid value: "tmp": must be an absolute path',
