@@ -829,6 +829,13 @@ class DockerRuntime:
             raise RuntimeError_(f"logs of {container_id[:12]}: {_why(e)}") from e
         return _chunks(stream)
 
+    def version(self) -> str:
+        try:
+            return str(self.client.version().get("Version") or "")
+        except (DockerException, OSError) as e:
+            log.info("docker: reading its version: %s", e)
+            return ""
+
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
         if self._own_client:

@@ -131,7 +131,7 @@ def _read(path: str) -> str:
         return ""
 
 
-def node_info(runtime: str) -> dict[str, str]:
+def node_info(runtime: str, version: str = "") -> dict[str, str]:
     """NodeSystemInfo: every field v1 requires (clients refuse a Node without them)."""
     u = os.uname()
     os_image = ""
@@ -140,7 +140,7 @@ def node_info(runtime: str) -> dict[str, str]:
             os_image = line.split("=", 1)[1].strip('"')
     return {"machineID": _read("/etc/machine-id"), "systemUUID": _read("/sys/class/dmi/id/product_uuid"),
             "bootID": _read("/proc/sys/kernel/random/boot_id"), "kernelVersion": u.release,
-            "osImage": os_image, "containerRuntimeVersion": f"{runtime}://", "kubeletVersion": VERSION,
+            "osImage": os_image, "containerRuntimeVersion": f"{runtime}://{version}", "kubeletVersion": VERSION,
             "kubeProxyVersion": VERSION, "operatingSystem": "linux",
             "architecture": GOARCH.get(u.machine, u.machine)}
 
@@ -234,6 +234,7 @@ class NodeRuntime:
         self._hostports_lock = threading.Lock()
         self._started_at = time.monotonic()
         self._lease = 0
+        self._version: str | None = None  # the runtime's, once asked
         self._lease_since: datetime | None = None  # when self._lease was granted (the Lease object's creation)
         self.api: NodeAPIServer | None = None
         self._api_cert = ""  # the node API's certificate, announced in the Node (nodetls.CERT_ANNOTATION)
@@ -358,7 +359,7 @@ class NodeRuntime:
                 "addresses": [{"type": "InternalIP", "address": str(self.overlay.node_ip)},
                               {"type": "Hostname", "address": self.node}],
                 "conditions": [ready],
-                "nodeInfo": node_info(self.runtime.name),
+                "nodeInfo": node_info(self.runtime.name, self._runtime_version()),
                 **({"daemonEndpoints": {"kubeletEndpoint": {"Port": self.api.port}}} if self.api else {}),
             },
         }
@@ -752,6 +753,12 @@ class NodeRuntime:
                     self.loop.queue.add_after(f"{meta.namespace(pod)}/{meta.name(pod)}", self.opts.backoff.initial)
         observed += self._ephemeral(pod, box, instances, volumes, now)
         self._write_status(pod, observed, pod_ip=ip, now=now)
+
+    def _runtime_version(self) -> str:
+        """The runtime's version, asked once (the Node is rewritten at each registration)."""
+        if self._version is None:
+            self._version = self.runtime.version()
+        return self._version
 
     def _allocatable(self) -> dict[str, str]:
         """The node's cpu and memory as its Node says them (allocatable = capacity here)."""

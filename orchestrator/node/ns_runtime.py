@@ -1118,6 +1118,11 @@ class NamespaceRuntime:
                             "labels": {**labels, "io.kubernetes.container.name": c.name}})
         return out
 
+    def version(self) -> str:
+        from netplane import __version__
+
+        return __version__
+
     def close(self) -> None:
         self._cache.clear()
 

@@ -231,5 +231,9 @@ class Runtime(Protocol):
         """The container's output (stdout and stderr interleaved), as chunks."""
         ...
 
+    def version(self) -> str:
+        """The runtime's own version, for the Node's containerRuntimeVersion ("" when unknown)."""
+        ...
+
     def close(self) -> None:
         ...

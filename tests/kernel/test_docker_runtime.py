@@ -849,3 +849,9 @@ def test_share_process_namespace_and_a_debug_target(rt: DockerRuntime, client: d
     assert ns_of(rt, dbg.id, "pid") == ns_of(rt, app.id, "pid") != ns_of(rt, other.id, "pid")
     code, out = rt.exec(dbg.id, ["ps", "-o", "args"], timeout=5)
     assert code == 0 and b"sleep 303" in out and b"sleep 304" not in out, out
+
+
+def test_the_runtime_version_is_dockerds(rt: DockerRuntime) -> None:
+    """What the Node says as containerRuntimeVersion (docker://<this>): the daemon's own."""
+    out = subprocess.run(["dockerd", "--version"], capture_output=True, text=True, check=True).stdout
+    assert rt.version() and rt.version() in out, (rt.version(), out)

@@ -42,6 +42,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from netplane import __version__
 from netplane.lab import Lab
 from tests.lab.conftest import KUBECTL  # what the kubectl_binary fixture installs
 from tests.ptyrun import interact
@@ -512,6 +513,8 @@ def kubectl_steps(api: Api) -> None:
     nodes = {n["metadata"]["name"] for n in api.json("get", "nodes")["items"]}
     assert lines[0].split() == ["NAME", "HOLDER", "AGE"] and \
         {tuple(line.split()[:2]) for line in lines[1:]} == {(n, n) for n in nodes}, lines
+    runtimes = {n["status"]["nodeInfo"]["containerRuntimeVersion"] for n in api.json("get", "nodes")["items"]}
+    assert runtimes == {f"namespaces://{__version__}"}, runtimes
 
     # ---- get -w: the list, then the changes a scale-down makes, until the request timeout ends it
     watch = subprocess.Popen([KUBECTL, "--kubeconfig", str(api.token_kubeconfig), "get", "pods", "-l", "app=web",
