@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -35,6 +35,7 @@ from netplane.store import greenbridge
 from netplane.store.txn import Absent, Guard, LeaseIs, ModRevisionIs, Op, Put, TxnResult
 
 log = logging.getLogger(__name__)
+Observer = Callable[[str, float, bool], None]  # (what, seconds, failed) of one etcd call
 
 etcdrpc: Any = _etcdrpc  # generated protobuf/gRPC code: typed loosely on purpose
 T = TypeVar("T")
@@ -273,11 +274,25 @@ class EtcdStore:
     def _err(self, what: str, exc: grpc.RpcError) -> StoreError:
         return rpc_error(self.config, what, exc)
 
+    # told of every unary call: (what, e.g. "get <key>", seconds, failed); the API server's
+    # etcd_request_* metrics. None: nothing is measured.
+    observer: Observer | None = None
+
     def _call(self, what: str, fn: Any, request: Any) -> Any:
+        if self.observer is None:
+            try:
+                return fn(request, timeout=self._timeout)
+            except grpc.RpcError as e:
+                raise self._err(what, e) from e
+        started, failed = time.perf_counter(), True
         try:
-            return fn(request, timeout=self._timeout)
+            r = fn(request, timeout=self._timeout)
+            failed = False
+            return r
         except grpc.RpcError as e:
             raise self._err(what, e) from e
+        finally:
+            self.observer(what, time.perf_counter() - started, failed)
 
     def close(self) -> None:
         self._stubs.channel.close()
@@ -343,12 +358,17 @@ class EtcdStore:
             sort_order=etcdrpc.RangeRequest.ASCEND,
             sort_target=etcdrpc.RangeRequest.KEY,
         )
+        started, failed = time.perf_counter(), True
         try:
             r = self._stubs.kv.Range(req, timeout=self._timeout)
+            failed = False
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (e.details() or ""):
                 raise Compacted(revision) from e
             raise self._err("list " + prefix, e) from e
+        finally:
+            if self.observer is not None:
+                self.observer("list " + prefix, time.perf_counter() - started, failed)
         return Page([_kv(kv) for kv in r.kvs], int(r.header.revision), bool(r.more), int(r.count))
 
     def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
@@ -530,19 +550,31 @@ class AsyncReader:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         self._kv = etcdrpc.KVStub(self._channel)
 
+    observer: Observer | None = None  # as EtcdStore's
+
     async def get(self, key: str) -> KeyValue | None:
+        started, failed = time.perf_counter(), True
         try:
             r = await self._kv.Range(etcdrpc.RangeRequest(key=_b(key)), timeout=self._timeout)
+            failed = False
         except grpc.RpcError as e:
             raise rpc_error(self.config, "get " + key, e) from e
+        finally:
+            if self.observer is not None:
+                self.observer("get " + key, time.perf_counter() - started, failed)
         return _kv(r.kvs[0]) if r.kvs else None
 
     async def txn_raw(self, what: str, compare: builtins.list[Any], success: builtins.list[Any]) -> tuple[bool, int]:
         req = etcdrpc.TxnRequest(compare=compare, success=success, failure=[])
+        started, failed = time.perf_counter(), True
         try:
             r = await self._kv.Txn(req, timeout=self._timeout)
+            failed = False
         except grpc.RpcError as e:
             raise rpc_error(self.config, what, e) from e
+        finally:
+            if self.observer is not None:
+                self.observer(what, time.perf_counter() - started, failed)
         return bool(r.succeeded), int(r.header.revision)
 
     async def watch(self, prefix: str, *, start_revision: int,

@@ -13,6 +13,11 @@ What an operator's dashboards and alerts read from kube-apiserver, under its nam
   being served now, long-running ones (watches, CONNECT) not counted, as in kube;
 * `apiserver_longrunning_requests{verb, group, version, resource, subresource, scope,
   component}`: open watches and CONNECTs;
+* `etcd_request_duration_seconds{operation, type}` and `etcd_request_errors_total{operation,
+  type}`: the server's own etcd calls (`get`, `list`, `txn`, `put`, `delete`; `type` the
+  resource whose key it is, `other` for the rest), timed around the gRPC call, as kube-apiserver
+  times its storage calls (kube names the operations after its storage interface: get, list,
+  create, update, delete; a txn here is a create, update or delete);
 * the process' own `process_*` figures (CPU seconds, resident memory, open fds).
 
 `scope` is kube's: `resource` for one named object, `namespace` for a collection in a
@@ -49,6 +54,10 @@ from orchestrator.objects.meta import KINDS
 # kube-apiserver's buckets for apiserver_request_duration_seconds
 BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
            10.0, 15.0, 20.0, 30.0, 45.0, 60.0)
+# kube-apiserver's for etcd_request_duration_seconds
+ETCD_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+                10.0, 15.0, 20.0, 30.0, 45.0, 60.0)
+ETCD_OPERATIONS = frozenset({"get", "list", "txn", "put", "delete"})
 _LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope", "component")
 _LONG = ("verb", "group", "version", "resource", "subresource", "scope", "component")
 # what the server serves, per group: anything else is labelled with an empty resource
@@ -138,9 +147,29 @@ class RequestMetrics:
         self.longrunning = Gauge("apiserver_longrunning_requests", "Gauge of all active long-running apiserver "
                                  "requests broken out by verb, group, version, resource, scope and component.",
                                  _LONG, registry=r)
+        self.etcd_duration = Histogram("etcd_request_duration_seconds", "Etcd request latency in seconds for each "
+                                       "operation and object type.", ("operation", "type"), buckets=ETCD_BUCKETS,
+                                       registry=r)
+        self.etcd_errors = Counter("etcd_request_errors_total", "Etcd failed request counts for each operation and "
+                                   "object type.", ("operation", "type"), registry=r)
         for kind in ("readOnly", "mutating"):
             self.inflight.labels(kind)
         ProcessCollector(registry=r)
+
+    def observe_etcd(self, what: str, seconds: float, failed: bool) -> None:
+        """An `netplane.store.etcd` observer: one call, as "<operation> <key>[, <key>...]"."""
+        operation, _, rest = what.partition(" ")
+        if operation not in ETCD_OPERATIONS:
+            operation = "other"
+        kind = "other"
+        _, found, tail = rest.partition("/registry/")
+        if found:
+            resource = tail.split("/", 1)[0]
+            if resource in _RESOURCES[""]:
+                kind = resource
+        self.etcd_duration.labels(operation, kind).observe(seconds)
+        if failed:
+            self.etcd_errors.labels(operation, kind).inc()
 
     def middleware(self) -> Middleware:
         @web.middleware

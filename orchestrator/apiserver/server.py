@@ -307,6 +307,7 @@ class APIServer:
         # layer (the check keeps malformed values out of controllers' loops; ~40 % of a
         # 10,000-pod LIST's decoding)
         self.objects = ObjectStore(store, keys, read_check=None)
+        self.request_metrics = requestmetrics.RequestMetrics()  # /metrics
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -334,7 +335,7 @@ class APIServer:
                       scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
                       pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches,
                       nodes=NodeDialer(tls.kubelet_client))
-        app = build_app(ctx, tokens)
+        app = build_app(ctx, tokens, self.request_metrics)
         caches = self._caches
         started = threading.Event()
         failure: list[BaseException] = []
@@ -344,6 +345,8 @@ class APIServer:
             ctx.reader = self._reader = AsyncReader(self.objects.store.config)
             # the registry's blocking writes, in the pool, do their etcd round trips here too
             self.objects.store = LoopBridgedStore(self.objects.store, self._reader, loop, threading.get_ident())
+            # the server's own etcd calls, in its /metrics (the base store may be shared: not it)
+            self.objects.store.observer = self._reader.observer = self.request_metrics.observe_etcd
             caches.start(self._reader)
             for kind in KINDS:  # from now on, a watch from a revision read later is in a window
                 caches.get(kind)

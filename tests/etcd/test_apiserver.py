@@ -1180,8 +1180,8 @@ def test_request_metrics_count_what_clients_did(v1: client.CoreV1Api, api: APISe
         r = c.call_api(*c.param_serialize("GET", "/metrics", auth_settings=["BearerToken"]))
         r.read()
         assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4")
-        return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k in ("verb", "resource", "scope", "code",
-                                                                                  "subresource", "request_kind")))): s.value
+        kept = ("verb", "resource", "scope", "code", "subresource", "request_kind", "operation", "type")
+        return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k in kept))): s.value
                 for fam in text_string_to_metric_families(r.data.decode()) for s in fam.samples}
 
     v1.create_namespaced_pod("default", pod("metered"))
@@ -1211,6 +1211,11 @@ def test_request_metrics_count_what_clients_did(v1: client.CoreV1Api, api: APISe
     assert m[("apiserver_request_duration_seconds_count", gets)] == 2
     assert m[("apiserver_current_inflight_requests", (("request_kind", "readOnly"),))] == 1  # this scrape
     assert m[("process_cpu_seconds_total", ())] > 0
+    # the server's own etcd calls: the create's and patch's transactions, the GETs' ranges
+    etcd = "etcd_request_duration_seconds_count"
+    assert m[(etcd, (("operation", "txn"), ("type", "pods")))] >= 2, sorted(k for k in m if k[0] == etcd)
+    assert m[(etcd, (("operation", "get"), ("type", "pods")))] >= 2
+    assert ("etcd_request_errors_total", (("operation", "get"), ("type", "pods"))) not in m  # none failed
     assert ended.wait(10)
     after = scrape()
     assert after[("apiserver_longrunning_requests", watching)] == 0

@@ -46,3 +46,21 @@ def test_long_running() -> None:
     assert request_info("GET", "/api/v1/pods", {"watch": "1"}, "").long_running
     assert request_info("GET", "/api/v1/namespaces/a/pods/p/portforward", {}, "").long_running
     assert not request_info("GET", "/api/v1/namespaces/a/pods/p/log", {}, "").long_running
+
+
+def test_etcd_calls_are_labelled_by_operation_and_resource() -> None:
+    from orchestrator.apiserver.requestmetrics import RequestMetrics
+
+    m = RequestMetrics()
+    m.observe_etcd("txn /np/registry/pods/default/web-1", 0.002, False)
+    m.observe_etcd("get /np/registry/secrets/default/creds", 0.001, True)
+    m.observe_etcd("list /np/nodes/", 0.01, False)  # a heartbeat key: no resource of the API
+    m.observe_etcd("grant", 0.001, False)  # an operation the server does not name
+    m.observe_etcd("get /np/registry/made-up/x", 0.001, False)
+    got = {(s.name, s.labels.get("operation"), s.labels.get("type")): s.value
+           for fam in m.registry.collect() for s in fam.samples
+           if s.name in ("etcd_request_duration_seconds_count", "etcd_request_errors_total")}
+    count = "etcd_request_duration_seconds_count"
+    assert got == {(count, "txn", "pods"): 1, (count, "get", "secrets"): 1, (count, "list", "other"): 1,
+                   (count, "other", "other"): 1, (count, "get", "other"): 1,
+                   ("etcd_request_errors_total", "get", "secrets"): 1}
