@@ -48,6 +48,7 @@ from prometheus_client import (
 )
 from prometheus_client.process_collector import ProcessCollector
 
+from orchestrator.apiserver import leases, metrics, reviews
 from orchestrator.apiserver.discovery import SUBRESOURCES
 from orchestrator.objects.meta import KINDS
 
@@ -60,13 +61,13 @@ ETCD_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0
 ETCD_OPERATIONS = frozenset({"get", "list", "txn", "put", "delete"})
 _LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope", "component")
 _LONG = ("verb", "group", "version", "resource", "subresource", "scope", "component")
-# what the server serves, per group: anything else is labelled with an empty resource
+# what the server serves, per group (from the modules that serve them): anything else is
+# labelled with an empty resource
 _RESOURCES: dict[str, frozenset[str]] = {
     "": frozenset(k.resource for k in KINDS),
-    "coordination.k8s.io": frozenset({"leases"}),
-    "metrics.k8s.io": frozenset({"nodes", "pods"}),
-    "authorization.k8s.io": frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews"}),
-    "authentication.k8s.io": frozenset({"selfsubjectreviews"}),
+    leases.GROUP: frozenset(r["name"] for r in leases.resource_list()["resources"]),
+    metrics.GROUP: frozenset(r["name"] for r in metrics.resource_list()["resources"]),
+    **{group: frozenset(names[0] for names in kinds) for group, kinds in reviews.RESOURCES.items()},
 }
 _CONNECT = frozenset({"exec", "attach", "portforward"})
 # kube-apiserver's: the classic text format, which every Prometheus reads (the names here are

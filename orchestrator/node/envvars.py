@@ -41,8 +41,6 @@ a literal `$`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +49,7 @@ from typing import Any
 
 from orchestrator.objects.names import env_var_name
 from orchestrator.objects.quantity import QuantityError, parse_quantity
+from orchestrator.validation.configdata import decoded
 
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
@@ -167,19 +166,12 @@ class EnvError(Exception):
 Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (kind "ConfigMap"|"Secret", name) -> object
 
 
-def _decoded(value: Any) -> str:
-    try:
-        return base64.b64decode(str(value)).decode(errors="replace")
-    except (binascii.Error, ValueError):
-        return ""
-
-
 def _source_data(kind: str, obj: Mapping[str, Any]) -> dict[str, str]:
     data = obj.get("data") or {}
     if not isinstance(data, dict):
         return {}
     if kind == "Secret":
-        return {str(k): _decoded(v) for k, v in data.items()}
+        return {str(k): (decoded(v) or b"").decode(errors="replace") for k, v in data.items()}
     return {str(k): str(v) for k, v in data.items()}
 
 

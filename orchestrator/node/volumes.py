@@ -39,8 +39,6 @@ directory) and removes the directory without crossing into any mount still there
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ctypes
 import errno
 import logging
@@ -57,6 +55,7 @@ from typing import Any
 from netplane.errors import NetplaneError
 from orchestrator.node.runtime import Mount
 from orchestrator.objects.quantity import parse_quantity
+from orchestrator.validation.configdata import decoded
 
 log = logging.getLogger(__name__)
 
@@ -396,14 +395,14 @@ def projected_files(volume: str, kind: str, obj: Mapping[str, Any],
                     source: Mapping[str, Any], default: int | None = None) -> dict[str, tuple[bytes, int]]:
     """The files a ConfigMap or Secret volume holds: relative path -> (content, mode)."""
     data: dict[str, bytes] = {}
-    for field, encoded in (("data", kind == "Secret"), ("binaryData", True)):
-        if field == "binaryData" and kind == "Secret":
-            continue
+    # a Secret's data and a ConfigMap's binaryData are base64 (Go's []byte), a ConfigMap's data text
+    fields = (("data", True),) if kind == "Secret" else (("data", False), ("binaryData", True))
+    for field, encoded in fields:
         for k, val in (obj.get(field) or {}).items():
-            try:
-                data[str(k)] = base64.b64decode(str(val)) if encoded else str(val).encode()
-            except (binascii.Error, ValueError) as e:
-                raise VolumeError(f'volume "{volume}": key {k} of {kind.lower()} is not base64') from e
+            raw = decoded(val) if encoded else str(val).encode()
+            if raw is None:
+                raise VolumeError(f'volume "{volume}": key {k} of {kind.lower()} is not base64')
+            data[str(k)] = raw
     if default is None:
         default = _default_mode(source)
     items = source.get("items")

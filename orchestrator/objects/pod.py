@@ -268,7 +268,8 @@ def config_refs(pod: Mapping[str, Any]) -> set[tuple[str, str]]:
             refs.add(("ConfigMap", str(v["configMap"]["name"])))
         if isinstance(v.get("secret"), dict) and v["secret"].get("secretName"):
             refs.add(("Secret", str(v["secret"]["secretName"])))
-        for src in (v.get("projected") or {}).get("sources") or [] if isinstance(v.get("projected"), dict) else []:
+        projected = v.get("projected") if isinstance(v.get("projected"), dict) else {}
+        for src in projected.get("sources") or []:
             for field, kind in (("configMap", "ConfigMap"), ("secret", "Secret")):
                 if isinstance(src.get(field), dict) and src[field].get("name"):
                     refs.add((kind, str(src[field]["name"])))

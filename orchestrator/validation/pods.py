@@ -291,13 +291,19 @@ def _value_from(path: Path, e: Mapping[str, Any], out: list[FieldError]) -> None
         resource_field_ref(vp.child("resourceFieldRef"), ref, out, container_required=False)
     ref = vf.get("fieldRef")
     if isinstance(ref, dict):
-        fp = str(ref.get("fieldPath") or "")
-        if not fp:
-            out.append(required(vp.child("fieldRef").child("fieldPath")))
-        elif fp not in FIELD_PATHS and not any(fp.startswith(f"metadata.{m}['") and fp.endswith("']")
-                                               for m in ("labels", "annotations")):
-            out.append(not_supported(vp.child("fieldRef").child("fieldPath"), fp,
-                                     ("metadata.annotations", "metadata.labels", *FIELD_PATHS)))
+        field_ref(vp.child("fieldRef"), ref, FIELD_PATHS, ("metadata.annotations", "metadata.labels", *FIELD_PATHS), out)
+
+
+def field_ref(path: Path, ref: Mapping[str, Any], allowed: tuple[str, ...], named: tuple[str, ...],
+              out: list[FieldError]) -> None:
+    """A downward API `fieldRef`: one of `allowed`, or one label or annotation by key
+    (`metadata.labels['k']`); `named` are the supported values its error lists."""
+    fp = str(ref.get("fieldPath") or "")
+    if not fp:
+        out.append(required(path.child("fieldPath")))
+    elif fp not in allowed and not any(fp.startswith(f"metadata.{m}['") and fp.endswith("']")
+                                       for m in ("labels", "annotations")):
+        out.append(not_supported(path.child("fieldPath"), fp, named))
 
 
 RESOURCE_FIELDS = ("limits.cpu", "limits.ephemeral-storage", "limits.memory",

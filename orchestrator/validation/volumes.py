@@ -113,7 +113,7 @@ def _item_path(ip: Path, rel: str, seen: set[str], out: list[FieldError]) -> Non
 
 def downward_api(path: Path, src: Any, out: list[FieldError]) -> None:
     """kube's validateDownwardAPIVolumeSource: items of one field or one resource each."""
-    from orchestrator.validation.pods import resource_field_ref
+    from orchestrator.validation.pods import field_ref, resource_field_ref
 
     if not isinstance(src, Mapping):
         return
@@ -129,13 +129,7 @@ def downward_api(path: Path, src: Any, out: list[FieldError]) -> None:
                        invalid(ip, "resource", "fieldRef and resourceFieldRef can not be specified simultaneously"))
             continue
         if isinstance(field, Mapping):
-            fp = str(field.get("fieldPath") or "")
-            ok = fp in VOLUME_FIELD_PATHS or any(fp.startswith(f"metadata.{m}['") and fp.endswith("']")
-                                                 for m in ("labels", "annotations"))
-            if not fp:
-                out.append(required(ip.child("fieldRef").child("fieldPath")))
-            elif not ok:
-                out.append(not_supported(ip.child("fieldRef").child("fieldPath"), fp, VOLUME_FIELD_PATHS))
+            field_ref(ip.child("fieldRef"), field, VOLUME_FIELD_PATHS, VOLUME_FIELD_PATHS, out)
         elif isinstance(res, Mapping):
             resource_field_ref(ip.child("resourceFieldRef"), res, out, container_required=True)
 
