@@ -235,6 +235,7 @@ class NodeRuntime:
         self._started_at = time.monotonic()
         self._lease = 0
         self._version: str | None = None  # the runtime's, once asked
+        self._capacity: dict[str, str] | None = None  # cpu and memory, once read
         self._lease_since: datetime | None = None  # when self._lease was granted (the Lease object's creation)
         self.api: NodeAPIServer | None = None
         self._api_cert = ""  # the node API's certificate, announced in the Node (nodetls.CERT_ANNOTATION)
@@ -278,6 +279,10 @@ class NodeRuntime:
         self.probes.start()
         self.pods.wait_synced(30)
         self.services.wait_synced(30)
+        # a pod's volumes and variables are read from these: synced before the first sync, so a
+        # running pod's ConfigMap is never taken for a missing one
+        self.config_maps.wait_synced(30)
+        self.secrets.wait_synced(30)
         self._start_thread("node-workers", lambda: self.loop.run(self._stop))
         self._start_thread("node-relist", self._relist_loop)
         self._start_thread("node-housekeeping", self._housekeeping_loop)
@@ -334,8 +339,8 @@ class NodeRuntime:
 
     # ------------------------------------------------------------------ node object
     def _node_object(self, current: Obj | None) -> Obj:
-        cpu, mem = machine_capacity()
-        cpu, mem = self.opts.cpu or cpu, self.opts.memory or mem
+        cap = self._allocatable()
+        cpu, mem = cap["cpu"], cap["memory"]
         now = _now_text()
         capacity = {"cpu": cpu, "memory": mem, "pods": str(self.opts.max_pods)}
         old_ready: dict[str, Any] = next((c for c in ((current or {}).get("status") or {}).get("conditions") or []
@@ -761,9 +766,12 @@ class NodeRuntime:
         return self._version
 
     def _allocatable(self) -> dict[str, str]:
-        """The node's cpu and memory as its Node says them (allocatable = capacity here)."""
-        cpu, mem = machine_capacity()
-        return {"cpu": self.opts.cpu or cpu, "memory": self.opts.memory or mem}
+        """The node's cpu and memory as its Node says them (allocatable = capacity here), read
+        from the machine once."""
+        if self._capacity is None:
+            cpu, mem = machine_capacity()
+            self._capacity = {"cpu": self.opts.cpu or cpu, "memory": self.opts.memory or mem}
+        return self._capacity
 
     def _env_pod(self, pod: Obj, ip: str) -> Obj:
         """The pod as `fieldRef` reads it when a container starts: its addresses are this
@@ -773,14 +781,13 @@ class NodeRuntime:
                                   "hostIP": host, "hostIPs": [{"ip": host}]}}
 
     def _config_lookup(self, pod: Obj) -> envvars.Lookup:
-        """The pod's ConfigMaps and Secrets, read from etcd when a container starts (kubelet's
-        Get strategy: a container sees the data of its start)."""
+        """The pod's ConfigMaps and Secrets, from the informers that follow them (kubelet's
+        Watch strategy): one just made that they have not seen yet is missing for a moment, and
+        its arrival syncs the pod again (`_on_config`)."""
         namespace = meta.namespace(pod)
 
         def lookup(kind: str, name: str) -> Obj | None:
-            if not name:
-                return None
-            return self.objects.get(CONFIG_MAP if kind == "ConfigMap" else SECRET, name, namespace)
+            return (self.config_maps if kind == "ConfigMap" else self.secrets).get(name, namespace) if name else None
 
         return lookup
 
