@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,6 +27,8 @@ from netplane import netns
 from netplane.errors import StoreError
 from netplane.logtail import with_tail
 from netplane.store.etcd import EtcdConfig, EtcdStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,8 @@ def stop_pid(pid: int, marker: str, *, timeout: float = 10.0) -> bool:
             _reap(pid)
             return True
         time.sleep(0.05)
+    # said, because what a clean stop would have done (logged, released) did not happen
+    log.warning("pid %d (%s) still running %.0fs after SIGTERM: killing it", pid, marker, timeout)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

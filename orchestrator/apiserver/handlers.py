@@ -96,7 +96,8 @@ class Context:
         writes wait on nothing but etcd gets and transactions, it runs on the loop itself
         (`greenbridge`: its etcd calls awaited here, no thread hop); else in the pool. A
         request cancelled meanwhile (its client gone) does not stop the write halfway, as it
-        would not in the pool."""
+        would not in the pool (where a job not yet started when its client goes is dropped
+        unrun: nothing was written, and the client was never answered)."""
         if self.reader is None or kind.kind not in LOOP_WRITES:
             return await self.run(fn, *args, **kwargs)
         return await asyncio.shield(greenbridge.run(fn, *args, **kwargs))
