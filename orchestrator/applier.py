@@ -56,8 +56,9 @@ class Planned:
 
     @property
     def ref(self) -> str:
-        """`pod/web`, as kubectl names it in its output."""
-        return f"{self.kind.kind.lower()}/{meta.name(self.object)}"
+        """`pod/web` (`lease.coordination.k8s.io/lock`), as kubectl names it in its output."""
+        group = f".{self.kind.group}" if self.kind.group else ""
+        return f"{self.kind.kind.lower()}{group}/{meta.name(self.object)}"
 
 
 def owner_of(obj: Mapping[str, Any]) -> str:

@@ -180,9 +180,12 @@ def no_resources(kind: Kind, namespace: str | None) -> str:
 
 
 def kind_slash_name(kind_name: str, name: str) -> str:
-    """`pod/web`, `replicationcontroller/web`: kubectl's resource/name of a kind."""
+    """`pod/web`, `replicationcontroller/web`, `lease.coordination.k8s.io/lock`: kubectl's
+    resource/name of a kind."""
     k = meta.kind_named(kind_name)
-    return f"{(k.kind if k else kind_name).lower()}/{name}"
+    if k is None:
+        return f"{kind_name.lower()}/{name}"
+    return f"{k.kind.lower()}{'.' + k.group if k.group else ''}/{name}"
 
 
 # --------------------------------------------------------------------------- per kind
@@ -437,6 +440,11 @@ def _secret_cells(s: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(s), str(s.get("type") or "Opaque"), _data_count(s), age(s, now))
 
 
+def _lease_cells(le: Obj, now: datetime) -> tuple[Cell, ...]:
+    spec = le.get("spec") or {}
+    return (meta.name(le), str(spec.get("holderIdentity") or ""), age(le, now))
+
+
 def _ns_cells(ns: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(ns), (ns.get("status") or {}).get("phase") or "Active", age(ns, now))
 
@@ -550,6 +558,11 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Data", "The number of keys (data).", type="integer"),
         Column("Age", _AGE),
     ),
+    "Lease": (
+        Column("Name", _NAME, format="name"),
+        Column("Holder", "holderIdentity contains the identity of the holder of a current lease."),
+        Column("Age", _AGE),
+    ),
     "Event": (
         Column("Last Seen", "When the event was last seen (lastTimestamp)."),
         Column("Type", "Normal or Warning."),
@@ -573,6 +586,7 @@ _CELLS = {
     "Event": _event_cells,
     "ConfigMap": _cm_cells,
     "Secret": _secret_cells,
+    "Lease": _lease_cells,
 }
 
 

@@ -60,7 +60,7 @@ UPDATE_RETRIES = 16
 
 class AlreadyExists(UserError):
     def __init__(self, kind: Kind, name: str) -> None:
-        super().__init__(f'{kind.resource} "{name}" already exists')
+        super().__init__(f'{kind.qualified} "{name}" already exists')
 
 
 class Conflict(NetplaneError):
@@ -68,7 +68,7 @@ class Conflict(NetplaneError):
 
     def __init__(self, kind: Kind, name: str) -> None:
         super().__init__(
-            f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been '
+            f'Operation cannot be fulfilled on {kind.qualified} "{name}": the object has been '
             "modified; please apply your changes to the latest version and try again")
 
 

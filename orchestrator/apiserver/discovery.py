@@ -3,11 +3,13 @@
 * `/version` — a kube-like version (`v1.33.0-netplane`), so kubectl's version-skew warning
   stays quiet for the kubectl the project tests with (v1.33).
 * `/api` (APIVersions), `/api/v1` (APIResourceList: verbs, shortNames, subresources), `/apis`
-  (an empty APIGroupList: every kind here is core/v1). kubectl 1.33 first asks `/api` and
+  (the APIGroupList of the groups served beside core/v1: authorization and authentication's
+  self reviews, coordination.k8s.io's Leases, metrics.k8s.io). kubectl 1.33 first asks `/api` and
   `/apis` for *aggregated* discovery (`Accept: application/json;g=apidiscovery.k8s.io;v=v2;
   as=APIGroupDiscoveryList, ...application/json`); we answer with the legacy documents and a
   plain `application/json` content type, and client-go falls back to the legacy form.
-* `/openapi/v3` and `/openapi/v3/api/v1` — only what kubectl's `apply`/`create` need: before
+* `/openapi/v3` and a document per group version of stored kinds (`/openapi/v3/api/v1`,
+  `/openapi/v3/apis/coordination.k8s.io/v1`) — only what kubectl's `apply`/`create` need: before
   sending `fieldValidation=Strict` it checks that the PATCH operation of the object's kind
   lists that query parameter (`resource.QueryParamVerifierV3`). Finding it, kubectl leaves
   validation to the server (ours: `orchestrator.validation`), instead of failing to download
@@ -28,7 +30,7 @@ import platform
 from importlib import resources
 from typing import Any
 
-from orchestrator.objects.meta import KINDS, Kind
+from orchestrator.objects.meta import CORE_KINDS, KINDS, Kind
 
 Obj = dict[str, Any]
 KUBE_VERSION = (1, 33, 0)
@@ -84,7 +86,7 @@ def singular(kind: Kind) -> str:
 
 def resource_list() -> Obj:
     resources: list[Obj] = []
-    for k in sorted(KINDS, key=lambda k: k.resource):
+    for k in sorted(CORE_KINDS, key=lambda k: k.resource):
         resources.append({
             "name": k.resource, "singularName": singular(k), "namespaced": k.namespaced,
             "kind": k.kind, "verbs": ALL_VERBS if k.resource != "namespaces" else
@@ -111,7 +113,7 @@ _QUERY = [{"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems"
 
 def _gvk(kind: Kind) -> Obj:
     """An operation's `x-kubernetes-group-version-kind`: one object (schemas carry a list)."""
-    return {"group": "", "version": "v1", "kind": kind.kind}
+    return {"group": kind.group, "version": kind.version, "kind": kind.kind}
 
 
 # what api/v1's document describes: our kinds, their lists, and what their operations take or answer
@@ -179,7 +181,7 @@ def _component_schemas() -> Obj:
     path = resources.files("kubernetes_validate").joinpath(
         "kubernetes-json-schema", f"v{SCHEMA_VERSION}-local", "_definitions.json")
     defs: Obj = json.loads(path.read_text())["$defs"]
-    todo = [f"io.k8s.api.core.v1.{k.kind}{suffix}" for k in KINDS for suffix in ("", "List")] + list(_ROOTS)
+    todo = [f"{k.definition}{suffix}" for k in KINDS for suffix in ("", "List")] + list(_ROOTS)
     out: Obj = {}
     while todo:
         name = todo.pop()
@@ -196,12 +198,27 @@ def _component_schemas() -> Obj:
     return dict(sorted(out.items()))
 
 
-def openapi_v1() -> Obj:
-    """The group-version document: one path per kind with the operations and the parameters
-    kubectl looks for, and the kinds' schemas (see the module docstring)."""
-    paths: Obj = {}
+def group_versions() -> dict[str, tuple[Kind, ...]]:
+    """Each group version's path (`api/v1`, `apis/coordination.k8s.io/v1`) and its stored kinds."""
+    out: dict[str, tuple[Kind, ...]] = {}
     for k in KINDS:
-        base = f"/api/v1/namespaces/{{namespace}}/{k.resource}" if k.namespaced else f"/api/v1/{k.resource}"
+        path = f"apis/{k.api_version}" if k.group else "api/v1"
+        out[path] = (*out.get(path, ()), k)
+    return out
+
+
+def openapi_v1() -> Obj:
+    return openapi_doc("api/v1")
+
+
+@functools.lru_cache(maxsize=8)
+def openapi_doc(group_version: str) -> Obj:
+    """The document of a group version (`api/v1`, `apis/coordination.k8s.io/v1`): one path per
+    kind with the operations and the parameters kubectl looks for, and the kinds' schemas (see
+    the module docstring). KeyError for one not served."""
+    paths: Obj = {}
+    for k in group_versions()[group_version]:
+        base = f"/{group_version}/namespaces/{{namespace}}/{k.resource}" if k.namespaced else f"/{group_version}/{k.resource}"
         ext = {"x-kubernetes-group-version-kind": _gvk(k)}
 
         def op(action: str, k: Kind = k, ext: Obj = ext) -> Obj:
@@ -216,10 +233,11 @@ def openapi_v1() -> Obj:
             "paths": paths, "components": {"schemas": _component_schemas()}}
 
 
-@functools.lru_cache(maxsize=1)
-def openapi_hash() -> str:
-    return hashlib.sha512(json.dumps(openapi_v1(), sort_keys=True).encode()).hexdigest()[:32].upper()
+@functools.lru_cache(maxsize=8)
+def openapi_hash(group_version: str = "api/v1") -> str:
+    return hashlib.sha512(json.dumps(openapi_doc(group_version), sort_keys=True).encode()).hexdigest()[:32].upper()
 
 
 def openapi_index() -> Obj:
-    return {"paths": {"api/v1": {"serverRelativeURL": f"/openapi/v3/api/v1?hash={openapi_hash()}"}}}
+    return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={openapi_hash(gv)}"}
+                      for gv in group_versions()}}

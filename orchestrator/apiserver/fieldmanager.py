@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.objects.meta import kind_named
+
 Obj = dict[str, Any]
 Path = tuple[str, ...]
 FieldSet = set[Path]
@@ -55,11 +57,11 @@ _PREFIX = "#/components/schemas/"
 class ApplyConflict(Exception):
     """Fields the configuration sets that other managers own with other values."""
 
-    def __init__(self, conflicts: list[tuple[str, Path]]) -> None:
+    def __init__(self, conflicts: list[tuple[str, Path]], api_version: str = "v1") -> None:
         self.conflicts = conflicts  # (manager, path), in path order
         n = len(conflicts)
         super().__init__(f"Apply failed with {n} conflict{'s' if n != 1 else ''}: " + "\n".join(
-            f'conflict with "{m}" using v1: {path_text(p)}' for m, p in conflicts))
+            f'conflict with "{m}" using {api_version}: {path_text(p)}' for m, p in conflicts))
 
 
 # --------------------------------------------------------------------------- schemas
@@ -89,7 +91,8 @@ class _Schemas:
         return None
 
     def of_kind(self, kind: str) -> Obj | None:
-        return self.resolve({"$ref": f"{_PREFIX}io.k8s.api.core.v1.{kind}"})
+        k = kind_named(kind)
+        return self.resolve({"$ref": _PREFIX + (k.definition if k is not None else f"io.k8s.api.core.v1.{kind}")})
 
 
 SCHEMAS = _Schemas()
@@ -232,11 +235,13 @@ def managers(obj: Mapping[str, Any]) -> dict[Entry, FieldSet]:
     return out
 
 
-def entries(sets: Mapping[Entry, FieldSet], times: Mapping[Entry, str]) -> list[Obj]:
+def entries(sets: Mapping[Entry, FieldSet], times: Mapping[Entry, str], kind: str) -> list[Obj]:
+    k = kind_named(kind)
+    api_version = k.api_version if k is not None else "v1"
     out = []
     for (m, op), fs in sets.items():
         if fs:
-            out.append({"manager": m, "operation": op, "apiVersion": "v1", "time": times[(m, op)],
+            out.append({"manager": m, "operation": op, "apiVersion": api_version, "time": times[(m, op)],
                         "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(fs)})
     return out
 
@@ -337,7 +342,7 @@ def apply(live: Mapping[str, Any] | None, applied: Mapping[str, Any], kind: str,
     if live is None:
         out = copy.deepcopy(dict(applied))
         out.setdefault("metadata", {})["managedFields"] = entries({(manager, APPLY): new_set},
-                                                                  {(manager, APPLY): now_text(now)})
+                                                                  {(manager, APPLY): now_text(now)}, kind)
         return out
     sets = managers(live)
     times = _times(live)
@@ -354,7 +359,8 @@ def apply(live: Mapping[str, Any] | None, applied: Mapping[str, Any], kind: str,
             if value_at(live, p, kind) != value_at(applied, p, kind):
                 conflicts.append((entry[0], p))
     if conflicts and not force:
-        raise ApplyConflict(sorted(conflicts, key=lambda c: c[1]))
+        k = kind_named(kind)
+        raise ApplyConflict(sorted(conflicts, key=lambda c: c[1]), k.api_version if k is not None else "v1")
     for m, p in conflicts:  # forced: the fields change hands
         for entry, fs in sets.items():
             if entry != me:
@@ -372,7 +378,7 @@ def apply(live: Mapping[str, Any] | None, applied: Mapping[str, Any], kind: str,
         removed.append(p)
     sets[me] = new_set
     times[me] = now_text(now)
-    merged.setdefault("metadata", {})["managedFields"] = entries(sets, times)
+    merged.setdefault("metadata", {})["managedFields"] = entries(sets, times, kind)
     return merged
 
 
@@ -406,7 +412,7 @@ def update(old: Mapping[str, Any], new: Obj, kind: str, manager: str, *, now: fl
     sets.setdefault(me, set()).update(changed)
     times[me] = now_text(now)
     kept = [e for e in old_md["managedFields"] if isinstance(e, dict) and e.get("subresource")]
-    new_md["managedFields"] = entries(sets, times) + kept
+    new_md["managedFields"] = entries(sets, times, kind) + kept
 
 
 def path_text(p: Path) -> str:

@@ -65,6 +65,7 @@ FIELDS: dict[str, dict[str, Callable[[Obj], str]]] = {
     "Endpoints": {},
     "ConfigMap": {},
     "Secret": {"type": _get("type")},
+    "Lease": {},
 }
 
 

@@ -46,7 +46,7 @@ from orchestrator.apiserver.status import (
 )
 from orchestrator.apiserver.watchcache import WatchCaches
 from orchestrator.objects import meta
-from orchestrator.objects.meta import KINDS, POD, REPLICATION_CONTROLLER, SERVICE, Kind
+from orchestrator.objects.meta import CORE_KINDS, POD, REPLICATION_CONTROLLER, SERVICE, Kind
 from orchestrator.objects.selector import Selector, SelectorError, parse
 from orchestrator.storage import ObjectStore
 
@@ -57,13 +57,14 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 T = TypeVar("T")
-BY_RESOURCE = {k.resource: k for k in KINDS}
+BY_RESOURCE = {k.resource: k for k in CORE_KINDS}  # /api/v1's; the groups' kinds are routed by their modules
 SUBRESOURCES = {"status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward",
                 "ephemeralcontainers"}
-RETURNS_DELETED = (POD, SERVICE)
+RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
 # kinds whose create, update and patch wait only on etcd gets and transactions (a Service's
 # allocations and an Event's lease take other calls): `Context.write` runs them on the loop
-LOOP_WRITES = frozenset({"Pod", "ReplicationController", "Node", "Namespace", "Endpoints"})  # kube's stores with ReturnDeletedObject
+LOOP_WRITES = frozenset({"Pod", "ReplicationController", "Node", "Namespace", "Endpoints",
+                         "Lease"})  # a Lease's: a leader's renewals
 APPLY_PATCH = "application/apply-patch+yaml"
 # what a POST/PUT/DELETE body may be besides protobuf (aiohttp says application/octet-stream
 # when none is given)
@@ -110,7 +111,7 @@ class Context:
             return await self.run(self.registry.get, kind, namespace, name)
         obj = await self.objects.get_async(self.reader, kind, name, namespace)
         if obj is None:
-            raise not_found(kind.resource, name)
+            raise not_found(kind.resource, name, group=kind.group)
         return obj
 
 
@@ -132,18 +133,19 @@ def not_found_path() -> APIError:
     return APIError(404, "the server could not find the requested resource", details={})
 
 
-def parse_path(tail: str) -> Target:
+def parse_path(tail: str, resources: dict[str, Kind] = BY_RESOURCE) -> Target:
+    """The target of `/api/v1/<tail>` (or of a group version's tail, with its `resources`)."""
     parts = [p for p in tail.split("/") if p]
     watch = bool(parts) and parts[0] == "watch"
     if watch:
         parts = parts[1:]
     namespace = None
-    if len(parts) >= 3 and parts[0] == "namespaces" and parts[2] in BY_RESOURCE \
-            and BY_RESOURCE[parts[2]].namespaced:
+    if len(parts) >= 3 and parts[0] == "namespaces" and parts[2] in resources \
+            and resources[parts[2]].namespaced:
         namespace, parts = parts[1], parts[2:]
-    if not parts or parts[0] not in BY_RESOURCE or len(parts) > 3:
+    if not parts or parts[0] not in resources or len(parts) > 3:
         raise not_found_path()
-    kind = BY_RESOURCE[parts[0]]
+    kind = resources[parts[0]]
     name = parts[1] if len(parts) > 1 else None
     sub = parts[2] if len(parts) > 2 else None
     if kind.namespaced and name is not None and namespace is None:
@@ -277,8 +279,12 @@ def _dry_run(query: Any) -> bool:
 
 # --------------------------------------------------------------------------- dispatch
 async def api_v1(request: web.Request) -> web.StreamResponse:
+    return await serve(request, parse_path(request.match_info.get("tail", "")))
+
+
+async def serve(request: web.Request, t: Target) -> web.StreamResponse:
+    """Authorize and run the verb of `request` on its target (any kind stored here)."""
     ctx = request.app[CONTEXT]
-    t = parse_path(request.match_info.get("tail", ""))
     q = request.query
     verb = verb_of(request.method, t, q)
     if t.subresource in ("exec", "attach", "portforward"):
@@ -376,13 +382,22 @@ async def delete_options(request: web.Request) -> Obj:
 
 
 async def list_objects(request: web.Request, ctx: Context, t: Target) -> web.Response:
+    return list_response(request, t, await list_result(request, ctx, t))
+
+
+async def list_result(request: web.Request, ctx: Context, t: Target) -> Obj:
+    """The `<Kind>List` a LIST of `t` answers (a page of it, with `limit`)."""
     q = request.query
     labels, fields = selectors(t.kind, q)
     opts = ListOptions(labels=labels, fields=fields, limit=_int(q, "limit") or 0,
                        continue_token=q.get("continue") or None,
                        resource_version=q.get("resourceVersion"),
                        resource_version_match=q.get("resourceVersionMatch"))
-    result = await ctx.run(list_kind, ctx.objects, t.kind, t.namespace, opts)
+    return await ctx.run(list_kind, ctx.objects, t.kind, t.namespace, opts)
+
+
+def list_response(request: web.Request, t: Target, result: Obj) -> web.Response:
+    q = request.query
     if wants_table(request):
         return json_response(table_of(t.kind, result["items"], result["metadata"],
                                       include_object=q.get("includeObject")))
@@ -409,7 +424,7 @@ async def delete_collection(request: web.Request, ctx: Context, t: Target) -> we
         return out
 
     deleted = await ctx.run(delete_all)
-    return json_response({"kind": f"{t.kind.kind}List", "apiVersion": "v1",
+    return json_response({"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version,
                           "metadata": {"resourceVersion": found["metadata"]["resourceVersion"]},
                           "items": deleted})
 

@@ -1,48 +1,63 @@
-"""`coordination.k8s.io/v1` Leases: the node heartbeats, as kubelet's node Leases.
+"""`coordination.k8s.io/v1` Leases: stored Leases, and the node heartbeats as kubelet's node Leases.
 
-A kubelet renews a Lease named after its node in `kube-node-lease` every 10 s, and `kubectl
-describe node` prints it (`Lease: HolderIdentity, AcquireTime, RenewTime`; without the API it
-prints `Failed to get lease`). Our node agents renew an etcd key on an etcd lease instead
-(`orchestrator.heartbeat`), and the node lifecycle controller reads those keys; this module
-shows each key as that Lease, read-only:
+**Leases in every namespace but `kube-node-lease`** are objects like any other here: stored in
+etcd under `<prefix>/registry/leases/<ns>/<name>`, validated and defaulted by
+`orchestrator.validation` (`validation.leases`), with every verb (get, list, watch, create,
+update, patch, delete, deletecollection), selectors, paging, Tables (NAME, HOLDER, AGE) and
+protobuf bodies. This is what leader election in client-go (`resourcelock.LeaseLock`) and in
+the official Python client (`leaderelection.resourcelock.leaselock`) reads and writes: a get,
+a create, and updates at the resourceVersion read, a stale one answered 409 Conflict.
 
-* `GET /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases[/{node}]` and
-  `GET .../v1/leases` (every namespace): `spec.holderIdentity` the node, `renewTime` its last
-  heartbeat, `leaseDurationSeconds` the etcd lease's TTL, `metadata.creationTimestamp` when
-  the agent's etcd lease was granted, `resourceVersion` the key's etcd revision. `kubectl get
-  leases` gets kube's Table (NAME, HOLDER, AGE). Other namespaces hold no Leases.
-* Writes are 405: a Lease here is a heartbeat an agent owns, and leader election in netplane
-  is etcd's own (`orchestrator.leader`), so no client writes Leases. A node whose etcd lease
+**`kube-node-lease`** shows the node heartbeats. A kubelet renews a Lease named after its node
+there every 10 s, and `kubectl describe node` prints it (`Lease: HolderIdentity, AcquireTime,
+RenewTime`; without it, `Failed to get lease`). Our node agents renew an etcd key on an etcd
+lease instead (`orchestrator.heartbeat`), and the node lifecycle controller reads those keys;
+this module shows each key as that Lease, read-only:
+
+* `spec.holderIdentity` the node, `renewTime` its last heartbeat, `leaseDurationSeconds` the
+  etcd lease's TTL, `metadata.creationTimestamp` when the agent's etcd lease was granted,
+  `resourceVersion` the key's etcd revision;
+* a LIST of every namespace's Leases ends with them (after the stored ones, on the last page);
+* writes there are 405: a node Lease is a heartbeat an agent owns. A node whose etcd lease
   expired (agent stopped for longer than the TTL) has no Lease, as a deleted one would not.
+  A watch there sees no heartbeats (they are not objects with a watchable history here).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from netplane.store import KeyValue
-from orchestrator import heartbeat, printing
-from orchestrator.apiserver.handlers import CONTEXT, json_response, wants_table
-from orchestrator.apiserver.status import APIError, bad_request, method_not_allowed
-from orchestrator.objects.selector import SelectorError, parse
+from orchestrator import heartbeat
+from orchestrator.apiserver.handlers import (
+    CONTEXT,
+    CURRENT_USER,
+    Context,
+    Target,
+    forbidden,
+    json_response,
+    list_response,
+    list_result,
+    not_found_path,
+    parse_path,
+    selectors,
+    serve,
+    table_of,
+    verb_of,
+    wants_table,
+)
+from orchestrator.apiserver.status import method_not_allowed, not_found
+from orchestrator.objects.meta import LEASE
 
 Obj = dict[str, Any]
-GROUP = "coordination.k8s.io"
-VERSION = "v1"
-GROUP_VERSION = f"{GROUP}/{VERSION}"
+GROUP = LEASE.group
+VERSION = LEASE.version
+GROUP_VERSION = LEASE.api_version
 NODE_LEASE_NAMESPACE = "kube-node-lease"
-_COLUMNS = [
-    {"name": "Name", "type": "string", "format": "name", "priority": 0,
-     "description": "Name must be unique within a namespace."},
-    {"name": "Holder", "type": "string", "format": "", "priority": 0,
-     "description": "holderIdentity contains the identity of the holder of a current lease."},
-    {"name": "Age", "type": "string", "format": "", "priority": 0,
-     "description": "CreationTimestamp is a timestamp representing the server time when this object was created."},
-]
+RESOURCES = {LEASE.resource: LEASE}
 
 
 def api_group() -> Obj:
@@ -51,8 +66,11 @@ def api_group() -> Obj:
 
 
 def resource_list() -> Obj:
+    from orchestrator.apiserver.discovery import ALL_VERBS, singular
+
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION, "resources": [
-        {"name": "leases", "singularName": "lease", "namespaced": True, "kind": "Lease", "verbs": ["get", "list"]}]}
+        {"name": LEASE.resource, "singularName": singular(LEASE), "namespaced": True, "kind": LEASE.kind,
+         "verbs": ALL_VERBS}]}
 
 
 def lease(node: str, kv: KeyValue) -> Obj | None:
@@ -72,67 +90,69 @@ def lease(node: str, kv: KeyValue) -> Obj | None:
         "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}, "spec": spec}
 
 
-def table(leases: list[Obj], resource_version: str, now: datetime, include_object: str) -> Obj:
-    rows = []
-    for le in leases:
-        row: Obj = {"cells": [le["metadata"]["name"], le["spec"].get("holderIdentity") or "",
-                              printing.since(le["metadata"].get("creationTimestamp"), now)]}
-        if include_object == "Object":
-            row["object"] = le
-        elif include_object != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": le["metadata"]}
-        rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
-            "columnDefinitions": _COLUMNS, "rows": rows}
-
-
-def _name_of(key: str, prefix: str) -> str:
-    return key[len(prefix):]
-
-
-async def get_lease(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
+async def node_lease(ctx: Context, name: str) -> Obj:
     kv = None
-    if namespace == NODE_LEASE_NAMESPACE and "/" not in name:
+    if "/" not in name:
         key = ctx.objects.keys.nodes + name
         kv = await (ctx.reader.get(key) if ctx.reader is not None else ctx.run(ctx.objects.store.get, key))
     obj = lease(name, kv) if kv is not None else None
     if obj is None:
-        raise APIError(404, f'leases.{GROUP} "{name}" not found', reason="NotFound",
-                       details={"name": name, "group": GROUP, "kind": "leases"})
-    if wants_table(request):
-        return json_response(table([obj], obj["metadata"]["resourceVersion"], datetime.now(UTC),
-                                   request.query.get("includeObject", "Metadata")))
-    return json_response(obj)
+        raise not_found(LEASE.resource, name, group=GROUP)
+    return obj
 
 
-async def list_leases(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    namespace = request.match_info.get("namespace")
-    selector = None
-    if text := request.query.get("labelSelector"):
-        try:
-            selector = parse(text)
-        except SelectorError as e:
-            raise bad_request(f"unable to parse requirement: {e}") from None
+async def node_leases(request: web.Request, ctx: Context) -> tuple[list[Obj], int]:
+    """The node Leases the request's selectors match, and the revision they were read at."""
+    labels, fields = selectors(LEASE, request.query)
     prefix = ctx.objects.keys.nodes
     kvs, revision = await ctx.run(ctx.objects.store.list, prefix)
-    items: list[Obj] = []
-    if namespace in (None, NODE_LEASE_NAMESPACE):
-        for kv in sorted(kvs, key=lambda kv: kv.key):
-            obj = lease(_name_of(kv.key, prefix), kv)
-            if obj is not None and (selector is None or selector.matches(obj["metadata"].get("labels") or {})):
-                items.append(obj)
-    if wants_table(request):
-        return json_response(table(items, str(revision), datetime.now(UTC), request.query.get("includeObject", "Metadata")))
-    return json_response({"kind": "LeaseList", "apiVersion": GROUP_VERSION,
-                          "metadata": {"resourceVersion": str(revision)}, "items": items})
+    items = []
+    for kv in sorted(kvs, key=lambda kv: kv.key):
+        obj = lease(kv.key[len(prefix):], kv)
+        if obj is not None and (labels is None or labels.matches(obj["metadata"].get("labels") or {})) \
+                and fields.matches(obj):
+            items.append(obj)
+    return items, revision
 
 
-async def refuse_write(request: web.Request) -> web.Response:
-    raise method_not_allowed(request.method, "leases: node Leases are the agents' heartbeats, read-only here")
+async def leases_api(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    t = parse_path(request.match_info.get("tail", ""), RESOURCES)
+    verb = verb_of(request.method, t, request.query)
+    if t.subresource is not None:  # a Lease has none
+        raise not_found_path()
+    if t.namespace == NODE_LEASE_NAMESPACE:
+        return await _node_namespace(request, ctx, t, verb)
+    if t.namespace is None and verb == "list":  # every namespace's: the stored ones, then the nodes'
+        user = CURRENT_USER.get()
+        if not ctx.authorizer.allowed(user, verb, LEASE.resource):
+            raise forbidden(user, verb, t)
+        result = await list_result(request, ctx, t)
+        if not result["metadata"].get("continue"):
+            nodes, _ = await node_leases(request, ctx)
+            result["items"] = [*result["items"], *nodes]
+        return list_response(request, t, result)
+    return await serve(request, t)
+
+
+async def _node_namespace(request: web.Request, ctx: Context, t: Target, verb: str) -> web.StreamResponse:
+    user = CURRENT_USER.get()
+    if not ctx.authorizer.allowed(user, verb, LEASE.resource):
+        raise forbidden(user, verb, t)
+    if verb == "get":
+        assert t.name is not None
+        obj = await node_lease(ctx, t.name)
+        if wants_table(request):
+            return json_response(table_of(LEASE, [obj], include_object=request.query.get("includeObject")))
+        return json_response(obj)
+    if verb == "list":
+        items, revision = await node_leases(request, ctx)
+        return list_response(request, t, {"kind": "LeaseList", "apiVersion": GROUP_VERSION,
+                                          "metadata": {"resourceVersion": str(revision)}, "items": items})
+    if verb == "watch":
+        return await serve(request, t)
+    raise method_not_allowed(request.method, f"leases in {NODE_LEASE_NAMESPACE}: node Leases are the "
+                                             "agents' heartbeats, read-only here")
 
 
 def add_routes(app: web.Application) -> None:
@@ -143,9 +163,4 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(base, group)
     r.add_get(base + "/", group)
-    r.add_get(base + "/leases", list_leases)
-    r.add_get(base + "/namespaces/{namespace}/leases", list_leases)
-    r.add_get(base + "/namespaces/{namespace}/leases/{name}", get_lease)
-    for path in ("/namespaces/{namespace}/leases", "/namespaces/{namespace}/leases/{name}"):
-        for method in ("POST", "PUT", "PATCH", "DELETE"):
-            r.add_route(method, base + path, refuse_write)
+    r.add_route("*", base + "/{tail:.+}", leases_api)

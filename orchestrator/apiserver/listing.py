@@ -192,4 +192,4 @@ def _list(kind: Kind, items: list[Obj], revision: int, cont: str | None, remaini
         md["continue"] = cont
         if remaining is not None and remaining > 0:
             md["remainingItemCount"] = remaining
-    return {"kind": f"{kind.kind}List", "apiVersion": "v1", "metadata": md, "items": items}
+    return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": md, "items": items}

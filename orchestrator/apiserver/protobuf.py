@@ -35,7 +35,8 @@ _SCHEMA = Path(__file__).with_name("k8s-proto-schema.json")
 _META_KINDS = {"DeleteOptions": "meta/v1.DeleteOptions"}
 _GROUPS = {"v1": "core/v1", "policy/v1": "policy/v1", "policy/v1beta1": "policy/v1",
            "autoscaling/v1": "autoscaling/v1", "meta.k8s.io/v1": "meta/v1",
-           "authorization.k8s.io/v1": "authorization/v1", "authentication.k8s.io/v1": "authentication/v1"}
+           "authorization.k8s.io/v1": "authorization/v1", "authentication.k8s.io/v1": "authentication/v1",
+           "coordination.k8s.io/v1": "coordination/v1"}
 
 
 class ProtobufError(ValueError):

@@ -79,7 +79,7 @@ class Registry:
     def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
         obj = self.objects.get(kind, name, namespace)
         if obj is None:
-            raise not_found(kind.resource, name)
+            raise not_found(kind.resource, name, group=kind.group)
         return obj
 
     def _cached_at(self, kind: Kind, namespace: str | None, name: str, rv: str | None = None) -> Obj | None:
@@ -138,7 +138,7 @@ class Registry:
         warnings = list(got.warnings)
         if warnings and fv == "Strict":
             k = str(obj.get("kind"))
-            raise bad_request(f'{k} in version "v1" cannot be handled as a {k}: strict decoding '
+            raise bad_request(f'{k} in version "{str(obj.get("apiVersion")).rpartition("/")[2]}" cannot be handled as a {k}: strict decoding '
                               f"error: {', '.join(warnings)}")
         return got.object, warnings if fv == "Warn" else []
 
@@ -242,7 +242,7 @@ class Registry:
             except fieldmanager.ApplyConflict as e:
                 raise APIError(409, str(e), reason="Conflict", details={
                     "name": name, "kind": kind.resource,
-                    "causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}" using v1',
+                    "causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}" using {kind.api_version}',
                                 "field": fieldmanager.path_text(p)} for m, p in e.conflicts]}) from None
             try:
                 if current is None:
@@ -373,9 +373,9 @@ class Registry:
             gone = self.deleter.delete(kind, name, namespace, cascade=cascade,
                                        grace=max(grace, 0) if grace is not None else None)
         except NotFoundError:
-            raise not_found(kind.resource, name) from None
+            raise not_found(kind.resource, name, group=kind.group) from None
         if not gone:
-            raise not_found(kind.resource, name)
+            raise not_found(kind.resource, name, group=kind.group)
         after = self.objects.get(kind, name, namespace)
         if after is not None and meta.uid(after) == meta.uid(current):
             return after, False

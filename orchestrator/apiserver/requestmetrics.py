@@ -50,7 +50,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from orchestrator.apiserver import leases, metrics, reviews
 from orchestrator.apiserver.discovery import SUBRESOURCES
-from orchestrator.objects.meta import KINDS
+from orchestrator.objects.meta import CORE_KINDS
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds
 BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
@@ -64,7 +64,7 @@ _LONG = ("verb", "group", "version", "resource", "subresource", "scope", "compon
 # what the server serves, per group (from the modules that serve them): anything else is
 # labelled with an empty resource
 _RESOURCES: dict[str, frozenset[str]] = {
-    "": frozenset(k.resource for k in KINDS),
+    "": frozenset(k.resource for k in CORE_KINDS),
     leases.GROUP: frozenset(r["name"] for r in leases.resource_list()["resources"]),
     metrics.GROUP: frozenset(r["name"] for r in metrics.resource_list()["resources"]),
     **{group: frozenset(names[0] for names in kinds) for group, kinds in reviews.RESOURCES.items()},

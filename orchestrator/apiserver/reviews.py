@@ -96,9 +96,9 @@ def rules_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
         urls = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
     else:  # kube's view role: every resource but Secrets, by name
         from orchestrator.apiserver.discovery import SUBRESOURCES
-        from orchestrator.objects.meta import KINDS
+        from orchestrator.objects.meta import CORE_KINDS
 
-        core = sorted({k.resource for k in KINDS} - HIDDEN_FROM_READERS)
+        core = sorted({k.resource for k in CORE_KINDS} - HIDDEN_FROM_READERS)
         subs = sorted(f"{p}/{sub}" for sub, (parents, verbs, _) in SUBRESOURCES.items() if "get" in verbs
                       for p in parents)
         rules = [{"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": [*core, *subs]},

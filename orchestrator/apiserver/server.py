@@ -271,8 +271,11 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
     async def openapi_index(request: web.Request) -> web.Response:
         return json_response(discovery.openapi_index())
 
-    async def openapi_v1(request: web.Request) -> web.Response:
-        return json_response(discovery.openapi_v1())
+    async def openapi_group_version(request: web.Request) -> web.Response:
+        try:
+            return json_response(discovery.openapi_doc(request.match_info["gv"].strip("/")))
+        except KeyError:
+            return await not_found(request)
 
     async def not_found(request: web.Request) -> web.Response:
         return status_response(APIError(404, "the server could not find the requested resource"))
@@ -290,7 +293,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
     r.add_get("/apis/", apis)
     r.add_get("/openapi/v3", openapi_index)
     r.add_get("/openapi/v3/", openapi_index)
-    r.add_get("/openapi/v3/api/v1", openapi_v1)
+    r.add_get("/openapi/v3/{gv:.+}", openapi_group_version)  # api/v1, apis/coordination.k8s.io/v1
     r.add_get("/metrics", measured.serve)
     r.add_route("*", "/api/v1/{tail:.+}", api_v1)
     reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami

@@ -21,6 +21,7 @@ from typing import Any
 
 from netplane.errors import NotFoundError, StoreError, UserError
 from netplane.store.etcd import Compacted
+from orchestrator.objects.meta import kind_named
 from orchestrator.storage import AlreadyExists, Conflict
 from orchestrator.validation import FieldError, InvalidObject
 
@@ -92,9 +93,12 @@ def success(*, code: int = 200, name: str = "", kind: str = "", uid: str = "") -
     return out
 
 
-def not_found(resource: str, name: str) -> APIError:
-    return APIError(404, f'{resource} "{name}" not found',
-                    details={"name": name, "kind": resource})
+def not_found(resource: str, name: str, *, group: str = "") -> APIError:
+    details: Obj = {"name": name, "kind": resource}
+    if group:
+        details["group"] = group
+    return APIError(404, f'{resource}.{group} "{name}" not found' if group else f'{resource} "{name}" not found',
+                    details=details)
 
 
 def bad_request(message: str) -> APIError:
@@ -136,7 +140,8 @@ def from_exception(e: BaseException, *, resource: str = "", name: str = "") -> A
     if isinstance(e, APIError):
         return e
     if isinstance(e, InvalidObject):
-        return invalid(e.kind, e.name or name, e.errors)
+        k = kind_named(e.kind)
+        return invalid(e.kind, e.name or name, e.errors, group=k.group if k is not None else "")
     if isinstance(e, AlreadyExists):
         return APIError(409, str(e), reason="AlreadyExists", details={"name": name, "kind": resource})
     if isinstance(e, Conflict):

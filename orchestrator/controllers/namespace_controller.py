@@ -23,6 +23,7 @@ from orchestrator.objects.meta import (
     CONFIG_MAP,
     ENDPOINTS,
     EVENT,
+    LEASE,
     NAMESPACE,
     POD,
     REPLICATION_CONTROLLER,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 # in the order they are deleted: the pods before the ConfigMaps and Secrets they may mount
-CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET)
+CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET, LEASE)
 RECHECK = 1.0  # seconds between looks at a namespace that still holds something
 
 

@@ -52,6 +52,26 @@ class Kind:
     short_names: tuple[str, ...] = ()
     api_version: str = "v1"
 
+    @property
+    def group(self) -> str:
+        """The API group: "" for core/v1, `coordination.k8s.io` for `coordination.k8s.io/v1`."""
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def definition(self) -> str:
+        """Its name in Kubernetes' OpenAPI definitions: `io.k8s.api.core.v1.Pod`,
+        `io.k8s.api.coordination.v1.Lease`."""
+        return f"io.k8s.api.{self.group.split('.')[0] or 'core'}.{self.version}.{self.kind}"
+
+    @property
+    def qualified(self) -> str:
+        """The resource as kube-apiserver names it in messages: `pods`, `leases.coordination.k8s.io`."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
 
 NAMESPACE = Kind("Namespace", "namespaces", False, ("ns",))
 NODE = Kind("Node", "nodes", False, ("no",))
@@ -62,7 +82,11 @@ ENDPOINTS = Kind("Endpoints", "endpoints", True, ("ep",))
 EVENT = Kind("Event", "events", True, ("ev",))
 CONFIG_MAP = Kind("ConfigMap", "configmaps", True, ("cm",))
 SECRET = Kind("Secret", "secrets", True)
-KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT, CONFIG_MAP, SECRET)
+LEASE = Kind("Lease", "leases", True, (), "coordination.k8s.io/v1")
+# every kind stored and validated here; `/api/v1` serves the core ones, `/apis/<group>/<version>` the rest
+KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT, CONFIG_MAP, SECRET,
+                           LEASE)
+CORE_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if not k.group)
 _BY_KIND = {k.kind: k for k in KINDS}
 
 

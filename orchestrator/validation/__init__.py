@@ -18,7 +18,7 @@ from typing import Any
 
 from netplane.errors import UserError
 from orchestrator.objects.meta import KINDS, Kind, kind_named
-from orchestrator.validation import configdata, defaults, kinds, pods, schema
+from orchestrator.validation import configdata, defaults, kinds, leases, pods, schema
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported, required
 
 __all__ = ["Admitted", "FieldError", "InvalidObject", "admit", "validate"]
@@ -35,7 +35,9 @@ class InvalidObject(UserError):
             detail = str(errors[0])
         else:
             detail = "[" + ", ".join(str(e) for e in errors) + "]"
-        super().__init__(f'{kind or "object"} "{name}" is invalid: {detail}')
+        k = kind_named(kind)
+        shown = f"{kind}.{k.group}" if k is not None and k.group else kind  # Lease.coordination.k8s.io
+        super().__init__(f'{shown or "object"} "{name}" is invalid: {detail}')
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], li
         configdata.config_map(out, errors)
     elif kind.kind == "Secret":
         configdata.secret(out, errors)
+    elif kind.kind == "Lease":
+        leases.lease(out, errors)
     return out, errors, warnings
 
 

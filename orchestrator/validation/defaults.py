@@ -19,7 +19,7 @@ import copy
 from typing import Any
 
 from orchestrator.objects.meta import DEFAULT_NAMESPACE, kind_named
-from orchestrator.validation import configdata
+from orchestrator.validation import configdata, leases
 
 PROBE_DEFAULTS = {
     "initialDelaySeconds": 0,
@@ -77,6 +77,8 @@ def apply(obj: dict[str, Any]) -> dict[str, Any]:
                 p.setdefault("protocol", "TCP")
     elif kind.kind == "Secret":
         configdata.secret_defaults(out)
+    elif kind.kind == "Lease":
+        leases.prepare(out)
     elif kind.kind == "Node":
         st = out.get("status")
         if isinstance(st, dict) and "allocatable" not in st and isinstance(st.get("capacity"), dict):

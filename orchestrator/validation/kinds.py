@@ -44,6 +44,7 @@ _NAME_RULE = {
     "Event": names.dns1123_subdomain,
     "ConfigMap": names.dns1123_subdomain,
     "Secret": names.dns1123_subdomain,
+    "Lease": names.dns1123_subdomain,
 }
 EVENT_TYPES = ("Normal", "Warning")
 

@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Any
 
 from netplane.errors import ConfigError
-from orchestrator.objects.meta import KINDS
+from orchestrator.objects.meta import KINDS, kind_named
 from orchestrator.validation.field import ROOT, FieldError, Path, invalid
 
 # The Kubernetes release whose schemas we check against: the kubectl the project tests with.
@@ -69,7 +69,7 @@ class _Validators:
                 if self._defs is None:
                     self._defs = Resource.from_contents(
                         json.loads(d.joinpath("_definitions.json").read_text()))
-                schema = json.loads(d.joinpath(f"{kind.lower()}-v1.json").read_text())
+                schema = json.loads(d.joinpath(_schema_file(kind)).read_text())
             except (ImportError, OSError) as e:
                 raise ConfigError(
                     f"Kubernetes {SCHEMA_VERSION} schemas not available (kubernetes-validate): {e}"
@@ -87,6 +87,14 @@ class _Validators:
 
 
 _VALIDATORS = _Validators()
+
+
+def _schema_file(kind: str) -> str:
+    """kubernetes-validate's file of a kind: `pod-v1.json`, `lease-coordination-v1.json` (the
+    group's first label)."""
+    k = kind_named(kind)
+    group = f"-{k.group.split('.')[0]}" if k is not None and k.group else ""
+    return f"{kind.lower()}{group}-{k.version if k is not None else 'v1'}.json"
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")

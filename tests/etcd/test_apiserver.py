@@ -1167,10 +1167,92 @@ def test_node_leases_are_the_agents_heartbeats(v1: client.CoreV1Api, api: APISer
         with pytest.raises(ApiException) as e:
             co.create_namespaced_lease("kube-node-lease", {"metadata": {"name": "x"}, "spec": {}})
         assert e.value.status == 405
-        group = client.CoordinationV1Api(v1.api_client).get_api_resources()
-        assert [(r.name, r.namespaced, sorted(r.verbs)) for r in group.resources] == [("leases", True, ["get", "list"])]
     finally:
         store.revoke(lease_id)
+
+
+def test_leases_for_leader_election_through_the_client(v1: client.CoreV1Api, api: APIServer, store: EtcdStore,
+                                                       keys: Keys) -> None:
+    """Stored Leases (every namespace but kube-node-lease): what leader election reads and
+    writes. The official client's own LeaseLock elects one of two candidates; when the leader
+    stops, the other takes over once the Lease's duration has passed."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubernetes.leaderelection import electionconfig, leaderelection
+    from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
+
+    from orchestrator import heartbeat
+
+    co = client.CoordinationV1Api(v1.api_client)
+    group = co.get_api_resources()
+    assert [(r.name, r.namespaced, sorted(r.verbs)) for r in group.resources] == \
+        [("leases", True, ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])]
+    renewed = datetime(2026, 12, 7, 8, 0, 0, 250000, UTC)
+    made = co.create_namespaced_lease("default", {"metadata": {"name": "lock"}, "spec": {
+        "holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": renewed.isoformat(),  # +00:00
+        "strategy": "OldestEmulationVersion"}})
+    assert made.spec.renew_time == renewed and made.spec.strategy is None  # its feature gate is off in 1.33
+    token = add_token(api.config.state_dir / "tokens.csv", "reader")
+    code, body = wait_for(lambda: (r := raw(api, "/apis/coordination.k8s.io/v1/namespaces/default/leases/lock",
+                                            token=token))[0] != 401 and r, what="the new token")
+    assert code == 200 and body["spec"]["renewTime"] == "2026-12-07T08:00:00.250000Z"  # MicroTime's wire form
+    # an update at a stale resourceVersion is a Conflict, as a losing candidate's is
+    made.spec.holder_identity = "b"
+    co.replace_namespaced_lease("lock", "default", made)
+    with pytest.raises(ApiException) as e:
+        co.replace_namespaced_lease("lock", "default", made)
+    assert e.value.status == 409 and json.loads(e.value.body)["reason"] == "Conflict"
+    with pytest.raises(ApiException) as e:
+        co.patch_namespaced_lease("lock", "default", {"spec": {"leaseDurationSeconds": 0}})
+    assert e.value.status == 422 and "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0" \
+        in json.loads(e.value.body)["message"]
+    # every namespace's: the stored ones, then the node heartbeats'
+    lease_id = store.grant(40)
+    try:
+        heartbeat.renew(store, keys, "n1", lease=lease_id, now=renewed, duration=40, since=renewed - timedelta(1))
+        assert [(x.metadata.namespace, x.metadata.name) for x in co.list_lease_for_all_namespaces().items] == \
+            [("default", "lock"), ("kube-node-lease", "n1")]
+    finally:
+        store.revoke(lease_id)
+    co.delete_namespaced_lease("lock", "default")
+    assert co.list_namespaced_lease("default").items == []
+
+    # leader election with the client's LeaseLock; each candidate leads until told to stop
+    started = {"a": threading.Event(), "b": threading.Event()}
+    stop = {"a": threading.Event(), "b": threading.Event()}
+    stopped = {"a": threading.Event(), "b": threading.Event()}
+
+    def candidate(name: str) -> threading.Thread:
+        lock = LeaseLock("controller", "default", name)
+        lock.api_instance = co  # LeaseLock makes its own client from the default configuration
+
+        def lead() -> None:
+            started[name].set()
+            stop[name].wait(60)
+            raise RuntimeError(f"{name} stops leading")  # the renew loop ends, and the Lease is not renewed
+
+        cfg = electionconfig.Config(lock, lease_duration=3, renew_deadline=2, retry_period=1,
+                                    onstarted_leading=lead, onstopped_leading=stopped[name].set)
+        t = threading.Thread(target=leaderelection.LeaderElection(cfg).run, daemon=True)
+        t.start()
+        return t
+
+    threads = [candidate("a")]
+    try:
+        assert started["a"].wait(10)
+        threads.append(candidate("b"))
+        time.sleep(2.5)  # b sees a renewing: no second leader
+        assert not started["b"].is_set()
+        assert co.read_namespaced_lease("controller", "default").spec.holder_identity == "a"
+        stop["a"].set()
+        assert stopped["a"].wait(10) and started["b"].wait(15)
+        assert co.read_namespaced_lease("controller", "default").spec.holder_identity == "b"
+    finally:
+        for ev in stop.values():
+            ev.set()
+        for t in threads:
+            t.join(15)
+    assert not any(t.is_alive() for t in threads)
 
 
 def test_request_metrics_count_what_clients_did(v1: client.CoreV1Api, api: APIServer) -> None:

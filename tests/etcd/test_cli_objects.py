@@ -339,3 +339,20 @@ def test_get_several_types_at_once_names_each_row_by_type(store: EtcdStore, keys
     assert [i["kind"] for i in json.loads(out)["items"]] == ["ReplicationController", "Service"]
     code, _, err = run(store, keys, "get", "rc,nope")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_lease_through_the_cli_is_the_apis(store: EtcdStore, keys: Keys, objects: ObjectStore) -> None:
+    """A kind outside core/v1: applied, listed and deleted with kubectl's names for it."""
+    lease = ("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: lock}\n"
+             "spec: {holderIdentity: a, leaseDurationSeconds: 15, renewTime: '2026-12-07T09:00:00+01:00'}\n")
+    rc, out, err = run(store, keys, "apply", "-f", "-", stdin=lease)
+    assert (rc, out.strip()) == (0, "lease.coordination.k8s.io/lock created"), err
+    stored = objects.get(meta.LEASE, "lock", "default")
+    assert stored is not None and stored["spec"]["renewTime"] == "2026-12-07T08:00:00.000000Z"
+    rc, out, err = run(store, keys, "get", "leases")
+    assert rc == 0 and out.splitlines()[0].split() == ["NAME", "HOLDER", "AGE"] and out.splitlines()[1].split()[:2] == \
+        ["lock", "a"], (out, err)
+    rc, out, err = run(store, keys, "apply", "-f", "-", stdin=lease.replace("15", "0"))
+    assert rc == 2 and "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0" in err and "Traceback" not in err
+    rc, out, err = run(store, keys, "delete", "lease", "lock")
+    assert rc == 0 and objects.get(meta.LEASE, "lock", "default") is None, (out, err)

@@ -513,6 +513,20 @@ def kubectl_steps(api: Api) -> None:
     nodes = {n["metadata"]["name"] for n in api.json("get", "nodes")["items"]}
     assert lines[0].split() == ["NAME", "HOLDER", "AGE"] and \
         {tuple(line.split()[:2]) for line in lines[1:]} == {(n, n) for n in nodes}, lines
+    # a stored Lease, as a controller's leader election keeps one: applied, changed, listed with
+    # the nodes' in every namespace, refused when invalid, deleted
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ctl", "namespace": "kube-system"},
+             "spec": {"holderIdentity": "ctl-a", "leaseDurationSeconds": 15}}
+    assert k("apply", "-f", "-", input=yaml.safe_dump(lease)).stdout.strip() == "lease.coordination.k8s.io/ctl created"
+    lease["spec"]["holderIdentity"] = "ctl-b"
+    assert k("apply", "-f", "-", input=yaml.safe_dump(lease)).stdout.strip() == "lease.coordination.k8s.io/ctl configured"
+    assert k("get", "lease", "ctl", "-n", "kube-system", "--no-headers").stdout.split()[:2] == ["ctl", "ctl-b"]
+    everywhere = {tuple(line.split()[:3]) for line in k("get", "leases", "-A", "--no-headers").stdout.splitlines()}
+    assert everywhere == {("kube-system", "ctl", "ctl-b"), *{("kube-node-lease", n, n) for n in nodes}}, everywhere
+    lease["spec"]["leaseDurationSeconds"] = 0
+    p = k("apply", "-f", "-", input=yaml.safe_dump(lease), check=False)
+    assert p.returncode != 0 and "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0" in p.stderr, p.stderr
+    assert k("delete", "lease", "ctl", "-n", "kube-system").stdout.strip() == 'lease.coordination.k8s.io "ctl" deleted'
     runtimes = {n["status"]["nodeInfo"]["containerRuntimeVersion"] for n in api.json("get", "nodes")["items"]}
     assert runtimes == {f"namespaces://{__version__}"}, runtimes
 

@@ -26,9 +26,9 @@ def _walk(node: Any, path: str = ""):  # type: ignore[no-untyped-def]
 def test_every_kind_and_list_is_described_with_its_group_version_kind() -> None:
     schemas = discovery.openapi_v1()["components"]["schemas"]
     for k in KINDS:
-        for name, kind in ((f"io.k8s.api.core.v1.{k.kind}", k.kind), (f"io.k8s.api.core.v1.{k.kind}List", f"{k.kind}List")):
+        for name, kind in ((k.definition, k.kind), (f"{k.definition}List", f"{k.kind}List")):
             s = schemas[name]
-            assert {"group": "", "version": "v1", "kind": kind} in s["x-kubernetes-group-version-kind"], name
+            assert {"group": k.group, "version": k.version, "kind": kind} in s["x-kubernetes-group-version-kind"], name
             assert s["description"] and s["type"] == "object"
             assert "enum" not in s["properties"]["kind"], "Kubernetes has no enum on kind (the JSON schema's converter added it)"
     assert "io.k8s.api.autoscaling.v1.Scale" in schemas and "io.k8s.apimachinery.pkg.apis.meta.v1.Status" in schemas
@@ -54,3 +54,16 @@ def test_openapi_3_dialect_and_closed_references() -> None:
     # the hash kubectl caches the document by follows its content
     assert discovery.openapi_index()["paths"]["api/v1"]["serverRelativeURL"].endswith(discovery.openapi_hash())
     assert len(json.dumps(doc)) < 1_000_000
+
+
+def test_each_group_version_has_its_document() -> None:
+    """kubectl apply of a Lease looks for fieldValidation on apis/coordination.k8s.io/v1's PATCH."""
+    index = discovery.openapi_index()["paths"]
+    assert set(index) == {"api/v1", "apis/coordination.k8s.io/v1"}
+    doc = discovery.openapi_doc("apis/coordination.k8s.io/v1")
+    assert index["apis/coordination.k8s.io/v1"]["serverRelativeURL"] == \
+        f"/openapi/v3/apis/coordination.k8s.io/v1?hash={discovery.openapi_hash('apis/coordination.k8s.io/v1')}"
+    patch = doc["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "coordination.k8s.io", "version": "v1", "kind": "Lease"}
+    assert "fieldValidation" in {p["name"] for p in patch["parameters"]}
+    assert not any("leases" in path for path in discovery.openapi_v1()["paths"])

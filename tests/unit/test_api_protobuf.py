@@ -107,3 +107,15 @@ def test_bodies_it_cannot_read_are_one_line_errors(body: bytes, message: str) ->
     with pytest.raises(ProtobufError, match=message) as e:
         decode(body)
     assert "\n" not in str(e.value)
+
+
+def test_a_lease_as_client_go_leader_election_sends_it() -> None:
+    # LeaseSpec: holderIdentity 1, leaseDurationSeconds 2, acquireTime 3 and renewTime 4 (MicroTime:
+    # seconds 1, nanos 2), leaseTransitions 5: every field a pointer, so a 0 is kept
+    renew = field(1, 1_796_630_400) + field(2, 123_456_789)
+    spec = field(1, "candidate-a") + field(2, 15) + field(3, field(1, 1_796_630_390)) + field(4, renew) + field(5, 0)
+    lease = decode(envelope("coordination.k8s.io/v1", "Lease", field(1, meta("lock")) + field(2, spec)))
+    assert lease == {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lock"},
+                     "spec": {"holderIdentity": "candidate-a", "leaseDurationSeconds": 15,
+                              "acquireTime": "2026-12-07T07:59:50.000000Z",
+                              "renewTime": "2026-12-07T08:00:00.123456Z", "leaseTransitions": 0}}

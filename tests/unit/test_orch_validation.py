@@ -373,7 +373,7 @@ def test_nulls_are_absent() -> None:
 def test_kind_and_api_version() -> None:
     assert errors({"kind": "Pod"}) == ["apiVersion: Required value"]
     assert errors({"apiVersion": "apps/v1", "kind": "Pod"}) == ['apiVersion: Unsupported value: "apps/v1": supported values: "v1"']
-    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "ConfigMap", "Endpoints", "Event", "Namespace", "Node"')
+    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "ConfigMap", "Endpoints", "Event", "Lease", "Namespace", "Node"')
 
 
 def test_invalid_object_message_and_class() -> None:
@@ -500,3 +500,37 @@ def test_ephemeral_containers_mount_the_pods_volumes_only() -> None:
             ephemeralContainers=[{"name": "d", "image": "busybox", "volumeMounts": [{"name": "v", "mountPath": "/v"},
                                                                                      {"name": "w", "mountPath": "/w"}]}])
     assert errors(p) == ['spec.ephemeralContainers[0].volumeMounts[1].name: Not found: "w"']
+
+
+def lease(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lock"}, "spec": spec}
+
+
+def test_a_lease_is_stored_as_kube_apiserver_stores_it() -> None:
+    """MicroTimes in their wire form (UTC, six digits, whatever the client sent); the
+    CoordinatedLeaderElection fields dropped, as its gate is off in Kubernetes 1.33."""
+    got = admit(lease(holderIdentity="a", leaseDurationSeconds=15, acquireTime="2026-12-07T09:00:00+01:00",
+                      renewTime="2026-12-07T08:00:01.5Z", leaseTransitions=0, strategy="OldestEmulationVersion",
+                      preferredHolder="b"))
+    assert got.warnings == []
+    assert got.object == {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                          "metadata": {"name": "lock", "namespace": "default"},
+                          "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
+                                   "acquireTime": "2026-12-07T08:00:00.000000Z",
+                                   "renewTime": "2026-12-07T08:00:01.500000Z", "leaseTransitions": 0}}
+    assert admit(lease()).object["spec"] == {}
+
+
+@pytest.mark.parametrize("obj, want", [
+    (lease(leaseDurationSeconds=0), ('Lease.coordination.k8s.io "lock" is invalid: spec.leaseDurationSeconds: '
+                                     "Invalid value: 0: must be greater than 0")),
+    (lease(leaseTransitions=-1), "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0"),
+    (lease(renewTime="yesterday"), "spec.renewTime: Invalid value: "),
+    (lease(leaseDurationSeconds="15"), "spec.leaseDurationSeconds: Invalid value: "),
+    ({**lease(), "metadata": {"name": "Lock"}}, "metadata.name: Invalid value: \"Lock\": a lowercase RFC 1123 subdomain"),
+    ({**lease(), "apiVersion": "v1"}, 'apiVersion: Unsupported value: "v1": supported values: "coordination.k8s.io/v1"'),
+])
+def test_lease_errors_name_the_field(obj: dict[str, Any], want: str) -> None:
+    with pytest.raises(InvalidObject) as e:
+        admit(obj)
+    assert want in str(e.value)
