@@ -198,7 +198,9 @@ def test_restart_keeps_subnet_and_sigkill_restart_converges_without_leftovers(la
         st = state(lab, h)
         kinds = [e["kind"] for e in st["entries"]]
         assert kinds.count("route") == kinds.count("fdb") == kinds.count("neighbor") == 2, st
-    assert "keeping lease" in (lab.host_dir("h2") / "agent.log").read_text()
+    log = (lab.host_dir("h2") / "agent.log").read_text()
+    # the old agent's last words on SIGTERM (missing once in CI, not reproduced: the tail says why next time)
+    assert "keeping lease" in log, log[-3000:]
 
 
 def test_deleted_or_expired_lease_disappears_from_peers(lab_factory: Callable[..., Lab]) -> None:
