@@ -13,6 +13,12 @@ against the cache, so handlers see exactly the adds, updates and deletes missed 
 values still at the revision cached are not decoded again. A watch batch costs O(keys
 changed), not O(objects), so 10,000 cached pods stay cheap.
 
+`keep` narrows the cache to the objects it accepts, as a field selector narrows a watch in
+Kubernetes (a node agent keeps the pods bound to its node, as kubelet watches
+`spec.nodeName=<node>`): one that stops matching is a delete to the handlers, one that starts
+matching an add. Every change is still read from etcd and decoded (etcd cannot filter values);
+what the filter saves is the memory of the objects not kept, and the handlers' calls for them.
+
 Objects handed out are shared, not copied (as in client-go): treat them as read-only and
 deep-copy before changing one (the decision modules return new objects).
 """
@@ -48,8 +54,10 @@ class Informer:
         indexers: Mapping[str, IndexFunc] | None = None,
         resync_period: float = 0.0,
         retry_interval: float = 0.5,
+        keep: Callable[[Obj], bool] | None = None,
     ) -> None:
         self.objects = objects
+        self._keep = keep
         self.kind = kind
         self.namespace = namespace
         self.resync_period = resync_period
@@ -94,6 +102,8 @@ class Informer:
             self._synced.set()
 
     def _change(self, key: str, new: Obj | None) -> None:
+        if new is not None and self._keep is not None and not self._keep(new):
+            new = None  # not (or no longer) one of ours: absent from this cache
         old = self._items.get(key)
         if old is None and new is None:
             return

@@ -209,8 +209,9 @@ class NodeRuntime:
                                  gateway=self.overlay.gateway.ip, mtu=self.overlay.mtu, ipam=ipam)
         self.network = network
         self.volumes = Volumes(options.state_dir / "kubelet")
+        # only the pods bound here are kept, as kubelet watches spec.nodeName=<node>
         self.pods = Informer(self.objects, POD, indexers={"node": lambda p: (pods.node_name(p),)},
-                             resync_period=options.resync_interval)
+                             resync_period=options.resync_interval, keep=lambda p: pods.node_name(p) == self.node)
         self.services = Informer(self.objects, SERVICE)
         # a change of a ConfigMap or Secret syncs the pods here that use it (their volumes follow
         # at once; a container waiting for a missing one starts)

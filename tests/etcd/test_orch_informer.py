@@ -84,6 +84,35 @@ def test_list_then_watch_with_ordered_handlers_and_indexes(objects: ObjectStore,
     assert got is not None and got["metadata"]["resourceVersion"] == objects.get(POD, "b")["metadata"]["resourceVersion"]  # type: ignore[index]
 
 
+def test_keep_narrows_the_cache_as_a_field_selector_narrows_a_watch(objects: ObjectStore, stop: threading.Event) -> None:
+    """A node agent's pods: only those bound to its node are cached; one bound there later is
+    an add, one that leaves (here: rebound, which the API never does) a delete."""
+    objects.create(mkpod("a", "h1"))
+    objects.create(mkpod("b", "h2"))
+    objects.create(mkpod("c"))
+    inf = Informer(objects, POD, retry_interval=0.1, keep=lambda p: pod.node_name(p) == "h1")
+    seen: list[Event] = []
+    inf.add_handler(recorder(seen))
+    inf.start(stop)
+    assert inf.wait_synced(10)
+    assert seen == [("add", "a", "h1")] and len(inf) == 1 and inf.get("b") is None
+    c = inf.get("c") or objects.get(POD, "c")
+    assert c is not None
+    objects.update({**c, "spec": {**c["spec"], "nodeName": "h1"}})  # bound here: an add
+    b = objects.get(POD, "b")
+    assert b is not None
+    objects.update({**b, "metadata": {**b["metadata"], "labels": {"x": "y"}}})  # not ours: nothing
+    a = inf.get("a")
+    assert a is not None
+    objects.update({**a, "spec": {**a["spec"], "nodeName": "h3"}})  # no longer ours: a delete
+    objects.delete(POD, "b")
+    objects.create(mkpod("d", "h1"))
+    wait(lambda: len(seen) >= 4)
+    time.sleep(0.2)  # nothing more comes
+    assert seen[1:] == [("add", "c", "h1"), ("delete", "a", "h1"), ("add", "d", "h1")]
+    assert sorted(meta.name(p) for p in inf.list()) == ["c", "d"]
+
+
 def test_list_filters_and_late_handlers(objects: ObjectStore, stop: threading.Event) -> None:
     objects.create(mkpod("web", labels={"app": "web"}))
     objects.create(mkpod("db", labels={"app": "db"}))
