@@ -18,6 +18,15 @@ What an operator's dashboards and alerts read from kube-apiserver, under its nam
   resource whose key it is, `other` for the rest), timed around the gRPC call, as kube-apiserver
   times its storage calls (kube names the operations after its storage interface: get, list,
   create, update, delete; a txn here is a create, update or delete);
+* the watch caches' (`watchcache.KindCache`, one per kind), read at each scrape:
+  `apiserver_storage_objects{resource}` (objects stored, as each cache holds them; kube's
+  STABLE metric, `pods`, `leases.coordination.k8s.io`), and, by `{group, resource}`,
+  `apiserver_watch_cache_events_received_total` (etcd events),
+  `apiserver_watch_cache_events_dispatched_total` (changes handed to the watchers, once
+  each), `apiserver_watch_cache_initializations_total` (lists: the first, then each re-list),
+  `apiserver_watch_cache_resource_version` (the newest etcd revision seen) and
+  `apiserver_terminated_watchers_total` (watchers closed for not reading their events); and
+  `apiserver_watch_events_total{group, version, kind}`, the events written to watch clients;
 * the process' own `process_*` figures (CPU seconds, resident memory, open fds).
 
 `scope` is kube's: `resource` for one named object, `namespace` for a collection in a
@@ -35,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -46,11 +55,16 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from orchestrator.apiserver import leases, metrics, reviews
 from orchestrator.apiserver.discovery import SUBRESOURCES
 from orchestrator.objects.meta import CORE_KINDS
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.watchcache import WatchCaches
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds
 BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
@@ -156,6 +170,14 @@ class RequestMetrics:
         for kind in ("readOnly", "mutating"):
             self.inflight.labels(kind)
         ProcessCollector(registry=r)
+        self._caches: _WatchCacheCollector | None = None
+
+    def watch_caches(self, caches: WatchCaches) -> None:
+        """Report `caches` at each scrape (those of the server's latest start)."""
+        if self._caches is None:
+            self._caches = _WatchCacheCollector(caches)
+            self.registry.register(self._caches)
+        self._caches.caches = caches
 
     def observe_etcd(self, what: str, seconds: float, failed: bool) -> None:
         """An `netplane.store.etcd` observer: one call, as "<operation> <key>[, <key>...]"."""
@@ -205,3 +227,41 @@ class RequestMetrics:
 
     async def serve(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE})
+
+
+class _WatchCacheCollector(Collector):
+    """kube-apiserver's watch cache metrics, read off the caches when scraped (counters the
+    caches keep as plain integers: no lock or metric call on the event path)."""
+
+    def __init__(self, caches: WatchCaches) -> None:
+        self.caches = caches
+
+    def describe(self) -> list[Metric]:
+        return []  # names are not checked against the registry's others: none collide
+
+    def collect(self) -> list[Metric]:
+        gr = ("group", "resource")
+        stored = GaugeMetricFamily("apiserver_storage_objects", "Number of stored objects at the time of last "
+                                   "check split by kind.", labels=("resource",))
+        received = CounterMetricFamily("apiserver_watch_cache_events_received", "Counter of events received in "
+                                       "watch cache broken by resource type.", labels=gr)
+        dispatched = CounterMetricFamily("apiserver_watch_cache_events_dispatched", "Counter of events dispatched "
+                                         "in watch cache broken by resource type.", labels=gr)
+        inits = CounterMetricFamily("apiserver_watch_cache_initializations", "Counter of watch cache "
+                                    "initializations broken by resource type.", labels=gr)
+        version = GaugeMetricFamily("apiserver_watch_cache_resource_version", "Current resource version of watch "
+                                    "cache broken by resource type.", labels=gr)
+        terminated = CounterMetricFamily("apiserver_terminated_watchers", "Counter of watchers closed due to "
+                                         "unresponsiveness broken by resource type.", labels=gr)
+        sent = CounterMetricFamily("apiserver_watch_events", "Number of events sent in watch clients",
+                                   labels=("group", "version", "kind"))
+        for c in sorted(self.caches.caches(), key=lambda c: c.kind.qualified):
+            k = c.kind
+            stored.add_metric([k.qualified], c.objects_count)
+            received.add_metric([k.group, k.resource], c.events_received)
+            dispatched.add_metric([k.group, k.resource], c.events_dispatched)
+            inits.add_metric([k.group, k.resource], c.initializations)
+            version.add_metric([k.group, k.resource], c.revision % 10**15)
+            terminated.add_metric([k.group, k.resource], c.terminated_watchers)
+            sent.add_metric([k.group, k.version, k.kind], c.events_sent)
+        return [stored, received, dispatched, inits, version, terminated, sent]

@@ -333,6 +333,7 @@ class APIServer:
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._caches = WatchCaches(self.objects, loop, window=cfg.watch_window)
+        self.request_metrics.watch_caches(self._caches)
         ctx = Context(objects=self.objects,
                       registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached),
                       scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),

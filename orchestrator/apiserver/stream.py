@@ -149,11 +149,14 @@ async def watch(request: web.Request, ctx: Context, t: Target) -> web.StreamResp
         while True:
             if w.queue:
                 buf = bytearray()
+                n = 0
                 while w.queue:
                     typ, c, use_prev = w.queue.popleft()
                     buf += encode(typ, c, use_prev)
                     sent = max(sent, c.revision)
+                    n += 1
                 await resp.write(bytes(buf))
+                cache.events_sent += n
             if initial_end:
                 await resp.write(bookmark(w.after, {"k8s.io/initial-events-end": "true"}))
                 initial_end = False

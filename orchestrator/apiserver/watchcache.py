@@ -149,6 +149,11 @@ class KindCache:
         self._watchers: set[Watcher] = set()  # loop thread only
         self.dispatched = 0  # newest revision handed to the watchers (loop thread only)
         self.direct_watches = 0  # watches that started before the window (their own etcd watch)
+        # for /metrics (kube-apiserver's watch cache metrics), read from any thread
+        self.events_received = 0  # etcd events in the watch batches
+        self.events_dispatched = 0  # changes handed to the watchers, once each
+        self.events_sent = 0  # events written to watch clients (stream.watch counts them)
+        self.terminated_watchers = 0  # watchers closed for not reading their events
         self._task: asyncio.Task[None] | None = None
 
     def start(self, reader: AsyncReader) -> None:
@@ -204,9 +209,23 @@ class KindCache:
                 current[kv.key] = o
         return current
 
+    @property
+    def objects_count(self) -> int:
+        return len(self._current)
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def initializations(self) -> int:
+        """How many times the cache listed (the first list, then each re-list)."""
+        return self._generation
+
     def _apply(self, batch: list[WatchEvent]) -> list[Change]:
         """One batch of etcd events into the current objects and the window, as Changes."""
         changes = []
+        self.events_received += len(batch)
         with self._lock:
             for ev in batch:
                 prev = self._current.get(ev.key)
@@ -232,7 +251,11 @@ class KindCache:
     # ------------------------------------------------------------------ the loop's side
     def _fanout(self, changes: list[Change]) -> None:
         for w in list(self._watchers):
+            was_open = w.closed is None
             w.offer(changes)
+            if was_open and w.closed is not None:
+                self.terminated_watchers += 1
+        self.events_dispatched += len(changes)
         self.dispatched = max(self.dispatched, changes[-1].revision)
 
     def _reset(self, generation: int) -> None:
@@ -362,6 +385,9 @@ class WatchCaches:
             c = self._caches[kind.resource] = KindCache(self.objects, kind, self.loop, window=self.window)
             c.start(self._reader)
         return c
+
+    def caches(self) -> list[KindCache]:
+        return list(self._caches.values())
 
     def cached(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
         """`KindCache.cached` of one object, from any thread (None when its kind has no cache)."""

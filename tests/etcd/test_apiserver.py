@@ -1309,6 +1309,49 @@ def test_request_metrics_count_what_clients_did(v1: client.CoreV1Api, api: APISe
     assert code == 401
 
 
+def test_watch_cache_metrics_follow_the_caches(v1: client.CoreV1Api, api: APIServer) -> None:
+    """/metrics: the stored-object gauge and the watch caches' counters, against what the
+    client wrote and what its watch received."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        c = v1.api_client
+        r = c.call_api(*c.param_serialize("GET", "/metrics", auth_settings=["BearerToken"]))
+        r.read()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(r.data.decode()) for s in fam.samples}
+
+    pods_gr = (("group", ""), ("resource", "pods"))
+    before = scrape()
+    assert before[("apiserver_watch_cache_initializations_total", pods_gr)] == 1  # the first list
+    assert before[("apiserver_storage_objects", (("resource", "leases.coordination.k8s.io"),))] == 0
+    got: list[tuple[str, str]] = []
+    ended = threading.Event()
+
+    def follow() -> None:
+        for ev in watch.Watch().stream(v1.list_namespaced_pod, "default", timeout_seconds=3):
+            got.append((ev["type"], ev["object"].metadata.resource_version))
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    wait_for(lambda: scrape().get(("apiserver_longrunning_requests", (
+        ("component", "apiserver"), ("group", ""), ("resource", "pods"), ("scope", "namespace"),
+        ("subresource", ""), ("verb", "WATCH"), ("version", "v1")))) == 1, what="the watch open")
+    for name in ("m1", "m2"):
+        v1.create_namespaced_pod("default", pod(name))
+    v1.delete_namespaced_pod("m1", "default")  # never scheduled: deleted at once
+    assert ended.wait(10) and [t for t, _ in got] == ["ADDED", "ADDED", "DELETED"], got
+    m = scrape()
+    assert m[("apiserver_storage_objects", (("resource", "pods"),))] == 1
+    assert m[("apiserver_watch_cache_events_received_total", pods_gr)] - \
+        before.get(("apiserver_watch_cache_events_received_total", pods_gr), 0) == 3
+    assert m[("apiserver_watch_cache_events_dispatched_total", pods_gr)] - \
+        before.get(("apiserver_watch_cache_events_dispatched_total", pods_gr), 0) == 3
+    assert m[("apiserver_watch_events_total", (("group", ""), ("kind", "Pod"), ("version", "v1")))] == 3
+    assert m[("apiserver_watch_cache_resource_version", pods_gr)] == int(got[-1][1])  # the delete's revision
+    assert m[("apiserver_terminated_watchers_total", pods_gr)] == 0
+
+
 def test_config_maps_and_secrets_through_the_client(v1: client.CoreV1Api) -> None:
     """ConfigMaps and Secrets with the official client: stringData stored as data, the
     `type` field selector, and `immutable` refusing a later change with kube's 422."""
