@@ -18,6 +18,8 @@ Kubernetes (a node agent keeps the pods bound to its node, as kubelet watches
 `spec.nodeName=<node>`): one that stops matching is a delete to the handlers, one that starts
 matching an add. Every change is still read from etcd and decoded (etcd cannot filter values);
 what the filter saves is the memory of the objects not kept, and the handlers' calls for them.
+When `keep` itself changes its mind about an unchanged object (a node agent's ConfigMaps are
+those its pods refer to), `adopt` reads the object in and `evict` drops it.
 
 Objects handed out are shared, not copied (as in client-go): treat them as read-only and
 deep-copy before changing one (the decision modules return new objects).
@@ -101,7 +103,8 @@ class Informer:
             self.revision = view.revision
             self._synced.set()
 
-    def _change(self, key: str, new: Obj | None) -> None:
+    def _change(self, key: str, new: Obj | None, revision: int | None = None) -> None:
+        """`revision`: the etcd revision of the watch event this change is (None for a list's)."""
         if new is not None and self._keep is not None and not self._keep(new):
             new = None  # not (or no longer) one of ours: absent from this cache
         old = self._items.get(key)
@@ -109,6 +112,8 @@ class Informer:
             return
         if old is not None and new is not None and _rv(old) == _rv(new):
             return
+        if revision is not None and old is not None and revision < (_rv_int(old) or 0):
+            return  # older than what is cached: an adopted object's past, still in the watch's pipe
         self._store(key, new)
         self._dispatch(old, new)
 
@@ -171,7 +176,7 @@ class Informer:
                     obj = None
                     if ev.kind == "put" and ev.value is not None:
                         obj = self.objects.decode_or_log(self.kind, ev.key, ev.value, ev.mod_revision)
-                    self._change(ev.key, obj)
+                    self._change(ev.key, obj, ev.mod_revision)
                     self.revision = ev.mod_revision
         if timer is not None:
             timer.join(timeout=5)
@@ -194,6 +199,29 @@ class Informer:
     @property
     def synced(self) -> bool:
         return self._synced.is_set()
+
+    # ------------------------------------------------------------------ a changing `keep`
+    def adopt(self, name: str, namespace: str | None = None) -> bool:
+        """Read one object `keep` now accepts but left out when it last changed, into the
+        cache (an add to the handlers); True when it is cached. Before the first list, nothing
+        is read: the list will apply `keep` itself. The etcd read is made with the cache's lock
+        held, so no watch event is applied meanwhile: what it reads is at least as new as
+        every event applied, and each later change comes through the watch (older events for
+        the key still on their way are skipped by their revision)."""
+        key = self.objects.key(self.kind, name, namespace)
+        with self._lock:
+            if not self._synced.is_set() or key in self._items:
+                return key in self._items
+            kv = self.objects.store.get(key)
+            obj = self.objects.decode_or_log(self.kind, kv.key, kv.value, kv.mod_revision) if kv is not None else None
+            if obj is not None:
+                self._change(key, obj)
+            return key in self._items
+
+    def evict(self, name: str, namespace: str | None = None) -> None:
+        """Drop one object `keep` no longer accepts (a delete to the handlers)."""
+        with self._lock:
+            self._change(self.objects.key(self.kind, name, namespace), None)
 
     # ------------------------------------------------------------------ reads
     def get(self, name: str, namespace: str | None = None) -> Obj | None:
@@ -218,3 +246,8 @@ class Informer:
 
 def _rv(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _rv_int(obj: Mapping[str, Any]) -> int | None:
+    rv = _rv(obj)
+    return int(rv) if rv.isdigit() else None

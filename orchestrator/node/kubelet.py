@@ -40,6 +40,7 @@ from orchestrator.controllers.base import KeyLoop, Writer
 from orchestrator.controllers.events import Recorder
 from orchestrator.informer import Informer
 from orchestrator.node import envvars, lifecycle
+from orchestrator.node.configrefs import ConfigRefs
 from orchestrator.node.hostports import HostPorts, mappings_of
 from orchestrator.node.ipam import HostLocalIPAM
 from orchestrator.node.lifecycle import (
@@ -214,9 +215,12 @@ class NodeRuntime:
                              resync_period=options.resync_interval, keep=lambda p: pods.node_name(p) == self.node)
         self.services = Informer(self.objects, SERVICE)
         # a change of a ConfigMap or Secret syncs the pods here that use it (their volumes follow
-        # at once; a container waiting for a missing one starts)
-        self.config_maps = Informer(self.objects, CONFIG_MAP)
-        self.secrets = Informer(self.objects, SECRET)
+        # at once; a container waiting for a missing one starts). Only those the pods here
+        # use are kept, as kubelet's Watch strategy follows only its pods' (`configrefs`)
+        self.config_refs = ConfigRefs()
+        self.config_maps = Informer(self.objects, CONFIG_MAP, keep=self.config_refs.keeps("ConfigMap"))
+        self.secrets = Informer(self.objects, SECRET, keep=self.config_refs.keeps("Secret"))
+        self.config_refs.informers = {"ConfigMap": self.config_maps, "Secret": self.secrets}
         self.loop = KeyLoop("node", self.sync_pod, writer=Writer(), workers=options.workers,
                             max_retries=1_000_000)
         self.probes = ProbeManager(self._on_probe)
@@ -268,6 +272,7 @@ class NodeRuntime:
             self.api.start()
             self._api_cert = nodetls.announced(pair)
             self._start_thread("node-api-cas", lambda: cas.run(self._stop))
+        self.pods.add_handler(self.config_refs.track)  # before the pod's sync is queued
         self.pods.add_handler(self._on_pod)
         self.config_maps.add_handler(lambda old, new: self._on_config("ConfigMap", old, new))
         self.secrets.add_handler(lambda old, new: self._on_config("Secret", old, new))
@@ -448,16 +453,17 @@ class NodeRuntime:
                 assert p is not None
                 self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
 
+    def _config_informer(self, kind: str) -> Informer:
+        return self.config_maps if kind == "ConfigMap" else self.secrets
+
     def _on_config(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old
         if obj is None or (old is not None and new is not None and
                            {k: v for k, v in old.items() if k != "metadata"} ==
                            {k: v for k, v in new.items() if k != "metadata"}):
             return  # only its metadata changed: nothing a pod sees
-        ns, name = meta.namespace(obj), meta.name(obj)
-        for p in self.pods.by_index("node", self.node):
-            if meta.namespace(p) == ns and (kind, name) in pods.config_refs(p):
-                self.loop.queue.add(f"{ns}/{meta.name(p)}")
+        for key in self.config_refs.users(kind, meta.namespace(obj), meta.name(obj)):
+            self.loop.queue.add(key)
 
     def _on_probe(self, t: Transition) -> None:
         key = self._key_of_uid(t.key.pod_uid)
@@ -788,7 +794,7 @@ class NodeRuntime:
         namespace = meta.namespace(pod)
 
         def lookup(kind: str, name: str) -> Obj | None:
-            return (self.config_maps if kind == "ConfigMap" else self.secrets).get(name, namespace) if name else None
+            return self._config_informer(kind).get(name, namespace) if name else None
 
         return lookup
 
