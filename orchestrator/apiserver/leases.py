@@ -16,7 +16,8 @@ this module shows each key as that Lease, read-only:
 
 * `spec.holderIdentity` the node, `renewTime` its last heartbeat, `leaseDurationSeconds` the
   etcd lease's TTL, `metadata.creationTimestamp` when the agent's etcd lease was granted,
-  `resourceVersion` the key's etcd revision;
+  `resourceVersion` the key's etcd revision, and, as kubelet sets it, an owner reference to
+  its Node (when the Node object exists);
 * a LIST of every namespace's Leases ends with them (after the stored ones, on the last page);
 * writes there are 405: a node Lease is a heartbeat an agent owns. A node whose etcd lease
   expired (agent stopped for longer than the TTL) has no Lease, as a deleted one would not.
@@ -50,7 +51,8 @@ from orchestrator.apiserver.handlers import (
     wants_table,
 )
 from orchestrator.apiserver.status import method_not_allowed, not_found
-from orchestrator.objects.meta import LEASE
+from orchestrator.objects import meta
+from orchestrator.objects.meta import LEASE, NODE
 
 Obj = dict[str, Any]
 GROUP = LEASE.group
@@ -73,8 +75,9 @@ def resource_list() -> Obj:
          "verbs": ALL_VERBS}]}
 
 
-def lease(node: str, kv: KeyValue) -> Obj | None:
-    """The Lease of `node` from its heartbeat key; None for a malformed value (logged)."""
+def lease(node: str, kv: KeyValue, owner: Obj | None = None) -> Obj | None:
+    """The Lease of `node` from its heartbeat key (owned by `owner`, its Node object, when
+    given); None for a malformed value (logged)."""
     beat = heartbeat.read(kv.value)
     if beat is None:
         return None
@@ -82,12 +85,20 @@ def lease(node: str, kv: KeyValue) -> Obj | None:
     spec: Obj = {"holderIdentity": node, "renewTime": heartbeat.micro_time(beat.renew_time)}
     if beat.duration is not None:
         spec["leaseDurationSeconds"] = beat.duration
-    return {"apiVersion": GROUP_VERSION, "kind": "Lease", "metadata": {
+    md: Obj = {
         "name": node, "namespace": NODE_LEASE_NAMESPACE,
         # one uid per etcd key's life: the same while the agent renews, new after it re-registers
         "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"netplane:{kv.key}@{kv.create_revision}")),
         "resourceVersion": str(kv.mod_revision),
-        "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}, "spec": spec}
+        "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if owner is not None and meta.uid(owner):
+        md["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": meta.uid(owner)}]
+    return {"apiVersion": GROUP_VERSION, "kind": "Lease", "metadata": md, "spec": spec}
+
+
+def _node(ctx: Context, name: str) -> Obj | None:
+    """The Node object as the watch cache has it (None without one)."""
+    return ctx.caches.cached(NODE, None, name) if ctx.caches is not None else None
 
 
 async def node_lease(ctx: Context, name: str) -> Obj:
@@ -95,7 +106,7 @@ async def node_lease(ctx: Context, name: str) -> Obj:
     if "/" not in name:
         key = ctx.objects.keys.nodes + name
         kv = await (ctx.reader.get(key) if ctx.reader is not None else ctx.run(ctx.objects.store.get, key))
-    obj = lease(name, kv) if kv is not None else None
+    obj = lease(name, kv, _node(ctx, name)) if kv is not None else None
     if obj is None:
         raise not_found(LEASE.resource, name, group=GROUP)
     return obj
@@ -108,7 +119,8 @@ async def node_leases(request: web.Request, ctx: Context) -> tuple[list[Obj], in
     kvs, revision = await ctx.run(ctx.objects.store.list, prefix)
     items = []
     for kv in sorted(kvs, key=lambda kv: kv.key):
-        obj = lease(kv.key[len(prefix):], kv)
+        name = kv.key[len(prefix):]
+        obj = lease(name, kv, _node(ctx, name))
         if obj is not None and (labels is None or labels.matches(obj["metadata"].get("labels") or {})) \
                 and fields.matches(obj):
             items.append(obj)

@@ -1167,6 +1167,13 @@ def test_node_leases_are_the_agents_heartbeats(v1: client.CoreV1Api, api: APISer
         with pytest.raises(ApiException) as e:
             co.create_namespaced_lease("kube-node-lease", {"metadata": {"name": "x"}, "spec": {}})
         assert e.value.status == 405
+        # owned by its Node, as kubelet's Lease is, once the Node exists
+        assert le.metadata.owner_references is None
+        node = v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+        owners = wait_for(lambda: co.read_namespaced_lease("n1", "kube-node-lease").metadata.owner_references,
+                          what="the Lease's owner reference")
+        assert [(o.api_version, o.kind, o.name, o.uid) for o in owners] == [("v1", "Node", "n1", node.metadata.uid)]
+        v1.delete_node("n1")
     finally:
         store.revoke(lease_id)
 
