@@ -115,8 +115,9 @@ def get(settings: Settings, resource: str, names: tuple[str, ...], output: str |
         selector: str | None, namespace: str, all_namespaces: bool, watch: bool) -> None:
     """Show objects of one TYPE, like `kubectl get`.
 
-    TYPE is one of: pods|po, replicationcontrollers|rc, services|svc, endpoints|ep,
-    nodes|no, namespaces|ns, events|ev (singular and plural forms work too).
+    TYPE is one of: namespaces|ns, nodes|no, pods|po, replicationcontrollers|rc,
+    services|svc, endpoints|ep, events|ev, configmaps|cm, secrets, leases (singular and
+    plural forms work too).
     """
     if "," in resource and "/" not in resource:
         if names or watch:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from orchestrator.storage import ObjectStore
 
 F = TypeVar("F", bound=Callable[..., Any])
-TYPES_HELP = "pods|po, replicationcontrollers|rc, services|svc, endpoints|ep, nodes|no, namespaces|ns, events|ev"
+# "pods|po, replicationcontrollers|rc, ..., leases": every kind stored here, as `get --help` lists them
+TYPES_HELP = ", ".join("|".join((k.resource, *k.short_names)) for k in meta.KINDS)
 
 
 def objects_of(settings: Settings) -> ObjectStore:

@@ -59,3 +59,17 @@ def test_version_and_help() -> None:
     for group in ["lab", "net", "svc", "proxy", "stats", "agent"]:
         h = _run(group, "--help")
         assert h.returncode == 0 and "Usage: netplane " + group in h.stdout, (group, h.stderr)
+
+
+def test_get_help_and_a_missing_type_name_every_kind() -> None:
+    """The kinds `get` takes, as `--help` and the missing-TYPE error list them, are every kind
+    stored here (the list had fallen behind the kinds once)."""
+    from orchestrator.objects.meta import KINDS
+
+    h = _run("get", "--help")
+    text = " ".join(h.stdout.split())
+    missing = _run("delete")
+    for k in KINDS:
+        assert "|".join((k.resource, *k.short_names)) in text, (k.resource, text)
+        assert "|".join((k.resource, *k.short_names)) in missing.stderr, (k.resource, missing.stderr)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
