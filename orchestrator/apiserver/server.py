@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -176,10 +177,13 @@ def token_file_of(cfg: APIServerConfig) -> Path:
     return path
 
 
-def write_state(cfg: APIServerConfig, *, url: str, ca_file: Path | None, token_file: Path) -> None:
+def write_state(cfg: APIServerConfig, *, url: str, ca_file: Path | None, token_file: Path,
+                published: list[str] | None = None) -> None:
+    """apiserver.json: what `netplane kubeconfig` reads, and the client CAs (sha256
+    fingerprints) this server published for node agents, so that it can withdraw them."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = {"server": url, "certificateAuthority": str(ca_file) if ca_file else None,
-            "tokenAuthFile": str(token_file)}
+            "tokenAuthFile": str(token_file), "publishedClientCAs": published or []}
     tmp = cfg.state_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(body, indent=2) + "\n")
     tmp.replace(cfg.state_dir / STATE_FILE)
@@ -388,26 +392,39 @@ class APIServer:
         host = cfg.url_host()
         self.url = f"https://{host}:{self.address[1]}"
         ctx.server_address = f"{host.strip('[]')}:{self.address[1]}"
-        write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path)
-        self._publish_client_ca(tls.client_ca)
+        try:
+            before = read_state(cfg.state_dir).get("publishedClientCAs")
+        except ConfigError:
+            before = None
+        published = self._publish_client_ca(tls.client_ca, [f for f in before or [] if isinstance(f, str)
+                                                              and re.fullmatch(r"[0-9a-f]{64}", f)])
+        write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path, published=published)
         self._ensure_default_namespace()
         log.info("API server on %s", self.url)
         return self.address
 
-    def _publish_client_ca(self, bundle: bytes) -> None:
+    def _publish_client_ca(self, bundle: bytes, before: list[str]) -> list[str]:
         """Our client CA into etcd, where node agents take the CAs they accept from
         (`orchestrator.node.nodetls`): a user this server authenticates by certificate is then
-        one the node APIs know too. Failing to publish is logged, not fatal (nodes may have
-        --node-api-client-ca)."""
-        if not bundle:
-            return
+        one the node APIs know too. The CAs this server published `before` and no longer has
+        (its CA was replaced) are withdrawn, so nodes stop trusting them; nobody else's are
+        touched. Failing is logged, not fatal (nodes may have --node-api-client-ca). What it
+        has published now (and what it could not withdraw yet, to try again next start)."""
         from orchestrator.node import nodetls
 
+        current: list[str] = []
         try:
-            for key in nodetls.publish_client_cas(self.objects.store, self.objects.keys, bundle):
-                log.info("published the client CA for node agents at %s", key)
+            if bundle:
+                current = [nodetls.fingerprint(p) for p in nodetls.split_pem(bundle)]
+                for key in nodetls.publish_client_cas(self.objects.store, self.objects.keys, bundle):
+                    log.info("published the client CA for node agents at %s", key)
+            stale = [f for f in before if f not in current]
+            for key in nodetls.withdraw_client_cas(self.objects.store, self.objects.keys, stale):
+                log.info("withdrew the client CA this server published before at %s", key)
         except (NetplaneError, ConfigError) as e:
             log.warning("cannot publish the client CA for node agents: %s", e)
+            return sorted(set(before) | set(current))
+        return current
 
     def _ensure_default_namespace(self) -> None:
         if self.objects.get(NAMESPACE, "default") is not None:

@@ -197,6 +197,11 @@ def publish_client_cas(store: EtcdStore, keys: Keys, bundle: bytes) -> list[str]
     return wrote
 
 
+def withdraw_client_cas(store: EtcdStore, keys: Keys, fingerprints: Iterable[str]) -> list[str]:
+    """Delete the published CAs of these sha256 fingerprints; the keys that were there."""
+    return [key for key in (keys.client_ca(f) for f in fingerprints) if store.delete(key)]
+
+
 def _valid_ca(key: str, value: bytes) -> bytes | None:
     try:
         cert = x509.load_pem_x509_certificate(value)

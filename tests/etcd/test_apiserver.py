@@ -1381,3 +1381,33 @@ def test_config_maps_and_secrets_through_the_client(v1: client.CoreV1Api) -> Non
     v1.delete_namespaced_config_map("frozen", "default")
     for name in ("creds", "tls"):
         v1.delete_namespaced_secret(name, "default")
+
+
+def test_a_replaced_ca_is_withdrawn_from_the_nodes(store: EtcdStore, keys: Keys, tmp_path: Path) -> None:
+    """The client CA a server published for node agents is withdrawn once the server has
+    another (its state directory's CA replaced); a CA someone else published stays."""
+    from orchestrator.apiserver import certs
+    from orchestrator.node import nodetls
+
+    state = tmp_path / "state"
+    other = certs.new_ca("someone else's")
+    nodetls.publish_client_cas(store, keys, other.cert)
+
+    def published() -> set[str]:
+        return {kv.key for kv in store.list(keys.client_cas)[0]}
+
+    cfg = APIServerConfig(listen=("127.0.0.1", 0), state_dir=state)
+    first = APIServer(store, keys, cfg)
+    first.start()
+    first.stop()
+    ca1 = keys.client_ca(nodetls.fingerprint((state / "ca.crt").read_bytes()))
+    assert published() == {ca1, keys.client_ca(nodetls.fingerprint(other.cert))}
+    for f in state.iterdir():  # a new CA at the next start
+        if f.suffix in (".crt", ".key"):
+            f.unlink()
+    second = APIServer(store, keys, APIServerConfig(listen=("127.0.0.1", 0), state_dir=state))
+    second.start()
+    second.stop()
+    ca2 = keys.client_ca(nodetls.fingerprint((state / "ca.crt").read_bytes()))
+    assert ca2 != ca1 and published() == {ca2, keys.client_ca(nodetls.fingerprint(other.cert))}
+    assert json.loads((state / "apiserver.json").read_text())["publishedClientCAs"] == [ca2.rsplit("/", 1)[1]]
