@@ -79,10 +79,11 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
             return [invalid(ROOT.child("spec").child("clusterIPs").index(0), str(new_ips[0]),
                             "may not change once set")]
     elif kind.kind == "Pod":
-        def without_images(spec: Any) -> Any:
-            s = tree.copy(spec or {})
-            for c in s.get("containers") or []:
-                c.pop("image", None)
+        def without_images(spec: Any) -> Any:  # to compare: shallow copies, nothing changed in place
+            s = dict(spec or {})
+            if isinstance(s.get("containers"), list):
+                s["containers"] = [{k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c
+                                   for c in s["containers"]]
             s.pop("activeDeadlineSeconds", None)
             if s.get("securityContext") == {}:  # defaulted since: pods stored before lack it
                 s.pop("securityContext")

@@ -158,8 +158,11 @@ class ObjectStore:
 
     @staticmethod
     def _encode(obj: Mapping[str, Any]) -> str:
-        body = tree.copy(dict(obj))
-        body.setdefault("metadata", {}).pop("resourceVersion", None)
+        """The stored bytes of `obj`: without its resourceVersion (`obj` is not changed, and
+        not copied: only its metadata is, shallowly)."""
+        body = dict(obj)
+        md = body.get("metadata")
+        body["metadata"] = {k: v for k, v in md.items() if k != "resourceVersion"} if isinstance(md, dict) else {}
         return codec.dumps(body)
 
     # ------------------------------------------------------------------ reads
@@ -388,9 +391,9 @@ class ObjectStore:
 
 
 def _with_rv(obj: Obj, revision: int) -> Obj:
-    out = tree.copy(obj)
-    out.setdefault("metadata", {})["resourceVersion"] = str(revision)
-    return out
+    """`obj`, the store's own copy that was just written, with the revision it was written at."""
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return obj
 
 
 def _kind_of(obj: Mapping[str, Any]) -> Kind:
