@@ -51,6 +51,7 @@ from typing import Any
 
 from netplane.errors import NetplaneError
 from orchestrator.apply import MergeList, patch_field
+from orchestrator.objects import tree
 from orchestrator.objects.meta import Kind
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -101,7 +102,7 @@ def apply_patch(kind: str | Kind, current: Mapping[str, Any], patch: bytes, cont
             f"the body of the request was in an unknown format - accepted media types include: "
             f"{', '.join(CONTENT_TYPES)}", code=415)
     body = _parse(patch)
-    target = copy.deepcopy(dict(current))
+    target = tree.copy(dict(current))
     if mt == MERGE_PATCH:
         if not isinstance(body, dict):
             raise _bad("a merge patch of an object must be a JSON object")
@@ -277,7 +278,7 @@ def _json_equal(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- strategic
 def strategic_merge_patch(kind: str, current: Obj, patch: Mapping[str, Any]) -> Obj:
     """Kubernetes' strategic merge patch of an object of `kind` (`current` is changed)."""
-    return _merge_map(current, copy.deepcopy(dict(patch)), kind)
+    return _merge_map(current, tree.copy(dict(patch)), kind)
 
 
 def _merge_map(original: Obj, patch: Obj, typ: str | None) -> Obj:

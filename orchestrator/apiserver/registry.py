@@ -444,12 +444,12 @@ class Registry:
 
 
 def patched(kind: Kind, current: Obj, patch: bytes, content_type: str) -> Any:
-    """`patch` (of `content_type`) applied to a copy of `current`; a bad patch is the APIError
-    kube answers with (400, 422, 409 ...)."""
+    """`patch` (of `content_type`) applied to a copy of `current` (apply_patch's own); a bad
+    patch is the APIError kube answers with (400, 422, 409 ...)."""
     from orchestrator.apiserver.patch import apply_patch
 
     try:
-        return apply_patch(kind, tree.copy(current), patch, content_type)
+        return apply_patch(kind, current, patch, content_type)
     except APIError:
         raise
     except Exception as e:

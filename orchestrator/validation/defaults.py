@@ -15,7 +15,6 @@ floats become ints.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from orchestrator.objects.meta import DEFAULT_NAMESPACE, kind_named
@@ -33,8 +32,8 @@ AFFINITY_TIMEOUT_SECONDS = 10800
 
 
 def drop_nulls(v: Any) -> Any:
-    """Drop null fields; also turn integral floats into ints (`port: 80.0` in YAML), as
-    kubectl's YAML-to-JSON step does (Go prints float64 80 as `80`)."""
+    """A copy without null fields; also turn integral floats into ints (`port: 80.0` in YAML),
+    as kubectl's YAML-to-JSON step does (Go prints float64 80 as `80`)."""
     if isinstance(v, dict):
         return {k: drop_nulls(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
@@ -58,7 +57,7 @@ def _dicts(v: Any) -> list[dict[str, Any]]:
 
 def apply(obj: dict[str, Any]) -> dict[str, Any]:
     """A defaulted deep copy of a manifest (of a kind we serve; others are copied as is)."""
-    out: dict[str, Any] = drop_nulls(copy.deepcopy(obj))
+    out: dict[str, Any] = drop_nulls(obj)  # a new tree: every dict and list rebuilt, leaves immutable
     kind = kind_named(out.get("kind", "")) if isinstance(out.get("kind"), str) else None
     if kind is None:
         return out
