@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import pytest
 
-from netplane.store import EtcdStore, Keys
+from netplane.store import EtcdStore
 from orchestrator.apiserver.registry import Registry
 from orchestrator.objects.meta import NAMESPACE, POD, Kind
 from orchestrator.storage import Conflict, ObjectStore
@@ -36,11 +36,6 @@ class Suggestions:
 
     def __call__(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
         return self.held.get((kind.resource, namespace, name))
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
 
 
 @pytest.fixture

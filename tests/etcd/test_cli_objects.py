@@ -60,11 +60,6 @@ def run(store: EtcdStore, keys: Keys, *args: str, stdin: str | None = None) -> t
     return p.returncode, p.stdout, p.stderr
 
 
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
-
-
 def test_apply_get_describe_guestbook(store: EtcdStore, keys: Keys, objects: ObjectStore, tmp_path: Path) -> None:
     f = tmp_path / "guestbook.yaml"
     f.write_text(GUESTBOOK)

@@ -87,11 +87,6 @@ def soa_ttl(r: dns.message.Message) -> int:
 
 
 @pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
-
-
-@pytest.fixture
 def server(objects: ObjectStore) -> Iterator[clusterdns.ClusterDNS]:
     d = clusterdns.ClusterDNS(objects, ("127.0.0.1", 0))
     d.start()

@@ -5,12 +5,8 @@ any more is dropped, and a change reaches the handlers with the pods that use it
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from netplane.store import EtcdStore, Keys
 from orchestrator.informer import Informer
 from orchestrator.node.configrefs import ConfigRefs
 from orchestrator.objects import meta
@@ -20,18 +16,6 @@ from orchestrator.validation import admit
 from tests.waiting import wait_for
 
 Obj = dict[str, Any]
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
-
-
-@pytest.fixture
-def stop() -> Iterator[threading.Event]:
-    ev = threading.Event()
-    yield ev
-    ev.set()
 
 
 def config_map(name: str, value: str = "1") -> Obj:

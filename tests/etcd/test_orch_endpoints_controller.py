@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from netplane.store import EtcdStore, Keys
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.endpoints_controller import EndpointsController
 from orchestrator.controllers.informers import Informers
@@ -17,11 +16,6 @@ from orchestrator.storage import ObjectStore
 from orchestrator.validation import admit
 from tests.etcd._orch import Running, pod, set_status
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
 
 
 @pytest.fixture

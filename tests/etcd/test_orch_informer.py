@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from netplane.store import EtcdStore, Keys
+from netplane.store import EtcdStore
 from orchestrator.informer import Informer
 from orchestrator.objects import meta, pod
 from orchestrator.objects.meta import POD
@@ -19,18 +19,6 @@ from orchestrator.storage import ObjectStore, ObjectView
 from orchestrator.validation import admit
 
 Event = tuple[str, str, str]  # (what, name, node)
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
-
-
-@pytest.fixture
-def stop() -> Iterator[threading.Event]:
-    ev = threading.Event()
-    yield ev
-    ev.set()
 
 
 def mkpod(name: str, node: str = "", labels: dict[str, str] | None = None, ns: str = "default") -> dict[str, Any]:

@@ -47,11 +47,6 @@ def docs(*objs: dict[str, object]) -> str:
 
 
 @pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
-
-
-@pytest.fixture
 def controller(objects: ObjectStore) -> Iterator[NamespaceController]:
     running = Running()
     c = NamespaceController(objects, writer=Writer(), recheck=0.1)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from netplane.store import EtcdStore, Keys
 from orchestrator import heartbeat
 from orchestrator.controllers.base import Writer
@@ -23,11 +21,6 @@ from tests.etcd._orch import Running, node, pod, set_status
 from tests.waiting import wait_for
 
 GRACE, EVICTION = 1.0, 1.5
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
 
 
 def test_lost_node_goes_unknown_then_evicts_and_deleted_node_loses_its_pods(

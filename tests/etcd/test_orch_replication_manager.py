@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from netplane.store import EtcdStore, Keys
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.informers import POD_INDEXERS, Informers
 from orchestrator.controllers.replication_manager import (
@@ -22,11 +21,6 @@ from orchestrator.objects.meta import POD, REPLICATION_CONTROLLER
 from orchestrator.storage import ObjectStore
 from tests.etcd._orch import DelayedInformer, Running, names, pod, pods_of, rc, set_status
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netplane.store import EtcdStore, Keys
+from netplane.store import EtcdStore
 from netplane.store.watch import Resync, list_watch
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.events import Recorder
@@ -22,11 +22,6 @@ from orchestrator.objects.meta import EVENT, NODE, POD
 from orchestrator.storage import ObjectStore
 from tests.etcd._orch import Running, node, pod, pods_of
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def objects(store: EtcdStore, keys: Keys) -> ObjectStore:
-    return ObjectStore(store, keys)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -308,13 +307,6 @@ def _watch(objects: ObjectStore, stop: threading.Event, views: list[ObjectView])
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
-
-
-@pytest.fixture
-def stop() -> Iterator[threading.Event]:
-    ev = threading.Event()
-    yield ev
-    ev.set()
 
 
 def test_watch_follows_changes_with_resource_versions(
