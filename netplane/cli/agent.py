@@ -5,7 +5,6 @@ the stats server when asked). Parses flags, turns them into component factories
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from netplane import signals
 from netplane.agent import wiring
 from netplane.agent.agent import Agent, AgentOptions, check_options
 from netplane.agent.component import ComponentFactory
@@ -153,8 +153,7 @@ def agent(
     elif stats_sources or stats_cgroups:
         raise ConfigError("--stats-source/--stats-cgroup need --stats-listen")
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals.stop_on(stop)  # not lambda: stop.set() (netplane.signals: it can deadlock)
     try:
         Agent(settings.store(), settings.keys(), opts, components=components).run(stop)
     except Exception:

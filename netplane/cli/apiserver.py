@@ -7,7 +7,6 @@ them and `config_from(kwargs, prefix)` turns them into an `APIServerConfig`.
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+from netplane import signals
 
 if TYPE_CHECKING:
     from netplane.cli.main import Settings
@@ -121,8 +122,7 @@ def apiserver(settings: Settings, **kw: Any) -> None:
     assert cfg is not None
     server = APIServer(settings.store(), settings.keys(), cfg)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals.stop_on(stop)  # not lambda: stop.set() (netplane.signals: it can deadlock)
     try:
         server.start()
     except OSError as e:

@@ -11,12 +11,12 @@ With `--apiserver-listen` every master also serves the Kubernetes API there (the
 
 from __future__ import annotations
 
-import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from netplane import signals
 from netplane.cli.apiserver import apiserver_options, config_from
 
 if TYPE_CHECKING:
@@ -87,8 +87,7 @@ def master(settings: Settings, leader_ttl: int, identity: str | None, node_monit
                        cluster_domain=domain, apiserver=api)
     m = Master(settings.store(), settings.keys(), cfg)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals.stop_on(stop)  # not lambda: stop.set() (netplane.signals: it can deadlock)
     if listen is not None:
         try:
             host, port = m.start_dns() or listen

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 import click
 
+from netplane import signals
 from netplane.cli.resources import kind_of, namespace_options, objects_of, resource_args
 from netplane.errors import NotFoundError, UserError
 from orchestrator import printing
@@ -194,7 +195,7 @@ class _Interrupted:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.stop.set()
+        signals.set_later(self.stop)(signum, frame)  # not stop.set() here: netplane.signals
 
     def __exit__(self, *exc: object) -> None:
         for sig, h in self._old.items():

@@ -7,7 +7,6 @@ kernel object it owns (`proxy cleanup`).
 
 from __future__ import annotations
 
-import signal
 import threading
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from netplane import netns
+from netplane import netns, signals
 from netplane.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -94,8 +93,7 @@ def run(ctx: click.Context, mode: str, node: str, netns_name: str | None, cgroup
                       overlay_iface=overlay_iface, overlay_ip=_ip(overlay_ip))
     comp = ProxyComponent(settings.store(), settings.keys(), mode=mode, node=node, where=where)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals.stop_on(stop)  # not lambda: stop.set() (netplane.signals: it can deadlock)
     comp.run(stop)
 
 

@@ -6,13 +6,13 @@ Commands only parse arguments and delegate to stats/ (reader, collector, server,
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
 
 import click
 
+from netplane import signals
 from netplane.cli.output import emit, output_option
 from netplane.errors import ConfigError, NetplaneError
 
@@ -98,8 +98,7 @@ def serve_cmd(listen: str, interval: float, max_interval: float, sources: tuple[
                        max_interval=max_interval, reader=reader)
     svc.start()
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+    signals.stop_on(done)  # not lambda: done.set() (netplane.signals: it can deadlock)
     reader_name = svc.collector.reader.name if svc.collector and svc.collector.reader else "?"
     click.echo(f"netplane stats: serving {svc.url} (reader {reader_name})", err=True)
     try:

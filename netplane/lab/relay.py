@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import selectors
-import signal
 import socket
 import sys
 import threading
 
-from netplane import netns
+from netplane import netns, signals
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -77,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     listener.listen(128)
     netns.enter(a.netns)  # from here on, new sockets are made inside the lab
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signals.stop_on(stop)
     serve(listener, (thost, int(tport)), stop)
     listener.close()
     return 0
