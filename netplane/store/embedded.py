@@ -123,7 +123,10 @@ class EmbeddedEtcd:
             raise
 
     def spawn(self, *, detach: bool = False) -> int:
-        """Start the process without waiting (so a caller can record its pid first)."""
+        """Start the process without waiting (so a caller can record its pid first). Refused
+        while the one started before runs: a second would lose track of it (left running)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise StoreError(f"etcd {self.spec.name} ({self.endpoint}) is already running as pid {self.proc.pid}")
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             log: Any = stack.enter_context(open(self.spec.log_path, "ab")) if self.spec.log_path else subprocess.DEVNULL

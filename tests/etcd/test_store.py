@@ -153,6 +153,15 @@ def test_watch_relists_after_etcd_restart(etcd_factory: Callable[[], EmbeddedEtc
         s.close()
 
 
+def test_a_second_start_while_running_is_refused(etcd_factory: Callable[[], EmbeddedEtcd]) -> None:
+    """Starting a running etcd again would spawn a second one and lose track of the first."""
+    etcd = etcd_factory()
+    pid = etcd.pid
+    with pytest.raises(StoreError, match="already running"):
+        etcd.start()
+    assert etcd.pid == pid and etcd.proc is not None and etcd.proc.poll() is None
+
+
 def test_raw_watch_from_a_compacted_revision_raises_compacted(store: EtcdStore, keys: Keys) -> None:
     p = keys.prefix + "/c/"
     store.put(p + "x", "1")
