@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
+
+Handler = Callable[[int, FrameType | None], None]
 
 
-def set_later(event: threading.Event) -> Any:
+def set_later(event: threading.Event) -> Handler:
     """A signal handler that sets `event` from a thread of its own (see the module docstring)."""
     def handler(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=event.set, name=f"signal-{signum}", daemon=True).start()

@@ -26,7 +26,7 @@ from typing import Any
 
 from netplane.errors import ConfigError, UserError
 from netplane.proxy.api import ServiceAPI, clusterip_key, nodeport_key
-from orchestrator import apply, namespaces
+from orchestrator import apply, namespaces, printing
 from orchestrator.apply import Outcome
 from orchestrator.manifests import Manifest
 from orchestrator.objects import meta, tree
@@ -57,8 +57,7 @@ class Planned:
     @property
     def ref(self) -> str:
         """`pod/web` (`lease.coordination.k8s.io/lock`), as kubectl names it in its output."""
-        group = f".{self.kind.group}" if self.kind.group else ""
-        return f"{self.kind.kind.lower()}{group}/{meta.name(self.object)}"
+        return printing.kind_slash_name(self.kind.kind, meta.name(self.object))
 
 
 def owner_of(obj: Mapping[str, Any]) -> str:

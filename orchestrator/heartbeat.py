@@ -22,21 +22,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from netplane.store import EtcdStore, Keys
+from orchestrator.objects.meta import format_micro_time
 
 log = logging.getLogger(__name__)
 
 
-def micro_time(t: datetime) -> str:
-    """A MicroTime as Kubernetes writes it: UTC, six fractional digits, `Z`."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def encode(now: datetime, *, duration: int | None = None, since: datetime | None = None) -> str:
-    v: dict[str, object] = {"renewTime": micro_time(now)}
+    v: dict[str, object] = {"renewTime": format_micro_time(now)}
     if duration is not None:
         v["leaseDurationSeconds"] = duration
     if since is not None:
-        v["since"] = micro_time(since)
+        v["since"] = format_micro_time(since)
     return json.dumps(v)
 
 

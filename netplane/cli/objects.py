@@ -11,7 +11,6 @@ import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Self, cast
 
 import click
@@ -190,12 +189,10 @@ class _Interrupted:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
+        handler = signals.set_later(self.stop)  # not stop.set() in the handler: netplane.signals
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+            self._old[sig] = signal.signal(sig, handler)
         return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        signals.set_later(self.stop)(signum, frame)  # not stop.set() here: netplane.signals
 
     def __exit__(self, *exc: object) -> None:
         for sig, h in self._old.items():

@@ -235,9 +235,13 @@ def managers(obj: Mapping[str, Any]) -> dict[Entry, FieldSet]:
     return out
 
 
-def entries(sets: Mapping[Entry, FieldSet], times: Mapping[Entry, str], kind: str) -> list[Obj]:
+def _api_version(kind: str) -> str:
     k = kind_named(kind)
-    api_version = k.api_version if k is not None else "v1"
+    return k.api_version if k is not None else "v1"
+
+
+def entries(sets: Mapping[Entry, FieldSet], times: Mapping[Entry, str], kind: str) -> list[Obj]:
+    api_version = _api_version(kind)
     out = []
     for (m, op), fs in sets.items():
         if fs:
@@ -359,8 +363,7 @@ def apply(live: Mapping[str, Any] | None, applied: Mapping[str, Any], kind: str,
             if value_at(live, p, kind) != value_at(applied, p, kind):
                 conflicts.append((entry[0], p))
     if conflicts and not force:
-        k = kind_named(kind)
-        raise ApplyConflict(sorted(conflicts, key=lambda c: c[1]), k.api_version if k is not None else "v1")
+        raise ApplyConflict(sorted(conflicts, key=lambda c: c[1]), _api_version(kind))
     for m, p in conflicts:  # forced: the fields change hands
         for entry, fs in sets.items():
             if entry != me:

@@ -177,6 +177,13 @@ def _true(v: str | None) -> bool:
     return v is not None and v.lower() in ("1", "true", "yes")
 
 
+def authorize(ctx: Context, verb: str, t: Target) -> None:
+    """403 unless the request's user may `verb` the target's resource."""
+    user = CURRENT_USER.get()
+    if not ctx.authorizer.allowed(user, verb, t.kind.resource):
+        raise forbidden(user, verb, t)
+
+
 def forbidden(user: User, verb: str, t: Target) -> APIError:
     res = t.kind.resource + (f"/{t.subresource}" if t.subresource else "")
     where = f'in the namespace "{t.namespace}"' if t.namespace else "at the cluster scope"
@@ -289,9 +296,7 @@ async def serve(request: web.Request, t: Target) -> web.StreamResponse:
     verb = verb_of(request.method, t, q)
     if t.subresource in ("exec", "attach", "portforward"):
         verb = "create"  # a command, a connection into the pod: writes, also over a WebSocket's GET (as kube has it)
-    user = CURRENT_USER.get()
-    if not ctx.authorizer.allowed(user, verb, t.kind.resource):
-        raise forbidden(user, verb, t)
+    authorize(ctx, verb, t)
     if t.subresource is not None:
         return await subresource(request, ctx, t, verb)
     if verb == "watch":

@@ -35,10 +35,9 @@ from netplane.store import KeyValue
 from orchestrator import heartbeat
 from orchestrator.apiserver.handlers import (
     CONTEXT,
-    CURRENT_USER,
     Context,
     Target,
-    forbidden,
+    authorize,
     json_response,
     list_response,
     list_result,
@@ -82,7 +81,7 @@ def lease(node: str, kv: KeyValue, owner: Obj | None = None) -> Obj | None:
     if beat is None:
         return None
     created = (beat.since or beat.renew_time).replace(microsecond=0)
-    spec: Obj = {"holderIdentity": node, "renewTime": heartbeat.micro_time(beat.renew_time)}
+    spec: Obj = {"holderIdentity": node, "renewTime": meta.format_micro_time(beat.renew_time)}
     if beat.duration is not None:
         spec["leaseDurationSeconds"] = beat.duration
     md: Obj = {
@@ -136,9 +135,7 @@ async def leases_api(request: web.Request) -> web.StreamResponse:
     if t.namespace == NODE_LEASE_NAMESPACE:
         return await _node_namespace(request, ctx, t, verb)
     if t.namespace is None and verb == "list":  # every namespace's: the stored ones, then the nodes'
-        user = CURRENT_USER.get()
-        if not ctx.authorizer.allowed(user, verb, LEASE.resource):
-            raise forbidden(user, verb, t)
+        authorize(ctx, verb, t)
         result = await list_result(request, ctx, t)
         if not result["metadata"].get("continue"):
             nodes, _ = await node_leases(request, ctx)
@@ -148,9 +145,7 @@ async def leases_api(request: web.Request) -> web.StreamResponse:
 
 
 async def _node_namespace(request: web.Request, ctx: Context, t: Target, verb: str) -> web.StreamResponse:
-    user = CURRENT_USER.get()
-    if not ctx.authorizer.allowed(user, verb, LEASE.resource):
-        raise forbidden(user, verb, t)
+    authorize(ctx, verb, t)
     if verb == "get":
         assert t.name is not None
         obj = await node_lease(ctx, t.name)

@@ -453,9 +453,6 @@ class NodeRuntime:
                 assert p is not None
                 self.loop.queue.add(f"{meta.namespace(p)}/{meta.name(p)}")
 
-    def _config_informer(self, kind: str) -> Informer:
-        return self.config_maps if kind == "ConfigMap" else self.secrets
-
     def _on_config(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old
         if obj is None or (old is not None and new is not None and
@@ -794,7 +791,7 @@ class NodeRuntime:
         namespace = meta.namespace(pod)
 
         def lookup(kind: str, name: str) -> Obj | None:
-            return self._config_informer(kind).get(name, namespace) if name else None
+            return self.config_refs.informers[kind].get(name, namespace) if name else None
 
         return lookup
 

@@ -179,6 +179,11 @@ def format_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_micro_time(t: datetime) -> str:
+    """A MicroTime as Kubernetes writes it: UTC, six fractional digits, `Z`."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp (Z or an offset; fractional seconds allowed)."""
     t = datetime.fromisoformat(text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.objects.meta import format_micro_time
 from orchestrator.validation.field import ROOT, FieldError, invalid
 
 SPEC = ROOT.child("spec")
@@ -29,8 +30,7 @@ def micro_time(text: str) -> str | None:
         t = datetime.fromisoformat(text)
     except ValueError:
         return None
-    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro_time(t.replace(tzinfo=UTC) if t.tzinfo is None else t)
 
 
 def prepare(lease: dict[str, Any]) -> None:
