@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -39,6 +40,12 @@ Observer = Callable[[str, float, bool], None]  # (what, seconds, failed) of one 
 
 etcdrpc: Any = _etcdrpc  # generated protobuf/gRPC code: typed loosely on purpose
 T = TypeVar("T")
+# AsyncReader's transactions (bench/results/api.md): how many may be on their way before the
+# next ones wait and go together, and how much a batch may hold (etcd refuses a Txn of more
+# than 128 operations at its defaults, or a request over 1.5 MiB)
+TXN_INFLIGHT = 2
+BATCH_MAX_TXNS = 64
+BATCH_MAX_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -540,7 +547,7 @@ class AsyncReader:
     for the same Range awaited on the loop (bench/results/api.md). Make it, use it and close
     it on one running loop."""
 
-    def __init__(self, config: EtcdConfig) -> None:
+    def __init__(self, config: EtcdConfig, *, max_inflight: int = TXN_INFLIGHT) -> None:
         self.config = config
         self._timeout = config.timeout
         target, options, creds = channel_setup(config)
@@ -549,6 +556,11 @@ class AsyncReader:
         else:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         self._kv = etcdrpc.KVStub(self._channel)
+        self.max_inflight = max_inflight
+        self.batch_max_bytes = BATCH_MAX_BYTES
+        self._inflight = 0
+        self._queued: deque[_Queued] = deque()
+        self._sending: set[asyncio.Task[None]] = set()
 
     observer: Observer | None = None  # as EtcdStore's
 
@@ -565,8 +577,29 @@ class AsyncReader:
         return _kv(r.kvs[0]) if r.kvs else None
 
     async def txn_raw(self, what: str, compare: builtins.list[Any], success: builtins.list[Any]) -> tuple[bool, int]:
+        """One transaction: (succeeded, revision). While `max_inflight` transactions are on
+        their way, the ones that come meanwhile wait and go together, as one etcd Txn of
+        nested transactions (`_Batch`): each keeps its own guards and outcome, and they share
+        one revision. Alone, or on an idle channel, it goes at once, as it is."""
+        started = time.perf_counter()
+        keys = _txn_keys(compare, success)
+        if keys is None or (self._inflight < self.max_inflight and not self._queued):
+            self._inflight += 1
+            try:
+                return await self._txn_one(what, compare, success, started)
+            finally:
+                self._inflight -= 1
+                self._flush()
+        entry = _Queued(what, compare, success, keys, sum(op.ByteSize() for op in success),
+                        asyncio.get_running_loop().create_future(), started)
+        self._queued.append(entry)
+        self._flush()
+        return await entry.future
+
+    async def _txn_one(self, what: str, compare: builtins.list[Any], success: builtins.list[Any],
+                       started: float) -> tuple[bool, int]:
         req = etcdrpc.TxnRequest(compare=compare, success=success, failure=[])
-        started, failed = time.perf_counter(), True
+        failed = True
         try:
             r = await self._kv.Txn(req, timeout=self._timeout)
             failed = False
@@ -576,6 +609,89 @@ class AsyncReader:
             if self.observer is not None:
                 self.observer(what, time.perf_counter() - started, failed)
         return bool(r.succeeded), int(r.header.revision)
+
+    def _flush(self) -> None:
+        """Send what waits, in batches of distinct keys, while there is room in flight."""
+        while self._queued and self._inflight < self.max_inflight:
+            batch: builtins.list[_Queued] = []
+            taken: set[bytes] = set()
+            size = 0
+            rest: deque[_Queued] = deque()
+            while self._queued:
+                e = self._queued.popleft()
+                if e.future.done():  # its caller was cancelled while it waited: never sent
+                    continue
+                fits = len(batch) < BATCH_MAX_TXNS and (not batch or size + e.size <= self.batch_max_bytes)
+                if not fits or not taken.isdisjoint(e.keys):
+                    rest.append(e)  # a key already in this batch: the next one, in order
+                    if not fits:
+                        break
+                    continue
+                batch.append(e)
+                taken |= e.keys
+                size += e.size
+            rest.extend(self._queued)
+            self._queued = rest
+            if not batch:
+                return
+            self._inflight += 1
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: builtins.list[_Queued]) -> None:
+        try:
+            if len(batch) == 1:
+                e = batch[0]
+                try:
+                    result = await self._txn_one(e.what, e.compare, e.success, e.started)
+                except StoreError as err:
+                    _settle(e, error=err)
+                except BaseException as err:
+                    _settle(e, error=StoreError(f"{e.what}: {err!r}", endpoint=self.config.label))
+                    raise
+                else:
+                    _settle(e, result=result)
+                return
+            await self._send_many(batch)
+        finally:
+            self._inflight -= 1
+            self._flush()
+
+    async def _send_many(self, batch: builtins.list[_Queued]) -> None:
+        req = etcdrpc.TxnRequest(compare=[], failure=[], success=[
+            etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(compare=e.compare, success=e.success, failure=[]))
+            for e in batch])
+        failed, observed = True, True
+        try:
+            r = await self._kv.Txn(req, timeout=self._timeout)
+            failed = False
+        except grpc.RpcError as err:
+            if err.code() in _REFUSED_WHOLE:
+                # refused before it was applied (too large, too many operations, too many
+                # requests): each goes again on its own and gets its own answer
+                observed = False
+                for e in batch:
+                    self._inflight += 1
+                    task = asyncio.get_running_loop().create_task(self._send([e]))
+                    self._sending.add(task)
+                    task.add_done_callback(self._sending.discard)
+                return
+            for e in batch:  # it may or may not have been applied, as for a call of its own
+                _settle(e, error=rpc_error(self.config, e.what, err))
+            return
+        except BaseException as err:
+            for e in batch:
+                _settle(e, error=StoreError(f"{e.what}: {err!r}", endpoint=self.config.label))
+            raise
+        finally:
+            if self.observer is not None and observed:
+                now = time.perf_counter()
+                for e in batch:
+                    self.observer(e.what, now - e.started, failed)
+        revision = int(r.header.revision)
+        for e, resp in zip(batch, r.responses, strict=True):
+            _settle(e, result=(bool(resp.response_txn.succeeded), revision))
 
     async def watch(self, prefix: str, *, start_revision: int,
                     prev_kv: bool = False) -> AsyncIterator[builtins.list[WatchEvent]]:
@@ -602,6 +718,55 @@ class AsyncReader:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+# what etcd (or gRPC, for a message over etcd's limit plus its slack) answers for a request it
+# did not apply: "request is too large", "too many operations in txn request", "too many requests"
+_REFUSED_WHOLE = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+@dataclass
+class _Queued:
+    """A transaction waiting for a batch."""
+
+    what: str
+    compare: builtins.list[Any]
+    success: builtins.list[Any]
+    keys: frozenset[bytes]
+    size: int
+    future: asyncio.Future[tuple[bool, int]]
+    started: float
+
+
+def _settle(e: _Queued, *, result: tuple[bool, int] | None = None, error: BaseException | None = None) -> None:
+    if e.future.done():  # its caller stopped waiting
+        return
+    if error is not None:
+        e.future.set_exception(error)
+    else:
+        e.future.set_result(result)  # type: ignore[arg-type]
+
+
+def _txn_keys(compare: builtins.list[Any], success: builtins.list[Any]) -> frozenset[bytes] | None:
+    """Every key a transaction compares or writes, or None when it may not share a batch
+    (a range, or anything but puts and single deletes). A batch holds transactions of
+    pairwise distinct keys: etcd evaluates all of a Txn's guards before it applies any of
+    its writes, so transactions that touch no common key are independent, and it refuses a
+    Txn that writes one key twice."""
+    keys: set[bytes] = set()
+    for c in compare:
+        if c.range_end:
+            return None
+        keys.add(c.key)
+    for op in success:
+        which = op.WhichOneof("request")
+        if which == "request_put":
+            keys.add(op.request_put.key)
+        elif which == "request_delete_range" and not op.request_delete_range.range_end:
+            keys.add(op.request_delete_range.key)
+        else:
+            return None
+    return frozenset(keys)
 
 
 class LoopBridgedStore(EtcdStore):

@@ -85,7 +85,8 @@ def test_bridged_store_from_threads_the_loop_and_after_it(store: EtcdStore, keys
 
     with ThreadPoolExecutor(8) as pool:  # worker threads: awaited on the loop
         revs = list(pool.map(create, range(40)))
-    assert len(set(revs)) == 40
+    # each key at the revision its transaction answered (batched ones share one)
+    assert [store.get(f"{base}{i}").mod_revision for i in range(40)] == revs  # type: ignore[union-attr]
     got = bridged.get(f"{base}7")
     assert got is not None and got.value == b"v7" and got.mod_revision == revs[7]
     assert not bridged.txn([ModRevisionIs(f"{base}7", revs[7] - 1)], [Put(f"{base}7", "x")]).succeeded
@@ -157,3 +158,132 @@ def test_bridged_store_under_greenbridge_awaits_on_the_loop(store: EtcdStore, ke
         on_loop(loop_thread, outside())
     on_loop(loop_thread, reader.close())
     store.delete_prefix(base)
+
+
+# ---------------------------------------------------------------------------- batched transactions
+def _create(base: str, i: int, value: str | bytes = "") -> tuple[list[object], list[object]]:
+    from netplane.store.etcd import _compare, _request_op
+
+    return [_compare(Absent(f"{base}{i}"))], [_request_op(Put(f"{base}{i}", value or f"v{i}"))]
+
+
+def test_concurrent_transactions_go_together_each_with_its_own_outcome(store: EtcdStore, keys: Keys,
+                                                                      loop_thread: LoopThread) -> None:
+    """50 creates at once, 10 of them of keys that exist: the reader sends two at once and the
+    rest in batches (nested Txns). Each answers its own guard; the written share a revision,
+    which is each key's mod revision; nothing else is written."""
+    reader = make_reader(loop_thread, store)
+    base = keys.prefix + "/batch/"
+    existing = {store.put(f"{base}{i}", "old") and i for i in range(0, 50, 5)}
+    calls: list[str] = []
+    reader.observer = lambda what, s, failed: calls.append(what)
+
+    async def main() -> list[tuple[bool, int]]:
+        return list(await asyncio.gather(*(reader.txn_raw(f"txn {base}{i}", *_create(base, i)) for i in range(50))))
+
+    got = on_loop(loop_thread, main())
+    assert isinstance(got, list)
+    assert [ok for ok, _ in got] == [i not in existing for i in range(50)]
+    for i, (ok, rev) in enumerate(got):
+        kv = store.get(f"{base}{i}")
+        assert kv is not None
+        assert kv.value == (b"old" if i in existing else f"v{i}".encode())
+        if ok:
+            assert kv.mod_revision == rev
+    written = {rev for ok, rev in got if ok}
+    assert len(written) < 10, written  # 40 creates in a few transactions, not 40
+    assert sorted(calls) == sorted(f"txn {base}{i}" for i in range(50))  # observed once each
+    assert len(store.list(base)[0]) == 50
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_one_key_twice_waits_for_the_next_batch(store: EtcdStore, keys: Keys, loop_thread: LoopThread) -> None:
+    """etcd refuses a Txn that writes a key twice: two creates of one key at once are sent
+    apart, in order, so one wins and the other's guard fails, as without batching."""
+    reader = make_reader(loop_thread, store)
+    base = keys.prefix + "/twice/"
+
+    async def main() -> list[tuple[bool, int]]:
+        calls = [reader.txn_raw(f"txn {base}{i}", *_create(base, i)) for i in range(6)]
+        calls += [reader.txn_raw(f"txn {base}0", *_create(base, 0, f"second-{n}")) for n in range(3)]
+        return list(await asyncio.gather(*calls))
+
+    got = on_loop(loop_thread, main())
+    assert isinstance(got, list)
+    assert [ok for ok, _ in got] == [True] * 6 + [False] * 3
+    assert store.get(f"{base}0").value == b"v0"  # type: ignore[union-attr]
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_a_batch_etcd_refuses_whole_goes_again_one_by_one(store: EtcdStore, keys: Keys,
+                                                           loop_thread: LoopThread) -> None:
+    """Six values of 450 KB: two go at once, and the other four are let into one batch here
+    (the reader's own cap is 512 KB). etcd refuses the 1.8 MB request as too large and applies
+    none of it; each then goes alone."""
+    reader = make_reader(loop_thread, store)
+    reader.batch_max_bytes = 64 * 1024 * 1024
+    base = keys.prefix + "/large/"
+    big = [bytes([65 + i]) * (450 * 1024) for i in range(6)]
+
+    async def main() -> list[tuple[bool, int]]:
+        return list(await asyncio.gather(*(reader.txn_raw(f"txn {base}{i}", *_create(base, i, big[i]))
+                                           for i in range(6))))
+
+    got = on_loop(loop_thread, main())
+    assert isinstance(got, list)
+    assert all(ok for ok, _ in got)
+    assert [store.get(f"{base}{i}").value for i in range(6)] == big  # type: ignore[union-attr]
+    assert len({rev for _, rev in got}) == 6  # each in a transaction of its own
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_a_waiting_transaction_whose_caller_leaves_is_never_sent(store: EtcdStore, keys: Keys,
+                                                                 loop_thread: LoopThread) -> None:
+    async def make() -> AsyncReader:
+        return AsyncReader(store.config, max_inflight=1)
+
+    reader = on_loop(loop_thread, make())
+    assert isinstance(reader, AsyncReader)
+    base = keys.prefix + "/left/"
+
+    async def main() -> bool:
+        first = asyncio.ensure_future(reader.txn_raw(f"txn {base}0", *_create(base, 0)))
+        await asyncio.sleep(0)  # on its way: the next waits
+        second = asyncio.ensure_future(reader.txn_raw(f"txn {base}1", *_create(base, 1)))
+        await asyncio.sleep(0)
+        second.cancel()
+        ok, _ = await first
+        third = await reader.txn_raw(f"txn {base}2", *_create(base, 2))  # after: at once
+        return ok and third[0]
+
+    assert on_loop(loop_thread, main()) is True
+    assert store.get(f"{base}0") is not None and store.get(f"{base}2") is not None
+    assert store.get(f"{base}1") is None
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_a_batch_to_an_unreachable_etcd_fails_each_with_its_own_error(store: EtcdStore,
+                                                                      loop_thread: LoopThread) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = replace(store.config, endpoints=(f"http://127.0.0.1:{port}",), timeout=0.5)
+    dead = EtcdStore(cfg)
+    try:
+        reader = make_reader(loop_thread, dead)
+
+        async def main() -> list[object]:
+            return list(await asyncio.gather(*(reader.txn_raw(f"txn /dead/{i}", *_create("/dead/", i))
+                                               for i in range(6)), return_exceptions=True))
+
+        got = on_loop(loop_thread, main())
+        assert isinstance(got, list)
+        assert all(isinstance(e, StoreError) and "cannot reach etcd" in str(e) for e in got), got
+        assert [f"/dead/{i}" in str(e) for i, e in enumerate(got)] == [True] * 6
+        on_loop(loop_thread, reader.close())
+    finally:
+        dead.close()
