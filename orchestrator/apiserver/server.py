@@ -55,6 +55,7 @@ from orchestrator.apiserver.stream import NodeDialer
 from orchestrator.apiserver.watchcache import WINDOW, WatchCaches
 from orchestrator.objects.meta import KINDS, NAMESPACE
 from orchestrator.storage import AlreadyExists, ObjectStore
+from orchestrator.validation import schema
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ class APIServer:
         self.ca_file = tls.ca_file
         token_path = token_file_of(cfg)
         tokens = auth.TokenFile(token_path)
+        schema.warm()  # ~60 ms here, not in the first writes' answers
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="apiserver")
         loop = asyncio.new_event_loop()
         self._loop = loop
