@@ -108,12 +108,16 @@ def test_bridged_store_from_threads_the_loop_and_after_it(store: EtcdStore, keys
     store.delete_prefix(base)
 
 
-def test_unreachable_etcd_is_a_store_error(store: EtcdStore, loop_thread: LoopThread) -> None:
-    with socket.socket() as s:  # a port nobody listens on
+def unreachable(store: EtcdStore) -> EtcdStore:
+    """A store of `store`'s settings at a port nobody listens on, with a short timeout."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = replace(store.config, endpoints=(f"http://127.0.0.1:{port}",), timeout=0.5)
-    dead = EtcdStore(cfg)
+    return EtcdStore(replace(store.config, endpoints=(f"http://127.0.0.1:{port}",), timeout=0.5))
+
+
+def test_unreachable_etcd_is_a_store_error(store: EtcdStore, loop_thread: LoopThread) -> None:
+    dead = unreachable(store)
     try:
         reader = make_reader(loop_thread, dead)
         bridged = LoopBridgedStore(dead, reader, loop_thread.loop, loop_thread.ident)
@@ -268,11 +272,7 @@ def test_a_waiting_transaction_whose_caller_leaves_is_never_sent(store: EtcdStor
 
 def test_a_batch_to_an_unreachable_etcd_fails_each_with_its_own_error(store: EtcdStore,
                                                                       loop_thread: LoopThread) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = replace(store.config, endpoints=(f"http://127.0.0.1:{port}",), timeout=0.5)
-    dead = EtcdStore(cfg)
+    dead = unreachable(store)
     try:
         reader = make_reader(loop_thread, dead)
 
