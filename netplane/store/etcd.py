@@ -634,10 +634,14 @@ class AsyncReader:
             self._queued = rest
             if not batch:
                 return
-            self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._start(batch)
+
+    def _start(self, batch: builtins.list[_Queued]) -> None:
+        """`batch` on its way, counted in flight until `_send` ends."""
+        self._inflight += 1
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: builtins.list[_Queued]) -> None:
         try:
@@ -672,10 +676,7 @@ class AsyncReader:
                 # requests): each goes again on its own and gets its own answer
                 observed = False
                 for e in batch:
-                    self._inflight += 1
-                    task = asyncio.get_running_loop().create_task(self._send([e]))
-                    self._sending.add(task)
-                    task.add_done_callback(self._sending.discard)
+                    self._start([e])
                 return
             for e in batch:  # it may or may not have been applied, as for a call of its own
                 _settle(e, error=rpc_error(self.config, e.what, err))
