@@ -298,11 +298,13 @@ class Applier:
         Conflict): immutable fields are checked (`check`: InvalidObject), a Service's new node
         ports claimed and the ones it dropped released. `current`: the stored object as the
         caller just read it (else it is read here); the write is at `obj`'s resourceVersion
-        either way."""
-        new = tree.copy(dict(obj))
-        kind = meta.kind_named(str(new.get("kind")))
+        either way. `obj` is not changed: a Service is copied to take its node ports, anything
+        else is only read here, and the store writes a copy of its own."""
+        kind = meta.kind_named(str(obj.get("kind")))
         if kind is None:
-            raise UserError(f"cannot store an object of kind {new.get('kind')!r}")
+            raise UserError(f"cannot store an object of kind {obj.get('kind')!r}")
+        svc: Obj | None = tree.copy(dict(obj)) if kind.kind == "Service" else None
+        new: Mapping[str, Any] = obj if svc is None else svc
         cur = current if current is not None else self.objects.get(kind, meta.name(new), meta.namespace(new))
         if cur is None:
             raise not_found(kind, meta.name(new))
@@ -318,8 +320,8 @@ class Applier:
             old_ports = {q["nodePort"] for q in (cur.get("spec") or {}).get("ports") or []
                          if q.get("nodePort")}
         try:
-            if kind.kind == "Service":
-                self._allocate(new, old_ports, claimed)
+            if svc is not None:
+                self._allocate(svc, old_ports, claimed)
             stored = self.objects.update(new, current=cur)
         except BaseException:
             for key in claimed:

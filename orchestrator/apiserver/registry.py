@@ -93,13 +93,15 @@ class Registry:
         return obj
 
     # ------------------------------------------------------------------ body checks
-    def prepared(self, kind: Kind, namespace: str | None, body: Any, *, name: str | None = None) -> Obj:
+    def prepared(self, kind: Kind, namespace: str | None, body: Any, *, name: str | None = None,
+                 owned: bool = False) -> Obj:
         """The request body as an object of `kind` in `namespace` (kind, apiVersion and
-        namespace filled in from the URL when missing; 400 when they disagree with it)."""
+        namespace filled in from the URL when missing; 400 when they disagree with it): a copy,
+        or `body` itself when it is `owned` (made for this write and shared with nothing)."""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format - accepted "
                               "media types include: application/json, application/yaml")
-        obj: Obj = tree.copy(body)
+        obj: Obj = body if owned else tree.copy(body)
         obj.setdefault("apiVersion", kind.api_version)
         obj.setdefault("kind", kind.kind)
         if obj["kind"] != kind.kind:
@@ -266,7 +268,7 @@ class Registry:
         want = meta.meta(new).get("resourceVersion")
         if want and want != rv:  # the patch names a resourceVersion: a precondition
             raise _Pinned(kind, name)
-        new = self.prepared(kind, namespace, new, name=name)
+        new = self.prepared(kind, namespace, new, name=name, owned=True)  # apply_patch's own copy
         new["metadata"]["resourceVersion"] = rv
         return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
                              field_validation=field_validation, conditional=True, manager=manager)
@@ -303,7 +305,9 @@ class Registry:
                     md[f] = cur_md[f]  # type: ignore[literal-required]
             if kind.kind in WITH_STATUS:
                 if "status" in current:
-                    new["status"] = tree.copy(current["status"])
+                    # shared with `current` until admission, which rebuilds the whole tree
+                    # (defaults.drop_nulls) before anything can change it
+                    new["status"] = current["status"]
                 else:
                     new.pop("status", None)
             if kind == SERVICE:

@@ -31,9 +31,18 @@ TERMINATION_GRACE_SECONDS = 30
 AFFINITY_TIMEOUT_SECONDS = 10800
 
 
+# leaves kept as they are, tested by exact type: a float may be integral, and goes the long way
+_PLAIN = frozenset({str, int, bool})
+
+
 def drop_nulls(v: Any) -> Any:
     """A copy without null fields; also turn integral floats into ints (`port: 80.0` in YAML),
     as kubectl's YAML-to-JSON step does (Go prints float64 80 as `80`)."""
+    t = type(v)
+    if t is dict:
+        return {k: x if type(x) in _PLAIN else drop_nulls(x) for k, x in v.items() if x is not None}
+    if t is list:
+        return [x if type(x) in _PLAIN else drop_nulls(x) for x in v]
     if isinstance(v, dict):
         return {k: drop_nulls(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
