@@ -21,6 +21,7 @@ through their decimal text, so 0.1 stays one tenth.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -77,25 +78,32 @@ class Quantity:
         return format_quantity(self.amount)
 
 
+_SYNTAX = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+
+
 def parse_quantity(raw: str | float) -> Quantity:
     """Parse a quantity as a manifest gives it (string, or a YAML/JSON number)."""
     if isinstance(raw, bool):
-        raise QuantityError("quantities must match the regular expression "
-                            "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+        raise QuantityError(_SYNTAX)
     if isinstance(raw, int):
         return Quantity(Fraction(raw))
     if isinstance(raw, float):
         if not math.isfinite(raw):
             raise QuantityError("quantities must be finite")
-        text = repr(raw)
-    else:
-        text = raw
-    m = _RE.match(text.strip()) if isinstance(text, str) and text == text.strip() else None
+        return _parse_text(repr(raw))
+    if isinstance(raw, str):
+        return _parse_text(raw)
+    raise QuantityError(_SYNTAX)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Quantity:
+    """A quantity's text parsed, remembered: a cluster's pods repeat a few ("100m", "64Mi"),
+    admission parses each of them on every write, and a Quantity does not change. (What
+    raises is not remembered.)"""
+    m = _RE.match(text) if text == text.strip() else None
     if m is None:
-        raise QuantityError(
-            "quantities must match the regular expression "
-            "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
-        )
+        raise QuantityError(_SYNTAX)
     amount = Fraction(m["num"] if not m["num"].endswith(".") else m["num"][:-1])
     if m["si"]:
         amount *= _SUFFIX[m["si"]]

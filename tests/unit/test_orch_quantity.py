@@ -55,8 +55,17 @@ def test_negative_parses_and_rounds_toward_plus_infinity() -> None:
             "Mi", ".", "1e65", "1e9999999", "1Gi1", True, float("inf"), float("nan")],
 )
 def test_rejects(raw: str | float) -> None:
-    with pytest.raises(QuantityError):
-        parse_quantity(raw)
+    for _ in range(2):  # parsed texts are remembered; a refusal is not, and is refused again
+        with pytest.raises(QuantityError):
+            parse_quantity(raw)
+
+
+def test_a_remembered_text_is_the_same_value() -> None:
+    first = parse_quantity("250m")
+    assert parse_quantity("250m") == first and first.milli == 250
+    assert parse_quantity(0.25) == first  # a number goes by its text
+    with pytest.raises(QuantityError):  # neither text nor number: refused, not a TypeError
+        parse_quantity([1])  # type: ignore[arg-type]
 
 
 def test_too_large_rejected() -> None:
