@@ -187,7 +187,7 @@ def check(obj: Mapping[str, Any]) -> SchemaResult:
     root, walk = _VALIDATORS.compiled(str(kind))
     found = _Found()
     walk(obj, (), found)
-    if not found.errors and not found.unknown:
+    if found.clean():
         return SchemaResult([], [], [])
     fmt = _Formatter(root, _VALIDATORS.definitions())
     errors = [invalid(fmt.path(_flat(at)), value, detail) for at, value, detail in found.errors]
