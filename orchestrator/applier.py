@@ -269,15 +269,18 @@ class Applier:
     def _update(self, p: Planned) -> None:
         self.update(p.object, check=False)
 
-    def create(self, obj: Mapping[str, Any], *, check: bool = True) -> Obj:
+    def create(self, obj: Mapping[str, Any], *, check: bool = True, adopt: bool = False) -> Obj:
         """Store a new, admitted object as kube-apiserver does: a Service gets its cluster IP
         (and node ports, for type NodePort) first. InvalidObject for an address or port that
-        cannot be had (`check`), AlreadyExists when the name is taken (nothing stays claimed)."""
-        new = tree.copy(dict(obj))
-        kind = meta.kind_named(str(new.get("kind")))
+        cannot be had (`check`), AlreadyExists when the name is taken (nothing stays claimed).
+        `obj` is copied (a Service, to take its addresses) or left to the store, which copies
+        it too; with `adopt` (made for this write, shared with nothing) neither copies."""
+        kind = meta.kind_named(str(obj.get("kind")))
+        is_service = kind is not None and kind.kind == "Service"
+        adopt = adopt and isinstance(obj, dict)
+        new: Obj = obj if adopt else tree.copy(dict(obj)) if is_service else dict(obj)  # type: ignore[assignment]
         # NamespaceLifecycle: exists, not terminating
         namespaces.check_can_create(self.objects, new, cached=self._cached_namespace)
-        is_service = kind is not None and kind.kind == "Service"
         if is_service and check:
             errors = self.allocation_errors(new, None)
             if errors:
@@ -286,24 +289,28 @@ class Applier:
         try:
             if is_service:
                 self._allocate(new, None, claimed)
-            return self.objects.create(new)
+            return self.objects.create(new, adopt=adopt or is_service)
         except BaseException:
             for key in claimed:
                 self._release(key, owner_of(new))
             raise
 
     def update(self, obj: Mapping[str, Any], *, check: bool = True,
-               current: Mapping[str, Any] | None = None) -> Obj:
+               current: Mapping[str, Any] | None = None, adopt: bool = False) -> Obj:
         """Replace a stored, admitted object (at its resourceVersion when it carries one, else
         Conflict): immutable fields are checked (`check`: InvalidObject), a Service's new node
         ports claimed and the ones it dropped released. `current`: the stored object as the
         caller just read it (else it is read here); the write is at `obj`'s resourceVersion
         either way. `obj` is not changed: a Service is copied to take its node ports, anything
-        else is only read here, and the store writes a copy of its own."""
+        else is only read here, and the store writes a copy of its own; with `adopt` (made for
+        this write, shared with nothing) neither copies."""
         kind = meta.kind_named(str(obj.get("kind")))
         if kind is None:
             raise UserError(f"cannot store an object of kind {obj.get('kind')!r}")
-        svc: Obj | None = tree.copy(dict(obj)) if kind.kind == "Service" else None
+        adopt = adopt and isinstance(obj, dict)
+        svc: Obj | None = None
+        if kind.kind == "Service":
+            svc = obj if adopt else tree.copy(dict(obj))  # type: ignore[assignment]
         new: Mapping[str, Any] = obj if svc is None else svc
         cur = current if current is not None else self.objects.get(kind, meta.name(new), meta.namespace(new))
         if cur is None:
@@ -322,7 +329,7 @@ class Applier:
         try:
             if svc is not None:
                 self._allocate(svc, old_ports, claimed)
-            stored = self.objects.update(new, current=cur)
+            stored = self.objects.update(new, current=cur, adopt=adopt or svc is not None)
         except BaseException:
             for key in claimed:
                 self._release(key, owner_of(new))

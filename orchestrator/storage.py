@@ -209,12 +209,15 @@ class ObjectStore:
             raise Fenced(kind, name)
         return None
 
-    def create(self, obj: Mapping[str, Any], *, lease: int = 0, guards: Sequence[Guard] = ()) -> Obj:
+    def create(self, obj: Mapping[str, Any], *, lease: int = 0, guards: Sequence[Guard] = (),
+               adopt: bool = False) -> Obj:
         """Store a new (validated, defaulted) object; AlreadyExists if the name is taken.
         With `lease` (an etcd lease id) the object goes when the lease does: events' TTL.
-        `guards` (a leader's `Fence.guards()`) must hold too, else Fenced and nothing is written."""
+        `guards` (a leader's `Fence.guards()`) must hold too, else Fenced and nothing is written.
+        The store writes and returns a copy of `obj`; with `adopt` (made for this write, shared
+        with nothing) `obj` itself, its metadata filled in."""
         kind = _kind_of(obj)
-        new: Obj = tree.copy(dict(obj))
+        new: Obj = obj if adopt and isinstance(obj, dict) else tree.copy(dict(obj))
         md = new.setdefault("metadata", {})
         if kind.namespaced:
             md.setdefault("namespace", meta.DEFAULT_NAMESPACE)
@@ -238,7 +241,7 @@ class ObjectStore:
         raise AlreadyExists(kind, md.get("name", ""))
 
     def update(self, obj: Mapping[str, Any], *, guards: Sequence[Guard] = (),
-               current: Mapping[str, Any] | None = None) -> Obj:
+               current: Mapping[str, Any] | None = None, adopt: bool = False) -> Obj:
         """Replace a stored object. With a resourceVersion, only if it is still current
         (else Conflict); without one, against whatever is stored now. The key keeps its
         lease (a plain put would detach it).
@@ -246,14 +249,14 @@ class ObjectStore:
         `current`: the stored object as the caller read it. When `obj`'s resourceVersion is
         `current`'s, the write goes at that revision without reading the key again (one etcd
         round trip: the transaction, which keeps the key's lease with `ignore_lease`); a
-        stale `current` is then a Conflict, as it would be after a read."""
+        stale `current` is then a Conflict, as it would be after a read. `adopt`: as `create`'s."""
         kind = _kind_of(obj)
         name, ns = meta.name(obj), meta.namespace(obj)
         key = self.key(kind, name, ns)
         want = meta.meta(obj).get("resourceVersion")
         if current is not None and want is not None and str(want).isdigit() \
                 and meta.meta(current).get("resourceVersion") == want:
-            new = self._merge_system_fields(kind, dict(current), obj)
+            new = self._merge_system_fields(kind, dict(current), obj, adopt)
             rev = self._commit(kind, name, [ModRevisionIs(key, int(want))], guards,
                                [Put(key, self._encode(new), keep_lease=True)])
             if rev is None:
@@ -271,7 +274,7 @@ class ObjectStore:
             current = self._decode_kv(kind, kv)
         except DecodeError:
             current = {}  # a malformed stored value may be replaced by a good one
-        new = self._merge_system_fields(kind, current, obj)
+        new = self._merge_system_fields(kind, current, obj, adopt)
         rev = self._commit(kind, name, [ModRevisionIs(key, kv.mod_revision)], guards,
                            [Put(key, self._encode(new), kv.lease)])
         if rev is None:
@@ -333,8 +336,8 @@ class ObjectStore:
                 raise Conflict(kind, name)
         raise Conflict(kind, name)
 
-    def _merge_system_fields(self, kind: Kind, current: Obj, obj: Mapping[str, Any]) -> Obj:
-        new: Obj = tree.copy(dict(obj))
+    def _merge_system_fields(self, kind: Kind, current: Obj, obj: Mapping[str, Any], adopt: bool = False) -> Obj:
+        new: Obj = obj if adopt and isinstance(obj, dict) else tree.copy(dict(obj))
         md = new.setdefault("metadata", {})
         cur_md = current.get("metadata") or {}
         for f in ("uid", "creationTimestamp"):

@@ -94,14 +94,14 @@ class Registry:
 
     # ------------------------------------------------------------------ body checks
     def prepared(self, kind: Kind, namespace: str | None, body: Any, *, name: str | None = None,
-                 owned: bool = False) -> Obj:
+                 adopt: bool = False) -> Obj:
         """The request body as an object of `kind` in `namespace` (kind, apiVersion and
         namespace filled in from the URL when missing; 400 when they disagree with it): a copy,
-        or `body` itself when it is `owned` (made for this write and shared with nothing)."""
+        or with `adopt`, `body` itself (made for this write and shared with nothing)."""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format - accepted "
                               "media types include: application/json, application/yaml")
-        obj: Obj = body if owned else tree.copy(body)
+        obj: Obj = body if adopt else tree.copy(body)
         obj.setdefault("apiVersion", kind.api_version)
         obj.setdefault("kind", kind.kind)
         if obj["kind"] != kind.kind:
@@ -159,9 +159,10 @@ class Registry:
         new, warnings = self._admitted(obj, field_validation)
         if dry_run:
             return new, warnings
+        # `new` is admission's own tree (defaults.drop_nulls rebuilt it): the store may keep it
         if kind == EVENT:
-            return self.objects.create(new, lease=self._event_lease()), warnings
-        return self.applier.create(new), warnings
+            return self.objects.create(new, lease=self._event_lease(), adopt=True), warnings
+        return self.applier.create(new, adopt=True), warnings
 
     def _event_lease(self) -> int:
         now = self._clock()
@@ -268,7 +269,7 @@ class Registry:
         want = meta.meta(new).get("resourceVersion")
         if want and want != rv:  # the patch names a resourceVersion: a precondition
             raise _Pinned(kind, name)
-        new = self.prepared(kind, namespace, new, name=name, owned=True)  # apply_patch's own copy
+        new = self.prepared(kind, namespace, new, name=name, adopt=True)  # apply_patch's own copy
         new["metadata"]["resourceVersion"] = rv
         return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
                              field_validation=field_validation, conditional=True, manager=manager)
@@ -326,7 +327,8 @@ class Registry:
         if dry_run:
             return admitted, warnings
         # the pod's spec may change here only by the ephemeral containers checked above
-        return self.applier.update(admitted, current=current, check=subresource != "ephemeralcontainers"), warnings
+        return self.applier.update(admitted, current=current, check=subresource != "ephemeralcontainers",
+                                   adopt=True), warnings  # admission's own tree, as on create
 
     # ------------------------------------------------------------------ delete
     def delete(self, kind: Kind, namespace: str | None, name: str, options: Mapping[str, Any], *,

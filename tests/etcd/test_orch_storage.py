@@ -61,6 +61,27 @@ def test_create_sets_system_fields_and_resource_version_is_mod_revision(objects:
     assert got == out
 
 
+def test_writes_copy_what_they_are_given_unless_they_adopt_it(objects: ObjectStore) -> None:
+    """The caller's object is left as it was; with `adopt` (the API server's admitted objects,
+    made for the one write) the store fills in and returns that very object, one copy fewer."""
+    given = pod("kept")
+    before = codec.dumps(given)
+    out = objects.create(given)
+    assert out is not given and codec.dumps(given) == before
+    mine = pod("adopted")
+    out2 = objects.create(mine, adopt=True)
+    assert out2 is mine and mine["metadata"]["uid"] and mine["metadata"]["resourceVersion"]
+    change = {**out2, "metadata": {**out2["metadata"], "labels": {"a": "b"}}}
+    before = codec.dumps(change)
+    upd = objects.update(change, current=out2)
+    assert upd is not change and codec.dumps(change) == before
+    fresh = {**upd, "metadata": {**upd["metadata"], "labels": {"a": "c"}}}
+    upd3 = objects.update(fresh, current=upd, adopt=True)
+    assert upd3 is fresh and upd3["metadata"]["labels"] == {"a": "c"}
+    assert int(upd3["metadata"]["resourceVersion"]) > int(upd["metadata"]["resourceVersion"])
+    assert objects.get(POD, "adopted") == upd3
+
+
 def test_create_is_create_only(objects: ObjectStore) -> None:
     objects.create(rc(replicas=2))
     with pytest.raises(AlreadyExists, match='replicationcontrollers "web" already exists') as ei:
