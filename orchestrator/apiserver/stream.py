@@ -123,7 +123,9 @@ async def watch(request: web.Request, ctx: Context, t: Target) -> web.StreamResp
     def encode(typ: str, c: Change, use_prev: bool) -> bytes:
         nonlocal headers_sent
         if table:  # kubectl get -w: a one-row Table per event, column definitions in the first
-            obj = meta_at(c.prev, c.revision) if use_prev and c.prev is not None else c.object
+            prev = c.prev if use_prev else None
+            obj = meta_at(prev, c.revision) if prev is not None else c.object
+            assert obj is not None  # a watcher's event has its object (Watcher.classify)
             tbl = table_of(kind, [obj], {"resourceVersion": str(c.revision)},
                            include_object=q.get("includeObject"), no_headers=headers_sent)
             headers_sent = True

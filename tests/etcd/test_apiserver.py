@@ -426,6 +426,38 @@ def test_watchers_share_one_cache(api: APIServer, v1: client.CoreV1Api) -> None:
     assert cache.direct_watches == 0  # all ten were served from the one etcd watch
 
 
+def test_watch_cache_decodes_when_asked_and_malformed_values_are_none(
+        api: APIServer, v1: client.CoreV1Api, store: EtcdStore, keys: Keys) -> None:
+    """The cache keeps etcd's bytes and decodes them when first asked for: a change nobody
+    watches is never decoded. A value turned malformed behind the API is, for a watcher, the
+    object's DELETED (its last good state); made good again, its ADDED; a malformed value of
+    a key that had none sends nothing, nor does its delete."""
+    assert api._caches is not None
+    cache = api._caches.get(POD)
+    objects = ObjectStore(store, keys)
+    v1.create_namespaced_pod("default", pod("m"))
+    key = objects.key(POD, "m", "default")
+    wait_for(lambda: key in cache._current, timeout=5)
+    assert cache._current[key]._raw is not None  # nobody asked: still bytes
+    rv = v1.list_namespaced_pod("default").metadata.resource_version
+    good = store.get(key)
+    assert good is not None
+    store.put(key, "{not json")
+    store.put(key, good.value)
+    store.put(objects.key(POD, "x", "default"), "[1, 2")
+    store.delete(objects.key(POD, "x", "default"))
+    v1.patch_namespaced_pod("m", "default", {"metadata": {"labels": {"after": "yes"}}},
+                            _content_type="application/merge-patch+json")
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=5):
+        seen.append((ev["type"], ev["object"].metadata.name, (ev["object"].metadata.labels or {}).get("after")))
+        if len(seen) == 3:
+            w.stop()
+    assert seen == [("DELETED", "m", None), ("ADDED", "m", None), ("MODIFIED", "m", "yes")]
+    assert cache._current[key].get() is not None and api._caches.cached(POD, "default", "x") is None
+
+
 def test_watch_cache_relists_after_etcd_restarts(etcd_factory: Any, tmp_path: Path) -> None:
     """etcd goes away under the server: its watch caches re-list when it is back, close the
     watches they served (continuity is lost: kube's cacher does the same), and serve new
