@@ -106,6 +106,8 @@ async def watch(request: web.Request, ctx: Context, t: Target) -> web.StreamResp
         return (labels is None or labels.matches(meta.labels(o))) and fields.matches(o)
 
     w = Watcher(ctx.objects.prefix(kind, t.namespace), match)
+    if after is None:  # it starts with every current object: decoded off the loop first
+        await cache.decode_pending(w.prefix)
     loop = asyncio.get_running_loop()
     direct: DirectWatch | None = None
     if not cache.subscribe(w, after):

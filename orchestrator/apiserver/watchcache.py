@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 WINDOW = 20_000  # changes kept per kind for watches that start in the past
 MAX_QUEUE = 50_000  # undelivered events before a watcher is closed as too slow
+DECODE_ON_LOOP = 200  # undecoded objects a new watch's initial list may decode on the loop (~6 ms)
 
 
 def _dumps(obj: Obj) -> bytes:
@@ -72,8 +73,14 @@ class Stored:
         self._decode: Callable[[str, bytes, int], Obj | None] | None = decode
         self._value: Obj | None = None
 
+    @property
+    def pending(self) -> bool:
+        """Not decoded yet."""
+        return self._raw is not None
+
     def get(self) -> Obj | None:
-        """The object, or None when the stored value is malformed (logged when decoded)."""
+        """The object, or None when the stored value is malformed (logged when decoded). Any
+        thread: two decoding at once each get an equal object, and one of them is kept."""
         raw, decode = self._raw, self._decode
         if raw is not None and decode is not None:
             self._value = decode(self.key, raw, self.revision)
@@ -222,6 +229,15 @@ class KindCache:
         with self._lock:
             e = self._current.get(key)
         return e.get() if e is not None else None
+
+    async def decode_pending(self, prefix: str) -> None:
+        """Decode, on an executor thread, what the cache holds under `prefix` that nobody has
+        asked for yet (a watch that starts with the current objects is about to), so that the
+        loop goes on serving meanwhile: 10,000 pods take ~0.3 s. A few are left to the loop."""
+        with self._lock:
+            pending = [e for k, e in self._current.items() if e.pending and k.startswith(prefix)]
+        if len(pending) > DECODE_ON_LOOP:
+            await self.loop.run_in_executor(None, lambda: [e.get() for e in pending])
 
     async def wait_ready(self, timeout: float) -> bool:
         if self._ready.is_set():

@@ -34,6 +34,7 @@ from orchestrator.apiserver.auth import add_token
 from orchestrator.apiserver.server import APIServer, APIServerConfig
 from orchestrator.objects.meta import POD, REPLICATION_CONTROLLER
 from orchestrator.storage import ObjectStore
+from orchestrator.validation import admit
 from tests.waiting import wait_for
 
 Obj = dict[str, Any]
@@ -456,6 +457,41 @@ def test_watch_cache_decodes_when_asked_and_malformed_values_are_none(
             w.stop()
     assert seen == [("DELETED", "m", None), ("ADDED", "m", None), ("MODIFIED", "m", "yes")]
     assert cache._current[key].get() is not None and api._caches.cached(POD, "default", "x") is None
+
+
+def test_a_watch_from_now_decodes_the_cache_off_the_loop_first(
+        api: APIServer, v1: client.CoreV1Api, store: EtcdStore, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch without a resourceVersion lists every current object: what the cache has not
+    decoded yet is decoded on an executor thread before (past `DECODE_ON_LOOP` of them), and
+    the watch starts with all of them."""
+    from orchestrator.apiserver import watchcache
+
+    monkeypatch.setattr(watchcache, "DECODE_ON_LOOP", 2)
+    assert api._caches is not None
+    cache = api._caches.get(POD)
+    objects = ObjectStore(store, keys)
+    names = [f"behind-{i}" for i in range(6)]
+    for n in names:
+        objects.create(admit(pod(n)).object)
+    wait_for(lambda: all(objects.key(POD, n, "default") in cache._current for n in names), timeout=5)
+    assert all(cache._current[objects.key(POD, n, "default")].pending for n in names)
+    threads: set[str] = set()
+    real = watchcache.Stored.get
+
+    def get(self: watchcache.Stored) -> Any:
+        if self.pending:
+            threads.add(threading.current_thread().name)
+        return real(self)
+
+    monkeypatch.setattr(watchcache.Stored, "get", get)
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_pod, "default", timeout_seconds=3):
+        seen.append((ev["type"], ev["object"].metadata.name))
+        if len(seen) == len(names):
+            w.stop()
+    assert seen == [("ADDED", n) for n in names]
+    assert threads and "apiserver" not in threads  # decoded in the executor, not on the loop's thread
 
 
 def test_watch_cache_relists_after_etcd_restarts(etcd_factory: Any, tmp_path: Path) -> None:
