@@ -34,7 +34,6 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-import uvloop
 from aiohttp import web
 
 from netplane.errors import ConfigError, NetplaneError, StoreError
@@ -337,9 +336,7 @@ class APIServer:
         tokens = auth.TokenFile(token_path)
         schema.warm()  # ~60 ms here, not in the first writes' answers
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="apiserver")
-        # uvloop (libuv): its transports, TLS and scheduling in C cost ~11 % less of the loop
-        # thread's CPU a write than asyncio's pure-Python ones (bench/results/api.md)
-        loop = uvloop.new_event_loop()
+        loop = asyncio.new_event_loop()
         self._loop = loop
         self._caches = WatchCaches(self.objects, loop, window=cfg.watch_window)
         self.request_metrics.watch_caches(self._caches)
