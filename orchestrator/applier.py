@@ -277,8 +277,7 @@ class Applier:
         it too; with `adopt` (made for this write, shared with nothing) neither copies."""
         kind = meta.kind_named(str(obj.get("kind")))
         is_service = kind is not None and kind.kind == "Service"
-        adopt = adopt and isinstance(obj, dict)
-        new: Obj = obj if adopt else tree.copy(dict(obj)) if is_service else dict(obj)  # type: ignore[assignment]
+        new = tree.own(obj, adopt) if adopt or is_service else dict(obj)
         # NamespaceLifecycle: exists, not terminating
         namespaces.check_can_create(self.objects, new, cached=self._cached_namespace)
         if is_service and check:
@@ -307,10 +306,7 @@ class Applier:
         kind = meta.kind_named(str(obj.get("kind")))
         if kind is None:
             raise UserError(f"cannot store an object of kind {obj.get('kind')!r}")
-        adopt = adopt and isinstance(obj, dict)
-        svc: Obj | None = None
-        if kind.kind == "Service":
-            svc = obj if adopt else tree.copy(dict(obj))  # type: ignore[assignment]
+        svc = tree.own(obj, adopt) if kind.kind == "Service" else None
         new: Mapping[str, Any] = obj if svc is None else svc
         cur = current if current is not None else self.objects.get(kind, meta.name(new), meta.namespace(new))
         if cur is None:

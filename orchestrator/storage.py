@@ -217,7 +217,7 @@ class ObjectStore:
         The store writes and returns a copy of `obj`; with `adopt` (made for this write, shared
         with nothing) `obj` itself, its metadata filled in."""
         kind = _kind_of(obj)
-        new: Obj = obj if adopt and isinstance(obj, dict) else tree.copy(dict(obj))
+        new = tree.own(obj, adopt)
         md = new.setdefault("metadata", {})
         if kind.namespaced:
             md.setdefault("namespace", meta.DEFAULT_NAMESPACE)
@@ -337,7 +337,7 @@ class ObjectStore:
         raise Conflict(kind, name)
 
     def _merge_system_fields(self, kind: Kind, current: Obj, obj: Mapping[str, Any], adopt: bool = False) -> Obj:
-        new: Obj = obj if adopt and isinstance(obj, dict) else tree.copy(dict(obj))
+        new = tree.own(obj, adopt)
         md = new.setdefault("metadata", {})
         cur_md = current.get("metadata") or {}
         for f in ("uid", "creationTimestamp"):

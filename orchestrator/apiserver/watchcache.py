@@ -8,10 +8,11 @@ its CPU under writes, in thread wake-ups: bench/results/api.md). It keeps the cu
 with synthetic ADDED events) and a window of recent changes (`Change`, JSON-encoded once for
 every watcher). Both hold etcd's bytes (`Stored`) and decode them when first asked for (by a
 watcher, or a write that starts from the cached copy), then keep the object: with nobody
-watching, a change costs no decode at all (~15 µs of a 2 KB pod's patch on this machine). Every `Watcher` filters each batch (namespace, label
-and field selectors) into its own queue. Registering and replaying a watcher and dispatching
-a batch all happen on the loop's thread, so no change is missed or sent twice; the cache's
-lock is for `cached`, which the pool's threads call.
+watching, a change costs no decode at all (~15 µs of a 2 KB pod's patch on this machine).
+Every `Watcher` filters each batch (namespace, label and field selectors) into its own queue.
+Registering and replaying a watcher and dispatching a batch all happen on the loop's thread,
+so no change is missed or sent twice; the cache's lock is for `cached`, which the pool's
+threads call.
 
 * A watch from revision R inside the window replays the window's changes after R; one from
   before the window falls back to its own etcd watch from R+1 (`DirectWatch`, with previous

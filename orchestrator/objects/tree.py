@@ -6,6 +6,7 @@ strings and numbers, most of its values, cost one type test each (a quarter off 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -18,6 +19,12 @@ def copy(value: T) -> T:
     """A deep copy of a JSON tree (tuples stay tuples; anything else is shared, as immutable)."""
     out: T = _copy(value)
     return out
+
+
+def own(obj: Mapping[str, Any], adopt: bool) -> dict[str, Any]:
+    """An object to change and keep: `obj` itself when the caller gives it away (`adopt`: a
+    dict made for this one write and shared with nothing), else a deep copy."""
+    return obj if adopt and isinstance(obj, dict) else _copy(dict(obj))
 
 
 def _copy(v: Any) -> Any:

@@ -439,7 +439,7 @@ def test_watch_cache_decodes_when_asked_and_malformed_values_are_none(
     v1.create_namespaced_pod("default", pod("m"))
     key = objects.key(POD, "m", "default")
     wait_for(lambda: key in cache._current, timeout=5)
-    assert cache._current[key]._raw is not None  # nobody asked: still bytes
+    assert cache._current[key].pending  # nobody asked: still bytes
     rv = v1.list_namespaced_pod("default").metadata.resource_version
     good = store.get(key)
     assert good is not None
