@@ -7,8 +7,10 @@ its CPU under writes, in thread wake-ups: bench/results/api.md). It keeps the cu
 (so a delete carries the object's last state, and a watch without a resourceVersion starts
 with synthetic ADDED events) and a window of recent changes (`Change`, JSON-encoded once for
 every watcher). Both hold etcd's bytes (`Stored`) and decode them when first asked for (by a
-watcher, or a write that starts from the cached copy), then keep the object: with nobody
-watching, a change costs no decode at all (~15 µs of a 2 KB pod's patch on this machine).
+watcher, or a write that starts from the cached copy), then keep the object while it is
+current: with nobody watching, a change costs no decode at all (~15 µs of a 2 KB pod's patch
+on this machine), and the window's superseded states are bytes, not trees that every young
+garbage collection would walk.
 Every `Watcher` filters each batch (namespace, label and field selectors) into its own queue.
 Registering and replaying a watcher and dispatching a batch all happen on the loop's thread,
 so no change is missed or sent twice; the cache's lock is for `cached`, which the pool's
@@ -60,33 +62,47 @@ def _at_revision(obj: Obj, revision: int) -> Obj:
     return out
 
 
+class _Undecoded:
+    """`Stored._value` before the bytes are decoded (None is a malformed value's)."""
+
+
+_UNDECODED = _Undecoded()
+
+
 class Stored:
-    """One cached object as etcd gave it, decoded when first asked for and then kept: most
-    never are (a pod that nobody watches or writes through the API), and their bytes take
-    about a seventh of the memory of the decoded tree, and none of the garbage collector's
-    time (the API server holding 10,000 pods: 191 → 110 MB resident)."""
+    """One cached object as etcd gave it, decoded when first asked for: most never are (a pod
+    that nobody watches or writes through the API), and their bytes take about a seventh of
+    the memory of the decoded tree, and none of the garbage collector's time (the API server
+    holding 10,000 pods: 191 → 110 MB resident). The decoded tree is kept while the object
+    is current, and dropped when a newer state has been handed to the watchers (`release`):
+    the window's older states stay bytes, decoded again if a replay asks for them."""
 
     __slots__ = ("_decode", "_raw", "_value", "key", "revision")
 
     def __init__(self, key: str, raw: bytes, revision: int, decode: Callable[[str, bytes, int], Obj | None]) -> None:
         self.key, self.revision = key, revision
-        self._raw: bytes | None = raw
-        self._decode: Callable[[str, bytes, int], Obj | None] | None = decode
-        self._value: Obj | None = None
+        self._raw = raw
+        self._decode = decode
+        self._value: Obj | None | _Undecoded = _UNDECODED
 
     @property
     def pending(self) -> bool:
-        """Not decoded yet."""
-        return self._raw is not None
+        """Not decoded (or decoded and released since)."""
+        return self._value is _UNDECODED
 
     def get(self) -> Obj | None:
         """The object, or None when the stored value is malformed (logged when decoded). Any
         thread: two decoding at once each get an equal object, and one of them is kept."""
-        raw, decode = self._raw, self._decode
-        if raw is not None and decode is not None:
-            self._value = decode(self.key, raw, self.revision)
-            self._raw = self._decode = None
-        return self._value
+        v = self._value
+        if isinstance(v, _Undecoded):
+            v = self._value = self._decode(self.key, self._raw, self.revision)
+        return v
+
+    def release(self) -> None:
+        """Drop the decoded tree, keep the bytes (a malformed value's None is kept, so that it
+        is logged once). Safe against a `get` on another thread: that returns its own tree."""
+        if self._value is not None:
+            self._value = _UNDECODED
 
 
 def _get(v: Obj | Stored | None) -> Obj | None:
@@ -263,6 +279,9 @@ class KindCache:
             changes = self._apply(item)
             if changes:
                 self._fanout(changes)
+                for c in changes:  # superseded, and judged by every watcher: bytes again
+                    if isinstance(c._old, Stored):
+                        c._old.release()
 
     def _decode(self, key: str, raw: bytes, revision: int) -> Obj | None:
         return self.objects.decode_or_log(self.kind, key, raw, revision)

@@ -459,6 +459,31 @@ def test_watch_cache_decodes_when_asked_and_malformed_values_are_none(
     assert cache._current[key].get() is not None and api._caches.cached(POD, "default", "x") is None
 
 
+def test_watch_cache_keeps_superseded_states_as_bytes_and_replays_them(
+        api: APIServer, v1: client.CoreV1Api) -> None:
+    """A state that a newer one replaced, once the watchers have judged the change, goes back
+    to bytes (a patch had decoded it); a watch from before the change decodes it again: a
+    watcher whose label selector the pod stops matching gets its DELETED with the old labels."""
+    assert api._caches is not None
+    cache = api._caches.get(POD)
+    v1.create_namespaced_pod("default", pod("sup", labels={"app": "sup"}))
+    key = cache.prefix + "default/sup"
+    wait_for(lambda: key in cache._current, timeout=5)
+    before = v1.read_namespaced_pod("sup", "default").metadata.resource_version
+    old = cache._current[key]
+    assert api._caches.cached(POD, "default", "sup") is not None and not old.pending  # decoded
+    v1.patch_namespaced_pod("sup", "default", {"metadata": {"labels": {"app": "other"}}})
+    wait_for(lambda: cache._current[key] is not old, timeout=5)
+    wait_for(lambda: old.pending, timeout=5, what="the superseded state released")
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_pod, "default", label_selector="app=sup",
+                       resource_version=before, timeout_seconds=5):
+        seen.append((ev["type"], ev["object"].metadata.name, ev["object"].metadata.labels))
+        w.stop()
+    assert seen == [("DELETED", "sup", {"app": "sup"})]
+
+
 def test_a_watch_from_now_decodes_the_cache_off_the_loop_first(
         api: APIServer, v1: client.CoreV1Api, store: EtcdStore, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     """A watch without a resourceVersion lists every current object: what the cache has not
