@@ -68,3 +68,68 @@ def test_wait_outside_run_is_refused() -> None:
     with pytest.raises(RuntimeError, match="outside greenbridge.run"):
         greenbridge.wait(coro)
     coro.close()
+
+
+def test_greenlets_are_reused_and_keep_nothing_of_a_call() -> None:
+    """A finished call's greenlet serves the next one (after a failure too), each call in an
+    empty context of its own, and an idle greenlet holds nothing of the call it ran."""
+    import contextvars
+    import gc
+    import weakref
+
+    import greenlet
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    class Arg:
+        pass
+
+    def first(arg: Arg) -> tuple[object, str]:
+        seen = var.get()
+        var.set("set by the first call")
+        greenbridge.wait(asyncio.sleep(0))
+        return greenlet.getcurrent(), seen
+
+    def fails() -> None:
+        raise ValueError("fails")
+
+    async def main() -> None:
+        var.set("the caller's")
+        arg = Arg()
+        gone = weakref.ref(arg)
+        g1, seen = await greenbridge.run(first, arg)
+        assert seen == "unset"  # not the caller's context, as a new greenlet
+        del arg
+        gc.collect()
+        assert gone() is None  # the idle greenlet keeps neither the call nor its arguments
+        with pytest.raises(ValueError, match="fails"):
+            await greenbridge.run(fails)
+        g2, seen = await greenbridge.run(first, Arg())
+        assert g2 is g1 and seen == "unset"  # the same greenlet, and none of the first call's context
+        assert var.get() == "the caller's"
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_cancels_the_blocking_code() -> None:
+    """The caller cancelled while the blocking code waits: CancelledError is raised in the
+    blocking code at its `wait` (it may clean up), then in the caller; the greenlet serves on."""
+    cleaned: list[str] = []
+
+    def blocking(gate: asyncio.Event) -> None:
+        try:
+            greenbridge.wait(gate.wait())
+        except asyncio.CancelledError:
+            cleaned.append("cancelled at wait")
+            raise
+
+    async def main() -> str:
+        task = asyncio.ensure_future(greenbridge.run(blocking, asyncio.Event()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await greenbridge.run(lambda: "after")
+
+    assert asyncio.run(main()) == "after"
+    assert cleaned == ["cancelled at wait"]
