@@ -58,7 +58,14 @@ class _Bridged(greenlet.greenlet):
             call = driver.switch(_FINISHED)
 
 
-_idle = threading.local()
+class _Idle(threading.local):
+    """This thread's idle greenlets (a greenlet runs only on the thread that made it)."""
+
+    def __init__(self) -> None:
+        self.greenlets: list[_Bridged] = []
+
+
+_idle = _Idle()
 
 
 def inside() -> bool:
@@ -77,7 +84,7 @@ def wait(awaitable: Awaitable[T]) -> T:
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)` on this loop's thread, each `wait` in it awaited here."""
-    idle: list[_Bridged] = _idle.__dict__.setdefault("greenlets", [])
+    idle = _idle.greenlets
     child = idle.pop() if idle else _Bridged()
     child.driver = greenlet.getcurrent()
     pending = child.switch(lambda: fn(*args, **kwargs))

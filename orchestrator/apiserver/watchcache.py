@@ -134,6 +134,11 @@ class Change:
     def prev(self) -> Obj | None:
         return _get(self._old)
 
+    def release_prev(self) -> None:
+        """The replaced state back to bytes (`Stored.release`), once the watchers have it."""
+        if isinstance(self._old, Stored):
+            self._old.release()
+
     def object_json(self) -> bytes:
         if self._json is None:
             obj = self.object
@@ -279,9 +284,8 @@ class KindCache:
             changes = self._apply(item)
             if changes:
                 self._fanout(changes)
-                for c in changes:  # superseded, and judged by every watcher: bytes again
-                    if isinstance(c._old, Stored):
-                        c._old.release()
+                for c in changes:  # judged by every watcher: the state it replaced is bytes again
+                    c.release_prev()
 
     def _decode(self, key: str, raw: bytes, revision: int) -> Obj | None:
         return self.objects.decode_or_log(self.kind, key, raw, revision)

@@ -116,7 +116,8 @@ def test_a_cancelled_caller_cancels_the_blocking_code() -> None:
     blocking code at its `wait` (it may clean up), then in the caller; the greenlet serves on."""
     cleaned: list[str] = []
 
-    def blocking(gate: asyncio.Event) -> None:
+    def blocking(waiting: asyncio.Event, gate: asyncio.Event) -> None:
+        waiting.set()
         try:
             greenbridge.wait(gate.wait())
         except asyncio.CancelledError:
@@ -124,8 +125,9 @@ def test_a_cancelled_caller_cancels_the_blocking_code() -> None:
             raise
 
     async def main() -> str:
-        task = asyncio.ensure_future(greenbridge.run(blocking, asyncio.Event()))
-        await asyncio.sleep(0.01)
+        waiting = asyncio.Event()
+        task = asyncio.ensure_future(greenbridge.run(blocking, waiting, asyncio.Event()))
+        await waiting.wait()  # set in the same step in which the blocking code then waits
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
