@@ -921,21 +921,27 @@ class NodeRuntime:
             t.join(timeout=grace + 30)
 
     def _teardown(self, uid: str, *, grace: float, keep_status: bool = False) -> None:
+        """Stop the pod and give back what it holds: network, host ports, volumes. A pod whose
+        object stays (`keep_status`: it finished, or was evicted) keeps its stopped sandbox and
+        its exited containers, so `kubectl logs` and the exit states still read them, as kubelet
+        keeps a terminated pod's dead containers; they go with the pod's object."""
         self.probes.remove_pod(uid)
         self._stop_containers(uid, grace)
-        for c in self.runtime.list_containers(uid):
-            self.runtime.remove_container(c.id)
+        if not keep_status:
+            for c in self.runtime.list_containers(uid):
+                self.runtime.remove_container(c.id)
         for s in self.runtime.list_sandboxes():
-            if s.pod.uid == uid:
+            if s.pod.uid == uid and (s.state == "ready" or not keep_status):
                 self.runtime.stop_sandbox(s.id)
         with self._lock:
             had = self._net.pop(uid, None)
         if had is not None:
             self._sync_hostports()
         self.network.detach(uid)
-        for s in self.runtime.list_sandboxes():
-            if s.pod.uid == uid:
-                self.runtime.remove_sandbox(s.id)
+        if not keep_status:
+            for s in self.runtime.list_sandboxes():
+                if s.pod.uid == uid:
+                    self.runtime.remove_sandbox(s.id)
         for k in [k for k in self._backoff if k[0] == uid]:
             self._backoff.pop(k, None)
         if not keep_status:  # gone; an evicted pod's entry stays until the cache sees it Failed
