@@ -26,11 +26,11 @@ question and no records, so the client retries over TCP. (dnslib's own `truncate
 question as well; dnspython, and glibc's resolver, do not accept such a reply as an answer to
 their query.)
 
-The master side, also here:
+The master side, also here (its machinery in `orchestrator.masterservice`, shared with
+`default/kubernetes`):
 
-* `Registration`: every DNS-serving master keeps `<prefix>/masters/<identity>` =
-  `{"dns": "ip:port"}` on its own etcd lease (the leader TTL), written once its DNS has listed
-  the Services and revoked when it stops: a dead master's key is gone within the TTL.
+* every DNS-serving master registers `{"dns": "ip:port"}` (`masterservice.Registration`, on
+  its own lease), once its DNS has listed the Services;
 * `KubeDNSController` (leader only, fenced like every controller write): the Namespace
   `kube-system`, the selector-less Service `kube-system/kube-dns` on the DNS service IP
   (10.96.0.10; ports 53/UDP `dns` and 53/TCP `dns-tcp`, targetPort by name) and its hand-set
@@ -41,30 +41,31 @@ The master side, also here:
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
 from dnslib import EDNS0, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DNSHeader, DNSLabel, DNSRecord
 
-from netplane.errors import ConfigError, StoreError
-from netplane.proxy.api import ServiceAPI, clusterip_key
-from netplane.store import EtcdStore, Keys
-from netplane.store.watch import Resync, list_watch
-from orchestrator.controllers.base import KeyLoop, Writer
+from netplane.errors import ConfigError
+from orchestrator.controllers.base import Writer
 from orchestrator.controllers.informers import Informers
 from orchestrator.informer import Informer
+from orchestrator.masterservice import (
+    MasterService,
+    MasterServiceController,
+    parse_hostport,
+    registered,
+)
 from orchestrator.objects import meta
-from orchestrator.objects.meta import ENDPOINTS, NAMESPACE, SERVICE
-from orchestrator.storage import AlreadyExists, ObjectStore
-from orchestrator.validation import admit
+from orchestrator.objects.meta import ENDPOINTS, SERVICE
+from orchestrator.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,6 @@ DNS_NAMESPACE = "kube-system"
 DNS_SERVICE = "kube-dns"
 PORT_UDP = "dns"
 PORT_TCP = "dns-tcp"
-MANAGED_BY = "endpoints.netplane.io/managed-by"  # the endpoints controller's label, other value
 MANAGER = "kube-dns-controller"
 
 
@@ -422,12 +422,9 @@ class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 def parse_listen(text: str) -> tuple[str, int]:
     """`ADDR:PORT` (IPv4; port 0 = any free port) as a tuple; ConfigError when malformed."""
-    host, sep, port = text.rpartition(":")
     try:
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError
-        return str(IPv4Address(host)), int(port)
-    except ValueError:
+        return parse_hostport(text)
+    except ConfigError:
         raise ConfigError(f"invalid DNS listen address {text!r}: expected IPv4ADDR:PORT") from None
 
 
@@ -511,217 +508,31 @@ class ClusterDNS:
             t.join(timeout=5)
 
 
-# --------------------------------------------------------------------------- registration
-def masters_prefix(keys: Keys) -> str:
-    return f"{keys.prefix}/masters/"
-
-
-def master_key(keys: Keys, identity: str) -> str:
-    return masters_prefix(keys) + identity
-
-
-class Registration:
-    """`<prefix>/masters/<identity>` = `value` on our own lease, kept while running: re-granted
-    and re-written when the lease is lost (etcd away longer than the TTL), revoked at stop."""
-
-    def __init__(self, store: EtcdStore, keys: Keys, identity: str, value: Mapping[str, Any], *,
-                 ttl: int, ready: Callable[[float], bool] = lambda _t: True) -> None:
-        self.store = store
-        self.key = master_key(keys, identity)
-        self.value = json.dumps(dict(value), sort_keys=True)
-        self.ttl = ttl
-        self.ready = ready
-        self.lease = 0
-        self.registered = threading.Event()
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set() and not self.ready(0.2):
-            pass
-        delay = 0.2
-        while not stop.is_set():
-            try:
-                if not self.lease:
-                    lease = self.store.grant(self.ttl)
-                    self.store.put(self.key, self.value, lease=lease)
-                    self.lease = lease
-                    self.registered.set()
-                    log.info("registered %s on lease %x", self.key, lease)
-                elif self.store.keepalive(self.lease) <= 0:
-                    log.warning("%s: lease %x expired; registering again", self.key, self.lease)
-                    self.lease = 0
-                    continue
-                delay = 0.2
-                stop.wait(self.ttl / 3.0)
-            except StoreError as e:
-                log.warning("%s: %s; retrying in %.1fs", self.key, e, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, self.ttl / 3.0)
-        if self.lease:
-            try:
-                self.store.revoke(self.lease)  # our key goes at once
-            except StoreError as e:
-                log.warning("could not revoke lease %x (it expires by itself): %s", self.lease, e)
-
-
-def registered_dns(raw: bytes) -> tuple[str, int] | None:
-    """The DNS address a master registered, or None (logged) when malformed."""
-    try:
-        v = json.loads(raw)
-        return parse_listen(str(v["dns"]))
-    except (ValueError, KeyError, TypeError, ConfigError) as e:
-        log.warning("kube-dns: skipping malformed master registration %r: %s", raw[:80], e)
-        return None
-
-
 # --------------------------------------------------------------------------- kube-dns
+def registered_dns(raw: bytes) -> tuple[str, int] | None:
+    """The DNS address a master registered; None when it serves no DNS or (logged) when the
+    registration is malformed."""
+    return registered(raw, "dns")
+
+
+def kube_dns(cluster_ip: str) -> MasterService:
+    return MasterService(
+        namespace=DNS_NAMESPACE, name=DNS_SERVICE, registered="dns", cluster_ip=str(IPv4Address(cluster_ip)),
+        ports=({"name": PORT_UDP, "port": 53, "protocol": "UDP", "targetPort": PORT_UDP},
+               {"name": PORT_TCP, "port": 53, "protocol": "TCP", "targetPort": PORT_TCP}),
+        endpoint_ports=((PORT_UDP, "UDP"), (PORT_TCP, "TCP")),
+        labels={"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "KubeDNS"},
+        endpoint_labels={"k8s-app": "kube-dns"}, manager=MANAGER)
+
+
 def kube_dns_service(cluster_ip: str) -> Obj:
-    return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": DNS_SERVICE, "namespace": DNS_NAMESPACE,
-                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
-                                "kubernetes.io/name": "KubeDNS"}},
-        "spec": {"clusterIP": cluster_ip, "type": "ClusterIP", "sessionAffinity": "None",
-                 "ports": service_ports()},
-    }
+    return kube_dns(cluster_ip).service()
 
 
-def service_ports() -> list[Obj]:
-    return [{"name": PORT_UDP, "port": 53, "protocol": "UDP", "targetPort": PORT_UDP},
-            {"name": PORT_TCP, "port": 53, "protocol": "TCP", "targetPort": PORT_TCP}]
-
-
-def desired_subsets(addresses: Iterable[tuple[str, int]]) -> list[Obj]:
-    """One subset per port in use (sorted), each with its addresses (sorted, once each)."""
-    by_port: dict[int, set[str]] = {}
-    for ip, port in addresses:
-        by_port.setdefault(port, set()).add(ip)
-    return [{"addresses": [{"ip": ip} for ip in sorted(ips, key=lambda t: int(IPv4Address(t)))],
-             "ports": [{"name": PORT_UDP, "port": port, "protocol": "UDP"},
-                       {"name": PORT_TCP, "port": port, "protocol": "TCP"}]}
-            for port, ips in sorted(by_port.items())]
-
-
-class KubeDNSController:
-    """The leader's loop keeping `kube-system/kube-dns` (Namespace, Service, Endpoints) as the
-    masters' registrations say. One key; queued by the registrations' watch, by any change of
-    the Service or Endpoints (also someone deleting them), and by the informers' resync."""
-
-    KEY = f"{DNS_NAMESPACE}/{DNS_SERVICE}"
+class KubeDNSController(MasterServiceController):
+    """`kube-system/kube-dns` (Namespace, Service, Endpoints), fronting the masters' DNS
+    servers (`orchestrator.masterservice`)."""
 
     def __init__(self, objects: ObjectStore, informers: Informers, *, writer: Writer,
                  service_ip: str = DEFAULT_SERVICE_IP) -> None:
-        self.objects = objects
-        self.inf = informers
-        self.writer = writer
-        self.service_ip = str(IPv4Address(service_ip))
-        self.loop = KeyLoop("kube-dns-controller", self.sync, writer=writer, workers=1)
-        self._lock = threading.Lock()
-        self._masters: dict[str, tuple[str, int]] = {}  # registration key -> DNS address
-        self._listed = threading.Event()
-        self._warned_ip = False
-        self._ports = admit(kube_dns_service(self.service_ip)).object["spec"]["ports"]
-        informers.services.add_handler(self._on_object)
-        informers.endpoints.add_handler(self._on_object)
-
-    def _on_object(self, old: Obj | None, new: Obj | None) -> None:
-        obj = new if new is not None else old
-        if obj is not None and meta.namespaced_name(obj) == self.KEY and self._listed.is_set():
-            self.loop.queue.add(self.KEY)
-
-    def run(self, stop: threading.Event) -> None:
-        watcher = threading.Thread(target=self._follow, args=(stop,), name="kube-dns-masters", daemon=True)
-        watcher.start()
-        self.loop.run(stop)
-        watcher.join(timeout=5)
-
-    def _follow(self, stop: threading.Event) -> None:
-        prefix = masters_prefix(self.objects.keys)
-        for item in list_watch(self.objects.store, prefix, stop=stop):
-            with self._lock:
-                if isinstance(item, Resync):
-                    self._masters = {kv.key: a for kv in item.items if (a := registered_dns(kv.value))}
-                else:
-                    for ev in item:
-                        addr = registered_dns(ev.value) if ev.kind == "put" and ev.value is not None else None
-                        if addr is None:
-                            self._masters.pop(ev.key, None)
-                        else:
-                            self._masters[ev.key] = addr
-            self._listed.set()
-            self.loop.queue.add(self.KEY)
-
-    def masters(self) -> list[tuple[str, int]]:
-        with self._lock:
-            return sorted(self._masters.values())
-
-    def sync(self, key: str) -> None:
-        if not self._listed.is_set():
-            return  # never write the Endpoints from a registration list we have not read
-        guards = self.writer.guards
-        if self.objects.get(NAMESPACE, DNS_NAMESPACE) is None:
-            try:
-                self.objects.create(admit({"apiVersion": "v1", "kind": "Namespace",
-                                           "metadata": {"name": DNS_NAMESPACE}}).object, guards=guards)
-                log.info("kube-dns: created namespace %s", DNS_NAMESPACE)
-            except AlreadyExists:
-                pass
-        self._sync_service()
-        self._sync_endpoints()
-
-    def _sync_service(self) -> None:
-        svc = self.inf.services.get(DNS_SERVICE, DNS_NAMESPACE)
-        guards = self.writer.guards
-        if svc is None:
-            want = admit(kube_dns_service(self.service_ip)).object
-            self._claim(self.service_ip)
-            try:
-                self.objects.create(want, guards=guards)
-            except AlreadyExists:
-                return  # our cache is behind: the informer's event queues us again
-            log.info("kube-dns: created service %s on %s", self.KEY, self.service_ip)
-            return
-        spec = svc.get("spec") or {}
-        if spec.get("clusterIP") != self.service_ip and not self._warned_ip:
-            self._warned_ip = True
-            log.warning("kube-dns: service %s has cluster IP %s, not %s (cluster IPs are immutable: "
-                        "delete the service to move it)", self.KEY, spec.get("clusterIP"), self.service_ip)
-        if spec.get("ports") == self._ports and not spec.get("selector"):
-            return
-        changed = {**svc, "spec": {**spec, "ports": self._ports}}
-        changed["spec"].pop("selector", None)
-        self.objects.update(changed, guards=guards)
-        log.info("kube-dns: reset the ports of service %s", self.KEY)
-
-    def _claim(self, ip: str) -> None:
-        """The cluster IP's allocation key, owned by kube-system/kube-dns (the owner `netplane
-        apply`/`delete` use, so deleting the Service gives it back); ours already is fine."""
-        owner = self.KEY
-        kv = self.objects.store.get(clusterip_key(self.objects.keys, IPv4Address(ip)))
-        if kv is not None and kv.value.decode(errors="replace") == owner:
-            return
-        try:
-            ServiceAPI(self.objects.store, self.objects.keys).allocate_ip(owner, IPv4Address(ip))
-        except ConfigError as e:
-            log.warning("kube-dns: cannot create service %s: %s (owner: %s)", self.KEY, e,
-                        kv.value.decode(errors="replace") if kv is not None else "?")
-            raise
-
-    def _sync_endpoints(self) -> None:
-        current = self.inf.endpoints.get(DNS_SERVICE, DNS_NAMESPACE)
-        subsets = desired_subsets(self.masters())
-        guards = self.writer.guards
-        if current is None:
-            body: Obj = {"apiVersion": "v1", "kind": "Endpoints",
-                         "metadata": {"name": DNS_SERVICE, "namespace": DNS_NAMESPACE,
-                                      "labels": {MANAGED_BY: MANAGER, "k8s-app": "kube-dns"}},
-                         "subsets": subsets}
-            try:
-                self.objects.create(admit(body).object, guards=guards)
-            except AlreadyExists:
-                return
-        elif (current.get("subsets") or []) == subsets and meta.labels(current).get(MANAGED_BY) == MANAGER:
-            return
-        else:
-            md = {**meta.meta(current), "labels": {**meta.labels(current), MANAGED_BY: MANAGER}}
-            self.objects.update({**current, "metadata": md, "subsets": subsets}, guards=guards)
-        log.info("kube-dns: endpoints %s", ", ".join(f"{ip}:{p}" for ip, p in self.masters()) or "none")
+        super().__init__(objects, informers, kube_dns(service_ip), writer=writer)

@@ -16,7 +16,10 @@ has listed the Services; the leader also runs the kube-dns controller, which kee
 
 The Kubernetes API server (`orchestrator.apiserver`): a master given an API listen address
 serves the API whether it leads or not (it needs only etcd), from before it campaigns until it
-stops.
+stops. It registers its address (the advertise address, else the listen address when that is
+a specific IPv4 one) beside its DNS's (`orchestrator.masterservice`), and the leader keeps the
+Service `default/kubernetes` (10.96.0.1:443) on the registered API servers: the in-cluster way
+to the API.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from netplane.proxy.registry import migrate_legacy
 from netplane.store import EtcdStore, Keys
 from orchestrator import dns as dnsmod
 from orchestrator import leader
+from orchestrator import masterservice as msvc
 from orchestrator import node_lifecycle as nl
 from orchestrator.controllers import informers as infmod
 from orchestrator.controllers.base import Writer
@@ -81,6 +85,7 @@ class MasterConfig:
     dns_service_ip: str | None = dnsmod.DEFAULT_SERVICE_IP  # kube-dns' cluster IP; None: no kube-dns
     cluster_domain: str = dnsmod.DEFAULT_DOMAIN
     apiserver: APIServerConfig | None = None  # serve the Kubernetes API (None: no API server)
+    kubernetes_service: bool = True  # the leader keeps default/kubernetes on the registered API servers
 
 
 class Master:
@@ -117,6 +122,21 @@ class Master:
             self.dns = dns
         return self.dns.address if self.dns is not None else None
 
+    def registration(self, dns_addr: tuple[str, int] | None) -> dict[str, str]:
+        """What this master registers for the services that front the masters: `dns` (for
+        kube-dns) and `api` (for default/kubernetes, `masterservice.api_address`), each
+        `ip:port`, as pods reach them."""
+        cfg = self.config
+        value: dict[str, str] = {}
+        if self.dns is not None and dns_addr is not None:
+            value["dns"] = f"{cfg.dns_advertise or dns_addr[0]}:{dns_addr[1]}"
+        bound = self.api.address if self.api is not None else None
+        if bound is not None and cfg.apiserver is not None:
+            api = msvc.api_address(cfg.apiserver.advertise, bound)
+            if api:
+                value["api"] = api
+        return value
+
     def run(self, stop: threading.Event) -> None:
         """Serve DNS (when configured), campaign and lead until `stop` is set (blocking)."""
         addr = self.start_dns()
@@ -128,13 +148,13 @@ class Master:
                 self.dns = None
             raise
         reg: threading.Thread | None = None
-        if self.dns is not None and addr is not None:
-            cfg = self.config
+        value = self.registration(addr)
+        if value:
             dns = self.dns
-            registration = dnsmod.Registration(
-                self.store, self.keys, cfg.identity, {"dns": f"{cfg.dns_advertise or addr[0]}:{addr[1]}"},
-                ttl=cfg.leader_ttl, ready=dns.wait_synced)
-            reg = threading.Thread(target=registration.run, args=(stop,), name="dns-registration", daemon=True)
+            registration = msvc.Registration(self.store, self.keys, self.config.identity, value,
+                                             ttl=self.config.leader_ttl,
+                                             ready=dns.wait_synced if dns is not None else lambda _t: True)
+            reg = threading.Thread(target=registration.run, args=(stop,), name="registration", daemon=True)
             reg.start()
         try:
             self.elector.run(stop, self._lead)
@@ -174,6 +194,9 @@ class Master:
                 monitor_period=cfg.node_monitor_period).run),
             *[(f"events-{r.component}", r.run) for r in (rec_sched, rec_rc, rec_node)],
         ]
+        if cfg.kubernetes_service:
+            loops.append(("kubernetes-service-controller", msvc.KubernetesServiceController(
+                objects, infs, writer=writer).run))
         if cfg.dns_service_ip is not None:
             loops.append(("kube-dns-controller", dnsmod.KubeDNSController(
                 objects, infs, writer=writer, service_ip=cfg.dns_service_ip).run))

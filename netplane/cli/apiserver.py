@@ -7,6 +7,8 @@ them and `config_from(kwargs, prefix)` turns them into an `APIServerConfig`.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_STATE_DIR = "/var/lib/netplane/apiserver"
+REGISTRATION_TTL = 15  # seconds a dead server stays in default/kubernetes' endpoints (a master's: its leader TTL)
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
@@ -111,11 +114,14 @@ def apiserver(settings: Settings, **kw: Any) -> None:
 
     HTTPS with the cluster CA from --state-dir (made at first start); bearer tokens from the
     token file and client certificates signed by that CA authenticate. `netplane kubeconfig`
-    writes a kubeconfig for it. Runs until SIGTERM/SIGINT.
+    writes a kubeconfig for it. It registers its address (--advertise-address, else a specific
+    IPv4 listen address) for the Service default/kubernetes, which the leading `netplane
+    master` keeps. Runs until SIGTERM/SIGINT.
     """
     from netplane import gctune
 
     gctune.for_servers()  # big watch caches: fewer, rarer collections (netplane.gctune)
+    from orchestrator import masterservice
     from orchestrator.apiserver.server import APIServer
 
     cfg = config_from(kw)
@@ -129,9 +135,20 @@ def apiserver(settings: Settings, **kw: Any) -> None:
         raise click.ClickException(f"cannot serve the API on {kw.get('listen') or cfg.listen}: "
                                    f"{e.strerror or e}") from None
     click.echo(f"netplane apiserver: serving on {server.url} (state {cfg.state_dir})", err=True)
+    # listed in default/kubernetes' endpoints, as a master's API server is (by the leading master)
+    reg: threading.Thread | None = None
+    api = masterservice.api_address(cfg.advertise, server.address) if server.address else None
+    if api:
+        registration = masterservice.Registration(settings.store(), settings.keys(),
+                                                  f"apiserver-{socket.gethostname()}-{os.getpid()}", {"api": api},
+                                                  ttl=REGISTRATION_TTL)
+        reg = threading.Thread(target=registration.run, args=(stop,), name="registration", daemon=True)
+        reg.start()
     try:
         stop.wait()
     finally:
+        if reg is not None:
+            reg.join(timeout=10)  # revokes the registration: the leader drops the endpoint
         server.stop()
 
 

@@ -6,7 +6,8 @@ over within the lease TTL when it dies, at once when it stops (SIGTERM/SIGINT re
 With `--dns-listen` every master (leader or not) also serves cluster DNS there, and the leader
 keeps the Service kube-system/kube-dns (`--dns-service-ip`) pointing at those servers.
 With `--apiserver-listen` every master also serves the Kubernetes API there (the options of
-`netplane apiserver`, prefixed `--apiserver-`).
+`netplane apiserver`, prefixed `--apiserver-`), and the leader keeps the Service
+default/kubernetes (10.96.0.1, port 443) pointing at those servers' advertise addresses.
 """
 
 from __future__ import annotations

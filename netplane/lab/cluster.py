@@ -85,6 +85,10 @@ def master_argv(lab: Lab, index: int) -> list[str]:
     t = lab.topology
     api = ["--apiserver-listen", f"0.0.0.0:{API_PORT}", "--apiserver-state-dir", str(api_state_dir(lab))] \
         if t.api and index == 1 else []
+    if (api or "--apiserver-listen" in t.master_args) and "--apiserver-advertise-address" not in t.master_args:
+        # what default/kubernetes' endpoints say: pods reach the switch's address through the
+        # hosts' default route (the API server listens on every address of the switch namespace)
+        api += ["--apiserver-advertise-address", str(t.etcd_ip)]
     return [
         sys.executable, "-m", "netplane", "--log-level", "info",
         "--etcd", lab.etcd_endpoint_underlay, "--prefix", LAB_PREFIX,

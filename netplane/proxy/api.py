@@ -77,11 +77,16 @@ class ServiceAPI:
     def _claim_ip(self, ip: IPv4Address, name: str) -> bool:
         return self.store.create(clusterip_key(self.keys, ip), name)
 
-    def allocate_ip(self, name: str, wanted: IPv4Address | None) -> IPv4Address:
+    def allocate_ip(self, name: str, wanted: IPv4Address | None, *, reserved_ok: bool = False) -> IPv4Address:
+        """`wanted`, or a free address of the range, claimed for `name`. The range's first host
+        address (.1) is reserved for `default/kubernetes` (`reserved_ok` lets its controller
+        claim it); the network and broadcast addresses are never given."""
         if wanted is not None:
             if wanted not in self.range:
                 raise ConfigError(f"cluster IP {wanted} is outside the service range {self.range}")
             first, last = usable_hosts(self.range)
+            if reserved_ok and int(wanted) == first - 1 and self.range.num_addresses > 4:
+                first = int(wanted)
             if not first <= int(wanted) <= last:
                 raise ConfigError(f"cluster IP {wanted} is reserved in {self.range}")
             if not self._claim_ip(wanted, name):

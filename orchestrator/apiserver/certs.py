@@ -5,7 +5,9 @@ At first start the API server makes, in its state directory:
     ca.crt, ca.key            the cluster CA (ECDSA P-256, 10 years): signs the server's and
                               the clients' certificates, and is what kubeconfigs trust
     server.crt, server.key    the serving certificate, SANs: localhost, 127.0.0.1, the host
-                              name, the listen/advertise addresses and --tls-san names
+                              name, the in-cluster names (kubernetes, kubernetes.default,
+                              kubernetes.default.svc[.cluster.local], 10.96.0.1), the
+                              listen/advertise addresses and --tls-san names
 
 A later start reuses them; a serving certificate whose SANs miss an address now needed is
 re-issued covering both the old and the new ones (masters sharing a directory converge on one
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netplane.errors import ConfigError
+from netplane.proxy.model import DEFAULT_SERVICE_RANGE
 
 CA_DAYS = 3650
 CERT_DAYS = 365
@@ -153,8 +156,15 @@ def sans_of(cert_pem: bytes) -> set[str]:
     return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
 
 
+# how pods reach the API in-cluster: the Service default/kubernetes, by its cluster IP (first
+# of the service range, `masterservice.kubernetes_service_ip`) and its DNS names, as
+# kube-apiserver's own certificate names them
+IN_CLUSTER_SANS = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                   str(DEFAULT_SERVICE_RANGE.network_address + 1))
+
+
 def default_sans(extra: Iterable[str] = ()) -> list[str]:
-    return ["localhost", "127.0.0.1", socket.gethostname(), *extra]
+    return ["localhost", "127.0.0.1", socket.gethostname(), *IN_CLUSTER_SANS, *extra]
 
 
 # --------------------------------------------------------------------------- state directory

@@ -7,6 +7,8 @@ controllers (an RC gets its pods), seen through a watch with a label selector.
 from __future__ import annotations
 
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -90,3 +92,78 @@ def test_master_serves_the_api_and_acts_on_it(master: tuple[str, Path], tmp_path
 
     assert wait_for(listed, 5, "the viewer's token works") == added
     api.close()
+
+
+def test_the_master_keeps_default_kubernetes_on_its_api_server(master: tuple[str, Path], tmp_path: Path) -> None:
+    """The in-cluster way to the API: Service default/kubernetes on the range's first address,
+    its Endpoints the registered API server, a serving certificate that names both."""
+    url, state = master
+    port = int(url.rsplit(":", 1)[1])
+    kc = tmp_path / "kubeconfig"
+    r = subprocess.run([sys.executable, "-m", "netplane.cli.main", "kubeconfig", "--state-dir", str(state),
+                        "-o", str(kc)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    api = config.new_client_from_config(config_file=str(kc))
+    v1 = client.CoreV1Api(api)
+
+    def endpoints() -> list[tuple[str, str, int]]:
+        try:
+            ep = v1.read_namespaced_endpoints("kubernetes", "default")
+        except ApiException as e:
+            assert e.status == 404
+            return []
+        return [(a.ip, p.name, p.port) for s in ep.subsets or [] for a in s.addresses or [] for p in s.ports]
+
+    assert wait_for(endpoints, 20, "default/kubernetes' endpoints") == [("127.0.0.1", "https", port)]
+    svc = v1.read_namespaced_service("kubernetes", "default")
+    assert svc.spec.cluster_ip == "10.96.0.1" and not svc.spec.selector
+    assert [(p.name, p.port, p.protocol, p.target_port) for p in svc.spec.ports] == [("https", 443, "TCP", "https")]
+    assert svc.metadata.labels == {"component": "apiserver", "provider": "kubernetes"}
+    # what an in-cluster client checks the server's certificate against
+    ctx = ssl.create_default_context(cafile=str(state / "ca.crt"))
+    for name in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s, \
+                ctx.wrap_socket(s, server_hostname=name) as tls:
+            assert tls.version()
+    # the address is the kubernetes Service's alone
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_service("default", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mine"},
+                                                 "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}})
+    assert e.value.status == 422 and "10.96.0.1" in e.value.body, e.value.body
+    # deleted, it is made again on the same address
+    uid = svc.metadata.uid
+    v1.delete_namespaced_service("kubernetes", "default")
+    again = wait_for(lambda: next((s for s in v1.list_namespaced_service("default").items
+                                   if s.metadata.name == "kubernetes" and s.metadata.uid != uid), None),
+                     20, "default/kubernetes made again")
+    assert again.spec.cluster_ip == "10.96.0.1"
+    api.close()
+
+
+def test_a_standalone_apiserver_registers_for_default_kubernetes(etcd_server: EmbeddedEtcd, keys: Keys,
+                                                                 tmp_path: Path) -> None:
+    from netplane.store import EtcdConfig, EtcdStore
+    from orchestrator import masterservice
+
+    port = free_port()
+    with (tmp_path / "apiserver.log").open("w") as log:
+        p = subprocess.Popen([sys.executable, "-m", "netplane.cli.main", "--etcd", etcd_server.endpoint,
+                              "--prefix", keys.prefix, "apiserver", "--listen", f"0.0.0.0:{port}",
+                              "--advertise-address", "127.0.0.1", "--state-dir", str(tmp_path / "api")],
+                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    store = EtcdStore(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    try:
+        def mine() -> list[tuple[str, tuple[str, int] | None]]:
+            kvs, _ = store.list(masterservice.masters_prefix(keys))
+            return [(kv.key.rsplit("/", 1)[1], masterservice.registered(kv.value, "api")) for kv in kvs]
+
+        (ident, addr), = wait_for(mine, 30, "the API server's registration")
+        assert ident.startswith("apiserver-") and addr == ("127.0.0.1", port)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0, (tmp_path / "apiserver.log").read_text()
+        assert mine() == []  # revoked at stop, not left to expire
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        store.close()

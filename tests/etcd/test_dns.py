@@ -28,6 +28,7 @@ from netplane.store import EtcdConfig, EtcdStore, Keys
 from netplane.store.embedded import EmbeddedEtcd
 from netplane.store.txn import LeaseIs
 from orchestrator import dns as clusterdns
+from orchestrator import masterservice
 from orchestrator.applier import Applier
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.informers import Informers
@@ -304,7 +305,7 @@ def run_controller(objects: ObjectStore, writer: Writer) -> tuple[threading.Even
 
 def test_kube_dns_writes_are_fenced_by_the_leader_lease(store: EtcdStore, keys: Keys) -> None:
     objects = ObjectStore(store, keys)
-    store.put(clusterdns.master_key(keys, "m"), json.dumps({"dns": "10.1.0.5:5353"}))
+    store.put(masterservice.master_key(keys, "m"), json.dumps({"dns": "10.1.0.5:5353"}))
     # a deposed leader: its lease no longer holds the leader key
     fenced = threading.Event()
     _stop, close = run_controller(objects, Writer(guards=(LeaseIs(leader_key(keys), 0x1234),),
@@ -351,7 +352,7 @@ def masters(etcd_server: EmbeddedEtcd, keys: Keys, tmp_path: Path) -> Iterator[C
 
 
 def registered(store: EtcdStore, keys: Keys, ident: str) -> tuple[str, int] | None:
-    kv = store.get(clusterdns.master_key(keys, ident))
+    kv = store.get(masterservice.master_key(keys, ident))
     if kv is None:
         return None
     host, _, port = json.loads(kv.value)["dns"].rpartition(":")

@@ -124,6 +124,53 @@ def running(api: Api, selector: str, n: int) -> list[dict[str, Any]] | None:
 def test_kubectl_and_python_client(api: Api) -> None:
     kubectl_steps(api)
     python_client_steps(api)
+    in_cluster_steps(api)
+
+
+# a pod's own client: the official one, configured as in-cluster clients are (the address from
+# KUBERNETES_SERVICE_HOST/PORT), with the cluster's CA and a token from a ConfigMap and a Secret
+IN_CLUSTER = """
+import os, sys, tempfile
+from kubernetes import client
+c = client.Configuration()
+c.host = "https://%s:%s" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as f:
+    f.write(os.environ["CA"])
+c.ssl_ca_cert = f.name
+c.api_key = {"authorization": "Bearer " + os.environ["TOKEN"]}
+with client.ApiClient(c) as api:
+    pods = client.CoreV1Api(api).list_namespaced_pod("default", field_selector="metadata.name=" + os.environ["ME"])
+print("in-cluster", c.host, [p.metadata.name for p in pods.items], flush=True)
+"""
+
+
+def in_cluster_steps(api: Api) -> None:
+    """A pod reaches the API the in-cluster way: the Service default/kubernetes (the range's
+    first address, port 443) through its node's proxy to the master's API server."""
+    k = api.kubectl
+    ep = wait_for(lambda: api.json("get", "endpoints", "kubernetes").get("subsets"), 30, "default/kubernetes")
+    assert ep == [{"addresses": [{"ip": str(api.lab.topology.etcd_ip)}],
+                   "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}], ep
+    svc = api.json("get", "service", "kubernetes")
+    assert svc["spec"]["clusterIP"] == "10.96.0.1" and svc["spec"]["ports"][0]["port"] == 443, svc
+    token = yaml.safe_load(api.token_kubeconfig.read_text())["users"][0]["user"]["token"]
+    k("create", "configmap", "api-ca", f"--from-file=ca.crt={api.state_dir / 'ca.crt'}")
+    k("create", "secret", "generic", "api-token", f"--from-literal=token={token}")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
+           "spec": {"restartPolicy": "Never", "containers": [{
+               "name": "client", "image": IMAGE, "command": [sys.executable, "-c", IN_CLUSTER],
+               "env": [{"name": "CA", "valueFrom": {"configMapKeyRef": {"name": "api-ca", "key": "ca.crt"}}},
+                       {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-token", "key": "token"}}},
+                       {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}
+    k("apply", "-f", "-", input=json.dumps(pod))
+    done = wait_for(lambda: (p := api.json("get", "pod", "incluster"))["status"].get("phase") in
+                    ("Succeeded", "Failed") and p, 90, "the in-cluster client done")
+    log = k("logs", "incluster", check=False)
+    assert "in-cluster https://10.96.0.1:443 ['incluster']" in log.stdout, (log, json.dumps(done["status"]))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    k("delete", "pod", "incluster", "--wait=false")
+    k("delete", "configmap", "api-ca")
+    k("delete", "secret", "api-token")
 
 
 def port_forward_steps(api: Api) -> None:
