@@ -50,13 +50,18 @@ def master(etcd_server: EmbeddedEtcd, keys: Keys, tmp_path: Path) -> Iterator[tu
             log.close()
 
 
-def test_master_serves_the_api_and_acts_on_it(master: tuple[str, Path], tmp_path: Path) -> None:
-    url, state = master
+def admin_client(state: Path, tmp_path: Path) -> client.ApiClient:
+    """The official client with the admin kubeconfig `netplane kubeconfig` writes."""
     kc = tmp_path / "kubeconfig"
     r = subprocess.run([sys.executable, "-m", "netplane.cli.main", "kubeconfig", "--state-dir", str(state),
                         "-o", str(kc)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    api = config.new_client_from_config(config_file=str(kc))
+    return config.new_client_from_config(config_file=str(kc))
+
+
+def test_master_serves_the_api_and_acts_on_it(master: tuple[str, Path], tmp_path: Path) -> None:
+    url, state = master
+    api = admin_client(state, tmp_path)
     v1 = client.CoreV1Api(api)
     assert api.configuration.host == url
     rv = v1.list_namespaced_pod("default").metadata.resource_version
@@ -99,11 +104,7 @@ def test_the_master_keeps_default_kubernetes_on_its_api_server(master: tuple[str
     its Endpoints the registered API server, a serving certificate that names both."""
     url, state = master
     port = int(url.rsplit(":", 1)[1])
-    kc = tmp_path / "kubeconfig"
-    r = subprocess.run([sys.executable, "-m", "netplane.cli.main", "kubeconfig", "--state-dir", str(state),
-                        "-o", str(kc)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    api = config.new_client_from_config(config_file=str(kc))
+    api = admin_client(state, tmp_path)
     v1 = client.CoreV1Api(api)
 
     def endpoints() -> list[tuple[str, str, int]]:

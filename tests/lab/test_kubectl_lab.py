@@ -22,6 +22,9 @@ and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
 port's error), delete with Foreground propagation; no credentials at all is 401 Unauthorized.
+In-cluster: a pod's own official client reaches the API at KUBERNETES_SERVICE_HOST
+(default/kubernetes, 10.96.0.1:443) through its node's proxy, and `kubectl logs` reads the
+finished pod's output.
 
 One lab serves every step (starting one is most of the time).
 """
