@@ -83,6 +83,7 @@ PATCH_TYPES: dict[str, dict[str, PatchField]] = {
     "Event": {"metadata": "ObjectMeta"},
     "ConfigMap": {"metadata": "ObjectMeta"},  # data and binaryData: maps, merged key by key
     "Secret": {"metadata": "ObjectMeta"},
+    "ServiceAccount": {"metadata": "ObjectMeta", "secrets": MergeList("name"), "imagePullSecrets": MergeList("name")},
     "Lease": {"metadata": "ObjectMeta"},  # a LeaseSpec has no lists
 }
 # An object without a known `kind`: lists are matched by field name alone, with every key

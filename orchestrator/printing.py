@@ -436,6 +436,10 @@ def _cm_cells(cm: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(cm), _data_count(cm), age(cm, now))
 
 
+def _sa_cells(sa: Obj, now: datetime) -> tuple[Cell, ...]:
+    return (meta.name(sa), len(sa.get("secrets") or []), age(sa, now))
+
+
 def _secret_cells(s: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(s), str(s.get("type") or "Opaque"), _data_count(s), age(s, now))
 
@@ -558,6 +562,11 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Data", "The number of keys (data).", type="integer"),
         Column("Age", _AGE),
     ),
+    "ServiceAccount": (
+        Column("Name", _NAME, format="name"),
+        Column("Secrets", "The number of secrets listed (secrets).", type="integer"),
+        Column("Age", _AGE),
+    ),
     "Lease": (
         Column("Name", _NAME, format="name"),
         Column("Holder", "holderIdentity contains the identity of the holder of a current lease."),
@@ -586,6 +595,7 @@ _CELLS = {
     "Event": _event_cells,
     "ConfigMap": _cm_cells,
     "Secret": _secret_cells,
+    "ServiceAccount": _sa_cells,
     "Lease": _lease_cells,
 }
 

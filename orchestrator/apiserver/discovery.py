@@ -53,6 +53,7 @@ SUBRESOURCES: dict[str, tuple[tuple[str, ...], list[str], tuple[str, str, str] |
     "ephemeralcontainers": (("pods",), ["get", "patch", "update"], None),
     "portforward": (("pods",), ["create", "get"], ("", "v1", "PodPortForwardOptions")),
     "scale": (("replicationcontrollers",), ["get", "patch", "update"], ("autoscaling", "v1", "Scale")),
+    "token": (("serviceaccounts",), ["create"], ("authentication.k8s.io", "v1", "TokenRequest")),
 }
 
 

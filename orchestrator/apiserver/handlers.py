@@ -36,6 +36,7 @@ from orchestrator.apiserver import protobuf
 from orchestrator.apiserver.auth import Authorizer, User
 from orchestrator.apiserver.listing import ListOptions, list_kind
 from orchestrator.apiserver.registry import Registry
+from orchestrator.apiserver.satokens import Tokens
 from orchestrator.apiserver.scale import Scales
 from orchestrator.apiserver.status import (
     APIError,
@@ -46,7 +47,14 @@ from orchestrator.apiserver.status import (
 )
 from orchestrator.apiserver.watchcache import WatchCaches
 from orchestrator.objects import meta
-from orchestrator.objects.meta import CORE_KINDS, POD, REPLICATION_CONTROLLER, SERVICE, Kind
+from orchestrator.objects.meta import (
+    CORE_KINDS,
+    POD,
+    REPLICATION_CONTROLLER,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    Kind,
+)
 from orchestrator.objects.selector import Selector, SelectorError, parse
 from orchestrator.storage import ObjectStore
 
@@ -59,7 +67,7 @@ Obj = dict[str, Any]
 T = TypeVar("T")
 BY_RESOURCE = {k.resource: k for k in CORE_KINDS}  # /api/v1's; the groups' kinds are routed by their modules
 SUBRESOURCES = {"status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward",
-                "ephemeralcontainers"}
+                "ephemeralcontainers", "token"}
 RETURNS_DELETED = (POD, SERVICE)  # kube's stores with ReturnDeletedObject
 # kinds whose create, update and patch wait only on etcd gets and transactions (a Service's
 # allocations and an Event's lease take other calls): `Context.write` runs them on the loop
@@ -87,6 +95,7 @@ class Context:
     server_address: str = ""
     nodes: NodeDialer | None = None  # how pods/log and pods/exec reach node agents
     reader: AsyncReader | None = None  # etcd reads awaited on the loop (else GETs take the pool)
+    sa_tokens: Tokens | None = None  # service account tokens: issued (TokenRequest) and checked
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -475,6 +484,11 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
         body = await read_body(request)
         await ctx.run(ctx.registry.evict, ns, name, body, dry_run=_dry_run(q))
         return json_response(success(code=201), status=201)
+    elif sub == "token" and kind == SERVICE_ACCOUNT and verb == "create" and ctx.sa_tokens is not None:
+        assert ns is not None
+        body = await read_body(request)
+        lookup = lambda k, namespace, obj_name: ctx.objects.get(k, obj_name, namespace)  # read in the pool
+        return json_response(await ctx.run(ctx.sa_tokens.request, lookup, ns, name, body), status=201)
     elif sub == "exec" and kind == POD and request.method in ("GET", "POST"):
         from orchestrator.apiserver.stream import pod_exec
 

@@ -39,7 +39,16 @@ from aiohttp import web
 from netplane.errors import ConfigError, NetplaneError, StoreError
 from netplane.store import EtcdStore, Keys
 from netplane.store.etcd import AsyncReader, LoopBridgedStore
-from orchestrator.apiserver import auth, certs, discovery, leases, metrics, requestmetrics, reviews
+from orchestrator.apiserver import (
+    auth,
+    certs,
+    discovery,
+    leases,
+    metrics,
+    requestmetrics,
+    reviews,
+    satokens,
+)
 from orchestrator.apiserver.handlers import (
     CONTEXT,
     CURRENT_USER,
@@ -53,7 +62,7 @@ from orchestrator.apiserver.scale import Scales
 from orchestrator.apiserver.status import APIError, from_exception
 from orchestrator.apiserver.stream import NodeDialer
 from orchestrator.apiserver.watchcache import WINDOW, WatchCaches
-from orchestrator.objects.meta import KINDS, NAMESPACE
+from orchestrator.objects.meta import KINDS, NAMESPACE, POD, SECRET, SERVICE_ACCOUNT
 from orchestrator.storage import AlreadyExists, ObjectStore
 from orchestrator.validation import schema
 
@@ -205,6 +214,19 @@ def _unauthorized() -> web.Response:
     return status_response(APIError(401, "Unauthorized"))
 
 
+async def service_account(ctx: Context, sa_tokens: satokens.Tokens, token: str) -> auth.User | None:
+    """The user of a service account token, its account (and bound object) read from the
+    watch caches (waited for while they list, at server start)."""
+    caches = ctx.caches
+    if caches is None or sa_tokens.claims(token) is None:
+        return None
+    for kind in (SERVICE_ACCOUNT, POD, SECRET):
+        if not await caches.get(kind).wait_ready(10.0):
+            raise APIError(503, "the server is starting: its caches are not listed yet",
+                           reason="ServiceUnavailable")
+    return sa_tokens.user(token, caches.cached)
+
+
 def build_app(ctx: Context, tokens: auth.TokenFile,
               request_metrics: requestmetrics.RequestMetrics | None = None) -> web.Application:
     measured = request_metrics or requestmetrics.RequestMetrics()
@@ -244,7 +266,10 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
         header = request.headers.get("Authorization", "")
         user = None
         if header[:7].lower() == "bearer ":
-            user = tokens.user(header[7:].strip())
+            token = header[7:].strip()
+            user = tokens.user(token)
+            if user is None and ctx.sa_tokens is not None and ctx.sa_tokens.looks_like_one(token):
+                user = await service_account(ctx, ctx.sa_tokens, token)
         elif not header:
             transport = request.transport
             peer = transport.get_extra_info("peercert") if transport is not None else None
@@ -344,7 +369,9 @@ class APIServer:
                       registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached),
                       scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
                       pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches,
-                      nodes=NodeDialer(tls.kubelet_client))
+                      nodes=NodeDialer(tls.kubelet_client),
+                      sa_tokens=satokens.Tokens(satokens.ensure_signing_key(cfg.state_dir),
+                                                read_only_group=cfg.read_only_group))
         app = build_app(ctx, tokens, self.request_metrics)
         caches = self._caches
         started = threading.Event()

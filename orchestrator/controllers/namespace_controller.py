@@ -29,6 +29,7 @@ from orchestrator.objects.meta import (
     REPLICATION_CONTROLLER,
     SECRET,
     SERVICE,
+    SERVICE_ACCOUNT,
 )
 from orchestrator.storage import Conflict, ObjectStore
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 # in the order they are deleted: the pods before the ConfigMaps and Secrets they may mount
-CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET, LEASE)
+CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET, SERVICE_ACCOUNT, LEASE)
 RECHECK = 1.0  # seconds between looks at a namespace that still holds something
 
 

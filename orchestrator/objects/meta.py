@@ -82,10 +82,11 @@ ENDPOINTS = Kind("Endpoints", "endpoints", True, ("ep",))
 EVENT = Kind("Event", "events", True, ("ev",))
 CONFIG_MAP = Kind("ConfigMap", "configmaps", True, ("cm",))
 SECRET = Kind("Secret", "secrets", True)
+SERVICE_ACCOUNT = Kind("ServiceAccount", "serviceaccounts", True, ("sa",))
 LEASE = Kind("Lease", "leases", True, (), "coordination.k8s.io/v1")
 # every kind stored and validated here; `/api/v1` serves the core ones, `/apis/<group>/<version>` the rest
 KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT, CONFIG_MAP, SECRET,
-                           LEASE)
+                           SERVICE_ACCOUNT, LEASE)
 CORE_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if not k.group)
 _BY_KIND = {k.kind: k for k in KINDS}
 

@@ -45,6 +45,7 @@ _NAME_RULE = {
     "ConfigMap": names.dns1123_subdomain,
     "Secret": names.dns1123_subdomain,
     "Lease": names.dns1123_subdomain,
+    "ServiceAccount": names.dns1123_subdomain,
 }
 EVENT_TYPES = ("Normal", "Warning")
 

@@ -168,3 +168,66 @@ def test_a_standalone_apiserver_registers_for_default_kubernetes(etcd_server: Em
             p.kill()
             p.wait()
         store.close()
+
+
+def test_service_account_tokens(master: tuple[str, Path], tmp_path: Path) -> None:
+    """`default` in every namespace; a TokenRequest's token authenticates as the account (read
+    only), until the account goes; a forged one does not."""
+    url, state = master
+    api = admin_client(state, tmp_path)
+    v1 = client.CoreV1Api(api)
+    wait_for(lambda: any(s.metadata.name == "default" for s in v1.list_namespaced_service_account("default").items),
+             20, "the default service account")
+    v1.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    wait_for(lambda: [s.metadata.name for s in v1.list_namespaced_service_account("team").items] == ["default"],
+             20, "team's default service account")
+    v1.create_namespaced_service_account("default", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                      "metadata": {"name": "bot"}})
+    req = v1.create_namespaced_service_account_token("bot", "default", client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=1200)))
+    token = req.status.token
+    assert req.spec.expiration_seconds == 1200 and req.status.expiration_timestamp is not None
+
+    def as_token(tok: str) -> client.ApiClient:
+        cfg = client.Configuration()
+        cfg.host, cfg.ssl_ca_cert = url, str(state / "ca.crt")
+        cfg.api_key = {"authorization": "Bearer " + tok}
+        return client.ApiClient(cfg)
+
+    bot = as_token(token)
+    who = client.AuthenticationV1Api(bot).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1",
+                                                                      "kind": "SelfSubjectReview"})
+    assert who.status.user_info.username == "system:serviceaccount:default:bot"
+    assert {"system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"} <= \
+        set(who.status.user_info.groups)
+    assert client.CoreV1Api(bot).list_namespaced_pod("default").items == []  # it may read
+    for forbidden in (lambda: client.CoreV1Api(bot).create_namespaced_config_map(  # but not write
+                          "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+                      lambda: client.CoreV1Api(bot).list_namespaced_secret("default")):
+        with pytest.raises(ApiException) as e:
+            forbidden()
+        assert e.value.status == 403, e.value.body
+    # too short a lifetime is refused as kube refuses it
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_service_account_token("bot", "default", client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=60)))
+    assert e.value.status == 422 and "less than 10 minutes" in e.value.body, e.value.body
+    # a forged signature, and the token of an account since deleted: Unauthorized
+    head, payload, sig = token.split(".")
+    forged = as_token(f"{head}.{payload}.{sig[::-1]}")
+    for who_ in (forged, None):
+        if who_ is None:
+            v1.delete_namespaced_service_account("bot", "default")
+            who_ = bot
+
+        def refused(c: client.ApiClient = who_) -> bool:
+            try:
+                client.CoreV1Api(c).list_namespaced_pod("default")
+                return False
+            except ApiException as e:
+                assert e.status == 401, e.body
+                return True
+
+        wait_for(refused, 5, "the token refused")
+    for c in (bot, forged, api):
+        c.close()

@@ -131,7 +131,8 @@ def test_kubectl_and_python_client(api: Api) -> None:
 
 
 # a pod's own client: the official one, configured as in-cluster clients are (the address from
-# KUBERNETES_SERVICE_HOST/PORT), with the cluster's CA and a token from a ConfigMap and a Secret
+# KUBERNETES_SERVICE_HOST/PORT), with the cluster's CA and a service account's token from a
+# ConfigMap and a Secret (no token is mounted into pods yet)
 IN_CLUSTER = """
 import os, sys, tempfile
 from kubernetes import client
@@ -156,7 +157,12 @@ def in_cluster_steps(api: Api) -> None:
                    "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}], ep
     svc = api.json("get", "service", "kubernetes")
     assert svc["spec"]["clusterIP"] == "10.96.0.1" and svc["spec"]["ports"][0]["port"] == 443, svc
-    token = yaml.safe_load(api.token_kubeconfig.read_text())["users"][0]["user"]["token"]
+    # its own identity: a service account, and a token kubectl asks the server for (TokenRequest)
+    k("create", "serviceaccount", "reader")
+    assert "reader" in k("get", "serviceaccounts").stdout
+    token = k("create", "token", "reader", "--duration", "20m").stdout.strip()
+    who = json.loads(k("auth", "whoami", "--token", token, "-o", "json").stdout)
+    assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:reader", who
     k("create", "configmap", "api-ca", f"--from-file=ca.crt={api.state_dir / 'ca.crt'}")
     k("create", "secret", "generic", "api-token", f"--from-literal=token={token}")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
@@ -174,6 +180,7 @@ def in_cluster_steps(api: Api) -> None:
     k("delete", "pod", "incluster", "--wait=false")
     k("delete", "configmap", "api-ca")
     k("delete", "secret", "api-token")
+    k("delete", "serviceaccount", "reader")
 
 
 def port_forward_steps(api: Api) -> None:
