@@ -3,7 +3,7 @@
 Several masters may run against one etcd; one leads (`orchestrator.leader.Elector`, lease TTL
 15 s by default) and the others wait. A term starts from nothing: the leader lists every kind
 into fresh informers, waits until they are synced, then runs the scheduler, the replication
-manager, the endpoints, namespace, serviceaccounts and node lifecycle controllers, all writing with the
+manager, the endpoints, namespace, serviceaccounts, root CA and node lifecycle controllers, all writing with the
 term's fence (`Fence.guards()`), so a deposed leader's writes are refused by etcd. The term
 ends when leadership is lost (a refused write, a failed renewal) or the process is asked to
 stop; every loop is stopped and joined, and the lease is revoked so the next master takes over
@@ -49,6 +49,7 @@ from orchestrator.controllers.node_lifecycle_controller import (
     NodeLifecycleController,
 )
 from orchestrator.controllers.replication_manager import ReplicationManager
+from orchestrator.controllers.rootca_publisher import RootCAPublisher
 from orchestrator.controllers.scheduler import Scheduler
 from orchestrator.controllers.serviceaccounts_controller import ServiceAccountsController
 from orchestrator.leader import Elector, Fence
@@ -191,6 +192,7 @@ class Master:
             ("namespace-controller", NamespaceController(objects, writer=writer).run),
             ("serviceaccounts-controller", ServiceAccountsController(objects, writer=writer,
                                                                      resync=cfg.resync_period).run),
+            ("root-ca-cert-publisher", RootCAPublisher(objects, writer=writer, resync=cfg.resync_period).run),
             ("node-lifecycle", NodeLifecycleController(
                 objects, infs, writer=writer, recorder=rec_node, grace_period=cfg.node_grace_period,
                 eviction_timeout=cfg.pod_eviction_timeout, startup_grace_period=cfg.node_startup_grace_period,

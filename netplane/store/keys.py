@@ -118,6 +118,14 @@ class Keys:
     def client_ca(self, fingerprint: str) -> str:
         return self.client_cas + fingerprint
 
+    @property
+    def serving_cas(self) -> str:
+        """The CAs that sign the API servers' serving certificates (kube-root-ca.crt's bundle)."""
+        return f"{self.prefix}/pki/serving-ca/"
+
+    def serving_ca(self, fingerprint: str) -> str:
+        return self.serving_cas + fingerprint
+
     @staticmethod
     def name_of(key: str, under: str) -> str:
         """The last path element of `key` below the collection prefix `under`."""

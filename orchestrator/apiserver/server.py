@@ -188,12 +188,13 @@ def token_file_of(cfg: APIServerConfig) -> Path:
 
 
 def write_state(cfg: APIServerConfig, *, url: str, ca_file: Path | None, token_file: Path,
-                published: list[str] | None = None) -> None:
-    """apiserver.json: what `netplane kubeconfig` reads, and the client CAs (sha256
-    fingerprints) this server published for node agents, so that it can withdraw them."""
+                published: list[str] | None = None, published_serving: list[str] | None = None) -> None:
+    """apiserver.json: what `netplane kubeconfig` reads, and the client CAs and serving CAs
+    (sha256 fingerprints) this server published, so that it can withdraw them."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = {"server": url, "certificateAuthority": str(ca_file) if ca_file else None,
-            "tokenAuthFile": str(token_file), "publishedClientCAs": published or []}
+            "tokenAuthFile": str(token_file), "publishedClientCAs": published or [],
+            "publishedServingCAs": published_serving or []}
     tmp = cfg.state_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(body, indent=2) + "\n")
     tmp.replace(cfg.state_dir / STATE_FILE)
@@ -422,36 +423,48 @@ class APIServer:
         self.url = f"https://{host}:{self.address[1]}"
         ctx.server_address = f"{host.strip('[]')}:{self.address[1]}"
         try:
-            before = read_state(cfg.state_dir).get("publishedClientCAs")
+            state = read_state(cfg.state_dir)
         except ConfigError:
-            before = None
-        published = self._publish_client_ca(tls.client_ca, [f for f in before or [] if isinstance(f, str)
-                                                              and re.fullmatch(r"[0-9a-f]{64}", f)])
-        write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path, published=published)
+            state = {}
+
+        def before(field: str) -> list[str]:
+            return [f for f in state.get(field) or [] if isinstance(f, str) and re.fullmatch(r"[0-9a-f]{64}", f)]
+
+        published = self._publish_cas(tls.client_ca, before("publishedClientCAs"), "client CA for node agents",
+                                      self.objects.keys.client_ca)
+        # the CA our own serving certificate chains to (not one given with --tls-cert: unknown),
+        # for kube-root-ca.crt in every namespace (controllers.rootca_publisher)
+        own_ca = (cfg.state_dir / "ca.crt").read_bytes() if cfg.tls_cert is None else b""
+        published_serving = self._publish_cas(own_ca, before("publishedServingCAs"), "serving CA",
+                                              self.objects.keys.serving_ca)
+        write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path, published=published,
+                    published_serving=published_serving)
         self._ensure_default_namespace()
         log.info("API server on %s", self.url)
         return self.address
 
-    def _publish_client_ca(self, bundle: bytes, before: list[str]) -> list[str]:
-        """Our client CA into etcd, where node agents take the CAs they accept from
-        (`orchestrator.node.nodetls`): a user this server authenticates by certificate is then
-        one the node APIs know too. The CAs this server published `before` and no longer has
-        (its CA was replaced) are withdrawn, so nodes stop trusting them; nobody else's are
-        touched. Failing is logged, not fatal (nodes may have --node-api-client-ca). What it
+    def _publish_cas(self, bundle: bytes, before: list[str], what: str, key_of: Any) -> list[str]:
+        """Our CAs into etcd under `key_of(sha256)`: the client CA, where node agents take the CAs
+        they accept from (`orchestrator.node.nodetls`: a user this server authenticates by
+        certificate is then one the node APIs know too), and the serving CA, which the master
+        hands to pods as kube-root-ca.crt. The CAs this server published `before` and no longer
+        has (its CA was replaced) are withdrawn, so nobody trusts them any more; nobody else's
+        are touched. Failing is logged, not fatal (nodes may have --node-api-client-ca). What it
         has published now (and what it could not withdraw yet, to try again next start)."""
         from orchestrator.node import nodetls
 
         current: list[str] = []
+        keys = self.objects.keys
         try:
             if bundle:
                 current = [nodetls.fingerprint(p) for p in nodetls.split_pem(bundle)]
-                for key in nodetls.publish_client_cas(self.objects.store, self.objects.keys, bundle):
-                    log.info("published the client CA for node agents at %s", key)
+                for key in nodetls.publish_client_cas(self.objects.store, keys, bundle, key_of=key_of):
+                    log.info("published the %s at %s", what, key)
             stale = [f for f in before if f not in current]
-            for key in nodetls.withdraw_client_cas(self.objects.store, self.objects.keys, stale):
-                log.info("withdrew the client CA this server published before at %s", key)
+            for key in nodetls.withdraw_client_cas(self.objects.store, keys, stale, key_of=key_of):
+                log.info("withdrew the %s this server published before at %s", what, key)
         except (NetplaneError, ConfigError) as e:
-            log.warning("cannot publish the client CA for node agents: %s", e)
+            log.warning("cannot publish the %s: %s", what, e)
             return sorted(set(before) | set(current))
         return current
 

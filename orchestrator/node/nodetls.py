@@ -46,7 +46,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,12 +184,14 @@ def handshake_error(node: str, e: ssl.SSLError | ssl.CertificateError) -> str:
 
 
 # --------------------------------------------------------------------------- publishing CAs
-def publish_client_cas(store: EtcdStore, keys: Keys, bundle: bytes) -> list[str]:
-    """Put each CA of `bundle` under `<prefix>/pki/client-ca/<sha256>` unless it is there (so a
-    restart changes nothing nodes follow); the keys written."""
+def publish_client_cas(store: EtcdStore, keys: Keys, bundle: bytes, *,
+                       key_of: Callable[[str], str] | None = None) -> list[str]:
+    """Put each CA of `bundle` under `<prefix>/pki/client-ca/<sha256>` (or `key_of(sha256)`:
+    `Keys.serving_ca` for the serving CAs) unless it is there (so a restart changes nothing
+    nodes follow); the keys written."""
     wrote = []
     for pem in split_pem(bundle):
-        key = keys.client_ca(fingerprint(pem))
+        key = (key_of or keys.client_ca)(fingerprint(pem))
         cur = store.get(key)
         if cur is None or cur.value != pem:
             store.put(key, pem)
@@ -197,9 +199,10 @@ def publish_client_cas(store: EtcdStore, keys: Keys, bundle: bytes) -> list[str]
     return wrote
 
 
-def withdraw_client_cas(store: EtcdStore, keys: Keys, fingerprints: Iterable[str]) -> list[str]:
+def withdraw_client_cas(store: EtcdStore, keys: Keys, fingerprints: Iterable[str], *,
+                        key_of: Callable[[str], str] | None = None) -> list[str]:
     """Delete the published CAs of these sha256 fingerprints; the keys that were there."""
-    return [key for key in (keys.client_ca(f) for f in fingerprints) if store.delete(key)]
+    return [key for key in ((key_of or keys.client_ca)(f) for f in fingerprints) if store.delete(key)]
 
 
 def _valid_ca(key: str, value: bytes) -> bytes | None:

@@ -6,6 +6,7 @@ controllers (an RC gets its pods), seen through a watch with a label selector.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import ssl
@@ -231,3 +232,34 @@ def test_service_account_tokens(master: tuple[str, Path], tmp_path: Path) -> Non
         wait_for(refused, 5, "the token refused")
     for c in (bot, forged, api):
         c.close()
+
+
+def test_every_namespace_gets_the_api_servers_ca(master: tuple[str, Path], tmp_path: Path) -> None:
+    """kube-root-ca.crt: the CA the API server's certificate chains to, in every namespace,
+    kept as it should be."""
+    url, state = master
+    api = admin_client(state, tmp_path)
+    v1 = client.CoreV1Api(api)
+    ca = (state / "ca.crt").read_text().strip() + "\n"
+
+    def published(ns: str) -> str | None:
+        try:
+            return (v1.read_namespaced_config_map("kube-root-ca.crt", ns).data or {}).get("ca.crt")
+        except ApiException as e:
+            assert e.status == 404
+            return None
+
+    assert wait_for(lambda: published("default"), 20, "kube-root-ca.crt in default") == ca
+    # what an in-cluster client does with it: verify the server
+    ctx = ssl.create_default_context(cadata=ca)
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as s, \
+            ctx.wrap_socket(s, server_hostname="kubernetes.default.svc"):
+        pass
+    v1.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    assert wait_for(lambda: published("other"), 20, "kube-root-ca.crt in a new namespace") == ca
+    v1.patch_namespaced_config_map("kube-root-ca.crt", "other", {"data": {"ca.crt": "not a CA"}})
+    wait_for(lambda: published("other") == ca, 20, "kube-root-ca.crt reset")
+    v1.delete_namespaced_config_map("kube-root-ca.crt", "other")
+    wait_for(lambda: published("other") == ca, 20, "kube-root-ca.crt made again")
+    assert len(json.loads((state / "apiserver.json").read_text())["publishedServingCAs"]) == 1
+    api.close()

@@ -22,9 +22,10 @@ and --force-conflicts); an unknown token is Unauthorized. The Python
 client: create an RC, list its pods by selector, watch until they are Running, read a log,
 exec, port-forward (its channel protocol: an answer from the pod's localhost, and a refused
 port's error), delete with Foreground propagation; no credentials at all is 401 Unauthorized.
-In-cluster: a pod's own official client reaches the API at KUBERNETES_SERVICE_HOST
-(default/kubernetes, 10.96.0.1:443) through its node's proxy, and `kubectl logs` reads the
-finished pod's output.
+In-cluster: kubectl creates a service account and a token for it; a pod's own official client
+reaches the API at KUBERNETES_SERVICE_HOST (default/kubernetes, 10.96.0.1:443) through its
+node's proxy with that token and kube-root-ca.crt, and `kubectl logs` reads the finished pod's
+output.
 
 One lab serves every step (starting one is most of the time).
 """
@@ -131,8 +132,8 @@ def test_kubectl_and_python_client(api: Api) -> None:
 
 
 # a pod's own client: the official one, configured as in-cluster clients are (the address from
-# KUBERNETES_SERVICE_HOST/PORT), with the cluster's CA and a service account's token from a
-# ConfigMap and a Secret (no token is mounted into pods yet)
+# KUBERNETES_SERVICE_HOST/PORT), with the cluster's CA from kube-root-ca.crt and a service
+# account's token from a Secret (no token is mounted into pods yet)
 IN_CLUSTER = """
 import os, sys, tempfile
 from kubernetes import client
@@ -163,12 +164,11 @@ def in_cluster_steps(api: Api) -> None:
     token = k("create", "token", "reader", "--duration", "20m").stdout.strip()
     who = json.loads(k("auth", "whoami", "--token", token, "-o", "json").stdout)
     assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:reader", who
-    k("create", "configmap", "api-ca", f"--from-file=ca.crt={api.state_dir / 'ca.crt'}")
     k("create", "secret", "generic", "api-token", f"--from-literal=token={token}")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
            "spec": {"restartPolicy": "Never", "containers": [{
                "name": "client", "image": IMAGE, "command": [sys.executable, "-c", IN_CLUSTER],
-               "env": [{"name": "CA", "valueFrom": {"configMapKeyRef": {"name": "api-ca", "key": "ca.crt"}}},
+               "env": [{"name": "CA", "valueFrom": {"configMapKeyRef": {"name": "kube-root-ca.crt", "key": "ca.crt"}}},
                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-token", "key": "token"}}},
                        {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}
     k("apply", "-f", "-", input=json.dumps(pod))
@@ -178,7 +178,6 @@ def in_cluster_steps(api: Api) -> None:
     assert "in-cluster https://10.96.0.1:443 ['incluster']" in log.stdout, (log, json.dumps(done["status"]))
     assert done["status"]["phase"] == "Succeeded", done["status"]
     k("delete", "pod", "incluster", "--wait=false")
-    k("delete", "configmap", "api-ca")
     k("delete", "secret", "api-token")
     k("delete", "serviceaccount", "reader")
 
