@@ -161,6 +161,12 @@ def in_cluster_steps(api: Api) -> None:
     # its own identity: a service account, and a token kubectl asks the server for (TokenRequest)
     k("create", "serviceaccount", "reader")
     assert "reader" in k("get", "serviceaccounts").stdout
+    assert {"default", "reader"} <= {line.split()[0] for line in k("get", "sa", "--no-headers").stdout.splitlines()}
+    described = k("describe", "serviceaccount", "reader").stdout
+    assert "Name:" in described and "reader" in described and "Namespace:" in described, described
+    # the cluster CA in every namespace, for in-cluster clients
+    assert json.loads(k("get", "configmap", "kube-root-ca.crt", "-o", "json").stdout)["data"]["ca.crt"] == \
+        (api.state_dir / "ca.crt").read_text().strip() + "\n"
     token = k("create", "token", "reader", "--duration", "20m").stdout.strip()
     who = json.loads(k("auth", "whoami", "--token", token, "-o", "json").stdout)
     assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:reader", who
