@@ -251,3 +251,11 @@ def _rv(obj: Mapping[str, Any]) -> str:
 def _rv_int(obj: Mapping[str, Any]) -> int | None:
     rv = _rv(obj)
     return int(rv) if rv.isdigit() else None
+
+
+def wait_all_synced(stop: threading.Event, *informers: Informer) -> bool:
+    """Block until every informer has listed (True), or `stop` is set first (False)."""
+    while not all(i.wait_synced(0.2) for i in informers):
+        if stop.is_set():
+            return False
+    return True

@@ -208,9 +208,7 @@ class MasterServiceController:
         self.objects = objects
         self.inf = informers
         self.writer = writer
-        self.spec = spec
-        self.KEY = spec.key
-        self.service_ip = spec.cluster_ip
+        self.ms = spec
         self.loop = KeyLoop(spec.manager, self.sync, writer=writer, workers=1)
         self._lock = threading.Lock()
         self._masters: dict[str, tuple[str, int]] = {}  # registration key -> address
@@ -222,11 +220,11 @@ class MasterServiceController:
 
     def _on_object(self, old: Obj | None, new: Obj | None) -> None:
         obj = new if new is not None else old
-        if obj is not None and meta.namespaced_name(obj) == self.KEY and self._listed.is_set():
-            self.loop.queue.add(self.KEY)
+        if obj is not None and meta.namespaced_name(obj) == self.ms.key and self._listed.is_set():
+            self.loop.queue.add(self.ms.key)
 
     def run(self, stop: threading.Event) -> None:
-        watcher = threading.Thread(target=self._follow, args=(stop,), name=f"{self.spec.manager}-masters",
+        watcher = threading.Thread(target=self._follow, args=(stop,), name=f"{self.ms.manager}-masters",
                                    daemon=True)
         watcher.start()
         self.loop.run(stop)
@@ -234,7 +232,7 @@ class MasterServiceController:
 
     def _follow(self, stop: threading.Event) -> None:
         prefix = masters_prefix(self.objects.keys)
-        what = self.spec.registered
+        what = self.ms.registered
         for item in list_watch(self.objects.store, prefix, stop=stop):
             with self._lock:
                 if isinstance(item, Resync):
@@ -247,7 +245,7 @@ class MasterServiceController:
                         else:
                             self._masters[ev.key] = addr
             self._listed.set()
-            self.loop.queue.add(self.KEY)
+            self.loop.queue.add(self.ms.key)
 
     def masters(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -256,78 +254,78 @@ class MasterServiceController:
     def sync(self, key: str) -> None:
         if not self._listed.is_set():
             return  # never write the Endpoints from a registration list we have not read
-        ns = self.spec.namespace
+        ns = self.ms.namespace
         if self.objects.get(NAMESPACE, ns) is None:
             try:
                 self.objects.create(admit({"apiVersion": "v1", "kind": "Namespace",
                                            "metadata": {"name": ns}}).object, guards=self.writer.guards)
-                log.info("%s: created namespace %s", self.spec.manager, ns)
+                log.info("%s: created namespace %s", self.ms.manager, ns)
             except AlreadyExists:
                 pass
         self._sync_service()
         self._sync_endpoints()
 
     def _sync_service(self) -> None:
-        spec_ = self.spec
-        svc = self.inf.services.get(spec_.name, spec_.namespace)
+        ms = self.ms
+        svc = self.inf.services.get(ms.name, ms.namespace)
         guards = self.writer.guards
         if svc is None:
-            want = admit(spec_.service()).object
-            self._claim(self.service_ip)
+            want = admit(ms.service()).object
+            self._claim(self.ms.cluster_ip)
             try:
                 self.objects.create(want, guards=guards)
             except AlreadyExists:
                 return  # our cache is behind: the informer's event queues us again
-            log.info("%s: created service %s on %s", spec_.manager, self.KEY, self.service_ip)
+            log.info("%s: created service %s on %s", ms.manager, self.ms.key, self.ms.cluster_ip)
             return
         spec = svc.get("spec") or {}
-        if spec.get("clusterIP") != self.service_ip and not self._warned_ip:
+        if spec.get("clusterIP") != self.ms.cluster_ip and not self._warned_ip:
             self._warned_ip = True
             log.warning("%s: service %s has cluster IP %s, not %s (cluster IPs are immutable: "
-                        "delete the service to move it)", spec_.manager, self.KEY, spec.get("clusterIP"),
-                        self.service_ip)
+                        "delete the service to move it)", ms.manager, self.ms.key, spec.get("clusterIP"),
+                        self.ms.cluster_ip)
         if spec.get("ports") == self._ports and not spec.get("selector"):
             return
         changed = {**svc, "spec": {**spec, "ports": self._ports}}
         changed["spec"].pop("selector", None)
         self.objects.update(changed, guards=guards)
-        log.info("%s: reset the ports of service %s", spec_.manager, self.KEY)
+        log.info("%s: reset the ports of service %s", ms.manager, self.ms.key)
 
     def _claim(self, ip: str) -> None:
         """The cluster IP's allocation key, owned by `<namespace>/<name>` (the owner `netplane
         apply`/`delete` use, so deleting the Service gives it back); ours already is fine."""
-        owner = self.KEY
+        owner = self.ms.key
         kv = self.objects.store.get(clusterip_key(self.objects.keys, IPv4Address(ip)))
         if kv is not None and kv.value.decode(errors="replace") == owner:
             return
         try:
             ServiceAPI(self.objects.store, self.objects.keys).allocate_ip(
-                owner, IPv4Address(ip), reserved_ok=self.spec.reserved_ip)
+                owner, IPv4Address(ip), reserved_ok=self.ms.reserved_ip)
         except ConfigError as e:
-            log.warning("%s: cannot create service %s: %s (owner: %s)", self.spec.manager, self.KEY, e,
+            log.warning("%s: cannot create service %s: %s (owner: %s)", self.ms.manager, self.ms.key, e,
                         kv.value.decode(errors="replace") if kv is not None else "?")
             raise
 
     def _sync_endpoints(self) -> None:
-        spec_ = self.spec
-        current = self.inf.endpoints.get(spec_.name, spec_.namespace)
-        subsets = spec_.subsets(self.masters())
+        ms = self.ms
+        current = self.inf.endpoints.get(ms.name, ms.namespace)
+        subsets = ms.subsets(self.masters())
         guards = self.writer.guards
         if current is None:
             body: Obj = {"apiVersion": "v1", "kind": "Endpoints",
-                         "metadata": {"name": spec_.name, "namespace": spec_.namespace,
-                                      "labels": {**spec_.endpoint_labels, MANAGED_BY: spec_.manager}},
+                         "metadata": {"name": ms.name, "namespace": ms.namespace,
+                                      "labels": {**ms.endpoint_labels, MANAGED_BY: ms.manager}},
                          "subsets": subsets}
             try:
                 self.objects.create(admit(body).object, guards=guards)
             except AlreadyExists:
                 return
-        elif (current.get("subsets") or []) == subsets and meta.labels(current).get(MANAGED_BY) == spec_.manager:
+        elif (current.get("subsets") or []) == subsets and meta.labels(current).get(MANAGED_BY) == ms.manager:
             return
         else:
-            md = {**meta.meta(current), "labels": {**meta.labels(current), MANAGED_BY: spec_.manager}}
+            md = {**meta.meta(current), "labels": {**meta.labels(current), MANAGED_BY: ms.manager}}
             self.objects.update({**current, "metadata": md, "subsets": subsets}, guards=guards)
-        log.info("%s: endpoints %s", spec_.manager, ", ".join(f"{ip}:{p}" for ip, p in self.masters()) or "none")
+        log.info("%s: endpoints %s", ms.manager, ", ".join(f"{ip}:{p}" for ip, p in self.masters()) or "none")
 
 
 class KubernetesServiceController(MasterServiceController):

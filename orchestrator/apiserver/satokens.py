@@ -40,6 +40,7 @@ from orchestrator.apiserver.auth import AUTHENTICATED, User
 from orchestrator.apiserver.status import APIError
 from orchestrator.objects import meta
 from orchestrator.objects.meta import POD, SECRET, SERVICE_ACCOUNT, Kind
+from orchestrator.validation import InvalidObject
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported
 
 Obj = dict[str, Any]
@@ -134,8 +135,6 @@ class Tokens:
                                    reason="Conflict")
                 claims_k8s[kind.kind.lower()] = {"name": meta.name(obj), "uid": meta.uid(obj)}
         if errors:
-            from orchestrator.validation import InvalidObject
-
             raise InvalidObject("TokenRequest", name, errors)
         now = int(self.clock())
         claims = {"iss": self.issuer, "sub": username(namespace, name), "aud": audiences, "iat": now,
@@ -180,12 +179,9 @@ class Tokens:
             self._verified[token] = (now, claims)
         return claims
 
-    def user(self, token: str, lookup: Lookup) -> User | None:
-        """The service account a valid token names, while it (and what the token is bound to)
-        still exists with the uid in the token; None otherwise."""
-        claims = self.claims(token)
-        if claims is None:
-            return None
+    def user(self, claims: Mapping[str, Any], lookup: Lookup) -> User | None:
+        """The service account a valid token's `claims` (`claims()`) name, while it (and what
+        the token is bound to) still exists with the uid in the token; None otherwise."""
         k8s = claims.get("kubernetes.io")
         if not isinstance(k8s, Mapping):
             return None

@@ -219,13 +219,14 @@ async def service_account(ctx: Context, sa_tokens: satokens.Tokens, token: str) 
     """The user of a service account token, its account (and bound object) read from the
     watch caches (waited for while they list, at server start)."""
     caches = ctx.caches
-    if caches is None or sa_tokens.claims(token) is None:
+    claims = sa_tokens.claims(token) if caches is not None else None
+    if caches is None or claims is None:
         return None
     for kind in (SERVICE_ACCOUNT, POD, SECRET):
         if not await caches.get(kind).wait_ready(10.0):
             raise APIError(503, "the server is starting: its caches are not listed yet",
                            reason="ServiceUnavailable")
-    return sa_tokens.user(token, caches.cached)
+    return sa_tokens.user(claims, caches.cached)
 
 
 def build_app(ctx: Context, tokens: auth.TokenFile,
@@ -434,7 +435,7 @@ class APIServer:
                                       self.objects.keys.client_ca)
         # the CA our own serving certificate chains to (not one given with --tls-cert: unknown),
         # for kube-root-ca.crt in every namespace (controllers.rootca_publisher)
-        own_ca = (cfg.state_dir / "ca.crt").read_bytes() if cfg.tls_cert is None else b""
+        own_ca = tls.ca_file.read_bytes() if cfg.tls_cert is None and tls.ca_file is not None else b""
         published_serving = self._publish_cas(own_ca, before("publishedServingCAs"), "serving CA",
                                               self.objects.keys.serving_ca)
         write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path, published=published,

@@ -17,7 +17,7 @@ from typing import Any
 
 from netplane.store.watch import Resync, list_watch
 from orchestrator.controllers.base import KeyLoop, Writer
-from orchestrator.informer import Informer
+from orchestrator.informer import Informer, wait_all_synced
 from orchestrator.objects import meta
 from orchestrator.objects.meta import CONFIG_MAP, NAMESPACE
 from orchestrator.storage import AlreadyExists, ObjectStore
@@ -70,10 +70,8 @@ class RootCAPublisher:
         self.namespaces.start(stop)
         self.configmaps.start(stop)
         follower.start()
-        while not (self.namespaces.wait_synced(0.2) and self.configmaps.wait_synced(0.2)):
-            if stop.is_set():
-                return
-        self.loop.run(stop)
+        if wait_all_synced(stop, self.namespaces, self.configmaps):
+            self.loop.run(stop)
         follower.join(timeout=5)
 
     def _follow(self, stop: threading.Event) -> None:

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from orchestrator.controllers.base import KeyLoop, Writer
-from orchestrator.informer import Informer
+from orchestrator.informer import Informer, wait_all_synced
 from orchestrator.objects import meta
 from orchestrator.objects.meta import NAMESPACE, SERVICE_ACCOUNT
 from orchestrator.storage import AlreadyExists, ObjectStore
@@ -43,10 +43,8 @@ class ServiceAccountsController:
     def run(self, stop: threading.Event) -> None:
         self.namespaces.start(stop)
         self.accounts.start(stop)
-        while not (self.namespaces.wait_synced(0.2) and self.accounts.wait_synced(0.2)):
-            if stop.is_set():
-                return
-        self.loop.run(stop)
+        if wait_all_synced(stop, self.namespaces, self.accounts):
+            self.loop.run(stop)
 
     def sync(self, namespace: str) -> None:
         ns = self.namespaces.get(namespace)
