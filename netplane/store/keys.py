@@ -126,6 +126,15 @@ class Keys:
     def serving_ca(self, fingerprint: str) -> str:
         return self.serving_cas + fingerprint
 
+    @property
+    def sa_keys(self) -> str:
+        """The public keys service account tokens are verified with, by key id
+        (`orchestrator.apiserver.satokens`): the API servers' and the node agents'."""
+        return f"{self.prefix}/pki/service-account-keys/"
+
+    def sa_key(self, kid: str) -> str:
+        return self.sa_keys + kid
+
     @staticmethod
     def name_of(key: str, under: str) -> str:
         """The last path element of `key` below the collection prefix `under`."""

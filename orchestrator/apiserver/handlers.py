@@ -36,7 +36,7 @@ from orchestrator.apiserver import protobuf
 from orchestrator.apiserver.auth import Authorizer, User
 from orchestrator.apiserver.listing import ListOptions, list_kind
 from orchestrator.apiserver.registry import Registry
-from orchestrator.apiserver.satokens import Tokens
+from orchestrator.apiserver.satokens import PublishedKeys, Tokens
 from orchestrator.apiserver.scale import Scales
 from orchestrator.apiserver.status import (
     APIError,
@@ -96,6 +96,7 @@ class Context:
     nodes: NodeDialer | None = None  # how pods/log and pods/exec reach node agents
     reader: AsyncReader | None = None  # etcd reads awaited on the loop (else GETs take the pool)
     sa_tokens: Tokens | None = None  # service account tokens: issued (TokenRequest) and checked
+    sa_keys: PublishedKeys | None = None  # the keys tokens are checked with, by kid (every server's, nodes')
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

@@ -19,15 +19,32 @@ in the groups `system:serviceaccounts`, `system:serviceaccounts:<namespace>` and
 `system:authenticated`, and in the read-only group: a service account may get, list and watch
 (not Secrets), as netplane's one authorization rule allows (kube's RBAC gives it nothing by
 default; netplane has no roles to grant it more).
+
+**Keys across servers.** Each API server signs with its own key and names it in the token's
+`kid` header (kube's key id: the base64url SHA-256 of the public key's DER). It publishes the
+public key under `<prefix>/pki/service-account-keys/<kid>` at start (withdrawing one it
+published before and no longer has), and accepts a token signed by any published key: so a
+token issued by one master is good at every other, as kube-apiserver's shared
+--service-account-key-file makes it. A node agent publishes its own key the same way, with its
+node's name in the record: the kubelet mints the tokens of its pods' projected
+`serviceAccountToken` volumes with it, and such a token is accepted only while it is bound to
+a pod on that node (kube's NodeRestriction: a node may have tokens for its own pods only).
+A token with no `kid` (issued before keys were published) is checked against the server's own.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import json
+import logging
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +59,8 @@ from orchestrator.objects import meta
 from orchestrator.objects.meta import POD, SECRET, SERVICE_ACCOUNT, Kind
 from orchestrator.validation import InvalidObject
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Lookup = Callable[[Kind, str, str], Obj | None]  # (kind, namespace, name) -> the object or None
@@ -71,6 +90,140 @@ def ensure_signing_key(state_dir: Path) -> bytes:
         return pem
 
 
+def key_id(public: ec.EllipticCurvePublicKey) -> str:
+    """kube's key id of a public key: base64url (unpadded) SHA-256 of its DER."""
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+KID_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A published verification key: an API server's (`node` empty) or a node's kubelet's."""
+
+    key: ec.EllipticCurvePublicKey
+    node: str = ""
+
+
+def key_record(public: ec.EllipticCurvePublicKey, node: str = "") -> bytes:
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    body: Obj = {"publicKey": pem.decode()}
+    if node:
+        body["node"] = node
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def parse_key_record(kid: str, raw: bytes) -> PublicKey:
+    """A record `key_record` wrote, checked against its `kid` (ValueError if it is not one)."""
+    try:
+        body = json.loads(raw)
+        key = serialization.load_pem_public_key(str(body["publicKey"]).encode())
+        node = body.get("node") or ""
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"not a service account key record: {e}") from e
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(node, str):
+        raise ValueError("not a service account key record: not an EC public key")  # noqa: TRY004 - bad data, one error type
+    if key_id(key) != kid:
+        raise ValueError("the record's key does not have the key id it is stored under")
+    return PublicKey(key, node)
+
+
+def token_kid(token: str) -> str | None:
+    """The `kid` header of a token (unverified), None when it has none or is not a JWT."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        return None
+    return kid if isinstance(kid, str) and KID_RE.fullmatch(kid) else None
+
+
+class Signer:
+    """A signing key (`ensure_signing_key`'s PEM) and its key id."""
+
+    def __init__(self, key_pem: bytes) -> None:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError("the service account signing key is not an EC key")
+        self._key = key
+        self.public = key.public_key()
+        self.kid = key_id(self.public)
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        return jwt.encode(dict(claims), self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+
+def token_claims(*, issuer: str, namespace: str, account: Mapping[str, Any], audiences: list[str],
+                 expiration: int, now: int, bound: Mapping[str, Mapping[str, Any]] | None = None) -> Obj:
+    """kube's claims for a token of ServiceAccount `account`, bound to the objects in `bound`
+    (claim name -> object: "pod", "secret"; "node" beside a pod, as kubelet's tokens carry)."""
+    k8s: Obj = {"namespace": namespace, "serviceaccount": {"name": meta.name(account), "uid": meta.uid(account)}}
+    for claim, obj in (bound or {}).items():
+        k8s[claim] = {"name": meta.name(obj), "uid": meta.uid(obj)}
+    return {"iss": issuer, "sub": username(namespace, meta.name(account)), "aud": audiences, "iat": now,
+            "nbf": now, "exp": now + expiration, "jti": str(uuid.uuid4()), "kubernetes.io": k8s}
+
+
+def publish_key(store: Any, key: str, signer: Signer, before: list[str], key_of: Callable[[str], str], *,
+                node: str = "") -> list[str]:
+    """Our public key into etcd at `key`, and the keys we published `before` (kids) and no
+    longer have withdrawn (only those: nobody else's). The kids published now."""
+    store.put(key, key_record(signer.public, node))
+    for kid in before:
+        if kid != signer.kid and KID_RE.fullmatch(kid):
+            store.delete(key_of(kid))
+    return [signer.kid]
+
+
+class PublishedKeys:
+    """The verification keys by kid, read from etcd on first use and re-read after `ttl`
+    seconds (a withdrawn key stops being accepted within that), a kid found missing after
+    `miss_ttl`. A malformed record is logged and treated as missing."""
+
+    def __init__(self, fetch: Callable[[str], Awaitable[bytes | None]], own: Signer, *,
+                 ttl: float = 10.0, miss_ttl: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 1024) -> None:
+        self.fetch = fetch
+        self.own = PublicKey(own.public)
+        self.own_kid = own.kid
+        self.ttl, self.miss_ttl, self.clock, self.max_keys = ttl, miss_ttl, clock, max_keys
+        self._known: dict[str, tuple[float, PublicKey | None]] = {}
+
+    async def get(self, kid: str | None) -> PublicKey | None:
+        if kid is None or kid == self.own_kid:
+            return self.own
+        now = self.clock()
+        hit = self._known.get(kid)
+        if hit is not None and now - hit[0] < (self.ttl if hit[1] is not None else self.miss_ttl):
+            return hit[1]
+        raw = await self.fetch(kid)
+        found = None
+        if raw is not None:
+            try:
+                found = parse_key_record(kid, raw)
+            except ValueError as e:
+                log.warning("skipping the service account key %s: %s", kid, e)
+        if len(self._known) >= self.max_keys:
+            self._known.clear()
+        self._known[kid] = (now, found)
+        return found
+
+
+def needed(claims: Mapping[str, Any]) -> list[tuple[Kind, str, str]]:
+    """The objects `Tokens.user` looks up for `claims`: the account, and what it is bound to."""
+    k8s = claims.get("kubernetes.io")
+    if not isinstance(k8s, Mapping):
+        return []
+    ns = str(k8s.get("namespace") or "")
+    out = []
+    for claim, kind in (("serviceaccount", SERVICE_ACCOUNT), ("pod", POD), ("secret", SECRET)):
+        ref = k8s.get(claim)
+        if isinstance(ref, Mapping) and ref.get("name"):
+            out.append((kind, ns, str(ref["name"])))
+    return out
+
+
 def username(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
@@ -84,11 +237,7 @@ class Tokens:
 
     def __init__(self, key_pem: bytes, *, read_only_group: str, issuer: str = ISSUER,
                  clock: Callable[[], float] = time.time) -> None:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise TypeError("the service account signing key is not an EC key")
-        self._key = key
-        self._public = key.public_key()
+        self.signer = Signer(key_pem)
         self.issuer = issuer
         self.read_only_group = read_only_group
         self.clock = clock
@@ -117,7 +266,7 @@ class Tokens:
             errors.append(_bad("expirationSeconds", expiration, "may not specify a duration less than 10 minutes"))
         elif expiration > MAX_EXPIRATION:
             errors.append(_bad("expirationSeconds", expiration, "may not specify a duration larger than 2^32 seconds"))
-        claims_k8s: Obj = {"namespace": namespace, "serviceaccount": {"name": name, "uid": meta.uid(sa)}}
+        bound: dict[str, Obj] = {}
         ref = spec.get("boundObjectRef")
         if isinstance(ref, Mapping) and ref:
             kind = BOUND_KINDS.get(str(ref.get("kind") or ""))
@@ -133,13 +282,12 @@ class Tokens:
                     raise APIError(409, f"the UID in the bound object reference ({ref['uid']}) does not match "
                                         f"the UID in record. The object might have been deleted and then recreated",
                                    reason="Conflict")
-                claims_k8s[kind.kind.lower()] = {"name": meta.name(obj), "uid": meta.uid(obj)}
+                bound[kind.kind.lower()] = obj
         if errors:
             raise InvalidObject("TokenRequest", name, errors)
         now = int(self.clock())
-        claims = {"iss": self.issuer, "sub": username(namespace, name), "aud": audiences, "iat": now,
-                  "nbf": now, "exp": now + expiration, "jti": str(uuid.uuid4()), "kubernetes.io": claims_k8s}
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
+        token = self.signer.sign(token_claims(issuer=self.issuer, namespace=namespace, account=sa,
+                                              audiences=audiences, expiration=expiration, now=now, bound=bound))
         created = dt.datetime.fromtimestamp(now, dt.UTC)
         return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                 "metadata": {"name": name, "namespace": namespace,
@@ -154,15 +302,16 @@ class Tokens:
     def looks_like_one(token: str) -> bool:
         return token.count(".") == 2
 
-    def claims(self, token: str) -> Obj | None:
-        """The claims of a token this server issued and that is valid now, else None."""
+    def claims(self, token: str, key: PublicKey | None = None) -> Obj | None:
+        """The claims of a token signed with `key` (default: this server's own) that is valid
+        now, else None."""
         now = self.clock()
         with self._lock:
             hit = self._verified.get(token)
         if hit is not None and now - hit[0] < CACHE_SECONDS and hit[1]["exp"] + LEEWAY > now:
             return hit[1]
         try:
-            claims: Obj = jwt.decode(token, self._public, algorithms=[ALGORITHM], audience=self.issuer,
+            claims: Obj = jwt.decode(token, (key.key if key is not None else self.signer.public), algorithms=[ALGORITHM], audience=self.issuer,
                                      issuer=self.issuer, options={
                                          "require": ["exp", "iat", "nbf", "sub", "iss", "aud"],
                                          # times against our clock, below
@@ -179,9 +328,10 @@ class Tokens:
             self._verified[token] = (now, claims)
         return claims
 
-    def user(self, claims: Mapping[str, Any], lookup: Lookup) -> User | None:
+    def user(self, claims: Mapping[str, Any], lookup: Lookup, *, node: str = "") -> User | None:
         """The service account a valid token's `claims` (`claims()`) name, while it (and what
-        the token is bound to) still exists with the uid in the token; None otherwise."""
+        the token is bound to) still exists with the uid in the token; None otherwise. A token
+        signed by `node`'s key must be bound to a pod of that node, and name the node."""
         k8s = claims.get("kubernetes.io")
         if not isinstance(k8s, Mapping):
             return None
@@ -191,6 +341,14 @@ class Tokens:
         current = lookup(SERVICE_ACCOUNT, ns, str(sa.get("name") or ""))
         if current is None or meta.uid(current) != sa.get("uid"):
             return None
+        if node:
+            pod_claim, node_claim = k8s.get("pod"), k8s.get("node")
+            if not isinstance(pod_claim, Mapping) or not isinstance(node_claim, Mapping) or \
+                    node_claim.get("name") != node:
+                return None
+            pod = lookup(POD, ns, str(pod_claim.get("name") or ""))
+            if pod is None or (pod.get("spec") or {}).get("nodeName") != node:
+                return None
         for kind in BOUND_KINDS.values():
             bound = k8s.get(kind.kind.lower())
             if isinstance(bound, Mapping):

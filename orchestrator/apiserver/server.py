@@ -188,13 +188,15 @@ def token_file_of(cfg: APIServerConfig) -> Path:
 
 
 def write_state(cfg: APIServerConfig, *, url: str, ca_file: Path | None, token_file: Path,
-                published: list[str] | None = None, published_serving: list[str] | None = None) -> None:
+                published: list[str] | None = None, published_serving: list[str] | None = None,
+                published_sa_keys: list[str] | None = None) -> None:
     """apiserver.json: what `netplane kubeconfig` reads, and the client CAs and serving CAs
-    (sha256 fingerprints) this server published, so that it can withdraw them."""
+    (sha256 fingerprints) and service account keys (kids) this server published, so that it can
+    withdraw them."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = {"server": url, "certificateAuthority": str(ca_file) if ca_file else None,
             "tokenAuthFile": str(token_file), "publishedClientCAs": published or [],
-            "publishedServingCAs": published_serving or []}
+            "publishedServingCAs": published_serving or [], "publishedSAKeys": published_sa_keys or []}
     tmp = cfg.state_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(body, indent=2) + "\n")
     tmp.replace(cfg.state_dir / STATE_FILE)
@@ -219,14 +221,31 @@ async def service_account(ctx: Context, sa_tokens: satokens.Tokens, token: str) 
     """The user of a service account token, its account (and bound object) read from the
     watch caches (waited for while they list, at server start)."""
     caches = ctx.caches
-    claims = sa_tokens.claims(token) if caches is not None else None
-    if caches is None or claims is None:
+    if caches is None:
+        return None
+    kid = satokens.token_kid(token)
+    key = None  # None: our own key (a token with no kid was issued before kids, by us or nobody)
+    if kid is not None and ctx.sa_keys is not None:
+        key = await ctx.sa_keys.get(kid)  # ours, another server's or a node's, published in etcd
+        if key is None:
+            return None
+    claims = sa_tokens.claims(token, key)
+    if claims is None:
         return None
     for kind in (SERVICE_ACCOUNT, POD, SECRET):
         if not await caches.get(kind).wait_ready(10.0):
             raise APIError(503, "the server is starting: its caches are not listed yet",
                            reason="ServiceUnavailable")
-    return sa_tokens.user(claims, caches.cached)
+    # the watch caches, and etcd for what they do not have (yet: an account made a moment ago
+    # through another API server), as kube's token getter falls back to a live read
+    found: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    for kind, ns, name in satokens.needed(claims):
+        obj = caches.cached(kind, ns, name)
+        if obj is None and ctx.reader is not None:
+            obj = await ctx.objects.get_async(ctx.reader, kind, name, ns)
+        found[(kind.kind, ns, name)] = obj
+    return sa_tokens.user(claims, lambda kind, ns, name: found.get((kind.kind, ns, name)),
+                          node=key.node if key is not None else "")
 
 
 def build_app(ctx: Context, tokens: auth.TokenFile,
@@ -382,6 +401,13 @@ class APIServer:
         async def setup() -> None:
             # on the loop: a grpc.aio channel belongs to the loop it was made on
             ctx.reader = self._reader = AsyncReader(self.objects.store.config)
+            if ctx.sa_tokens is not None:
+                reader, keys = self._reader, self.objects.keys
+
+                async def fetch_key(kid: str) -> bytes | None:
+                    kv = await reader.get(keys.sa_key(kid))
+                    return kv.value if kv is not None else None
+                ctx.sa_keys = satokens.PublishedKeys(fetch_key, ctx.sa_tokens.signer)
             # the registry's blocking writes, in the pool, do their etcd round trips here too
             self.objects.store = LoopBridgedStore(self.objects.store, self._reader, loop, threading.get_ident())
             # the server's own etcd calls, in its /metrics (the base store may be shared: not it)
@@ -428,8 +454,8 @@ class APIServer:
         except ConfigError:
             state = {}
 
-        def before(field: str) -> list[str]:
-            return [f for f in state.get(field) or [] if isinstance(f, str) and re.fullmatch(r"[0-9a-f]{64}", f)]
+        def before(field: str, pattern: re.Pattern[str] = re.compile(r"[0-9a-f]{64}")) -> list[str]:
+            return [f for f in state.get(field) or [] if isinstance(f, str) and pattern.fullmatch(f)]
 
         published = self._publish_cas(tls.client_ca, before("publishedClientCAs"), "client CA for node agents",
                                       self.objects.keys.client_ca)
@@ -438,8 +464,9 @@ class APIServer:
         own_ca = tls.ca_file.read_bytes() if cfg.tls_cert is None and tls.ca_file is not None else b""
         published_serving = self._publish_cas(own_ca, before("publishedServingCAs"), "serving CA",
                                               self.objects.keys.serving_ca)
+        published_keys = self._publish_sa_key(ctx.sa_tokens, before("publishedSAKeys", satokens.KID_RE))
         write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path, published=published,
-                    published_serving=published_serving)
+                    published_serving=published_serving, published_sa_keys=published_keys)
         self._ensure_default_namespace()
         log.info("API server on %s", self.url)
         return self.address
@@ -468,6 +495,22 @@ class APIServer:
             log.warning("cannot publish the %s: %s", what, e)
             return sorted(set(before) | set(current))
         return current
+
+    def _publish_sa_key(self, tokens: satokens.Tokens | None, before: list[str]) -> list[str]:
+        """Our service account key's public half into etcd, so that every API server accepts
+        the tokens we issue; the one we published before and no longer have withdrawn. Failing
+        is logged, not fatal: our own tokens still work here."""
+        if tokens is None:
+            return before
+        keys = self.objects.keys
+        try:
+            now = satokens.publish_key(self.objects.store, keys.sa_key(tokens.signer.kid), tokens.signer, before,
+                                       keys.sa_key)
+        except (NetplaneError, ConfigError) as e:
+            log.warning("cannot publish the service account key: %s", e)
+            return sorted(set(before) | {tokens.signer.kid})
+        log.info("published the service account key %s", tokens.signer.kid)
+        return now
 
     def _ensure_default_namespace(self) -> None:
         if self.objects.get(NAMESPACE, "default") is not None:

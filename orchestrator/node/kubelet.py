@@ -39,7 +39,7 @@ from orchestrator import heartbeat
 from orchestrator.controllers.base import KeyLoop, Writer
 from orchestrator.controllers.events import Recorder
 from orchestrator.informer import Informer
-from orchestrator.node import envvars, lifecycle
+from orchestrator.node import envvars, lifecycle, podtokens
 from orchestrator.node.configrefs import ConfigRefs
 from orchestrator.node.hostports import HostPorts, mappings_of
 from orchestrator.node.ipam import HostLocalIPAM
@@ -52,6 +52,7 @@ from orchestrator.node.lifecycle import (
     Waiting,
 )
 from orchestrator.node.podnet import PodNetwork
+from orchestrator.node.podtokens import PodTokens
 from orchestrator.node.probes import ProbeManager, Transition
 from orchestrator.node.runtime import (
     ContainerConfig,
@@ -66,7 +67,7 @@ from orchestrator.node.runtime import (
 from orchestrator.node.volumes import VolumeError, Volumes
 from orchestrator.objects import meta
 from orchestrator.objects import pod as pods
-from orchestrator.objects.meta import CONFIG_MAP, NODE, POD, SECRET, SERVICE
+from orchestrator.objects.meta import CONFIG_MAP, NODE, POD, SECRET, SERVICE, SERVICE_ACCOUNT
 from orchestrator.objects.quantity import cpu_millis, memory_bytes
 from orchestrator.storage import Conflict, ObjectStore
 
@@ -210,6 +211,8 @@ class NodeRuntime:
                                  gateway=self.overlay.gateway.ip, mtu=self.overlay.mtu, ipam=ipam)
         self.network = network
         self.volumes = Volumes(options.state_dir / "kubelet")
+        # projected service account tokens, signed with the node's key (published at start)
+        self.tokens: PodTokens | None = None
         # only the pods bound here are kept, as kubelet watches spec.nodeName=<node>
         self.pods = Informer(self.objects, POD, indexers={"node": lambda p: (pods.node_name(p),)},
                              resync_period=options.resync_interval, keep=lambda p: pods.node_name(p) == self.node)
@@ -272,6 +275,9 @@ class NodeRuntime:
             self.api.start()
             self._api_cert = nodetls.announced(pair)
             self._start_thread("node-api-cas", lambda: cas.run(self._stop))
+        self.tokens = PodTokens(podtokens.node_signer(self.opts.state_dir, self.ctx.store, self.ctx.keys, self.node),
+                                self.node, account=lambda ns, name: self.objects.get(SERVICE_ACCOUNT, name, ns),
+                                node_object=lambda: self.objects.get(NODE, self.node))
         self.pods.add_handler(self.config_refs.track)  # before the pod's sync is queued
         self.pods.add_handler(self._on_pod)
         self.config_maps.add_handler(lambda old, new: self._on_config("ConfigMap", old, new))
@@ -659,7 +665,8 @@ class NodeRuntime:
         uid = meta.uid(pod)
         try:
             # before the sandbox: a volume that cannot be made holds the pod
-            volumes = self.volumes.setup(pod, self._config_lookup(pod), allocatable=self._allocatable())
+            volumes = self.volumes.setup(pod, self._config_lookup(pod), allocatable=self._allocatable(),
+                                         token=self.tokens.token if self.tokens is not None else None)
             box = self._sandbox(pod)
             ip = self._attach(uid, box, host_network=bool(pods.spec(pod).get("hostNetwork")))
             if mappings_of(pod, ip):
@@ -947,6 +954,8 @@ class NodeRuntime:
         if not keep_status:  # gone; an evicted pod's entry stays until the cache sees it Failed
             with self._lock:
                 self._evict.pop(uid, None)
+        if self.tokens is not None:
+            self.tokens.forget(uid)
         try:
             self.volumes.teardown(uid)  # no container of the pod is left to use them
         except VolumeError as e:

@@ -24,8 +24,10 @@ directories of the node that the runtimes bind-mount into containers (`runtime.M
   error unless `optional` (then the directory is empty). Every sync rewrites the set when the
   object changed (kubelet: within its sync period, about a minute); a subPath mount of a key
   keeps the file of its container's start, as in Kubernetes.
-* **projected**: configMap, secret and downwardAPI sources in one directory, on a tmpfs (as
-  kubelet keeps it: it may hold secrets); a Secret source names its object `name`.
+* **projected**: configMap, secret, downwardAPI and serviceAccountToken sources in one
+  directory, on a tmpfs (as kubelet keeps it: it may hold secrets); a Secret source names its
+  object `name`. A serviceAccountToken source is a token of the pod's service account bound to
+  the pod (`orchestrator.node.podtokens`), replaced before it expires.
 * **downwardAPI**: the pod's own fields (`fieldRef`: metadata.name, .namespace, .uid, labels
   and annotations, one key or all as `key="value"` lines) and its containers' resources
   (`resourceFieldRef`) as files, in the same layout, rewritten at each sync when they changed.
@@ -67,6 +69,8 @@ PROJECTED_DIR = "kubernetes.io~projected"
 DEFAULT_MODE = 0o644
 DATA_LINK = "..data"
 Lookup = Callable[[str, str], Mapping[str, Any] | None]  # (kind "ConfigMap"|"Secret", name) -> object
+# (pod, serviceAccountToken source) -> the token; raises NetplaneError when it cannot be had
+TokenSource = Callable[[Mapping[str, Any], Mapping[str, Any]], bytes]
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -172,11 +176,11 @@ class Volumes:
         return self.root / "pods" / uid
 
     def setup(self, pod: Mapping[str, Any], lookup: Lookup | None = None, *,
-              allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
+              allocatable: Mapping[str, str] | None = None, token: TokenSource | None = None) -> dict[str, str]:
         """Every volume of the pod, made or checked; volume name -> the node's path. Idempotent
         (each sync calls it): what exists is kept, a tmpfs already mounted is not mounted again,
         a ConfigMap's or Secret's files are rewritten only when they changed. `lookup` finds
-        the pod's ConfigMaps and Secrets."""
+        the pod's ConfigMaps and Secrets, `token` makes its service account tokens."""
         uid = str((pod.get("metadata") or {}).get("uid") or "")
         paths: dict[str, str] = {}
         for v in (pod.get("spec") or {}).get("volumes") or []:
@@ -190,7 +194,7 @@ class Volumes:
             elif v.get("downwardAPI") is not None:
                 paths[name] = self._downward(uid, name, pod, v["downwardAPI"], allocatable)
             elif v.get("projected") is not None:
-                paths[name] = self._projected(uid, name, pod, v["projected"], lookup, allocatable)
+                paths[name] = self._projected(uid, name, pod, v["projected"], lookup, allocatable, token)
             else:  # validation admits no other source; an object stored before it is reported
                 raise VolumeError(f'volume "{name}": netplane supports emptyDir, hostPath, configMap, secret, '
                                   f"downwardAPI and projected volumes only")
@@ -212,9 +216,10 @@ class Volumes:
         return self._write(uid, name, DOWNWARD_API_DIR, files, tmpfs=False)
 
     def _projected(self, uid: str, name: str, pod: Mapping[str, Any], source: Mapping[str, Any],
-                   lookup: Lookup | None, allocatable: Mapping[str, str] | None) -> str:
-        """ConfigMaps, Secrets and downward API items in one directory (on a tmpfs, as kubelet
-        keeps projected volumes: they may hold secrets)."""
+                   lookup: Lookup | None, allocatable: Mapping[str, str] | None,
+                   token: TokenSource | None = None) -> str:
+        """ConfigMaps, Secrets, downward API items and service account tokens in one directory
+        (on a tmpfs, as kubelet keeps projected volumes: they may hold secrets)."""
         default = _default_mode(source)
         files: dict[str, tuple[bytes, int]] = {}
         for src in source.get("sources") or []:
@@ -226,9 +231,17 @@ class Volumes:
                                            lookup, default))
             elif isinstance(src.get("downwardAPI"), Mapping):
                 files.update(_downward_files(name, pod, src["downwardAPI"].get("items") or [], default, allocatable))
+            elif isinstance(src.get("serviceAccountToken"), Mapping):
+                sat = src["serviceAccountToken"]
+                if token is None:
+                    raise VolumeError(f'volume "{name}": this node cannot make service account tokens')
+                try:
+                    files[str(sat.get("path") or "token")] = (token(pod, sat), default)
+                except NetplaneError as e:
+                    raise VolumeError(f'volume "{name}": service account token: {e}') from e
             else:  # validation admits no other source
-                raise VolumeError(f'volume "{name}": projected sources other than configMap, secret and '
-                                  f"downwardAPI are not supported")
+                raise VolumeError(f'volume "{name}": projected sources other than configMap, secret, '
+                                  f"downwardAPI and serviceAccountToken are not supported")
         return self._write(uid, name, PROJECTED_DIR, files, tmpfs=True)
 
     def _write(self, uid: str, name: str, plugin: str, files: Mapping[str, tuple[bytes, int]], *, tmpfs: bool) -> str:

@@ -119,6 +119,10 @@ def pod_spec(spec: dict[str, Any]) -> None:
     for v in _dicts(spec.get("volumes")):
         if isinstance(v.get("hostPath"), dict):
             v["hostPath"].setdefault("type", "")  # SetDefaults_HostPathVolumeSource: HostPathUnset
+        if isinstance(v.get("projected"), dict):
+            for src in _dicts(v["projected"].get("sources")):
+                if isinstance(src.get("serviceAccountToken"), dict):  # SetDefaults_ServiceAccountTokenProjection
+                    src["serviceAccountToken"].setdefault("expirationSeconds", 3600)
     for c in _dicts(spec.get("containers")):
         container(c)
         if spec.get("hostNetwork") is True:  # SetDefaults_Pod: a host-network pod's ports are the node's

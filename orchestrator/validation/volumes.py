@@ -24,7 +24,7 @@ from orchestrator.validation.field import (
 )
 
 SOURCES = ("configMap", "downwardAPI", "emptyDir", "hostPath", "projected", "secret")
-PROJECTED_SOURCES = ("configMap", "downwardAPI", "secret")
+PROJECTED_SOURCES = ("configMap", "downwardAPI", "secret", "serviceAccountToken")
 ALL_PROJECTED_SOURCES = ("clusterTrustBundle", "configMap", "downwardAPI", "podCertificate", "secret",
                          "serviceAccountToken")
 MAX_MODE = 0o777
@@ -96,16 +96,21 @@ VOLUME_FIELD_PATHS = ("metadata.annotations", "metadata.labels", "metadata.name"
                       "metadata.uid")
 
 
+def _relative(path: Path, rel: str, out: list[FieldError]) -> None:
+    """A file's path in a volume: relative, never climbing out (kube's validateLocalNonReservedPath)."""
+    if rel.startswith("/"):
+        out.append(invalid(path, rel, "must be a relative path"))
+    if ".." in rel.split("/"):
+        out.append(invalid(path, rel, "must not contain '..'"))
+    elif rel.startswith(".."):
+        out.append(invalid(path, rel, "must not start with '..'"))
+
+
 def _item_path(ip: Path, rel: str, seen: set[str], out: list[FieldError]) -> None:
     if not rel:
         out.append(required(ip.child("path")))
         return
-    if rel.startswith("/"):
-        out.append(invalid(ip.child("path"), rel, "must be a relative path"))
-    if ".." in rel.split("/"):
-        out.append(invalid(ip.child("path"), rel, "must not contain '..'"))
-    elif rel.startswith(".."):
-        out.append(invalid(ip.child("path"), rel, "must not start with '..'"))
+    _relative(ip.child("path"), rel, out)
     if rel in seen:
         out.append(duplicate(ip.child("path"), rel))
     seen.add(rel)
@@ -153,6 +158,9 @@ def projected(path: Path, src: Any, out: list[FieldError]) -> None:
             out.append(not_supported(sp, kind, PROJECTED_SOURCES))
             continue
         body = entry[kind]
+        if kind == "serviceAccountToken":
+            service_account_token(path, sp.child(kind), body, seen, out)
+            continue
         if kind == "downwardAPI":
             downward_api(sp.child(kind), body, out)
         else:
@@ -163,6 +171,32 @@ def projected(path: Path, src: Any, out: list[FieldError]) -> None:
                 out.append(invalid(sp.child(kind).child("items").index(j).child("path"), rel,
                                    "conflicting duplicate paths"))
             seen.add(rel)
+
+
+def service_account_token(volume: Path, path: Path, src: Any, seen: set[str], out: list[FieldError]) -> None:
+    """kube's checks of a serviceAccountToken projection: a lifetime of 10 minutes to 2^32 s
+    (defaulted to an hour), a relative path within the volume, not shared with another source.
+    (kube names a missing path at the volume's `path`, not the source's: its quirk, kept.)"""
+    if not isinstance(src, Mapping):
+        return
+    exp = src.get("expirationSeconds")
+    if isinstance(exp, int) and not isinstance(exp, bool):
+        if exp < 600:
+            out.append(invalid(path.child("expirationSeconds"), exp, "may not specify a duration less than 10 minutes"))
+        elif exp > 2**32:
+            out.append(invalid(path.child("expirationSeconds"), exp,
+                               "may not specify a duration larger than 2^32 seconds"))
+    aud = src.get("audience")
+    if aud is not None and not isinstance(aud, str):
+        out.append(invalid(path.child("audience"), aud, "must be a string"))
+    rel = str(src.get("path") or "")
+    if not rel:
+        out.append(required(volume.child("path")))
+        return
+    _relative(path.child("path"), rel, out)
+    if rel in seen:
+        out.append(invalid(path.child("path"), rel, "conflicting duplicate paths"))
+    seen.add(rel)
 
 
 def config_source(path: Path, src: Any, name_field: str, out: list[FieldError]) -> None:

@@ -262,3 +262,101 @@ def test_every_namespace_gets_the_api_servers_ca(master: tuple[str, Path], tmp_p
     wait_for(lambda: published("other") == ca, 20, "kube-root-ca.crt made again")
     assert len(json.loads((state / "apiserver.json").read_text())["publishedServingCAs"]) == 1
     api.close()
+
+
+def test_a_token_is_good_at_every_api_server_and_a_nodes_only_for_its_pods(
+        master: tuple[str, Path], etcd_server: EmbeddedEtcd, keys: Keys, tmp_path: Path) -> None:
+    """Each API server signs with its own key and publishes it: a token one issued is accepted
+    by another. A node agent's key (published with its node's name) signs tokens the API
+    servers accept only while bound to a live pod on that node."""
+    from netplane.store import EtcdConfig, EtcdStore
+    from orchestrator.node import podtokens
+    from orchestrator.objects.meta import NODE, POD, SERVICE_ACCOUNT
+    from orchestrator.storage import ObjectStore
+
+    url, state = master
+    admin = admin_client(state, tmp_path)
+    v1 = client.CoreV1Api(admin)
+    port = free_port()
+    with (tmp_path / "second.log").open("w") as log:
+        p = subprocess.Popen([sys.executable, "-m", "netplane.cli.main", "--etcd", etcd_server.endpoint,
+                              "--prefix", keys.prefix, "apiserver", "--listen", f"127.0.0.1:{port}",
+                              "--state-dir", str(tmp_path / "second")],
+                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    store = EtcdStore(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    clients: list[client.ApiClient] = [admin]
+
+    def who(server: str, ca: Path, token: str) -> str | int:
+        cfg = client.Configuration()
+        cfg.host, cfg.ssl_ca_cert = server, str(ca)
+        cfg.api_key = {"authorization": "Bearer " + token}
+        c = client.ApiClient(cfg)
+        clients.append(c)
+        try:
+            review = client.AuthenticationV1Api(c).create_self_subject_review(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        except ApiException as e:
+            return e.status
+        return str(review.status.user_info.username)
+
+    def issued_at(c: client.ApiClient) -> str:
+        req = client.CoreV1Api(c).create_namespaced_service_account_token(
+            "bot", "default", client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])))
+        return str(req.status.token)
+
+    try:
+        second, second_ca = f"https://127.0.0.1:{port}", tmp_path / "second" / "ca.crt"
+        wait_for(lambda: (tmp_path / "second" / "apiserver.json").exists() or p.poll() is not None, 30,
+                 "the second API server")
+        assert p.poll() is None, (tmp_path / "second.log").read_text()
+        published = store.list(keys.sa_keys)[0]
+        assert len(published) == 2 and all(b'"node"' not in kv.value for kv in published), published
+        v1.create_namespaced_service_account("default", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                          "metadata": {"name": "bot"}})
+        me = "system:serviceaccount:default:bot"
+        first_token = issued_at(admin)
+        assert who(second, second_ca, first_token) == me  # issued by the master's server, checked by another
+        kc = tmp_path / "second-kubeconfig"
+        subprocess.run([sys.executable, "-m", "netplane.cli.main", "kubeconfig", "--state-dir",
+                        str(tmp_path / "second"), "-o", str(kc)], check=True, cwd=ROOT, timeout=60)
+        second_admin = config.new_client_from_config(config_file=str(kc))
+        clients.append(second_admin)
+        assert who(url, state / "ca.crt", issued_at(second_admin)) == me  # and the other way round
+
+        # a node's token: its key published with its name, bound to its pod
+        objects = ObjectStore(store, keys)
+        for node in ("n1", "n2"):
+            v1.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        for name, node in (("mine", "n1"), ("theirs", "n2")):
+            v1.create_namespaced_pod("default", {
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"nodeName": node, "serviceAccountName": "bot",
+                         "containers": [{"name": "c", "image": "busybox"}]}})
+        signer = podtokens.node_signer(tmp_path / "n1", store, keys, "n1")
+        record = store.get(keys.sa_key(signer.kid))
+        assert record is not None and json.loads(record.value)["node"] == "n1"
+        tokens = podtokens.PodTokens(signer, "n1", account=lambda ns, n: objects.get(SERVICE_ACCOUNT, n, ns),
+                                     node_object=lambda: objects.get(NODE, "n1"))
+        pod = objects.get(POD, "mine", "default")
+        assert pod is not None
+        token = tokens.token(pod, {"expirationSeconds": 3600}).decode()
+        assert who(url, state / "ca.crt", token) == me and who(second, second_ca, token) == me
+        other = objects.get(POD, "theirs", "default")
+        assert other is not None
+        assert who(url, state / "ca.crt", tokens.token(other, {"expirationSeconds": 3600}).decode()) == 401
+        v1.delete_namespaced_pod("mine", "default", grace_period_seconds=0)
+        wait_for(lambda: who(url, state / "ca.crt", token) == 401, 10, "the deleted pod's token refused")
+        # a key record that is not one (bad data in etcd) is skipped: its tokens refused, nothing breaks
+        store.put(keys.sa_key("A" * 43), b"{not json")
+        assert who(url, state / "ca.crt", first_token) == me
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            assert p.wait(20) == 0, (tmp_path / "second.log").read_text()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for c in clients:
+                c.close()
+            store.close()

@@ -91,3 +91,45 @@ def test_a_projected_volume_merges_its_sources_on_a_tmpfs(root: Path) -> None:
     assert oct(os.stat(path / "token").st_mode & 0o777) == "0o440"
     v.teardown("u1")
     assert mounts_below(root) == [] and not os.path.lexists(path)
+
+
+def test_a_projected_service_account_token_is_written_and_replaced(root: Path) -> None:
+    """The token source's file holds what the node's token manager gives (`podtokens`), at
+    its path and the volume's mode, rewritten when the manager hands out a new one; a token
+    that cannot be had holds the volume with one line naming it."""
+    from netplane.errors import NetplaneError
+    from orchestrator.node.volumes import VolumeError
+
+    given = [b"first.token.jwt"]
+    asked: list[dict[str, object]] = []
+
+    def token(pod: object, source: dict[str, object]) -> bytes:
+        asked.append(source)
+        if not given:
+            raise NetplaneError('serviceaccount "bot" not found in namespace "ns"')
+        return given[0]
+
+    v = Volumes(root / "kubelet")
+    p = {"metadata": {"uid": "u2", "name": "web", "namespace": "ns"},
+         "spec": {"volumes": [{"name": "api", "projected": {"defaultMode": 0o420, "sources": [
+             {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+             {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}],
+                  "containers": [{"name": "c"}]}}
+    try:
+        path = Path(v.setup(p, token=token)["api"])
+        assert mounts_below(root) == [str(path)]  # a tmpfs: a token never reaches the disk
+        assert (path / "token").read_bytes() == b"first.token.jwt" and (path / "namespace").read_text() == "ns"
+        assert oct(os.stat(path / "token").st_mode & 0o777) == "0o420"
+        assert asked == [{"path": "token", "expirationSeconds": 3607}]
+        given[0] = b"second.token.jwt"
+        v.setup(p, token=token)
+        assert (path / "token").read_bytes() == b"second.token.jwt"
+        given.clear()
+        with pytest.raises(VolumeError, match='volume "api": service account token: serviceaccount "bot" not found'):
+            v.setup(p, token=token)
+        assert (path / "token").read_bytes() == b"second.token.jwt"  # the last good one stays
+        with pytest.raises(VolumeError, match="cannot make service account tokens"):
+            v.setup(p)
+    finally:
+        v.teardown("u2")
+    assert mounts_below(root) == []

@@ -149,6 +149,23 @@ print("in-cluster", c.host, [p.metadata.name for p in pods.items], flush=True)
 """
 
 
+# the official client's own in-cluster loader, on the files of a kube-api-access-like volume
+# (at /mnt: the namespace runtime mounts only where the host has a directory)
+IN_CLUSTER_PROJECTED = """
+import os
+from kubernetes import client
+from kubernetes.config.incluster_config import InClusterConfigLoader
+InClusterConfigLoader(token_filename="/mnt/token", cert_filename="/mnt/ca.crt").load_and_set()
+ns = open("/mnt/namespace").read()
+with client.ApiClient() as api:
+    pods = client.CoreV1Api(api).list_namespaced_pod(ns, field_selector="metadata.name=" + os.environ["ME"])
+    who = client.AuthenticationV1Api(api).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+print("projected", ns, [p.metadata.name for p in pods.items], who.status.user_info.username, flush=True)
+print("token", open("/mnt/token").read(), flush=True)
+"""
+
+
 def in_cluster_steps(api: Api) -> None:
     """A pod reaches the API the in-cluster way: the Service default/kubernetes (the range's
     first address, port 443) through its node's proxy to the master's API server."""
@@ -185,6 +202,30 @@ def in_cluster_steps(api: Api) -> None:
     assert done["status"]["phase"] == "Succeeded", done["status"]
     k("delete", "pod", "incluster", "--wait=false")
     k("delete", "secret", "api-token")
+    # the same without handing it a token: a projected serviceAccountToken volume, minted and
+    # signed by its node's agent, bound to the pod (and revoked with it)
+    projected = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "projected"},
+                 "spec": {"restartPolicy": "Never", "serviceAccountName": "reader", "containers": [{
+                     "name": "client", "image": IMAGE, "command": [sys.executable, "-c", IN_CLUSTER_PROJECTED],
+                     "env": [{"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                     "volumeMounts": [{"name": "kube-api-access", "mountPath": "/mnt", "readOnly": True}]}],
+                     "volumes": [{"name": "kube-api-access", "projected": {"sources": [
+                         {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                         {"downwardAPI": {"items": [{"path": "namespace",
+                                                     "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}}
+    k("apply", "-f", "-", input=json.dumps(projected))
+    done = wait_for(lambda: (p := api.json("get", "pod", "projected"))["status"].get("phase") in
+                    ("Succeeded", "Failed") and p, 90, "the projected-token client done")
+    log = k("logs", "projected", check=False).stdout
+    assert "projected default ['projected'] system:serviceaccount:default:reader" in log, \
+        (log, json.dumps(done["status"]))
+    pod_token = log.split("token ", 1)[1].strip()
+    who = json.loads(k("auth", "whoami", "--token", pod_token, "-o", "json").stdout)
+    assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:reader", who
+    k("delete", "pod", "projected", "--wait=false")
+    wait_for(lambda: "Unauthorized" in k("auth", "whoami", "--token", pod_token, check=False).stderr, 20,
+             "the deleted pod's token refused")
     k("delete", "serviceaccount", "reader")
 
 

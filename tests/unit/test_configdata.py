@@ -173,10 +173,38 @@ def test_projected_volumes_are_validated() -> None:
         {"configMap": {"name": "conf", "items": [{"key": "a", "path": "x"}]}},
         {"secret": {"items": [{"key": "b", "path": "x"}]}},
         {"serviceAccountToken": {"path": "token"}},
-        {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}}]
+        {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+        {"clusterTrustBundle": {"path": "bundle"}}]}}]
     got = messages(p)
     assert got[:2] == ["spec.volumes[0].projected.sources[1].secret.name: Required value",
                        ('spec.volumes[0].projected.sources[1].secret.items[0].path: Invalid value: "x": '
                        "conflicting duplicate paths")], got
-    assert got[2].startswith('spec.volumes[0].projected.sources[2]: Unsupported value: "serviceAccountToken"'), got
+    assert got[2].startswith('spec.volumes[0].projected.sources[4]: Unsupported value: "clusterTrustBundle"'), got
     assert len(got) == 3, got
+
+
+def test_projected_service_account_tokens_are_validated_and_defaulted() -> None:
+    from orchestrator.validation import admit
+
+    p = pod_with()
+    p["spec"]["volumes"] = [{"name": "api", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"serviceAccountToken": {"path": "vault", "audience": "vault", "expirationSeconds": 7200}}]}}]
+    sources = admit(p).object["spec"]["volumes"][0]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"] == {"path": "token", "expirationSeconds": 3600}  # kube's default
+    assert sources[2]["serviceAccountToken"]["expirationSeconds"] == 7200
+    p["spec"]["volumes"] = [{"name": "bad", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 599}},
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 2**32 + 1}},
+        {"serviceAccountToken": {"path": "/abs"}},
+        {"serviceAccountToken": {}}]}}]
+    assert messages(p) == [
+        ("spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: Invalid value: 599: "
+         "may not specify a duration less than 10 minutes"),
+        ("spec.volumes[0].projected.sources[1].serviceAccountToken.expirationSeconds: Invalid value: 4294967297: "
+         "may not specify a duration larger than 2^32 seconds"),
+        'spec.volumes[0].projected.sources[1].serviceAccountToken.path: Invalid value: "token": conflicting duplicate paths',
+        'spec.volumes[0].projected.sources[2].serviceAccountToken.path: Invalid value: "/abs": must be a relative path',
+        "spec.volumes[0].projected.path: Required value",  # kube names the volume's path here
+    ]
