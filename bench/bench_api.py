@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from netplane.store import EtcdConfig, EtcdStore, Keys, codec
 from netplane.store.embedded import EmbeddedEtcd
 from netplane.store.embedded import free_loopback_port as free_port
+from orchestrator import saadmission
 from orchestrator.objects import meta
 from orchestrator.storage import ObjectStore
 from orchestrator.validation import admit
@@ -96,16 +97,17 @@ def proc_cpu(pid: int | None) -> float:
 
 # --------------------------------------------------------------------------- objects
 def stored_pod(i: int) -> dict[str, Any]:
-    """A pod as a running cluster stores it: spec, bound to a node, with a kubelet's status
-    (about 2 KB of JSON)."""
+    """A pod as a running cluster stores it: spec (with the token volume ServiceAccount
+    admission adds), bound to a node, with a kubelet's status (about 2.5 KB of JSON)."""
     name = f"pod-{i:05d}"
     now = meta.format_time(datetime.now(UTC))
-    p = admit({"apiVersion": "v1", "kind": "Pod",
+    p = saadmission.admit_pod(admit({"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": name, "namespace": NS, "labels": {"app": f"app-{i % 100}", "tier": "bench"}},
                "spec": {"nodeName": f"node-{i % 100:03d}", "containers": [{
                    "name": "web", "image": "netplane/busybox:latest", "command": ["sleep", "3600"],
                    "ports": [{"name": "http", "containerPort": 8080}],
-                   "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}).object
+                   "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}).object,
+                              lambda ns, name: None)
     p["status"] = {
         "phase": "Running", "hostIP": f"10.0.{i % 100}.1", "podIP": f"10.244.{i % 250}.{i % 200 + 2}",
         "podIPs": [{"ip": f"10.244.{i % 250}.{i % 200 + 2}"}], "startTime": now, "qosClass": "Burstable",
@@ -770,6 +772,9 @@ def main() -> None:
                         switch_interval=a.switch_interval)
         objects.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NEW_NS},
                         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+        for ns in (NS, NEW_NS):  # as a master's serviceaccounts controller keeps them
+            objects.create(admit({"apiVersion": "v1", "kind": "ServiceAccount",
+                                  "metadata": {"name": "default", "namespace": ns}}).object)
         if a.only in (None, "mutate"):
             out["bare_etcd_put"] = bare_puts(store, a.requests, a.clients)
             print(f"bare etcd put: {json.dumps(out['bare_etcd_put'])}", flush=True)

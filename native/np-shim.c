@@ -23,7 +23,11 @@
  *       D/pid, then writes "ok" to STATUS_FD and closes it; a failed start is "error: ...".
  *       --bind/--bind-to/--bind-mode (one triple per volume mount, parents first): SRC is
  *       rbind-mounted at DST inside the root, read-only (that mount only) with "ro". DST must
- *       exist unless it lies below an earlier DST (then it is made there, beneath that volume).
+ *       exist unless it lies below an earlier DST (then it is made there, beneath that volume),
+ *       or below an existing directory other than the root: then that directory is covered,
+ *       in C's mount namespace only, by a tmpfs holding a bind mount (rbind) of each of its
+ *       entries and its symlinks, and the missing path is made in the tmpfs (kubelet's
+ *       /var/run/secrets/kubernetes.io/serviceaccount on a host that has no /run/secrets).
  *       S relays C's stdout and stderr into FILE in the CRI log format kubelet reads
  *       ("<RFC3339Nano UTC> <stdout|stderr> <F|P> <text>", P = a partial line of 16 KiB or the
  *       unterminated end), forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to C,
@@ -53,6 +57,7 @@
  * Built statically by scripts/install.sh (gcc -static -O2) next to the pause binary.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -375,6 +380,101 @@ static int make_mount_point(int base, const char *rel, int file) {
   return dir;
 }
 
+/* Cover the directory at `path` (resolved in `root`; `dirfd` its O_PATH fd), in the container's
+ * mount namespace only (nothing of this reaches the host's), with a tmpfs that shows what it
+ * held: each entry bind-mounted (rbind, with what is mounted below it) onto a same-named mount
+ * point, each symlink made again. Its subdirectories stay the host's own, live; what is made
+ * at its top level later is the container's alone. The tmpfs's directory (O_PATH fd), or -1. */
+static int pass_through(int root, const char *path, int dirfd) {
+  int old = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+  if (old < 0 || fstat(old, &st) < 0)
+    return -1;
+  char target[64], opts[64];
+  snprintf(target, sizeof target, "/proc/self/fd/%d", dirfd);
+  snprintf(opts, sizeof opts, "mode=%o,uid=%u,gid=%u", (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+           (unsigned)st.st_gid);
+  if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+    close(old);
+    return -1;
+  }
+  /* the path again, walked from the root: it now crosses into the tmpfs (the fd does not) */
+  int nw = openat2_(root, path, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+  struct stat ns;
+  DIR *d = fdopendir(dup(old));
+  if (nw < 0 || fstat(nw, &ns) < 0 || ns.st_dev == st.st_dev || d == NULL) {
+    if (d != NULL)
+      closedir(d);
+    close(old);
+    return -1;
+  }
+  int ok = 1;
+  for (struct dirent *e; ok && (e = readdir(d)) != NULL;) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    struct stat es;
+    if (fstatat(old, e->d_name, &es, AT_SYMLINK_NOFOLLOW) < 0)
+      continue; /* gone meanwhile */
+    if (S_ISLNK(es.st_mode)) {
+      char link[4096];
+      ssize_t n = readlinkat(old, e->d_name, link, sizeof link - 1);
+      if (n >= 0) {
+        link[n] = '\0';
+        ok = symlinkat(link, nw, e->d_name) == 0;
+      }
+      continue;
+    }
+    int made = S_ISDIR(es.st_mode) ? mkdirat(nw, e->d_name, 0755) : mknodat(nw, e->d_name, S_IFREG | 0644, 0);
+    int src = openat(old, e->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    int dst = made == 0 ? openat(nw, e->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+    if (src >= 0 && dst >= 0) {
+      char from[64], to[64];
+      snprintf(from, sizeof from, "/proc/self/fd/%d", src);
+      snprintf(to, sizeof to, "/proc/self/fd/%d", dst);
+      ok = mount(from, to, NULL, MS_BIND | MS_REC, NULL) == 0;
+    } else {
+      ok = src < 0 && errno == ENOENT; /* gone meanwhile: fine */
+    }
+    if (src >= 0)
+      close(src);
+    if (dst >= 0)
+      close(dst);
+  }
+  closedir(d);
+  close(old);
+  if (!ok) {
+    close(nw);
+    return -1;
+  }
+  return nw;
+}
+
+/* The deepest existing directory holding the missing `dst` (resolved in `root`) other than the
+ * root itself, covered by `pass_through`; *rest is what is left of `dst` below it. -1 when
+ * there is none (only the root) or it cannot be covered. */
+static int cover_parent(int root, const char *dst, const char **rest) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", dst);
+  struct stat rs, ps;
+  if (fstat(root, &rs) < 0)
+    return -1;
+  for (char *cut = strrchr(buf, '/'); cut && cut != buf; cut = strrchr(buf, '/')) {
+    *cut = '\0';
+    int at = openat2_(root, buf, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    if (at < 0)
+      continue;
+    if (fstat(at, &ps) < 0 || (ps.st_dev == rs.st_dev && ps.st_ino == rs.st_ino)) {
+      close(at);
+      return -1;
+    }
+    *rest = dst + strlen(buf) + 1;
+    int nw = pass_through(root, buf, at);
+    close(at);
+    return nw;
+  }
+  return -1;
+}
+
 /* Bind every volume (rbind: with what is mounted below its source) at its target inside the
  * container's root (resolved in that root: a symlink in an image directory never reaches the
  * host's tree), read-only where asked (that mount only, as Kubernetes' readOnly). A target
@@ -401,11 +501,18 @@ static void volume_mounts(struct opts *o, int errfd) {
           plen = n;
         }
       }
-      if (parent < 0)
-        child_say(errfd, "mount point %s does not exist in the container's filesystem (the namespace runtime "
-                  "runs containers in the host's or an image directory's filesystem and makes mount points "
-                  "only inside another volume)", dst);
-      at = make_mount_point(parent, dst + plen, !S_ISDIR(src.st_mode));
+      if (parent >= 0) {
+        at = make_mount_point(parent, dst + plen, !S_ISDIR(src.st_mode));
+      } else {
+        const char *rest = NULL;
+        int covered = cover_parent(root, dst, &rest);
+        if (covered < 0)
+          child_say(errfd, "mount point %s does not exist in the container's filesystem, and no directory "
+                    "above it but the root can be covered (the namespace runtime runs containers in the "
+                    "host's or an image directory's filesystem and never writes to it)", dst);
+        at = make_mount_point(covered, rest, !S_ISDIR(src.st_mode));
+        close(covered);
+      }
     }
     if (at < 0)
       child_fail(errfd, "mount point", dst);

@@ -26,11 +26,11 @@ from typing import Any
 
 from netplane.errors import ConfigError, UserError
 from netplane.proxy.api import ServiceAPI, clusterip_key, nodeport_key
-from orchestrator import apply, namespaces, printing
+from orchestrator import apply, namespaces, printing, saadmission
 from orchestrator.apply import Outcome
 from orchestrator.manifests import Manifest
 from orchestrator.objects import meta, tree
-from orchestrator.objects.meta import Kind
+from orchestrator.objects.meta import SERVICE_ACCOUNT, Kind
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore, not_found
 from orchestrator.validation import FieldError, InvalidObject, admit, configdata
 from orchestrator.validation.field import ROOT, forbidden, invalid
@@ -130,11 +130,15 @@ def keep_allocated(current: Mapping[str, Any], new: Obj) -> Obj:
 
 
 class Applier:
-    def __init__(self, objects: ObjectStore, *, cached_namespace: namespaces.Lookup | None = None) -> None:
+    def __init__(self, objects: ObjectStore, *, cached_namespace: namespaces.Lookup | None = None,
+                 cached_account: saadmission.AccountLookup | None = None) -> None:
         """`cached_namespace`: a watch cache's namespaces, for the NamespaceLifecycle check
-        (`namespaces.check_can_create`); without it every create looks its namespace up."""
+        (`namespaces.check_can_create`); without it every create looks its namespace up.
+        `cached_account` (namespace, name): a watch cache's ServiceAccounts, for a pod's
+        ServiceAccount admission (`saadmission`), etcd asked when it has none."""
         self.objects = objects
         self._cached_namespace = cached_namespace
+        self._cached_account = cached_account
         self._services = ServiceAPI(objects.store, objects.keys)
         self._lock = threading.Lock()
 
@@ -280,6 +284,8 @@ class Applier:
         new = tree.own(obj, adopt) if adopt or is_service else dict(obj)
         # NamespaceLifecycle: exists, not terminating
         namespaces.check_can_create(self.objects, new, cached=self._cached_namespace)
+        if kind is not None and kind.kind == "Pod":  # ServiceAccount: its account, its token volume
+            new = saadmission.admit_pod(new, self.account)
         if is_service and check:
             errors = self.allocation_errors(new, None)
             if errors:
@@ -293,6 +299,15 @@ class Applier:
             for key in claimed:
                 self._release(key, owner_of(new))
             raise
+
+    def account(self, namespace: str, name: str) -> Obj | None:
+        """A ServiceAccount, from the cache when there is one (etcd on a miss: one made a
+        moment ago), else from etcd."""
+        if self._cached_account is not None:
+            found = self._cached_account(namespace, name)
+            if found is not None:
+                return dict(found)
+        return self.objects.get(SERVICE_ACCOUNT, name, namespace)
 
     def update(self, obj: Mapping[str, Any], *, check: bool = True,
                current: Mapping[str, Any] | None = None, adopt: bool = False) -> Obj:

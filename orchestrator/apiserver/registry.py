@@ -40,11 +40,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from netplane.errors import NotFoundError
+from orchestrator import saadmission
 from orchestrator.apiserver.status import APIError, bad_request, not_found
 from orchestrator.applier import Applier, keep_allocated
 from orchestrator.deletion import Cascade, Deleter
 from orchestrator.objects import meta, tree
-from orchestrator.objects.meta import EVENT, NAMESPACE, POD, SERVICE, Kind
+from orchestrator.objects.meta import EVENT, NAMESPACE, POD, SERVICE, SERVICE_ACCOUNT, Kind
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
 from orchestrator.validation import admit
 
@@ -68,6 +69,8 @@ class Registry:
         self.objects = objects
         self._cached = cached
         self.applier = Applier(objects, cached_namespace=(lambda n: cached(NAMESPACE, None, n))
+                               if cached is not None else None,
+                               cached_account=(lambda ns, n: cached(SERVICE_ACCOUNT, ns, n))
                                if cached is not None else None)
         self.deleter = Deleter(objects, clock=clock)
         self.event_ttl = event_ttl
@@ -157,8 +160,8 @@ class Registry:
         elif kind.kind == "Service":
             obj["status"] = {"loadBalancer": {}}
         new, warnings = self._admitted(obj, field_validation)
-        if dry_run:
-            return new, warnings
+        if dry_run:  # as it would be stored (the applier's ServiceAccount admission of a pod)
+            return (saadmission.admit_pod(new, self.applier.account) if kind == POD else new), warnings
         # `new` is admission's own tree (defaults.drop_nulls rebuilt it): the store may keep it
         if kind == EVENT:
             return self.objects.create(new, lease=self._event_lease(), adopt=True), warnings

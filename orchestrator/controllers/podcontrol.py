@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from netplane.errors import NotFoundError
+from orchestrator import saadmission
 from orchestrator.controllers.base import Writer
 from orchestrator.objects import meta
 from orchestrator.objects import pod as podobj
-from orchestrator.objects.meta import POD
+from orchestrator.objects.meta import POD, SERVICE_ACCOUNT
 from orchestrator.replication import pod_from_template
 from orchestrator.storage import ObjectStore
 
@@ -30,7 +31,10 @@ Obj = dict[str, Any]
 
 
 def create_from_template(objects: ObjectStore, rc: Mapping[str, Any], writer: Writer) -> Obj:
-    return objects.create(pod_from_template(rc), guards=writer.guards)
+    """The RC's next pod, through ServiceAccount admission as the API server would take it."""
+    pod = saadmission.admit_pod(pod_from_template(rc),
+                                lambda ns, name: objects.get(SERVICE_ACCOUNT, name, ns))
+    return objects.create(pod, guards=writer.guards)
 
 
 def delete(objects: ObjectStore, pod: Mapping[str, Any], writer: Writer, *, now: datetime,

@@ -19,9 +19,12 @@ pidfd) *before* exec, so with the eBPF proxy socket LB sees the entrypoint's ver
 a private mount namespace (`/` made rslave) gets the pod's resolv.conf bind-mounted over
 /etc/resolv.conf and the container's volume mounts (`ContainerConfig.mounts`: rbind, read-only
 where asked). A volume's mount point is resolved inside the container's root (openat2
-RESOLVE_IN_ROOT) and must exist there: the runtime never makes a directory in the host's (or an
-image directory's) filesystem, except below another volume mounted before it, so `mountPath:
-/data` needs a /data on the host, and /mnt or /srv do. The shim relays stdout/stderr into the log file, forwards SIGTERM (and INT,
+RESOLVE_IN_ROOT); the runtime never makes a directory in the host's (or an image directory's)
+filesystem. A missing mount point is made below another volume mounted before it, or else in a
+tmpfs that covers its deepest existing parent in the container's mount namespace only, showing
+that directory's entries as bind mounts (live) and its symlinks (kubelet's
+/var/run/secrets/kubernetes.io/serviceaccount: /run covered, /run/secrets made in the tmpfs).
+The root itself is never covered, so `mountPath: /data` needs a /data on the host. The shim relays stdout/stderr into the log file, forwards SIGTERM (and INT,
 HUP, QUIT, USR1, USR2), kills what the main process left in its cgroups when it exits (the
 container ends with its main process, as under Docker), writes the exit status atomically and
 exits: supervision and exit codes survive an agent SIGKILL. There is no PID namespace (the

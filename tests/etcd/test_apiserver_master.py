@@ -360,3 +360,44 @@ def test_a_token_is_good_at_every_api_server_and_a_nodes_only_for_its_pods(
             for c in clients:
                 c.close()
             store.close()
+
+
+def test_pods_get_their_service_account_token_volume(master: tuple[str, Path], tmp_path: Path) -> None:
+    """ServiceAccount admission on every way a pod is made: through the API (dry run too) and
+    by the master's replication manager; an account that opts out is respected."""
+    _, state = master
+    api = admin_client(state, tmp_path)
+    v1 = client.CoreV1Api(api)
+    mount_path = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    def token_volume(p: client.V1Pod) -> str | None:
+        names = [v.name for v in p.spec.volumes or [] if v.name.startswith("kube-api-access-")]
+        mounts = [m.name for c in p.spec.containers for m in c.volume_mounts or [] if m.mount_path == mount_path]
+        assert len(names) <= 1 and mounts in ([], names * len(p.spec.containers)), (names, mounts)
+        if names:
+            sources = next(v for v in p.spec.volumes if v.name == names[0]).projected.sources
+            assert sources[0].service_account_token.path == "token"
+            assert sources[1].config_map.name == "kube-root-ca.crt"
+            assert sources[2].downward_api.items[0].field_ref.field_path == "metadata.namespace"
+        return names[0] if names else None
+
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+            "spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}]}}
+    dry = v1.create_namespaced_pod("default", body, dry_run="All")
+    assert token_volume(dry) is not None and dry.spec.service_account_name == "default"
+    made = v1.create_namespaced_pod("default", body)
+    assert token_volume(made) is not None and made.spec.service_account_name == "default"
+    v1.create_namespaced_service_account("default", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                      "metadata": {"name": "quiet"},
+                                                      "automountServiceAccountToken": False})
+    quiet = v1.create_namespaced_pod("default", {**body, "metadata": {"name": "quiet"},
+                                                 "spec": {**body["spec"], "serviceAccountName": "quiet"}})
+    assert token_volume(quiet) is None
+    client.CoreV1Api(api).create_namespaced_replication_controller("default", {
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
+        "spec": {"replicas": 1, "selector": {"app": "rc"}, "template": {
+            "metadata": {"labels": {"app": "rc"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    (rc_pod,) = wait_for(lambda: v1.list_namespaced_pod("default", label_selector="app=rc").items, 20,
+                         "the RC's pod")
+    assert token_volume(rc_pod) is not None and rc_pod.spec.service_account_name == "default"
+    api.close()

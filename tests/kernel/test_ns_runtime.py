@@ -671,6 +671,44 @@ def test_a_missing_mount_point_or_a_symlink_out_of_a_volume_is_refused(env: Env,
         start(rt, box, "c", "true", mounts=(Mount("/mnt", str(tmp_path / "gone")),))
 
 
+def test_a_mount_point_missing_below_a_host_directory_is_made_in_a_pass_through_tmpfs(
+        env: Env, tmp_path: Path) -> None:
+    """kubelet's /var/run/secrets/kubernetes.io/serviceaccount on a host with no /run/secrets:
+    the deepest existing directory is covered, in the container only, by a tmpfs that shows
+    its entries (bind mounts, live) and symlinks, and the path is made there. The host's
+    directory gets nothing; its files stay writable through the container; a path right below
+    the root is still refused (the root is never covered)."""
+    host, vol = tmp_path / "host", tmp_path / "vol"
+    (host / "d").mkdir(parents=True)
+    (host / "a").write_text("a\n")
+    (host / "d" / "x").write_text("x\n")
+    (host / "l").symlink_to("a")
+    vol.mkdir()
+    (vol / "token").write_text("t0k3n\n")
+    rt = env.runtime()
+    box = sandbox(rt)
+    from orchestrator.node.runtime import Mount
+
+    target = host / "new" / "deep"
+    c = start(rt, box, "c", "sh", "-c",
+              f"cat {target}/token {host}/a {host}/l {host}/d/x; echo y >> {host}/d/x; ls {host}; "
+              f"echo private > {host}/top",
+              mounts=(Mount(str(target), str(vol), read_only=True),))
+    exited(rt, c.id)
+    assert text(rt, c.id) == "t0k3n\na\na\nx\na\nd\nl\nnew\n", text(rt, c.id)
+    assert sorted(os.listdir(host)) == ["a", "d", "l"]  # nothing made on the host
+    assert (host / "d" / "x").read_text() == "x\ny\n"  # a subdirectory is the host's own
+    # the real case: /var/run (a symlink to /run) covered for the container; the host's /run untouched
+    entry = next(e for e in sorted(os.listdir("/run")) if os.path.isdir(f"/run/{e}") and not os.path.islink(f"/run/{e}"))
+    sa = f"/var/run/secrets-npt-{env.tag}/kubernetes.io/serviceaccount"
+    c2 = start(rt, box, "c2", "sh", "-c", f"cat {sa}/token; test -d /run/{entry} && echo seen",
+               mounts=(Mount(sa, str(vol), read_only=True),))
+    exited(rt, c2.id)
+    assert text(rt, c2.id) == "t0k3n\nseen\n", text(rt, c2.id)
+    assert not os.path.lexists(f"/run/secrets-npt-{env.tag}")
+    assert info(rt, c2.id).exit_code == 0
+
+
 def test_a_volume_inside_a_chroot_image(env: Env, tmp_path: Path) -> None:
     rootfs, data = tmp_path / "rootfs", tmp_path / "data"
     (rootfs / "bin").mkdir(parents=True)
@@ -689,9 +727,13 @@ def test_a_volume_inside_a_chroot_image(env: Env, tmp_path: Path) -> None:
     exited(rt, c.id)
     assert text(rt, c.id) == "data\n"
     assert not os.path.lexists("/etc/hostname-npt")
-    with pytest.raises(RuntimeError_, match="mount point /lnk/hostname-npt"):  # the image's /etc has none
-        rt.create_and_start(box, ContainerConfig("esc", str(rootfs), command=["/bin/busybox", "true"],
-                                                 mounts=(Mount("/lnk/hostname-npt", str(data)),)))
+    # the image's /etc has no such entry: made in a tmpfs over the image's /etc (the symlink
+    # resolved in the image), never in the host's /etc nor in the image directory
+    made = rt.create_and_start(box, ContainerConfig("esc", str(rootfs), command=["/bin/busybox", "cat", "/lnk/hostname-npt/f"],
+                                                    mounts=(Mount("/lnk/hostname-npt", str(data)),)))
+    exited(rt, made.id)
+    assert text(rt, made.id) == "data\n" and not os.path.lexists("/etc/hostname-npt")
+    assert os.listdir(rootfs / "etc") == []
     esc = rt.create_and_start(box, ContainerConfig("esc2", str(rootfs), command=["/bin/busybox", "ls", "/lnk/"],
                                                    mounts=(Mount("/lnk", str(data)),)))
     exited(rt, esc.id)  # mounted over the image's /etc, not the host's

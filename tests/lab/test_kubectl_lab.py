@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -162,6 +163,15 @@ with client.ApiClient() as api:
     who = client.AuthenticationV1Api(api).create_self_subject_review(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
 print("projected", ns, [p.metadata.name for p in pods.items], who.status.user_info.username, flush=True)
+# and as every in-cluster client does: the volume ServiceAccount admission mounted at kube's path
+from kubernetes import config
+config.load_incluster_config()
+with client.ApiClient() as api:
+    who = client.AuthenticationV1Api(api).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+print("automounted", sorted(f for f in os.listdir("/var/run/secrets/kubernetes.io/serviceaccount")
+                            if not f.startswith("..")),
+      who.status.user_info.username, flush=True)
 print("token", open("/mnt/token").read(), flush=True)
 """
 
@@ -220,7 +230,8 @@ def in_cluster_steps(api: Api) -> None:
     log = k("logs", "projected", check=False).stdout
     assert "projected default ['projected'] system:serviceaccount:default:reader" in log, \
         (log, json.dumps(done["status"]))
-    pod_token = log.split("token ", 1)[1].strip()
+    assert "automounted ['ca.crt', 'namespace', 'token'] system:serviceaccount:default:reader" in log, log
+    pod_token = log.split("\ntoken ", 1)[1].strip()
     who = json.loads(k("auth", "whoami", "--token", pod_token, "-o", "json").stdout)
     assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:reader", who
     k("delete", "pod", "projected", "--wait=false")
@@ -588,11 +599,13 @@ def kubectl_steps(api: Api) -> None:
 
     # ---- describe
     d = k("describe", "pod", some).stdout
-    for want in (f"Name:         {some}", "Controlled By:  ReplicationController/web", "Status:       Running",
-                 "tier=front", "Events:", "Scheduled", f"Successfully assigned default/{some} to",
+    for want in (rf"Name:\s+{some}\n", r"Controlled By:\s+ReplicationController/web\n", r"Status:\s+Running\n",
+                 r"Service Account:\s+default\n", r"kube-api-access-\w{5}:\n\s+Type:\s+Projected",
+                 r"TokenExpirationSeconds:\s+3607", "tier=front", "Events:", "Scheduled",
+                 f"Successfully assigned default/{some} to",
                  # the node's own: kubelet's reasons, from kubelet
                  "Created", "Started", "kubelet"):
-        assert want in d, d
+        assert re.search(want, d), (want, d)
     events = api.json("get", "events", "--field-selector", f"involvedObject.name={some}")["items"]
     assert {"Scheduled", "Created", "Started"} <= {e["reason"] for e in events}, events
     assert all(e["metadata"].get("uid") and e["metadata"].get("creationTimestamp") for e in events), events

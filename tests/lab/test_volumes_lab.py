@@ -33,6 +33,12 @@ WRITER = ("echo run >> /mnt/runs; wc -l < /mnt/runs > /mnt/host/count; "
           "exec sleep 3600")
 
 
+
+def token_volume(pod: dict[str, Any]) -> str:
+    """The kube-api-access-* volume ServiceAccount admission gave the pod."""
+    (name,) = [v["name"] for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access-")]
+    return str(name)
+
 def pod(name: str, host_dir: Path, *, host_type: str = "DirectoryOrCreate") -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -118,7 +124,12 @@ def test_volumes_are_shared_outlive_restarts_and_go_with_the_pod(
     node_dir = cluster.runtime_dir(lab, "h1")
     pod_dir = node_dir / "kubelet" / "pods" / uid
     assert (pod_dir / "volumes" / EMPTY_DIR / "cache" / "runs").read_text() == "run\nrun\n"
-    assert mounts_below(node_dir) == [str(pod_dir / "volumes" / EMPTY_DIR / "shm")]
+    # the Memory emptyDir, and the service account token volume admission added (a tmpfs too)
+    assert sorted(mounts_below(node_dir)) == sorted([str(pod_dir / "volumes" / EMPTY_DIR / "shm"),
+                                                     str(pod_dir / "volumes" / "kubernetes.io~projected" /
+                                                         token_volume(get(lab, "pod/vol")))])
+    r = pod_exec(lab, "vol", "reader", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    assert (r.returncode, r.stdout) == (0, "default"), r.stderr
 
     # a hostPath that must be a file and is a directory: the pod waits, saying so
     apply(lab, pod("bad", host_dir, host_type="File"))
@@ -200,7 +211,9 @@ def test_config_map_and_secret_volumes_follow_their_objects(runtime: str, lab_fa
     uid = get(lab, "pod/reads")["metadata"]["uid"]
     volumes = node_dir / "kubelet" / "pods" / uid / "volumes"
     assert sorted(mounts_below(node_dir)) == sorted([str(volumes / "kubernetes.io~secret" / "creds"),
-                                                     str(volumes / "kubernetes.io~projected" / "both")])
+                                                     str(volumes / "kubernetes.io~projected" / "both"),
+                                                     str(volumes / "kubernetes.io~projected" /
+                                                         token_volume(get(lab, "pod/reads")))])
     np(lab, "delete", "pod", "reads")
     wait_for(lambda: not (node_dir / "kubelet" / "pods" / uid).exists(), 60, "the pod's volumes removed")
     assert mounts_below(node_dir) == []
