@@ -300,13 +300,13 @@ class Applier:
                 self._release(key, owner_of(new))
             raise
 
-    def account(self, namespace: str, name: str) -> Obj | None:
+    def account(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """A ServiceAccount, from the cache when there is one (etcd on a miss: one made a
         moment ago), else from etcd."""
         if self._cached_account is not None:
             found = self._cached_account(namespace, name)
             if found is not None:
-                return dict(found)
+                return found
         return self.objects.get(SERVICE_ACCOUNT, name, namespace)
 
     def update(self, obj: Mapping[str, Any], *, check: bool = True,

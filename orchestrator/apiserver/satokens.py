@@ -165,11 +165,11 @@ def token_claims(*, issuer: str, namespace: str, account: Mapping[str, Any], aud
             "nbf": now, "exp": now + expiration, "jti": str(uuid.uuid4()), "kubernetes.io": k8s}
 
 
-def publish_key(store: Any, key: str, signer: Signer, before: list[str], key_of: Callable[[str], str], *,
+def publish_key(store: Any, key_of: Callable[[str], str], signer: Signer, before: list[str], *,
                 node: str = "") -> list[str]:
-    """Our public key into etcd at `key`, and the keys we published `before` (kids) and no
-    longer have withdrawn (only those: nobody else's). The kids published now."""
-    store.put(key, key_record(signer.public, node))
+    """Our public key into etcd at `key_of(kid)`, and the keys we published `before` (kids)
+    and no longer have withdrawn (only those: nobody else's). The kids published now."""
+    store.put(key_of(signer.kid), key_record(signer.public, node))
     for kid in before:
         if kid != signer.kid and KID_RE.fullmatch(kid):
             store.delete(key_of(kid))

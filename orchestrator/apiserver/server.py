@@ -502,10 +502,8 @@ class APIServer:
         is logged, not fatal: our own tokens still work here."""
         if tokens is None:
             return before
-        keys = self.objects.keys
         try:
-            now = satokens.publish_key(self.objects.store, keys.sa_key(tokens.signer.kid), tokens.signer, before,
-                                       keys.sa_key)
+            now = satokens.publish_key(self.objects.store, self.objects.keys.sa_key, tokens.signer, before)
         except (NetplaneError, ConfigError) as e:
             log.warning("cannot publish the service account key: %s", e)
             return sorted(set(before) | {tokens.signer.kid})

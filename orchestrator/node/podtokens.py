@@ -99,7 +99,7 @@ def node_signer(state_dir: Path, store: Any, keys: Keys, node: str) -> satokens.
     except OSError:
         before = []
     try:
-        satokens.publish_key(store, keys.sa_key(signer.kid), signer, before, keys.sa_key, node=node)
+        satokens.publish_key(store, keys.sa_key, signer, before, node=node)
         path.write_text(signer.kid + "\n")
         log.info("published the node's service account key %s", signer.kid)
     except NetplaneError as e:
