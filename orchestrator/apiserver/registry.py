@@ -135,11 +135,13 @@ class Registry:
         return obj
 
     @staticmethod
-    def _admitted(obj: Obj, field_validation: str | None) -> tuple[Obj, list[str]]:
+    def _admitted(obj: Obj, field_validation: str | None, prior: Obj | None = None) -> tuple[Obj, list[str]]:
+        """Admission of `obj`; `prior` is the stored state an update replaces (ratcheting:
+        `orchestrator.validation`)."""
         fv = field_validation or "Warn"
         if fv not in FIELD_VALIDATION:
             raise bad_request('fieldValidation must be one of "Ignore", "Warn", or "Strict"')
-        got = admit(obj)
+        got = admit(obj, prior=prior)
         warnings = list(got.warnings)
         if warnings and fv == "Strict":
             k = str(obj.get("kind"))
@@ -326,7 +328,7 @@ class Registry:
                 meta.meta(current).get("resourceVersion")
         else:
             md.pop("resourceVersion", None)
-        admitted, warnings = self._admitted(new, field_validation)
+        admitted, warnings = self._admitted(new, field_validation, current)
         if dry_run:
             return admitted, warnings
         # the pod's spec may change here only by the ephemeral containers checked above

@@ -2,12 +2,23 @@
 
     validate(obj) -> list[FieldError]         defaults applied first, on a copy
     admit(obj)    -> Admitted(object, warnings)  or raises InvalidObject with every error
+    admit(obj, prior=stored)                     an update of `stored`: what it left unchanged
+                                                 is not checked again (below)
 
 Order, as in kube-apiserver: drop nulls and apply defaults (`defaults`), check structure
 against the real Kubernetes schema (`schema`, via kubernetes-validate: JSON types, and unknown
 fields as warnings, pruned), then semantic checks (`kinds`, `pods`) with Kubernetes' field
 paths and wording. Nothing here touches the store: uniqueness, allocation and immutability on
 update belong to the storage and API layers.
+
+Ratcheting: an update of a pod (`prior`, the stored state it replaces) whose `spec` or
+`status`, after defaulting, is the stored one byte for byte (canonical JSON, so `1`, `1.0`
+and `true` differ) skips that field's schema and semantic checks. Both checks are functions
+of the field alone, so they cannot find anything new there; what they would find in a
+stored value written by another tool, or under older rules, is kept as it is, as kube's
+validation ratcheting keeps unchanged invalid values. A label patch or a status write (a
+node's, every few seconds per pod) then checks only what it changed: the pod spec's checks
+are the largest part of admission (bench/results/api.md).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netplane.errors import UserError
+from netplane.store import codec
 from orchestrator.objects.meta import KINDS, Kind, kind_named
 from orchestrator.validation import configdata, defaults, kinds, leases, pods, schema
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported, required
@@ -67,7 +79,27 @@ def _kind(obj: Mapping[str, Any], out: list[FieldError]) -> Kind | None:
     return kind
 
 
-def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], list[str]]:
+# the top-level fields of a kind an update may leave unchecked when unchanged (see above)
+RATCHETED: dict[str, tuple[str, ...]] = {"Pod": ("spec", "status")}
+
+
+def _unchanged(kind: Kind, out: Mapping[str, Any], prior: Mapping[str, Any] | None) -> frozenset[str]:
+    """The ratcheted fields of `out` equal, byte for byte as stored, to `prior`'s."""
+    fields = RATCHETED.get(kind.kind)
+    if not fields or not isinstance(prior, Mapping) or prior.get("kind") != kind.kind:
+        return frozenset()
+    same = []
+    for f in fields:
+        a, b = out.get(f), prior.get(f)
+        # == first: cheap, and false for nearly every changed field; then the exact bytes
+        # (== holds for 1, 1.0 and True alike)
+        if a is not None and a == b and codec.dump_bytes(a, sort_keys=True) == codec.dump_bytes(b, sort_keys=True):
+            same.append(f)
+    return frozenset(same)
+
+
+def _check(obj: Mapping[str, Any], prior: Mapping[str, Any] | None = None,
+           ) -> tuple[dict[str, Any], list[FieldError], list[str]]:
     errors: list[FieldError] = []
     if not isinstance(obj, Mapping):
         return {}, [invalid(ROOT, obj, "must be a JSON object")], []
@@ -75,7 +107,8 @@ def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], li
     if kind is None:
         return dict(obj), errors, []
     out = defaults.apply(dict(obj))
-    result = schema.check(out)
+    same = _unchanged(kind, out, prior) if prior is not None else frozenset()
+    result = schema.check(out, same)
     warnings = result.warnings
     schema.prune(out, result.unknown)
     if result.errors:
@@ -83,7 +116,8 @@ def _check(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError], li
     md = out.get("metadata") or {}
     kinds.object_meta(kind, md, errors)
     if kind.kind == "Pod":
-        pods.pod_spec(ROOT.child("spec"), out.get("spec") or {}, errors)
+        if "spec" not in same:
+            pods.pod_spec(ROOT.child("spec"), out.get("spec") or {}, errors)
     elif kind.kind == "ReplicationController":
         kinds.replication_controller(out, errors)
     elif kind.kind == "Service":
@@ -108,9 +142,10 @@ def validate(obj: Mapping[str, Any]) -> list[FieldError]:
     return _check(obj)[1]
 
 
-def admit(obj: Mapping[str, Any]) -> Admitted:
-    """The object to store (defaulted, unknown fields pruned) and warnings, or InvalidObject."""
-    out, errors, warnings = _check(obj)
+def admit(obj: Mapping[str, Any], *, prior: Mapping[str, Any] | None = None) -> Admitted:
+    """The object to store (defaulted, unknown fields pruned) and warnings, or InvalidObject.
+    `prior`: the stored object this one replaces (an update), for ratcheting (above)."""
+    out, errors, warnings = _check(obj, prior)
     if errors:
         md = out.get("metadata") if isinstance(out, dict) else None
         name = (md.get("name") or md.get("generateName") or "") if isinstance(md, dict) else ""

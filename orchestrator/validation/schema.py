@@ -179,14 +179,15 @@ def warm() -> None:
         _VALIDATORS.compiled(k.kind)
 
 
-def check(obj: Mapping[str, Any]) -> SchemaResult:
-    """Check a manifest whose `apiVersion`/`kind` we serve (the caller checked them)."""
+def check(obj: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> SchemaResult:
+    """Check a manifest whose `apiVersion`/`kind` we serve (the caller checked them), all
+    but its top-level fields named in `skip` (those the caller knows were checked before)."""
     kind = obj.get("kind")
     if kind not in {k.kind for k in KINDS}:
         raise ValueError(f"not a kind we serve: {kind!r}")
     root, walk = _VALIDATORS.compiled(str(kind))
     found = _Found()
-    walk(obj, (), found)
+    walk({k: v for k, v in obj.items() if k not in skip} if skip else obj, (), found)
     if found.clean():
         return SchemaResult([], [], [])
     fmt = _Formatter(root, _VALIDATORS.definitions())

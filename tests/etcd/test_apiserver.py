@@ -613,6 +613,28 @@ def test_status_subresource_changes_only_status(v1: client.CoreV1Api) -> None:
     assert p2.status.phase == "Running" and p2.metadata.labels["kept"] == "yes"
 
 
+def test_writes_that_leave_a_stored_spec_unchanged_do_not_check_it_again(
+        v1: client.CoreV1Api, store: EtcdStore, keys: Keys) -> None:
+    """Ratcheting: a pod spec that today's rules refuse, written behind the API, does not
+    block a label patch or a status write (neither changes it); a write that changes the
+    spec checks all of it, as before."""
+    v1.create_namespaced_pod("default", pod("r"))
+    objects = ObjectStore(store, keys)
+    stored = json.loads(store.get(objects.key(POD, "r", "default")).value)  # type: ignore[union-attr]
+    stored["spec"]["restartPolicy"] = "Sometimes"
+    rev = store.put(objects.key(POD, "r", "default"), json.dumps(stored))
+    wait_for(lambda: int(v1.list_namespaced_pod("default").metadata.resource_version) >= rev, timeout=5)
+    v1.patch_namespaced_pod("r", "default", {"metadata": {"labels": {"patched": "yes"}}})
+    v1.patch_namespaced_pod_status("r", "default", {"status": {"phase": "Running"}})
+    got = v1.read_namespaced_pod("r", "default")
+    assert (got.metadata.labels["patched"], got.status.phase, got.spec.restart_policy) == ("yes", "Running", "Sometimes")
+    with pytest.raises(ApiException) as e:
+        v1.patch_namespaced_pod("r", "default", {"spec": {"activeDeadlineSeconds": 30}})
+    body = json.loads(e.value.body)
+    assert (e.value.status, body["reason"]) == (422, "Invalid")
+    assert [c["field"] for c in body["details"]["causes"]] == ["spec.restartPolicy"]
+
+
 def test_delete_rc_with_propagation(v1: client.CoreV1Api, api: APIServer) -> None:
     objects = api.objects
     created = v1.create_namespaced_replication_controller("default", rc("web", 2))

@@ -534,3 +534,82 @@ def test_lease_errors_name_the_field(obj: dict[str, Any], want: str) -> None:
     with pytest.raises(InvalidObject) as e:
         admit(obj)
     assert want in str(e.value)
+
+
+# ------------------------------------------------------------------ ratcheting (admit with prior)
+def _stored(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` as a writer of the store would have admitted it."""
+    return admit(obj).object
+
+
+def test_an_update_that_leaves_the_spec_unchanged_admits_what_a_full_check_admits() -> None:
+    prior = _stored(pod(restartPolicy="Never", volumes=[{"name": "v", "emptyDir": {}}]))
+    prior["status"] = {"phase": "Running", "podIP": "10.1.0.5"}
+    new = copy.deepcopy(prior)
+    new["metadata"]["labels"] = {"patched": "1"}
+    assert admit(new, prior=prior) == admit(new)
+
+
+def test_an_unchanged_stored_spec_is_not_checked_again_a_changed_one_is() -> None:
+    # a stored pod that today's rules refuse (another tool wrote it, or older rules admitted it)
+    prior = _stored(pod())
+    prior["spec"]["restartPolicy"] = "Sometimes"
+    prior["spec"]["containers"][0]["ports"] = [{"containerPort": "eighty", "protocol": "TCP"}]
+    labelled = copy.deepcopy(prior)
+    labelled["metadata"]["labels"] = {"app": "web"}
+    with pytest.raises(InvalidObject):
+        admit(labelled)
+    assert admit(labelled, prior=prior).object["spec"] == prior["spec"]  # ratcheted: kept as it is
+    # what an update does change is checked (with the rest of the spec)
+    changed = copy.deepcopy(labelled)
+    changed["spec"]["activeDeadlineSeconds"] = 30
+    with pytest.raises(InvalidObject, match="containerPort"):
+        admit(changed, prior=prior)
+    # the metadata is always checked
+    bad_label = copy.deepcopy(prior)
+    bad_label["metadata"]["labels"] = {"-bad-": "x"}
+    with pytest.raises(InvalidObject, match="metadata.labels"):
+        admit(bad_label, prior=prior)
+
+
+@pytest.mark.parametrize("was, now", [(1, True), (30, 30.0)])
+def test_unchanged_means_the_same_bytes_not_python_equality(was: Any, now: Any) -> None:
+    prior = _stored(pod(terminationGracePeriodSeconds=was))
+    new = copy.deepcopy(prior)
+    new["spec"]["terminationGracePeriodSeconds"] = now
+    assert new["spec"] == prior["spec"]  # == cannot tell them apart
+    if now is True:  # a boolean where an integer belongs: refused as on any write
+        with pytest.raises(InvalidObject, match="terminationGracePeriodSeconds"):
+            admit(new, prior=prior)
+    else:  # checked, and admitted as a full check admits it
+        assert admit(new, prior=prior) == admit(new)
+
+
+def test_an_unchanged_status_is_not_checked_again_unknown_fields_in_a_changed_one_are() -> None:
+    prior = _stored(pod())
+    prior["status"] = {"phase": "Running", "hostIP": 7}  # a wrong type, stored by someone else
+    new = copy.deepcopy(prior)
+    new["metadata"]["labels"] = {"a": "b"}
+    assert admit(new, prior=prior).object["status"] == prior["status"]
+    with pytest.raises(InvalidObject, match="status.hostIP"):
+        admit(new)
+    new["status"] = {"phase": "Running", "bogus": 1}
+    got = admit(new, prior=prior)
+    assert got.warnings == ['unknown field "status.bogus"'] and "bogus" not in got.object["status"]
+
+
+def test_ratcheting_is_for_pods_of_the_same_kind_only() -> None:
+    r = rc()
+    prior = _stored(r)
+    prior["spec"]["replicas"] = -1
+    new = copy.deepcopy(prior)
+    new["metadata"]["labels"] = {"a": "b"}
+    with pytest.raises(InvalidObject, match="spec.replicas"):
+        admit(new, prior=prior)
+    other = _stored(pod())
+    other["kind"] = "Node"
+    new_pod = _stored(pod())
+    new_pod["spec"]["restartPolicy"] = "Sometimes"
+    other["spec"] = copy.deepcopy(new_pod["spec"])
+    with pytest.raises(InvalidObject, match="restartPolicy"):
+        admit(new_pod, prior=other)
