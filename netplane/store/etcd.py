@@ -46,6 +46,11 @@ T = TypeVar("T")
 TXN_INFLIGHT = 2
 BATCH_MAX_TXNS = 64
 BATCH_MAX_BYTES = 512 * 1024
+# its single-key gets, the same way: while this many Ranges are on their way, the next gets
+# wait and go together as one read-only Txn of Ranges (one gRPC call for many: the call, not
+# the read, is what a get costs the loop; bench/results/api.md)
+GET_INFLIGHT = 2
+BATCH_MAX_GETS = 64
 
 
 @dataclass(frozen=True)
@@ -544,10 +549,12 @@ class AsyncReader:
     """Reads on an asyncio event loop over a `grpc.aio` channel of its own (same target,
     options and TLS as `EtcdStore`'s). A blocking call from a worker thread costs the thread
     hop and the sync channel's hand-off: ~0.4 ms of CPU per Range here against ~0.13 ms
-    for the same Range awaited on the loop (bench/results/api.md). Make it, use it and close
-    it on one running loop."""
+    for the same Range awaited on the loop (bench/results/api.md). Gets and transactions that
+    come while others are on their way go together (`get`, `txn_raw`). Make it, use it and
+    close it on one running loop."""
 
-    def __init__(self, config: EtcdConfig, *, max_inflight: int = TXN_INFLIGHT) -> None:
+    def __init__(self, config: EtcdConfig, *, max_inflight: int = TXN_INFLIGHT,
+                 max_get_inflight: int = GET_INFLIGHT) -> None:
         self.config = config
         self._timeout = config.timeout
         target, options, creds = channel_setup(config)
@@ -561,11 +568,33 @@ class AsyncReader:
         self._inflight = 0
         self._queued: deque[_Queued] = deque()
         self._sending: set[asyncio.Task[None]] = set()
+        self.max_get_inflight = max_get_inflight
+        self._gets_inflight = 0
+        self._gets_queued: deque[_QueuedGet] = deque()
 
     observer: Observer | None = None  # as EtcdStore's
 
     async def get(self, key: str) -> KeyValue | None:
-        started, failed = time.perf_counter(), True
+        """The key's value, read at a revision no older than the call (a linearizable read,
+        as etcd's Range is). While `max_get_inflight` reads are on their way, the gets that
+        come meanwhile wait and go together, as one read-only Txn of Ranges (also
+        linearizable: etcd serves it at one revision after the request arrives), each
+        answered with its own key. On an idle channel a get goes at once, as a Range."""
+        started = time.perf_counter()
+        if self._gets_inflight < self.max_get_inflight and not self._gets_queued:
+            self._gets_inflight += 1
+            try:
+                return await self._range_one(key, started)
+            finally:
+                self._gets_inflight -= 1
+                self._flush_gets()
+        entry = _QueuedGet(key, asyncio.get_running_loop().create_future(), started)
+        self._gets_queued.append(entry)
+        self._flush_gets()
+        return await entry.future
+
+    async def _range_one(self, key: str, started: float) -> KeyValue | None:
+        failed = True
         try:
             r = await self._kv.Range(etcdrpc.RangeRequest(key=_b(key)), timeout=self._timeout)
             failed = False
@@ -575,6 +604,72 @@ class AsyncReader:
             if self.observer is not None:
                 self.observer("get " + key, time.perf_counter() - started, failed)
         return _kv(r.kvs[0]) if r.kvs else None
+
+    def _flush_gets(self) -> None:
+        """Send the gets that wait, `BATCH_MAX_GETS` at a time, while there is room in flight
+        (a get whose caller stopped waiting is dropped unsent)."""
+        while self._gets_queued and self._gets_inflight < self.max_get_inflight:
+            batch: builtins.list[_QueuedGet] = []
+            while self._gets_queued and len(batch) < BATCH_MAX_GETS:
+                e = self._gets_queued.popleft()
+                if not e.future.done():
+                    batch.append(e)
+            if batch:
+                self._start_gets(batch)
+
+    def _start_gets(self, batch: builtins.list[_QueuedGet]) -> None:
+        self._gets_inflight += 1
+        task = asyncio.get_running_loop().create_task(self._send_gets(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_gets(self, batch: builtins.list[_QueuedGet]) -> None:
+        try:
+            if len(batch) == 1:
+                e = batch[0]
+                try:
+                    kv = await self._range_one(e.key, e.started)
+                except StoreError as err:
+                    _resolve(e.future, error=err)
+                except BaseException as err:
+                    _resolve(e.future, error=StoreError(f"get {e.key}: {err!r}", endpoint=self.config.label))
+                    raise
+                else:
+                    _resolve(e.future, result=kv)
+                return
+            await self._range_many(batch)
+        finally:
+            self._gets_inflight -= 1
+            self._flush_gets()
+
+    async def _range_many(self, batch: builtins.list[_QueuedGet]) -> None:
+        req = etcdrpc.TxnRequest(compare=[], failure=[], success=[
+            etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=_b(e.key))) for e in batch])
+        failed, observed = True, True
+        try:
+            r = await self._kv.Txn(req, timeout=self._timeout)
+            failed = False
+        except grpc.RpcError as err:
+            if err.code() in _REFUSED_WHOLE:  # an answer over the channel's limit: each alone
+                observed = False
+                for e in batch:
+                    self._start_gets([e])
+                return
+            for e in batch:
+                _resolve(e.future, error=rpc_error(self.config, "get " + e.key, err))
+            return
+        except BaseException as err:
+            for e in batch:
+                _resolve(e.future, error=StoreError(f"get {e.key}: {err!r}", endpoint=self.config.label))
+            raise
+        finally:
+            if self.observer is not None and observed:
+                now = time.perf_counter()
+                for e in batch:
+                    self.observer("get " + e.key, now - e.started, failed)
+        for e, resp in zip(batch, r.responses, strict=True):
+            kvs = resp.response_range.kvs
+            _resolve(e.future, result=_kv(kvs[0]) if kvs else None)
 
     async def txn_raw(self, what: str, compare: builtins.list[Any], success: builtins.list[Any]) -> tuple[bool, int]:
         """One transaction: (succeeded, revision). While `max_inflight` transactions are on
@@ -739,13 +834,26 @@ class _Queued:
     started: float
 
 
+@dataclass
+class _QueuedGet:
+    """A get waiting for a batch."""
+
+    key: str
+    future: asyncio.Future[KeyValue | None]
+    started: float
+
+
 def _settle(e: _Queued, *, result: tuple[bool, int] | None = None, error: BaseException | None = None) -> None:
-    if e.future.done():  # its caller stopped waiting
+    _resolve(e.future, result=result, error=error)
+
+
+def _resolve(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():  # its caller stopped waiting
         return
     if error is not None:
-        e.future.set_exception(error)
+        future.set_exception(error)
     else:
-        e.future.set_result(result)  # type: ignore[arg-type]
+        future.set_result(result)
 
 
 def _txn_keys(compare: builtins.list[Any], success: builtins.list[Any]) -> frozenset[bytes] | None:

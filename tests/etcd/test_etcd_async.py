@@ -287,3 +287,137 @@ def test_a_batch_to_an_unreachable_etcd_fails_each_with_its_own_error(store: Etc
         on_loop(loop_thread, reader.close())
     finally:
         dead.close()
+
+
+class _Counted:
+    """The reader's own KV stub, counting the gRPC calls made through it."""
+
+    def __init__(self, kv: object) -> None:
+        self.kv, self.calls = kv, {"Range": 0, "Txn": 0}
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("Range", "Txn"):
+            self.calls[name] += 1
+        return getattr(self.kv, name)
+
+
+def test_concurrent_gets_go_together_each_with_its_own_key(store: EtcdStore, keys: Keys,
+                                                           loop_thread: LoopThread) -> None:
+    """70 gets at once, of 30 keys (each twice) and 10 that do not exist: two go at once as
+    Ranges, the rest wait and go together as read-only Txns of Ranges. Each answers its own
+    key at its own mod revision (what the blocking channel reads), and each is observed once."""
+    reader = make_reader(loop_thread, store)
+    counted = _Counted(reader._kv)
+    reader._kv = counted
+    base = keys.prefix + "/gets/"
+    for i in range(30):
+        store.put(f"{base}{i}", f"value-{i}" * (i + 1))
+    names = [f"{base}{i % 40}" for i in range(80) if i % 40 < 30 or i < 40]
+    assert len(names) == 70
+    observed: list[str] = []
+    reader.observer = lambda what, s, failed: observed.append(what) if not failed else None
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(*(reader.get(k) for k in names)))
+
+    got = on_loop(loop_thread, main())
+    assert isinstance(got, list)
+    for k, kv in zip(names, got, strict=True):
+        want = store.get(k)
+        if want is None:
+            assert kv is None, k
+        else:
+            assert kv == want, k
+    assert counted.calls["Range"] == 2 and 1 <= counted.calls["Txn"] <= 4, counted.calls
+    assert sorted(observed) == sorted(f"get {k}" for k in names)
+    # an idle channel: a get goes at once, as a Range
+    assert on_loop(loop_thread, reader.get(f"{base}3")) == store.get(f"{base}3")
+    assert counted.calls["Range"] == 3
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_a_waiting_get_whose_caller_leaves_is_never_sent(store: EtcdStore, keys: Keys,
+                                                          loop_thread: LoopThread) -> None:
+    async def make() -> AsyncReader:
+        return AsyncReader(store.config, max_get_inflight=1)
+
+    reader = on_loop(loop_thread, make())
+    assert isinstance(reader, AsyncReader)
+    counted = _Counted(reader._kv)
+    reader._kv = counted
+    base = keys.prefix + "/left-get/"
+    store.put(f"{base}0", "zero")
+
+    async def main() -> object:
+        first = asyncio.ensure_future(reader.get(f"{base}0"))
+        await asyncio.sleep(0)  # on its way: the next waits
+        second = asyncio.ensure_future(reader.get(f"{base}1"))
+        await asyncio.sleep(0)
+        second.cancel()
+        kv = await first
+        await asyncio.sleep(0.2)
+        return kv
+
+    kv = on_loop(loop_thread, main())
+    assert kv == store.get(f"{base}0")
+    assert counted.calls == {"Range": 1, "Txn": 0}
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_a_batch_of_gets_whose_answer_is_over_the_limit_goes_again_one_by_one(
+        store: EtcdStore, keys: Keys, loop_thread: LoopThread) -> None:
+    """Six values of 600 KB through a channel that takes answers of up to 1 MB: two go at once,
+    the other four together; gRPC refuses their 2.4 MB answer (RESOURCE_EXHAUSTED), and each
+    then goes alone and is answered."""
+    import grpc
+
+    from netplane.store.etcd import channel_setup, etcdrpc
+
+    reader = make_reader(loop_thread, store)
+    target, options, _ = channel_setup(store.config)
+    assert store.config.secure is False
+    small = [(k, v) for k, v in options if k != "grpc.max_receive_message_length"]
+
+    async def narrow() -> None:
+        await reader._channel.close()
+        reader._channel = grpc.aio.insecure_channel(target, options=[*small, ("grpc.max_receive_message_length", 1 << 20)])
+        reader._kv = etcdrpc.KVStub(reader._channel)
+
+    on_loop(loop_thread, narrow())
+    counted = _Counted(reader._kv)
+    reader._kv = counted
+    base = keys.prefix + "/large-get/"
+    big = [bytes([65 + i]) * (600 * 1024) for i in range(6)]
+    for i, v in enumerate(big):
+        store.put(f"{base}{i}", v)
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(*(reader.get(f"{base}{i}") for i in range(6))))
+
+    got = on_loop(loop_thread, main())
+    assert isinstance(got, list)
+    assert [kv.value for kv in got] == big  # type: ignore[attr-defined]
+    assert counted.calls == {"Range": 6, "Txn": 1}, counted.calls
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_a_batch_of_gets_to_an_unreachable_etcd_fails_each_with_its_own_error(
+        store: EtcdStore, loop_thread: LoopThread) -> None:
+    dead = unreachable(store)
+    try:
+        reader = make_reader(loop_thread, dead)
+
+        async def main() -> list[object]:
+            return list(await asyncio.gather(*(reader.get(f"/dead/{i}") for i in range(6)),
+                                             return_exceptions=True))
+
+        got = on_loop(loop_thread, main())
+        assert isinstance(got, list)
+        assert all(isinstance(e, StoreError) and "cannot reach etcd" in str(e) for e in got), got
+        assert [f"/dead/{i}" in str(e) for i, e in enumerate(got)] == [True] * 6
+        on_loop(loop_thread, reader.close())
+    finally:
+        dead.close()
