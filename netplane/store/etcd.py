@@ -619,23 +619,13 @@ class AsyncReader:
 
     def _start_gets(self, batch: builtins.list[_QueuedGet]) -> None:
         self._gets_inflight += 1
-        task = asyncio.get_running_loop().create_task(self._send_gets(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._spawn(self._send_gets(batch))
 
     async def _send_gets(self, batch: builtins.list[_QueuedGet]) -> None:
         try:
             if len(batch) == 1:
                 e = batch[0]
-                try:
-                    kv = await self._range_one(e.key, e.started)
-                except StoreError as err:
-                    _resolve(e.future, error=err)
-                except BaseException as err:
-                    _resolve(e.future, error=StoreError(f"get {e.key}: {err!r}", endpoint=self.config.label))
-                    raise
-                else:
-                    _resolve(e.future, result=kv)
+                await self._alone(e.future, "get " + e.key, self._range_one(e.key, e.started))
                 return
             await self._range_many(batch)
         finally:
@@ -734,23 +724,32 @@ class AsyncReader:
     def _start(self, batch: builtins.list[_Queued]) -> None:
         """`batch` on its way, counted in flight until `_send` ends."""
         self._inflight += 1
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._spawn(self._send(batch))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """`coro` as a task of the loop, kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    async def _alone(self, future: asyncio.Future[Any], what: str, call: Coroutine[Any, Any, Any]) -> None:
+        """One queued call sent on its own: its answer into `future`, or its error (anything
+        but a StoreError made one, naming `what`)."""
+        try:
+            result = await call
+        except StoreError as err:
+            _resolve(future, error=err)
+        except BaseException as err:
+            _resolve(future, error=StoreError(f"{what}: {err!r}", endpoint=self.config.label))
+            raise
+        else:
+            _resolve(future, result=result)
 
     async def _send(self, batch: builtins.list[_Queued]) -> None:
         try:
             if len(batch) == 1:
                 e = batch[0]
-                try:
-                    result = await self._txn_one(e.what, e.compare, e.success, e.started)
-                except StoreError as err:
-                    _settle(e, error=err)
-                except BaseException as err:
-                    _settle(e, error=StoreError(f"{e.what}: {err!r}", endpoint=self.config.label))
-                    raise
-                else:
-                    _settle(e, result=result)
+                await self._alone(e.future, e.what, self._txn_one(e.what, e.compare, e.success, e.started))
                 return
             await self._send_many(batch)
         finally:
