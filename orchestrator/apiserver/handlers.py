@@ -105,13 +105,17 @@ class Context:
     async def write(self, kind: Kind, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A registry create, update or patch of `kind`. With a reader, and for the kinds whose
         writes wait on nothing but etcd gets and transactions, it runs on the loop itself
-        (`greenbridge`: its etcd calls awaited here, no thread hop); else in the pool. A
-        request cancelled meanwhile (its client gone) does not stop the write halfway, as it
-        would not in the pool (where a job not yet started when its client goes is dropped
-        unrun: nothing was written, and the client was never answered)."""
+        (`greenbridge`: its etcd calls awaited here, no thread hop); else in the pool.
+
+        On the loop, a request cancelled meanwhile (its client gone) cancels its write where
+        it waits, as kube-apiserver's request context does: a transaction not yet sent is
+        never sent, one on its way may or may not be applied, and nothing after it runs (each
+        of these writes is one transaction, retried on a conflict: none stops between two
+        of its own). Not shielded: `asyncio.shield` took a task and two more turns of the
+        loop per write (bench/results/api.md, 2026-12-07, eighth session)."""
         if self.reader is None or kind.kind not in LOOP_WRITES:
             return await self.run(fn, *args, **kwargs)
-        return await asyncio.shield(greenbridge.run(fn, *args, **kwargs))
+        return await greenbridge.run(fn, *args, **kwargs)
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
         """`Registry.get`, its etcd read awaited on the loop when there is a reader: a GET is

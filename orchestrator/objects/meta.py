@@ -7,6 +7,7 @@ so no caller digs through `obj["metadata"].get(...)` chains of its own.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -192,4 +193,5 @@ def parse_time(text: str) -> datetime:
 
 
 def from_epoch(seconds: float) -> str:
-    return format_time(datetime.fromtimestamp(seconds, UTC))
+    """`format_time` of a Unix time (without a datetime: this stamps every write)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
