@@ -4,7 +4,9 @@
   pods, with 50 concurrent clients: closed loop (each client sends its next request when the
   last one is answered: the server saturated) and open loop (the 50 clients offer --rates
   requests per second together); p50/p99 and throughput. The bare etcd put (the same pod
-  value, one client and 50 concurrent ones) in the same run is the baseline;
+  value, one client and 50 concurrent ones) in the same run is the baseline. The closed-loop
+  creates and patches run in --rounds rounds, each right after its own 50-client bare put;
+  their p99 is of all rounds' requests together;
 * watch fan-out: 100 watchers of all pods, one pod change at a time, the time from sending the
   PATCH until each watcher has read the event (p50/p99 over every delivery);
 * LIST of the 10,000 pods as JSON (one unpaged GET), and paged as kubectl reads (limit=500).
@@ -17,7 +19,7 @@ paged list with a selector, patch, watch). Goals: p99 <= 50 ms for mutating call
 SLO: 1 s), watch delivery p99 <= 100 ms, LIST <= 1 s. Per phase it reports the CPU of the
 server, etcd and the clients, and the server's garbage collections.
 
-    .venv/bin/python bench/bench_api.py [--pods 10000] [--clients 50] [--requests 5000]
+    .venv/bin/python bench/bench_api.py [--pods 10000] [--clients 50] [--requests 5000] [--rounds 3]
         [--rates 100,200] [--watchers 100] [--changes 50] [--only mutate|get|watch|list]
         [--profile] [--gc-threshold A,B,C | --gc-freeze S] [--out api]
 
@@ -138,16 +140,17 @@ def prefill(objects: ObjectStore, n: int) -> float:
 
 
 # --------------------------------------------------------------------------- bare etcd
-def bare_puts(store: EtcdStore, n: int, clients: int) -> dict[str, Any]:
-    """etcd puts of the same pod value: one client in a row, then `clients` threads at once."""
+def bare_puts(store: EtcdStore, n: int, clients: int, *, one_client: bool = True) -> dict[str, Any]:
+    """etcd puts of the same pod value: one client in a row (unless not `one_client`), then
+    `clients` threads at once."""
     value = codec.dumps(stored_pod(0))
     lat: list[float] = []
     t0 = time.monotonic()
-    for i in range(n // 5):
+    for i in range(n // 5 if one_client else 0):
         s = time.perf_counter()
         store.put(f"{PREFIX}/bare/one/{i}", value)
         lat.append(time.perf_counter() - s)
-    one = summary(lat, time.monotonic() - t0)
+    one = summary(lat, time.monotonic() - t0) if lat else None
     lats: list[float] = []
     lock = threading.Lock()
     counter = iter(range(n))
@@ -326,9 +329,12 @@ def session(server: Server, limit: int = 1) -> aiohttp.ClientSession:
 Request = Callable[[aiohttp.ClientSession, int], Awaitable[int]]
 
 
-async def closed_loop(server: Server, clients: int, n: int, request: Request, ok: tuple[int, ...]) -> dict[str, Any]:
+async def closed_loop(server: Server, clients: int, n: int, request: Request, ok: tuple[int, ...],
+                      lat: list[float] | None = None) -> dict[str, Any]:
+    """`n` requests by `clients` closed-loop clients; their latencies appended to `lat` too."""
     sessions = [session(server) for _ in range(clients)]
-    lat: list[float] = []
+    lat = [] if lat is None else lat
+    first = len(lat)
     bad: Counter[int] = Counter()
     counter = iter(range(n))
 
@@ -348,7 +354,7 @@ async def closed_loop(server: Server, clients: int, n: int, request: Request, ok
         wall = time.monotonic() - t0
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
-    out: dict[str, Any] = summary(lat, wall)
+    out: dict[str, Any] = summary(lat[first:], wall)
     if bad:
         out["errors"] = dict(bad)
     return out
@@ -428,19 +434,46 @@ def _patcher(server: Server, n_pods: int) -> Request:
     return patch
 
 
-def bench_mutating(server: Server, n_pods: int, clients: int, n: int, rates: list[float]) -> dict[str, Any]:
-    made = iter(range(10**9))
+_MADE = iter(range(10**9))  # new pods' numbers, unique over every phase that creates
 
+
+def _creator(server: Server) -> Request:
+    """A POST of a new pod (each one a new name)."""
     async def create(s: aiohttp.ClientSession, i: int) -> int:
-        async with s.post(f"{server.url}/api/v1/namespaces/{NEW_NS}/pods", data=new_pod_body(f"new-{next(made):06d}"),
+        async with s.post(f"{server.url}/api/v1/namespaces/{NEW_NS}/pods", data=new_pod_body(f"new-{next(_MADE):06d}"),
                           headers={"Content-Type": "application/json"}) as r:
             await r.read()
             return r.status
 
+    return create
+
+
+def bench_mutating(server: Server, store: EtcdStore, n_pods: int, clients: int, n: int, rounds: int,
+                   rates: list[float]) -> dict[str, Any]:
+    """`rounds` rounds of: the bare etcd put by `clients` threads (the same-round baseline),
+    then `n` creates and `n` patches by `clients` closed-loop clients. A round is a few
+    seconds, and this machine's speed changes from one minute to the next: the verdicts take
+    the p99 of all rounds' requests together, and each round is reported beside its own
+    baseline. Then the open-loop runs."""
+    create = _creator(server)
     patch = _patcher(server, n_pods)
-    out: dict[str, Any] = {"create": asyncio.run(closed_loop(server, clients, n, create, (201,))),
-                           "patch": asyncio.run(closed_loop(server, clients, n, patch, (200,))),
-                           "create_open": [], "patch_open": []}
+    lat: dict[str, list[float]] = {"create": [], "patch": []}
+    walls = {"create": 0.0, "patch": 0.0}
+    out: dict[str, Any] = {"rounds": [], "create_open": [], "patch_open": []}
+    for _ in range(rounds):
+        r: dict[str, Any] = {"bare_etcd_put": bare_puts(store, n, clients, one_client=False)[f"{clients}_clients"]}
+        for verb, request, ok in (("create", create, (201,)), ("patch", patch, (200,))):
+            r[verb] = asyncio.run(closed_loop(server, clients, n, request, ok, lat[verb]))
+            walls[verb] += r[verb]["n"] / r[verb]["per_s"]
+        out["rounds"].append(r)
+        print(f"round: {json.dumps(r)}", flush=True)
+    for verb in ("create", "patch"):
+        out[verb] = summary(lat[verb], walls[verb])
+        errors: Counter[int] = Counter()
+        for r in out["rounds"]:
+            errors.update(r[verb].get("errors") or {})
+        if errors:
+            out[verb]["errors"] = dict(errors)
     for rate in rates:
         out["create_open"].append(asyncio.run(open_loop(server, clients, rate, OPEN_S, create, (201,))))
         out["patch_open"].append(asyncio.run(open_loop(server, clients, rate, OPEN_S, patch, (200,))))
@@ -681,6 +714,18 @@ def write_md(out: dict[str, Any], path: Path) -> None:
     row("get pod", f"{c} clients, closed", g or None)
     for r in g.get("open") or []:
         row("get pod", f"{c} clients, open, {r['offered_per_s']:.0f}/s offered", r)
+    if m.get("rounds"):
+        lines += ["", (f"The closed-loop creates and patches above are {len(m['rounds'])} rounds together "
+                       f"(p99 of all their requests); each round ran right after its own bare etcd put by {c} "
+                       "clients:"), "",
+                  ("| round | etcd put p99 ms | etcd puts/s | create p50 ms | create p99 ms | creates/s (÷ etcd) "
+                   "| patch p50 ms | patch p99 ms | patches/s (÷ etcd) |"),
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for i, r in enumerate(m["rounds"], 1):
+            e, cr, pa = r["bare_etcd_put"], r["create"], r["patch"]
+            lines.append(f"| {i} | {e['p99_ms']} | {e['per_s']:.0f} | {cr['p50_ms']} | {cr['p99_ms']} | "
+                         f"{cr['per_s']:.0f} ({cr['per_s'] / e['per_s']:.3f}) | {pa['p50_ms']} | {pa['p99_ms']} | "
+                         f"{pa['per_s']:.0f} ({pa['per_s'] / e['per_s']:.3f}) |")
     if "watch" in out:
         w = out["watch"]
         d, a = w["deliveries"], w["all_delivered"]
@@ -709,10 +754,7 @@ def write_md(out: dict[str, Any], path: Path) -> None:
             lines.append(f"| {k} | {cpu.get('wall')} | {cpu.get('apiserver')} | {cpu.get('etcd')} | "
                          f"{cpu.get('clients')} | {gcs.get('collections', '?')} | {gcs.get('total_ms', '?')} | "
                          f"{gcs.get('gen2', '?')} | {gcs.get('gen2_max_ms', '?')} |")
-    for k in phases:
-        p = out[k].get("profile")
-        if not p:
-            continue
+    for k, p in out.get("profiles", {}).items():
         lines += ["", (f"### py-spy, {k} (a shorter rerun; {p['samples']} samples of the API server's thread "
                        "holding the GIL)"), "", "| self | % | | inclusive | % |", "|---|---|---|---|---|"]
         for (fs, ps), (fi, pi) in zip(p["self"], p["inclusive"], strict=False):
@@ -732,6 +774,8 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=5000, help="per mutating verb; GETs: 4x")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="closed-loop rounds of creates and patches, each after its own bare etcd put run")
     ap.add_argument("--rates", default="100,200",
                     help="open-loop runs: requests per second the clients offer together (10 s each, per verb)")
     ap.add_argument("--watchers", type=int, default=100)
@@ -779,7 +823,8 @@ def main() -> None:
             out["bare_etcd_put"] = bare_puts(store, a.requests, a.clients)
             print(f"bare etcd put: {json.dumps(out['bare_etcd_put'])}", flush=True)
             out["mutating"] = phase(server, etcd.pid, "mutating",
-                                    lambda: bench_mutating(server, a.pods, a.clients, a.requests, rates))
+                                    lambda: bench_mutating(server, store, a.pods, a.clients, a.requests, a.rounds,
+                                                           rates))
         if a.only in (None, "get"):
             out["get"] = phase(server, etcd.pid, "get",
                                lambda: bench_get(server, a.pods, a.clients, 4 * a.requests, rates))
@@ -789,14 +834,16 @@ def main() -> None:
         if a.only in (None, "list"):
             out["list"] = phase(server, etcd.pid, "list", lambda: bench_list(server, a.pods))
         if a.profile:
-            runs: dict[str, Callable[[], Any]] = {
-                "mutating": lambda: asyncio.run(closed_loop(server, a.clients, a.requests // 2,
-                                                            _patcher(server, a.pods), (200,))),
-                "get": lambda: bench_get(server, a.pods, a.clients, a.requests, []),
-                "list": lambda: bench_list(server, a.pods, 4)}
-            for name, run in runs.items():
-                if name in out and (p := profiled(server, name, tmp, run)) is not None:
-                    out[name]["profile"] = p
+            runs: dict[str, tuple[str, Callable[[], Any]]] = {
+                "create": ("mutating", lambda: asyncio.run(closed_loop(server, a.clients, a.requests // 2,
+                                                                       _creator(server), (201,)))),
+                "patch": ("mutating", lambda: asyncio.run(closed_loop(server, a.clients, a.requests // 2,
+                                                                      _patcher(server, a.pods), (200,)))),
+                "get": ("get", lambda: bench_get(server, a.pods, a.clients, a.requests, [])),
+                "list": ("list", lambda: bench_list(server, a.pods, 4))}
+            for name, (measured, run) in runs.items():
+                if measured in out and (p := profiled(server, name, tmp, run)) is not None:
+                    out.setdefault("profiles", {})[name] = p
         try:
             out["official_client"] = official_client_check(server, a.pods)
         except Exception as e:  # noqa: BLE001 - reported, not fatal to the numbers
