@@ -448,13 +448,14 @@ def _creator(server: Server) -> Request:
     return create
 
 
-def bench_mutating(server: Server, store: EtcdStore, n_pods: int, clients: int, n: int, rounds: int,
-                   rates: list[float]) -> dict[str, Any]:
+def bench_mutating(server: Server, store: EtcdStore, etcd_pid: int | None, n_pods: int, clients: int, n: int,
+                   rounds: int, rates: list[float]) -> dict[str, Any]:
     """`rounds` rounds of: the bare etcd put by `clients` threads (the same-round baseline),
     then `n` creates and `n` patches by `clients` closed-loop clients. A round is a few
     seconds, and this machine's speed changes from one minute to the next: the verdicts take
     the p99 of all rounds' requests together, and each round is reported beside its own
-    baseline. Then the open-loop runs."""
+    baseline, with the CPU a request took the server, etcd and the clients (a cost that
+    moves less with the machine's speed than latency does). Then the open-loop runs."""
     create = _creator(server)
     patch = _patcher(server, n_pods)
     lat: dict[str, list[float]] = {"create": [], "patch": []}
@@ -463,7 +464,11 @@ def bench_mutating(server: Server, store: EtcdStore, n_pods: int, clients: int, 
     for _ in range(rounds):
         r: dict[str, Any] = {"bare_etcd_put": bare_puts(store, n, clients, one_client=False)[f"{clients}_clients"]}
         for verb, request, ok in (("create", create, (201,)), ("patch", patch, (200,))):
+            cpu0 = (proc_cpu(server.pid), proc_cpu(etcd_pid), time.process_time())
             r[verb] = asyncio.run(closed_loop(server, clients, n, request, ok, lat[verb]))
+            cpu = (proc_cpu(server.pid) - cpu0[0], proc_cpu(etcd_pid) - cpu0[1], time.process_time() - cpu0[2])
+            r[verb]["cpu_us"] = {k: round(1e6 * v / n) for k, v in zip(("apiserver", "etcd", "clients"), cpu,
+                                                                        strict=True)}
             walls[verb] += r[verb]["n"] / r[verb]["per_s"]
         out["rounds"].append(r)
         print(f"round: {json.dumps(r)}", flush=True)
@@ -726,6 +731,13 @@ def write_md(out: dict[str, Any], path: Path) -> None:
             lines.append(f"| {i} | {e['p99_ms']} | {e['per_s']:.0f} | {cr['p50_ms']} | {cr['p99_ms']} | "
                          f"{cr['per_s']:.0f} ({cr['per_s'] / e['per_s']:.3f}) | {pa['p50_ms']} | {pa['p99_ms']} | "
                          f"{pa['per_s']:.0f} ({pa['per_s'] / e['per_s']:.3f}) |")
+        if all("cpu_us" in r["create"] for r in m["rounds"]):
+            lines += ["", "CPU a request in each round, µs (API server / etcd / the clients):", "",
+                      "| round | create | patch |", "|---|---|---|"]
+            for i, r in enumerate(m["rounds"], 1):
+                cells = [" / ".join(str(r[v]["cpu_us"][k]) for k in ("apiserver", "etcd", "clients"))
+                         for v in ("create", "patch")]
+                lines.append(f"| {i} | {cells[0]} | {cells[1]} |")
     if "watch" in out:
         w = out["watch"]
         d, a = w["deliveries"], w["all_delivered"]
@@ -823,8 +835,8 @@ def main() -> None:
             out["bare_etcd_put"] = bare_puts(store, a.requests, a.clients)
             print(f"bare etcd put: {json.dumps(out['bare_etcd_put'])}", flush=True)
             out["mutating"] = phase(server, etcd.pid, "mutating",
-                                    lambda: bench_mutating(server, store, a.pods, a.clients, a.requests, a.rounds,
-                                                           rates))
+                                    lambda: bench_mutating(server, store, etcd.pid, a.pods, a.clients, a.requests,
+                                                           a.rounds, rates))
         if a.only in (None, "get"):
             out["get"] = phase(server, etcd.pid, "get",
                                lambda: bench_get(server, a.pods, a.clients, 4 * a.requests, rates))
