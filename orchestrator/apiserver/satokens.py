@@ -43,7 +43,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from netplane.store.txn import Absent, Delete, Guard, ModRevisionIs
 from orchestrator.apiserver import certs
 from orchestrator.apiserver.auth import AUTHENTICATED, User
 from orchestrator.apiserver.status import APIError
@@ -174,6 +175,33 @@ def publish_key(store: Any, key_of: Callable[[str], str], signer: Signer, before
         if kid != signer.kid and KID_RE.fullmatch(kid):
             store.delete(key_of(kid))
     return [signer.kid]
+
+
+def withdraw_node_keys(store: Any, prefix: str, node_key: Callable[[str], str], *,
+                       only: Collection[str] | None = None, guards: Sequence[Guard] = ()) -> list[str]:
+    """Withdraw the published keys of nodes that are gone: each record under `prefix` that
+    names a node (`only` those nodes, when given) is deleted in a transaction that holds
+    only while that Node's key (`node_key(name)`) is absent, the record is as read, and
+    `guards` (a leader's fence) hold. A node agent registers its Node before it publishes its
+    key, so the key of a Node that exists, or has come back meanwhile, stays. An API
+    server's key (no node) is never touched; a malformed record is logged and left. The kids
+    withdrawn."""
+    kvs, _ = store.list(prefix)
+    withdrawn: list[str] = []
+    for kv in kvs:
+        kid = kv.key[len(prefix):]
+        try:
+            node = parse_key_record(kid, kv.value).node
+        except ValueError as e:
+            log.warning("skipping the service account key %s: %s", kid, e)
+            continue
+        if not node or (only is not None and node not in only):
+            continue
+        if store.txn([Absent(node_key(node)), ModRevisionIs(kv.key, kv.mod_revision), *guards],
+                     [Delete(kv.key)]).succeeded:
+            log.info("withdrew the service account key %s of node %s: the Node is gone", kid, node)
+            withdrawn.append(kid)
+    return withdrawn
 
 
 class PublishedKeys:

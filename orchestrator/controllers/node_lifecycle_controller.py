@@ -10,7 +10,12 @@ deleted, one pass assesses every node and pod from the caches with the latest he
 * their pods get Ready=False, so the endpoints controller drops them;
 * after the eviction timeout (default 300 s, or the pod's own toleration) their pods are
   marked for deletion (TaintManagerEviction event); RCs replace them at once;
-* pods bound to a Node that no longer exists are deleted outright.
+* pods bound to a Node that no longer exists are deleted outright;
+* the service account key a deleted Node's agent published (the one its pods' tokens are
+  signed with) is withdrawn, so the API servers stop accepting those tokens (within their
+  key cache's 10 s); the first pass looks at every node's key, for deletions made while no
+  controller ran. Each withdrawal holds only while the Node is absent: an agent that
+  re-registers its Node publishes its key again after.
 
 Writes are optimistic at the revision read: a heartbeat or a status that lands meanwhile wins,
 and the next pass looks again. The loop is periodic rather than keyed: each pass is O(nodes +
@@ -30,11 +35,13 @@ from netplane.store import Keys
 from netplane.store.watch import Resync, list_watch
 from orchestrator import heartbeat
 from orchestrator import node_lifecycle as nl
+from orchestrator.apiserver import satokens
 from orchestrator.controllers import podcontrol
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.events import Recorder
 from orchestrator.controllers.informers import Informers
 from orchestrator.objects import meta
+from orchestrator.objects.meta import NODE
 from orchestrator.storage import Conflict, Fenced, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -65,11 +72,17 @@ class NodeLifecycleController:
         self._hb_synced = threading.Event()
         self._wake = threading.Event()
         self.passes = 0
+        # nodes whose published keys to withdraw at the next pass; None: every node's
+        self._gone: set[str] | None = None
         informers.nodes.add_handler(self._on_node)
 
     def _on_node(self, old: Obj | None, new: Obj | None) -> None:
         if new is None:
-            self._wake.set()  # its pods are orphans now
+            if old is not None:
+                with self._lock:
+                    if self._gone is not None:
+                        self._gone.add(meta.name(old))
+            self._wake.set()  # its pods are orphans now, its key withdrawn
 
     def heartbeats(self) -> dict[str, datetime]:
         with self._lock:
@@ -120,12 +133,27 @@ class NodeLifecycleController:
             self._delete(p, now=now, force=True)
             log.info("pod %s: its node %s is gone; deleted", meta.namespaced_name(p),
                      (p.get("spec") or {}).get("nodeName"))
+        self._withdraw_keys()
         if self.recorder is not None:
             for n in plan.notes:
                 inv = (self.inf.nodes.get(n.name) if n.kind == "Node" else self.inf.pods.get(n.name, n.namespace))
                 if inv is not None:
                     self.recorder.record(inv, n.reason, n.message, type="Warning" if n.type == "Warning" else "Normal")
         return plan
+
+    def _withdraw_keys(self) -> None:
+        with self._lock:
+            gone, self._gone = self._gone, set()
+        if gone is not None and not gone:
+            return
+        try:
+            satokens.withdraw_node_keys(self.objects.store, self.objects.keys.sa_keys,
+                                        lambda name: self.objects.key(NODE, name), only=gone,
+                                        guards=self.writer.guards)
+        except NetplaneError as e:
+            log.info("node lifecycle: withdrawing deleted nodes' service account keys: %s", e)
+            with self._lock:  # again at the next pass
+                self._gone = None if gone is None or self._gone is None else self._gone | gone
 
     def _update(self, obj: Obj) -> None:
         try:

@@ -275,14 +275,16 @@ class NodeRuntime:
             self.api.start()
             self._api_cert = nodetls.announced(pair)
             self._start_thread("node-api-cas", lambda: cas.run(self._stop))
-        self.tokens = PodTokens(podtokens.node_signer(self.opts.state_dir, self.ctx.store, self.ctx.keys, self.node),
-                                self.node, account=lambda ns, name: self.objects.get(SERVICE_ACCOUNT, name, ns),
-                                node_object=lambda: self.objects.get(NODE, self.node))
         self.pods.add_handler(self.config_refs.track)  # before the pod's sync is queued
         self.pods.add_handler(self._on_pod)
         self.config_maps.add_handler(lambda old, new: self._on_config("ConfigMap", old, new))
         self.secrets.add_handler(lambda old, new: self._on_config("Secret", old, new))
         self._register_node()
+        # the key after the Node: the node lifecycle controller withdraws a node's key only
+        # while its Node is absent (orchestrator.apiserver.satokens.withdraw_node_keys)
+        self.tokens = PodTokens(podtokens.node_signer(self.opts.state_dir, self.ctx.store, self.ctx.keys, self.node),
+                                self.node, account=lambda ns, name: self.objects.get(SERVICE_ACCOUNT, name, ns),
+                                node_object=lambda: self.objects.get(NODE, self.node))
         self._start_thread("node-pods", lambda: self.pods.run(self._stop))
         self._start_thread("node-services", lambda: self.services.run(self._stop))
         self._start_thread("node-configmaps", lambda: self.config_maps.run(self._stop))
@@ -427,6 +429,9 @@ class NodeRuntime:
                 if node is None or any(c.get("type") == "Ready" and c.get("status") != "True"
                                        for c in (node.get("status") or {}).get("conditions") or []):
                     self._register_node()
+                    if node is None and self.tokens is not None:
+                        # deleted: the lifecycle controller withdraws our key with the Node
+                        podtokens.republish(self.ctx.store, self.ctx.keys, self.tokens.signer, self.node)
             except NetplaneError as e:
                 log.warning("node heartbeat failed: %s", e)
                 self._lease = 0 if "lease" in str(e).lower() and "not found" in str(e).lower() else self._lease

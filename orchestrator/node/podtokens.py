@@ -87,6 +87,16 @@ class PodTokens:
                 del self._tokens[k]
 
 
+def republish(store: Any, keys: Keys, signer: satokens.Signer, node: str) -> None:
+    """The node's key published again (after its Node was deleted and registered anew, the
+    key went with the Node); a failure is logged, and the next re-registration tries again."""
+    try:
+        satokens.publish_key(store, keys.sa_key, signer, [], node=node)
+        log.info("published the node's service account key %s again", signer.kid)
+    except NetplaneError as e:
+        log.warning("cannot publish the node's service account key: %s", e)
+
+
 def node_signer(state_dir: Path, store: Any, keys: Keys, node: str) -> satokens.Signer:
     """The node's signing key (made at first start), its public half published for the API
     servers with the node's name; the key published before from this state directory, if it
