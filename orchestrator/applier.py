@@ -88,7 +88,8 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
                 s.pop("securityContext")
             return s
 
-        if without_images(current.get("spec")) != without_images(new.get("spec")):
+        old_spec, new_spec = current.get("spec"), new.get("spec")
+        if old_spec != new_spec and without_images(old_spec) != without_images(new_spec):  # (most: equal)
             return [forbidden(ROOT.child("spec"), POD_UPDATE_FORBIDDEN)]
     elif kind.kind in ("ConfigMap", "Secret"):
         return configdata.update_errors(kind.kind, current, new)
@@ -345,9 +346,10 @@ class Applier:
             for key in claimed:
                 self._release(key, owner_of(new))
             raise
-        new_ports = {q.get("nodePort") for q in (new.get("spec") or {}).get("ports") or []}
-        for np in old_ports - new_ports:
-            self._release(nodeport_key(self.objects.keys, np), owner_of(new))
+        if old_ports:
+            new_ports = {q.get("nodePort") for q in (new.get("spec") or {}).get("ports") or []}
+            for np in old_ports - new_ports:
+                self._release(nodeport_key(self.objects.keys, np), owner_of(new))
         return stored
 
     def _allocate(self, svc: Obj, had_ports: set[int] | None, claimed: list[str]) -> None:
