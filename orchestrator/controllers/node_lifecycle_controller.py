@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,7 @@ from orchestrator.storage import Conflict, Fenced, ObjectStore
 log = logging.getLogger(__name__)
 
 MONITOR_PERIOD = 5.0
+STOP_POLL = 0.2  # seconds between looks at the stop event while resting
 
 Obj = dict[str, Any]
 
@@ -115,9 +117,19 @@ class NodeLifecycleController:
                 return
             except Exception as e:
                 log.warning("node lifecycle pass failed: %s", e, exc_info=True)
-            self._wake.wait(self.monitor_period)
-            self._wake.clear()
+            self._rest(stop)
         t.join(timeout=5)
+
+    def _rest(self, stop: threading.Event) -> None:
+        """Until the next pass: `monitor_period`, or sooner when woken (a Node deleted), or
+        stopped (a term that ends waits for this loop: it was up to `monitor_period` late)."""
+        deadline = time.monotonic() + self.monitor_period
+        while not stop.is_set() and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, STOP_POLL))
+        self._wake.clear()
 
     def run_pass(self) -> nl.Plan:
         now = self._clock()
