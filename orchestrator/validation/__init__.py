@@ -91,11 +91,18 @@ def _unchanged(kind: Kind, out: Mapping[str, Any], prior: Mapping[str, Any] | No
     same = []
     for f in fields:
         a, b = out.get(f), prior.get(f)
+        if a is None or b is None:
+            continue
         # == first: cheap, and false for nearly every changed field; then the exact bytes
-        # (== holds for 1, 1.0 and True alike)
-        if a is not None and a == b and codec.dump_bytes(a, sort_keys=True) == codec.dump_bytes(b, sort_keys=True):
+        # (== holds for 1, 1.0 and True alike). A stored value with nulls in it (kube's
+        # `lastProbeTime: null`) is compared as admission reads it, without them
+        if _same(a, b) or _same(a, defaults.drop_nulls(b)):
             same.append(f)
     return frozenset(same)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) and codec.dump_bytes(a, sort_keys=True) == codec.dump_bytes(b, sort_keys=True)
 
 
 def _check(obj: Mapping[str, Any], prior: Mapping[str, Any] | None = None,

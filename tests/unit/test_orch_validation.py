@@ -598,6 +598,24 @@ def test_an_unchanged_status_is_not_checked_again_unknown_fields_in_a_changed_on
     assert got.warnings == ['unknown field "status.bogus"'] and "bogus" not in got.object["status"]
 
 
+def test_a_stored_status_with_nulls_is_unchanged_by_an_update_that_drops_them() -> None:
+    """kube stores `lastProbeTime: null`; admission drops nulls, so the patched copy lacks
+    them: the same status, not checked again (its wrong type, someone else's, survives)."""
+    prior = _stored(pod())
+    prior["status"] = {"phase": "Running", "hostIP": 7, "conditions": [
+        {"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": "2026-12-07T00:00:00Z"}]}
+    new = copy.deepcopy(prior)
+    new["metadata"]["labels"] = {"a": "b"}
+    got = admit(new, prior=prior).object["status"]
+    assert got == {"phase": "Running", "hostIP": 7, "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-07T00:00:00Z"}]}
+    with pytest.raises(InvalidObject, match="status.hostIP"):
+        admit(new)
+    new["status"]["phase"] = "Failed"  # changed: checked
+    with pytest.raises(InvalidObject, match="status.hostIP"):
+        admit(new, prior=prior)
+
+
 def test_ratcheting_is_for_pods_of_the_same_kind_only() -> None:
     r = rc()
     prior = _stored(r)
