@@ -354,7 +354,7 @@ async def closed_loop(server: Server, clients: int, n: int, request: Request, ok
         wall = time.monotonic() - t0
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
-    out: dict[str, Any] = summary(lat[first:], wall)
+    out: dict[str, Any] = {**summary(lat[first:], wall), "wall_s": round(wall, 3)}
     if bad:
         out["errors"] = dict(bad)
     return out
@@ -469,7 +469,7 @@ def bench_mutating(server: Server, store: EtcdStore, etcd_pid: int | None, n_pod
             cpu = (proc_cpu(server.pid) - cpu0[0], proc_cpu(etcd_pid) - cpu0[1], time.process_time() - cpu0[2])
             r[verb]["cpu_us"] = {k: round(1e6 * v / n) for k, v in zip(("apiserver", "etcd", "clients"), cpu,
                                                                         strict=True)}
-            walls[verb] += r[verb]["n"] / r[verb]["per_s"]
+            walls[verb] += r[verb]["wall_s"]
         out["rounds"].append(r)
         print(f"round: {json.dumps(r)}", flush=True)
     for verb in ("create", "patch"):
