@@ -31,6 +31,7 @@ from aiohttp import web
 
 from netplane.store import codec, greenbridge
 from netplane.store.etcd import AsyncReader
+from orchestrator import storage
 from orchestrator.apiserver import fields as fieldsel
 from orchestrator.apiserver import protobuf
 from orchestrator.apiserver.auth import Authorizer, User
@@ -218,7 +219,9 @@ def wants_table(request: web.Request) -> bool:
 
 
 def json_response(body: Any, *, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    resp = web.Response(body=codec.dump_bytes(body), status=status,
+    """`body` as JSON: an object the store just wrote from the bytes it stored (`storage.Written`)."""
+    data = storage.answer_bytes(body) if type(body) is storage.Written else None
+    resp = web.Response(body=codec.dump_bytes(body) if data is None else data, status=status,
                         content_type="application/json")
     for w in warnings or ():
         resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')

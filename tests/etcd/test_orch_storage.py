@@ -15,7 +15,15 @@ from netplane.store import EtcdStore, Keys, codec
 from orchestrator.objects import meta
 from orchestrator.objects.meta import NODE, POD, REPLICATION_CONTROLLER
 from orchestrator.objects.selector import parse
-from orchestrator.storage import AlreadyExists, Conflict, Fenced, ObjectStore, ObjectView
+from orchestrator.storage import (
+    AlreadyExists,
+    Conflict,
+    Fenced,
+    ObjectStore,
+    ObjectView,
+    Written,
+    answer_bytes,
+)
 from orchestrator.validation import admit
 from tests.waiting import wait_for
 
@@ -63,23 +71,45 @@ def test_create_sets_system_fields_and_resource_version_is_mod_revision(objects:
 
 def test_writes_copy_what_they_are_given_unless_they_adopt_it(objects: ObjectStore) -> None:
     """The caller's object is left as it was; with `adopt` (the API server's admitted objects,
-    made for the one write) the store fills in and returns that very object, one copy fewer."""
+    made for the one write) the store fills in that very tree and returns it, one deep copy
+    fewer (its top level in a `Written`, beside the bytes stored)."""
     given = pod("kept")
     before = codec.dumps(given)
     out = objects.create(given)
     assert out is not given and codec.dumps(given) == before
     mine = pod("adopted")
     out2 = objects.create(mine, adopt=True)
-    assert out2 is mine and mine["metadata"]["uid"] and mine["metadata"]["resourceVersion"]
+    assert out2 == mine and out2["metadata"] is mine["metadata"] and out2["spec"] is mine["spec"]
+    assert mine["metadata"]["uid"] and mine["metadata"]["resourceVersion"]
     change = {**out2, "metadata": {**out2["metadata"], "labels": {"a": "b"}}}
     before = codec.dumps(change)
     upd = objects.update(change, current=out2)
     assert upd is not change and codec.dumps(change) == before
     fresh = {**upd, "metadata": {**upd["metadata"], "labels": {"a": "c"}}}
     upd3 = objects.update(fresh, current=upd, adopt=True)
-    assert upd3 is fresh and upd3["metadata"]["labels"] == {"a": "c"}
+    assert upd3 == fresh and upd3["metadata"] is fresh["metadata"] and upd3["metadata"]["labels"] == {"a": "c"}
     assert int(upd3["metadata"]["resourceVersion"]) > int(upd["metadata"]["resourceVersion"])
     assert objects.get(POD, "adopted") == upd3
+
+
+def test_an_answer_is_made_from_the_bytes_stored(objects: ObjectStore, store: EtcdStore) -> None:
+    """A written object's JSON answer is the stored value with its resourceVersion added: the
+    same object as a read gives; a kind whose stored bytes do not begin with its metadata
+    (a ConfigMap's `data` sorts before it) is encoded instead."""
+    out = objects.create(pod("answered"))
+    upd = objects.update({**out, "metadata": {**out["metadata"], "labels": {"a": "b"}}}, current=out)
+    for w in (out, upd):
+        assert type(w) is Written
+        data = answer_bytes(w)
+        assert data is not None and data.startswith(b'{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"')
+        assert codec.loads(data) == w
+    assert codec.loads(answer_bytes(upd) or b"") == objects.get(POD, "answered")
+    kv = store.get(objects.key(POD, "answered", "default"))
+    assert kv is not None and bytes(kv.value) == upd.stored
+    cm = objects.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                         "data": {"metadata": "{"}})
+    assert answer_bytes(cm) is None
+    assert answer_bytes({**upd}) is None  # not as written: encode it
 
 
 def test_create_is_create_only(objects: ObjectStore) -> None:
