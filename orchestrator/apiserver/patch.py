@@ -102,7 +102,7 @@ def apply_patch(kind: str | Kind, current: Mapping[str, Any], patch: bytes, cont
             f"the body of the request was in an unknown format - accepted media types include: "
             f"{', '.join(CONTENT_TYPES)}", code=415)
     body = _parse(patch)
-    target = tree.copy(dict(current))
+    target = tree.copy_decoded(dict(current))  # a stored object (or a Scale made of one)
     if mt == MERGE_PATCH:
         if not isinstance(body, dict):
             raise _bad("a merge patch of an object must be a JSON object")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import orjson
+
 T = TypeVar("T")
 
 # immutable JSON leaves, tested by exact type (a subclass goes through `_copy`, which shares it)
@@ -18,6 +20,18 @@ _LEAVES = frozenset({str, int, float, bool, type(None)})
 def copy(value: T) -> T:
     """A deep copy of a JSON tree (tuples stay tuples; anything else is shared, as immutable)."""
     out: T = _copy(value)
+    return out
+
+
+def copy_decoded(value: T) -> T:
+    """A deep copy of a tree decoded from JSON, through orjson: 6 against 13 µs for a stored
+    pod here. Only for such a tree: orjson writes NaN and infinities as null and a tuple as a
+    list, and decoded JSON holds none; what orjson cannot encode (an integer beyond 64 bits,
+    a lone surrogate, a key that is not a string) is copied by `copy`."""
+    try:
+        out: T = orjson.loads(orjson.dumps(value))
+    except TypeError:  # orjson.JSONEncodeError
+        return copy(value)
     return out
 
 
