@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from netplane.errors import NotFoundError
 from orchestrator import saadmission
@@ -56,7 +56,11 @@ FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 SYSTEM_METADATA = ("deletionTimestamp", "deletionGracePeriodSeconds")
 
 
-Cached = Callable[[Kind, "str | None", str], "Obj | None"]
+class Cached(Protocol):
+    """`WatchCaches.cached`: an object as the watch cache has it (shared, or with `owned` a
+    decode of the caller's own), or None."""
+
+    def __call__(self, kind: Kind, namespace: str | None, name: str, *, owned: bool = False) -> Obj | None: ...
 
 
 class Registry:
@@ -85,12 +89,13 @@ class Registry:
             raise not_found(kind.resource, name, group=kind.group)
         return obj
 
-    def _cached_at(self, kind: Kind, namespace: str | None, name: str, rv: str | None = None) -> Obj | None:
-        """The watch cache's copy to start a write from (at resourceVersion `rv`, when given),
-        or None: then etcd is read."""
+    def _cached_at(self, kind: Kind, namespace: str | None, name: str, rv: str | None = None, *,
+                   owned: bool = False) -> Obj | None:
+        """The watch cache's copy to start a write from (at resourceVersion `rv`, when given;
+        with `owned`, a decode of the caller's own), or None: then etcd is read."""
         if self._cached is None:
             return None
-        obj = self._cached(kind, namespace, name)
+        obj = self._cached(kind, namespace, name, owned=owned)
         if obj is None or (rv is not None and meta.meta(obj).get("resourceVersion") != rv):
             return None
         return obj
@@ -135,13 +140,14 @@ class Registry:
         return obj
 
     @staticmethod
-    def _admitted(obj: Obj, field_validation: str | None, prior: Obj | None = None) -> tuple[Obj, list[str]]:
+    def _admitted(obj: Obj, field_validation: str | None, prior: Obj | None = None, *,
+                  in_place: bool = False) -> tuple[Obj, list[str]]:
         """Admission of `obj`; `prior` is the stored state an update replaces (ratcheting:
-        `orchestrator.validation`)."""
+        `orchestrator.validation`); `in_place`: `validation.admit`'s."""
         fv = field_validation or "Warn"
         if fv not in FIELD_VALIDATION:
             raise bad_request('fieldValidation must be one of "Ignore", "Warn", or "Strict"')
-        got = admit(obj, prior=prior)
+        got = admit(obj, prior=prior, in_place=in_place)
         warnings = list(got.warnings)
         if warnings and fv == "Strict":
             k = str(obj.get("kind"))
@@ -202,7 +208,9 @@ class Registry:
             raise APIError(415, f"server-side apply is not served on {kind.resource}/{subresource or ''}",
                            reason="UnsupportedMediaType")
         for attempt in range(PATCH_RETRIES):
-            cached = self._cached_at(kind, namespace, name) if attempt == 0 else None
+            # the patch's own copy of the stored object (as an etcd read is), so that admission
+            # may work on the patched tree in place, whatever it shares with that copy
+            cached = self._cached_at(kind, namespace, name, owned=True) if attempt == 0 else None
             try:
                 return self._patch_once(kind, namespace, name, patch, content_type,
                                         cached or self.get(kind, namespace, name),
@@ -277,11 +285,15 @@ class Registry:
         new = self.prepared(kind, namespace, new, name=name, adopt=True)  # apply_patch's own copy
         new["metadata"]["resourceVersion"] = rv
         return self._replace(kind, current, new, subresource=subresource, dry_run=dry_run,
-                             field_validation=field_validation, conditional=True, manager=manager)
+                             field_validation=field_validation, conditional=True, manager=manager,
+                             owned=True)
 
     def _replace(self, kind: Kind, current: Obj, obj: Obj, *, subresource: str | None,
                  dry_run: bool, field_validation: str | None, conditional: bool,
-                 manager: str = "") -> tuple[Obj, list[str]]:
+                 manager: str = "", owned: bool = False) -> tuple[Obj, list[str]]:
+        """`obj` written over `current`. `owned`: both are this write's own (a patch's: its
+        decode of the stored object and the patched copy), so the object assembled from them
+        is admitted in place."""
         if subresource == "status":
             new = tree.copy(current)
             if "status" in obj:
@@ -328,7 +340,7 @@ class Registry:
                 meta.meta(current).get("resourceVersion")
         else:
             md.pop("resourceVersion", None)
-        admitted, warnings = self._admitted(new, field_validation, current)
+        admitted, warnings = self._admitted(new, field_validation, current, in_place=owned)
         if dry_run:
             return admitted, warnings
         # the pod's spec may change here only by the ephemeral containers checked above

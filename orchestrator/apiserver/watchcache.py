@@ -98,6 +98,13 @@ class Stored:
             v = self._value = self._decode(self.key, self._raw, self.revision)
         return v
 
+    def fresh(self) -> Obj | None:
+        """A decode of its own for the caller to change (None when malformed): the bytes are
+        decoded again, and the cache keeps no tree of it."""
+        if self._value is None:  # malformed, logged already
+            return None
+        return self._decode(self.key, self._raw, self.revision)
+
     def release(self) -> None:
         """Drop the decoded tree, keep the bytes (a malformed value's None is kept, so that it
         is logged once). Safe against a `get` on another thread: that returns its own tree."""
@@ -240,17 +247,20 @@ class KindCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def cached(self, key: str) -> Obj | None:
+    def cached(self, key: str, *, owned: bool = False) -> Obj | None:
         """The object at `key` as the cache has it now (any thread; None when absent or the
         cache has not listed yet). It may trail etcd by a moment: a write based on it goes at
         its resourceVersion, so a stale copy costs a Conflict and a re-read, never a lost
         change (kube-apiserver's GuaranteedUpdate with the cached object as its suggestion).
-        Shared with the watchers: not to be changed."""
+        Shared with the watchers, not to be changed; with `owned`, a decode of the caller's
+        own (`Stored.fresh`)."""
         if not self._ready.is_set():
             return None
         with self._lock:
             e = self._current.get(key)
-        return e.get() if e is not None else None
+        if e is None:
+            return None
+        return e.fresh() if owned else e.get()
 
     async def decode_pending(self, prefix: str) -> None:
         """Decode, on an executor thread, what the cache holds under `prefix` that nobody has
@@ -470,12 +480,12 @@ class WatchCaches:
     def caches(self) -> list[KindCache]:
         return list(self._caches.values())
 
-    def cached(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
+    def cached(self, kind: Kind, namespace: str | None, name: str, *, owned: bool = False) -> Obj | None:
         """`KindCache.cached` of one object, from any thread (None when its kind has no cache)."""
         c = self._caches.get(kind.resource)
         if c is None:
             return None
-        return c.cached(self.objects.key(kind, name, namespace if kind.namespaced else None))
+        return c.cached(self.objects.key(kind, name, namespace if kind.namespaced else None), owned=owned)
 
     async def stop(self) -> None:
         for c in list(self._caches.values()):

@@ -102,10 +102,12 @@ def _unchanged(kind: Kind, out: Mapping[str, Any], prior: Mapping[str, Any] | No
 
 
 def _same(a: Any, b: Any) -> bool:
+    if a is b:  # an owned update's tree may hold the stored one's (`admit(in_place=True)`)
+        return True
     return bool(a == b) and codec.dump_bytes(a, sort_keys=True) == codec.dump_bytes(b, sort_keys=True)
 
 
-def _check(obj: Mapping[str, Any], prior: Mapping[str, Any] | None = None,
+def _check(obj: Mapping[str, Any], prior: Mapping[str, Any] | None = None, *, in_place: bool = False,
            ) -> tuple[dict[str, Any], list[FieldError], list[str]]:
     errors: list[FieldError] = []
     if not isinstance(obj, Mapping):
@@ -113,7 +115,7 @@ def _check(obj: Mapping[str, Any], prior: Mapping[str, Any] | None = None,
     kind = _kind(obj, errors)
     if kind is None:
         return dict(obj), errors, []
-    out = defaults.apply(dict(obj))
+    out = defaults.apply(obj, in_place=True) if in_place and type(obj) is dict else defaults.apply(dict(obj))
     same = _unchanged(kind, out, prior) if prior is not None else frozenset()
     result = schema.check(out, same)
     warnings = result.warnings
@@ -149,10 +151,13 @@ def validate(obj: Mapping[str, Any]) -> list[FieldError]:
     return _check(obj)[1]
 
 
-def admit(obj: Mapping[str, Any], *, prior: Mapping[str, Any] | None = None) -> Admitted:
+def admit(obj: Mapping[str, Any], *, prior: Mapping[str, Any] | None = None, in_place: bool = False) -> Admitted:
     """The object to store (defaulted, unknown fields pruned) and warnings, or InvalidObject.
-    `prior`: the stored object this one replaces (an update), for ratcheting (above)."""
-    out, errors, warnings = _check(obj, prior)
+    `prior`: the stored object this one replaces (an update), for ratcheting (above).
+    `in_place`: `obj` is the caller's own whole (it may share parts with `prior`, when that is
+    the caller's too), and becomes the object to store, instead of a copy being made: one
+    tree fewer built and freed a patch."""
+    out, errors, warnings = _check(obj, prior, in_place=in_place)
     if errors:
         md = out.get("metadata") if isinstance(out, dict) else None
         name = (md.get("name") or md.get("generateName") or "") if isinstance(md, dict) else ""

@@ -52,6 +52,38 @@ def drop_nulls(v: Any) -> Any:
     return v
 
 
+def drop_nulls_in_place(v: Any) -> Any:
+    """What `drop_nulls` gives, done to `v` itself (a tree the caller owns whole: anything
+    shared with another holder changes for it too), and `v` returned: no tree is built and
+    none is freed later (a patch's admission, 2026-12-08)."""
+    if isinstance(v, dict):
+        if None in v.values():
+            for k in [k for k, x in v.items() if x is None]:
+                del v[k]
+        for k, x in v.items():  # a value replaced, none added or removed: safe while iterating
+            t = type(x)
+            if t in _PLAIN:
+                continue
+            if t is float:
+                if x.is_integer():
+                    v[k] = int(x)
+            else:
+                drop_nulls_in_place(x)
+        return v
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            t = type(x)
+            if t in _PLAIN:
+                continue
+            if t is float:
+                if x.is_integer():
+                    v[i] = int(x)
+            else:
+                drop_nulls_in_place(x)
+        return v
+    return drop_nulls(v)
+
+
 def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
     """parent[key] as a dict, creating it when absent; a non-dict is left for validation."""
     v = parent.get(key)
@@ -64,9 +96,11 @@ def _dicts(v: Any) -> list[dict[str, Any]]:
     return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
 
-def apply(obj: dict[str, Any]) -> dict[str, Any]:
-    """A defaulted deep copy of a manifest (of a kind we serve; others are copied as is)."""
-    out: dict[str, Any] = drop_nulls(obj)  # a new tree: every dict and list rebuilt, leaves immutable
+def apply(obj: dict[str, Any], *, in_place: bool = False) -> dict[str, Any]:
+    """A defaulted deep copy of a manifest (of a kind we serve; others are copied as is); with
+    `in_place`, `obj` itself defaulted (a tree the caller owns whole)."""
+    # a new tree (every dict and list rebuilt, leaves immutable), or obj itself
+    out: dict[str, Any] = drop_nulls_in_place(obj) if in_place else drop_nulls(obj)
     kind = kind_named(out.get("kind", "")) if isinstance(out.get("kind"), str) else None
     if kind is None:
         return out

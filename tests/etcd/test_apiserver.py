@@ -459,6 +459,33 @@ def test_watch_cache_decodes_when_asked_and_malformed_values_are_none(
     assert cache._current[key].get() is not None and api._caches.cached(POD, "default", "x") is None
 
 
+def test_a_patch_starts_from_its_own_decode_and_leaves_the_cache_as_it_was(
+        api: APIServer, v1: client.CoreV1Api, store: EtcdStore, keys: Keys) -> None:
+    """A patch changes its own decode of the cached bytes in place (admission drops nulls,
+    as kube stores `lastProbeTime: null`, and defaults), never the tree the cache shares with
+    watchers and other requests; each owned decode is a new tree."""
+    assert api._caches is not None
+    cache = api._caches.get(POD)
+    objects = ObjectStore(store, keys)
+    v1.create_namespaced_pod("default", pod("own"))
+    key = objects.key(POD, "own", "default")
+    stored = json.loads(bytes(store.get(key).value))
+    stored["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastProbeTime": None}]
+    store.put(key, json.dumps(stored))
+    rev = store.get(key).mod_revision
+    wait_for(lambda: key in cache._current and cache._current[key].revision == rev, timeout=5)
+    shared = api._caches.cached(POD, "default", "own")
+    assert shared is not None and shared["status"]["conditions"][0]["lastProbeTime"] is None
+    before = json.dumps(shared, sort_keys=True)
+    a, b = (api._caches.cached(POD, "default", "own", owned=True) for _ in range(2))
+    assert a == b == shared and a is not b and a["status"] is not shared["status"]
+    out = v1.patch_namespaced_pod("own", "default", {"metadata": {"labels": {"patched": "yes"}}})
+    assert out.metadata.labels["patched"] == "yes"
+    after = json.loads(bytes(store.get(key).value))
+    assert after["status"]["conditions"] == [{"type": "Ready", "status": "True"}]  # nulls dropped
+    assert json.dumps(shared, sort_keys=True) == before  # the cache's tree untouched
+
+
 def test_watch_cache_keeps_superseded_states_as_bytes_and_replays_them(
         api: APIServer, v1: client.CoreV1Api) -> None:
     """A state that a newer one replaced, once the watchers have judged the change, goes back

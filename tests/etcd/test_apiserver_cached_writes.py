@@ -34,8 +34,9 @@ class Suggestions:
         md = obj["metadata"]
         self.held[(kind.resource, md.get("namespace"), md["name"])] = obj
 
-    def __call__(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
-        return self.held.get((kind.resource, namespace, name))
+    def __call__(self, kind: Kind, namespace: str | None, name: str, *, owned: bool = False) -> Obj | None:
+        obj = self.held.get((kind.resource, namespace, name))
+        return json.loads(json.dumps(obj)) if owned and obj is not None else obj  # owned: a copy, as a decode
 
 
 @pytest.fixture

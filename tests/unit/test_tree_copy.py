@@ -88,3 +88,14 @@ def test_copy_decoded_falls_back_where_orjson_cannot_encode() -> None:
     value = {"big": 2**70, "lone": "\ud800", "list": [{"a": 1}]}
     out = tree.copy_decoded(value)
     assert out == value and out["list"][0] is not value["list"][0]
+
+
+@given(json_trees)
+def test_drop_nulls_in_place_gives_what_drop_nulls_gives(value: object) -> None:
+    """defaults.drop_nulls_in_place (a patch's admission, on the patch's own tree) leaves the
+    tree as drop_nulls would have copied it, and is that very tree."""
+    mine = copy.deepcopy(value)
+    out = defaults.drop_nulls_in_place(mine)
+    assert repr(out) == repr(defaults.drop_nulls(value))
+    if isinstance(value, dict | list):
+        assert out is mine
