@@ -42,18 +42,21 @@ etcdrpc: Any = _etcdrpc  # generated protobuf/gRPC code: typed loosely on purpos
 T = TypeVar("T")
 # AsyncReader's transactions (bench/results/api.md): how many may be on their way before the
 # next ones wait and go together, and how much a batch may hold (etcd refuses a Txn of more
-# than 128 operations at its defaults, or a request over 1.5 MiB). One: a gRPC call costs the
-# loop ~0.2 ms of CPU whatever it holds, and etcd applies one batch after another anyway; 1
-# against 2 took 6 % off the API server's CPU a patch and 12 % a create, p50 and throughput
-# better in 4 of 4 runs (2026-12-08)
-TXN_INFLIGHT = 1
+# than 128 operations at its defaults, or a request over 1.5 MiB)
+TXN_INFLIGHT = 2
 BATCH_MAX_TXNS = 64
 BATCH_MAX_BYTES = 512 * 1024
 # its single-key gets, the same way: while this many Ranges are on their way, the next gets
 # wait and go together as one read-only Txn of Ranges (one gRPC call for many: the call, not
-# the read, is what a get costs the loop; bench/results/api.md). One, as for transactions:
-# 1 against 2 took 17 % off the server's CPU a GET, p50 and p99 better in 4 of 4 runs
-GET_INFLIGHT = 1
+# the read, is what a get costs the loop; bench/results/api.md)
+GET_INFLIGHT = 2
+# Under load, one call on its way at a time, whatever the limits above: once a batch holds
+# this many, the next ones wait for the call before them and go together. A gRPC call costs
+# the loop ~0.2 ms of CPU whatever it carries and etcd serves one batch after another anyway,
+# so at 50 closed-loop clients one call at a time took 6 % off the API server's CPU a patch,
+# 12 % a create and 17 % a GET (p50 better in every run); at a light load a second call
+# spares a request the wait for the one before it (2026-12-08, bench/results/api.md)
+BUSY_BATCH = 4
 BATCH_MAX_GETS = 64
 
 
@@ -575,6 +578,16 @@ class AsyncReader:
         self.max_get_inflight = max_get_inflight
         self._gets_inflight = 0
         self._gets_queued: deque[_QueuedGet] = deque()
+        # how many the last batch of transactions and of reads held (a call of its own leaves
+        # them: a light load shows in batches of one or two, once a request had to wait)
+        self._last_batch = self._last_gets = 1
+
+    def _txn_room(self) -> bool:
+        """Whether a transaction may go now (`BUSY_BATCH`)."""
+        return self._inflight < (1 if self._last_batch >= BUSY_BATCH else self.max_inflight)
+
+    def _get_room(self) -> bool:
+        return self._gets_inflight < (1 if self._last_gets >= BUSY_BATCH else self.max_get_inflight)
 
     observer: Observer | None = None  # as EtcdStore's
 
@@ -585,7 +598,7 @@ class AsyncReader:
         linearizable: etcd serves it at one revision after the request arrives), each
         answered with its own key. On an idle channel a get goes at once, as a Range."""
         started = time.perf_counter()
-        if self._gets_inflight < self.max_get_inflight and not self._gets_queued:
+        if not self._gets_queued and self._get_room():
             self._gets_inflight += 1
             try:
                 return await self._range_one(key, started)
@@ -612,7 +625,7 @@ class AsyncReader:
     def _flush_gets(self) -> None:
         """Send the gets that wait, `BATCH_MAX_GETS` at a time, while there is room in flight
         (a get whose caller stopped waiting is dropped unsent)."""
-        while self._gets_queued and self._gets_inflight < self.max_get_inflight:
+        while self._gets_queued and self._get_room():
             batch: builtins.list[_QueuedGet] = []
             while self._gets_queued and len(batch) < BATCH_MAX_GETS:
                 e = self._gets_queued.popleft()
@@ -622,6 +635,7 @@ class AsyncReader:
                 self._start_gets(batch)
 
     def _start_gets(self, batch: builtins.list[_QueuedGet]) -> None:
+        self._last_gets = len(batch)
         self._gets_inflight += 1
         self._spawn(self._send_gets(batch))
 
@@ -672,7 +686,7 @@ class AsyncReader:
         one revision. Alone, or on an idle channel, it goes at once, as it is."""
         started = time.perf_counter()
         keys = _txn_keys(compare, success)
-        if keys is None or (self._inflight < self.max_inflight and not self._queued):
+        if keys is None or (not self._queued and self._txn_room()):
             self._inflight += 1
             try:
                 return await self._txn_one(what, compare, success, started)
@@ -701,7 +715,7 @@ class AsyncReader:
 
     def _flush(self) -> None:
         """Send what waits, in batches of distinct keys, while there is room in flight."""
-        while self._queued and self._inflight < self.max_inflight:
+        while self._queued and self._txn_room():
             batch: builtins.list[_Queued] = []
             taken: set[bytes] = set()
             size = 0
@@ -727,6 +741,7 @@ class AsyncReader:
 
     def _start(self, batch: builtins.list[_Queued]) -> None:
         """`batch` on its way, counted in flight until `_send` ends."""
+        self._last_batch = len(batch)
         self._inflight += 1
         self._spawn(self._send(batch))
 

@@ -173,7 +173,7 @@ def _create(base: str, i: int, value: str | bytes = "") -> tuple[list[object], l
 
 def test_concurrent_transactions_go_together_each_with_its_own_outcome(store: EtcdStore, keys: Keys,
                                                                       loop_thread: LoopThread) -> None:
-    """50 creates at once, 10 of them of keys that exist: the reader sends one at once and the
+    """50 creates at once, 10 of them of keys that exist: the reader sends two at once and the
     rest in batches (nested Txns). Each answers its own guard; the written share a revision,
     which is each key's mod revision; nothing else is written."""
     reader = make_reader(loop_thread, store)
@@ -303,8 +303,8 @@ class _Counted:
 
 def test_concurrent_gets_go_together_each_with_its_own_key(store: EtcdStore, keys: Keys,
                                                            loop_thread: LoopThread) -> None:
-    """70 gets at once, of 30 keys (each twice) and 10 that do not exist: one goes at once as
-    a Range, the rest wait and go together as read-only Txns of Ranges. Each answers its own
+    """70 gets at once, of 30 keys (each twice) and 10 that do not exist: two go at once as
+    Ranges, the rest wait and go together as read-only Txns of Ranges. Each answers its own
     key at its own mod revision (what the blocking channel reads), and each is observed once."""
     reader = make_reader(loop_thread, store)
     counted = _Counted(reader._kv)
@@ -328,11 +328,47 @@ def test_concurrent_gets_go_together_each_with_its_own_key(store: EtcdStore, key
             assert kv is None, k
         else:
             assert kv == want, k
-    assert counted.calls["Range"] == 1 and 1 <= counted.calls["Txn"] <= 4, counted.calls
+    assert counted.calls["Range"] == 2 and 1 <= counted.calls["Txn"] <= 4, counted.calls
     assert sorted(observed) == sorted(f"get {k}" for k in names)
     # an idle channel: a get goes at once, as a Range
     assert on_loop(loop_thread, reader.get(f"{base}3")) == store.get(f"{base}3")
-    assert counted.calls["Range"] == 2
+    assert counted.calls["Range"] == 3
+    on_loop(loop_thread, reader.close())
+    store.delete_prefix(base)
+
+
+def test_under_load_one_call_goes_at_a_time(store: EtcdStore, keys: Keys, loop_thread: LoopThread) -> None:
+    """An idle reader sends two transactions (or reads) at once and batches the rest; once a
+    batch held `BUSY_BATCH` or more, the next ones wait for the one call on its way and go
+    together, until a small batch shows the load gone."""
+    from netplane.store.etcd import BUSY_BATCH
+
+    reader = make_reader(loop_thread, store)
+    counted = _Counted(reader._kv)
+    reader._kv = counted
+    base = keys.prefix + "/busy/"
+
+    async def wave(start: int, n: int) -> list[tuple[bool, int]]:
+        return list(await asyncio.gather(*(reader.txn_raw(f"txn {base}{i}", *_create(base, i))
+                                           for i in range(start, start + n))))
+
+    async def gets(n: int) -> list[object]:
+        return list(await asyncio.gather(*(reader.get(f"{base}{i}") for i in range(n))))
+
+    got = on_loop(loop_thread, wave(0, 30))
+    assert all(ok for ok, _ in got) and counted.calls["Txn"] == 3  # two alone, one batch of 28
+    got = on_loop(loop_thread, wave(30, 30))
+    assert all(ok for ok, _ in got) and counted.calls["Txn"] == 5  # one alone, one batch of 29
+    assert on_loop(loop_thread, gets(30)) and counted.calls["Range"] == 2 and counted.calls["Txn"] == 6
+    assert len(on_loop(loop_thread, gets(30))) == 30
+    assert counted.calls["Range"] == 3 and counted.calls["Txn"] == 7  # one Range, one batch of 29
+    # a light load again: one waits for the call on its way and goes as a batch of its own,
+    # small, after which two may go at once again
+    assert BUSY_BATCH > 2
+    got = on_loop(loop_thread, wave(60, 2))
+    assert all(ok for ok, _ in got) and counted.calls["Txn"] == 9
+    got = on_loop(loop_thread, wave(62, 2))
+    assert all(ok for ok, _ in got) and counted.calls["Txn"] == 11 and reader._txn_room()
     on_loop(loop_thread, reader.close())
     store.delete_prefix(base)
 
