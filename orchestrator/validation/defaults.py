@@ -56,32 +56,26 @@ def drop_nulls_in_place(v: Any) -> Any:
     """What `drop_nulls` gives, done to `v` itself (a tree the caller owns whole: anything
     shared with another holder changes for it too), and `v` returned: no tree is built and
     none is freed later (a patch's admission, 2026-12-08)."""
+    members: Any
     if isinstance(v, dict):
         if None in v.values():
             for k in [k for k, x in v.items() if x is None]:
                 del v[k]
-        for k, x in v.items():  # a value replaced, none added or removed: safe while iterating
-            t = type(x)
-            if t in _PLAIN:
-                continue
-            if t is float:
-                if x.is_integer():
-                    v[k] = int(x)
-            else:
-                drop_nulls_in_place(x)
-        return v
-    if isinstance(v, list):
-        for i, x in enumerate(v):
-            t = type(x)
-            if t in _PLAIN:
-                continue
-            if t is float:
-                if x.is_integer():
-                    v[i] = int(x)
-            else:
-                drop_nulls_in_place(x)
-        return v
-    return drop_nulls(v)
+        members = v.items()
+    elif isinstance(v, list):
+        members = enumerate(v)
+    else:
+        return drop_nulls(v)
+    for k, x in members:  # a member replaced, none added or removed: safe while iterating
+        t = type(x)
+        if t in _PLAIN:
+            continue
+        if t is float:
+            if x.is_integer():
+                v[k] = int(x)
+        else:
+            drop_nulls_in_place(x)
+    return v
 
 
 def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
