@@ -587,6 +587,7 @@ class AsyncReader:
         return self._inflight < (1 if self._last_batch >= BUSY_BATCH else self.max_inflight)
 
     def _get_room(self) -> bool:
+        """Whether a read may go now (`BUSY_BATCH`)."""
         return self._gets_inflight < (1 if self._last_gets >= BUSY_BATCH else self.max_get_inflight)
 
     observer: Observer | None = None  # as EtcdStore's

@@ -67,14 +67,14 @@ def drop_nulls_in_place(v: Any) -> Any:
     else:
         return drop_nulls(v)
     for k, x in members:  # a member replaced, none added or removed: safe while iterating
-        t = type(x)
-        if t in _PLAIN:
+        if type(x) in _PLAIN:
             continue
-        if t is float:
-            if x.is_integer():
-                v[k] = int(x)
-        else:
+        if isinstance(x, dict | list):
             drop_nulls_in_place(x)
+        else:  # a float (an integral one becomes an int), a null in a list, anything else as is
+            y = drop_nulls(x)
+            if y is not x:
+                v[k] = y
     return v
 
 
