@@ -32,7 +32,7 @@ from orchestrator.manifests import Manifest
 from orchestrator.objects import meta, tree
 from orchestrator.objects.meta import SERVICE_ACCOUNT, Kind
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore, not_found
-from orchestrator.validation import FieldError, InvalidObject, admit, configdata
+from orchestrator.validation import FieldError, InvalidObject, admit, configdata, rbac
 from orchestrator.validation.field import ROOT, forbidden, invalid
 
 WRITE_RETRIES = 5
@@ -93,6 +93,8 @@ def update_errors(kind: Kind, current: Mapping[str, Any], new: Mapping[str, Any]
             return [forbidden(ROOT.child("spec"), POD_UPDATE_FORBIDDEN)]
     elif kind.kind in ("ConfigMap", "Secret"):
         return configdata.update_errors(kind.kind, current, new)
+    elif kind.kind in ("RoleBinding", "ClusterRoleBinding"):
+        return rbac.update_errors(current, new)
     return []
 
 

@@ -85,6 +85,8 @@ PATCH_TYPES: dict[str, dict[str, PatchField]] = {
     "Secret": {"metadata": "ObjectMeta"},
     "ServiceAccount": {"metadata": "ObjectMeta", "secrets": MergeList("name"), "imagePullSecrets": MergeList("name")},
     "Lease": {"metadata": "ObjectMeta"},  # a LeaseSpec has no lists
+    # rules, subjects and aggregationRule's selectors have no patch strategy: replaced whole
+    **{k: {"metadata": "ObjectMeta"} for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")},
 }
 # An object without a known `kind`: lists are matched by field name alone, with every key
 # that field name has anywhere above (container ports by containerPort, service ports by port)

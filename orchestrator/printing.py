@@ -449,6 +449,24 @@ def _lease_cells(le: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(le), str(spec.get("holderIdentity") or ""), age(le, now))
 
 
+def _created_at(obj: Obj, now: datetime) -> tuple[Cell, ...]:
+    """A Role's or ClusterRole's row: its name and creationTimestamp as is (RFC 3339, UTC)."""
+    return (meta.name(obj), str(meta.meta(obj).get("creationTimestamp") or ""))
+
+
+def _binding_cells(b: Obj, now: datetime) -> tuple[Cell, ...]:
+    ref = b.get("roleRef") or {}
+    subjects = [s for s in b.get("subjects") or [] if isinstance(s, dict)]
+
+    def named(kind: str) -> str:
+        return ", ".join(str(s.get("name") or "") for s in subjects if s.get("kind") == kind)
+
+    accounts = ", ".join(f"{s.get('namespace') or ''}/{s.get('name') or ''}" for s in subjects
+                         if s.get("kind") == "ServiceAccount")
+    return (meta.name(b), f"{ref.get('kind') or ''}/{ref.get('name') or ''}", age(b, now),
+            named("User"), named("Group"), accounts)
+
+
 def _ns_cells(ns: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(ns), (ns.get("status") or {}).get("phase") or "Active", age(ns, now))
 
@@ -572,6 +590,18 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Holder", "holderIdentity contains the identity of the holder of a current lease."),
         Column("Age", _AGE),
     ),
+    **dict.fromkeys(("Role", "ClusterRole"), (
+        Column("Name", _NAME, format="name"),
+        Column("Created At", "Time at which the object was created.", type="date"),
+    )),
+    **dict.fromkeys(("RoleBinding", "ClusterRoleBinding"), (
+        Column("Name", _NAME, format="name"),
+        Column("Role", "The role the binding grants (roleRef: kind/name)."),
+        Column("Age", _AGE),
+        Column("Users", "Users in the binding.", priority=1),
+        Column("Groups", "Groups in the binding.", priority=1),
+        Column("ServiceAccounts", "Service accounts in the binding (namespace/name).", priority=1),
+    )),
     "Event": (
         Column("Last Seen", "When the event was last seen (lastTimestamp)."),
         Column("Type", "Normal or Warning."),
@@ -597,6 +627,10 @@ _CELLS = {
     "Secret": _secret_cells,
     "ServiceAccount": _sa_cells,
     "Lease": _lease_cells,
+    "Role": _created_at,
+    "ClusterRole": _created_at,
+    "RoleBinding": _binding_cells,
+    "ClusterRoleBinding": _binding_cells,
 }
 
 

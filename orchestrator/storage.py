@@ -125,7 +125,7 @@ class ObjectStore:
         return base + _checked("namespace", namespace, names.dns1123_label) + "/"
 
     def key(self, kind: Kind, name: str, namespace: str | None = None) -> str:
-        _checked("name", name, names.dns1123_subdomain)
+        _checked("name", name, names.path_segment if kind in meta.RBAC_KINDS else names.dns1123_subdomain)
         if kind.namespaced:
             return self.prefix(kind, namespace or meta.DEFAULT_NAMESPACE) + name
         return self.prefix(kind) + name

@@ -110,7 +110,8 @@ def config_from(kw: dict[str, Any], prefix: str = "") -> APIServerConfig | None:
 def apiserver(settings: Settings, **kw: Any) -> None:
     """Serve the Kubernetes API (core/v1: pods, replicationcontrollers, services, endpoints,
     nodes, namespaces, events, configmaps, secrets, serviceaccounts (and their tokens);
-    coordination.k8s.io/v1: leases) over this cluster's etcd, for kubectl and client libraries.
+    coordination.k8s.io/v1: leases; rbac.authorization.k8s.io/v1: roles and their bindings)
+    over this cluster's etcd, for kubectl and client libraries.
 
     HTTPS with the cluster CA from --state-dir (made at first start); bearer tokens from the
     token file and client certificates signed by that CA authenticate. `netplane kubeconfig`

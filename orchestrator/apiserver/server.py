@@ -45,6 +45,7 @@ from orchestrator.apiserver import (
     discovery,
     leases,
     metrics,
+    rbac,
     requestmetrics,
     reviews,
     satokens,
@@ -349,6 +350,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
     r.add_route("*", "/api/v1/{tail:.+}", api_v1)
     reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami
     leases.add_routes(app)  # the node Leases kubectl describe node shows
+    rbac.add_routes(app)  # Roles, ClusterRoles and their bindings
     metrics.add_routes(app)  # kubectl top
     r.add_route("*", "/{tail:.*}", not_found)
     return app

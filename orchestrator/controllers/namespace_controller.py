@@ -27,6 +27,8 @@ from orchestrator.objects.meta import (
     NAMESPACE,
     POD,
     REPLICATION_CONTROLLER,
+    ROLE,
+    ROLE_BINDING,
     SECRET,
     SERVICE,
     SERVICE_ACCOUNT,
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 # in the order they are deleted: the pods before the ConfigMaps and Secrets they may mount
-CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET, SERVICE_ACCOUNT, LEASE)
+CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET, SERVICE_ACCOUNT, LEASE, ROLE,
+            ROLE_BINDING)
 RECHECK = 1.0  # seconds between looks at a namespace that still holds something
 
 

@@ -63,6 +63,13 @@ def dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+def path_segment(value: str) -> list[str]:
+    """kube's path.IsValidPathSegmentName: what RBAC names must be (`system:basic-user` is one)."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in "/%" if c in value]
+
+
 def qualified_name(value: str) -> list[str]:
     """Label and annotation keys: `[prefix/]name`, prefix a DNS-1123 subdomain."""
     errs: list[str] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.objects.meta import DEFAULT_NAMESPACE, kind_named
-from orchestrator.validation import configdata, leases
+from orchestrator.validation import configdata, leases, rbac
 
 PROBE_DEFAULTS = {
     "initialDelaySeconds": 0,
@@ -115,6 +115,8 @@ def apply(obj: dict[str, Any], *, in_place: bool = False) -> dict[str, Any]:
         configdata.secret_defaults(out)
     elif kind.kind == "Lease":
         leases.prepare(out)
+    elif kind.kind in ("RoleBinding", "ClusterRoleBinding"):
+        rbac.defaults(out)
     elif kind.kind == "Node":
         st = out.get("status")
         if isinstance(st, dict) and "allocatable" not in st and isinstance(st.get("capacity"), dict):

@@ -718,6 +718,7 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
     Leases' and kubectl top's)."""
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(v1.api_client).get_api_versions().groups}
     assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1",
+                      "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
                       "coordination.k8s.io": "coordination.k8s.io/v1", "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
     viewer = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
     wait_for(lambda: accepted(lambda: client.CoreV1Api(viewer).list_namespaced_pod("default")),
@@ -891,6 +892,58 @@ def test_eviction_deletes_the_pod_with_its_delete_options(v1: client.CoreV1Api) 
     assert json.loads(e.value.body)["message"] == "name in URL does not match name in Eviction object"
 
 
+# --------------------------------------------------------------------------- rbac objects
+def role(name: str, rules: list[Obj]) -> Obj:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules}
+
+
+def test_rbac_objects_through_the_client(v1: client.CoreV1Api) -> None:
+    """Roles, ClusterRoles and their bindings are stored, defaulted and validated as kube does:
+    names with colons, a binding's apiGroups defaulted, a bad rule and a changed roleRef 422
+    naming the field."""
+    rbac = client.RbacAuthorizationV1Api(v1.api_client)
+    v1.create_namespace({"metadata": {"name": "team"}})
+    r = rbac.create_namespaced_role("team", role("pod-reader", [
+        {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}]))
+    assert r.rules[0].resources == ["pods", "pods/log"] and r.metadata.namespace == "team"
+    cr = rbac.create_cluster_role({"metadata": {"name": "netplane:node-reader"},
+                                   "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+                                             {"nonResourceURLs": ["/healthz", "/logs/*"], "verbs": ["get"]}]})
+    assert cr.metadata.name == "netplane:node-reader" and cr.rules[1].non_resource_urls == ["/healthz", "/logs/*"]
+    b = rbac.create_namespaced_role_binding("team", {
+        "metadata": {"name": "read-pods"}, "roleRef": {"kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "User", "name": "jane"}, {"kind": "ServiceAccount", "name": "default"}]})
+    assert b.role_ref.api_group == "rbac.authorization.k8s.io"  # defaulted, and a User's subject's too
+    assert [(s.kind, s.api_group) for s in b.subjects] == [("User", "rbac.authorization.k8s.io"), ("ServiceAccount", None)]
+
+    def invalid(call: Any) -> list[str]:
+        with pytest.raises(ApiException) as e:
+            call()
+        assert e.value.status == 422, e.value.body
+        return [c["field"] for c in json.loads(e.value.body)["details"]["causes"]]
+
+    assert invalid(lambda: rbac.create_namespaced_role("team", role("r", [{"resources": ["pods"], "verbs": ["get"]}]))) \
+        == ["rules[0].apiGroups"]
+    assert invalid(lambda: rbac.create_namespaced_role("team", role("r", [
+        {"nonResourceURLs": ["/healthz"], "verbs": ["get"]}]))) == ["rules[0].nonResourceURLs"]
+    assert invalid(lambda: rbac.create_cluster_role_binding({
+        "metadata": {"name": "x"}, "roleRef": {"kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default"}, {"kind": "Robot", "name": "r2"}]})) \
+        == ["roleRef.kind", "subjects[0].namespace", "subjects[1].kind"]
+    assert invalid(lambda: rbac.create_namespaced_role("team", role("a/b", []))) == ["metadata.name"]
+    assert invalid(lambda: rbac.patch_namespaced_role_binding(
+        "read-pods", "team", {"roleRef": {"kind": "ClusterRole", "name": "view", "apiGroup": "rbac.authorization.k8s.io"}})) \
+        == ["roleRef"]
+    # subjects may change (a strategic merge patch replaces the list: it has no merge key)
+    b = rbac.patch_namespaced_role_binding("read-pods", "team", {"subjects": [{"kind": "Group", "name": "devs"}]})
+    assert [(s.kind, s.name) for s in b.subjects] == [("Group", "devs")]
+    assert [r.metadata.name for r in rbac.list_role_binding_for_all_namespaces().items] == ["read-pods"]
+    rbac.delete_cluster_role("netplane:node-reader")
+    with pytest.raises(ApiException) as e:
+        rbac.read_cluster_role("netplane:node-reader")
+    assert e.value.status == 404 and json.loads(e.value.body)["details"]["group"] == "rbac.authorization.k8s.io"
+
+
 # --------------------------------------------------------------------------- discovery and errors
 def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     res = v1.get_api_resources()
@@ -909,7 +962,8 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     time.sleep(1.1)
     code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth), the node Leases' and kubectl top's
     assert (code, [g["name"] for g in groups["groups"]]) == \
-        (200, ["authorization.k8s.io", "authentication.k8s.io", "coordination.k8s.io", "metrics.k8s.io"])
+        (200, ["authorization.k8s.io", "authentication.k8s.io", "rbac.authorization.k8s.io", "coordination.k8s.io",
+               "metrics.k8s.io"])
     code, metrics = raw(api, "/apis/metrics.k8s.io/v1beta1", token=token)
     assert code == 200 and {r["name"]: r["kind"] for r in metrics["resources"]} == \
         {"nodes": "NodeMetrics", "pods": "PodMetrics"}

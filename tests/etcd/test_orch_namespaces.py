@@ -16,7 +16,14 @@ from netplane.proxy.api import clusterip_key
 from netplane.store import EtcdStore, Keys
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.namespace_controller import NamespaceController
-from orchestrator.objects.meta import NAMESPACE, POD, REPLICATION_CONTROLLER, SERVICE
+from orchestrator.objects.meta import (
+    NAMESPACE,
+    POD,
+    REPLICATION_CONTROLLER,
+    ROLE,
+    ROLE_BINDING,
+    SERVICE,
+)
 from orchestrator.storage import ObjectStore
 from tests.etcd._orch import Running
 from tests.waiting import wait_for
@@ -33,6 +40,10 @@ SHOP = [
      "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}},
     {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lone", "namespace": "shop"},
      "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "shop:reader", "namespace": "shop"},
+     "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "readers", "namespace": "shop"},
+     "roleRef": {"kind": "Role", "name": "shop:reader"}, "subjects": [{"kind": "Group", "name": "clerks"}]},
 ]
 
 
@@ -64,7 +75,9 @@ def test_objects_need_an_existing_namespace(store: EtcdStore, keys: Keys) -> Non
     code, out, err = run(store, keys, "apply", "-f", "-", stdin=docs(*SHOP))
     assert code == 0, err
     assert out.splitlines() == ["namespace/shop created", "replicationcontroller/web created",
-                                "service/web created", "pod/lone created"]
+                                "service/web created", "pod/lone created",
+                                "role.rbac.authorization.k8s.io/shop:reader created",
+                                "rolebinding.rbac.authorization.k8s.io/readers created"]
     # the namespaces every cluster has need no object
     assert run(store, keys, "run", "x", "--image", "busybox", "-n", "kube-system")[0] == 0
 
@@ -88,7 +101,8 @@ def test_deleting_a_namespace_empties_it_then_removes_it(store: EtcdStore, keys:
     code, _, err = run(store, keys, "run", "late", "--image", "busybox", "-n", "shop")
     assert code == 2 and "unable to create new content in namespace shop because it is being terminated" in err
     wait_for(lambda: objects.get(REPLICATION_CONTROLLER, "web", "shop") is None and
-             objects.get(SERVICE, "web", "shop") is None, what="RC and Service deleted")
+             objects.get(SERVICE, "web", "shop") is None and objects.get(ROLE, "shop:reader", "shop") is None
+             and objects.get(ROLE_BINDING, "readers", "shop") is None, what="RC, Service, Role and binding deleted")
     assert store.get(clusterip_key(keys, ip)) is None, "the Service's cluster IP given back"
     lone = objects.get(POD, "lone", "shop")
     assert lone is not None and lone["metadata"].get("deletionTimestamp"), "the bound pod waits for its node"

@@ -59,7 +59,11 @@ def test_openapi_3_dialect_and_closed_references() -> None:
 def test_each_group_version_has_its_document() -> None:
     """kubectl apply of a Lease looks for fieldValidation on apis/coordination.k8s.io/v1's PATCH."""
     index = discovery.openapi_index()["paths"]
-    assert set(index) == {"api/v1", "apis/coordination.k8s.io/v1"}
+    assert set(index) == {"api/v1", "apis/coordination.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1"}
+    rbac = discovery.openapi_doc("apis/rbac.authorization.k8s.io/v1")
+    assert "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}" in rbac["paths"]
+    assert "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings" in rbac["paths"]
+    assert "io.k8s.api.rbac.v1.PolicyRule" in rbac["components"]["schemas"]
     doc = discovery.openapi_doc("apis/coordination.k8s.io/v1")
     assert index["apis/coordination.k8s.io/v1"]["serverRelativeURL"] == \
         f"/openapi/v3/apis/coordination.k8s.io/v1?hash={discovery.openapi_hash('apis/coordination.k8s.io/v1')}"

@@ -357,3 +357,17 @@ def test_netplane_get_prints_what_kubectl_prints_from_the_table(kind_name: str) 
         for obj, r in zip(SAMPLES[kind_name], t["rows"], strict=True):
             assert len(r["cells"]) == len(t["columnDefinitions"])
             assert printing.row(kind, obj, now, wide=wide) == tuple(str(r["cells"][i]) for i in shown)
+
+
+def test_rbac_columns_and_cells() -> None:
+    """kube's role and binding printers: NAME, CREATED AT; NAME, ROLE, AGE and, wide, who."""
+    assert columns("ClusterRole") == [("Name", "string", "name", 0), ("Created At", "date", "", 0)]
+    created = ago(60)
+    assert cells("Role", {"kind": "Role", "metadata": {"name": "r", "namespace": "a", "creationTimestamp": created}}) \
+        == ["r", created]
+    assert [c[0] for c in columns("RoleBinding")] == ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+    b = {"kind": "ClusterRoleBinding", "metadata": {"name": "b", "creationTimestamp": ago(120)},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+         "subjects": [{"kind": "User", "name": "jane"}, {"kind": "Group", "name": "devs"},
+                      {"kind": "User", "name": "joe"}, {"kind": "ServiceAccount", "name": "ci", "namespace": "build"}]}
+    assert cells("ClusterRoleBinding", b) == ["b", "ClusterRole/view", "2m", "jane, joe", "devs", "build/ci"]

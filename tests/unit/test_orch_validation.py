@@ -373,7 +373,7 @@ def test_nulls_are_absent() -> None:
 def test_kind_and_api_version() -> None:
     assert errors({"kind": "Pod"}) == ["apiVersion: Required value"]
     assert errors({"apiVersion": "apps/v1", "kind": "Pod"}) == ['apiVersion: Unsupported value: "apps/v1": supported values: "v1"']
-    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "ConfigMap", "Endpoints", "Event", "Lease", "Namespace", "Node"')
+    assert errors({"apiVersion": "apps/v1", "kind": "Deployment"})[0].startswith('kind: Unsupported value: "Deployment": supported values: "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Endpoints", "Event", "Lease"')
 
 
 def test_invalid_object_message_and_class() -> None:
