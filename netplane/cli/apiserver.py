@@ -56,7 +56,8 @@ def apiserver_options(prefix: str = "", *, listen_default: str | None = "127.0.0
                          help='Bearer tokens, kube-apiserver\'s CSV: token,user,uid,"group1,group2" '
                               "(default: <state-dir>/tokens.csv; re-read when it changes)."),
             click.option(f"{p}read-only-group", f"{dest}read_only_group", default="readonly",
-                         show_default=True, help="Members of this group may only get, list and watch."),
+                         show_default=True, help="The group RBAC binds to view and netplane:cluster-reader "
+                                                  "(read everything but Secrets)."),
             click.option(f"{p}advertise-address", f"{dest}advertise_address", metavar="HOST",
                          help="The host clients reach this server at (server URL and certificate)."),
             click.option(f"{p}tls-san", f"{dest}tls_san", multiple=True, metavar="NAME|IP",
@@ -174,7 +175,9 @@ def kubeconfig(user: str, groups: tuple[str, ...], server: str | None, use_token
     The credential is a client certificate signed by the cluster CA (CN=user, O=groups), or
     with --token a random token appended to the server's token file. kubectl and the
     `kubernetes` Python client accept the result as it is; a certificate one also lets
-    `netplane logs/exec --kubeconfig` past node agents (they accept the CA the server publishes):
+    `netplane logs/exec --kubeconfig` past node agents (they accept the CA the server publishes).
+    What the user may do is RBAC's: system:masters everything, `--group readonly` read (kube's
+    view and netplane:cluster-reader), a user with no binding nothing but discovery:
 
         netplane kubeconfig -o ~/.kube/config && kubectl get pods
     """

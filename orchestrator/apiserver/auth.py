@@ -13,9 +13,10 @@ A request with neither is anonymous and refused with 401 (only /healthz, /livez,
 /version answer anonymous requests, like kube's public-info-viewer role). A token that does
 not match is 401 too.
 
-Authorization is one rule, enough to give someone a look without the keys: users in the
-read-only group (`readonly` unless configured) may get, list and watch; everyone else
-authenticated may do everything.
+The API server authorizes with kube's RBAC (`orchestrator.apiserver.rbac`). `Authorizer`
+here is the node agents' rule for their own API (logs, exec, port-forward to a node directly):
+users in the read-only group (`readonly` unless configured) may get, list and watch;
+everyone else authenticated may do everything.
 """
 
 from __future__ import annotations

@@ -34,8 +34,9 @@ from netplane.store.etcd import AsyncReader
 from orchestrator import storage
 from orchestrator.apiserver import fields as fieldsel
 from orchestrator.apiserver import protobuf
-from orchestrator.apiserver.auth import Authorizer, User
+from orchestrator.apiserver.auth import User
 from orchestrator.apiserver.listing import ListOptions, list_kind
+from orchestrator.apiserver.rbacpolicy import Attributes
 from orchestrator.apiserver.registry import Registry
 from orchestrator.apiserver.satokens import PublishedKeys, Tokens
 from orchestrator.apiserver.scale import Scales
@@ -60,6 +61,7 @@ from orchestrator.objects.selector import Selector, SelectorError, parse
 from orchestrator.storage import ObjectStore
 
 if TYPE_CHECKING:
+    from orchestrator.apiserver.rbac import RBACAuthorizer
     from orchestrator.apiserver.stream import NodeDialer
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class Context:
     objects: ObjectStore
     registry: Registry
     scales: Scales
-    authorizer: Authorizer
+    authorizer: RBACAuthorizer
     pool: ThreadPoolExecutor
     caches: WatchCaches | None = None
     bookmark_interval: float = 60.0
@@ -101,7 +103,8 @@ class Context:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+        context = contextvars.copy_context()  # the request's (CURRENT_USER: a write's escalation check)
+        return await loop.run_in_executor(self.pool, lambda: context.run(fn, *args, **kwargs))
 
     async def write(self, kind: Kind, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A registry create, update or patch of `kind`. With a reader, and for the kinds whose
@@ -193,19 +196,24 @@ def _true(v: str | None) -> bool:
 
 
 def authorize(ctx: Context, verb: str, t: Target) -> None:
-    """403 unless the request's user may `verb` the target's resource."""
+    """403 unless the request's user may `verb` the target (RBAC: its namespace, group,
+    resource, subresource and name)."""
     user = CURRENT_USER.get()
-    if not ctx.authorizer.allowed(user, verb, t.kind.resource):
+    a = Attributes(user, verb, namespace=t.namespace or "", api_group=t.kind.group, resource=t.kind.resource,
+                   subresource=t.subresource or "", name=t.name or "")
+    if not ctx.authorizer.allows(a):
         raise forbidden(user, verb, t)
 
 
 def forbidden(user: User, verb: str, t: Target) -> APIError:
+    """kube's words: `pods "web" is forbidden: User "jane" cannot delete resource "pods" in API
+    group "" in the namespace "default"`."""
     res = t.kind.resource + (f"/{t.subresource}" if t.subresource else "")
     where = f'in the namespace "{t.namespace}"' if t.namespace else "at the cluster scope"
-    subject = f"{t.kind.resource} \"{t.name}\"" if t.name else t.kind.resource
+    subject = f"{t.kind.qualified} \"{t.name}\"" if t.name else t.kind.qualified
+    details = {"name": t.name or "", "kind": t.kind.resource, **({"group": t.kind.group} if t.kind.group else {})}
     return APIError(403, f'{subject} is forbidden: User "{user.name}" cannot {verb} resource "{res}" '
-                         f'in API group "" {where}',
-                    details={"name": t.name or "", "kind": t.kind.resource})
+                         f'in API group "{t.kind.group}" {where}', details=details)
 
 
 # --------------------------------------------------------------------------- encoding

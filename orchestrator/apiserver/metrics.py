@@ -30,10 +30,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from orchestrator.apiserver.handlers import CONTEXT, Context, json_response
+from orchestrator.apiserver.handlers import CONTEXT, Context, Target, authorize, json_response
 from orchestrator.apiserver.status import APIError, bad_request
 from orchestrator.objects import meta
-from orchestrator.objects.meta import NODE, POD
+from orchestrator.objects.meta import NODE, POD, Kind
 from orchestrator.objects.selector import SelectorError, parse
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ Obj = dict[str, Any]
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
+# what RBAC names them by (kube's aggregated metrics-server: get and list of nodes and pods in metrics.k8s.io)
+NODE_METRICS = Kind("NodeMetrics", "nodes", False, (), GROUP_VERSION)
+POD_METRICS = Kind("PodMetrics", "pods", True, (), GROUP_VERSION)
 SCRAPE_TIMEOUT = 5.0  # seconds for the nodes' summaries (metrics-server's default scrape timeout: 10 s)
 _BINARY = (("Ei", 1 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
 
@@ -166,6 +169,7 @@ def _not_found(resource: str, name: str) -> APIError:
 async def nodes_metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     name = request.match_info.get("name")
+    authorize(ctx, "get" if name else "list", Target(NODE_METRICS, None, name, None, False))
     if name:
         found = [await ctx.get(NODE, None, name)]
     else:
@@ -184,6 +188,7 @@ async def pods_metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     namespace = request.match_info.get("namespace")
     name = request.match_info.get("name")
+    authorize(ctx, "get" if name else "list", Target(POD_METRICS, namespace, name, None, False))
     if name:
         assert namespace is not None
         pods = [await ctx.get(POD, namespace, name)]

@@ -10,12 +10,29 @@ chart does), and the official client's `RbacAuthorizationV1Api` work.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from orchestrator.apiserver import rbacpolicy
+from orchestrator.apiserver.auth import User
 from orchestrator.apiserver.handlers import json_response, not_found_path, parse_path, serve
-from orchestrator.objects.meta import RBAC_KINDS, RBAC_VERSION
+from orchestrator.apiserver.rbacpolicy import Attributes
+from orchestrator.apiserver.status import APIError
+from orchestrator.apiserver.watchcache import KindCache
+from orchestrator.objects.meta import (
+    CLUSTER_ROLE,
+    CLUSTER_ROLE_BINDING,
+    RBAC_KINDS,
+    RBAC_VERSION,
+    ROLE,
+    ROLE_BINDING,
+    Kind,
+)
+from orchestrator.storage import AlreadyExists, ObjectStore
+from orchestrator.validation import admit
 
 Obj = dict[str, Any]
 GROUP, _, VERSION = RBAC_VERSION.rpartition("/")
@@ -51,3 +68,119 @@ def add_routes(app: web.Application) -> None:
     r.add_get(base, group)
     r.add_get(base + "/", group)
     r.add_route("*", base + "/{tail:.+}", rbac_api)
+
+
+# --------------------------------------------------------------------------- the authorizer
+class RBACAuthorizer:
+    """kube-apiserver's `--authorization-mode=RBAC` (after its system:masters short cut): each
+    request's attributes judged against the stored roles and bindings, as the watch caches
+    have them, plus the bootstrap policy (`rbacpolicy`; stored at first start, `ensure_bootstrap`).
+
+    The policy is rebuilt when any of the four caches has changed since it was built, and its
+    answers are kept until then (a request's attributes are few: a user, a verb, a resource and
+    a namespace), so a request pays a dict lookup. Before the caches have listed (the first
+    moments after a start), only the bootstrap policy counts."""
+
+    def __init__(self, caches: Callable[[Kind], KindCache] | None, read_only_group: str) -> None:
+        self._caches = caches
+        self.read_only_group = read_only_group
+        self._lock = threading.Lock()
+        self._key: tuple[int, ...] | None = None
+        self._policy = rbacpolicy.Policy([], [], [], [], read_only_group=read_only_group)
+        self._answers: dict[Attributes, tuple[bool, str]] = {}
+
+    def policy(self) -> rbacpolicy.Policy:
+        if self._caches is None:
+            return self._policy
+        caches = [self._caches(k) for k in (CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING)]
+        key = tuple(c.changes if c.ready() else -1 for c in caches)
+        if key == self._key:
+            return self._policy
+        with self._lock:
+            if key != self._key:
+                self._policy = rbacpolicy.Policy(*(c.current_objects() for c in caches), read_only_group=self.read_only_group)
+                self._answers = {}
+                self._key = key
+            return self._policy
+
+    def decide(self, a: Attributes) -> tuple[bool, str]:
+        """(allowed, kube's reason)."""
+        if rbacpolicy.MASTERS in a.user.groups:
+            return True, ""
+        policy = self.policy()
+        answers = self._answers
+        got = answers.get(a)
+        if got is None:
+            got = policy.allows(a)
+            if len(answers) > MAX_ANSWERS:
+                answers.clear()
+            answers[a] = got
+        return got
+
+    def allows(self, a: Attributes) -> bool:
+        return self.decide(a)[0]
+
+    # ------------------------------------------------------------------ escalation
+    def check_write(self, user: User, obj: Obj, current: Obj | None) -> None:
+        """kube's policy-based storage of the four kinds: a user may write a role only with rules
+        they hold themselves (or the `escalate` verb on it), and a binding only to a role whose
+        rules they hold (or the `bind` verb on it). APIError 403 otherwise. A write that leaves
+        the rules (the roleRef and subjects) as they were is not checked."""
+        kind = str(obj.get("kind"))
+        md = obj.get("metadata") or {}
+        name, namespace = str(md.get("name") or ""), str(md.get("namespace") or "") if kind in ("Role", "RoleBinding") else ""
+        resource = RESOURCE_OF[kind]
+        if rbacpolicy.MASTERS in user.groups:
+            return
+        policy = self.policy()
+        if kind in ("Role", "ClusterRole"):
+            fields = ("rules", "aggregationRule")
+            if current is not None and all(current.get(f) == obj.get(f) for f in fields):
+                return
+            if self.allows(Attributes(user, "escalate", namespace=namespace, api_group=GROUP, resource=resource,
+                                      name=name)):
+                return
+            wanted = list(obj.get("rules") or [])
+            if obj.get("aggregationRule"):  # kube: aggregating takes full authority
+                wanted += [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                           {"nonResourceURLs": ["*"], "verbs": ["*"]}]
+        else:
+            if current is not None and all(current.get(f) == obj.get(f) for f in ("roleRef", "subjects")):
+                return
+            ref = obj.get("roleRef") or {}
+            if self.allows(Attributes(user, "bind", namespace=namespace, api_group=GROUP, resource=RESOURCE_OF.get(str(ref.get("kind")), ""),
+                                      name=str(ref.get("name") or ""))):
+                return
+            rules = policy.role_rules(ref, namespace)
+            if rules is None:
+                raise _forbidden(resource, name, f'{str(ref.get("kind")).lower()}.{GROUP} "{ref.get("name")}" not found')
+            wanted = rules
+        missing = policy.covers(user, namespace, wanted)
+        if missing:
+            raise _forbidden(resource, name, rbacpolicy.escalation_message(user, missing))
+
+
+MAX_ANSWERS = 10_000
+RESOURCE_OF = {k.kind: k.resource for k in RBAC_KINDS}
+
+
+def _forbidden(resource: str, name: str, why: str) -> APIError:
+    return APIError(403, f'{resource}.{GROUP} "{name}" is forbidden: {why}', reason="Forbidden",
+                    details={"name": name, "group": GROUP, "kind": resource})
+
+
+def ensure_bootstrap(objects: ObjectStore, read_only_group: str) -> list[str]:
+    """Store the bootstrap ClusterRoles and ClusterRoleBindings that are not stored yet (kube's
+    RBAC post-start hook; one that was edited or deleted since is left as it is only while it
+    exists: a deleted one comes back at the next start, as in kube). The names created."""
+    made = []
+    for obj in [*rbacpolicy.bootstrap_cluster_roles(), *rbacpolicy.bootstrap_cluster_role_bindings(read_only_group)]:
+        kind = CLUSTER_ROLE if obj["kind"] == "ClusterRole" else CLUSTER_ROLE_BINDING
+        if objects.get(kind, obj["metadata"]["name"]) is not None:
+            continue
+        try:
+            objects.create(admit(obj).object)
+        except AlreadyExists:
+            continue  # another API server's, a moment ago
+        made.append(f'{kind.resource}/{obj["metadata"]["name"]}')
+    return made

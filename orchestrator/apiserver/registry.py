@@ -45,7 +45,15 @@ from orchestrator.apiserver.status import APIError, bad_request, not_found
 from orchestrator.applier import Applier, keep_allocated
 from orchestrator.deletion import Cascade, Deleter
 from orchestrator.objects import meta, tree
-from orchestrator.objects.meta import EVENT, NAMESPACE, POD, SERVICE, SERVICE_ACCOUNT, Kind
+from orchestrator.objects.meta import (
+    EVENT,
+    NAMESPACE,
+    POD,
+    RBAC_KINDS,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    Kind,
+)
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
 from orchestrator.validation import admit
 
@@ -65,13 +73,17 @@ class Cached(Protocol):
 
 class Registry:
     def __init__(self, objects: ObjectStore, *, event_ttl: int = 3600,
-                 clock: Callable[[], float] = time.time, cached: Cached | None = None) -> None:
+                 clock: Callable[[], float] = time.time, cached: Cached | None = None,
+                 guard: Callable[[Obj, Obj | None], None] | None = None) -> None:
         """`cached(kind, namespace, name)`: the object as the watch cache has it, or None
         (`WatchCaches.cached`). With it, a patch and an update at a known resourceVersion
         start from the cached copy and write at its revision (one etcd round trip), re-reading
-        etcd only after a Conflict; and a create's namespace check asks the cache first."""
+        etcd only after a Conflict; and a create's namespace check asks the cache first.
+        `guard(new, current)`: called with a role or binding as admitted, before it is written
+        (the RBAC escalation check; it raises to refuse)."""
         self.objects = objects
         self._cached = cached
+        self._guard = guard
         self.applier = Applier(objects, cached_namespace=(lambda n: cached(NAMESPACE, None, n))
                                if cached is not None else None,
                                cached_account=(lambda ns, n: cached(SERVICE_ACCOUNT, ns, n))
@@ -168,6 +180,8 @@ class Registry:
         elif kind.kind == "Service":
             obj["status"] = {"loadBalancer": {}}
         new, warnings = self._admitted(obj, field_validation)
+        if self._guard is not None and kind in RBAC_KINDS:
+            self._guard(new, None)
         if dry_run:  # as it would be stored (the applier's ServiceAccount admission of a pod)
             return (saadmission.admit_pod(new, self.applier.account) if kind == POD else new), warnings
         # `new` is admission's own tree (defaults.drop_nulls rebuilt it): the store may keep it
@@ -341,6 +355,8 @@ class Registry:
         else:
             md.pop("resourceVersion", None)
         admitted, warnings = self._admitted(new, field_validation, current, in_place=owned)
+        if self._guard is not None and kind in RBAC_KINDS:
+            self._guard(admitted, current)
         if dry_run:
             return admitted, warnings
         # the pod's spec may change here only by the ephemeral containers checked above

@@ -2,27 +2,32 @@
 
 * `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`: may the requesting user do
   `spec.resourceAttributes` (verb, resource, namespace, ...) or `spec.nonResourceAttributes`
-  (verb, path)? Answered by the server's own authorizer (`auth.Authorizer`: the read-only
-  group may get, list and watch; everyone else everything), in `status.allowed`.
+  (verb, path)? Answered by the server's own authorizer (`rbac.RBACAuthorizer`), in
+  `status.allowed`, with RBAC's reason when allowed.
 * `POST /apis/authorization.k8s.io/v1/selfsubjectrulesreviews` (`can-i --list`): everything
-  the user may do in `spec.namespace`, as rules: for the read-only group get, list and watch
-  of every resource and the non-resource URLs; for everyone else `*` on `*`, as RBAC lists
-  cluster-admin's.
+  the user may do in `spec.namespace`, as the rules of the roles bound to them there.
 * `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`: who the server takes the caller
   for, in `status.userInfo` (username, uid, groups).
+
+Creating each takes the `create` verb on it, which kube's system:basic-user gives every
+authenticated user.
 
 Both groups are listed in `/apis` with these resources, as kube-apiserver lists them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from orchestrator.apiserver.auth import HIDDEN_FROM_READERS, Authorizer, User
+from orchestrator.apiserver.auth import User
 from orchestrator.apiserver.handlers import CURRENT_USER, json_response, read_body
+from orchestrator.apiserver.rbacpolicy import Attributes
 from orchestrator.apiserver.status import APIError, bad_request
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.rbac import RBACAuthorizer
 
 Obj = dict[str, Any]
 AUTHORIZATION = "authorization.k8s.io"
@@ -64,52 +69,52 @@ def _review(body: Any, kind: str, group: str) -> Obj:
     return out
 
 
-def access_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
-    """The SelfSubjectAccessReview answered for `user` (kube's 201 body)."""
+def access_review(body: Any, user: User, authorizer: RBACAuthorizer) -> Obj:
+    """The SelfSubjectAccessReview answered for `user` (kube's 201 body): the RBAC authorizer's
+    decision on `spec.resourceAttributes` (namespace, verb, group, resource, subresource, name)
+    or `spec.nonResourceAttributes` (path, verb), with its reason when allowed."""
     review = _review(body, ACCESS[2], AUTHORIZATION)
     spec = review.get("spec")
-    attrs = (spec.get("resourceAttributes") or spec.get("nonResourceAttributes")) if isinstance(spec, dict) else None
-    if not isinstance(attrs, dict):
+    res = spec.get("resourceAttributes") if isinstance(spec, dict) else None
+    urls = spec.get("nonResourceAttributes") if isinstance(spec, dict) else None
+    if isinstance(res, dict) == isinstance(urls, dict):
         raise APIError(422, "SelfSubjectAccessReview.authorization.k8s.io is invalid: spec.resourceAttributes: "
                             "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes "
                             "must be specified", reason="Invalid")
-    verb = str(attrs.get("verb") or "")
-    if verb not in VERBS:  # a verb no rule names: what kube's RBAC answers for it
-        return {**review, "status": {"allowed": False}}
-    resource = str(attrs.get("resource") or "")
-    allowed = authorizer.allowed(user, verb if verb != "*" else "create", resource)
+    if isinstance(res, dict):
+        a = Attributes(user, str(res.get("verb") or ""), namespace=str(res.get("namespace") or ""),
+                       api_group=str(res.get("group") or ""), resource=str(res.get("resource") or ""),
+                       subresource=str(res.get("subresource") or ""), name=str(res.get("name") or ""))
+    else:
+        assert isinstance(urls, dict)
+        a = Attributes(user, str(urls.get("verb") or ""), resource_request=False, path=str(urls.get("path") or ""))
+    allowed, reason = authorizer.decide(a)
     status: Obj = {"allowed": allowed}
-    if allowed:
-        status["reason"] = ("netplane: the read-only group may get, list and watch (but not Secrets); "
-                            "every other user anything")
+    if reason:
+        status["reason"] = reason
     return {**review, "status": status}
 
 
-def rules_review(body: Any, user: User, authorizer: Authorizer) -> Obj:
-    """The SelfSubjectRulesReview for `user` in `spec.namespace` (kube's 201 body)."""
+def rules_review(body: Any, user: User, authorizer: RBACAuthorizer) -> Obj:
+    """The SelfSubjectRulesReview for `user` in `spec.namespace` (kube's 201 body): the rules of
+    every binding that applies to the user there (the cluster's and the namespace's), as kube's
+    RBAC rule resolver lists them."""
     review = _review(body, RULES[2], AUTHORIZATION)
     spec = review.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("namespace"), str) or not spec["namespace"]:
         raise APIError(400, "no namespace on request", reason="BadRequest")
-    if authorizer.allowed(user, "create"):
-        rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
-        urls = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
-    else:  # kube's view role: every resource but Secrets, by name
-        from orchestrator.apiserver.discovery import SUBRESOURCES
-        from orchestrator.objects.meta import CORE_KINDS
-
-        core = sorted({k.resource for k in CORE_KINDS} - HIDDEN_FROM_READERS)
-        subs = sorted(f"{p}/{sub}" for sub, (parents, verbs, _) in SUBRESOURCES.items() if "get" in verbs
-                      for p in parents)
-        rules = [{"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": [*core, *subs]},
-                 {"verbs": ["get", "list", "watch"], "apiGroups": ["coordination.k8s.io"], "resources": ["leases"]},
-                 {"verbs": ["get", "list"], "apiGroups": ["metrics.k8s.io"], "resources": ["nodes", "pods"]}]
-        urls = [{"verbs": ["get"], "nonResourceURLs": ["*"]}]
-    # the self reviews every authenticated user may create (kube's system:basic-user)
-    rules.append({"verbs": ["create"], "apiGroups": [AUTHORIZATION],
-                  "resources": [ACCESS[0], RULES[0]]})
-    rules.append({"verbs": ["create"], "apiGroups": [AUTHENTICATION], "resources": [SUBJECT[0]]})
-    return {**review, "status": {"resourceRules": rules, "nonResourceRules": urls, "incomplete": False}}
+    resource_rules: list[Obj] = []
+    url_rules: list[Obj] = []
+    for rule in authorizer.policy().rules_for(user, spec["namespace"]):
+        if rule.get("nonResourceURLs"):
+            url_rules.append({"verbs": rule.get("verbs") or [], "nonResourceURLs": rule["nonResourceURLs"]})
+        else:
+            out = {"verbs": rule.get("verbs") or [], "apiGroups": rule.get("apiGroups") or [],
+                   "resources": rule.get("resources") or []}
+            if rule.get("resourceNames"):
+                out["resourceNames"] = rule["resourceNames"]
+            resource_rules.append(out)
+    return {**review, "status": {"resourceRules": resource_rules, "nonResourceRules": url_rules, "incomplete": False}}
 
 
 def subject_review(body: Any, user: User) -> Obj:
@@ -120,21 +125,30 @@ def subject_review(body: Any, user: User) -> Obj:
     return {**review, "status": {"userInfo": info}}
 
 
-def add_routes(app: web.Application, authorizer: Authorizer) -> None:
+def add_routes(app: web.Application, authorizer: RBACAuthorizer) -> None:
     async def authorization_v1(request: web.Request) -> web.Response:
         return json_response(resource_list(AUTHORIZATION))
 
     async def authentication_v1(request: web.Request) -> web.Response:
         return json_response(resource_list(AUTHENTICATION))
 
+    def may(resource: str, group: str = AUTHORIZATION) -> User:
+        """The user, when they may create `resource` (kube's system:basic-user lets everyone)."""
+        user = CURRENT_USER.get()
+        if not authorizer.allows(Attributes(user, "create", api_group=group, resource=resource)):
+            raise APIError(403, f'{resource}.{group} is forbidden: User "{user.name}" cannot create resource '
+                                f'"{resource}" in API group "{group}" at the cluster scope',
+                           details={"group": group, "kind": resource})
+        return user
+
     async def access(request: web.Request) -> web.Response:
-        return json_response(access_review(await read_body(request), CURRENT_USER.get(), authorizer), status=201)
+        return json_response(access_review(await read_body(request), may(ACCESS[0]), authorizer), status=201)
 
     async def rules(request: web.Request) -> web.Response:
-        return json_response(rules_review(await read_body(request), CURRENT_USER.get(), authorizer), status=201)
+        return json_response(rules_review(await read_body(request), may(RULES[0]), authorizer), status=201)
 
     async def subject(request: web.Request) -> web.Response:
-        return json_response(subject_review(await read_body(request), CURRENT_USER.get()), status=201)
+        return json_response(subject_review(await read_body(request), may(SUBJECT[0], AUTHENTICATION)), status=201)
 
     r = app.router
     for group, handler in ((AUTHORIZATION, authorization_v1), (AUTHENTICATION, authentication_v1)):

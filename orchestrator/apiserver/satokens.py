@@ -16,9 +16,9 @@ A request accepts a token whose signature, issuer, audience (the issuer) and lif
 out, while its ServiceAccount (and the Pod or Secret it is bound to) still exists with the uid
 the token names: deleting the account (or the pod) revokes its tokens. The user is the `sub`,
 in the groups `system:serviceaccounts`, `system:serviceaccounts:<namespace>` and
-`system:authenticated`, and in the read-only group: a service account may get, list and watch
-(not Secrets), as netplane's one authorization rule allows (kube's RBAC gives it nothing by
-default; netplane has no roles to grant it more).
+`system:authenticated`. As in kube, RBAC gives it nothing more than every authenticated user
+(discovery and the self reviews) until a binding names it (`kubectl create rolebinding
+--clusterrole=view --serviceaccount=<ns>:<name>`).
 
 **Keys across servers.** Each API server signs with its own key and names it in the token's
 `kid` header (kube's key id: the base64url SHA-256 of the public key's DER). It publishes the
@@ -263,11 +263,10 @@ def _bad(path: str, value: Any, why: str) -> FieldError:
 class Tokens:
     """Issue and check this API server's service account tokens."""
 
-    def __init__(self, key_pem: bytes, *, read_only_group: str, issuer: str = ISSUER,
+    def __init__(self, key_pem: bytes, *, issuer: str = ISSUER,
                  clock: Callable[[], float] = time.time) -> None:
         self.signer = Signer(key_pem)
         self.issuer = issuer
-        self.read_only_group = read_only_group
         self.clock = clock
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[float, Obj]] = {}  # token -> (when verified, claims)
@@ -385,4 +384,4 @@ class Tokens:
                         (kind == POD and meta.is_deleting(obj)):
                     return None
         return User(str(claims["sub"]), meta.uid(current),
-                    (SA_GROUPS, f"{SA_GROUPS}:{ns}", AUTHENTICATED, self.read_only_group))
+                    (SA_GROUPS, f"{SA_GROUPS}:{ns}", AUTHENTICATED))

@@ -58,12 +58,13 @@ from orchestrator.apiserver.handlers import (
     json_response,
     status_response,
 )
+from orchestrator.apiserver.rbacpolicy import Attributes
 from orchestrator.apiserver.registry import Registry
 from orchestrator.apiserver.scale import Scales
 from orchestrator.apiserver.status import APIError, from_exception
 from orchestrator.apiserver.stream import NodeDialer
 from orchestrator.apiserver.watchcache import WINDOW, WatchCaches
-from orchestrator.objects.meta import KINDS, NAMESPACE, POD, SECRET, SERVICE_ACCOUNT
+from orchestrator.objects.meta import KINDS, NAMESPACE, POD, RBAC_KINDS, SECRET, SERVICE_ACCOUNT
 from orchestrator.storage import AlreadyExists, ObjectStore
 from orchestrator.validation import schema
 
@@ -72,6 +73,13 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 6443
 DEFAULT_STATE_DIR = Path("/var/lib/netplane/apiserver")
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+
+
+def resource_path(path: str) -> bool:
+    """A request for a resource (`/api/v1/pods...`, `/apis/<group>/<version>/...`), which its
+    handler authorizes; anything else is a non-resource URL (kube's RequestInfo)."""
+    parts = path.strip("/").split("/")
+    return (parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request body limit
 STATE_FILE = "apiserver.json"
 
@@ -299,6 +307,11 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
         if user is None:
             return _unauthorized()
         CURRENT_USER.set(user)
+        if not resource_path(request.path):  # discovery, /openapi, /metrics...: RBAC's nonResourceURLs
+            verb = request.method.lower()
+            if not ctx.authorizer.allows(Attributes(user, verb, resource_request=False, path=request.path)):
+                return status_response(APIError(403, f'forbidden: User "{user.name}" cannot {verb} path '
+                                                     f'"{request.path}"'))
         resp = await handler(request)
         return resp
 
@@ -388,13 +401,18 @@ class APIServer:
         self._loop = loop
         self._caches = WatchCaches(self.objects, loop, window=cfg.watch_window)
         self.request_metrics.watch_caches(self._caches)
+        authorizer = rbac.RBACAuthorizer(self._caches.get, cfg.read_only_group)
+
+        def escalation_check(new: dict[str, Any], current: dict[str, Any] | None) -> None:
+            authorizer.check_write(CURRENT_USER.get(), new, current)
+
         ctx = Context(objects=self.objects,
-                      registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached),
-                      scales=Scales(self.objects), authorizer=auth.Authorizer(cfg.read_only_group),
+                      registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached,
+                                        guard=escalation_check),
+                      scales=Scales(self.objects), authorizer=authorizer,
                       pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches,
                       nodes=NodeDialer(tls.kubelet_client),
-                      sa_tokens=satokens.Tokens(satokens.ensure_signing_key(cfg.state_dir),
-                                                read_only_group=cfg.read_only_group))
+                      sa_tokens=satokens.Tokens(satokens.ensure_signing_key(cfg.state_dir)))
         app = build_app(ctx, tokens, self.request_metrics)
         caches = self._caches
         started = threading.Event()
@@ -417,6 +435,8 @@ class APIServer:
             caches.start(self._reader)
             for kind in KINDS:  # from now on, a watch from a revision read later is in a window
                 caches.get(kind)
+            for kind in RBAC_KINDS:  # the authorizer's: listed before the first request, if etcd answers
+                await caches.get(kind).wait_ready(10.0)
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
             await runner.setup()
             site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], ssl_context=tls.context,
@@ -470,6 +490,13 @@ class APIServer:
         write_state(cfg, url=self.url, ca_file=tls.ca_file, token_file=token_path, published=published,
                     published_serving=published_serving, published_sa_keys=published_keys)
         self._ensure_default_namespace()
+        try:
+            made = rbac.ensure_bootstrap(self.objects, cfg.read_only_group)
+        except StoreError as e:  # etcd gone meanwhile: the policy is in the authorizer anyway; next start
+            log.warning("the bootstrap RBAC roles and bindings were not stored: %s", e)
+        else:
+            if made:
+                log.info("stored the bootstrap RBAC policy: %s", ", ".join(made))
         log.info("API server on %s", self.url)
         return self.address
 

@@ -235,6 +235,7 @@ class KindCache:
         self.events_dispatched = 0  # changes handed to the watchers, once each
         self.events_sent = 0  # events written to watch clients (stream.watch counts them)
         self.terminated_watchers = 0  # watchers closed for not reading their events
+        self.changes = 0  # lists and applied batches so far: what a reader of `current_objects` may key on
         self._task: asyncio.Task[None] | None = None
 
     def start(self, reader: AsyncReader) -> None:
@@ -261,6 +262,18 @@ class KindCache:
         if e is None:
             return None
         return e.fresh() if owned else e.get()
+
+    def current_objects(self) -> list[Obj]:
+        """Every object the cache has now (any thread; shared, not to be changed; [] before it
+        has listed). For small kinds: each is decoded."""
+        if not self._ready.is_set():
+            return []
+        with self._lock:
+            entries = list(self._current.values())
+        return [obj for obj in (e.get() for e in entries) if obj is not None]
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
 
     async def decode_pending(self, prefix: str) -> None:
         """Decode, on an executor thread, what the cache holds under `prefix` that nobody has
@@ -289,10 +302,12 @@ class KindCache:
                     gen = self._generation
                 if gen > 1:
                     self._reset(gen)
+                self.changes += 1
                 self._ready.set()
                 continue
             changes = self._apply(item)
             if changes:
+                self.changes += 1
                 self._fanout(changes)
                 for c in changes:  # judged by every watcher: the state it replaced is bytes again
                     c.release_prev()

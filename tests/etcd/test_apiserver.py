@@ -227,7 +227,7 @@ def test_invalid_names_the_field(v1: client.CoreV1Api) -> None:
 
 
 def test_unknown_fields_warn_or_refuse(api: APIServer) -> None:
-    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    token = add_token(api.config.state_dir / "tokens.csv", "alice", ["system:masters"])
     time.sleep(1.1)  # the token file is re-read at most once a second
     bad = pod("web")
     bad["spec"]["containers"][0]["imagee"] = "x"
@@ -381,7 +381,7 @@ def test_watch_of_a_compacted_revision_is_410(store: EtcdStore, keys: Keys, tmp_
 
 
 def test_watch_framing_and_bookmarks(api: APIServer, v1: client.CoreV1Api) -> None:
-    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    token = add_token(api.config.state_dir / "tokens.csv", "alice", ["system:masters"])
     time.sleep(1.1)
     rv = v1.list_namespaced_pod("default").metadata.resource_version
     v1.create_namespaced_pod("default", pod("f"))
@@ -732,6 +732,15 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
     assert can(v1.api_client, "create") and can(v1.api_client, "delete", "nodes")
     assert can(viewer, "list") and not can(viewer, "create") and not can(viewer, "escalate")
     assert can(v1.api_client, "get", "secrets") and not can(viewer, "get", "secrets")  # kube's view role
+    review = client.AuthorizationV1Api(viewer).create_self_subject_access_review(client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
+            verb="get", resource="pods", namespace="default"))))
+    assert review.status.reason == 'RBAC: allowed by ClusterRoleBinding "netplane:read-only" of ClusterRole "view" ' \
+                                   'to Group "readonly"'
+    review = client.AuthorizationV1Api(viewer).create_self_subject_access_review(client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(non_resource_attributes=client.V1NonResourceAttributes(
+            verb="get", path="/metrics"))))
+    assert review.status.allowed is False  # cluster-admin's (nonResourceURLs "*"), not a reader's
     with pytest.raises(ApiException) as denied:
         client.CoreV1Api(viewer).list_namespaced_secret("default")
     assert denied.value.status == 403
@@ -741,10 +750,10 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
         assert st.incomplete is False
         return [(r.verbs, r.api_groups, r.resources) for r in st.resource_rules]
 
-    assert rules(v1.api_client)[0] == (["*"], ["*"], ["*"])  # kubectl auth can-i --list
-    verbs, groups, resources = rules(viewer)[0]
-    assert (verbs, groups) == (["get", "list", "watch"], [""]) and "secrets" not in resources
-    assert {"pods", "pods/log", "configmaps", "events", "replicationcontrollers/scale"} <= set(resources)
+    assert (["*"], ["*"], ["*"]) in rules(v1.api_client)  # kubectl auth can-i --list: cluster-admin's
+    readable = {r for verbs, groups, resources in rules(viewer) if "get" in verbs and groups == [""] for r in resources}
+    assert "secrets" not in readable and not any("create" in verbs for verbs, groups, _ in rules(viewer) if groups == [""])
+    assert {"pods", "pods/log", "configmaps", "events", "replicationcontrollers/scale", "nodes"} <= readable
     assert (["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]) \
         in rules(viewer)
     with pytest.raises(ApiException) as e:
@@ -763,7 +772,7 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
 def test_bodies_it_cannot_read(api: APIServer) -> None:
     """A body type the server does not read is kube's 415; protobuf it cannot decode is a 400
     saying why (kubectl's own protobuf bodies: tests/lab/test_kubectl_lab.py)."""
-    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    token = add_token(api.config.state_dir / "tokens.csv", "alice", ["system:masters"])
     wait_for(lambda: raw(api, "/api/v1/pods", token=token)[0] == 200, what="alice's token read")
     ctx = ssl.create_default_context(cafile=str(api.config.state_dir / "ca.crt"))
     for ctype, body, code, reason, says in (
@@ -944,6 +953,71 @@ def test_rbac_objects_through_the_client(v1: client.CoreV1Api) -> None:
     assert e.value.status == 404 and json.loads(e.value.body)["details"]["group"] == "rbac.authorization.k8s.io"
 
 
+def test_rbac_decides_who_may_do_what(v1: client.CoreV1Api, api: APIServer, tmp_path: Path) -> None:
+    """kube's RBAC: a user with no binding may only discover; a RoleBinding grants its role in
+    its namespace only; a user may grant only what they hold (no escalation); the bootstrap
+    roles are stored at start; non-resource URLs are authorized too."""
+    rbac = client.RbacAuthorizationV1Api(v1.api_client)
+    view = rbac.read_cluster_role("view")  # stored at start, aggregated from system:aggregate-to-view
+    assert view.metadata.labels["kubernetes.io/bootstrapping"] == "rbac-defaults" and view.aggregation_rule
+    assert {b.metadata.name for b in rbac.list_cluster_role_binding().items} >= {
+        "cluster-admin", "system:discovery", "system:basic-user", "netplane:read-only"}
+    v1.create_namespace({"metadata": {"name": "team"}})
+    jane_c = client_for(kubeconfig_file(api, tmp_path, user="jane", token=True))
+    jane = client.CoreV1Api(jane_c)
+    jane_rbac = client.RbacAuthorizationV1Api(jane_c)
+    wait_for(lambda: accepted(lambda: client.CoreApi(jane_c).get_api_versions()), what="jane's token read")
+
+    def status(call: Any) -> tuple[int, str]:
+        try:
+            call()
+            return 200, ""
+        except ApiException as e:
+            return e.status, json.loads(e.body)["message"]
+
+    assert status(lambda: jane.list_namespaced_pod("team")) == (403, ('pods is forbidden: User "jane" cannot list '
+                                                                 'resource "pods" in API group "" in the namespace "team"'))
+    # a second token for jane, read within a second: then the path is refused by RBAC
+    code, body = wait_for(lambda: (r := raw(api, "/metrics", token=kc.make(
+        api.config.state_dir, user="jane", token=True)["users"][0]["user"]["token"]))[0] != 401 and r, what="a token")
+    assert (code, body["message"]) == (403, 'forbidden: User "jane" cannot get path "/metrics"')
+    rbac.create_namespaced_role_binding("team", {
+        "metadata": {"name": "jane-admin"}, "roleRef": {"kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "User", "name": "jane"}]})
+    wait_for(lambda: status(lambda: jane.list_namespaced_pod("team"))[0] == 200, what="the binding in force")
+    assert status(lambda: jane.list_namespaced_pod("default"))[0] == 403  # its namespace only
+    assert status(lambda: jane.list_node())[0] == 403  # cluster-scoped: a RoleBinding never grants it
+    jane.create_namespaced_config_map("team", {"metadata": {"name": "c"}})
+    # she may grant what she holds there, and not more
+    jane_rbac.create_namespaced_role("team", role("pod-reader", [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]))
+    code, message = status(lambda: jane_rbac.create_namespaced_role("team", role("node-killer", [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["delete"]}])))
+    assert code == 403 and message.startswith('roles.rbac.authorization.k8s.io "node-killer" is forbidden: user "jane" '
+                                              '(groups=["system:authenticated"]) is attempting to grant RBAC '
+                                              'permissions not currently held:'), message
+    assert '{APIGroups:[""], Resources:["nodes"], Verbs:["delete"]}' in message
+    code, message = status(lambda: jane_rbac.create_namespaced_role_binding("team", {
+        "metadata": {"name": "bob-root"}, "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "User", "name": "bob"}]}))
+    assert code == 403 and "is attempting to grant RBAC permissions not currently held" in message, message
+    jane_rbac.create_namespaced_role_binding("team", {
+        "metadata": {"name": "bob-view"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "bob"}]})
+    code, message = status(lambda: jane_rbac.create_namespaced_role_binding("team", {
+        "metadata": {"name": "ghost"}, "roleRef": {"kind": "ClusterRole", "name": "no-such-role"},
+        "subjects": [{"kind": "User", "name": "bob"}]}))
+    assert (code, message) == (403, ('rolebindings.rbac.authorization.k8s.io "ghost" is forbidden: '
+                                    'clusterrole.rbac.authorization.k8s.io "no-such-role" not found'))
+    # a patch is judged by what it makes: adding nodes to her own Role is refused
+    code, message = status(lambda: jane_rbac.patch_namespaced_role("pod-reader", "team", {"rules": [
+        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get"]}]}))
+    assert code == 403 and "Resources:[\"nodes\"]" in message, message
+    rbac.delete_namespaced_role_binding("jane-admin", "team")
+    wait_for(lambda: status(lambda: jane.list_namespaced_pod("team"))[0] == 403, what="the binding gone")
+    jane_c.close()
+
+
 # --------------------------------------------------------------------------- discovery and errors
 def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     res = v1.get_api_resources()
@@ -958,7 +1032,7 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
             by_name["pods/eviction"].kind, by_name["pods/eviction"].verbs) == ("policy", "v1", "Eviction", ["create"])
     assert set(by_name["pods"].verbs) >= {"create", "delete", "deletecollection", "get", "list", "patch",
                                           "update", "watch"}
-    token = add_token(api.config.state_dir / "tokens.csv", "alice")
+    token = add_token(api.config.state_dir / "tokens.csv", "alice", ["system:masters"])
     time.sleep(1.1)
     code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth), the node Leases' and kubectl top's
     assert (code, [g["name"] for g in groups["groups"]]) == \
@@ -1161,7 +1235,8 @@ def test_pod_exec_over_a_websocket(v1: client.CoreV1Api, api: APIServer) -> None
             got += ws.read_stdout(timeout=0.1) if ws.peek_stdout() else ""
         assert got == "ping"
         ws.close()
-        token = kc.make(api.config.state_dir, user="tok", token=True)["users"][0]["user"]["token"]
+        token = kc.make(api.config.state_dir, user="tok", groups=["system:masters"],
+                        token=True)["users"][0]["user"]["token"]
         ro_token = kc.make(api.config.state_dir, user="viewer", groups=["readonly"],
                            token=True)["users"][0]["user"]["token"]
         wait_for(lambda: raw(api, "/api/v1/namespaces/default/pods", token=ro_token)[0] == 200, 10,
@@ -1395,7 +1470,7 @@ def test_leases_for_leader_election_through_the_client(v1: client.CoreV1Api, api
         "holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": renewed.isoformat(),  # +00:00
         "strategy": "OldestEmulationVersion"}})
     assert made.spec.renew_time == renewed and made.spec.strategy is None  # its feature gate is off in 1.33
-    token = add_token(api.config.state_dir / "tokens.csv", "reader")
+    token = add_token(api.config.state_dir / "tokens.csv", "reader", ["readonly"])  # netplane:cluster-reader
     code, body = wait_for(lambda: (r := raw(api, "/apis/coordination.k8s.io/v1/namespaces/default/leases/lock",
                                             token=token))[0] != 401 and r, what="the new token")
     assert code == 200 and body["spec"]["renewTime"] == "2026-12-07T08:00:00.250000Z"  # MicroTime's wire form

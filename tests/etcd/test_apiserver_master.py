@@ -203,7 +203,22 @@ def test_service_account_tokens(master: tuple[str, Path], tmp_path: Path) -> Non
     assert who.status.user_info.username == "system:serviceaccount:default:bot"
     assert {"system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"} <= \
         set(who.status.user_info.groups)
-    assert client.CoreV1Api(bot).list_namespaced_pod("default").items == []  # it may read
+    # RBAC gives a service account nothing until a binding names it (kube's default)
+    with pytest.raises(ApiException) as e:
+        client.CoreV1Api(bot).list_namespaced_pod("default")
+    assert e.value.status == 403 and \
+        'User "system:serviceaccount:default:bot" cannot list' in json.loads(e.value.body)["message"]
+    client.RbacAuthorizationV1Api(v1.api_client).create_namespaced_role_binding("default", {
+        "metadata": {"name": "bot-view"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "bot"}]})  # kubectl create rolebinding --serviceaccount
+    def reads() -> bool:
+        try:
+            return client.CoreV1Api(bot).list_namespaced_pod("default").items == []
+        except ApiException as e:
+            assert e.status == 403, e.body
+            return False
+
+    wait_for(reads, 10, "the binding in force: now it may read")
     for forbidden in (lambda: client.CoreV1Api(bot).create_namespaced_config_map(  # but not write
                           "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
                       lambda: client.CoreV1Api(bot).list_namespaced_secret("default")):

@@ -197,6 +197,13 @@ def in_cluster_steps(api: Api) -> None:
     token = k("create", "token", "reader", "--duration", "20m").stdout.strip()
     who = json.loads(k("auth", "whoami", "--token", token, "-o", "json").stdout)
     assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:reader", who
+    # RBAC: the account may read pods once a binding says so (kube gives it nothing by default)
+    assert k("auth", "can-i", "list", "pods", "--token", token, check=False).stdout.strip() == "no"
+    k("create", "rolebinding", "reader-view", "--clusterrole=view", "--serviceaccount=default:reader")
+    assert "reader-view   ClusterRole/view" in k("get", "rolebindings").stdout
+    wait_for(lambda: k("auth", "can-i", "list", "pods", "--token", token, check=False).stdout.strip() == "yes", 10,
+             "the binding in force")
+    assert k("auth", "can-i", "create", "pods", "--token", token, check=False).stdout.strip() == "no"
     k("create", "secret", "generic", "api-token", f"--from-literal=token={token}")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
            "spec": {"restartPolicy": "Never", "containers": [{
@@ -238,6 +245,7 @@ def in_cluster_steps(api: Api) -> None:
     wait_for(lambda: "Unauthorized" in k("auth", "whoami", "--token", pod_token, check=False).stderr, 20,
              "the deleted pod's token refused")
     k("delete", "serviceaccount", "reader")
+    k("delete", "rolebinding", "reader-view")
 
 
 def port_forward_steps(api: Api) -> None:

@@ -33,7 +33,7 @@ def lookup_in(world: dict[tuple[str, str, str], dict[str, Any]]) -> satokens.Loo
 
 
 def tokens(tmp_path: Path, clock: Clock) -> satokens.Tokens:
-    return satokens.Tokens(satokens.ensure_signing_key(tmp_path), read_only_group="readonly", clock=clock)
+    return satokens.Tokens(satokens.ensure_signing_key(tmp_path), clock=clock)
 
 
 def accepted(t: satokens.Tokens, token: str, lookup: satokens.Lookup) -> Any:
@@ -53,7 +53,7 @@ def test_a_token_names_its_account_and_ends_at_its_expiry(tmp_path: Path, world:
     assert claims["kubernetes.io"] == {"namespace": "ns", "serviceaccount": {"name": "bot", "uid": "sa-1"}}
     user = accepted(t, token, lookup_in(world))
     assert user is not None and user.name == "system:serviceaccount:ns:bot" and user.uid == "sa-1"
-    assert user.groups == ("system:serviceaccounts", "system:serviceaccounts:ns", "system:authenticated", "readonly")
+    assert user.groups == ("system:serviceaccounts", "system:serviceaccounts:ns", "system:authenticated")
     clock.now += 600 + satokens.LEEWAY + 1  # past exp and the skew allowed
     assert accepted(t, token, lookup_in(world)) is None
     # the key is kept: another server on the same state dir accepts what this one issued
