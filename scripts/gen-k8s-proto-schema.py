@@ -34,6 +34,7 @@ SOURCES = {  # package -> (repository, path of the Go types)
     "authorization/v1": ("api", "authorization/v1/types.go"),
     "authentication/v1": ("api", "authentication/v1/types.go"),
     "coordination/v1": ("api", "coordination/v1/types.go"),
+    "rbac/v1": ("api", "rbac/v1/types.go"),
     "meta/v1": ("apimachinery", "pkg/apis/meta/v1/types.go"),
 }
 IMPORTS = {"metav1": "meta/v1", "corev1": "core/v1", "v1": "core/v1"}

@@ -37,6 +37,7 @@ from orchestrator.apiserver.handlers import (
     CONTEXT,
     Context,
     Target,
+    add_group_routes,
     authorize,
     json_response,
     list_response,
@@ -163,11 +164,4 @@ async def _node_namespace(request: web.Request, ctx: Context, t: Target, verb: s
 
 
 def add_routes(app: web.Application) -> None:
-    async def group(request: web.Request) -> web.Response:
-        return json_response(resource_list())
-
-    base = f"/apis/{GROUP_VERSION}"
-    r = app.router
-    r.add_get(base, group)
-    r.add_get(base + "/", group)
-    r.add_route("*", base + "/{tail:.+}", leases_api)
+    add_group_routes(app, GROUP_VERSION, resource_list, leases_api)

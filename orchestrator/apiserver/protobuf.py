@@ -1,7 +1,8 @@
 """Kubernetes' protobuf request bodies (`application/vnd.kubernetes.protobuf`) as the JSON
 objects the rest of the API handles.
 
-client-go's typed clients send them: `kubectl create namespace` and `create service`, and
+client-go's typed clients send them: `kubectl create namespace`, `create service` and
+`create role|rolebinding|clusterrole|clusterrolebinding`, and
 every Go program using a typed clientset to create, update or delete (its DeleteOptions) pods,
 services, nodes, endpoints or events. The wire form (k8s.io/apimachinery's protobuf serializer)
 is the magic `k8s\\x00`, then a `runtime.Unknown` {1: TypeMeta {1: apiVersion, 2: kind},
@@ -36,7 +37,7 @@ _META_KINDS = {"DeleteOptions": "meta/v1.DeleteOptions"}
 _GROUPS = {"v1": "core/v1", "policy/v1": "policy/v1", "policy/v1beta1": "policy/v1",
            "autoscaling/v1": "autoscaling/v1", "meta.k8s.io/v1": "meta/v1",
            "authorization.k8s.io/v1": "authorization/v1", "authentication.k8s.io/v1": "authentication/v1",
-           "coordination.k8s.io/v1": "coordination/v1"}
+           "coordination.k8s.io/v1": "coordination/v1", "rbac.authorization.k8s.io/v1": "rbac/v1"}
 
 
 class ProtobufError(ValueError):

@@ -11,14 +11,15 @@ chart does), and the official client's `RbacAuthorizationV1Api` work.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from orchestrator.apiserver import rbacpolicy
 from orchestrator.apiserver.auth import User
-from orchestrator.apiserver.handlers import json_response, not_found_path, parse_path, serve
+from orchestrator.apiserver.handlers import add_group_routes, not_found_path, parse_path, serve
 from orchestrator.apiserver.rbacpolicy import Attributes
 from orchestrator.apiserver.status import APIError
 from orchestrator.apiserver.watchcache import KindCache
@@ -60,14 +61,7 @@ async def rbac_api(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    async def group(request: web.Request) -> web.Response:
-        return json_response(resource_list())
-
-    base = f"/apis/{RBAC_VERSION}"
-    r = app.router
-    r.add_get(base, group)
-    r.add_get(base + "/", group)
-    r.add_route("*", base + "/{tail:.+}", rbac_api)
+    add_group_routes(app, RBAC_VERSION, resource_list, rbac_api)
 
 
 # --------------------------------------------------------------------------- the authorizer
@@ -184,3 +178,49 @@ def ensure_bootstrap(objects: ObjectStore, read_only_group: str) -> list[str]:
             continue  # another API server's, a moment ago
         made.append(f'{kind.resource}/{obj["metadata"]["name"]}')
     return made
+
+
+# --------------------------------------------------------------------------- impersonation
+IMPERSONATE_USER = "Impersonate-User"
+IMPERSONATE_GROUP = "Impersonate-Group"
+IMPERSONATE_UID = "Impersonate-Uid"
+SA_GROUPS = "system:serviceaccounts"
+
+
+def impersonated(authorizer: RBACAuthorizer, user: User, headers: Mapping[str, str] | CIMultiDictProxy[str]) -> User:
+    """The user a request acts as (kube's impersonation filter: `kubectl --as NAME --as-group
+    G`, `kubectl auth can-i --as`): the `Impersonate-User`, `-Group` and `-Uid` headers, each
+    allowed only with the `impersonate` verb on users (or the service account named),
+    groups and uids (authentication.k8s.io) by name. `user` itself when there are none."""
+    getall = getattr(headers, "getall", None)
+    name = headers.get(IMPERSONATE_USER)
+    groups = list(getall(IMPERSONATE_GROUP, [])) if getall is not None else \
+        [g for g in [headers.get(IMPERSONATE_GROUP)] if g]
+    uid = headers.get(IMPERSONATE_UID)
+    if name is None and not groups and uid is None:
+        return user
+    if not name:
+        raise APIError(400, "requested impersonation of groups or a uid without impersonating a user",
+                       reason="BadRequest")
+
+    def may(resource: str, target: str, *, namespace: str = "", group: str = "") -> None:
+        a = Attributes(user, "impersonate", namespace=namespace, api_group=group, resource=resource, name=target)
+        if not authorizer.allows(a):
+            where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+            raise APIError(403, f'{resource} "{target}" is forbidden: User "{user.name}" cannot impersonate '
+                                f'resource "{resource}" in API group "{group}" {where}',
+                           details={"name": target, "kind": resource, **({"group": group} if group else {})})
+
+    extra: list[str] = []
+    if name.startswith(rbacpolicy.SERVICE_ACCOUNT_PREFIX) and name.count(":") == 3:
+        _, _, ns, account = name.split(":")
+        may("serviceaccounts", account, namespace=ns)
+        if not groups:
+            extra = [SA_GROUPS, f"{SA_GROUPS}:{ns}"]
+    else:
+        may("users", name)
+    for g in groups:
+        may("groups", g)
+    if uid is not None:
+        may("uids", uid, group="authentication.k8s.io")
+    return User(name, uid or "", tuple(dict.fromkeys([*groups, *extra])))

@@ -306,6 +306,9 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
             user = auth.user_from_peercert(peer)
         if user is None:
             return _unauthorized()
+        if "Impersonate-User" in request.headers or "Impersonate-Group" in request.headers \
+                or "Impersonate-Uid" in request.headers:
+            user = rbac.impersonated(ctx.authorizer, user, request.headers)
         CURRENT_USER.set(user)
         if not resource_path(request.path):  # discovery, /openapi, /metrics...: RBAC's nonResourceURLs
             verb = request.method.lower()

@@ -981,10 +981,23 @@ def test_rbac_decides_who_may_do_what(v1: client.CoreV1Api, api: APIServer, tmp_
     code, body = wait_for(lambda: (r := raw(api, "/metrics", token=kc.make(
         api.config.state_dir, user="jane", token=True)["users"][0]["user"]["token"]))[0] != 401 and r, what="a token")
     assert (code, body["message"]) == (403, 'forbidden: User "jane" cannot get path "/metrics"')
+    # the admin acting as jane (kubectl --as jane): jane's rights, not the admin's
+    as_jane = client_for(kubeconfig_file(api, tmp_path))
+    as_jane.set_default_header("Impersonate-User", "jane")
+    assert status(lambda: client.CoreV1Api(as_jane).list_namespaced_pod("team"))[0] == 403
+    who = client.AuthenticationV1Api(as_jane).create_self_subject_review(client.V1SelfSubjectReview())
+    assert who.status.user_info.username == "jane"
+    jane_c.set_default_header("Impersonate-User", "admin")  # and jane may not act as anyone
+    assert status(lambda: jane.list_namespaced_pod("team")) == (403, (
+        'users "admin" is forbidden: User "jane" cannot impersonate resource "users" in API group "" at the '
+        'cluster scope'))
+    del jane_c.default_headers["Impersonate-User"]
     rbac.create_namespaced_role_binding("team", {
         "metadata": {"name": "jane-admin"}, "roleRef": {"kind": "ClusterRole", "name": "admin"},
         "subjects": [{"kind": "User", "name": "jane"}]})
     wait_for(lambda: status(lambda: jane.list_namespaced_pod("team"))[0] == 200, what="the binding in force")
+    assert status(lambda: client.CoreV1Api(as_jane).list_namespaced_pod("team"))[0] == 200
+    as_jane.close()
     assert status(lambda: jane.list_namespaced_pod("default"))[0] == 403  # its namespace only
     assert status(lambda: jane.list_node())[0] == 403  # cluster-scoped: a RoleBinding never grants it
     jane.create_namespaced_config_map("team", {"metadata": {"name": "c"}})

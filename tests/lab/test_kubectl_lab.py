@@ -204,6 +204,18 @@ def in_cluster_steps(api: Api) -> None:
     wait_for(lambda: k("auth", "can-i", "list", "pods", "--token", token, check=False).stdout.strip() == "yes", 10,
              "the binding in force")
     assert k("auth", "can-i", "create", "pods", "--token", token, check=False).stdout.strip() == "no"
+    # the admin's view of it: as the account (impersonation), the binding described, the roles listed
+    assert k("auth", "can-i", "list", "pods", "--as", "system:serviceaccount:default:reader").stdout.strip() == "yes"
+    assert k("auth", "can-i", "delete", "pods", "--as", "system:serviceaccount:default:reader",
+             check=False).stdout.strip() == "no"
+    described = k("describe", "rolebinding", "reader-view").stdout
+    assert "ClusterRole" in described and "view" in described and "ServiceAccount  reader  default" in described, \
+        described
+    k("create", "clusterrole", "pod-watcher", "--verb=get,list,watch", "--resource=pods")
+    assert k("get", "clusterrole", "pod-watcher", "-o", "jsonpath={.rules[0].verbs}").stdout == '["get","list","watch"]'
+    names = {line.split()[0] for line in k("get", "clusterroles", "--no-headers").stdout.splitlines()}
+    assert {"cluster-admin", "admin", "edit", "view", "pod-watcher"} <= names, names
+    k("delete", "clusterrole", "pod-watcher")
     k("create", "secret", "generic", "api-token", f"--from-literal=token={token}")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "incluster"},
            "spec": {"restartPolicy": "Never", "containers": [{

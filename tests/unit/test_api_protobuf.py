@@ -119,3 +119,23 @@ def test_a_lease_as_client_go_leader_election_sends_it() -> None:
                      "spec": {"holderIdentity": "candidate-a", "leaseDurationSeconds": 15,
                               "acquireTime": "2026-12-07T07:59:50.000000Z",
                               "renewTime": "2026-12-07T08:00:00.123456Z", "leaseTransitions": 0}}
+
+
+def test_rbac_objects_as_kubectl_create_sends_them() -> None:
+    """`kubectl create rolebinding|clusterrole` send protobuf: RoleRef {1 apiGroup, 2 kind, 3 name},
+    Subject {1 kind, 2 apiGroup, 3 name, 4 namespace}, PolicyRule {1 verbs, 2 apiGroups, 3 resources,
+    4 resourceNames, 5 nonResourceURLs}; a ClusterRole's aggregationRule (3) is a pointer."""
+    ref = field(1, "rbac.authorization.k8s.io") + field(2, "ClusterRole") + field(3, "view")
+    sa = field(1, "ServiceAccount") + field(2, "") + field(3, "reader") + field(4, "default")
+    binding = decode(envelope("rbac.authorization.k8s.io/v1", "RoleBinding",
+                              field(1, meta("reader-view")) + field(2, sa) + field(3, ref)))
+    assert binding == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                       "metadata": {"name": "reader-view"},
+                       "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "default"}],
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}}
+    rule = field(1, "get") + field(1, "list") + field(2, "") + field(3, "pods") + field(4, "web")
+    selector = field(1, field(1, "team") + field(2, "true"))  # matchLabels: a map entry {1 key, 2 value}
+    role = decode(envelope("rbac.authorization.k8s.io/v1", "ClusterRole",
+                           field(1, meta("r")) + field(2, rule) + field(3, field(1, selector))))
+    assert role["rules"] == [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["web"]}]
+    assert role["aggregationRule"] == {"clusterRoleSelectors": [{"matchLabels": {"team": "true"}}]}
