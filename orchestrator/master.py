@@ -40,6 +40,7 @@ from orchestrator import masterservice as msvc
 from orchestrator import node_lifecycle as nl
 from orchestrator.controllers import informers as infmod
 from orchestrator.controllers.base import Writer
+from orchestrator.controllers.clusterrole_aggregation import ClusterRoleAggregationController
 from orchestrator.controllers.endpoints_controller import EndpointsController
 from orchestrator.controllers.events import Recorder
 from orchestrator.controllers.informers import Informers
@@ -192,6 +193,8 @@ class Master:
             ("namespace-controller", NamespaceController(objects, writer=writer).run),
             ("serviceaccounts-controller", ServiceAccountsController(objects, writer=writer,
                                                                      resync=cfg.resync_period).run),
+            ("clusterrole-aggregation", ClusterRoleAggregationController(objects, writer=writer,
+                                                                         resync=cfg.resync_period).run),
             ("root-ca-cert-publisher", RootCAPublisher(objects, writer=writer, resync=cfg.resync_period).run),
             ("node-lifecycle", NodeLifecycleController(
                 objects, infs, writer=writer, recorder=rec_node, grace_period=cfg.node_grace_period,

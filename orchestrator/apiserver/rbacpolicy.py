@@ -21,13 +21,16 @@ only matched through ClusterRoleBindings.
 Where we differ from kube:
 
 * ClusterRole aggregation (`aggregationRule`) is resolved here when the snapshot is built, where
-  kube's clusterrole-aggregation controller writes the union into the stored role's `.rules`;
-  the effect on authorization is the same, without the controller's delay. An aggregated role's
-  own `.rules` are ignored (the controller would overwrite them).
+  kube's authorizer reads the union its clusterrole-aggregation controller wrote into the stored
+  role's `.rules` (ours writes it too, `controllers.clusterrole_aggregation`, for readers); the
+  effect on authorization is the same, without the controller's delay. An aggregated role's
+  own `.rules` are ignored (the controller overwrites them).
 * The bootstrap roles and bindings (a subset of kube's: cluster-admin, admin/edit/view and their
   aggregate-to-* parts, system:discovery, system:basic-user, system:public-info-viewer, plus
-  netplane's `netplane:read-only`) are merged in at read time instead of being reconciled into
-  storage at start-up; a stored object of the same name replaces its bootstrap one whole.
+  netplane's `netplane:read-only` and `netplane:cluster-reader`) are merged in at read time, so
+  they hold before the API server has stored them (`rbac.ensure_bootstrap`, at each start, makes
+  the missing ones) and after one is deleted; a stored object of the same name replaces its
+  bootstrap one whole (kube reconciles instead, unless autoupdate is off).
 * Objects that would fail validation (wrong types, rules that are not lists, ...) are skipped
   with a warning rather than being impossible; a skipped rule grants nothing (deny by default).
 * A denial's reason is always "" (kube's names rule-resolution errors, e.g. a missing role).
@@ -437,6 +440,14 @@ def _aggregate(roles: Mapping[str, _ClusterRole]) -> dict[str, tuple[_Rule, ...]
         if not changed:
             break
     return rules
+
+
+def aggregated_rules(cluster_roles: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rules of each aggregated ClusterRole of `cluster_roles` (by name), as kube's
+    clusterrole-aggregation controller writes them into its `.rules`."""
+    crs = {cr.name: cr for cr in (_parse_cluster_role(obj) for obj in cluster_roles) if cr is not None}
+    rules = _aggregate(crs)
+    return {n: [r.as_dict() for r in rules[n]] for n, cr in crs.items() if cr.selectors is not None}
 
 
 class Policy:
