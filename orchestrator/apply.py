@@ -85,6 +85,8 @@ PATCH_TYPES: dict[str, dict[str, PatchField]] = {
     "Secret": {"metadata": "ObjectMeta"},
     "ServiceAccount": {"metadata": "ObjectMeta", "secrets": MergeList("name"), "imagePullSecrets": MergeList("name")},
     "Lease": {"metadata": "ObjectMeta"},  # a LeaseSpec has no lists
+    "PodDisruptionBudget": {"metadata": "ObjectMeta", "status": "PodDisruptionBudgetStatus"},
+    "PodDisruptionBudgetStatus": {"conditions": MergeList("type")},
     # rules, subjects and aggregationRule's selectors have no patch strategy: replaced whole
     **{k: {"metadata": "ObjectMeta"} for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")},
 }

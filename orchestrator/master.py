@@ -41,6 +41,7 @@ from orchestrator import node_lifecycle as nl
 from orchestrator.controllers import informers as infmod
 from orchestrator.controllers.base import Writer
 from orchestrator.controllers.clusterrole_aggregation import ClusterRoleAggregationController
+from orchestrator.controllers.disruption import DisruptionController
 from orchestrator.controllers.endpoints_controller import EndpointsController
 from orchestrator.controllers.events import Recorder
 from orchestrator.controllers.informers import Informers
@@ -193,6 +194,7 @@ class Master:
             ("namespace-controller", NamespaceController(objects, writer=writer).run),
             ("serviceaccounts-controller", ServiceAccountsController(objects, writer=writer,
                                                                      resync=cfg.resync_period).run),
+            ("disruption", DisruptionController(objects, infs, writer=writer, resync=cfg.resync_period).run),
             ("clusterrole-aggregation", ClusterRoleAggregationController(objects, writer=writer,
                                                                          resync=cfg.resync_period).run),
             ("root-ca-cert-publisher", RootCAPublisher(objects, writer=writer, resync=cfg.resync_period).run),

@@ -467,6 +467,16 @@ def _binding_cells(b: Obj, now: datetime) -> tuple[Cell, ...]:
             named("User"), named("Group"), accounts)
 
 
+def _pdb_cells(pdb: Obj, now: datetime) -> tuple[Cell, ...]:
+    spec, status = pdb.get("spec") or {}, pdb.get("status") or {}
+
+    def shown(v: Any) -> str:
+        return "N/A" if v is None else str(v)
+
+    return (meta.name(pdb), shown(spec.get("minAvailable")), shown(spec.get("maxUnavailable")),
+            int(status.get("disruptionsAllowed") or 0), age(pdb, now))
+
+
 def _ns_cells(ns: Obj, now: datetime) -> tuple[Cell, ...]:
     return (meta.name(ns), (ns.get("status") or {}).get("phase") or "Active", age(ns, now))
 
@@ -590,6 +600,16 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("Holder", "holderIdentity contains the identity of the holder of a current lease."),
         Column("Age", _AGE),
     ),
+    "PodDisruptionBudget": (
+        Column("Name", _NAME, format="name"),
+        Column("Min Available", "The minimum number of pods that must be available simultaneously. This can be "
+               "either an integer or a string specifying a percentage, e.g. \"28%\"."),
+        Column("Max Unavailable", "The maximum number of pods that may be unavailable simultaneously. This can be "
+               "either an integer or a string specifying a percentage, e.g. \"28%\"."),
+        Column("Allowed Disruptions", "Calculated number of pods that may be disrupted at this time.",
+               type="integer"),
+        Column("Age", _AGE),
+    ),
     **dict.fromkeys(("Role", "ClusterRole"), (
         Column("Name", _NAME, format="name"),
         Column("Created At", "Time at which the object was created.", type="date"),
@@ -627,6 +647,7 @@ _CELLS = {
     "Secret": _secret_cells,
     "ServiceAccount": _sa_cells,
     "Lease": _lease_cells,
+    "PodDisruptionBudget": _pdb_cells,
     "Role": _created_at,
     "ClusterRole": _created_at,
     "RoleBinding": _binding_cells,

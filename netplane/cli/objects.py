@@ -117,7 +117,8 @@ def get(settings: Settings, resource: str, names: tuple[str, ...], output: str |
 
     TYPE is one of: namespaces|ns, nodes|no, pods|po, replicationcontrollers|rc,
     services|svc, endpoints|ep, events|ev, configmaps|cm, secrets, serviceaccounts|sa, leases,
-    clusterroles, clusterrolebindings, roles, rolebindings (singular and plural forms work too).
+    poddisruptionbudgets|pdb, clusterroles, clusterrolebindings, roles, rolebindings (singular
+    and plural forms work too).
     """
     if "," in resource and "/" not in resource:
         if names or watch:

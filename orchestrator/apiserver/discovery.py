@@ -4,7 +4,8 @@
   stays quiet for the kubectl the project tests with (v1.33).
 * `/api` (APIVersions), `/api/v1` (APIResourceList: verbs, shortNames, subresources), `/apis`
   (the APIGroupList of the groups served beside core/v1: authorization and authentication's
-  self reviews, rbac.authorization.k8s.io's roles and bindings, coordination.k8s.io's Leases,
+  self reviews, rbac.authorization.k8s.io's roles and bindings, policy's PodDisruptionBudgets,
+  coordination.k8s.io's Leases,
   metrics.k8s.io). kubectl 1.33 first asks `/api` and
   `/apis` for *aggregated* discovery (`Accept: application/json;g=apidiscovery.k8s.io;v=v2;
   as=APIGroupDiscoveryList, ...application/json`); we answer with the legacy documents and a
@@ -76,10 +77,11 @@ def api_versions(server_address: str) -> Obj:
 
 
 def api_groups() -> Obj:
-    from orchestrator.apiserver import leases, metrics, rbac, reviews
+    from orchestrator.apiserver import leases, metrics, policy, rbac, reviews
 
     return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [*reviews.api_groups(), rbac.api_group(), leases.api_group(), metrics.api_group()]}
+            "groups": [*reviews.api_groups(), rbac.api_group(), policy.api_group(), leases.api_group(),
+                       metrics.api_group()]}
 
 
 def singular(kind: Kind) -> str:

@@ -66,6 +66,7 @@ FIELDS: dict[str, dict[str, Callable[[Obj], str]]] = {
     "ConfigMap": {},
     "Secret": {"type": _get("type")},
     "Lease": {},
+    "PodDisruptionBudget": {},
     **{k: {} for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")},
 }
 

@@ -37,7 +37,7 @@ from orchestrator.apiserver import protobuf
 from orchestrator.apiserver.auth import User
 from orchestrator.apiserver.listing import ListOptions, list_kind
 from orchestrator.apiserver.rbacpolicy import MASTERS, Attributes
-from orchestrator.apiserver.registry import Registry
+from orchestrator.apiserver.registry import WITH_STATUS, Registry
 from orchestrator.apiserver.satokens import PublishedKeys, Tokens
 from orchestrator.apiserver.scale import Scales
 from orchestrator.apiserver.status import (
@@ -478,7 +478,7 @@ async def subresource(request: web.Request, ctx: Context, t: Target, verb: str) 
     assert name is not None
     q = request.query
     # the parts of an object a subresource writes alone (the registry keeps the rest)
-    if (sub == "status" and kind.kind in ("Pod", "ReplicationController", "Service", "Node", "Namespace")) \
+    if (sub == "status" and kind.kind in WITH_STATUS) \
             or (sub == "ephemeralcontainers" and kind == POD):
         if verb == "get":
             return json_response(await ctx.get(kind, ns, name))

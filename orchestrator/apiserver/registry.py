@@ -49,6 +49,7 @@ from orchestrator.objects.meta import (
     EVENT,
     NAMESPACE,
     POD,
+    POD_DISRUPTION_BUDGET,
     RBAC_KINDS,
     SERVICE,
     SERVICE_ACCOUNT,
@@ -58,7 +59,7 @@ from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
 from orchestrator.validation import admit
 
 PATCH_RETRIES = 16
-WITH_STATUS = frozenset({"Pod", "ReplicationController", "Service", "Node", "Namespace"})
+WITH_STATUS = frozenset({"Pod", "ReplicationController", "Service", "Node", "Namespace", "PodDisruptionBudget"})
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 SYSTEM_METADATA = ("deletionTimestamp", "deletionGracePeriodSeconds")
@@ -433,9 +434,8 @@ class Registry:
     # ------------------------------------------------------------------ subresources
     def evict(self, namespace: str, name: str, body: Any, *, dry_run: bool = False) -> None:
         """pods/eviction (a policy/v1 or v1beta1 Eviction, what `kubectl drain` sends): the
-        pod's deletion with the Eviction's deleteOptions. kube-apiserver first checks the
-        PodDisruptionBudgets that cover the pod (429 when one would be broken); none are served
-        here, so none can refuse."""
+        pod's deletion with the Eviction's deleteOptions, once the PodDisruptionBudget that
+        covers it (`_take_disruption`) allows it."""
         if not isinstance(body, dict):
             raise bad_request("the body of the request was in an unknown format")
         if body.get("kind") not in (None, "Eviction") or \
@@ -448,7 +448,54 @@ class Registry:
         options = body.get("deleteOptions") or {}
         if not isinstance(options, dict):
             raise bad_request("deleteOptions must be an object")
+        pod = self.get(POD, namespace, name)
+        phase = (pod.get("status") or {}).get("phase")
+        if phase not in ("Succeeded", "Failed", "Pending") and not meta.is_deleting(pod):  # kube's canIgnorePDB
+            from orchestrator.controllers.disruption import matching_pods
+
+            budgets = [b for b in self.objects.list(POD_DISRUPTION_BUDGET, namespace)[0] if matching_pods(b, [pod])]
+            if len(budgets) > 1:
+                raise APIError(500, "This pod has more than one PodDisruptionBudget, which the eviction "
+                                    "subresource does not support.", reason="InternalError")
+            if budgets:
+                self._take_disruption(budgets[0], pod, dry_run=dry_run)
         self.delete(POD, namespace, name, options, dry_run=dry_run)
+
+    def _take_disruption(self, budget: Obj, pod: Obj, *, dry_run: bool) -> None:
+        """kube's checkAndDecrement: 429 TooManyRequests while the budget's status is not for its
+        spec yet or allows no disruption; else one disruption taken (the pod in its
+        `disruptedPods`, so the controller does not count it healthy while it goes). A pod that
+        is not Ready costs nothing while the budget has its healthy pods (IfHealthyBudget), or
+        ever (AlwaysAllow)."""
+        from orchestrator.objects.pod import is_ready
+
+        name = meta.name(pod)
+
+        def refused(cause: str) -> APIError:
+            return APIError(429, "Cannot evict pod as it would violate the pod's disruption budget.",
+                            reason="TooManyRequests", details={"causes": [{"reason": "DisruptionBudget",
+                                                                           "message": cause}]})
+
+        def take(b: Obj) -> Obj | None:
+            st = b.get("status") or {}
+            spec = b.get("spec") or {}
+            if int(st.get("observedGeneration") or 0) < int(meta.meta(b).get("generation") or 1):
+                raise refused(f"The disruption budget {meta.name(b)} is still being processed by the server.")
+            if not is_ready(pod) and (spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow" or
+                                      int(st.get("currentHealthy") or 0) >= int(st.get("desiredHealthy") or 0)):
+                return None
+            allowed = int(st.get("disruptionsAllowed") or 0)
+            if allowed <= 0:
+                raise refused(f"The disruption budget {meta.name(b)} needs {int(st.get('desiredHealthy') or 0)} "
+                              f"healthy pods and has {int(st.get('currentHealthy') or 0)} currently")
+            if dry_run:
+                return None
+            st["disruptionsAllowed"] = allowed - 1
+            st["disruptedPods"] = {**(st.get("disruptedPods") or {}), name: meta.from_epoch(self._clock())}
+            b["status"] = st
+            return b
+
+        self.objects.guaranteed_update(POD_DISRUPTION_BUDGET, meta.name(budget), meta.namespace(budget), take)
 
     def bind(self, namespace: str, name: str, body: Any) -> None:
         """pods/binding: set spec.nodeName with the scheduler's compare-and-swap; 409 when the

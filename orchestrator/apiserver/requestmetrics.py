@@ -59,7 +59,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from orchestrator.apiserver import leases, metrics, rbac, reviews
+from orchestrator.apiserver import leases, metrics, policy, rbac, reviews
 from orchestrator.apiserver.discovery import SUBRESOURCES
 from orchestrator.objects.meta import CORE_KINDS
 
@@ -81,6 +81,7 @@ _RESOURCES: dict[str, frozenset[str]] = {
     "": frozenset(k.resource for k in CORE_KINDS),
     leases.GROUP: frozenset(r["name"] for r in leases.resource_list()["resources"]),
     rbac.GROUP: frozenset(rbac.RESOURCES),
+    policy.GROUP: frozenset(policy.RESOURCES),
     metrics.GROUP: frozenset(r["name"] for r in metrics.resource_list()["resources"]),
     **{group: frozenset(names[0] for names in kinds) for group, kinds in reviews.RESOURCES.items()},
 }

@@ -45,6 +45,7 @@ from orchestrator.apiserver import (
     discovery,
     leases,
     metrics,
+    policy,
     rbac,
     requestmetrics,
     reviews,
@@ -367,6 +368,7 @@ def build_app(ctx: Context, tokens: auth.TokenFile,
     reviews.add_routes(app, ctx.authorizer)  # kubectl auth can-i, whoami
     leases.add_routes(app)  # the node Leases kubectl describe node shows
     rbac.add_routes(app)  # Roles, ClusterRoles and their bindings
+    policy.add_routes(app)  # PodDisruptionBudgets
     metrics.add_routes(app)  # kubectl top
     r.add_route("*", "/{tail:.*}", not_found)
     return app

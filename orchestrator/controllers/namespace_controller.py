@@ -26,6 +26,7 @@ from orchestrator.objects.meta import (
     LEASE,
     NAMESPACE,
     POD,
+    POD_DISRUPTION_BUDGET,
     REPLICATION_CONTROLLER,
     ROLE,
     ROLE_BINDING,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 # in the order they are deleted: the pods before the ConfigMaps and Secrets they may mount
 CONTENTS = (REPLICATION_CONTROLLER, SERVICE, POD, ENDPOINTS, EVENT, CONFIG_MAP, SECRET, SERVICE_ACCOUNT, LEASE, ROLE,
-            ROLE_BINDING)
+            ROLE_BINDING, POD_DISRUPTION_BUDGET)
 RECHECK = 1.0  # seconds between looks at a namespace that still holds something
 
 

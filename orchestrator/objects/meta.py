@@ -85,6 +85,7 @@ CONFIG_MAP = Kind("ConfigMap", "configmaps", True, ("cm",))
 SECRET = Kind("Secret", "secrets", True)
 SERVICE_ACCOUNT = Kind("ServiceAccount", "serviceaccounts", True, ("sa",))
 LEASE = Kind("Lease", "leases", True, (), "coordination.k8s.io/v1")
+POD_DISRUPTION_BUDGET = Kind("PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), "policy/v1")
 RBAC_VERSION = "rbac.authorization.k8s.io/v1"
 ROLE = Kind("Role", "roles", True, (), RBAC_VERSION)
 ROLE_BINDING = Kind("RoleBinding", "rolebindings", True, (), RBAC_VERSION)
@@ -93,7 +94,7 @@ CLUSTER_ROLE_BINDING = Kind("ClusterRoleBinding", "clusterrolebindings", False, 
 RBAC_KINDS: tuple[Kind, ...] = (CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING)
 # every kind stored and validated here; `/api/v1` serves the core ones, `/apis/<group>/<version>` the rest
 KINDS: tuple[Kind, ...] = (NAMESPACE, NODE, POD, REPLICATION_CONTROLLER, SERVICE, ENDPOINTS, EVENT, CONFIG_MAP, SECRET,
-                           SERVICE_ACCOUNT, LEASE, *RBAC_KINDS)
+                           SERVICE_ACCOUNT, LEASE, POD_DISRUPTION_BUDGET, *RBAC_KINDS)
 CORE_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if not k.group)
 _BY_KIND = {k.kind: k for k in KINDS}
 

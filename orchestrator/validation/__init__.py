@@ -30,7 +30,16 @@ from typing import Any
 from netplane.errors import UserError
 from netplane.store import codec
 from orchestrator.objects.meta import KINDS, Kind, kind_named
-from orchestrator.validation import configdata, defaults, kinds, leases, pods, rbac, schema
+from orchestrator.validation import (
+    configdata,
+    defaults,
+    disruption,
+    kinds,
+    leases,
+    pods,
+    rbac,
+    schema,
+)
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported, required
 
 __all__ = ["Admitted", "FieldError", "InvalidObject", "admit", "validate"]
@@ -143,6 +152,8 @@ def _check(obj: Mapping[str, Any], prior: Mapping[str, Any] | None = None, *, in
         configdata.secret(out, errors)
     elif kind.kind == "Lease":
         leases.lease(out, errors)
+    elif kind.kind == "PodDisruptionBudget":
+        disruption.pod_disruption_budget(out, errors)
     elif kind.kind in ("Role", "ClusterRole"):
         rbac.role(out, errors)
     elif kind.kind in ("RoleBinding", "ClusterRoleBinding"):

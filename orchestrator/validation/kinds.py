@@ -46,6 +46,7 @@ _NAME_RULE = {
     "Secret": names.dns1123_subdomain,
     "Lease": names.dns1123_subdomain,
     "ServiceAccount": names.dns1123_subdomain,
+    "PodDisruptionBudget": names.dns1123_subdomain,
     **dict.fromkeys(("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"), names.path_segment),
 }
 EVENT_TYPES = ("Normal", "Warning")

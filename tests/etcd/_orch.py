@@ -4,8 +4,9 @@ controller harness, an informer whose watch feed is delayed, and waiting on cond
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +96,17 @@ class Running:
         for t in self.threads:
             t.join(timeout=15)
             assert not t.is_alive(), f"{t.name} did not stop"
+
+
+@contextlib.contextmanager
+def running(fn: Callable[[threading.Event], None], name: str) -> Iterator[None]:
+    """One controller loop in a thread for the block, stopped and joined after it."""
+    r = Running()
+    r.start(fn, name)
+    try:
+        yield
+    finally:
+        r.close()
 
 
 class DelayedInformer(Informer):

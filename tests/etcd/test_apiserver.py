@@ -609,6 +609,73 @@ def test_scale_subresource(v1: client.CoreV1Api) -> None:
     assert e.value.status == 422
 
 
+def test_eviction_keeps_to_the_disruption_budget(v1: client.CoreV1Api, api: APIServer, store: EtcdStore,
+                                                 keys: Keys) -> None:
+    """policy/v1 PodDisruptionBudgets: the disruption controller's status over three Ready pods
+    (minAvailable 2: one disruption allowed), an eviction taking it, the next one refused 429
+    with kube's words (kubectl drain retries on it), a Pending pod evicted whatever the budget,
+    and a budget with both minAvailable and maxUnavailable refused 422."""
+    from orchestrator.controllers.base import Writer
+    from orchestrator.controllers.disruption import DisruptionController
+    from orchestrator.controllers.informers import Informers
+    from tests.etcd._orch import Running
+
+    objects = ObjectStore(store, keys)
+    ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    for n in ("web-1", "web-2", "web-3", "web-pending"):
+        objects.create(admit(pod(n)).object)
+        if n != "web-pending":
+            objects.guaranteed_update(POD, n, "default", lambda p: {**p, "status": ready})
+    policy = client.PolicyV1Api(v1.api_client)
+    with pytest.raises(ApiException) as e:
+        policy.create_namespaced_pod_disruption_budget("default", {"metadata": {"name": "both"}, "spec": {
+            "minAvailable": 1, "maxUnavailable": "10%", "selector": {"matchLabels": {"app": "web"}}}})
+    assert e.value.status == 422 and json.loads(e.value.body)["details"]["causes"][0]["field"] == "spec"
+    policy.create_namespaced_pod_disruption_budget("default", {"metadata": {"name": "web"}, "spec": {
+        "minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})
+
+    def evict(name: str) -> tuple[int, Any]:
+        try:
+            v1.create_namespaced_pod_eviction(name, "default", {"apiVersion": "policy/v1", "kind": "Eviction",
+                                                                "metadata": {"name": name}})
+            return 201, None
+        except ApiException as e:
+            return e.status, json.loads(e.body)
+
+    # before the controller has looked at it, its status is not for its spec: wait (429)
+    code, body = evict("web-1")
+    assert (code, body["details"]["causes"][0]["message"]) == \
+        (429, "The disruption budget web is still being processed by the server.")
+    infs = Informers(objects, resync=30)
+    running = Running()
+    controller = DisruptionController(objects, infs, writer=Writer())
+    infs.start(running.stop)
+    running.start(controller.run, "disruption")
+    try:
+        def budget() -> Any:
+            return policy.read_namespaced_pod_disruption_budget("web", "default").status
+
+        status = wait_for(lambda: (s := budget()) is not None and s.disruptions_allowed == 1 and s,
+                          what="the budget computed")
+        assert (status.current_healthy, status.desired_healthy, status.expected_pods) == (3, 2, 4)
+        assert status.conditions[0].type == "DisruptionAllowed" and status.conditions[0].reason == "SufficientPods"
+        assert evict("web-1")[0] == 201
+        code, body = evict("web-2")
+        assert (code, body["reason"], body["message"]) == \
+            (429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+        # 3 healthy while the controller has not yet seen web-1 go (the eviction took its disruption), then 2
+        assert body["details"]["causes"] in ([{"reason": "DisruptionBudget", "message":
+                                               f"The disruption budget web needs 2 healthy pods and has {n} currently"}]
+                                             for n in (3, 2))
+        assert evict("web-pending")[0] == 201  # not running: no budget to keep
+        wait_for(lambda: (s := budget()).current_healthy == 2 and s.disruptions_allowed == 0
+                 and s.conditions[0].reason == "InsufficientPods", what="the evicted pod gone from the count")
+        assert evict("web-2")[0] == 429
+        assert [p.metadata.name for p in v1.list_namespaced_pod("default").items] == ["web-2", "web-3"]
+    finally:
+        running.close()
+
+
 def test_binding_twice_is_refused(v1: client.CoreV1Api) -> None:
     v1.create_namespaced_pod("default", pod("b"))
     binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},
@@ -718,7 +785,7 @@ def test_self_reviews_say_what_a_user_may_do_and_who_it_is(v1: client.CoreV1Api,
     Leases' and kubectl top's)."""
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(v1.api_client).get_api_versions().groups}
     assert groups == {"authorization.k8s.io": "authorization.k8s.io/v1", "authentication.k8s.io": "authentication.k8s.io/v1",
-                      "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
+                      "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1", "policy": "policy/v1",
                       "coordination.k8s.io": "coordination.k8s.io/v1", "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
     viewer = client_for(kubeconfig_file(api, tmp_path, user="viewer", groups=["readonly"], token=True))
     wait_for(lambda: accepted(lambda: client.CoreV1Api(viewer).list_namespaced_pod("default")),
@@ -1049,8 +1116,8 @@ def test_discovery(v1: client.CoreV1Api, api: APIServer) -> None:
     time.sleep(1.1)
     code, groups = raw(api, "/apis", token=token)  # the self reviews' groups (kubectl auth), the node Leases' and kubectl top's
     assert (code, [g["name"] for g in groups["groups"]]) == \
-        (200, ["authorization.k8s.io", "authentication.k8s.io", "rbac.authorization.k8s.io", "coordination.k8s.io",
-               "metrics.k8s.io"])
+        (200, ["authorization.k8s.io", "authentication.k8s.io", "rbac.authorization.k8s.io", "policy",
+               "coordination.k8s.io", "metrics.k8s.io"])
     code, metrics = raw(api, "/apis/metrics.k8s.io/v1beta1", token=token)
     assert code == 200 and {r["name"]: r["kind"] for r in metrics["resources"]} == \
         {"nodes": "NodeMetrics", "pods": "PodMetrics"}

@@ -14,7 +14,7 @@ from orchestrator.controllers.clusterrole_aggregation import ClusterRoleAggregat
 from orchestrator.objects.meta import CLUSTER_ROLE
 from orchestrator.storage import ObjectStore
 from orchestrator.validation import admit
-from tests.etcd._orch import Running
+from tests.etcd._orch import running
 from tests.waiting import wait_for
 
 Obj = dict[str, Any]
@@ -22,11 +22,9 @@ Obj = dict[str, Any]
 
 @pytest.fixture
 def controller(objects: ObjectStore) -> Iterator[ClusterRoleAggregationController]:
-    running = Running()
     c = ClusterRoleAggregationController(objects, writer=Writer(), resync=0.5)
-    running.start(c.run, "clusterrole-aggregation")
-    yield c
-    running.close()
+    with running(c.run, "clusterrole-aggregation"):
+        yield c
 
 
 def resources(objects: ObjectStore, name: str) -> set[str]:

@@ -25,7 +25,7 @@ from orchestrator.objects.meta import (
     SERVICE,
 )
 from orchestrator.storage import ObjectStore
-from tests.etcd._orch import Running
+from tests.etcd._orch import running
 from tests.waiting import wait_for
 
 NETPLANE = str(Path(sys.executable).parent / "netplane")
@@ -59,11 +59,9 @@ def docs(*objs: dict[str, object]) -> str:
 
 @pytest.fixture
 def controller(objects: ObjectStore) -> Iterator[NamespaceController]:
-    running = Running()
     c = NamespaceController(objects, writer=Writer(), recheck=0.1)
-    running.start(c.run, "namespace-controller")
-    yield c
-    running.close()
+    with running(c.run, "namespace-controller"):
+        yield c
 
 
 def test_objects_need_an_existing_namespace(store: EtcdStore, keys: Keys) -> None:

@@ -696,6 +696,17 @@ def kubectl_steps(api: Api) -> None:
     # ---- drain: cordoned, its pods evicted (pods/eviction) and made again elsewhere by the RC
     on_node = [x["metadata"]["name"] for x in pods if x["spec"]["nodeName"] == node]
     assert on_node, "a web pod on the node to drain"
+    # a PodDisruptionBudget that allows no disruption holds the drain back (kubectl retries on 429)
+    assert k("create", "pdb", "web", "--selector=app=web", "--min-available=3").stdout.strip() == \
+        "poddisruptionbudget.policy/web created"
+    wait_for(lambda: k("get", "pdb", "web", "--no-headers").stdout.split()[1:4] == ["3", "N/A", "0"], 30,
+             "the budget computed: 3 healthy of 3, no disruption allowed")
+    p = k("drain", node, "--pod-selector=app=web", "--ignore-daemonsets", "--timeout=8s", timeout=60, check=False)
+    assert p.returncode != 0 and "Cannot evict pod as it would violate the pod's disruption budget." in p.stderr, p
+    assert {x["metadata"]["name"] for x in live_pods(api, "app=web")} == {x["metadata"]["name"] for x in pods}
+    k("patch", "pdb", "web", "--type=merge", "-p", '{"spec": {"minAvailable": 2}}')
+    wait_for(lambda: k("get", "pdb", "web", "--no-headers").stdout.split()[1:4] == ["2", "N/A", "1"], 30,
+             "one disruption allowed")
     p = k("drain", node, "--pod-selector=app=web", "--ignore-daemonsets", "--timeout=60s", timeout=90)
     for name in on_node:
         assert f"evicting pod default/{name}" in p.stdout + p.stderr and f"pod/{name} evicted" in p.stdout, p
@@ -703,6 +714,7 @@ def kubectl_steps(api: Api) -> None:
     pods = wait_for(lambda: running(api, "app=web", 3), 60, "3 web pods Running after the drain")
     assert all(x["spec"]["nodeName"] != node for x in pods) and not set(on_node) & {x["metadata"]["name"] for x in pods}
     assert k("uncordon", node).stdout.strip() == f"node/{node} uncordoned"
+    k("delete", "pdb", "web")
 
     # ---- delete: the RC (kubectl waits until it is gone), its pods follow; a pod
     assert k("delete", "rc", "web").stdout.strip() == 'replicationcontroller "web" deleted'

@@ -59,7 +59,8 @@ def test_openapi_3_dialect_and_closed_references() -> None:
 def test_each_group_version_has_its_document() -> None:
     """kubectl apply of a Lease looks for fieldValidation on apis/coordination.k8s.io/v1's PATCH."""
     index = discovery.openapi_index()["paths"]
-    assert set(index) == {"api/v1", "apis/coordination.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1"}
+    assert set(index) == {"api/v1", "apis/coordination.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1",
+                          "apis/policy/v1"}
     rbac = discovery.openapi_doc("apis/rbac.authorization.k8s.io/v1")
     assert "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}" in rbac["paths"]
     assert "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings" in rbac["paths"]
