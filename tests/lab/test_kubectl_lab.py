@@ -13,9 +13,11 @@ the pod's localhost: a megabyte each way, half-closes, two connections at once, 
 Service with a named targetPort, and the refusal for a port nothing listens on), attach (`run -it
 --rm` at a terminal, `run -i --rm` with piped stdin, `attach` to a running pod's output), debug (an
 ephemeral container in a pod's namespaces, attached), cordon
-(new pods avoid the node), drain (pods/eviction: its pods evicted and made again elsewhere), delete;
-what kubectl's typed clients send as protobuf (create namespace, create service, debug node/,
-drain --disable-eviction, auth can-i (and --list), auth whoami); top pod and top node (a CPU
+(new pods avoid the node), drain (pods/eviction: held back by a PodDisruptionBudget, then its pods
+evicted and made again elsewhere), delete; what kubectl's typed clients send as protobuf (create
+namespace, create service, create pdb, create rolebinding, create clusterrole, debug node/, drain
+--disable-eviction, auth can-i (and --list, --as), auth whoami); RBAC (a service account may read
+once a RoleBinding names it); top pod and top node (a CPU
 limit seen in the measured rate);
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
