@@ -1093,6 +1093,22 @@ def test_rbac_decides_who_may_do_what(v1: client.CoreV1Api, api: APIServer, tmp_
     code, message = status(lambda: jane_rbac.patch_namespaced_role("pod-reader", "team", {"rules": [
         {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get"]}]}))
     assert code == 403 and "Resources:[\"nodes\"]" in message, message
+    # asking about someone else: SubjectAccessReview (the admin), LocalSubjectAccessReview (jane, admin in team)
+    authz = client.AuthorizationV1Api(v1.api_client)
+    sar = authz.create_subject_access_review(client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user="bob", resource_attributes=client.V1ResourceAttributes(verb="list", resource="pods", namespace="team"))))
+    assert sar.status.allowed and sar.status.reason == 'RBAC: allowed by RoleBinding "bob-view/team" of ClusterRole ' \
+                                                      '"view" to User "bob"'
+    assert status(lambda: client.AuthorizationV1Api(jane_c).create_subject_access_review(client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(user="bob", resource_attributes=client.V1ResourceAttributes(
+            verb="list", resource="pods")))))[0] == 403  # cluster-wide questions are the admin's
+    local = client.AuthorizationV1Api(jane_c).create_namespaced_local_subject_access_review("team", {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+        "spec": {"user": "bob", "resourceAttributes": {"verb": "delete", "resource": "pods", "namespace": "team"}}})
+    assert local.status.allowed is False and local.metadata.namespace == "team"
+    assert status(lambda: authz.create_namespaced_local_subject_access_review("team", {
+        "spec": {"user": "bob", "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "other"}}})) == \
+        (400, "spec.resourceAttributes.namespace must match namespace: team")
     rbac.delete_namespaced_role_binding("jane-admin", "team")
     wait_for(lambda: status(lambda: jane.list_namespaced_pod("team"))[0] == 403, what="the binding gone")
     jane_c.close()
