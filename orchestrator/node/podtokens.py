@@ -12,7 +12,10 @@ for its own pods only, and the pod's deletion revokes them.
 
 A token is kept per (pod, audience, lifetime) and replaced, as kubelet's `requiresRefresh`
 does, once 80 % of its lifetime or 24 hours have passed; the volume's next sync writes the new
-one (atomically, beside the other files of the projection).
+one (atomically, beside the other files of the projection). It is replaced sooner when its
+service account is no longer the one it names: an account deleted and made again (a new uid)
+revokes the tokens of the old one, so the account is looked at again every `RECHECK` seconds
+(kubelet keeps such a token until its refresh; a pod would hold a refused token that long).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 REFRESH_FRACTION = 0.8
 MAX_AGE = 24 * 3600
+RECHECK = 60.0  # seconds between looks at a cached token's service account (its uid)
 PUBLISHED_FILE = "sa-key.published"  # the kid we published last (withdrawn when the key is replaced)
 
 
@@ -52,7 +56,8 @@ class PodTokens:
         self.node_object = node_object
         self.clock = clock
         self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str, int], tuple[int, int, bytes]] = {}  # -> (iat, exp, token)
+        # -> (iat, exp, token, the account's uid, when that uid was last seen current)
+        self._tokens: dict[tuple[str, str, int], tuple[int, int, bytes, str, float]] = {}
 
     def token(self, pod: Mapping[str, Any], source: Mapping[str, Any]) -> bytes:
         """The token for `pod`'s projection `source` (its audience and expirationSeconds)."""
@@ -63,11 +68,19 @@ class PodTokens:
         now = int(self.clock())
         with self._lock:
             hit = self._tokens.get(key)
-        if hit is not None and now < min(hit[0] + REFRESH_FRACTION * (hit[1] - hit[0]), hit[0] + MAX_AGE):
-            return hit[2]
         ns = meta.namespace(pod)
         name = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
-        sa = self.account(ns, name)
+        sa: Obj | None = None
+        if hit is not None and now < min(hit[0] + REFRESH_FRACTION * (hit[1] - hit[0]), hit[0] + MAX_AGE):
+            if self.clock() - hit[4] < RECHECK:
+                return hit[2]
+            sa = self.account(ns, name)
+            if sa is not None and meta.uid(sa) == hit[3]:
+                with self._lock:
+                    self._tokens[key] = (*hit[:4], self.clock())
+                return hit[2]
+            log.info("pod %s/%s: service account %s changed; a new token", ns, meta.name(pod), name)
+        sa = sa if sa is not None else self.account(ns, name)
         if sa is None:
             raise TokenError(f'serviceaccount "{name}" not found in namespace "{ns}"')
         node = self.node_object()
@@ -77,7 +90,7 @@ class PodTokens:
                                        expiration=lifetime, now=now, bound={"pod": pod, "node": node})
         token = self.signer.sign(claims).encode()
         with self._lock:
-            self._tokens[key] = (now, now + lifetime, token)
+            self._tokens[key] = (now, now + lifetime, token, meta.uid(sa), self.clock())
         return token
 
     def forget(self, uid: str) -> None:

@@ -179,6 +179,18 @@ def test_a_nodes_token_is_good_only_for_a_live_pod_on_that_node(tmp_path: Path, 
     fresh = pt.token(pod, {"expirationSeconds": 1000}).decode()
     assert fresh != token and server.user(server.claims(fresh, n1), lookup, node="n1") is not None
     assert pt.token(pod, {"expirationSeconds": 1000, "audience": "vault"}).decode() != fresh  # per audience
+    # the account deleted and made again (a new uid): the old token is refused, and within a
+    # minute the pod has one of the new account
+    world[("ServiceAccount", "ns", "bot")] = {**world[("ServiceAccount", "ns", "bot")],
+                                              "metadata": {"name": "bot", "namespace": "ns", "uid": "sa-2"}}
+    assert server.user(server.claims(fresh, n1), lookup, node="n1") is None
+    clock.now += 30
+    assert pt.token(pod, {"expirationSeconds": 1000}).decode() == fresh  # not looked at yet
+    clock.now += 31
+    renewed = pt.token(pod, {"expirationSeconds": 1000}).decode()
+    assert renewed != fresh and server.user(server.claims(renewed, n1), lookup, node="n1") is not None
+    clock.now += 61
+    assert pt.token(pod, {"expirationSeconds": 1000}).decode() == renewed  # the same account: kept
     ghost = {"metadata": {"name": "g", "namespace": "ns", "uid": "pod-9"},
              "spec": {"nodeName": "n1", "serviceAccountName": "ghost"}}
     with pytest.raises(TokenError, match='serviceaccount "ghost" not found in namespace "ns"'):
