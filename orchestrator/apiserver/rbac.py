@@ -79,30 +79,34 @@ class RBACAuthorizer:
         self._caches = caches
         self.read_only_group = read_only_group
         self._lock = threading.Lock()
-        self._key: tuple[int, ...] | None = None
-        self._policy = rbacpolicy.Policy([], [], [], [], read_only_group=read_only_group)
-        self._answers: dict[Attributes, tuple[bool, str]] = {}
+        # (the caches' change counts it was built at, the policy, its answers so far): replaced
+        # whole, so an answer is never kept beside a policy it was not computed from
+        self._state: tuple[tuple[int, ...] | None, rbacpolicy.Policy, dict[Attributes, tuple[bool, str]]] = (
+            None, rbacpolicy.Policy([], [], [], [], read_only_group=read_only_group), {})
 
-    def policy(self) -> rbacpolicy.Policy:
+    def _current(self) -> tuple[rbacpolicy.Policy, dict[Attributes, tuple[bool, str]]]:
+        state = self._state
         if self._caches is None:
-            return self._policy
+            return state[1], state[2]
         caches = [self._caches(k) for k in (CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING)]
         key = tuple(c.changes if c.ready() else -1 for c in caches)
-        if key == self._key:
-            return self._policy
-        with self._lock:
-            if key != self._key:
-                self._policy = rbacpolicy.Policy(*(c.current_objects() for c in caches), read_only_group=self.read_only_group)
-                self._answers = {}
-                self._key = key
-            return self._policy
+        if key != state[0]:
+            with self._lock:
+                state = self._state
+                if key != state[0]:
+                    policy = rbacpolicy.Policy(*(c.current_objects() for c in caches),
+                                               read_only_group=self.read_only_group)
+                    state = self._state = (key, policy, {})
+        return state[1], state[2]
+
+    def policy(self) -> rbacpolicy.Policy:
+        return self._current()[0]
 
     def decide(self, a: Attributes) -> tuple[bool, str]:
         """(allowed, kube's reason)."""
         if rbacpolicy.MASTERS in a.user.groups:
             return True, ""
-        policy = self.policy()
-        answers = self._answers
+        policy, answers = self._current()
         got = answers.get(a)
         if got is None:
             got = policy.allows(a)
