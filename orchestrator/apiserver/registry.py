@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netplane.errors import NotFoundError
 from orchestrator import saadmission
@@ -51,12 +51,21 @@ from orchestrator.objects.meta import (
     POD,
     POD_DISRUPTION_BUDGET,
     RBAC_KINDS,
+    SECRET,
     SERVICE,
     SERVICE_ACCOUNT,
     Kind,
 )
 from orchestrator.storage import AlreadyExists, Conflict, Obj, ObjectStore
 from orchestrator.validation import admit
+from orchestrator.validation.configdata import (
+    SA_NAME_ANNOTATION,
+    SA_UID_ANNOTATION,
+    SERVICE_ACCOUNT_TOKEN,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.apiserver.satokens import Tokens
 
 PATCH_RETRIES = 16
 WITH_STATUS = frozenset({"Pod", "ReplicationController", "Service", "Node", "Namespace", "PodDisruptionBudget"})
@@ -75,16 +84,20 @@ class Cached(Protocol):
 class Registry:
     def __init__(self, objects: ObjectStore, *, event_ttl: int = 3600,
                  clock: Callable[[], float] = time.time, cached: Cached | None = None,
-                 guard: Callable[[Obj, Obj | None], None] | None = None) -> None:
+                 guard: Callable[[Obj, Obj | None], None] | None = None,
+                 token_secret: Callable[[Obj], Obj | None] | None = None) -> None:
         """`cached(kind, namespace, name)`: the object as the watch cache has it, or None
         (`WatchCaches.cached`). With it, a patch and an update at a known resourceVersion
         start from the cached copy and write at its revision (one etcd round trip), re-reading
         etcd only after a Conflict; and a create's namespace check asks the cache first.
         `guard(new, current)`: called with a role or binding as admitted, before it is written
-        (the RBAC escalation check; it raises to refuse)."""
+        (the RBAC escalation check; it raises to refuse). `token_secret(secret)`: a
+        service-account token Secret just created, its token filled in and written (the
+        stored Secret), or None when its account is missing."""
         self.objects = objects
         self._cached = cached
         self._guard = guard
+        self._token_secret = token_secret
         self.applier = Applier(objects, cached_namespace=(lambda n: cached(NAMESPACE, None, n))
                                if cached is not None else None,
                                cached_account=(lambda ns, n: cached(SERVICE_ACCOUNT, ns, n))
@@ -188,7 +201,28 @@ class Registry:
         # `new` is admission's own tree (defaults.drop_nulls rebuilt it): the store may keep it
         if kind == EVENT:
             return self.objects.create(new, lease=self._event_lease(), adopt=True), warnings
-        return self.applier.create(new, adopt=True), warnings
+        made = self.applier.create(new, adopt=True)
+        if kind == SECRET and made.get("type") == SERVICE_ACCOUNT_TOKEN and self._token_secret is not None:
+            return self._token_secret(made) or made, warnings
+        return made, warnings
+
+    def fill_token_secret(self, secret: Obj, tokens: Tokens, ca: bytes) -> Obj | None:
+        """kube's tokens controller, when a service-account token Secret is created: its token,
+        CA and namespace filled in (`Tokens.fill_secret`), unless it has a token, or its account
+        is missing or not the uid the Secret names (kube's controller then deletes the Secret;
+        here it stays without a token)."""
+        ns = meta.namespace(secret)
+        ann = meta.meta(secret).get("annotations") or {}
+        account = self.objects.get(SERVICE_ACCOUNT, str(ann.get(SA_NAME_ANNOTATION) or ""), ns)
+        if account is None or (ann.get(SA_UID_ANNOTATION) and ann[SA_UID_ANNOTATION] != meta.uid(account)):
+            return None
+
+        def fill(s: Obj) -> Obj | None:
+            if (s.get("data") or {}).get("token") or meta.uid(s) != meta.uid(secret):
+                return None
+            return tokens.fill_secret(s, account, ca)
+
+        return self.objects.guaranteed_update(SECRET, meta.name(secret), ns, fill)
 
     def _event_lease(self) -> int:
         now = self._clock()

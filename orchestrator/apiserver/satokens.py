@@ -59,6 +59,7 @@ from orchestrator.apiserver.status import APIError
 from orchestrator.objects import meta
 from orchestrator.objects.meta import POD, SECRET, SERVICE_ACCOUNT, Kind
 from orchestrator.validation import InvalidObject
+from orchestrator.validation.configdata import SA_UID_ANNOTATION
 from orchestrator.validation.field import ROOT, FieldError, invalid, not_supported
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ ALGORITHM = "ES256"
 DEFAULT_EXPIRATION = 3600
 MIN_EXPIRATION = 600  # kube: "may not specify a duration less than 10 minutes"
 MAX_EXPIRATION = 2**32  # kube's validation bound
+SECRET_TOKEN_LIFETIME = 100 * 365 * 24 * 3600  # a token Secret's: until the Secret goes (kube's have no exp)
 LEEWAY = 60  # seconds of clock skew allowed on nbf and exp, as kube's validator
 CACHE_SECONDS = 10.0  # a verified signature is remembered this long (kube's token cache: 10 s)
 CACHE_MAX = 4096
@@ -323,6 +325,24 @@ class Tokens:
                          "boundObjectRef": dict(ref) if isinstance(ref, Mapping) and ref else None},
                 "status": {"token": token,
                            "expirationTimestamp": meta.format_time(created + dt.timedelta(seconds=expiration))}}
+
+    # ------------------------------------------------------------------ token Secrets
+    def fill_secret(self, secret: Obj, account: Obj, ca: bytes) -> Obj:
+        """A `kubernetes.io/service-account-token` Secret with kube's tokens controller's data:
+        `token`, `ca.crt` and `namespace`, and the account's uid in its annotation. The token is
+        bound to the Secret (revoked with it, or with the account) and good for 100 years where
+        kube's legacy token has no expiry."""
+        ns = meta.namespace(secret)
+        token = self.signer.sign(token_claims(issuer=self.issuer, namespace=ns, account=account,
+                                              audiences=[self.issuer], expiration=SECRET_TOKEN_LIFETIME,
+                                              now=int(self.clock()), bound={"secret": secret}))
+        data = dict(secret.get("data") or {})
+        for k, v in (("token", token.encode()), ("ca.crt", ca), ("namespace", ns.encode())):
+            if v:
+                data[k] = base64.b64encode(v).decode()
+        md = dict(secret.get("metadata") or {})
+        md["annotations"] = {**(md.get("annotations") or {}), SA_UID_ANNOTATION: meta.uid(account)}
+        return {**secret, "metadata": md, "data": data}
 
     # ------------------------------------------------------------------ authentication
     @staticmethod

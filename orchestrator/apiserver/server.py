@@ -411,13 +411,20 @@ class APIServer:
         def escalation_check(new: dict[str, Any], current: dict[str, Any] | None) -> None:
             authorizer.check_write(CURRENT_USER.get(), new, current)
 
+        sa_tokens = satokens.Tokens(satokens.ensure_signing_key(cfg.state_dir))
+
+        def token_secret(secret: dict[str, Any]) -> dict[str, Any] | None:
+            # the CA a pod's client checks this server with: our own (none when given --tls-cert)
+            ca = tls.ca_file.read_bytes() if cfg.tls_cert is None and tls.ca_file is not None else b""
+            return ctx.registry.fill_token_secret(secret, sa_tokens, ca)
+
         ctx = Context(objects=self.objects,
                       registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached,
-                                        guard=escalation_check),
+                                        guard=escalation_check, token_secret=token_secret),
                       scales=Scales(self.objects), authorizer=authorizer,
                       pool=self._pool, bookmark_interval=cfg.bookmark_interval, caches=self._caches,
                       nodes=NodeDialer(tls.kubelet_client),
-                      sa_tokens=satokens.Tokens(satokens.ensure_signing_key(cfg.state_dir)))
+                      sa_tokens=sa_tokens)
         app = build_app(ctx, tokens, self.request_metrics)
         caches = self._caches
         started = threading.Event()

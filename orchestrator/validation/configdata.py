@@ -10,7 +10,9 @@
 * A Secret's `type` (default `Opaque`) cannot change; the well-known types require their keys
   (`kubernetes.io/tls`: tls.crt and tls.key; `kubernetes.io/dockerconfigjson`:
   .dockerconfigjson; `kubernetes.io/ssh-auth`: ssh-privatekey; `kubernetes.io/dockercfg`:
-  .dockercfg). Service-account token Secrets are refused: nothing here issues their tokens.
+  .dockercfg). A service-account token Secret (`kubernetes.io/service-account-token`) names
+  its account in the annotation `kubernetes.io/service-account.name`; the API server fills in
+  its token (`apiserver.satokens`, kube's tokens controller).
 * `immutable: true` freezes the data (and itself) from then on.
 """
 
@@ -27,7 +29,6 @@ from orchestrator.validation.field import (
     FieldError,
     forbidden,
     invalid,
-    not_supported,
     required,
 )
 
@@ -47,6 +48,9 @@ SECRET_TYPES: dict[str, tuple[str, ...]] = {  # type -> keys it needs
     "bootstrap.kubernetes.io/token": (),
 }
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
+SECRET_TYPES[SERVICE_ACCOUNT_TOKEN] = ()
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+SA_UID_ANNOTATION = "kubernetes.io/service-account.uid"
 IMMUTABLE = "field is immutable when `immutable` is set"
 
 
@@ -107,9 +111,8 @@ def config_map(cm: Mapping[str, Any], out: list[FieldError]) -> None:
 def secret(s: Mapping[str, Any], out: list[FieldError]) -> None:
     _keys(s, "data", out)
     kind = str(s.get("type") or OPAQUE)
-    if kind == SERVICE_ACCOUNT_TOKEN:
-        out.append(not_supported(ROOT.child("type"), kind, tuple(SECRET_TYPES)))
-        return
+    if kind == SERVICE_ACCOUNT_TOKEN and not ((s.get("metadata") or {}).get("annotations") or {}).get(SA_NAME_ANNOTATION):
+        out.append(required(ROOT.child("metadata").child("annotations").key(SA_NAME_ANNOTATION)))
     size = 0
     values: dict[str, bytes] = {}
     for k, v in _map(s, "data").items():

@@ -676,6 +676,36 @@ def test_eviction_keeps_to_the_disruption_budget(v1: client.CoreV1Api, api: APIS
         running.close()
 
 
+def test_a_service_account_token_secret_gets_its_token(v1: client.CoreV1Api, api: APIServer) -> None:
+    """kube's long-lived token: a `kubernetes.io/service-account-token` Secret naming an account
+    is filled in (token, ca.crt, namespace, the account's uid); its token authenticates as the
+    account until the Secret is deleted. One naming no account stays empty; one naming none is 422."""
+    import base64
+
+    v1.create_namespaced_service_account("default", {"metadata": {"name": "bot"}})
+    sa = v1.read_namespaced_service_account("bot", "default")
+    made = v1.create_namespaced_secret("default", {"metadata": {"name": "bot-token", "annotations": {
+        "kubernetes.io/service-account.name": "bot"}}, "type": "kubernetes.io/service-account-token"})
+    assert set(made.data) == {"token", "ca.crt", "namespace"}  # in the create's own answer
+    assert made.metadata.annotations["kubernetes.io/service-account.uid"] == sa.metadata.uid
+    assert base64.b64decode(made.data["ca.crt"]) == (api.config.state_dir / "ca.crt").read_bytes()
+    assert base64.b64decode(made.data["namespace"]) == b"default"
+    token = base64.b64decode(made.data["token"]).decode()
+    code, who = raw(api, "/apis/authentication.k8s.io/v1/selfsubjectreviews", token=token, method="POST",
+                    body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    assert (code, who["status"]["userInfo"]["username"]) == (201, "system:serviceaccount:default:bot"), who
+    v1.delete_namespaced_secret("bot-token", "default")
+    wait_for(lambda: raw(api, "/apis/authentication.k8s.io/v1/selfsubjectreviews", token=token, method="POST",
+                         body={})[0] == 401, what="the token revoked with its Secret")
+    orphan = v1.create_namespaced_secret("default", {"metadata": {"name": "ghost-token", "annotations": {
+        "kubernetes.io/service-account.name": "ghost"}}, "type": "kubernetes.io/service-account-token"})
+    assert not orphan.data
+    with pytest.raises(ApiException) as e:
+        v1.create_namespaced_secret("default", {"metadata": {"name": "x"}, "type": "kubernetes.io/service-account-token"})
+    assert e.value.status == 422 and \
+        json.loads(e.value.body)["details"]["causes"][0]["field"] == "metadata.annotations[kubernetes.io/service-account.name]"
+
+
 def test_binding_twice_is_refused(v1: client.CoreV1Api) -> None:
     v1.create_namespaced_pod("default", pod("b"))
     binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},

@@ -65,8 +65,11 @@ def test_secret_string_data_type_and_base64() -> None:
         'data[pw]: Invalid value: "<secret contents redacted>": must be base64-encoded']
     assert messages(secret(type="kubernetes.io/tls", data={"tls.crt": b64("c")})) == ["data[tls.key]: Required value"]
     assert messages(secret(type="kubernetes.io/tls", stringData={"tls.crt": "c", "tls.key": "k"})) == []
-    refused = messages(secret(type="kubernetes.io/service-account-token"))
-    assert len(refused) == 1 and refused[0].startswith('type: Unsupported value: "kubernetes.io/service-account-token"')
+    assert messages(secret(type="kubernetes.io/service-account-token")) == [
+        "metadata.annotations[kubernetes.io/service-account.name]: Required value"]
+    named = secret(type="kubernetes.io/service-account-token")
+    named["metadata"]["annotations"] = {"kubernetes.io/service-account.name": "bot"}
+    assert messages(named) == []
 
 
 def test_updates_of_immutable_data_and_secret_types() -> None:
