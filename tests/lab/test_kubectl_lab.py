@@ -17,7 +17,8 @@ ephemeral container in a pod's namespaces, attached), cordon
 evicted and made again elsewhere), delete; what kubectl's typed clients send as protobuf (create
 namespace, create service, create pdb, create rolebinding, create clusterrole, debug node/, drain
 --disable-eviction, auth can-i (and --list, --as), auth whoami); RBAC (a service account may read
-once a RoleBinding names it); top pod and top node (a CPU
+once a RoleBinding names it); a Node deleted under its agent comes back, and its pods' tokens
+work (the agent published its key again); top pod and top node (a CPU
 limit seen in the measured rate);
 a bad manifest is refused naming the field; explain; server-side apply (managed fields, a conflict
 and --force-conflicts); an unknown token is Unauthorized. The Python
@@ -132,6 +133,30 @@ def test_kubectl_and_python_client(api: Api) -> None:
     kubectl_steps(api)
     python_client_steps(api)
     in_cluster_steps(api)
+    node_comes_back_steps(api)
+
+
+def node_comes_back_steps(api: Api) -> None:
+    """A Node deleted while its agent runs: the agent registers it again and publishes its
+    service account key again (the lifecycle controller withdraws a deleted Node's key), so a
+    pod it then runs has a token the API server takes."""
+    k = api.kubectl
+    node = max(n["metadata"]["name"] for n in api.json("get", "nodes")["items"])
+    uid = api.json("get", "node", node)["metadata"]["uid"]
+    assert k("delete", "node", node).stdout.strip() == f'node "{node}" deleted'
+    wait_for(lambda: (n := k("get", "node", node, "-o", "json", check=False)).returncode == 0
+             and json.loads(n.stdout)["metadata"]["uid"] != uid, 60, "the Node registered again by its agent")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "token-after"},
+           "spec": {"restartPolicy": "Never", "nodeName": node, "containers": [{
+               "name": "c", "image": IMAGE, "command": ["cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"]}]}}
+    k("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: api.json("get", "pod", "token-after")["status"].get("phase") in ("Succeeded", "Failed"), 90,
+             "the pod on the registered-again node done")
+    token = k("logs", "token-after").stdout.strip()
+    who = wait_for(lambda: (p := k("auth", "whoami", "--token", token, "-o", "json", check=False)).returncode == 0
+                   and json.loads(p.stdout), 30, "its token taken (the node's key published again)")
+    assert who["status"]["userInfo"]["username"] == "system:serviceaccount:default:default", who
+    k("delete", "pod", "token-after", "--wait=false")
 
 
 # a pod's own client: the official one, configured as in-cluster clients are (the address from
