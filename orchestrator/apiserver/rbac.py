@@ -126,7 +126,8 @@ class RBACAuthorizer:
         the rules (the roleRef and subjects) as they were is not checked."""
         kind = str(obj.get("kind"))
         md = obj.get("metadata") or {}
-        name, namespace = str(md.get("name") or ""), str(md.get("namespace") or "") if kind in ("Role", "RoleBinding") else ""
+        name = str(md.get("name") or "")
+        namespace = str(md.get("namespace") or "") if kind in ("Role", "RoleBinding") else ""
         resource = RESOURCE_OF[kind]
         if rbacpolicy.MASTERS in user.groups:
             return
