@@ -11,7 +11,7 @@ chart does), and the official client's `RbacAuthorizationV1Api` work.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,8 +21,10 @@ from orchestrator.apiserver import rbacpolicy
 from orchestrator.apiserver.auth import User
 from orchestrator.apiserver.handlers import add_group_routes, not_found_path, parse_path, serve
 from orchestrator.apiserver.rbacpolicy import Attributes
+from orchestrator.apiserver.satokens import SA_GROUPS, SA_USER_PREFIX
 from orchestrator.apiserver.status import APIError
 from orchestrator.apiserver.watchcache import KindCache
+from orchestrator.objects import meta
 from orchestrator.objects.meta import (
     CLUSTER_ROLE,
     CLUSTER_ROLE_BINDING,
@@ -75,7 +77,7 @@ class RBACAuthorizer:
     a namespace), so a request pays a dict lookup. Before the caches have listed (the first
     moments after a start), only the bootstrap policy counts."""
 
-    def __init__(self, caches: Callable[[Kind], KindCache] | None, read_only_group: str) -> None:
+    def __init__(self, caches: Callable[[Kind], KindCache], read_only_group: str) -> None:
         self._caches = caches
         self.read_only_group = read_only_group
         self._lock = threading.Lock()
@@ -86,8 +88,6 @@ class RBACAuthorizer:
 
     def _current(self) -> tuple[rbacpolicy.Policy, dict[Attributes, tuple[bool, str]]]:
         state = self._state
-        if self._caches is None:
-            return state[1], state[2]
         caches = [self._caches(k) for k in (CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING)]
         key = tuple(c.changes if c.ready() else -1 for c in caches)
         if key != state[0]:
@@ -173,9 +173,10 @@ def ensure_bootstrap(objects: ObjectStore, read_only_group: str) -> list[str]:
     RBAC post-start hook; one that was edited or deleted since is left as it is only while it
     exists: a deleted one comes back at the next start, as in kube). The names created."""
     made = []
+    stored = {(kind.kind, meta.name(o)) for kind in (CLUSTER_ROLE, CLUSTER_ROLE_BINDING) for o in objects.list(kind)[0]}
     for obj in [*rbacpolicy.bootstrap_cluster_roles(), *rbacpolicy.bootstrap_cluster_role_bindings(read_only_group)]:
         kind = CLUSTER_ROLE if obj["kind"] == "ClusterRole" else CLUSTER_ROLE_BINDING
-        if objects.get(kind, obj["metadata"]["name"]) is not None:
+        if (kind.kind, obj["metadata"]["name"]) in stored:
             continue
         try:
             objects.create(admit(obj).object)
@@ -189,18 +190,15 @@ def ensure_bootstrap(objects: ObjectStore, read_only_group: str) -> list[str]:
 IMPERSONATE_USER = "Impersonate-User"
 IMPERSONATE_GROUP = "Impersonate-Group"
 IMPERSONATE_UID = "Impersonate-Uid"
-SA_GROUPS = "system:serviceaccounts"
 
 
-def impersonated(authorizer: RBACAuthorizer, user: User, headers: Mapping[str, str] | CIMultiDictProxy[str]) -> User:
+def impersonated(authorizer: RBACAuthorizer, user: User, headers: CIMultiDictProxy[str]) -> User:
     """The user a request acts as (kube's impersonation filter: `kubectl --as NAME --as-group
     G`, `kubectl auth can-i --as`): the `Impersonate-User`, `-Group` and `-Uid` headers, each
     allowed only with the `impersonate` verb on users (or the service account named),
     groups and uids (authentication.k8s.io) by name. `user` itself when there are none."""
-    getall = getattr(headers, "getall", None)
     name = headers.get(IMPERSONATE_USER)
-    groups = list(getall(IMPERSONATE_GROUP, [])) if getall is not None else \
-        [g for g in [headers.get(IMPERSONATE_GROUP)] if g]
+    groups = list(headers.getall(IMPERSONATE_GROUP, []))
     uid = headers.get(IMPERSONATE_UID)
     if name is None and not groups and uid is None:
         return user
@@ -217,7 +215,7 @@ def impersonated(authorizer: RBACAuthorizer, user: User, headers: Mapping[str, s
                            details={"name": target, "kind": resource, **({"group": group} if group else {})})
 
     extra: list[str] = []
-    if name.startswith(rbacpolicy.SERVICE_ACCOUNT_PREFIX) and name.count(":") == 3:
+    if name.startswith(SA_USER_PREFIX) and name.count(":") == 3:
         _, _, ns, account = name.split(":")
         may("serviceaccounts", account, namespace=ns)
         if not groups:

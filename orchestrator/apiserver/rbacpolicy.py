@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.apiserver.auth import AUTHENTICATED, DEFAULT_READ_ONLY_GROUP, User
+from orchestrator.apiserver.satokens import username
 from orchestrator.objects.selector import SelectorError, from_label_selector
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ ALL = "*"
 MASTERS = "system:masters"
 UNAUTHENTICATED = "system:unauthenticated"
 ANONYMOUS = "system:anonymous"
-SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 BOOTSTRAP_LABEL = ("kubernetes.io/bootstrapping", "rbac-defaults")
 AUTOUPDATE_ANNOTATION = "rbac.authorization.kubernetes.io/autoupdate"
 AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
@@ -93,10 +93,6 @@ def groups_of(user: User) -> tuple[str, ...]:
     return tuple(groups)
 
 
-def service_account_user(namespace: str, name: str) -> str:
-    return f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"
-
-
 def _subject_applies(subject: Any, name: str, groups: Sequence[str], binding_namespace: str) -> bool:
     if not isinstance(subject, Mapping):
         return False
@@ -110,7 +106,7 @@ def _subject_applies(subject: Any, name: str, groups: Sequence[str], binding_nam
     if kind == "ServiceAccount":
         ns = subject.get("namespace")
         sa_ns = ns if isinstance(ns, str) and ns else binding_namespace
-        return bool(sa_ns) and name == service_account_user(sa_ns, sname)
+        return bool(sa_ns) and name == username(sa_ns, sname)
     return False
 
 

@@ -78,6 +78,7 @@ CACHE_SECONDS = 10.0  # a verified signature is remembered this long (kube's tok
 CACHE_MAX = 4096
 BOUND_KINDS = {"Pod": POD, "Secret": SECRET}
 SA_GROUPS = "system:serviceaccounts"
+SA_USER_PREFIX = "system:serviceaccount:"  # <namespace>:<name>
 
 
 def ensure_signing_key(state_dir: Path) -> bytes:
@@ -255,7 +256,7 @@ def needed(claims: Mapping[str, Any]) -> list[tuple[Kind, str, str]]:
 
 
 def username(namespace: str, name: str) -> str:
-    return f"system:serviceaccount:{namespace}:{name}"
+    return f"{SA_USER_PREFIX}{namespace}:{name}"
 
 
 def _bad(path: str, value: Any, why: str) -> FieldError:

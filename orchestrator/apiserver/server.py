@@ -413,10 +413,12 @@ class APIServer:
 
         sa_tokens = satokens.Tokens(satokens.ensure_signing_key(cfg.state_dir))
 
+        # the CA our own serving certificate chains to (not one given with --tls-cert: unknown),
+        # for kube-root-ca.crt in every namespace (controllers.rootca_publisher) and token Secrets
+        own_ca = tls.ca_file.read_bytes() if cfg.tls_cert is None and tls.ca_file is not None else b""
+
         def token_secret(secret: dict[str, Any]) -> dict[str, Any] | None:
-            # the CA a pod's client checks this server with: our own (none when given --tls-cert)
-            ca = tls.ca_file.read_bytes() if cfg.tls_cert is None and tls.ca_file is not None else b""
-            return ctx.registry.fill_token_secret(secret, sa_tokens, ca)
+            return ctx.registry.fill_token_secret(secret, sa_tokens, own_ca)
 
         ctx = Context(objects=self.objects,
                       registry=Registry(self.objects, event_ttl=cfg.event_ttl, cached=self._caches.cached,
@@ -493,9 +495,6 @@ class APIServer:
 
         published = self._publish_cas(tls.client_ca, before("publishedClientCAs"), "client CA for node agents",
                                       self.objects.keys.client_ca)
-        # the CA our own serving certificate chains to (not one given with --tls-cert: unknown),
-        # for kube-root-ca.crt in every namespace (controllers.rootca_publisher)
-        own_ca = tls.ca_file.read_bytes() if cfg.tls_cert is None and tls.ca_file is not None else b""
         published_serving = self._publish_cas(own_ca, before("publishedServingCAs"), "serving CA",
                                               self.objects.keys.serving_ca)
         published_keys = self._publish_sa_key(ctx.sa_tokens, before("publishedSAKeys", satokens.KID_RE))
