@@ -485,7 +485,7 @@ class Registry:
         pod = self.get(POD, namespace, name)
         phase = (pod.get("status") or {}).get("phase")
         if phase not in ("Succeeded", "Failed", "Pending") and not meta.is_deleting(pod):  # kube's canIgnorePDB
-            from orchestrator.controllers.disruption import matching_pods
+            from orchestrator.validation.disruption import matching_pods
 
             budgets = [b for b in self.objects.list(POD_DISRUPTION_BUDGET, namespace)[0] if matching_pods(b, [pod])]
             if len(budgets) > 1:

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from orchestrator.controllers.base import KeyLoop, Writer
@@ -35,9 +34,8 @@ from orchestrator.informer import Informer, wait_all_synced
 from orchestrator.objects import meta
 from orchestrator.objects import pod as podutil
 from orchestrator.objects.meta import POD_DISRUPTION_BUDGET
-from orchestrator.objects.selector import SelectorError, from_label_selector
 from orchestrator.storage import Conflict, ObjectStore
-from orchestrator.validation.disruption import scaled
+from orchestrator.validation.disruption import matching_pods, scaled
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +43,9 @@ Obj = dict[str, Any]
 DELETION_TIMEOUT = 120.0  # seconds an evicted pod is not counted healthy, while it goes (kube's)
 
 
-def matching_pods(pdb: Obj, pods: list[Obj]) -> list[Obj]:
-    sel = (pdb.get("spec") or {}).get("selector")
-    if sel is None:
-        return []
-    try:
-        selector = from_label_selector(sel)
-    except SelectorError:
-        return []
-    return [p for p in pods if selector.matches(meta.labels(p))]
-
-
 def _parse_time(text: Any) -> float | None:
     try:
-        return datetime.fromisoformat(str(text)).timestamp()
+        return meta.parse_time(str(text)).timestamp()
     except ValueError:
         return None
 
@@ -74,12 +61,12 @@ def budget_status(pdb: Obj, pods: list[Obj], replicas_of: Callable[[Obj], int | 
         expected, seen = 0, set()
         for p in mine:
             ref = meta.controller_ref(p)
-            if ref is None or ref.get("uid") in seen:
-                expected += 1 if ref is None else 0
-                continue
-            seen.add(ref.get("uid"))
-            replicas = replicas_of(p)
-            expected += replicas if replicas is not None else 1
+            if ref is None:
+                expected += 1
+            elif ref.get("uid") not in seen:  # each controller's replicas once
+                seen.add(ref.get("uid"))
+                replicas = replicas_of(p)
+                expected += replicas if replicas is not None else 1
         if max_unavailable is not None:
             desired = max(0, expected - scaled(max_unavailable, expected, round_up=True))
         elif min_available is not None:
@@ -91,8 +78,8 @@ def budget_status(pdb: Obj, pods: list[Obj], replicas_of: Callable[[Obj], int | 
     disrupted = {}
     for name, when in old.items():
         t = _parse_time(when)
-        gone = live.get(name)
-        if t is not None and gone is not None and not meta.is_deleting(gone) and now - t < DELETION_TIMEOUT:
+        still = live.get(name)
+        if t is not None and still is not None and not meta.is_deleting(still) and now - t < DELETION_TIMEOUT:
             disrupted[name] = when
     healthy = sum(1 for p in mine if podutil.is_ready(p) and not meta.is_deleting(p) and meta.name(p) not in disrupted)
     allowed = max(0, healthy - desired)

@@ -57,7 +57,7 @@ class PodTokens:
         self.clock = clock
         self._lock = threading.Lock()
         # -> (iat, exp, token, the account's uid, when that uid was last seen current)
-        self._tokens: dict[tuple[str, str, int], tuple[int, int, bytes, str, float]] = {}
+        self._tokens: dict[tuple[str, str, int], tuple[int, int, bytes, str, int]] = {}
 
     def token(self, pod: Mapping[str, Any], source: Mapping[str, Any]) -> bytes:
         """The token for `pod`'s projection `source` (its audience and expirationSeconds)."""
@@ -72,12 +72,12 @@ class PodTokens:
         name = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
         sa: Obj | None = None
         if hit is not None and now < min(hit[0] + REFRESH_FRACTION * (hit[1] - hit[0]), hit[0] + MAX_AGE):
-            if self.clock() - hit[4] < RECHECK:
+            if now - hit[4] < RECHECK:
                 return hit[2]
             sa = self.account(ns, name)
             if sa is not None and meta.uid(sa) == hit[3]:
                 with self._lock:
-                    self._tokens[key] = (*hit[:4], self.clock())
+                    self._tokens[key] = (*hit[:4], now)
                 return hit[2]
             log.info("pod %s/%s: service account %s changed; a new token", ns, meta.name(pod), name)
         sa = sa if sa is not None else self.account(ns, name)
@@ -90,7 +90,7 @@ class PodTokens:
                                        expiration=lifetime, now=now, bound={"pod": pod, "node": node})
         token = self.signer.sign(claims).encode()
         with self._lock:
-            self._tokens[key] = (now, now + lifetime, token, meta.uid(sa), self.clock())
+            self._tokens[key] = (now, now + lifetime, token, meta.uid(sa), now)
         return token
 
     def forget(self, uid: str) -> None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.objects import meta
 from orchestrator.objects.selector import SelectorError, from_label_selector
 from orchestrator.validation.field import ROOT, FieldError, Path, invalid, not_supported
 
@@ -56,6 +57,18 @@ def pod_disruption_budget(obj: Mapping[str, Any], out: list[FieldError]) -> None
     policy = spec.get("unhealthyPodEvictionPolicy")
     if policy is not None and policy not in POLICIES:
         out.append(not_supported(SPEC.child("unhealthyPodEvictionPolicy"), policy, POLICIES))
+
+
+def matching_pods(pdb: Mapping[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods of `pods` a budget's selector picks (policy/v1: no selector, none)."""
+    sel = (pdb.get("spec") or {}).get("selector")
+    if sel is None:
+        return []
+    try:
+        selector = from_label_selector(sel)
+    except SelectorError:
+        return []
+    return [p for p in pods if selector.matches(meta.labels(p))]
 
 
 def scaled(value: Any, total: int, *, round_up: bool) -> int:

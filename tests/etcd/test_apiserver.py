@@ -1074,9 +1074,9 @@ def test_rbac_decides_who_may_do_what(v1: client.CoreV1Api, api: APIServer, tmp_
 
     assert status(lambda: jane.list_namespaced_pod("team")) == (403, ('pods is forbidden: User "jane" cannot list '
                                                                  'resource "pods" in API group "" in the namespace "team"'))
-    # a second token for jane, read within a second: then the path is refused by RBAC
-    code, body = wait_for(lambda: (r := raw(api, "/metrics", token=kc.make(
-        api.config.state_dir, user="jane", token=True)["users"][0]["user"]["token"]))[0] != 401 and r, what="a token")
+    # a second token for jane (raw HTTP), read within a second: then the path is refused by RBAC
+    token = kc.make(api.config.state_dir, user="jane", token=True)["users"][0]["user"]["token"]
+    code, body = wait_for(lambda: (r := raw(api, "/metrics", token=token))[0] != 401 and r, what="the token read")
     assert (code, body["message"]) == (403, 'forbidden: User "jane" cannot get path "/metrics"')
     # the admin acting as jane (kubectl --as jane): jane's rights, not the admin's
     as_jane = client_for(kubeconfig_file(api, tmp_path))
